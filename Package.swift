@@ -1,0 +1,85 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+]
+
+let package = Package(
+    name: "kiln",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "kiln-broker", targets: ["Broker"]),
+        .executable(name: "kiln", targets: ["KilnCLI"]),
+        .library(name: "KilnBus", targets: ["KilnBus"]),
+        .library(name: "KilnBusClient", targets: ["KilnBusClient"]),
+        .library(name: "KilnAttestation", targets: ["KilnAttestation"]),
+        .library(name: "KilnArchive", targets: ["KilnArchive"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+    ],
+    targets: [
+        // Bus v1 wire protocol: frames, headers, subjects. Shared by broker and client.
+        .target(name: "KilnBus", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+        ], swiftSettings: swiftSettings),
+        .target(name: "KilnBusClient", dependencies: [
+            "KilnBus",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: swiftSettings),
+        .target(name: "KilnBroker", dependencies: [
+            "KilnBus",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: swiftSettings),
+        .executableTarget(name: "Broker", dependencies: [
+            "KilnBroker",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: swiftSettings),
+
+        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        .target(name: "KilnArchive", dependencies: ["CArchive"], swiftSettings: swiftSettings),
+        .target(name: "KilnAttestation", dependencies: [
+            "KilnArchive",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "CryptoExtras", package: "swift-crypto"),
+        ], swiftSettings: swiftSettings),
+        .executableTarget(name: "KilnCLI", dependencies: [
+            "KilnAttestation", "KilnArchive",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ], swiftSettings: swiftSettings),
+        .executableTarget(name: "KilnBench", dependencies: [
+            "KilnBusClient", "KilnBroker", "KilnAttestation", "KilnArchive",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "bench/KilnBench", swiftSettings: swiftSettings),
+
+        .target(name: "KilnTestSupport", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ], path: "Tests/KilnTestSupport", swiftSettings: swiftSettings),
+        .testTarget(name: "KilnBusTests", dependencies: ["KilnBus", "KilnBroker", "KilnBusClient", "KilnTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "KilnArchiveTests", dependencies: ["KilnArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "KilnAttestationTests", dependencies: ["KilnAttestation", "KilnArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
+    ]
+)

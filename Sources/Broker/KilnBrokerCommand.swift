@@ -1,0 +1,82 @@
+import ArgumentParser
+import Foundation
+import KilnBroker
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+@main
+struct KilnBrokerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kiln-broker",
+        abstract: "Kiln's message broker: subjects, wildcards, queue groups, one-shot subscriptions, request/reply.",
+        discussion: "Flags override the config file. Prints 'kiln-broker listening on HOST:PORT' once ready (useful with --port 0).")
+
+    @Option(help: "Address to listen on.") var host: String?
+    @Option(help: "Port to listen on (0 picks a free one).") var port: Int?
+    @Option(help: "Address of the monitor HTTP server (/healthz, /metrics).") var monitorHost: String?
+    @Option(help: "Port of the monitor HTTP server (0 picks a free one, -1 disables it).") var monitorPort: Int?
+    @Option(help: "JSON config file (see docs/protocol.md).") var config: String?
+    @Option(help: "Shared token every client must present in 'connect'.") var token: String?
+    @Option(help: "JSON users file with per-user permissions.") var users: String?
+    @Option(help: "Largest frame accepted, in bytes (default 8 MiB).") var maxFrame: Int?
+    @Option(help: "Per-connection outbound backlog before a slow consumer is cut off, in bytes (default 64 MiB).") var outboundCap: Int?
+    @Option(help: "Seconds between keepalive pings to idle clients (default 20).") var pingInterval: Double?
+    @Option(help: "Unanswered pings before a connection is closed (default 2).") var maxPingsOutstanding: Int?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
+
+    func run() async throws {
+        let file = try config.map { try BrokerConfigFile.load(path: $0) } ?? BrokerConfigFile()
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "kiln.broker")
+
+        var cfg = BrokerServer.Configuration()
+        cfg.host = host ?? file.host ?? cfg.host
+        cfg.port = port ?? file.port ?? cfg.port
+        cfg.maxFrame = maxFrame ?? file.maxFrame ?? cfg.maxFrame
+        cfg.outboundCap = outboundCap ?? file.outboundCap ?? cfg.outboundCap
+        if let s = pingInterval ?? file.pingIntervalSeconds { cfg.pingInterval = .nanoseconds(Int64(s * 1e9)) }
+        cfg.maxPingsOutstanding = maxPingsOutstanding ?? file.maxPingsOutstanding ?? cfg.maxPingsOutstanding
+        guard cfg.maxFrame >= 1024, cfg.maxFrame <= Int(UInt32.max) else {
+            throw ValidationError("--max-frame must be between 1024 and \(UInt32.max)")
+        }
+        guard cfg.outboundCap >= cfg.maxFrame else { throw ValidationError("--outbound-cap must be at least --max-frame") }
+        guard cfg.pingInterval > .zero, cfg.maxPingsOutstanding >= 1 else {
+            throw ValidationError("--ping-interval must be positive and --max-pings-outstanding at least 1")
+        }
+        if let users {
+            cfg.authenticator = Authenticator(.users(try BrokerConfigFile.loadUsers(path: users)))
+        } else if let u = file.users {
+            cfg.authenticator = Authenticator(.users(u))
+        } else if let t = token ?? file.token ?? ProcessInfo.processInfo.environment["KILN_BROKER_TOKEN"] {
+            cfg.authenticator = Authenticator(.token(t))
+        }
+
+        let metrics = BrokerMetrics()
+        let broker = BrokerServer(configuration: cfg, metrics: metrics, logger: logger)
+        var services: [any Service] = [broker]
+        let mPort = monitorPort ?? file.monitorPort ?? 8222
+        let mHost = monitorHost ?? file.monitorHost ?? cfg.host
+        if mPort >= 0 {
+            services.append(MonitorServer.makeApplication(host: mHost, port: mPort, metrics: metrics, logger: logger) { port in
+                announce("kiln-broker monitor on http://\(mHost):\(port)")
+            })
+        }
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let host = cfg.host
+        Task {
+            if let p = try? await broker.port { announce("kiln-broker listening on \(host):\(p)") }
+        }
+        try await group.run()
+    }
+}
+
+/// Unbuffered line on stdout, so a parent process reading our pipe sees it at once.
+func announce(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}

@@ -1,0 +1,83 @@
+import KilnBus
+
+/// Decides who a `connect` frame is, and with which permissions.
+public struct Authenticator: Sendable {
+    public struct User: Sendable, Codable, Equatable {
+        public var user: String
+        public var password: String
+        public var permissions: SubjectPermissions
+
+        public init(user: String, password: String, permissions: SubjectPermissions = .unrestricted) {
+            self.user = user
+            self.password = password
+            self.permissions = permissions
+        }
+
+        enum CodingKeys: String, CodingKey { case user, password, permissions }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            user = try c.decode(String.self, forKey: .user)
+            password = try c.decode(String.self, forKey: .password)
+            permissions = try c.decodeIfPresent(SubjectPermissions.self, forKey: .permissions) ?? .unrestricted
+        }
+    }
+
+    public enum Mode: Sendable {
+        case none
+        case token(String)
+        case users([User])
+    }
+
+    public let mode: Mode
+
+    public init(_ mode: Mode) { self.mode = mode }
+
+    public var isRequired: Bool {
+        if case .none = mode { return false }
+        return true
+    }
+
+    /// The identity a connection gets after a successful `connect`.
+    public struct Identity: Sendable, Equatable {
+        public var name: String?
+        public var permissions: SubjectPermissions
+    }
+
+    public func authenticate(_ connect: BusHeader) throws(BusError) -> Identity {
+        switch mode {
+        case .none:
+            return Identity(name: connect.user, permissions: .unrestricted)
+        case .token(let expected):
+            guard let token = connect.token else { throw .authorizationRequired("authorization failed: connect carries no token") }
+            guard Authenticator.constantTimeEquals(token, expected) else { throw .authorizationRequired("authorization failed: wrong token") }
+            return Identity(name: connect.name, permissions: .unrestricted)
+        case .users(let users):
+            guard let name = connect.user, let password = connect.password else {
+                throw .authorizationRequired("authorization failed: connect needs 'user' and 'password'")
+            }
+            // Compare against every entry so timing does not reveal which user names exist.
+            var match: User?
+            for u in users {
+                let nameOK = Authenticator.constantTimeEquals(u.user, name)
+                let passOK = Authenticator.constantTimeEquals(u.password, password)
+                if nameOK && passOK { match = u }
+            }
+            guard let match else { throw .authorizationRequired("authorization failed: unknown user or wrong password") }
+            return Identity(name: match.user, permissions: match.permissions)
+        }
+    }
+
+    /// Equality whose running time depends only on the lengths, not on where the strings differ.
+    public static func constantTimeEquals(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        var diff = UInt8(x.count == y.count ? 0 : 1)
+        let n = Swift.max(x.count, y.count)
+        for i in 0..<n {
+            let p = i < x.count ? x[i] : 0
+            let q = i < y.count ? y[i] : 0
+            diff |= p ^ q
+        }
+        return diff == 0
+    }
+}

@@ -1,0 +1,79 @@
+import Foundation
+import KilnBus
+
+/// The broker's JSON config file. Every field is optional; command-line flags override it.
+///
+/// ```json
+/// {"host": "0.0.0.0", "port": 4222, "monitor_port": 8222, "max_frame": 8388608,
+///  "outbound_cap": 67108864, "ping_interval_seconds": 20, "max_pings_outstanding": 2,
+///  "token": "…"   — or —   "users": [{"user": "gateway", "password": "…", "permissions": {…}}]}
+/// ```
+public struct BrokerConfigFile: Codable, Sendable {
+    public var host: String?
+    public var port: Int?
+    public var monitorHost: String?
+    public var monitorPort: Int?
+    public var maxFrame: Int?
+    public var outboundCap: Int?
+    public var pingIntervalSeconds: Double?
+    public var maxPingsOutstanding: Int?
+    public var token: String?
+    public var users: [Authenticator.User]?
+
+    enum CodingKeys: String, CodingKey {
+        case host, port, token, users
+        case monitorHost = "monitor_host"
+        case monitorPort = "monitor_port"
+        case maxFrame = "max_frame"
+        case outboundCap = "outbound_cap"
+        case pingIntervalSeconds = "ping_interval_seconds"
+        case maxPingsOutstanding = "max_pings_outstanding"
+    }
+
+    public init() {}
+
+    public static func load(path: String) throws -> BrokerConfigFile {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw ConfigError("cannot read config file \(path): \(error.localizedDescription)")
+        }
+        let config: BrokerConfigFile
+        do { config = try JSONDecoder().decode(BrokerConfigFile.self, from: data) } catch {
+            throw ConfigError("config file \(path) is not valid: \(error)")
+        }
+        for user in config.users ?? [] {
+            do { try user.permissions.validate() } catch {
+                throw ConfigError("config file \(path): user '\(user.user)': \(error.message)")
+            }
+        }
+        return config
+    }
+
+    /// Users may also live in a file of their own: `{"users": [...]}` or a bare array.
+    public static func loadUsers(path: String) throws -> [Authenticator.User] {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw ConfigError("cannot read users file \(path): \(error.localizedDescription)")
+        }
+        struct Wrapper: Decodable { var users: [Authenticator.User] }
+        let users: [Authenticator.User]
+        if let w = try? JSONDecoder().decode(Wrapper.self, from: data) {
+            users = w.users
+        } else {
+            do { users = try JSONDecoder().decode([Authenticator.User].self, from: data) } catch {
+                throw ConfigError("users file \(path) is not valid: \(error)")
+            }
+        }
+        for user in users {
+            do { try user.permissions.validate() } catch {
+                throw ConfigError("users file \(path): user '\(user.user)': \(error.message)")
+            }
+        }
+        return users
+    }
+
+    public struct ConfigError: Error, CustomStringConvertible {
+        public let description: String
+        init(_ d: String) { description = d }
+    }
+}

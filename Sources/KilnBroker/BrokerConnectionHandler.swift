@@ -1,0 +1,211 @@
+import KilnBus
+import Logging
+import NIOCore
+
+/// Carries out a connection's `ConnectionStateMachine` actions on one channel.
+///
+/// The handler owns the decoder and the state machine (event-loop confined); routing goes through
+/// the shared `MessageRouter`, deliveries through this connection's `ConnectionOutbound`. Any error here ends
+/// this connection only.
+final class BrokerConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let id: Int
+    let shared: BrokerServer.Shared
+    private var decoder: FrameDecoder
+    private var machine: ConnectionStateMachine
+    private var outbound: ConnectionOutbound!
+    private var keepalive: RepeatedTask?
+    private var closing = false
+    private var logger: Logger
+
+    init(id: Int, shared: BrokerServer.Shared) {
+        self.id = id
+        self.shared = shared
+        self.decoder = FrameDecoder(maxFrame: shared.configuration.maxFrame)
+        self.machine = ConnectionStateMachine(configuration: shared.connectionConfiguration, now: .now())
+        var logger = shared.logger
+        logger[metadataKey: "connection"] = "\(id)"
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        let loop = context.eventLoop
+        outbound = ConnectionOutbound(channel: channel, cap: shared.configuration.outboundCap) { [id, shared] cap in
+            // Called from whichever loop overflowed us; cut off on our own loop.
+            loop.execute {
+                shared.metrics.slowConsumers.increment()
+                shared.logger.warning("slow consumer cut off", metadata: ["connection": "\(id)"])
+                let err = BusError.slowConsumer(pending: cap, cap: cap)
+                channel.writeAndFlush(BusFrame(header: err.header).encoded).whenComplete { _ in channel.close(promise: nil) }
+            }
+        }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        shared.register(id: id, channel: context.channel)
+        shared.router.addConnection(id, recordsResponses: false)
+        shared.metrics.connections.increment()
+        shared.metrics.connectionsTotal.increment()
+        send(shared.infoHeader)
+        let interval = shared.connectionConfiguration.pingInterval
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        keepalive = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            loopBound.value.keepaliveTick()
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        keepalive?.cancel()
+        keepalive = nil
+        machine.closed()
+        outbound.close()
+        shared.router.removeConnection(id)
+        shared.unregister(id: id)
+        shared.metrics.connections.decrement()
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { outbound.flush() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("connection error: \(error)")
+        context.close(promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
+        decoder.append(unwrapInboundIn(data))
+        var published = 0
+        var publishedBytes = 0
+        while !closing {
+            let decoded: FrameDecoder.Decoded
+            do {
+                guard let d = try decoder.next() else { break }
+                decoded = d
+            } catch {
+                fail(error)
+                break
+            }
+            switch decoded {
+            case .invalid(let error):
+                perform(machine.invalidFrame(error, now: .now()), payload: ByteBuffer())
+            case .frame(let frame):
+                let action = machine.frameReceived(frame.header, now: .now())
+                if case .publish = action {
+                    published += 1
+                    publishedBytes += frame.payload.readableBytes
+                }
+                perform(action, payload: frame.payload)
+            }
+        }
+        decoder.compact()
+        if published > 0 {
+            shared.metrics.messagesIn.increment(by: Int64(published))
+            shared.metrics.bytesIn.increment(by: Int64(publishedBytes))
+        }
+    }
+
+    // MARK: actions
+
+    private func perform(_ action: ConnectionStateMachine.Action, payload: ByteBuffer) {
+        switch action {
+        case .none:
+            if case .open(let identity) = machine.state, identity.permissions.allowResponses {
+                shared.router.setRecordsResponses(id, true)
+            }
+        case .publish(let subject, let reply, let headers):
+            route(subject: subject, reply: reply, headers: headers, payload: payload)
+        case .publishIfResponseAllowed(let subject, let reply, let headers):
+            if shared.router.consumeResponseAllowance(connectionID: id, subject: subject) {
+                route(subject: subject, reply: reply, headers: headers, payload: payload)
+            } else {
+                fail(.permissionDenied("permission denied: publish to '\(subject)'"))
+            }
+        case .subscribe(let sid, let subject, let queue, let max):
+            let deny = machine.permissions?.subscribe
+            let sub = Subscription(connectionID: id, sid: sid, subject: subject, queue: queue, max: max,
+                                   outbound: outbound, deliveryFilter: (deny?.deny.isEmpty ?? true) ? nil : deny)
+            do {
+                try shared.router.subscribe(sub)
+                acknowledge()
+            } catch {
+                fail(error)
+            }
+        case .unsubscribe(let sid, let max):
+            do {
+                try shared.router.unsubscribe(connectionID: id, sid: sid, max: max)
+                acknowledge()
+            } catch {
+                fail(error)
+            }
+        case .send(let header):
+            if header.op == .ok, case .open(let identity) = machine.state, identity.permissions.allowResponses {
+                shared.router.setRecordsResponses(id, true)
+            }
+            send(header)
+        case .fail(let error):
+            fail(error)
+        }
+    }
+
+    private func route(subject: String, reply: String?, headers: [String: String]?, payload: ByteBuffer) {
+        let deliveries = shared.router.publish(subject: subject, reply: reply, headers: headers, payload: payload)
+        if deliveries == 0, let reply {
+            // No responders: tell the requester at once (design §2).
+            shared.router.publish(subject: reply, reply: nil, headers: ["status": "503"], payload: ByteBuffer())
+        }
+        acknowledge()
+    }
+
+    private func acknowledge() {
+        if machine.verbose { send(BusHeader(op: .ok)) }
+    }
+
+    private func send(_ header: BusHeader) {
+        outbound.enqueue { BusFrame.write(header: header, payload: EmptyCollection<UInt8>(), to: &$0) }
+    }
+
+    private func fail(_ error: BusError) {
+        shared.metrics.protocolErrors.increment()
+        logger.debug("protocol error", metadata: ["code": "\(error.code)", "message": "\(error.message)"])
+        if error.isFatal {
+            closeAfter(error)
+        } else {
+            send(error.header)
+        }
+    }
+
+    /// Sends `error` after whatever is pending, then closes.
+    private func closeAfter(_ error: BusError) {
+        guard !closing else { return }
+        closing = true
+        machine.closed()
+        var bytes = outbound.close() ?? ByteBuffer()
+        BusFrame(header: error.header).write(to: &bytes)
+        let channel = outbound.channel
+        channel.writeAndFlush(bytes).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    private func keepaliveTick() {
+        switch machine.keepaliveTick(now: .now()) {
+        case .none: break
+        case .sendPing: send(BusHeader(op: .ping))
+        case .close(let error):
+            shared.metrics.staleConnections.increment()
+            logger.info("closing stale connection")
+            closeAfter(error)
+        }
+    }
+
+    /// Graceful drain: flush what is pending, say goodbye, close.
+    func drain() {
+        closeAfter(.shuttingDown())
+    }
+}
