@@ -18,7 +18,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
-        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -32,10 +31,12 @@ let package = Package(
         // Bus v1 wire protocol: frames, headers, subjects. Shared by broker and client.
         .target(name: "KilnBus", dependencies: [
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ], swiftSettings: swiftSettings),
         .target(name: "KilnBusClient", dependencies: [
             "KilnBus",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -43,6 +44,7 @@ let package = Package(
         .target(name: "KilnBroker", dependencies: [
             "KilnBus",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
@@ -75,8 +77,10 @@ let package = Package(
         ], path: "bench/KilnBench", swiftSettings: swiftSettings),
 
         .target(name: "KilnTestSupport", dependencies: [
+            "KilnBus",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ], path: "Tests/KilnTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "KilnBusTests", dependencies: ["KilnBus", "KilnBroker", "KilnBusClient", "KilnTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "KilnArchiveTests", dependencies: ["KilnArchive", "KilnTestSupport"], swiftSettings: swiftSettings),

@@ -15,7 +15,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     let shared: BrokerServer.Shared
     private var decoder: FrameDecoder
     private var machine: ConnectionStateMachine
-    private var outbound: ConnectionOutbound!
+    private var outbound: OutboundBuffer!
     private var keepalive: RepeatedTask?
     private var closing = false
     private var logger: Logger
@@ -31,17 +31,17 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        let channel = context.channel
-        let loop = context.eventLoop
-        outbound = ConnectionOutbound(channel: channel, cap: shared.configuration.outboundCap) { [id, shared] cap in
-            // Called from whichever loop overflowed us; cut off on our own loop.
-            loop.execute {
-                shared.metrics.slowConsumers.increment()
-                shared.logger.warning("slow consumer cut off", metadata: ["connection": "\(id)"])
-                let err = BusError.slowConsumer(pending: cap, cap: cap)
-                channel.writeAndFlush(BusFrame(header: err.header).encoded).whenComplete { _ in channel.close(promise: nil) }
-            }
-        }
+        outbound = OutboundBuffer(channel: context.channel)
+    }
+
+    /// A connection whose backlog passed the cap: discard the backlog, say why, close.
+    /// Called from whichever event loop overflowed it.
+    static func cutOffSlowConsumer(_ outbound: OutboundBuffer, id: Int, pending: Int, shared: BrokerServer.Shared) {
+        guard outbound.closeIfOpen(), let channel = outbound.attachedChannel else { return }
+        shared.metrics.slowConsumers.increment()
+        shared.logger.warning("slow consumer cut off", metadata: ["connection": "\(id)", "pending": "\(pending)"])
+        let err = BusError.slowConsumer(pending: pending, cap: shared.configuration.outboundCap)
+        channel.writeAndFlush(BusFrame(header: err.header).encoded).whenComplete { _ in channel.close(promise: nil) }
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -131,7 +131,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
         case .subscribe(let sid, let subject, let queue, let max):
             let deny = machine.permissions?.subscribe
             let sub = Subscription(connectionID: id, sid: sid, subject: subject, queue: queue, max: max,
-                                   outbound: outbound, deliveryFilter: (deny?.deny.isEmpty ?? true) ? nil : deny)
+                                   outbound: outbound, outboundCap: shared.configuration.outboundCap, deliveryFilter: (deny?.deny.isEmpty ?? true) ? nil : deny)
             do {
                 try shared.router.subscribe(sub)
                 acknowledge()
@@ -189,7 +189,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
         machine.closed()
         var bytes = outbound.close() ?? ByteBuffer()
         BusFrame(header: error.header).write(to: &bytes)
-        let channel = outbound.channel
+        guard let channel = outbound.attachedChannel else { return }
         channel.writeAndFlush(bytes).whenComplete { _ in channel.close(promise: nil) }
     }
 

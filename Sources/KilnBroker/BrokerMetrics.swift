@@ -16,16 +16,16 @@ public final class BrokerMetrics: Sendable {
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
-        connections = registry.makeGauge(name: "kiln_broker_connections", help: "Open client connections")
-        connectionsTotal = registry.makeCounter(name: "kiln_broker_connections_total", help: "Client connections accepted")
-        subscriptions = registry.makeGauge(name: "kiln_broker_subscriptions", help: "Live subscriptions")
-        messagesIn = registry.makeCounter(name: "kiln_broker_messages_in_total", help: "Messages published by clients")
-        bytesIn = registry.makeCounter(name: "kiln_broker_bytes_in_total", help: "Payload bytes published by clients")
-        messagesOut = registry.makeCounter(name: "kiln_broker_messages_out_total", help: "Messages delivered to subscribers")
-        bytesOut = registry.makeCounter(name: "kiln_broker_bytes_out_total", help: "Payload bytes delivered to subscribers")
-        slowConsumers = registry.makeCounter(name: "kiln_broker_slow_consumers_total", help: "Connections cut off as slow consumers")
-        staleConnections = registry.makeCounter(name: "kiln_broker_stale_connections_total", help: "Connections closed for unanswered pings")
-        protocolErrors = registry.makeCounter(name: "kiln_broker_protocol_errors_total", help: "err frames sent to clients")
+        connections = registry.makeGauge(descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "connections", unitName: "", helpText: "Open client connections"))
+        connectionsTotal = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "connections", unitName: "total", helpText: "Client connections accepted"))
+        subscriptions = registry.makeGauge(descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "subscriptions", unitName: "", helpText: "Live subscriptions"))
+        messagesIn = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "messages_in", unitName: "total", helpText: "Messages published by clients"))
+        bytesIn = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "bytes_in", unitName: "total", helpText: "Payload bytes published by clients"))
+        messagesOut = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "messages_out", unitName: "total", helpText: "Messages delivered to subscribers"))
+        bytesOut = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "bytes_out", unitName: "total", helpText: "Payload bytes delivered to subscribers"))
+        slowConsumers = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "slow_consumers", unitName: "total", helpText: "Connections cut off as slow consumers"))
+        staleConnections = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "stale_connections", unitName: "total", helpText: "Connections closed for unanswered pings"))
+        protocolErrors = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "protocol_errors", unitName: "total", helpText: "err frames sent to clients"))
     }
 
     @inline(__always)

@@ -88,6 +88,10 @@ public final class BrokerServer: Service, @unchecked Sendable {
         self.logger = logger
         self.group = group
         self.shared = Shared(configuration: configuration, router: router, metrics: metrics, logger: logger)
+        let shared = self.shared
+        router.onSlowConsumer = { outbound, id, pending in
+            BrokerConnectionHandler.cutOffSlowConsumer(outbound, id: id, pending: pending, shared: shared)
+        }
     }
 
     /// The port actually bound (useful with port 0). Waits until the listener is up.

@@ -20,6 +20,8 @@ public final class MessageRouter: @unchecked Sendable {
     private var connections: [Int: ConnectionEntry] = [:]
     private var rng = SystemRandomNumberGenerator()
     let metrics: BrokerMetrics?
+    /// Called (outside the lock) for a subscriber whose backlog passed its cap.
+    var onSlowConsumer: (@Sendable (_ outbound: OutboundBuffer, _ connectionID: Int, _ pending: Int) -> Void)?
     /// Bound on remembered response allowances per connection, so a requester flood cannot grow memory.
     let maxResponseAllowances: Int
 
@@ -129,12 +131,13 @@ public final class MessageRouter: @unchecked Sendable {
             }
             prefix.writeInteger(UInt8(ascii: "}"))
         }
-        return prefix.withUnsafeReadableBytes { prefixBytes in
+        var slow: [(OutboundBuffer, Int, Int)] = []
+        let delivered = prefix.withUnsafeReadableBytes { prefixBytes in
             payload.withUnsafeReadableBytes { payloadBytes in
                 lock.withLock {
                     var match = index.match(subject)
                     var deliveries = 0
-                    for sub in match.plain where deliverLocked(sub, subject: subject, reply: reply, prefix: prefixBytes, payload: payloadBytes) {
+                    for sub in match.plain where deliverLocked(sub, subject: subject, reply: reply, prefix: prefixBytes, payload: payloadBytes, slow: &slow) {
                         deliveries += 1
                     }
                     if !match.queues.isEmpty {
@@ -144,7 +147,7 @@ public final class MessageRouter: @unchecked Sendable {
                             var members = match.queues[key]!
                             while !members.isEmpty {
                                 let i = Int.random(in: 0..<members.count, using: &rng)
-                                if deliverLocked(members[i], subject: subject, reply: reply, prefix: prefixBytes, payload: payloadBytes) {
+                                if deliverLocked(members[i], subject: subject, reply: reply, prefix: prefixBytes, payload: payloadBytes, slow: &slow) {
                                     deliveries += 1
                                     break
                                 }
@@ -158,12 +161,17 @@ public final class MessageRouter: @unchecked Sendable {
                 }
             }
         }
+        if !slow.isEmpty, let onSlowConsumer {
+            for (outbound, id, pending) in slow { onSlowConsumer(outbound, id, pending) }
+        }
+        return delivered
     }
 
     /// Hands one message to one subscription; counts it against `max` and removes the subscription
     /// when spent, all under the router lock.
     private func deliverLocked(_ sub: Subscription, subject: String, reply: String?,
-                               prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) -> Bool {
+                               prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer,
+                               slow: inout [(OutboundBuffer, Int, Int)]) -> Bool {
         guard !sub.isRemoved, !sub.isSpent else { return false }
         if let filter = sub.deliveryFilter, !filter.permitsDelivery(subject) { return false }
         if let outbound = sub.outbound {
@@ -175,7 +183,11 @@ public final class MessageRouter: @unchecked Sendable {
                 buffer.writeBytes(sub.sidSuffix)
                 buffer.writeBytes(payload)
             }
-            guard case .queued = result else { return false }
+            guard case .queued(let pending) = result else { return false }
+            if pending > sub.outboundCap {
+                slow.append((outbound, sub.connectionID, pending))
+                return false
+            }
         }
         sub.delivered += 1
         if let reply, connections[sub.connectionID]?.recordsResponses == true {

@@ -14,17 +14,20 @@ public final class Subscription: @unchecked Sendable {
     public internal(set) var isRemoved = false
     /// `,"sid":"…"}` pre-encoded, so building each `msg` header is a memcpy.
     let sidSuffix: [UInt8]
-    let outbound: ConnectionOutbound?
+    let outbound: OutboundBuffer?
+    /// The subscriber's outbound cap; a delivery that pushes the backlog past it cuts the subscriber off.
+    let outboundCap: Int
     let deliveryFilter: SubjectPermissions.Rule?
 
     public init(connectionID: Int, sid: String, subject: String, queue: String? = nil, max: Int? = nil,
-                outbound: ConnectionOutbound? = nil, deliveryFilter: SubjectPermissions.Rule? = nil) {
+                outbound: OutboundBuffer? = nil, outboundCap: Int = .max, deliveryFilter: SubjectPermissions.Rule? = nil) {
         self.connectionID = connectionID
         self.sid = sid
         self.subject = subject
         self.queue = queue
         self.max = max
         self.outbound = outbound
+        self.outboundCap = outboundCap
         self.deliveryFilter = deliveryFilter
         var b = ByteBuffer()
         b.writeStaticString(",\"sid\":")

@@ -1,0 +1,142 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Bytes waiting to go out on one connection.
+///
+/// Frames can be enqueued from any thread; they are appended to one pending buffer under a lock and a
+/// single flush on the channel's event loop hands the whole batch to the channel, so a burst of small
+/// frames becomes one `write` syscall. Bytes go to the channel only while it is writable, so
+/// `pendingBytes` is the real backlog: the broker cuts a connection off when it passes a cap; the
+/// client makes publishers wait until it drains (`waitForRoom`). With no channel attached (a client
+/// between reconnects) frames simply accumulate.
+public final class OutboundBuffer: @unchecked Sendable {
+    public enum EnqueueResult: Sendable, Equatable {
+        case queued(pendingBytes: Int)
+        case closed
+    }
+
+    private let lock = NIOLock()
+    private var channel: (any Channel)?
+    private var pending = ByteBuffer()
+    private var flushScheduled = false
+    private var isClosed = false
+    private var waiters: [CheckedContinuation<Void, any Error>] = []
+    /// Publishers waiting in `waitForRoom` resume once the backlog is at or below this.
+    public let lowWater: Int
+
+    public init(channel: (any Channel)? = nil, lowWater: Int = 1 << 20) {
+        self.channel = channel
+        self.lowWater = lowWater
+    }
+
+    public var pendingBytes: Int { lock.withLock { pending.readableBytes } }
+
+    public var attachedChannel: (any Channel)? { lock.withLock { channel } }
+
+    /// Appends one frame, written in place by `encode`, and schedules a flush.
+    @discardableResult
+    public func enqueue(_ encode: (inout ByteBuffer) -> Void) -> EnqueueResult {
+        let (result, flushOn): (EnqueueResult, (any Channel)?) = lock.withLock {
+            if isClosed { return (.closed, nil) }
+            encode(&pending)
+            let n = pending.readableBytes
+            guard !flushScheduled, let channel else { return (.queued(pendingBytes: n), nil) }
+            flushScheduled = true
+            return (.queued(pendingBytes: n), channel)
+        }
+        if let flushOn {
+            flushOn.eventLoop.execute { self.flush() }
+        }
+        return result
+    }
+
+    /// Hands the pending batch to the channel if it is writable. Runs on the channel's event loop;
+    /// call it again from `channelWritabilityChanged`.
+    public func flush() {
+        let (batch, target, resume): (ByteBuffer?, (any Channel)?, [CheckedContinuation<Void, any Error>]) = lock.withLock {
+            flushScheduled = false
+            guard let channel, channel.isWritable, pending.readableBytes > 0 else { return (nil, nil, []) }
+            let b = pending
+            pending = ByteBuffer()
+            let w = waiters
+            waiters = []
+            return (b, channel, w)
+        }
+        if let batch, let target {
+            target.writeAndFlush(batch, promise: nil)
+        }
+        for w in resume { w.resume() }
+    }
+
+    /// Waits until the backlog is at or below `lowWater` (client-side back-pressure).
+    public func waitForRoom() async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let resumeNow: Bool = lock.withLock {
+                if isClosed || pending.readableBytes <= lowWater { return true }
+                waiters.append(continuation)
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+    }
+
+    /// Starts sending through `channel` (after connect or reconnect); anything queued meanwhile goes first.
+    public func attach(_ channel: any Channel) {
+        lock.withLock {
+            self.channel = channel
+            flushScheduled = true
+        }
+        channel.eventLoop.execute { self.flush() }
+    }
+
+    /// Stops sending (connection lost); frames keep accumulating until `attach`.
+    public func detach() {
+        lock.withLock {
+            channel = nil
+            flushScheduled = false
+        }
+    }
+
+    /// Prepends bytes (a reconnect's `connect` and `sub` frames must precede queued publishes).
+    public func prepend(_ bytes: ByteBuffer) {
+        lock.withLock {
+            var b = bytes
+            b.writeBuffer(&pending)
+            pending = b
+        }
+    }
+
+    /// Refuses further frames and returns what was still pending.
+    @discardableResult
+    public func close() -> ByteBuffer? {
+        let (b, w): (ByteBuffer, [CheckedContinuation<Void, any Error>]) = lock.withLock {
+            isClosed = true
+            let b = pending
+            pending = ByteBuffer()
+            let w = waiters
+            waiters = []
+            return (b, w)
+        }
+        for x in w { x.resume() }
+        return b.readableBytes > 0 ? b : nil
+    }
+
+    /// Closes and reports whether this call was the one that closed it (so a cut-off happens once).
+    public func closeIfOpen() -> Bool {
+        let (wasOpen, w): (Bool, [CheckedContinuation<Void, any Error>]) = lock.withLock {
+            let wasOpen = !isClosed
+            isClosed = true
+            pending = ByteBuffer()
+            let w = waiters
+            waiters = []
+            return (wasOpen, w)
+        }
+        for x in w { x.resume() }
+        return wasOpen
+    }
+
+    /// Drops anything pending without closing (a client discarding stale frames before reconnecting).
+    public func discardPending() {
+        lock.withLock { pending.clear() }
+    }
+}
