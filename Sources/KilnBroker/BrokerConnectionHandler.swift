@@ -70,7 +70,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { outbound.flush() }
+        outbound.flush()  // also records the new writability
         context.fireChannelWritabilityChanged()
     }
 

@@ -138,9 +138,13 @@ public final class BrokerServer: Service, @unchecked Sendable {
         logger.info("listening", metadata: ["host": "\(configuration.host)", "port": "\(port)"])
 
         // Park until shutdown: graceful (SIGTERM via ServiceGroup) or cancellation.
-        await withGracefulShutdownHandler {
-            try? await server.closeFuture.get()
-        } onGracefulShutdown: {
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                try? await server.closeFuture.get()
+            } onGracefulShutdown: {
+                server.close(promise: nil)
+            }
+        } onCancel: {
             server.close(promise: nil)
         }
         try? await server.close()

@@ -183,9 +183,9 @@ public final class MessageRouter: @unchecked Sendable {
                 buffer.writeBytes(sub.sidSuffix)
                 buffer.writeBytes(payload)
             }
-            guard case .queued(let pending) = result else { return false }
-            if pending > sub.outboundCap {
-                slow.append((outbound, sub.connectionID, pending))
+            guard case .queued(let backlog) = result else { return false }
+            if backlog > sub.outboundCap {
+                slow.append((outbound, sub.connectionID, backlog))
                 return false
             }
         }

@@ -11,7 +11,10 @@ import NIOCore
 /// between reconnects) frames simply accumulate.
 public final class OutboundBuffer: @unchecked Sendable {
     public enum EnqueueResult: Sendable, Equatable {
-        case queued(pendingBytes: Int)
+        /// `backlog`: bytes pending while the connection cannot take them (channel unwritable or
+        /// detached), else 0. Bytes merely waiting for the next flush on a writable channel are not a
+        /// backlog: a single read burst on another connection can queue a megabyte before our flush runs.
+        case queued(backlog: Int)
         case closed
     }
 
@@ -20,6 +23,8 @@ public final class OutboundBuffer: @unchecked Sendable {
     private var pending = ByteBuffer()
     private var flushScheduled = false
     private var isClosed = false
+    /// Last writability seen on the event loop (flush / writability change).
+    private var channelWritable = true
     private var waiters: [CheckedContinuation<Void, any Error>] = []
     /// Publishers waiting in `waitForRoom` resume once the backlog is at or below this.
     public let lowWater: Int
@@ -39,10 +44,10 @@ public final class OutboundBuffer: @unchecked Sendable {
         let (result, flushOn): (EnqueueResult, (any Channel)?) = lock.withLock {
             if isClosed { return (.closed, nil) }
             encode(&pending)
-            let n = pending.readableBytes
-            guard !flushScheduled, let channel else { return (.queued(pendingBytes: n), nil) }
+            let backlog = (channel == nil || !channelWritable) ? pending.readableBytes : 0
+            guard !flushScheduled, let channel else { return (.queued(backlog: backlog), nil) }
             flushScheduled = true
-            return (.queued(pendingBytes: n), channel)
+            return (.queued(backlog: backlog), channel)
         }
         if let flushOn {
             flushOn.eventLoop.execute { self.flush() }
@@ -55,7 +60,8 @@ public final class OutboundBuffer: @unchecked Sendable {
     public func flush() {
         let (batch, target, resume): (ByteBuffer?, (any Channel)?, [CheckedContinuation<Void, any Error>]) = lock.withLock {
             flushScheduled = false
-            guard let channel, channel.isWritable, pending.readableBytes > 0 else { return (nil, nil, []) }
+            channelWritable = channel?.isWritable ?? false
+            guard let channel, channelWritable, pending.readableBytes > 0 else { return (nil, nil, []) }
             let b = pending
             pending = ByteBuffer()
             let w = waiters

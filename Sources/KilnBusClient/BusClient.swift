@@ -184,7 +184,7 @@ public final class BusClient: @unchecked Sendable {
         if tooLarge > 0 { throw .frameTooLarge(size: tooLarge, max: max) }
         switch result {
         case .closed: throw .closed
-        case .queued(let pending): return pending
+        case .queued(let backlog): return backlog
         }
     }
 

@@ -66,7 +66,7 @@ final class BusClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { client.outbound.flush() }
+        client.outbound.flush()  // also records the new writability
         context.fireChannelWritabilityChanged()
     }
 

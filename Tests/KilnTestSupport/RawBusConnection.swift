@@ -5,33 +5,15 @@ import NIOCore
 /// A deliberately dumb blocking TCP client for black-box protocol tests: it sends whatever bytes a
 /// test gives it (including malformed ones) and reads frames back with a timeout.
 public final class RawBusConnection: @unchecked Sendable {
-    private let fd: Int32
+    private let socket: RawSocket
     private var decoder = FrameDecoder(maxFrame: Int(UInt32.max))
     private var sawEOF = false
 
-    public init(port: Int, host: String = "127.0.0.1") throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw POSIXError(.EIO) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = UInt16(port).bigEndian
-        addr.sin_addr.s_addr = inet_addr(host)
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0 else { close(fd); throw POSIXError(.ECONNREFUSED) }
+    public init(port: Int, host: String = "127.0.0.1", receiveBuffer: Int? = nil) throws {
+        socket = try RawSocket(port: port, host: host, receiveBuffer: receiveBuffer)
     }
 
-    deinit { close(fd) }
-
-    public func send(_ bytes: [UInt8]) throws {
-        var off = 0
-        while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { throw POSIXError(.EPIPE) }
-            off += n
-        }
-    }
+    public func send(_ bytes: [UInt8]) throws { try socket.send(bytes) }
 
     public func send(_ frame: BusFrame) throws { try send(Array(frame.encoded.readableBytesView)) }
 
@@ -58,13 +40,11 @@ public final class RawBusConnection: @unchecked Sendable {
             if sawEOF { return nil }
             let remaining = deadline.timeIntervalSinceNow
             if remaining <= 0 { return nil }
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let r = poll(&pfd, 1, Int32(remaining * 1000))
-            if r <= 0 { return nil }
-            var buf = [UInt8](repeating: 0, count: 65536)
-            let n = recv(fd, &buf, buf.count, 0)
-            if n <= 0 { sawEOF = true; continue }
-            decoder.append(ByteBuffer(bytes: buf[0..<n]))
+            switch socket.readSome(timeout: remaining) {
+            case .timeout: return nil
+            case .eof: sawEOF = true
+            case .bytes(let bytes): decoder.append(ByteBuffer(bytes: bytes))
+            }
         }
     }
 

@@ -1,0 +1,66 @@
+import Foundation
+import KilnBus
+import KilnBusClient
+import KilnTestSupport
+import Testing
+
+/// Tests that need the real kiln-broker executable: restart and SIGTERM drain.
+@Suite struct BrokerProcessTests {
+    @Test func clientReconnectsAndResubscribesAcrossRestart() async throws {
+        let port = try FreePort.pick()
+        var broker = try await BrokerProcess(port: port)
+        let sub = try await client(port) { $0.reconnectInitialDelay = .milliseconds(20); $0.reconnectMaxDelay = .milliseconds(200) }
+        let pub = try await client(port) { $0.reconnectInitialDelay = .milliseconds(20); $0.reconnectMaxDelay = .milliseconds(200) }
+        let events = try sub.subscribe("job.*.events")
+        let spent = try sub.subscribe("once.a", max: 1)
+        let unspent = try sub.subscribe("once.b", max: 2)
+        try await sub.flush()
+        try await pub.publish("once.a", string: "used")
+        try await pub.publish("once.b", string: "first")
+        try await pub.flush()
+        #expect(await collect(spent, count: 1).count == 1)
+
+        broker.process.signal(SIGKILL)
+        _ = try await broker.process.waitForExit()
+        broker = try await BrokerProcess(port: port)
+        defer { broker.stop() }
+
+        // Wait for both clients to be back.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !(sub.isConnected && pub.isConnected), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(sub.isConnected && pub.isConnected)
+        try await sub.flush()
+        try await pub.publish("job.7.events", string: "after restart")
+        try await pub.publish("once.b", string: "second")
+        try await pub.flush()
+        #expect(await collect(events, count: 1).map(\.payloadString) == ["after restart"])
+        #expect(await collect(unspent, count: 2).map(\.payloadString) == ["first", "second"])
+        // The spent one-shot was not renewed.
+        await #expect(throws: BusClientError.noResponders(subject: "once.a")) {
+            _ = try await pub.request("once.a", payload: [UInt8]())
+        }
+        await sub.close(); await pub.close()
+    }
+
+    @Test func sigtermDrainsConnections() async throws {
+        let broker = try await BrokerProcess()
+        let conn = try RawBusConnection(port: broker.port)
+        try conn.handshake()
+        #expect(try conn.roundTrip())
+        broker.process.signal(SIGTERM)
+        let err = try conn.read(op: .err, timeout: 10)?.header
+        #expect(err?.code == 503)
+        #expect(err?.message == "broker is shutting down")
+        #expect(try conn.waitForClose())
+        #expect(try await broker.process.waitForExit(timeout: .seconds(10)) == 0)
+    }
+
+    @Test func brokerRefusesBadConfig() async throws {
+        let dir = try TemporaryDirectory()
+        try "{\"users\":[{\"user\":\"x\",\"password\":\"y\",\"permissions\":{\"publish\":{\"allow\":[\"a..b\"]}}}]}"
+            .write(toFile: dir.file("bad.json"), atomically: true, encoding: .utf8)
+        let p = try LaunchedProcess(BuiltProducts.path("kiln-broker"), ["--port", "0", "--monitor-port=-1", "--config", dir.file("bad.json")])
+        #expect(try await p.waitForExit() != 0)
+        #expect(p.output.joined().contains("empty token"))
+    }
+}
