@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "kiln-broker", targets: ["Broker"]),
         .executable(name: "kiln", targets: ["KilnCLI"]),
+        .executable(name: "kiln-bench", targets: ["KilnBench"]),
         .library(name: "KilnBus", targets: ["KilnBus"]),
         .library(name: "KilnBusClient", targets: ["KilnBusClient"]),
         .library(name: "KilnAttestation", targets: ["KilnAttestation"]),
@@ -60,7 +61,10 @@ let package = Package(
         ], swiftSettings: swiftSettings),
 
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
-        .target(name: "KilnArchive", dependencies: ["CArchive"], swiftSettings: swiftSettings),
+        .target(name: "KilnArchive", dependencies: [
+            "CArchive",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ], swiftSettings: swiftSettings),
         .target(name: "KilnAttestation", dependencies: [
             "KilnArchive",
             .product(name: "Crypto", package: "swift-crypto"),

@@ -18,6 +18,8 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     private var outbound: OutboundBuffer!
     private var keepalive: RepeatedTask?
     private var closing = false
+    /// Reused for each publish's shared `msg` header prefix (no allocation per message).
+    private var scratch = ByteBuffer()
     private var logger: Logger
 
     init(id: Int, shared: BrokerServer.Shared) {
@@ -84,6 +86,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
         decoder.append(unwrapInboundIn(data))
         var published = 0
         var publishedBytes = 0
+        let now = NIODeadline.now()
         while !closing {
             let decoded: FrameDecoder.Decoded
             do {
@@ -95,9 +98,9 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
             }
             switch decoded {
             case .invalid(let error):
-                perform(machine.invalidFrame(error, now: .now()), payload: ByteBuffer())
+                perform(machine.invalidFrame(error, now: now), payload: ByteBuffer())
             case .frame(let frame):
-                let action = machine.frameReceived(frame.header, now: .now())
+                let action = machine.frameReceived(frame.header, now: now)
                 if case .publish = action {
                     published += 1
                     publishedBytes += frame.payload.readableBytes
@@ -156,10 +159,10 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     }
 
     private func route(subject: String, reply: String?, headers: [String: String]?, payload: ByteBuffer) {
-        let deliveries = shared.router.publish(subject: subject, reply: reply, headers: headers, payload: payload)
+        let deliveries = shared.router.publish(subject: subject, reply: reply, headers: headers, payload: payload, scratch: &scratch)
         if deliveries == 0, let reply {
             // No responders: tell the requester at once (design §2).
-            shared.router.publish(subject: reply, reply: nil, headers: ["status": "503"], payload: ByteBuffer())
+            shared.router.publish(subject: reply, reply: nil, headers: ["status": "503"], payload: ByteBuffer(), scratch: &scratch)
         }
         acknowledge()
     }

@@ -29,8 +29,8 @@ public final class BrokerMetrics: Sendable {
     }
 
     @inline(__always)
-    func recordDelivery(bytes: Int) {
-        messagesOut.increment()
+    func recordDeliveries(_ count: Int, bytes: Int) {
+        messagesOut.increment(by: Int64(count))
         bytesOut.increment(by: Int64(bytes))
     }
 

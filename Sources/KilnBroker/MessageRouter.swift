@@ -110,9 +110,16 @@ public final class MessageRouter: @unchecked Sendable {
     /// - Returns: the number of deliveries made.
     @discardableResult
     public func publish(subject: String, reply: String?, headers: [String: String]?, payload: ByteBuffer) -> Int {
+        var scratch = ByteBuffer()
+        return publish(subject: subject, reply: reply, headers: headers, payload: payload, scratch: &scratch)
+    }
+
+    /// `scratch` is a buffer the caller reuses across calls, so the shared header prefix costs no allocation.
+    @discardableResult
+    public func publish(subject: String, reply: String?, headers: [String: String]?, payload: ByteBuffer,
+                        scratch prefix: inout ByteBuffer) -> Int {
         // The part of the `msg` header shared by every recipient, built once.
-        var prefix = ByteBuffer()
-        prefix.reserveCapacity(64 + subject.utf8.count + (reply?.utf8.count ?? 0))
+        prefix.clear()
         prefix.writeStaticString("{\"op\":\"msg\",\"subject\":")
         prefix.writeJSONString(subject)
         if let reply {
@@ -157,6 +164,7 @@ public final class MessageRouter: @unchecked Sendable {
                         }
                         match.queues.removeAll()
                     }
+                    if deliveries > 0 { metrics?.recordDeliveries(deliveries, bytes: deliveries * payloadBytes.count) }
                     return deliveries
                 }
             }
@@ -196,7 +204,6 @@ public final class MessageRouter: @unchecked Sendable {
             }
         }
         if sub.isSpent { removeLocked(sub) }
-        metrics?.recordDelivery(bytes: payload.count)
         return true
     }
 }

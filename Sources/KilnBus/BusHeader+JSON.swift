@@ -155,37 +155,37 @@ struct JSONHeaderReader {
         } else {
             while true {
                 skipWhitespace()
-                let key = try readString()
+                let key = try readKey()
                 skipWhitespace()
                 try expect(UInt8(ascii: ":"))
                 skipWhitespace()
                 switch key {
-                case "op":
+                case .op?:
                     let raw = try stringValue(for: "op")
                     guard let raw, let op = BusHeader.Op(rawValue: raw) else {
                         throw .badRequest("unknown op '\(raw ?? "null")'")
                     }
                     header.op = op
                     opSeen = true
-                case "subject": header.subject = try stringValue(for: key)
-                case "reply": header.reply = try stringValue(for: key)
-                case "sid": header.sid = try stringValue(for: key)
-                case "queue": header.queue = try stringValue(for: key)
-                case "max": header.max = try intValue(for: key)
-                case "headers": header.headers = try stringMap(for: key)
-                case "name": header.name = try stringValue(for: key)
-                case "token": header.token = try stringValue(for: key)
-                case "user": header.user = try stringValue(for: key)
-                case "password": header.password = try stringValue(for: key)
-                case "verbose": header.verbose = try boolValue(for: key)
-                case "proto": header.proto = try intValue(for: key)
-                case "server_id": header.serverID = try stringValue(for: key)
-                case "version": header.version = try stringValue(for: key)
-                case "max_frame": header.maxFrame = try intValue(for: key)
-                case "auth_required": header.authRequired = try boolValue(for: key)
-                case "code": header.code = try intValue(for: key)
-                case "message": header.message = try stringValue(for: key)
-                default: try skipValue(depth: 0)
+                case .subject?: header.subject = try stringValue(for: "subject")
+                case .reply?: header.reply = try stringValue(for: "reply")
+                case .sid?: header.sid = try stringValue(for: "sid")
+                case .queue?: header.queue = try stringValue(for: "queue")
+                case .max?: header.max = try intValue(for: "max")
+                case .headers?: header.headers = try stringMap(for: "headers")
+                case .name?: header.name = try stringValue(for: "name")
+                case .token?: header.token = try stringValue(for: "token")
+                case .user?: header.user = try stringValue(for: "user")
+                case .password?: header.password = try stringValue(for: "password")
+                case .verbose?: header.verbose = try boolValue(for: "verbose")
+                case .proto?: header.proto = try intValue(for: "proto")
+                case .serverID?: header.serverID = try stringValue(for: "server_id")
+                case .version?: header.version = try stringValue(for: "version")
+                case .maxFrame?: header.maxFrame = try intValue(for: "max_frame")
+                case .authRequired?: header.authRequired = try boolValue(for: "auth_required")
+                case .code?: header.code = try intValue(for: "code")
+                case .message?: header.message = try stringValue(for: "message")
+                case nil: try skipValue(depth: 0)
                 }
                 skipWhitespace()
                 guard let c = peek() else { throw .badRequest("header JSON ends inside the object") }
@@ -266,6 +266,47 @@ struct JSONHeaderReader {
     }
 
     // MARK: lexical
+
+    /// The header fields this reader knows; matched on raw bytes so no String is built per key.
+    enum Field: String, CaseIterable {
+        case op, subject, reply, sid, queue, max, headers, name, token, user, password, verbose, proto
+        case serverID = "server_id", version, maxFrame = "max_frame", authRequired = "auth_required", code, message
+
+        static let byLength: [[(Field, [UInt8])]] = {
+            var table = [[(Field, [UInt8])]](repeating: [], count: 16)
+            for f in Field.allCases { table[f.rawValue.utf8.count].append((f, Array(f.rawValue.utf8))) }
+            return table
+        }()
+    }
+
+    /// Reads an object key; nil for a key this reader does not know.
+    private mutating func readKey() throws(BusError) -> Field? {
+        guard peek() == UInt8(ascii: "\"") else { throw .badRequest("header is not valid JSON (expected a string at byte \(index))") }
+        let start = index + 1
+        var i = start
+        while i < bytes.count {
+            let c = bytes[i]
+            if c == UInt8(ascii: "\"") { break }
+            if c == UInt8(ascii: "\\") || c < 0x20 {
+                // Rare: escapes in a key. Take the general path.
+                return Field(rawValue: try readString())
+            }
+            i += 1
+        }
+        guard i < bytes.count else { throw .badRequest("header is not valid JSON (unterminated string)") }
+        index = i + 1
+        let length = i - start
+        guard length < Field.byLength.count else { return nil }
+        for (field, name) in Field.byLength[length] {
+            var equal = true
+            for k in 0..<length where bytes[start + k] != name[k] {
+                equal = false
+                break
+            }
+            if equal { return field }
+        }
+        return nil
+    }
 
     @inline(__always) private func peek() -> UInt8? { index < bytes.count ? bytes[index] : nil }
 

@@ -84,7 +84,7 @@ public final class BusClient: @unchecked Sendable {
         var queue: String?
         var max: Int?
         var delivered = 0
-        var continuation: AsyncStream<BusMessage>.Continuation
+        var messages: MessageQueue
     }
 
     struct PendingRequest {
@@ -151,16 +151,27 @@ public final class BusClient: @unchecked Sendable {
     public func publish<Payload: Collection & Sendable>(_ subject: String, payload: Payload, reply: String? = nil,
                                                         headers: [String: String]? = nil) async throws
     where Payload.Element == UInt8 {
-        try Subject.validatePublish(subject)
-        let pending = try enqueueFrame(header: .pub(subject, reply: reply, headers: headers), payload: payload)
-        if pending > configuration.pendingLimit {
+        let backlog = try payload.withContiguousStorageIfAvailable { bytes in
+            try enqueuePublish(subject, payload: UnsafeRawBufferPointer(bytes), reply: reply, headers: headers)
+        } ?? Array(payload).withUnsafeBytes { try enqueuePublish(subject, payload: $0, reply: reply, headers: headers) }
+        if backlog > configuration.pendingLimit {
             try await outbound.waitForRoom()
         }
     }
 
     public func publish(_ subject: String, payload: ByteBuffer, reply: String? = nil,
                         headers: [String: String]? = nil) async throws {
-        try await publish(subject, payload: payload.readableBytesView, reply: reply, headers: headers)
+        let backlog = try payload.withUnsafeReadableBytes { try enqueuePublish(subject, payload: $0, reply: reply, headers: headers) }
+        if backlog > configuration.pendingLimit {
+            try await outbound.waitForRoom()
+        }
+    }
+
+    /// The non-generic core of `publish`: validates, encodes straight into the outbound buffer.
+    private func enqueuePublish(_ subject: String, payload: UnsafeRawBufferPointer, reply: String?,
+                                headers: [String: String]?) throws -> Int {
+        try Subject.validatePublish(subject)
+        return try enqueueFrame(header: .pub(subject, reply: reply, headers: headers), payload: payload)
     }
 
     public func publish(_ subject: String, string: String, reply: String? = nil, headers: [String: String]? = nil) async throws {
@@ -193,12 +204,12 @@ public final class BusClient: @unchecked Sendable {
     public func subscribe(_ subject: String, queue: String? = nil, max: Int? = nil) throws -> BusSubscription {
         try Subject.validateSubscription(subject)
         if let max, max <= 0 { throw BusError.badRequest("'max' must be a positive integer") }
-        let (stream, continuation) = AsyncStream<BusMessage>.makeStream()
+        let messages = MessageQueue()
         let sid: String = try lock.withLock {
             guard status != .closed else { throw BusClientError.closed }
             nextSid += 1
             let sid = String(nextSid)
-            subscriptions[sid] = SubscriptionState(subject: subject, queue: queue, max: max, continuation: continuation)
+            subscriptions[sid] = SubscriptionState(subject: subject, queue: queue, max: max, messages: messages)
             if status == .connected {
                 // While reconnecting, the re-subscribe step sends it.
                 outbound.enqueue { BusFrame.write(header: .sub(subject, sid: sid, queue: queue, max: max), payload: EmptyCollection(), to: &$0) }
@@ -206,14 +217,12 @@ public final class BusClient: @unchecked Sendable {
             return sid
         }
         let client = self
-        continuation.onTermination = { reason in
-            if case .cancelled = reason { Task { try? await client.unsubscribe(sid: sid, max: nil) } }
-        }
-        return BusSubscription(sid: sid, subject: subject, queue: queue, max: max, stream: stream, client: self)
+        messages.onCancel = { Task { try? await client.unsubscribe(sid: sid, max: nil) } }
+        return BusSubscription(sid: sid, subject: subject, queue: queue, max: max, messages: messages, client: self)
     }
 
     func unsubscribe(sid: String, max: Int?) async throws {
-        let continuation: AsyncStream<BusMessage>.Continuation? = try lock.withLock {
+        let finished: MessageQueue? = try lock.withLock {
             guard status != .closed else { throw BusClientError.closed }
             guard var state = subscriptions[sid] else { return nil }
             if let max, state.delivered < max {
@@ -228,9 +237,9 @@ public final class BusClient: @unchecked Sendable {
             if status == .connected {
                 outbound.enqueue { BusFrame.write(header: .unsub(sid: sid), payload: EmptyCollection(), to: &$0) }
             }
-            return state.continuation
+            return state.messages
         }
-        continuation?.finish()
+        finished?.finish()
     }
 
     /// Round trip to the broker: when it returns, everything sent before has been processed by the
@@ -256,9 +265,8 @@ public final class BusClient: @unchecked Sendable {
         let token: String = try lock.withLock {
             guard status != .closed else { throw BusClientError.closed }
             if inboxSid == nil {
-                let (_, continuation) = AsyncStream<BusMessage>.makeStream()
                 inboxSid = BusClient.inboxSidName
-                subscriptions[BusClient.inboxSidName] = SubscriptionState(subject: inboxPrefix + ".*", continuation: continuation)
+                subscriptions[BusClient.inboxSidName] = SubscriptionState(subject: inboxPrefix + ".*", messages: MessageQueue())
                 if status == .connected {
                     let subject = inboxPrefix + ".*"
                     outbound.enqueue { BusFrame.write(header: .sub(subject, sid: BusClient.inboxSidName), payload: EmptyCollection(), to: &$0) }
@@ -330,7 +338,7 @@ public final class BusClient: @unchecked Sendable {
         } else {
             outbound.close()
         }
-        for s in subs { s.continuation.finish() }
+        for s in subs { s.messages.finish() }
         for w in waiters { w.resume(throwing: BusClientError.closed) }
         for r in reqs {
             r.timeout?.cancel()
@@ -474,18 +482,18 @@ public final class BusClient: @unchecked Sendable {
                 }
                 return
             }
-            let (continuation, spent): (AsyncStream<BusMessage>.Continuation?, Bool) = lock.withLock {
-                guard var s = subscriptions[sid] else { return (nil, false) }
-                s.delivered += 1
+            let (queue, spent): (MessageQueue?, Bool) = lock.withLock {
+                guard let index = subscriptions.index(forKey: sid) else { return (nil, false) }
+                subscriptions.values[index].delivered += 1
+                let s = subscriptions.values[index]
                 if let max = s.max, s.delivered >= max {
-                    subscriptions[sid] = nil
-                    return (s.continuation, true)
+                    subscriptions.remove(at: index)
+                    return (s.messages, true)
                 }
-                subscriptions[sid] = s
-                return (s.continuation, false)
+                return (s.messages, false)
             }
-            continuation?.yield(message)
-            if spent { continuation?.finish() }
+            queue?.push(message)
+            if spent { queue?.finish() }
         case .pong:
             let waiter: CheckedContinuation<Void, any Error>? = lock.withLock {
                 pongWaiters.isEmpty ? nil : pongWaiters.removeFirst()

@@ -1,0 +1,16 @@
+/// Why `kiln verify` rejected a result; `step` says which check of design §6 failed.
+public struct VerificationError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Step: String, Sendable, Codable {
+        case files, signature, payload, binding, tee, nonce, manifest, subjects
+    }
+
+    public var step: Step
+    public var message: String
+
+    public init(_ step: Step, _ message: String) {
+        self.step = step
+        self.message = message
+    }
+
+    public var description: String { "\(step.rawValue): \(message)" }
+}

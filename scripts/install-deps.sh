@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Kiln needs, only those missing. Usage: install-deps.sh [run|test|bench]
+set -euo pipefail
+profile="${1:-test}"
+pkgs=(libarchive-dev pkg-config git bubblewrap libssl-dev libsqlite3-dev nix-bin python3-venv)
+case "$profile" in
+  bench) pkgs+=(nats-server libnats-dev nginx) ;;
+esac
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
