@@ -87,7 +87,7 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ], path: "Tests/KilnTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "KilnBusTests", dependencies: ["KilnBus", "KilnBroker", "KilnBusClient", "KilnTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "KilnArchiveTests", dependencies: ["KilnArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "KilnArchiveTests", dependencies: ["KilnArchive", "CArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "KilnAttestationTests", dependencies: ["KilnAttestation", "KilnArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
     ]
 )

@@ -91,7 +91,16 @@ public struct ArchiveExtractor: Sendable {
             if relative.isEmpty { continue }   // "./"
             if let first = relative.split(separator: "/").first { topLevel.insert(String(first)) }
 
-            let type = archive_entry_filetype(entry) & CA_AE_IFMT
+            // Hard links first: libarchive reports them with no file type of their own.
+            let isHardLink = archive_entry_hardlink_utf8(entry) != nil || archive_entry_hardlink(entry) != nil
+            if isHardLink {
+                let target = String(cString: archive_entry_hardlink_utf8(entry) ?? archive_entry_hardlink(entry)!)
+                guard let safe = try? Self.safeRelativePath(target), !safe.isEmpty else {
+                    throw ArchiveError(.linkEscapes, "hard link '\(name)' points outside the archive ('\(target)')", entry: name)
+                }
+                archive_entry_set_hardlink_utf8(entry, root + "/" + safe)
+            }
+            let type = isHardLink ? CA_AE_IFREG : archive_entry_filetype(entry) & CA_AE_IFMT
             switch type {
             case CA_AE_IFREG, CA_AE_IFDIR:
                 break
@@ -103,14 +112,6 @@ public struct ArchiveExtractor: Sendable {
             default:
                 throw ArchiveError(.specialFile, "entry '\(name)' is a device, FIFO or socket; only files, directories and links are allowed", entry: name)
             }
-            if let hl = archive_entry_hardlink_utf8(entry) {
-                let target = String(cString: hl)
-                guard let safe = try? Self.safeRelativePath(target), !safe.isEmpty else {
-                    throw ArchiveError(.linkEscapes, "hard link '\(name)' points outside the archive ('\(target)')", entry: name)
-                }
-                archive_entry_set_hardlink_utf8(entry, root + "/" + safe)
-            }
-
             // Declared size: refuse early when it alone would break the limit.
             if archive_entry_size_is_set(entry) != 0 {
                 let declared = archive_entry_size(entry)
@@ -119,7 +120,13 @@ public struct ArchiveExtractor: Sendable {
                 }
             }
             summary.newestMTime = max(summary.newestMTime, Int64(archive_entry_mtime(entry)))
-            archive_entry_set_pathname_utf8(entry, root + "/" + relative)
+            let target = root + "/" + relative
+            archive_entry_set_pathname_utf8(entry, target)
+            if type == CA_AE_IFREG && !isHardLink {
+                // We count real bytes ourselves; an unset size stops libarchive from extending a
+                // refused file to its declared size (a sparse "10 GB" file) when the writer is freed.
+                archive_entry_unset_size(entry)
+            }
             // Regular permissions only: no setuid/setgid/sticky, owner-writable.
             let perm = archive_entry_perm(entry)
             if type == CA_AE_IFDIR {
@@ -131,7 +138,10 @@ public struct ArchiveExtractor: Sendable {
             guard w >= ARCHIVE_WARN else {
                 throw ArchiveError(.unsafePath, "cannot extract '\(name)': \(Self.errorString(disk))", entry: name)
             }
-            if type == CA_AE_IFREG {
+            if type == CA_AE_IFREG && !isHardLink {
+                // A refused entry must not stay behind half-written.
+                var completed = false
+                defer { if !completed { unlink(target) } }
                 while true {
                     let n = buffer.withUnsafeMutableBytes { archive_read_data(reader, $0.baseAddress, $0.count) }
                     if n == 0 { break }
@@ -154,6 +164,7 @@ public struct ArchiveExtractor: Sendable {
                         throw ArchiveError(.io, "cannot write '\(name)': \(Self.errorString(disk))", entry: name)
                     }
                 }
+                completed = true
             }
             guard archive_write_finish_entry(disk) >= ARCHIVE_WARN else {
                 throw ArchiveError(.io, "cannot finish '\(name)': \(Self.errorString(disk))", entry: name)

@@ -16,6 +16,17 @@ public struct ResultVerifier: Sendable {
         public var failedStep: VerificationError.Step?
         public var error: String?
 
+        public init(ok: Bool, jobID: String? = nil, tee: String? = nil, keyID: String? = nil, artifacts: [String: String] = [:],
+                    failedStep: VerificationError.Step? = nil, error: String? = nil) {
+            self.ok = ok
+            self.jobID = jobID
+            self.tee = tee
+            self.keyID = keyID
+            self.artifacts = artifacts
+            self.failedStep = failedStep
+            self.error = error
+        }
+
         enum CodingKeys: String, CodingKey {
             case ok, tee, artifacts, error
             case jobID = "job_id"
@@ -165,7 +176,7 @@ public struct ResultVerifier: Sendable {
             let differ = artifacts.keys.filter { subjects[$0] != nil && subjects[$0] != artifacts[$0] }.sorted()
             throw .init(.subjects, "provenance subjects do not match artifacts/ (not in provenance: \(missing), not in artifacts: \(extra), digest differs: \(differ))")
         }
-        return Report(ok: true, jobID: manifest.jobID, tee: evidence.tee, keyID: key.keyID, artifacts: artifacts, failedStep: nil, error: nil)
+        return Report(ok: true, jobID: manifest.jobID, tee: evidence.tee, keyID: key.keyID, artifacts: artifacts)
     }
 
     private func read(_ dir: String, _ name: String) throws(VerificationError) -> [UInt8] {
