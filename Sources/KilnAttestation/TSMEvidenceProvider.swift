@@ -25,7 +25,7 @@ public struct TSMEvidenceProvider: EvidenceProvider {
         guard reportData.count == 64 else { throw TSMError("report_data must be 64 bytes, got \(reportData.count)") }
         let entry = root + "/kiln-\(getpid())-\(UUID().uuidString.prefix(8).lowercased())"
         guard mkdir(entry, 0o700) == 0 else { throw TSMError("cannot create \(entry): \(String(cString: strerror(errno)))") }
-        defer { rmdir(entry) }
+        defer { Self.removeEntry(entry) }
 
         let before = try waitForGeneration(entry) { _ in true }
         try write(Data(reportData), to: entry + "/inblob")
@@ -43,6 +43,16 @@ public struct TSMEvidenceProvider: EvidenceProvider {
         }
         return EvidenceReport(tee: Self.teeName(provider: provider), provider: provider, report: Array(outblob),
                               aux: (aux?.isEmpty ?? true) ? nil : Array(aux!))
+    }
+
+    /// configfs removes an entry with its attributes on rmdir. A fake tree on an ordinary file system
+    /// refuses (ENOTEMPTY); only then are the files removed first.
+    static func removeEntry(_ entry: String) {
+        if rmdir(entry) == 0 { return }
+        if errno == ENOTEMPTY, let names = try? FileManager.default.contentsOfDirectory(atPath: entry) {
+            for n in names { unlink(entry + "/" + n) }
+            rmdir(entry)
+        }
     }
 
     /// Maps the kernel's provider name to Kiln's tee label.
