@@ -1,0 +1,45 @@
+# Kiln — the two commands that matter: `make run` and `make test`.
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:/root/.cargo/bin:$(PATH)
+VENV ?= .venv
+PYTHON ?= python3
+
+.PHONY: deps build release run test test-swift test-python bench clean
+
+deps:
+	@scripts/install-deps.sh test
+
+build: deps
+	swift build
+
+release: deps
+	swift build -c release
+
+## Build in release mode and start a local farm (state under .state/).
+run: release
+	scripts/run-local.sh
+
+## Install what the tests need, then run every test (Swift unit + black-box, then the Python verifier).
+test: deps test-swift test-python
+
+test-swift:
+	swift build --build-tests
+	swift test
+
+test-python: $(VENV)/.installed
+	KILN_BIN_DIR=$(CURDIR)/.build/debug $(VENV)/bin/python -m pytest -q Tests/python
+
+$(VENV)/.installed:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q "securesystemslib[crypto]==1.6.0" in-toto-attestation==0.9.3 pytest
+	touch $@
+
+## Benchmarks (release build), one JSON line per case, peers side by side.
+bench:
+	@scripts/install-deps.sh bench
+	swift build -c release
+	bash bench/bus.sh
+	bash bench/attest.sh
+
+clean:
+	rm -rf .build $(VENV)
