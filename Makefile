@@ -24,7 +24,7 @@ test: deps test-swift test-python
 
 test-swift:
 	swift build --build-tests
-	swift test
+	scripts/with-nix-daemon.sh swift test
 
 test-python: $(VENV)/.installed
 	KILN_BIN_DIR=$(CURDIR)/.build/debug $(VENV)/bin/python -m pytest -q Tests/python

@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "kiln-broker", targets: ["Broker"]),
         .executable(name: "kiln", targets: ["KilnCLI"]),
+        .executable(name: "kiln-worker", targets: ["Worker"]),
         .executable(name: "kiln-bench", targets: ["KilnBench"]),
         .library(name: "KilnBus", targets: ["KilnBus"]),
         .library(name: "KilnBusClient", targets: ["KilnBusClient"]),
@@ -27,6 +28,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
     ],
     targets: [
         // Bus v1 wire protocol: frames, headers, subjects. Shared by broker and client.
@@ -70,6 +73,23 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "CryptoExtras", package: "swift-crypto"),
         ], swiftSettings: swiftSettings),
+        // Messages exchanged between gateway and workers over the bus (design §3).
+        .target(name: "KilnMessages", dependencies: [], swiftSettings: swiftSettings),
+        .target(name: "KilnWorker", dependencies: [
+            "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive",
+            .product(name: "Subprocess", package: "swift-subprocess"),
+            .product(name: "SystemPackage", package: "swift-system"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: swiftSettings),
+        .executableTarget(name: "Worker", dependencies: [
+            "KilnWorker",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: swiftSettings),
         .executableTarget(name: "KilnCLI", dependencies: [
             "KilnAttestation", "KilnArchive",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -88,6 +108,7 @@ let package = Package(
         ], path: "Tests/KilnTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "KilnBusTests", dependencies: ["KilnBus", "KilnBroker", "KilnBusClient", "KilnTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "KilnArchiveTests", dependencies: ["KilnArchive", "CArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "KilnWorkerTests", dependencies: ["KilnWorker", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "KilnAttestationTests", dependencies: ["KilnAttestation", "KilnArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
     ]
 )

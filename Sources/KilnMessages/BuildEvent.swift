@@ -1,0 +1,75 @@
+import Foundation
+
+/// One progress event (design §3, §5): `{job_id, seq, time, type, …}`.
+///
+/// A flat value with optional fields per type keeps the JSON exactly as documented and lets the
+/// gateway store and relay events without knowing every type.
+public struct BuildEvent: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable, CaseIterable {
+        case accepted, phase, log, artifact, heartbeat, done, failed, cancelled
+        public var isTerminal: Bool { self == .done || self == .failed || self == .cancelled }
+    }
+
+    public struct LogLine: Codable, Sendable, Equatable {
+        public var stream: String
+        public var line: String
+    }
+
+    public var jobID: String
+    public var seq: Int
+    /// RFC 3339 with milliseconds.
+    public var time: String
+    public var type: Kind
+    public var workerID: String?
+    // phase
+    public var name: String?
+    // log
+    public var stream: String?
+    public var lines: [String]?
+    // artifact / done
+    public var path: String?
+    public var sha256: String?
+    public var size: Int64?
+    // failed
+    public var failurePhase: String?
+    public var message: String?
+    public var retryable: Bool?
+    public var suggestedAction: String?
+
+    enum CodingKeys: String, CodingKey {
+        case seq, time, type, name, stream, lines, path, sha256, size, message, retryable
+        case jobID = "job_id"
+        case workerID = "worker_id"
+        case failurePhase = "failure_phase"
+        case suggestedAction = "suggested_action"
+    }
+
+    public init(jobID: String, seq: Int, type: Kind, time: Date = Date()) {
+        self.jobID = jobID
+        self.seq = seq
+        self.type = type
+        self.time = BuildEvent.format(time)
+    }
+
+    public static func format(_ date: Date) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        f.timeZone = TimeZone(identifier: "UTC")
+        return f.string(from: date)
+    }
+
+    public func encoded() -> [UInt8] {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array((try? e.encode(self)) ?? Data())
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws -> BuildEvent {
+        try JSONDecoder().decode(BuildEvent.self, from: Data(bytes))
+    }
+}
+
+/// The phases a build goes through, in order (also `failure_phase` values, plus "worker").
+public enum BuildPhase: String, Sendable, CaseIterable {
+    case source, detect, build, package, attest, upload
+}

@@ -1,0 +1,134 @@
+/// What the gateway sends a worker: the user's request, validated, plus the job id.
+public struct BuildRequest: Codable, Sendable, Equatable {
+    public var jobID: String
+    /// Hex, at most 16 bytes.
+    public var nonce: String
+    public var repoURL: String?
+    public var repoRef: String?
+    /// Base64 ZIP or tar.gz, inline when small enough for one frame.
+    public var sourceData: String?
+    public var sourceName: String?
+    /// A larger upload: fetched in chunks from `Subjects.source(job)`.
+    public var source: SourceReference?
+
+    enum CodingKeys: String, CodingKey {
+        case nonce, source
+        case jobID = "job_id"
+        case repoURL = "repo_url"
+        case repoRef = "repo_ref"
+        case sourceData = "source_data"
+        case sourceName = "source_name"
+    }
+
+    public init(jobID: String, nonce: String, repoURL: String? = nil, repoRef: String? = nil, sourceData: String? = nil,
+                sourceName: String? = nil, source: SourceReference? = nil) {
+        self.jobID = jobID
+        self.nonce = nonce
+        self.repoURL = repoURL
+        self.repoRef = repoRef
+        self.sourceData = sourceData
+        self.sourceName = sourceName
+        self.source = source
+    }
+
+    public struct SourceReference: Codable, Sendable, Equatable {
+        public var sha256: String
+        public var size: Int64
+        public var chunkSize: Int
+        public var name: String?
+
+        enum CodingKeys: String, CodingKey {
+            case sha256, size, name
+            case chunkSize = "chunk_size"
+        }
+
+        public init(sha256: String, size: Int64, chunkSize: Int, name: String?) {
+            self.sha256 = sha256
+            self.size = size
+            self.chunkSize = chunkSize
+            self.name = name
+        }
+    }
+}
+
+/// The worker's answer to a dispatch request.
+public struct DispatchReply: Codable, Sendable, Equatable {
+    public var accepted: Bool
+    public var workerID: String?
+    public var code: Int?
+    public var message: String?
+
+    enum CodingKeys: String, CodingKey {
+        case accepted, code, message
+        case workerID = "worker_id"
+    }
+
+    public static func accept(workerID: String) -> DispatchReply {
+        DispatchReply(accepted: true, workerID: workerID, code: nil, message: nil)
+    }
+
+    public static func alreadyBusy(workerID: String) -> DispatchReply {
+        DispatchReply(accepted: false, workerID: workerID, code: 409, message: "this worker has already accepted a build")
+    }
+
+    public init(accepted: Bool, workerID: String?, code: Int?, message: String?) {
+        self.accepted = accepted
+        self.workerID = workerID
+        self.code = code
+        self.message = message
+    }
+}
+
+/// `kiln.workers.ready`.
+public struct WorkerReady: Codable, Sendable, Equatable {
+    public var workerID: String
+    public var toolchains: [String]
+    public var arch: String
+
+    enum CodingKeys: String, CodingKey {
+        case toolchains, arch
+        case workerID = "worker_id"
+    }
+
+    public init(workerID: String, toolchains: [String], arch: String) {
+        self.workerID = workerID
+        self.toolchains = toolchains
+        self.arch = arch
+    }
+}
+
+/// `kiln.build.<job>.control`.
+public struct ControlMessage: Codable, Sendable, Equatable {
+    public enum Action: String, Codable, Sendable {
+        /// Kill the build; end with `cancelled`.
+        case cancel
+        /// Re-send events from `from_seq` on.
+        case replay
+        /// The gateway has stored every event through `seq`; after the terminal event is acked the worker exits.
+        case ack
+    }
+
+    public var action: Action
+    public var fromSeq: Int?
+    public var seq: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case action, seq
+        case fromSeq = "from_seq"
+    }
+
+    public init(action: Action, fromSeq: Int? = nil, seq: Int? = nil) {
+        self.action = action
+        self.fromSeq = fromSeq
+        self.seq = seq
+    }
+}
+
+/// Headers of a result chunk request on `kiln.build.<job>.result` (design §3).
+public enum ResultChunkHeaders {
+    public static let index = "index"
+    public static let count = "count"
+    public static let sha256 = "sha256"
+    public static let size = "size"
+    public static let workerID = "worker_id"
+}

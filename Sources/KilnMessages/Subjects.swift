@@ -1,0 +1,27 @@
+/// The bus subjects Kiln uses (design §3), in one place so gateway and worker cannot drift apart.
+public enum Subjects {
+    /// Gateway → workers (queue `workers`, each worker `sub max:1`), with a reply inbox.
+    public static let buildRequest = "kiln.build.request"
+    public static let workersQueue = "workers"
+    /// Worker → gateway, pool: `{worker_id, toolchains, arch}` right after the one-shot `sub`.
+    public static let workersReady = "kiln.workers.ready"
+
+    /// Worker → gateway: one event JSON per message, `seq` 1, 2, 3 …
+    public static func events(_ job: String) -> String { "kiln.build.\(job).events" }
+    /// Worker → gateway, as requests: result chunks; the gateway replies with an ack.
+    public static func result(_ job: String) -> String { "kiln.build.\(job).result" }
+    /// Gateway → worker: `{action: cancel | replay | ack}`.
+    public static func control(_ job: String) -> String { "kiln.build.\(job).control" }
+    /// Worker → gateway, as requests: fetch chunks of an uploaded source too large to inline.
+    public static func source(_ job: String) -> String { "kiln.build.\(job).source" }
+    /// Gateway → one worker: a request addressed to a specific worker (re-dispatch). A worker that has
+    /// already accepted a build answers 409 here.
+    public static func workerRequest(_ workerID: String) -> String { "kiln.worker.\(workerID).request" }
+
+    /// Job ids and worker ids become subject tokens: keep them to [A-Za-z0-9_-].
+    public static func isValidToken(_ s: String) -> Bool {
+        !s.isEmpty && s.count <= 128 && s.utf8.allSatisfy {
+            ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import KilnBusClient
+import KilnMessages
+import NIOConcurrencyHelpers
+
+/// Decides which request this worker takes: exactly the first valid one. Every later request — on the
+/// one-shot subscription or the worker's direct subject — gets the 409 refusal and is never built.
+final class AcceptanceGate: @unchecked Sendable {
+    enum State {
+        case waiting
+        case accepted(BuildRequest, reply: String?)
+        case acknowledged
+        case closed
+    }
+
+    enum Signal { case accepted, invalid, shutdown }
+
+    let workerID: String
+    let client: BusClient
+    private let state = NIOLockedValueBox<State>(.waiting)
+    private let signals: AsyncStream<Signal>
+    private let signal: AsyncStream<Signal>.Continuation
+    private let readers = NIOLockedValueBox<[Task<Void, Never>]>([])
+
+    init(workerID: String, client: BusClient) {
+        self.workerID = workerID
+        self.client = client
+        (signals, signal) = AsyncStream.makeStream()
+    }
+
+    /// Answers every request arriving on `subscription`.
+    func startAnswering(_ subscription: BusSubscription) {
+        let task = Task {
+            for await message in subscription { await self.handle(message) }
+        }
+        readers.withLockedValue { $0.append(task) }
+    }
+
+    private func handle(_ message: BusMessage) async {
+        let request = try? JSONDecoder().decode(BuildRequest.self, from: Data(message.payloadBytes))
+        enum Decision { case accept, refuse, invalid(String) }
+        let decision: Decision = state.withLockedValue { s in
+            guard case .waiting = s else { return .refuse }
+            guard let request else { return .invalid("the build request is not valid JSON") }
+            guard Subjects.isValidToken(request.jobID) else { return .invalid("job_id '\(request.jobID)' is not a valid token") }
+            s = .accepted(request, reply: message.reply)
+            return .accept
+        }
+        switch decision {
+        case .accept:
+            signal.yield(.accepted)
+        case .refuse:
+            if let reply = message.reply { try? await client.publish(reply, payload: Self.encode(.alreadyBusy(workerID: workerID))) }
+        case .invalid(let why):
+            if let reply = message.reply {
+                try? await client.publish(reply, payload: Self.encode(DispatchReply(accepted: false, workerID: workerID, code: 400, message: why)))
+            }
+            signal.yield(.invalid)
+        }
+    }
+
+    /// Waits for the first valid request (nil on shutdown or idle timeout). When an invalid message
+    /// spent the one-shot subscription, subscribes once more.
+    func waitForRequest(idleTimeout: Duration?) async -> BuildRequest? {
+        let timer = idleTimeout.map { timeout in
+            Task {
+                try? await Task.sleep(for: timeout)
+                if !Task.isCancelled { self.shutdown() }
+            }
+        }
+        defer { timer?.cancel() }
+        for await s in signals {
+            switch s {
+            case .accepted:
+                if case .accepted(let r, _) = state.withLockedValue({ $0 }) { return r }
+            case .shutdown:
+                return nil
+            case .invalid:
+                if let again = try? client.subscribe(Subjects.buildRequest, queue: Subjects.workersQueue, max: 1) {
+                    try? await client.flush()
+                    startAnswering(again)
+                }
+            }
+        }
+        return nil
+    }
+
+    /// Replies `{accepted: true}` to the chosen request (after the worker subscribed to its control subject).
+    func acknowledgeAccepted() async throws {
+        let reply: String? = state.withLockedValue { s in
+            guard case .accepted(_, let reply) = s else { return nil }
+            s = .acknowledged
+            return reply
+        }
+        if let reply { try await client.publish(reply, payload: Self.encode(.accept(workerID: workerID))) }
+    }
+
+    func shutdown() {
+        let wasWaiting = state.withLockedValue { s -> Bool in
+            if case .waiting = s { s = .closed; return true }
+            return false
+        }
+        if wasWaiting { signal.yield(.shutdown) }
+    }
+
+    func stop() {
+        for t in readers.withLockedValue({ $0 }) { t.cancel() }
+        signal.finish()
+    }
+
+    static func encode(_ reply: DispatchReply) -> [UInt8] { Array((try? JSONEncoder().encode(reply)) ?? Data()) }
+}

@@ -1,0 +1,33 @@
+/// Why a build ended in `failed`: the phase, a message for the user, whether trying again could help,
+/// and what to do about it. Every failure path of the worker produces one of these.
+public struct BuildFailure: Error, Sendable, Equatable, CustomStringConvertible {
+    public var phase: String
+    public var message: String
+    public var retryable: Bool
+    public var suggestedAction: String
+
+    public init(phase: String, message: String, retryable: Bool = false, suggestedAction: String) {
+        self.phase = phase
+        self.message = message
+        self.retryable = retryable
+        self.suggestedAction = suggestedAction
+    }
+
+    public var description: String { "\(phase): \(message)" }
+
+    static func source(_ message: String, retryable: Bool = false, fix: String) -> BuildFailure {
+        BuildFailure(phase: "source", message: message, retryable: retryable, suggestedAction: fix)
+    }
+    static func detect(_ message: String) -> BuildFailure {
+        BuildFailure(phase: "detect", message: message, suggestedAction: "add a Cargo.toml, flake.nix or default.nix at the project root")
+    }
+    static func build(_ message: String, retryable: Bool = false, fix: String = "fix the build errors shown in the log and submit again") -> BuildFailure {
+        BuildFailure(phase: "build", message: message, retryable: retryable, suggestedAction: fix)
+    }
+    static func internalError(_ phase: String, _ message: String) -> BuildFailure {
+        BuildFailure(phase: phase, message: message, retryable: true, suggestedAction: "retry; if it persists, report it to the farm operator")
+    }
+}
+
+/// Thrown when a `cancel` control message stopped the build.
+struct BuildCancelled: Error {}

@@ -1,0 +1,260 @@
+import Foundation
+import KilnArchive
+import KilnAttestation
+import KilnBusClient
+import KilnMessages
+import Logging
+
+/// The stages of one build: source → detect → build → package → attest → upload, each announced by a
+/// `phase` event, ending in exactly one terminal event: `done`, `failed` or `cancelled`.
+final class BuildPipeline: Sendable {
+    let configuration: WorkerConfiguration
+    let request: BuildRequest
+    let key: SigningKey
+    let sysroot: String?
+    let client: BusClient
+    let events: EventLog
+    let cancel: CancelSwitch
+    let logger: Logger
+    /// Set when SIGTERM (not a user's cancel) stopped the build.
+    let shutdownRequested = Flag()
+
+    init(configuration: WorkerConfiguration, request: BuildRequest, key: SigningKey, sysroot: String?, client: BusClient,
+         events: EventLog, cancel: CancelSwitch, logger: Logger) {
+        self.configuration = configuration
+        self.request = request
+        self.key = key
+        self.sysroot = sysroot
+        self.client = client
+        self.events = events
+        self.cancel = cancel
+        self.logger = logger
+    }
+
+    var scratch: String { configuration.scratchDirectory }
+
+    func run() async {
+        let started = Date()
+        let batcher = LogBatcher(path: scratch + "/build.log", maxShippedBytes: configuration.limits.maxLogBytes)
+        let heartbeat = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: configuration.limits.heartbeatInterval)
+                if Task.isCancelled { break }
+                await events.emit(.heartbeat)
+            }
+        }
+        let logPump = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(100))
+                await self.ship(batcher)
+            }
+        }
+        let outcome: Result<(FileDigest, [String: FileDigest]), any Error>
+        do {
+            outcome = .success(try await stages(started: started, batcher: batcher))
+        } catch {
+            outcome = .failure(error)
+        }
+        logPump.cancel()
+        heartbeat.cancel()
+        _ = await logPump.value
+        await ship(batcher)
+
+        switch outcome {
+        case .success(let (tarball, _)):
+            await events.emit(.done) {
+                $0.sha256 = tarball.sha256
+                $0.size = tarball.size
+            }
+        case .failure(let error):
+            if shutdownRequested.isSet {
+                await events.emit(.failed) {
+                    $0.failurePhase = "worker"
+                    $0.message = "the worker was shut down during the build"
+                    $0.retryable = true
+                    $0.suggestedAction = "submit the build again"
+                }
+            } else if error is BuildCancelled || cancel.isFired {
+                await events.emit(.cancelled)
+            } else {
+                let failure = (error as? BuildFailure) ?? .internalError(currentPhase.value, "\(error)")
+                logger.info("build failed: \(failure)")
+                await events.emit(.failed) {
+                    $0.failurePhase = failure.phase
+                    $0.message = failure.message
+                    $0.retryable = failure.retryable
+                    $0.suggestedAction = failure.suggestedAction
+                }
+            }
+        }
+    }
+
+    private let currentPhase = PhaseBox()
+
+    private func phase(_ p: BuildPhase) async throws {
+        if cancel.isFired { throw BuildCancelled() }
+        currentPhase.value = p.rawValue
+        await events.emit(.phase) { $0.name = p.rawValue }
+    }
+
+    private func ship(_ batcher: LogBatcher) async {
+        for batch in batcher.drain() {
+            await events.emit(.log) {
+                $0.stream = batch.stream
+                $0.lines = batch.lines
+            }
+        }
+    }
+
+    private func stages(started: Date, batcher: LogBatcher) async throws -> (FileDigest, [String: FileDigest]) {
+        let fm = FileManager.default
+        let note: @Sendable (String) -> Void = { batcher.append("stderr", "[kiln] " + $0) }
+
+        // Source.
+        try await phase(.source)
+        let fetcher = SourceFetcher(git: configuration.toolchains.git, fetchTimeout: configuration.limits.fetchTimeout,
+                                    archiveLimits: configuration.limits.archive)
+        let sourceDir = scratch + "/src"
+        let fetched: SourceFetcher.Fetched
+        if let url = request.repoURL {
+            fetched = try await fetcher.fetchGit(url: url, ref: request.repoRef ?? "HEAD", into: sourceDir, cancel: cancel, log: note)
+        } else if let data = request.sourceData {
+            guard let bytes = Base64.decode(data) else {
+                throw BuildFailure.source("source_data is not valid base64", fix: "base64-encode the ZIP or tar.gz")
+            }
+            fetched = try fetcher.extractArchive(bytes, name: request.sourceName, scratch: scratch, into: sourceDir)
+        } else if let ref = request.source {
+            let bytes = try await fetchSourceChunks(ref)
+            fetched = try fetcher.extractArchive(bytes, name: ref.name ?? request.sourceName, scratch: scratch, into: sourceDir)
+        } else {
+            throw BuildFailure.source("the request has neither repo_url nor source_data", fix: "send repo_url + repo_ref, or source_data")
+        }
+
+        // Detect.
+        try await phase(.detect)
+        let kind = try ProjectKind.detect(root: fetched.root)
+        note("detected a \(kind.rawValue) project")
+        let builder: any ProjectBuilder
+        switch kind {
+        case .cargo:
+            guard let sysroot else { throw BuildFailure.detect("this is a Cargo project but the worker has no Rust toolchain") }
+            builder = CargoBuilder(sysroot: sysroot, vendorDirectory: configuration.toolchains.cargoVendorDirectory, limits: configuration.limits)
+        case .nix, .nixFlake:
+            guard configuration.toolchains.nixEnabled else { throw BuildFailure.detect("this is a Nix project but Nix is disabled on this worker") }
+            builder = NixBuilder(flake: kind == .nixFlake, limits: configuration.limits)
+        }
+
+        // Build.
+        try await phase(.build)
+        let out = scratch + "/out"
+        let artifacts = scratch + "/artifacts"
+        try fm.createDirectory(atPath: out, withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: artifacts, withIntermediateDirectories: true)
+        let context = BuildContext(sourceRoot: fetched.root, outputDirectory: out, artifactsDirectory: artifacts,
+                                   sourceDateEpoch: fetched.sourceDateEpoch, jobID: request.jobID,
+                                   sandbox: Sandbox(bwrap: configuration.toolchains.bwrap, limits: configuration.limits),
+                                   cancel: cancel, log: { batcher.append($0.rawValue, $1) })
+        let built = try await builder.build(context)
+
+        // Package: the artifacts are settled; their digests are taken while the tarball is written.
+        try await phase(.package)
+        let logDigest = try batcher.finish()
+
+        // Attest (signing, evidence) and write the deterministic tarball.
+        try await phase(.attest)
+        let nonce = try Nonce.validate(request.nonce).get()
+        var external = SLSAProvenance.ExternalParameters(nonce: nonce)
+        var resolved = built.resolvedDependencies
+        let manifestInputs: Manifest.Inputs
+        if let url = request.repoURL {
+            external.repository = url
+            external.ref = request.repoRef
+            resolved.insert(ResourceDescriptor(uri: "git+\(url)@\(request.repoRef ?? "HEAD")",
+                                               digest: ["gitCommit": fetched.gitCommit ?? "", "gitTree": fetched.gitTree ?? ""]), at: 0)
+            manifestInputs = .init(source: "git+\(url)@\(request.repoRef ?? "HEAD")", gitCommit: fetched.gitCommit, gitTree: fetched.gitTree, nonce: nonce)
+        } else {
+            let name = fetched.archiveName ?? "source"
+            external.source = ResourceDescriptor(name: name, digest: ["sha256": fetched.archiveSha256 ?? ""])
+            resolved.insert(ResourceDescriptor(name: name, digest: ["sha256": fetched.archiveSha256 ?? ""]), at: 0)
+            manifestInputs = .init(source: name, archiveSha256: fetched.archiveSha256, nonce: nonce)
+        }
+        let inputs = ResultBuilder.Inputs(
+            jobID: request.jobID, nonce: nonce, buildType: built.buildType, externalParameters: external,
+            internalParameters: built.internalParameters.merging(["worker_id": configuration.workerID, "sandbox": "bubblewrap"]) { a, _ in a },
+            resolvedDependencies: resolved, builderID: configuration.builderID, builderVersion: ["kiln-worker": KilnWorkerVersion.string],
+            startedOn: started, finishedOn: Date(), manifestInputs: manifestInputs,
+            byproducts: [ResourceDescriptor(name: "build.log", digest: ["sha256": logDigest.sha256])],
+            sourceDateEpoch: fetched.sourceDateEpoch)
+        let resultPath = scratch + "/result.tar.gz"
+        let provider = EvidenceProviders.detect(tsmRoot: configuration.tsmRoot)
+        let output: ResultBuilder.Output
+        do {
+            output = try ResultBuilder(key: key, evidenceProvider: provider)
+                .build(artifactsDirectory: artifacts, buildConfig: built.buildConfig, inputs: inputs, output: resultPath)
+        } catch {
+            throw BuildFailure.internalError("attest", "cannot produce the attested result: \(error)")
+        }
+        for path in output.artifacts.keys.sorted() {
+            let d = output.artifacts[path]!
+            await events.emit(.artifact) {
+                $0.path = path
+                $0.sha256 = d.sha256
+                $0.size = d.size
+            }
+        }
+
+        // Upload.
+        try await phase(.upload)
+        let uploader = ResultUploader(client: client, jobID: request.jobID, workerID: configuration.workerID,
+                                      chunkSize: configuration.limits.chunkSize, window: configuration.limits.chunkWindow,
+                                      deliveryTimeout: configuration.limits.deliveryTimeout, logger: logger)
+        try await uploader.upload(path: resultPath, digest: output.tarball)
+        return (output.tarball, output.artifacts)
+    }
+
+    /// Fetches an upload too large to travel inline, chunk by chunk, and checks its digest.
+    private func fetchSourceChunks(_ ref: BuildRequest.SourceReference) async throws -> [UInt8] {
+        guard ref.size >= 0, ref.size <= configuration.limits.archive.maxBytes, ref.chunkSize > 0 else {
+            throw BuildFailure.source("the uploaded source is larger than this worker accepts", fix: "send a smaller archive")
+        }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(Int(ref.size))
+        let count = Int((ref.size + Int64(ref.chunkSize) - 1) / Int64(ref.chunkSize))
+        for index in 0..<count {
+            if cancel.isFired { throw BuildCancelled() }
+            var attempt = 0
+            while true {
+                do {
+                    let reply = try await client.request(Subjects.source(request.jobID), payload: [UInt8](),
+                                                         headers: ["index": String(index)], timeout: .seconds(10))
+                    if let status = reply.status, status != "200" { throw BuildFailure.source("the gateway has no source for this job (\(status))", retryable: true, fix: "submit again") }
+                    bytes += reply.payloadBytes
+                    break
+                } catch let f as BuildFailure {
+                    throw f
+                } catch {
+                    attempt += 1
+                    if attempt > 10 { throw BuildFailure.source("cannot fetch the uploaded source: \(error)", retryable: true, fix: "submit again") }
+                    try await Task.sleep(for: .milliseconds(200 * attempt))
+                }
+            }
+        }
+        guard FileDigest.of(bytes: bytes).sha256 == ref.sha256 else {
+            throw BuildFailure.source("the uploaded source did not arrive intact (sha256 mismatch)", retryable: true, fix: "submit again")
+        }
+        return bytes
+    }
+}
+
+final class PhaseBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _value = "source"
+    var value: String {
+        get { lock.withLock { _value } }
+        set { lock.withLock { _value = newValue } }
+    }
+}
+
+public enum KilnWorkerVersion {
+    public static let string = "0.1.0"
+}

@@ -1,0 +1,174 @@
+import Foundation
+import KilnAttestation
+
+/// `cargo build --release --locked --offline` in the sandbox, reproducibly: fixed paths, remapped path
+/// prefixes, `CARGO_INCREMENTAL=0`, a fixed codegen-units, SOURCE_DATE_EPOCH; dependencies only from
+/// vendored sources inside the project or an operator-provided vendor directory / local registry
+/// (source replacement, mounted read-only).
+public struct CargoBuilder: ProjectBuilder {
+    public let sysroot: String
+    public let vendorDirectory: String?
+    public let limits: WorkerConfiguration.Limits
+    static let toolchainPath = "/opt/rust"
+    static let vendorPath = "/build/vendor"
+
+    public init(sysroot: String, vendorDirectory: String?, limits: WorkerConfiguration.Limits) {
+        self.sysroot = sysroot
+        self.vendorDirectory = vendorDirectory
+        self.limits = limits
+    }
+
+    /// The active toolchain's sysroot, as rustup's `rustc` proxy reports it.
+    public static func findSysroot() async -> String? {
+        for rustc in ["/root/.cargo/bin/rustc", NSHomeDirectory() + "/.cargo/bin/rustc", "/usr/local/bin/rustc", "/usr/bin/rustc"]
+        where FileManager.default.isExecutableFile(atPath: rustc) {
+            if let r = try? await ProcessRunner.capture(rustc, ["--print", "sysroot"], environment: ["PATH": "/usr/bin:/bin", "HOME": NSHomeDirectory()]),
+               r.outcome.succeeded {
+                let path = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+                if FileManager.default.isExecutableFile(atPath: path + "/bin/cargo") { return path }
+            }
+        }
+        return nil
+    }
+
+    func environment(epoch: Int64) -> [String: String] {
+        let remap = ["--remap-path-prefix=\(Sandbox.sourcePath)=/src", "--remap-path-prefix=\(Sandbox.outputPath)/cargo-home=/cargo",
+                     "--remap-path-prefix=\(Self.vendorPath)=/vendor"].joined(separator: " ")
+        return ["PATH": "\(Self.toolchainPath)/bin:/usr/bin:/bin", "HOME": "\(Sandbox.outputPath)/home",
+                "CARGO_HOME": "\(Sandbox.outputPath)/cargo-home", "CARGO_TARGET_DIR": "\(Sandbox.outputPath)/target",
+                "RUSTC": "\(Self.toolchainPath)/bin/rustc", "CARGO_INCREMENTAL": "0", "CARGO_PROFILE_RELEASE_CODEGEN_UNITS": "16",
+                "CARGO_NET_OFFLINE": "true", "CARGO_TERM_COLOR": "never", "RUSTFLAGS": remap,
+                "SOURCE_DATE_EPOCH": String(epoch), "LANG": "C.UTF-8", "TZ": "UTC", "TMPDIR": "/tmp"]
+    }
+
+    public func build(_ context: BuildContext) async throws -> BuiltProject {
+        let fm = FileManager.default
+        let out = context.outputDirectory
+        try fm.createDirectory(atPath: out + "/home", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: out + "/cargo-home", withIntermediateDirectories: true)
+        var mounts = Sandbox.Mounts(source: context.sourceRoot, output: out)
+        mounts.readOnly.append((sysroot, Self.toolchainPath))
+        if let vendorDirectory {
+            mounts.readOnly.append((vendorDirectory, Self.vendorPath))
+            let isRegistry = fm.fileExists(atPath: vendorDirectory + "/index")
+            let config = """
+            [source.crates-io]
+            replace-with = "kiln-vendor"
+
+            [source.kiln-vendor]
+            \(isRegistry ? "local-registry" : "directory") = "\(Self.vendorPath)"
+
+            [net]
+            offline = true
+
+            """
+            try config.write(toFile: out + "/cargo-home/config.toml", atomically: true, encoding: .utf8)
+        }
+        let env = environment(epoch: context.sourceDateEpoch)
+        let cargo = "\(Self.toolchainPath)/bin/cargo"
+
+        // A missing lockfile is generated offline (from vendored sources) and shipped; otherwise a clear error.
+        var generatedLock = false
+        if !fm.fileExists(atPath: context.sourceRoot + "/Cargo.lock") {
+            context.log(.stderr, "[kiln] Cargo.lock is missing; generating it offline")
+            let tail = LogTail()
+            let r = try await context.sandbox.run(name: context.jobID + "-lock", command: [cargo, "generate-lockfile", "--offline"],
+                                                  environment: env, mounts: mounts, cancel: context.cancel) { s, l in
+                tail.add(l)
+                context.log(s, l)
+            }
+            if r.process.cancelled { throw BuildCancelled() }
+            guard r.process.succeeded else {
+                throw BuildFailure.build("Cargo.lock is missing and could not be generated offline: \(tail.last)",
+                                         fix: "commit Cargo.lock, and vendor dependencies (cargo vendor) or ask the operator to provide them")
+            }
+            generatedLock = true
+        }
+
+        let artifacts = ArtifactCollector()
+        let result = try await context.sandbox.run(
+            name: context.jobID, command: [cargo, "build", "--release", "--locked", "--offline", "--message-format=json-render-diagnostics"],
+            environment: env, mounts: mounts, cancel: context.cancel
+        ) { stream, line in
+            if stream == .stdout, line.hasPrefix("{") {
+                artifacts.consider(jsonLine: line)
+            } else {
+                context.log(stream, line)
+            }
+        }
+        try check(result, what: "cargo build", limits: limits)
+
+        // Copy what cargo reported (paths are sandbox paths under /build/out).
+        var collected = 0
+        for (sandboxPath, name) in artifacts.files {
+            guard sandboxPath.hasPrefix(Sandbox.outputPath + "/") else { continue }
+            let host = out + sandboxPath.dropFirst(Sandbox.outputPath.count)
+            guard fm.fileExists(atPath: host) else { continue }
+            try collect(host, as: name, into: context.artifactsDirectory)
+            collected += 1
+        }
+        guard collected > 0 else {
+            throw BuildFailure.build("cargo build produced no executables or libraries (bin, cdylib, staticlib)",
+                                     fix: "add a [[bin]] or a cdylib/staticlib target")
+        }
+
+        let cargoVersion = (try? await ProcessRunner.capture(sysroot + "/bin/cargo", ["--version"], environment: ["PATH": sysroot + "/bin:/usr/bin"]).stdout) ?? "unknown"
+        let rustcVersion = (try? await ProcessRunner.capture(sysroot + "/bin/rustc", ["--version"], environment: ["PATH": sysroot + "/bin:/usr/bin"]).stdout) ?? "unknown"
+        var deps = [toolchainDescriptor(name: "cargo", path: sysroot + "/bin/cargo", version: cargoVersion),
+                    toolchainDescriptor(name: "rustc", path: sysroot + "/bin/rustc", version: rustcVersion)]
+        let lockText = (try? String(contentsOfFile: context.sourceRoot + "/Cargo.lock", encoding: .utf8)) ?? ""
+        for d in CargoLock(text: lockText).dependencies {
+            deps.append(ResourceDescriptor(uri: d.purl, digest: d.sha256.map { ["sha256": $0] }, annotations: ["source": d.source]))
+        }
+        var params = env.filter { ["CARGO_INCREMENTAL", "CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "RUSTFLAGS", "SOURCE_DATE_EPOCH"].contains($0.key) }
+        params["command"] = "cargo build --release --locked --offline"
+        params["cargo"] = cargoVersion
+        params["rustc"] = rustcVersion
+        params["cargo_lock"] = generatedLock ? "generated offline by the worker" : "from the source"
+        if vendorDirectory != nil { params["dependencies"] = "vendored (source replacement, read-only)" }
+        return BuiltProject(buildType: BuildType.cargo, buildConfig: ["Cargo.lock": context.sourceRoot + "/Cargo.lock"],
+                            internalParameters: params, resolvedDependencies: deps)
+    }
+}
+
+/// Collects `compiler-artifact` messages for the project's own binaries and libraries.
+final class ArtifactCollector: @unchecked Sendable {
+    private let lock = NSLock()
+    private var found: [(String, String)] = []
+    private var names = Set<String>()
+
+    var files: [(String, String)] { lock.withLock { found } }
+
+    func consider(jsonLine: String) {
+        guard let obj = try? JSONSerialization.jsonObject(with: Data(jsonLine.utf8)) as? [String: Any],
+              obj["reason"] as? String == "compiler-artifact",
+              let target = obj["target"] as? [String: Any], let kinds = target["kind"] as? [String] else { return }
+        let packageID = obj["package_id"] as? String ?? ""
+        // Only the project's own packages (path sources), not dependencies.
+        guard packageID.hasPrefix("path+file://") || packageID.contains("(path+file://") else { return }
+        var paths: [String] = []
+        if kinds.contains("bin"), let exe = obj["executable"] as? String { paths.append(exe) }
+        if kinds.contains(where: { ["cdylib", "staticlib", "dylib"].contains($0) }), let filenames = obj["filenames"] as? [String] {
+            paths += filenames.filter { $0.hasSuffix(".so") || $0.hasSuffix(".a") || $0.hasSuffix(".dylib") }
+        }
+        lock.withLock {
+            for p in paths {
+                let name = (p as NSString).lastPathComponent
+                if names.insert(name).inserted { found.append((p, name)) }
+            }
+        }
+    }
+}
+
+/// Keeps the last few lines of output for error messages.
+final class LogTail: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+    func add(_ line: String) {
+        lock.withLock {
+            lines.append(line)
+            if lines.count > 5 { lines.removeFirst() }
+        }
+    }
+    var last: String { lock.withLock { lines.last(where: { !$0.isEmpty }) ?? "" } }
+}

@@ -1,0 +1,99 @@
+import Foundation
+import KilnBusClient
+import KilnMessages
+import Logging
+
+/// The worker's event stream for its one job: numbered from 1, published as they happen, kept until
+/// the gateway has acknowledged them (a `replay` re-sends from any seq), so a gateway restart loses
+/// nothing.
+public actor EventLog {
+    public let jobID: String
+    public let workerID: String
+    let client: BusClient
+    let logger: Logger
+    public private(set) var events: [BuildEvent] = []
+    public private(set) var ackedThrough = 0
+    private var ackWaiters: [(seq: Int, continuation: CheckedContinuation<Void, Never>)] = []
+
+    public init(jobID: String, workerID: String, client: BusClient, logger: Logger) {
+        self.jobID = jobID
+        self.workerID = workerID
+        self.client = client
+        self.logger = logger
+    }
+
+    /// Appends and publishes an event; returns its seq.
+    @discardableResult
+    public func emit(_ type: BuildEvent.Kind, _ configure: (inout BuildEvent) -> Void = { _ in }) async -> Int {
+        var event = BuildEvent(jobID: jobID, seq: events.count + 1, type: type)
+        event.workerID = workerID
+        configure(&event)
+        events.append(event)
+        await publish(event)
+        if type != .log && type != .heartbeat {
+            logger.info("event \(type.rawValue)", metadata: ["job_id": "\(jobID)", "seq": "\(event.seq)"])
+        }
+        return event.seq
+    }
+
+    public var terminal: BuildEvent? { events.last.flatMap { $0.type.isTerminal ? $0 : nil } }
+
+    private func publish(_ event: BuildEvent) async {
+        do { try await client.publish(Subjects.events(jobID), payload: event.encoded()) } catch {
+            // Kept in `events`; the gateway asks for a replay when it sees the gap.
+            logger.warning("cannot publish event \(event.seq): \(error)", metadata: ["job_id": "\(jobID)"])
+        }
+    }
+
+    /// Re-sends events from `from` (1-based) on.
+    public func replay(from: Int) async {
+        let start = max(1, from)
+        guard start <= events.count else { return }
+        logger.info("replaying events from \(start)", metadata: ["job_id": "\(jobID)"])
+        for event in events[(start - 1)...] { await publish(event) }
+    }
+
+    public func acknowledge(through seq: Int) {
+        ackedThrough = max(ackedThrough, seq)
+        let ready = ackWaiters.filter { $0.seq <= ackedThrough }
+        ackWaiters.removeAll { $0.seq <= ackedThrough }
+        for w in ready { w.continuation.resume() }
+    }
+
+    /// Waits until `seq` is acknowledged; re-publishes the tail every `resendEvery` meanwhile (the
+    /// gateway may have been down). Returns false after `timeout`.
+    public func waitForAck(of seq: Int, timeout: Duration, resendEvery: Duration = .seconds(5)) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ackedThrough < seq {
+            if ContinuousClock.now >= deadline { return false }
+            let acked = await withTaskGroup(of: Bool.self) { group in
+                group.addTask { await self.waitForAckSignal(seq); return true }
+                group.addTask { try? await Task.sleep(for: resendEvery); return false }
+                let first = await group.next() ?? false
+                group.cancelAll()
+                return first
+            }
+            if acked || ackedThrough >= seq { return true }
+            await replay(from: ackedThrough + 1)
+        }
+        return true
+    }
+
+    private func waitForAckSignal(_ seq: Int) async {
+        if ackedThrough >= seq { return }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                ackWaiters.append((seq, continuation))
+            }
+        } onCancel: {
+            Task { await self.releaseWaiters() }
+        }
+    }
+
+    /// Wakes waiters whose task gave up (the wait loop re-checks the ack state).
+    private func releaseWaiters() {
+        let all = ackWaiters
+        ackWaiters.removeAll()
+        for w in all { w.continuation.resume() }
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+import KilnArchive
+import KilnAttestation
+
+/// What a builder needs from the pipeline.
+public struct BuildContext: Sendable {
+    /// Host path of the project root (mounted at /build/src).
+    public var sourceRoot: String
+    /// Host path mounted at /build/out (targets, caches, out-links).
+    public var outputDirectory: String
+    /// Host path the builder copies artifacts into.
+    public var artifactsDirectory: String
+    public var sourceDateEpoch: Int64
+    public var jobID: String
+    public var sandbox: Sandbox
+    public var cancel: CancelSwitch
+    public var log: @Sendable (ProcessRunner.Stream, String) -> Void
+}
+
+/// What a builder produced.
+public struct BuiltProject: Sendable {
+    public var buildType: String
+    /// Lockfile to ship under build-config/ (name → host path).
+    public var buildConfig: [String: String]
+    public var internalParameters: [String: String]
+    public var resolvedDependencies: [ResourceDescriptor]
+}
+
+/// One implementation per toolchain.
+public protocol ProjectBuilder: Sendable {
+    func build(_ context: BuildContext) async throws -> BuiltProject
+}
+
+extension ProjectBuilder {
+    /// Turns a sandbox outcome into the right failure (time limit, memory, processes, exit code).
+    func check(_ outcome: Sandbox.Outcome, what: String, limits: WorkerConfiguration.Limits) throws {
+        if outcome.process.cancelled { throw BuildCancelled() }
+        if outcome.process.timedOut {
+            throw BuildFailure.build("\(what) exceeded the build time limit of \(limits.buildTimeout)", fix: "make the build faster or ask the operator for a longer limit")
+        }
+        if outcome.process.succeeded { return }
+        if outcome.hitMemoryLimit {
+            throw BuildFailure.build("\(what) was stopped: the sandbox reached its memory limit of \(limits.memoryBytes >> 20) MiB (\(outcome.process.description))",
+                                     fix: "reduce the build's memory use or ask the operator for a larger limit")
+        }
+        if outcome.hitProcessLimit {
+            throw BuildFailure.build("\(what) hit the sandbox's limit of \(limits.maxProcesses) processes (\(outcome.process.description))",
+                                     fix: "do not spawn unbounded processes in build scripts")
+        }
+        throw BuildFailure.build("\(what) failed (\(outcome.process.description)); see the log for the compiler's output")
+    }
+
+    /// A toolchain binary as a resolved dependency (its digest pins the exact build).
+    func toolchainDescriptor(name: String, path: String, version: String) -> ResourceDescriptor {
+        let digest = (try? FileDigest.of(file: path).sha256).map { ["sha256": $0] }
+        return ResourceDescriptor(name: name, uri: "file://" + path, digest: digest, annotations: ["version": version])
+    }
+
+    /// Copies a file into the artifacts directory under `name`, keeping the executable bit.
+    func collect(_ hostPath: String, as name: String, into artifacts: String) throws {
+        let target = artifacts + "/" + name
+        try FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try? FileManager.default.removeItem(atPath: target)
+        try FileManager.default.copyItem(atPath: hostPath, toPath: target)
+    }
+}

@@ -1,0 +1,126 @@
+import Foundation
+import KilnArchive
+import KilnAttestation
+import KilnBusClient
+import KilnMessages
+import Logging
+import ServiceLifecycle
+
+/// One worker = one build (design §3, §5). Subscribes once, accepts exactly one build request, builds
+/// it in the sandbox, publishes events and the attested result, waits for the gateway's
+/// acknowledgement, deletes its scratch directory and returns (the process then exits).
+public final class WorkerService: Service, @unchecked Sendable {
+    public enum Exit: Int32, Sendable {
+        case done = 0
+        case undelivered = 3
+        case idle = 4
+    }
+
+    public let configuration: WorkerConfiguration
+    let logger: Logger
+    /// How the run ended (exit status for the process).
+    public private(set) var exit: Exit = .done
+
+    public init(configuration: WorkerConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: configuration.scratchDirectory, withIntermediateDirectories: true)
+        defer {
+            if !configuration.keepScratch { try? fm.removeItem(atPath: configuration.scratchDirectory) }
+        }
+        let key = try SigningKey.loadOrCreate(at: configuration.keyFile)
+        var sysroot = configuration.toolchains.rustSysroot
+        if sysroot == nil { sysroot = await CargoBuilder.findSysroot() }
+        var toolchains: [String] = []
+        if sysroot != nil { toolchains.append("cargo") }
+        if configuration.toolchains.nixEnabled, fm.isExecutableFile(atPath: "/usr/bin/nix") { toolchains.append("nix") }
+
+        let client = try await BusClient.connect(configuration.bus, logger: logger)
+        let gate = AcceptanceGate(workerID: configuration.workerID, client: client)
+        let cancel = CancelSwitch()
+
+        let accepted: BuildRequest? = try await withGracefulShutdownHandler {
+            try await waitForRequest(client: client, gate: gate, toolchains: toolchains)
+        } onGracefulShutdown: {
+            gate.shutdown()
+        }
+        guard let request = accepted else {
+            logger.info("no build accepted; exiting")
+            exit = .idle
+            gate.stop()
+            await client.drain()
+            return
+        }
+
+        var log = logger
+        log[metadataKey: "job_id"] = "\(request.jobID)"
+        let events = EventLog(jobID: request.jobID, workerID: configuration.workerID, client: client, logger: log)
+        let control = try client.subscribe(Subjects.control(request.jobID))
+        try await client.flush()
+        try await gate.acknowledgeAccepted()
+        await events.emit(.accepted)
+
+        let controlTask = Task {
+            for await message in control {
+                guard let msg = try? JSONDecoder().decode(ControlMessage.self, from: Data(message.payloadBytes)) else { continue }
+                switch msg.action {
+                case .cancel:
+                    log.info("cancel requested")
+                    cancel.fire()
+                case .replay: await events.replay(from: msg.fromSeq ?? 1)
+                case .ack: await events.acknowledge(through: msg.seq ?? 0)
+                }
+            }
+        }
+        defer { controlTask.cancel() }
+
+        let pipeline = BuildPipeline(configuration: configuration, request: request, key: key, sysroot: sysroot,
+                                     client: client, events: events, cancel: cancel, logger: log)
+        await withGracefulShutdownHandler {
+            await pipeline.run()
+        } onGracefulShutdown: {
+            pipeline.shutdownRequested.set()
+            cancel.fire()
+        }
+
+        // Keep everything until the gateway has the terminal event, then leave.
+        let terminalSeq = await events.events.count
+        if await events.waitForAck(of: terminalSeq, timeout: configuration.limits.deliveryTimeout) {
+            log.info("terminal event acknowledged; exiting")
+            exit = .done
+        } else {
+            log.error("the gateway never acknowledged the terminal event; exiting anyway")
+            exit = .undelivered
+        }
+        gate.stop()
+        await client.drain()
+    }
+
+    /// Subscribes once (plus the direct subject), announces readiness, and returns the first valid request.
+    private func waitForRequest(client: BusClient, gate: AcceptanceGate, toolchains: [String]) async throws -> BuildRequest? {
+        let direct = try client.subscribe(Subjects.workerRequest(configuration.workerID))
+        gate.startAnswering(direct)
+        let oneShot = try client.subscribe(Subjects.buildRequest, queue: Subjects.workersQueue, max: 1)
+        gate.startAnswering(oneShot)
+        // The subscription must be live before anyone is told this worker is ready.
+        try await client.flush()
+        let ready = WorkerReady(workerID: configuration.workerID, toolchains: toolchains, arch: Self.arch)
+        try await client.publish(Subjects.workersReady, payload: Array(try JSONEncoder().encode(ready)))
+        logger.info("ready", metadata: ["worker_id": "\(configuration.workerID)", "toolchains": "\(toolchains.joined(separator: ","))"])
+        let request = await gate.waitForRequest(idleTimeout: configuration.idleTimeout)
+        if request != nil {
+            try? await oneShot.unsubscribe()
+        }
+        return request
+    }
+
+    static var arch: String {
+        var u = utsname()
+        uname(&u)
+        return withUnsafeBytes(of: &u.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+}

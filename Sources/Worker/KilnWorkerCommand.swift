@@ -1,0 +1,80 @@
+import ArgumentParser
+import Foundation
+import KilnBusClient
+import KilnWorker
+import Logging
+import ServiceLifecycle
+
+@main
+struct KilnWorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kiln-worker",
+        abstract: "Takes exactly one build from the bus, builds it in a sandbox, publishes the attested result, exits.",
+        discussion: """
+        Exit status: 0 when the gateway acknowledged the terminal event; 3 when it never did; 4 when no build \
+        arrived before --idle-timeout (or on SIGTERM while idle).
+        """)
+
+    @Option(help: "Broker URL, kiln://[user:password@]host:port (env KILN_BROKER_URL).") var broker: String?
+    @Option(help: "Broker token (env KILN_BROKER_TOKEN).") var token: String?
+    @Option(help: "Worker id, a subject token (default: random).") var workerID: String?
+    @Option(help: "Scratch directory, deleted on exit (default: a fresh one under $TMPDIR).") var scratch: String?
+    @Option(help: "Signing key file (PEM); created if missing.") var key: String = "kiln-worker-key.pem"
+    @Option(help: "Build wall-clock limit in seconds.") var buildTimeout: Int = 1800
+    @Option(help: "git fetch limit in seconds.") var fetchTimeout: Int = 600
+    @Option(help: "Sandbox memory limit in MiB.") var memoryMb: Int = 8192
+    @Option(help: "Sandbox process limit.") var maxProcesses: Int = 1024
+    @Option(help: "Log bytes shipped as events.") var maxLogBytes: Int = 1 << 20
+    @Option(help: "Result chunk size in bytes.") var chunkSize: Int = 1 << 20
+    @Option(help: "Largest uploaded archive, unpacked, in MiB.") var maxSourceMb: Int = 2048
+    @Option(help: "Most entries in an uploaded archive.") var maxSourceEntries: Int = 50_000
+    @Option(help: "Cargo registry mirror: a `cargo vendor` directory or a local registry, mounted read-only.") var cargoVendor: String?
+    @Option(help: "Rust toolchain sysroot (default: `rustc --print sysroot`).") var rustSysroot: String?
+    @Flag(help: "Disable Nix builds.") var noNix = false
+    @Option(help: "configfs-tsm report directory.") var tsmRoot: String = "/sys/kernel/config/tsm/report"
+    @Option(help: "Builder identity recorded in provenance (the worker image).") var builderID: String = "https://kiln.build/worker/local@v1"
+    @Option(help: "Give up waiting for a build after this many seconds (default: wait forever).") var idleTimeout: Int?
+    @Flag(help: "Keep the scratch directory (debugging).") var keepScratch = false
+    @Option(help: "Log level.") var logLevel: String = "info"
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let env = ProcessInfo.processInfo.environment
+        var bus = try BusClient.Configuration(url: broker ?? env["KILN_BROKER_URL"] ?? "kiln://127.0.0.1:4222")
+        if let t = token ?? env["KILN_BROKER_TOKEN"] { bus.token = t }
+        let id = workerID ?? "w-" + UUID().uuidString.prefix(13).lowercased().replacingOccurrences(of: "-", with: "")
+        bus.name = "kiln-worker \(id)"
+        var limits = WorkerConfiguration.Limits()
+        limits.buildTimeout = .seconds(buildTimeout)
+        limits.fetchTimeout = .seconds(fetchTimeout)
+        limits.memoryBytes = Int64(memoryMb) << 20
+        limits.maxProcesses = maxProcesses
+        limits.maxLogBytes = maxLogBytes
+        limits.chunkSize = chunkSize
+        limits.archive.maxBytes = Int64(maxSourceMb) << 20
+        limits.archive.maxEntries = maxSourceEntries
+        var toolchains = WorkerConfiguration.Toolchains()
+        toolchains.cargoVendorDirectory = cargoVendor
+        toolchains.rustSysroot = rustSysroot
+        toolchains.nixEnabled = !noNix
+        let scratchDir = scratch ?? (FileManager.default.temporaryDirectory.path + "/kiln-worker-" + id)
+        let configuration = WorkerConfiguration(bus: bus, workerID: id, scratchDirectory: scratchDir, keyFile: key, limits: limits,
+                                                toolchains: toolchains, tsmRoot: tsmRoot, builderID: builderID, keepScratch: keepScratch,
+                                                idleTimeout: idleTimeout.map { .seconds($0) })
+        var logger = Logger(label: "kiln.worker")
+        logger[metadataKey: "worker_id"] = "\(id)"
+        let worker = WorkerService(configuration: configuration, logger: logger)
+        // The worker's run() returning is the normal end: shut the group down, not an error.
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        FileHandle.standardOutput.write(Data("kiln-worker \(id) starting\n".utf8))
+        try await group.run()
+        if worker.exit != .done { throw ExitCode(worker.exit.rawValue) }
+    }
+}
