@@ -11,7 +11,7 @@ public final class GitFixture: @unchecked Sendable {
         dir = try TemporaryDirectory(prefix: "kiln-git")
         try FileManager.default.createDirectory(atPath: dir.file("repos"), withIntermediateDirectories: true)
         port = try FreePort.pick()
-        daemon = try LaunchedProcess("/usr/bin/git", ["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1", "--port=\(port)",
+        daemon = try LaunchedProcess("/usr/lib/git-core/git-daemon", ["--reuseaddr", "--export-all", "--listen=127.0.0.1", "--port=\(port)",
                                                       "--base-path=\(dir.file("repos"))", "--informative-errors", dir.file("repos")])
         // Wait until it accepts connections.
         for _ in 0..<100 {

@@ -79,10 +79,11 @@ public final class LaunchedProcess: @unchecked Sendable {
         return process.terminationStatus
     }
 
+    /// SIGKILL, then wait (bounded) until Foundation has reaped it.
     public func stop() {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        for _ in 0..<250 where process.isRunning { usleep(20_000) }
     }
 
     deinit { stop() }

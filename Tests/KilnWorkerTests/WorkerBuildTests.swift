@@ -57,3 +57,121 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
         withExtendedLifetime(dir) {}
     }
 }
+
+@Suite(.serialized) struct WorkerSourceTests {
+    @Test func cargoFromGitByBranchTagCommitAndAbbreviatedCommit() async throws {
+        let git = try await GitFixture()
+        defer { git.stop() }
+        let commit = try git.createRepository("hello", files: Fixtures.helloCrate(), tag: "v1.0", branch: "release")
+        let broker = try await BrokerProcess()
+        defer { broker.stop() }
+        var digests: Set<String> = []
+        for ref in ["main", "release", "v1.0", commit, String(commit.prefix(10))] {
+            let (d, w, terminal, dir) = try await runBuild({ job in
+                BuildRequest(jobID: job, nonce: testNonce, repoURL: git.url("hello"), repoRef: ref)
+            }, broker: broker)
+            #expect(terminal.type == .done, "ref \(ref): \(terminal.message ?? "") \(d.logLines.suffix(5))")
+            let result = try d.resultFile()
+            let (status, output) = try await kilnVerify(result, key: w.keyFile)
+            #expect(status == 0, "ref \(ref): \(output.joined(separator: "\n"))")
+            // Provenance records the commit and the ref as sent.
+            let unpacked = dir.file("unpacked-\(ref.prefix(12))")
+            try FileManager.default.createDirectory(atPath: unpacked, withIntermediateDirectories: true)
+            _ = try ArchiveExtractor().extract(archivePath: result, into: unpacked)
+            let statement = try CanonicalJSON.decode(Statement.self, from: Array(try Data(contentsOf: URL(fileURLWithPath: unpacked + "/provenance.json"))))
+            #expect(statement.predicate.buildDefinition.externalParameters.ref == ref)
+            #expect(statement.predicate.buildDefinition.externalParameters.repository == git.url("hello"))
+            #expect(statement.predicate.buildDefinition.resolvedDependencies.first?.digest?["gitCommit"] == commit)
+            digests.insert(statement.subject.first?.digest?["sha256"] ?? "")
+            await d.close()
+        }
+        #expect(digests.count == 1, "the same commit builds to the same binary")
+    }
+
+    @Test func unknownRefAndUnreachableRepository() async throws {
+        let git = try await GitFixture()
+        defer { git.stop() }
+        try git.createRepository("hello", files: Fixtures.helloCrate())
+        let broker = try await BrokerProcess()
+        defer { broker.stop() }
+        let (d1, _, t1, _) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, repoURL: git.url("hello"), repoRef: "no-such-branch") }, broker: broker)
+        #expect(t1.type == .failed)
+        #expect(t1.failurePhase == "source")
+        #expect(t1.message?.contains("ref 'no-such-branch' was not found") == true, "\(t1.message ?? "")")
+        await d1.close()
+        let closedPort = try FreePort.pick()
+        let (d2, _, t2, _) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, repoURL: "git://127.0.0.1:\(closedPort)/nothing.git", repoRef: "main") }, broker: broker)
+        #expect(t2.type == .failed)
+        #expect(t2.failurePhase == "source")
+        #expect(t2.message?.contains("cannot reach") == true, "\(t2.message ?? "")")
+        #expect(t2.retryable == true)
+        await d2.close()
+    }
+
+    @Test func cargoFromZip() async throws {
+        let archive = try Fixtures.archive(Fixtures.helloCrate(name: "zipped"), root: "zipped", zip: true)
+        let (d, w, terminal, dir) = try await runBuild { job in
+            BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "zipped.zip")
+        }
+        #expect(terminal.type == .done, "\(terminal.message ?? "")")
+        #expect(d.events.contains { $0.type == .artifact && $0.path == "artifacts/zipped" })
+        let (status, output) = try await kilnVerify(try d.resultFile(), key: w.keyFile)
+        #expect(status == 0, "\(output.joined(separator: "\n"))")
+        await d.close()
+        withExtendedLifetime(dir) {}
+    }
+
+    @Test func nixDefaultAndFlake() async throws {
+        let broker = try await BrokerProcess()
+        defer { broker.stop() }
+        for (files, expected) in [(Fixtures.nixDefault, "hello from nix"), (Fixtures.nixFlake, "hello from a flake")] {
+            let archive = try Fixtures.archive(files, root: "nixproj", zip: false)
+            let (d, w, terminal, dir) = try await runBuild({ job in
+                BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "nix.tar.gz")
+            }, broker: broker)
+            #expect(terminal.type == .done, "\(terminal.message ?? "") \(d.logLines.suffix(10))")
+            let result = try d.resultFile()
+            let (status, output) = try await kilnVerify(result, key: w.keyFile)
+            #expect(status == 0, "\(output.joined(separator: "\n"))")
+            let unpacked = dir.file("u")
+            try FileManager.default.createDirectory(atPath: unpacked, withIntermediateDirectories: true)
+            _ = try ArchiveExtractor().extract(archivePath: result, into: unpacked)
+            #expect(try String(contentsOfFile: unpacked + "/artifacts/result", encoding: .utf8) == expected + "\n")
+            await d.close()
+        }
+    }
+
+    @Test func failingBuildShipsCompilerOutput() async throws {
+        let archive = try Fixtures.archive(Fixtures.brokenCrate, root: "broken", zip: false)
+        let (d, _, terminal, _) = try await runBuild { job in
+            BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "broken.tar.gz")
+        }
+        #expect(terminal.type == .failed)
+        #expect(terminal.failurePhase == "build")
+        #expect(terminal.retryable == false)
+        #expect(d.logLines.contains { $0.contains("mismatched types") }, "\(d.logLines.suffix(20))")
+        #expect(d.events.filter { $0.type.isTerminal }.count == 1)
+        await d.close()
+    }
+
+    @Test func nothingToBuildFailsInDetect() async throws {
+        let archive = try Fixtures.archive(["README.md": "just docs\n", "notes/todo.txt": "x\n"], root: "docs", zip: false)
+        let (d, _, terminal, _) = try await runBuild { job in
+            BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "docs.tar.gz")
+        }
+        #expect(terminal.type == .failed)
+        #expect(terminal.failurePhase == "detect")
+        #expect(terminal.message?.contains("no Cargo.toml, flake.nix or default.nix") == true)
+        #expect(terminal.message?.contains("README.md") == true)
+        await d.close()
+    }
+
+    @Test func hostileArchiveFailsInSource() async throws {
+        let (d, _, terminal, _) = try await runBuild { job in
+            BuildRequest(jobID: job, nonce: testNonce, sourceData: Data("not an archive".utf8).base64EncodedString(), sourceName: "x.zip")
+        }
+        #expect(terminal.type == .failed)
+        #expect(terminal.failurePhase == "source")
+        await d.close()
+    }
+}
