@@ -3,7 +3,7 @@ import Foundation
 /// Memory and process limits for one sandbox through cgroup v1 (`memory`, `pids` controllers), the
 /// kind this machine has. Every process of the build is in the group, so `killAll` reaches processes
 /// that escaped the process group, and the limits hold for the whole tree.
-struct CgroupLimits {
+struct CgroupLimits: Sendable {
     static let root = "/sys/fs/cgroup"
     let name: String
     let memoryDir: String
@@ -29,9 +29,13 @@ struct CgroupLimits {
          memoryDir + "/cgroup.procs", pidsDir + "/cgroup.procs"] + command
     }
 
-    /// Did the build hit the memory limit?
+    /// Did the build hit the memory limit? (An OOM kill in the group, or a failed charge — with swap
+    /// accounting the failures are counted in memsw.failcnt, not failcnt.)
     var hitMemoryLimit: Bool {
-        (Int(Self.read(memoryDir + "/memory.failcnt") ?? "0") ?? 0) > 0
+        let oomKills = (Self.read(memoryDir + "/memory.oom_control") ?? "").split(separator: "\n")
+            .first { $0.hasPrefix("oom_kill ") }.flatMap { Int($0.dropFirst("oom_kill ".count)) } ?? 0
+        let failures = ["memory.failcnt", "memory.memsw.failcnt"].compactMap { Self.read(memoryDir + "/" + $0).flatMap(Int.init) }
+        return oomKills > 0 || failures.contains { $0 > 0 }
     }
 
     /// Did a fork fail because of pids.max?

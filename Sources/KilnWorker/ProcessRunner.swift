@@ -26,6 +26,7 @@ public enum ProcessRunner {
     public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
                            workingDirectory: String? = nil, timeout: Duration, cancel: CancelSwitch? = nil,
                            grace: Duration = .seconds(1), maxLineBytes: Int = 4096,
+                           afterExit: (@Sendable () -> Void)? = nil,
                            onLine: @escaping @Sendable (Stream, String) -> Void) async throws -> Outcome {
         var options = PlatformOptions()
         options.processGroupID = 0
@@ -67,6 +68,18 @@ public enum ProcessRunner {
                     if reason != 0 { await execution.teardown(using: teardown) }
                 }
                 defer { watchdog.cancel() }
+                // Descendants can keep our pipes open after the child itself is gone; `afterExit` lets the
+                // caller sweep them (the sandbox kills its cgroup) so the streams end.
+                let reaper = afterExit.map { sweep in
+                    Task {
+                        let pid = execution.processIdentifier.value
+                        while !Task.isCancelled {
+                            try? await Task.sleep(for: .milliseconds(100))
+                            if !Self.isAlive(pid) { sweep(); return }
+                        }
+                    }
+                }
+                defer { reaper?.cancel() }
                 try await group.waitForAll()
                 watchdog.cancel()
             }
@@ -77,6 +90,15 @@ public enum ProcessRunner {
         case .signaled(let sig): outcome.signal = sig
         }
         return outcome
+    }
+
+    /// Running (not a zombie, not gone)?
+    static func isAlive(_ pid: pid_t) -> Bool {
+        guard let stat = FileManager.default.contents(atPath: "/proc/\(pid)/stat") else { return false }
+        let text = String(decoding: stat, as: UTF8.self)
+        guard let close = text.lastIndex(of: ")") else { return false }
+        let state = text[text.index(after: close)...].trimmingCharacters(in: .whitespaces).first
+        return state != "Z" && state != "X"
     }
 
     /// Runs a short command and collects its output (git plumbing).

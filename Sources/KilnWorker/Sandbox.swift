@@ -80,9 +80,11 @@ public struct Sandbox: Sendable {
             argv = ["/usr/bin/prlimit", "--as=\(limits.memoryBytes)", "--nproc=\(limits.maxProcesses)", "--"] + argv
         }
         defer { cgroup?.remove() }
+        var sweep: (@Sendable () -> Void)?
+        if let cgroup { sweep = { cgroup.killAll() } }
         let outcome = try await ProcessRunner.run(argv[0], Array(argv.dropFirst()), environment: ["PATH": "/usr/bin:/bin"],
                                                   timeout: limits.buildTimeout, cancel: cancel, maxLineBytes: limits.maxLineBytes,
-                                                  onLine: onLine)
+                                                  afterExit: sweep, onLine: onLine)
         cgroup?.killAll()
         return Outcome(process: outcome, hitMemoryLimit: cgroup?.hitMemoryLimit ?? false, hitProcessLimit: cgroup?.hitProcessLimit ?? false)
     }
