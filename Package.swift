@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "kiln-broker", targets: ["Broker"]),
         .executable(name: "kiln", targets: ["KilnCLI"]),
         .executable(name: "kiln-worker", targets: ["Worker"]),
+        .executable(name: "kiln-gateway", targets: ["Gateway"]),
         .executable(name: "kiln-bench", targets: ["KilnBench"]),
         .library(name: "KilnBus", targets: ["KilnBus"]),
         .library(name: "KilnBusClient", targets: ["KilnBusClient"]),
@@ -30,6 +31,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/multipart-kit.git", from: "4.7.1"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // Bus v1 wire protocol: frames, headers, subjects. Shared by broker and client.
@@ -90,6 +94,25 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: swiftSettings),
+        .target(name: "KilnGateway", dependencies: [
+            "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "MultipartKit", package: "multipart-kit"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ], swiftSettings: swiftSettings),
+        .executableTarget(name: "Gateway", dependencies: [
+            "KilnGateway",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: swiftSettings),
         .executableTarget(name: "KilnCLI", dependencies: [
             "KilnAttestation", "KilnArchive",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -109,6 +132,8 @@ let package = Package(
         .testTarget(name: "KilnBusTests", dependencies: ["KilnBus", "KilnBroker", "KilnBusClient", "KilnTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "KilnArchiveTests", dependencies: ["KilnArchive", "CArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "KilnWorkerTests", dependencies: ["KilnWorker", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "KilnGatewayTests", dependencies: ["KilnGateway", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport",
+            .product(name: "AsyncHTTPClient", package: "async-http-client")], swiftSettings: swiftSettings),
         .testTarget(name: "KilnAttestationTests", dependencies: ["KilnAttestation", "KilnArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
     ]
 )

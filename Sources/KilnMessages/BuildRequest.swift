@@ -111,16 +111,21 @@ public struct ControlMessage: Codable, Sendable, Equatable {
     public var action: Action
     public var fromSeq: Int?
     public var seq: Int?
+    /// When set, only this worker acts on the message (a job may briefly have had two workers if an
+    /// acceptance was lost; only the recorded one may continue).
+    public var workerID: String?
 
     enum CodingKeys: String, CodingKey {
         case action, seq
         case fromSeq = "from_seq"
+        case workerID = "worker_id"
     }
 
-    public init(action: Action, fromSeq: Int? = nil, seq: Int? = nil) {
+    public init(action: Action, fromSeq: Int? = nil, seq: Int? = nil, workerID: String? = nil) {
         self.action = action
         self.fromSeq = fromSeq
         self.seq = seq
+        self.workerID = workerID
     }
 }
 

@@ -64,9 +64,11 @@ public final class WorkerService: Service, @unchecked Sendable {
         try await gate.acknowledgeAccepted()
         await events.emit(.accepted)
 
+        let configuration = self.configuration
         let controlTask = Task {
             for await message in control {
                 guard let msg = try? JSONDecoder().decode(ControlMessage.self, from: Data(message.payloadBytes)) else { continue }
+                if let target = msg.workerID, target != configuration.workerID { continue }
                 switch msg.action {
                 case .cancel:
                     log.info("cancel requested")

@@ -1,0 +1,61 @@
+import ArgumentParser
+import Foundation
+import KilnBusClient
+import KilnGateway
+import Logging
+import ServiceLifecycle
+
+@main
+struct KilnGatewayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kiln-gateway",
+        abstract: "Kiln's HTTP API: takes builds, dispatches each to one worker over the bus, stores events and results, relays SSE.",
+        discussion: "Prints 'kiln-gateway listening on http://HOST:PORT' once ready (useful with --port 0).")
+
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(help: "Port (0 picks a free one).") var port = 8080
+    @Option(help: "Data directory: SQLite, results, uploads.") var data = ".state/gateway"
+    @Option(help: "Broker URL, kiln://[user:password@]host:port (env KILN_BROKER_URL).") var broker: String?
+    @Option(help: "Broker token (env KILN_BROKER_TOKEN).") var brokerToken: String?
+    @Option(help: "Bearer token clients must send; repeatable (env KILN_TOKENS, comma-separated).") var token: [String] = []
+    @Option(help: "Public key file served at /keys; repeatable.") var publicKey: [String] = []
+    @Option(help: "Largest request body in bytes (default 256 MiB).") var maxBody = 256 << 20
+    @Option(help: "Days a result is kept.") var retentionDays: Double = 7
+    @Option(help: "Seconds a dispatched worker has to accept.") var ackTimeout: Double = 5
+    @Option(help: "Seconds of worker silence before its job fails (3 heartbeats).") var workerSilence: Double = 15
+    @Option(help: "Seconds between SSE keepalive comments.") var sseKeepalive: Double = 15
+    @Option(help: "Events buffered per SSE client before it is disconnected.") var sseBacklog = 4096
+    @Option(help: "Log level.") var logLevel = "info"
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let env = ProcessInfo.processInfo.environment
+        var bus = try BusClient.Configuration(url: broker ?? env["KILN_BROKER_URL"] ?? "kiln://127.0.0.1:4222")
+        if let t = brokerToken ?? env["KILN_BROKER_TOKEN"] { bus.token = t }
+        bus.name = "kiln-gateway"
+        var cfg = GatewayConfiguration(dataDirectory: data, bus: bus)
+        cfg.host = host
+        cfg.port = port
+        cfg.tokens = token + (env["KILN_TOKENS"]?.split(separator: ",").map(String.init) ?? [])
+        cfg.keyFiles = publicKey
+        cfg.maxBodyBytes = maxBody
+        cfg.retention = .seconds(retentionDays * 86400)
+        cfg.ackTimeout = .seconds(ackTimeout)
+        cfg.workerSilenceLimit = .seconds(workerSilence)
+        cfg.sseKeepalive = .seconds(sseKeepalive)
+        cfg.sseBacklog = sseBacklog
+        let logger = Logger(label: "kiln.gateway")
+        let host = self.host
+        let gateway = try await Gateway.make(configuration: cfg, logger: logger) { port in
+            FileHandle.standardOutput.write(Data("kiln-gateway listening on http://\(host):\(port)\n".utf8))
+        }
+        let group = ServiceGroup(configuration: .init(services: gateway.services, gracefulShutdownSignals: [.sigterm, .sigint],
+                                                      logger: logger))
+        try await group.run()
+    }
+}

@@ -1,0 +1,385 @@
+import Foundation
+import KilnArchive
+import KilnBusClient
+import KilnMessages
+import Logging
+import NIOCore
+
+/// The gateway's side of the bus (design §3): dispatches waiting jobs FIFO to idle workers, stores
+/// their events in order (asking for a replay on a gap), assembles result chunks, ends jobs whose
+/// worker fell silent, and acknowledges terminal events so workers can exit.
+public actor BuildCoordinator {
+    let store: any JobStore
+    let files: ResultFiles
+    public nonisolated let hub: EventHub
+    let client: BusClient
+    let configuration: GatewayConfiguration
+    let metrics: GatewayMetrics
+    let logger: Logger
+    private var dispatching = false
+    private var dispatchAgain = false
+    private var lastReplay: [String: ContinuousClock.Instant] = [:]
+
+    public init(store: any JobStore, files: ResultFiles, hub: EventHub, client: BusClient, configuration: GatewayConfiguration,
+                metrics: GatewayMetrics, logger: Logger) {
+        self.store = store
+        self.files = files
+        self.hub = hub
+        self.client = client
+        self.configuration = configuration
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    // MARK: - lifecycle
+
+    /// Subscribes to what workers send and runs the periodic checks until cancelled.
+    public func run() async throws {
+        let ready = try client.subscribe(Subjects.workersReady)
+        let events = try client.subscribe("kiln.build.*.events")
+        let results = try client.subscribe("kiln.build.*.result")
+        let sources = try client.subscribe("kiln.build.*.source")
+        try await client.flush()
+        await recover()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { for await _ in ready { await self.dispatchWaiting() } }
+            group.addTask { for await m in events { await self.handleEvent(m) } }
+            group.addTask { for await m in results { await self.handleResultChunk(m) } }
+            group.addTask { for await m in sources { await self.handleSourceRequest(m) } }
+            group.addTask {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .seconds(1))
+                    await self.tick()
+                }
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// After a restart: building jobs get a replay request (events sent while we were down) and a
+    /// fresh silence clock; waiting jobs are dispatched.
+    func recover() async {
+        do {
+            for job in try await store.jobs(status: .building) {
+                let last = try await store.lastSeq(job: job.id)
+                try await store.update(job.id) { $0.lastSeenAt = Date() }
+                await sendControl(job.id, .init(action: .replay, fromSeq: last + 1, workerID: job.workerID))
+                logger.info("recovering building job; replay requested", metadata: ["job_id": "\(job.id)", "from_seq": "\(last + 1)"])
+            }
+        } catch {
+            logger.error("recovery failed: \(error)")
+        }
+        await dispatchWaiting()
+    }
+
+    // MARK: - submission
+
+    public func submit(_ s: BuildSubmission) async throws -> Job {
+        let id = "j" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(20).lowercased()
+        var request = BuildRequest(jobID: id, nonce: s.nonce, repoURL: s.repoURL, repoRef: s.repoRef)
+        var digest: String?
+        if let archive = s.archive {
+            let d = FileDigest.of(bytes: archive)
+            digest = d.sha256
+            try files.saveUpload(job: id, bytes: archive)
+            if archive.count <= configuration.inlineSourceLimit {
+                request.sourceData = Data(archive).base64EncodedString()
+                request.sourceName = s.sourceName
+            } else {
+                request.source = .init(sha256: d.sha256, size: d.size, chunkSize: configuration.sourceChunkSize, name: s.sourceName)
+                request.sourceName = s.sourceName
+            }
+        }
+        let encoded = String(decoding: try JSONEncoder().encode(request), as: UTF8.self)
+        let job = Job(id: id, nonce: s.nonce, request: encoded, position: try await store.nextPosition(), queuedAt: Date(), sourceDigest: digest)
+        try await store.insert(job)
+        logger.info("job queued", metadata: ["job_id": "\(id)"])
+        Task { await self.dispatchWaiting() }
+        return job
+    }
+
+    public func cancel(_ id: String) async throws -> Job {
+        guard let job = try await store.job(id) else { throw GatewayError.notFound(id) }
+        switch job.status {
+        case .waiting:
+            let updated = try await store.update(id) {
+                $0.status = .cancelled
+                $0.finishedAt = Date()
+            }
+            await synthesize(id, .cancelled) { _ in }
+            logger.info("waiting job cancelled", metadata: ["job_id": "\(id)"])
+            return updated ?? job
+        case .building:
+            await sendControl(id, .init(action: .cancel, workerID: job.workerID))
+            logger.info("cancel sent to worker", metadata: ["job_id": "\(id)", "worker_id": "\(job.workerID ?? "")"])
+            return job
+        case .ready, .error, .cancelled:
+            throw GatewayError(.conflict, "job \(id) is already \(job.status.rawValue)")
+        }
+    }
+
+    // MARK: - dispatch
+
+    /// Offers waiting jobs, oldest first, until nobody takes one.
+    func dispatchWaiting() async {
+        if dispatching {
+            dispatchAgain = true
+            return
+        }
+        dispatching = true
+        defer { dispatching = false }
+        repeat {
+            dispatchAgain = false
+            while let job = try? await store.jobs(status: .waiting).first {
+                guard await offer(job) else { break }
+            }
+        } while dispatchAgain
+    }
+
+    /// One dispatch attempt; true if the job was placed (or settled) and the next can be tried.
+    private func offer(_ job: Job) async -> Bool {
+        let start = ContinuousClock.now
+        let reply: BusMessage
+        do {
+            reply = try await client.request(Subjects.buildRequest, payload: Array(job.request.utf8), timeout: configuration.ackTimeout.timeAmount)
+        } catch BusClientError.noResponders {
+            return false
+        } catch {
+            logger.warning("dispatch got no acceptance in time; will retry", metadata: ["job_id": "\(job.id)", "error": "\(error)"])
+            _ = try? await store.update(job.id) { $0.dispatchAttempts += 1 }
+            return false
+        }
+        guard let answer = try? JSONDecoder().decode(DispatchReply.self, from: Data(reply.payloadBytes)) else { return true }
+        guard answer.accepted, let worker = answer.workerID else {
+            if answer.code == 400 {
+                _ = try? await store.update(job.id) {
+                    $0.status = .error
+                    $0.failurePhase = "dispatch"
+                    $0.error = "a worker rejected the request: \(answer.message ?? "")"
+                    $0.finishedAt = Date()
+                }
+            }
+            return true
+        }
+        metrics.dispatchLatency.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
+        let updated = try? await store.update(job.id) { j in
+            guard j.status == .waiting else { return }
+            j.status = .building
+            j.workerID = worker
+            j.startedAt = Date()
+            j.lastSeenAt = Date()
+            j.dispatchAttempts += 1
+        }
+        if updated?.workerID != worker {
+            // Cancelled (or placed) meanwhile: this worker must not build it.
+            await sendControl(job.id, .init(action: .cancel, workerID: worker))
+        } else {
+            logger.info("job dispatched", metadata: ["job_id": "\(job.id)", "worker_id": "\(worker)"])
+        }
+        return true
+    }
+
+    // MARK: - events
+
+    func handleEvent(_ message: BusMessage) async {
+        guard let event = try? BuildEvent.decode(message.payloadBytes), let job = try? await store.job(event.jobID) else { return }
+        guard let worker = event.workerID, worker == job.workerID else {
+            if let other = event.workerID, job.status != .waiting {
+                await sendControl(job.id, .init(action: .cancel, workerID: other))
+            }
+            return
+        }
+        do {
+            let last = try await store.lastSeq(job: job.id)
+            if event.seq <= last {
+                // A duplicate (replay, resend). If it is the terminal one, the worker may have missed our ack.
+                if event.type.isTerminal, job.status.isTerminal { await sendControl(job.id, .init(action: .ack, seq: event.seq, workerID: worker)) }
+                return
+            }
+            if event.seq > last + 1 {
+                let now = ContinuousClock.now
+                if lastReplay[job.id].map({ now - $0 > .seconds(1) }) ?? true {
+                    lastReplay[job.id] = now
+                    await sendControl(job.id, .init(action: .replay, fromSeq: last + 1, workerID: worker))
+                }
+                return
+            }
+            guard !job.status.isTerminal || job.status == .ready && event.type == .done else { return }
+            let stored = StoredEvent(jobID: job.id, seq: event.seq, type: event.type.rawValue, data: String(decoding: message.payloadBytes, as: UTF8.self))
+            guard try await store.appendEvent(stored) else { return }
+            metrics.eventsStored.increment()
+            hub.publish(stored)
+            let now = Date()
+            let updated = try await store.update(job.id) { j in
+                j.lastSeenAt = now
+                if event.type == .phase, let name = event.name { j.phase = name }
+                switch event.type {
+                case .failed:
+                    j.status = .error
+                    j.failurePhase = event.failurePhase
+                    j.error = event.message
+                    j.retryable = event.retryable
+                    j.suggestedAction = event.suggestedAction
+                    j.finishedAt = now
+                case .cancelled:
+                    j.status = .cancelled
+                    j.finishedAt = now
+                default: break
+                }
+            }
+            switch event.type {
+            case .failed, .cancelled:
+                logger.info("job ended: \(event.type.rawValue)", metadata: ["job_id": "\(job.id)"])
+                await sendControl(job.id, .init(action: .ack, seq: event.seq, workerID: worker))
+            case .done:
+                if let u = updated { await finalizeIfComplete(u) }
+            default: break
+            }
+        } catch {
+            logger.error("cannot store event: \(error)", metadata: ["job_id": "\(job.id)"])
+        }
+    }
+
+    /// `ready` needs both the `done` event and the verified result file.
+    private func finalizeIfComplete(_ job: Job) async {
+        guard job.status == .building, let sha = job.resultSha256 else { return }
+        guard let events = try? await store.events(job: job.id, after: 0), let done = events.last(where: { $0.type == "done" }),
+              let event = try? BuildEvent.decode(Array(done.data.utf8)) else { return }
+        guard event.sha256 == sha else {
+            _ = try? await store.update(job.id) {
+                $0.status = .error
+                $0.failurePhase = "upload"
+                $0.error = "the result the worker announced does not match the one it uploaded"
+                $0.retryable = true
+                $0.finishedAt = Date()
+            }
+            return
+        }
+        let retention = configuration.retention
+        _ = try? await store.update(job.id) {
+            $0.status = .ready
+            $0.finishedAt = Date()
+            $0.retentionExpiresAt = Date().addingTimeInterval(retention.seconds)
+        }
+        logger.info("job ready", metadata: ["job_id": "\(job.id)", "sha256": "\(sha)"])
+        await sendControl(job.id, .init(action: .ack, seq: done.seq, workerID: job.workerID))
+    }
+
+    // MARK: - results
+
+    struct Ack: Encodable {
+        var ok: Bool
+        var code: Int?
+        var message: String?
+    }
+
+    func handleResultChunk(_ message: BusMessage) async {
+        guard let reply = message.reply else { return }
+        func answer(_ ack: Ack) async { try? await client.publish(reply, payload: Array((try? JSONEncoder().encode(ack)) ?? Data())) }
+        let h = message.headers ?? [:]
+        guard let jobID = message.subject.split(separator: ".").dropFirst(2).first.map(String.init),
+              let index = h[ResultChunkHeaders.index].flatMap(Int.init), let count = h[ResultChunkHeaders.count].flatMap(Int.init),
+              let sha = h[ResultChunkHeaders.sha256], let size = h[ResultChunkHeaders.size].flatMap(Int64.init),
+              index >= 0, index < count, count > 0, size >= 0 else {
+            await answer(Ack(ok: false, code: 400, message: "result chunk headers index, count, sha256, size are required"))
+            return
+        }
+        guard let job = try? await store.job(jobID) else { await answer(Ack(ok: false, code: 404, message: "unknown job")); return }
+        guard job.workerID == h[ResultChunkHeaders.workerID], job.status == .building else {
+            await answer(Ack(ok: false, code: 403, message: "not the worker assigned to this job"))
+            if let w = h[ResultChunkHeaders.workerID], w != job.workerID { await sendControl(jobID, .init(action: .cancel, workerID: w)) }
+            return
+        }
+        let bytes = message.payloadBytes
+        let offset: Int64 = index < count - 1 ? Int64(index) * Int64(bytes.count) : size - Int64(bytes.count)
+        do {
+            try files.writeChunk(job: jobID, offset: offset, bytes: bytes)
+            try await store.recordChunk(job: jobID, index: index)
+            _ = try await store.update(jobID) { $0.lastSeenAt = Date() }
+            if try await store.chunks(job: jobID).count == count {
+                try await store.clearChunks(job: jobID)
+                guard try files.finish(job: jobID, sha256: sha, size: size) else {
+                    await answer(Ack(ok: false, code: 422, message: "the assembled result does not match sha256 \(sha)"))
+                    return
+                }
+                if let updated = try await store.update(jobID, { $0.resultSha256 = sha; $0.resultSize = size }) {
+                    await finalizeIfComplete(updated)
+                }
+            }
+            await answer(Ack(ok: true))
+        } catch {
+            logger.error("cannot store result chunk: \(error)", metadata: ["job_id": "\(jobID)"])
+            await answer(Ack(ok: false, code: 500, message: "the gateway could not store the chunk"))
+        }
+    }
+
+    func handleSourceRequest(_ message: BusMessage) async {
+        guard let reply = message.reply else { return }
+        guard let jobID = message.subject.split(separator: ".").dropFirst(2).first.map(String.init),
+              let index = message.headers?["index"].flatMap(Int.init), index >= 0,
+              let bytes = try? files.readUpload(job: jobID, offset: Int64(index) * Int64(configuration.sourceChunkSize),
+                                                length: configuration.sourceChunkSize) else {
+            try? await client.publish(reply, payload: [UInt8](), headers: ["status": "404"])
+            return
+        }
+        try? await client.publish(reply, payload: bytes, headers: ["status": "200"])
+    }
+
+    // MARK: - periodic
+
+    func tick() async {
+        // Workers silent for 3 heartbeats: the job ends as a retryable worker error.
+        let limit = configuration.workerSilenceLimit.seconds
+        if let building = try? await store.jobs(status: .building) {
+            for job in building where Date().timeIntervalSince(job.lastSeenAt ?? job.startedAt ?? Date()) > limit {
+                let updated = try? await store.update(job.id) { j in
+                    guard j.status == .building else { return }
+                    j.status = .error
+                    j.failurePhase = "worker"
+                    j.error = "worker \(j.workerID ?? "?") went silent for more than \(Int(limit)) s"
+                    j.retryable = true
+                    j.suggestedAction = "submit the build again"
+                    j.finishedAt = Date()
+                }
+                if updated?.status == .error {
+                    logger.warning("worker silent; job failed", metadata: ["job_id": "\(job.id)", "worker_id": "\(job.workerID ?? "")"])
+                    await synthesize(job.id, .failed) {
+                        $0.failurePhase = "worker"
+                        $0.message = updated?.error
+                        $0.retryable = true
+                        $0.suggestedAction = "submit the build again"
+                    }
+                    await sendControl(job.id, .init(action: .cancel, workerID: job.workerID))
+                }
+            }
+        }
+        if let waiting = try? await store.jobs(status: .waiting), !waiting.isEmpty { await dispatchWaiting() }
+        // Retention.
+        if let expired = try? await store.expiredResults(before: Date()) {
+            for job in expired {
+                if let sha = job.resultSha256 { try? FileManager.default.removeItem(atPath: files.resultPath(sha256: sha)) }
+                _ = try? await store.update(job.id) { $0.resultSha256 = nil; $0.resultSize = nil }
+            }
+        }
+    }
+
+    /// A terminal event the gateway itself writes (cancel while waiting, silent worker).
+    private func synthesize(_ jobID: String, _ type: BuildEvent.Kind, _ configure: (inout BuildEvent) -> Void) async {
+        guard let last = try? await store.lastSeq(job: jobID) else { return }
+        var event = BuildEvent(jobID: jobID, seq: last + 1, type: type)
+        configure(&event)
+        let stored = StoredEvent(jobID: jobID, seq: event.seq, type: type.rawValue, data: String(decoding: event.encoded(), as: UTF8.self))
+        if (try? await store.appendEvent(stored)) == true { hub.publish(stored) }
+    }
+
+    private func sendControl(_ jobID: String, _ message: ControlMessage) async {
+        try? await client.publish(Subjects.control(jobID), payload: Array((try? JSONEncoder().encode(message)) ?? Data()))
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+    var timeAmount: TimeAmount { .nanoseconds(Int64(seconds * 1e9)) }
+    var nanoseconds: Int64 { Int64(seconds * 1e9) }
+}

@@ -1,0 +1,55 @@
+import Foundation
+import Hummingbird
+import KilnAttestation
+import KilnBusClient
+import Logging
+import ServiceLifecycle
+
+/// Assembles the gateway: store, result files, bus client, coordinator and HTTP application, as
+/// services for one `ServiceGroup` (SIGTERM stops HTTP first, then the coordinator).
+public struct Gateway {
+    public let configuration: GatewayConfiguration
+    public let store: any JobStore
+    public let coordinator: BuildCoordinator
+    public let services: [any Service]
+
+    public static func make(configuration: GatewayConfiguration, logger: Logger,
+                            onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws -> Gateway {
+        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        let store = try SQLiteJobStore(path: configuration.dataDirectory + "/kiln.sqlite")
+        let files = try ResultFiles(root: configuration.dataDirectory)
+        var keys: [PublicKey] = []
+        for path in configuration.keyFiles {
+            do { keys.append(try PublicKey(contentsOf: path)) } catch {
+                throw KeyError("cannot load public key \(path): \(error)")
+            }
+        }
+        let client = try await BusClient.connect(configuration.bus, logger: logger)
+        let metrics = GatewayMetrics()
+        let coordinator = BuildCoordinator(store: store, files: files, hub: EventHub(backlog: configuration.sseBacklog), client: client,
+                                           configuration: configuration, metrics: metrics, logger: logger)
+        let router = Router()
+        router.middlewares.add(LogRequestsMiddleware(.debug))
+        GatewayRoutes(coordinator: coordinator, store: store, files: files, configuration: configuration, metrics: metrics,
+                      keys: KeySet(keys)).register(on: router)
+        let app = Application(router: router,
+                              configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kiln-gateway"),
+                              onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
+                              logger: logger)
+        let coordinatorService = CoordinatorService(coordinator: coordinator, client: client)
+        return Gateway(configuration: configuration, store: store, coordinator: coordinator, services: [coordinatorService, app])
+    }
+}
+
+/// Runs the coordinator until shutdown, then drains the bus connection.
+struct CoordinatorService: Service {
+    let coordinator: BuildCoordinator
+    let client: BusClient
+
+    func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            try await coordinator.run()
+        }
+        await client.drain()
+    }
+}

@@ -1,0 +1,31 @@
+import Foundation
+import KilnBusClient
+
+public struct GatewayConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 8080
+    /// SQLite, results and uploads live here.
+    public var dataDirectory: String
+    public var bus: BusClient.Configuration
+    /// Bearer tokens; empty = no auth.
+    public var tokens: [String] = []
+    /// Public key files served at /keys.
+    public var keyFiles: [String] = []
+    public var maxBodyBytes = 256 << 20
+    public var retention: Duration = .seconds(7 * 24 * 3600)
+    /// How long a dispatched worker has to accept.
+    public var ackTimeout: Duration = .seconds(5)
+    /// A building job whose worker is silent this long ends as `error` (3 heartbeats of 5 s).
+    public var workerSilenceLimit: Duration = .seconds(15)
+    public var sseKeepalive: Duration = .seconds(15)
+    /// Events buffered per SSE client before it is cut off (it can resume with Last-Event-ID).
+    public var sseBacklog = 4096
+    /// Uploads larger than this are not inlined in the dispatch request; workers fetch them in chunks.
+    public var inlineSourceLimit = 2 << 20
+    public var sourceChunkSize = 1 << 20
+
+    public init(dataDirectory: String, bus: BusClient.Configuration) {
+        self.dataDirectory = dataDirectory
+        self.bus = bus
+    }
+}

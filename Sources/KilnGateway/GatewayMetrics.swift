@@ -1,0 +1,30 @@
+import Prometheus
+
+/// The gateway's Prometheus metrics.
+public final class GatewayMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    let dispatchLatency: DurationHistogram
+    let sseClients: Gauge
+    let bytesRelayed: Counter
+    let eventsStored: Counter
+    let jobsByStatus: [Job.Status: Gauge]
+
+    public init() {
+        dispatchLatency = registry.makeDurationHistogram(
+            descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "dispatch_latency", unitName: "seconds",
+                              helpText: "From dispatch request to the worker's acceptance"),
+            buckets: [.microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(50),
+                      .milliseconds(250), .seconds(1), .seconds(5)])
+        sseClients = registry.makeGauge(descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "sse_clients", unitName: "",
+                                                          helpText: "Connected SSE clients"))
+        bytesRelayed = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "sse_bytes_relayed", unitName: "total",
+                                                              helpText: "Bytes written to SSE clients"))
+        eventsStored = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "events_stored", unitName: "total",
+                                                              helpText: "Build events stored"))
+        var gauges: [Job.Status: Gauge] = [:]
+        for s in [Job.Status.waiting, .building, .ready, .error, .cancelled] {
+            gauges[s] = registry.makeGauge(descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "jobs", unitName: "", helpText: "Jobs by status"), labels: [("status", s.rawValue)])
+        }
+        jobsByStatus = gauges
+    }
+}

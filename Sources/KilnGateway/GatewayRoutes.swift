@@ -1,0 +1,185 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KilnAttestation
+import Logging
+import NIOCore
+
+extension HTTPField.Name {
+    static let lastEventID = HTTPField.Name("Last-Event-ID")!
+    static let accelBuffering = HTTPField.Name("X-Accel-Buffering")!
+}
+
+/// The HTTP API of design §4.
+struct GatewayRoutes: Sendable {
+    let coordinator: BuildCoordinator
+    let store: any JobStore
+    let files: ResultFiles
+    let configuration: GatewayConfiguration
+    let metrics: GatewayMetrics
+    let keys: KeySet
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.get("/healthz") { _, _ in "ok\n" }
+        router.get("/metrics") { _, _ in try await self.metricsText() }
+        router.get("/keys") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "application/json"],
+                     body: .init(byteBuffer: ByteBuffer(bytes: try CanonicalJSON.encode(self.keys))))
+        }
+        let builds = router.group("build").add(middleware: BearerAuth(tokens: configuration.tokens))
+        builds.post { request, context in try await self.submit(request, context) }
+        builds.get(":id") { _, context in try await self.status(context) }
+        builds.get(":id/events") { request, context in try await self.events(request, context) }
+        builds.get(":id/result") { request, context in try await self.result(request, context) }
+        builds.post(":id/cancel") { _, context -> Response in
+            let job = try await self.coordinator.cancel(try context.parameters.require("id"))
+            return try json(job.statusDocument, status: .accepted)
+        }
+    }
+
+    func submit(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        var request = request
+        let body: ByteBuffer
+        do { body = try await request.collectBody(upTo: configuration.maxBodyBytes) } catch is NIOTooManyBytesError {
+            throw GatewayError(.contentTooLarge, "the request body is larger than \(configuration.maxBodyBytes) bytes")
+        }
+        let submission = try BuildSubmission.parse(contentType: request.headers[.contentType], body: body)
+        let job = try await coordinator.submit(submission)
+        return try json(["job_id": job.id, "status": job.status.rawValue])
+    }
+
+    func status(_ context: BasicRequestContext) async throws -> Response {
+        let id = try context.parameters.require("id")
+        guard let job = try await store.job(id) else { throw GatewayError.notFound(id) }
+        return try json(job.statusDocument)
+    }
+
+    func result(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let id = try context.parameters.require("id")
+        guard let job = try await store.job(id) else { throw GatewayError.notFound(id) }
+        guard job.status == .ready else {
+            throw GatewayError(.conflict, "the result is not ready: job \(id) is \(job.status.rawValue)\(job.error.map { " (\($0))" } ?? "")")
+        }
+        guard let sha = job.resultSha256 else { throw GatewayError(.gone, "the result of job \(id) has passed its retention period and was deleted") }
+        let etag = "\"\(sha)\""
+        var headers: HTTPFields = [.eTag: etag, .contentType: "application/gzip",
+                                   .contentDisposition: "attachment; filename=\"kiln-\(id).tar.gz\""]
+        if let match = request.headers[.ifNoneMatch], match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag || $0 == "*" }) {
+            return Response(status: .notModified, headers: headers)
+        }
+        let body = try await FileIO().loadFile(path: files.resultPath(sha256: sha), context: context, chunkLength: 256 * 1024)
+        if let size = job.resultSize { headers[.contentLength] = String(size) }
+        return Response(status: .ok, headers: headers, body: body)
+    }
+
+    /// Server-sent events: stored events after Last-Event-ID, then live ones; ends after the terminal event.
+    func events(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let id = try context.parameters.require("id")
+        guard try await store.job(id) != nil else { throw GatewayError.notFound(id) }
+        var after = 0
+        if let raw = request.headers[.lastEventID] ?? request.uri.queryParameters["last_event_id"].map(String.init) {
+            guard let v = Int(raw.trimmingCharacters(in: .whitespaces)), v >= 0 else {
+                throw GatewayError.badRequest("Last-Event-ID must be a non-negative integer (an event's seq)")
+            }
+            after = v
+        }
+        let startAfter = after
+        let live = coordinator.hub.subscribe(job: id)   // subscribe before reading the store: nothing falls in between
+        let store = self.store
+        let metrics = self.metrics
+        let keepalive = configuration.sseKeepalive
+        let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .accelBuffering: "no"]
+        let body = ResponseBody { writer in
+            metrics.sseClients.increment()
+            defer { metrics.sseClients.decrement() }
+            var last = startAfter
+            var finished = false
+            func send(_ e: StoredEvent) async throws {
+                var b = ByteBuffer()
+                b.writeString("id: \(e.seq)\nevent: \(e.type)\ndata: \(e.data)\n\n")
+                metrics.bytesRelayed.increment(by: Int64(b.readableBytes))
+                try await writer.write(b)
+                last = e.seq
+                if e.isTerminal { finished = true }
+            }
+            try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
+            for e in try await store.events(job: id, after: startAfter) {
+                try await send(e)
+                if finished { break }
+            }
+            if !finished, let job = try await store.job(id), job.status.isTerminal {
+                // The status can flip a moment before its terminal event is stored: read once more, then end.
+                for e in try await store.events(job: id, after: last) { try await send(e) }
+                finished = true
+            }
+            if !finished {
+                let (merged, cont) = AsyncStream<EventHub.Item?>.makeStream()
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for await item in live { cont.yield(item) }
+                        cont.finish()
+                    }
+                    group.addTask {
+                        while true {
+                            try await Task.sleep(for: keepalive)
+                            cont.yield(nil)
+                        }
+                    }
+                    loop: for await item in merged {
+                        switch item {
+                        case nil:
+                            try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
+                        case .event(let e)?:
+                            if e.seq <= last { continue }
+                            if e.seq > last + 1 {
+                                // Missed some (subscribed while reading the store): fill from the store.
+                                for missed in try await store.events(job: id, after: last) where missed.seq < e.seq { try await send(missed) }
+                            }
+                            try await send(e)
+                            if finished { break loop }
+                        case .overflow?:
+                            break loop
+                        }
+                    }
+                    group.cancelAll()
+                }
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: headers, body: body)
+    }
+
+    func metricsText() async throws -> Response {
+        let counts = try await store.countByStatus()
+        for (status, gauge) in metrics.jobsByStatus { gauge.set(Double(counts[status] ?? 0)) }
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                        body: .init(byteBuffer: ByteBuffer(string: metrics.registry.emitToString())))
+    }
+}
+
+func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
+    let e = JSONEncoder()
+    e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try e.encode(value))))
+}
+
+/// `Authorization: Bearer <token>` when tokens are configured; constant-time comparison.
+struct BearerAuth: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    let tokens: [String]
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard !tokens.isEmpty else { return try await next(request, context) }
+        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else { throw GatewayError.unauthorized }
+        let presented = Array(header.dropFirst(7).trimmingCharacters(in: .whitespaces).utf8)
+        var ok = false
+        for token in tokens {
+            let t = Array(token.utf8)
+            var diff = UInt8(t.count == presented.count ? 0 : 1)
+            for i in 0..<max(t.count, presented.count) { diff |= (i < t.count ? t[i] : 0) ^ (i < presented.count ? presented[i] : 0) }
+            ok = ok || diff == 0
+        }
+        guard ok else { throw GatewayError.unauthorized }
+        return try await next(request, context)
+    }
+}

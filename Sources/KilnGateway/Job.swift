@@ -1,0 +1,125 @@
+import Foundation
+import GRDB
+
+/// A build job as the gateway keeps it (design §4 lifecycle fields).
+public struct Job: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public enum Status: String, Codable, Sendable {
+        case waiting, building, ready, error, cancelled
+        public var isTerminal: Bool { self == .ready || self == .error || self == .cancelled }
+    }
+
+    public static let databaseTableName = "job"
+
+    public var id: String
+    public var status: Status
+    public var phase: String?
+    public var nonce: String
+    /// The validated request as sent to workers (JSON).
+    public var request: String
+    /// Monotonic order of submission (FIFO dispatch).
+    public var position: Int64
+    public var queuedAt: Date
+    public var startedAt: Date?
+    public var finishedAt: Date?
+    public var workerID: String?
+    public var failurePhase: String?
+    public var error: String?
+    public var retryable: Bool?
+    public var suggestedAction: String?
+    public var sourceDigest: String?
+    public var resultSha256: String?
+    public var resultSize: Int64?
+    public var retentionExpiresAt: Date?
+    public var lastSeenAt: Date?
+    public var dispatchAttempts: Int
+
+    public init(id: String, nonce: String, request: String, position: Int64, queuedAt: Date, sourceDigest: String?) {
+        self.id = id
+        self.status = .waiting
+        self.nonce = nonce
+        self.request = request
+        self.position = position
+        self.queuedAt = queuedAt
+        self.sourceDigest = sourceDigest
+        self.dispatchAttempts = 0
+    }
+}
+
+/// An event as stored and relayed: the worker's JSON, byte for byte.
+public struct StoredEvent: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "event"
+    public var jobID: String
+    public var seq: Int
+    public var type: String
+    public var data: String
+
+    enum CodingKeys: String, CodingKey {
+        case seq, type, data
+        case jobID = "job_id"
+    }
+
+    public init(jobID: String, seq: Int, type: String, data: String) {
+        self.jobID = jobID
+        self.seq = seq
+        self.type = type
+        self.data = data
+    }
+
+    public var isTerminal: Bool { type == "done" || type == "failed" || type == "cancelled" }
+}
+
+extension Job {
+    /// `GET /build/{id}` body.
+    public var statusDocument: [String: AnyCodable] {
+        func t(_ d: Date?) -> AnyCodable { d.map { .string(ISO8601DateFormatter.kiln.string(from: $0)) } ?? .null }
+        var doc: [String: AnyCodable] = [
+            "job_id": .string(id), "status": .string(status.rawValue), "phase": phase.map(AnyCodable.string) ?? .null,
+            "queued_at": t(queuedAt), "started_at": t(startedAt), "finished_at": t(finishedAt),
+            "duration_ms": (startedAt != nil && finishedAt != nil) ? .int(Int(finishedAt!.timeIntervalSince(startedAt!) * 1000)) : .null,
+            "worker_id": workerID.map(AnyCodable.string) ?? .null,
+            "failure_phase": failurePhase.map(AnyCodable.string) ?? .null,
+            "error": error.map(AnyCodable.string) ?? .null,
+            "source_digest": sourceDigest.map(AnyCodable.string) ?? .null,
+            "retention_expires_at": t(retentionExpiresAt),
+        ]
+        doc["error_detail"] = error == nil ? .null : .object([
+            "message": .string(error ?? ""), "retryable": .bool(retryable ?? false),
+            "suggested_action": suggestedAction.map(AnyCodable.string) ?? .null,
+        ])
+        doc["result"] = resultSha256.map { .object(["sha256": .string($0), "size": .int(Int(resultSize ?? 0))]) } ?? .null
+        return doc
+    }
+}
+
+/// Just enough JSON for status documents.
+public enum AnyCodable: Codable, Sendable, Equatable {
+    case string(String), int(Int), bool(Bool), null, object([String: AnyCodable])
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .string(let s): try c.encode(s)
+        case .int(let i): try c.encode(i)
+        case .bool(let b): try c.encode(b)
+        case .null: try c.encodeNil()
+        case .object(let o): try c.encode(o)
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let i = try? c.decode(Int.self) { self = .int(i) }
+        else if let s = try? c.decode(String.self) { self = .string(s) }
+        else { self = .object(try c.decode([String: AnyCodable].self)) }
+    }
+}
+
+extension ISO8601DateFormatter {
+    nonisolated(unsafe) static let kiln: ISO8601DateFormatter = {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f
+    }()
+}

@@ -1,0 +1,22 @@
+import Foundation
+
+/// Where the gateway keeps jobs, events and result bookkeeping. A protocol so that PostgreSQL can
+/// replace SQLite when the farm grows past one machine (design §8); nothing else depends on SQLite.
+public protocol JobStore: Sendable {
+    func nextPosition() async throws -> Int64
+    func insert(_ job: Job) async throws
+    func job(_ id: String) async throws -> Job?
+    /// Reads, changes and writes one job atomically; returns the new value (nil if unknown).
+    @discardableResult
+    func update(_ id: String, _ change: @escaping @Sendable (inout Job) -> Void) async throws -> Job?
+    func jobs(status: Job.Status) async throws -> [Job]
+    func countByStatus() async throws -> [Job.Status: Int]
+    /// Stores an event if it is the next in sequence; returns false for duplicates.
+    func appendEvent(_ event: StoredEvent) async throws -> Bool
+    func events(job: String, after seq: Int) async throws -> [StoredEvent]
+    func lastSeq(job: String) async throws -> Int
+    func recordChunk(job: String, index: Int) async throws
+    func chunks(job: String) async throws -> Set<Int>
+    func clearChunks(job: String) async throws
+    func expiredResults(before: Date) async throws -> [Job]
+}

@@ -1,0 +1,57 @@
+import Foundation
+import KilnArchive
+
+/// Result tarballs and uploads on disk: `results/<sha256>.tar.gz` (written to `partial/` first and
+/// renamed only after the whole-file digest checks), `uploads/<job>` for uploaded sources.
+public struct ResultFiles: Sendable {
+    public let root: String
+
+    public init(root: String) throws {
+        self.root = root
+        for d in ["results", "partial", "uploads"] {
+            try FileManager.default.createDirectory(atPath: root + "/" + d, withIntermediateDirectories: true)
+        }
+    }
+
+    public func resultPath(sha256: String) -> String { root + "/results/\(sha256).tar.gz" }
+    func partialPath(job: String) -> String { root + "/partial/\(job).part" }
+    public func uploadPath(job: String) -> String { root + "/uploads/\(job)" }
+
+    /// Writes one chunk durably at `offset`.
+    func writeChunk(job: String, offset: Int64, bytes: [UInt8]) throws {
+        let path = partialPath(job: job)
+        let fd = open(path, O_WRONLY | O_CREAT, 0o644)
+        guard fd >= 0 else { throw GatewayError(.internalServerError, "cannot open \(path)") }
+        defer { close(fd) }
+        let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
+        guard n == bytes.count, fsync(fd) == 0 else { throw GatewayError(.internalServerError, "cannot write \(path)") }
+    }
+
+    /// Checks the assembled file against `sha256` and moves it into place; false (and deleted) on mismatch.
+    func finish(job: String, sha256: String, size: Int64) throws -> Bool {
+        let path = partialPath(job: job)
+        let digest = try FileDigest.of(file: path)
+        guard digest.sha256 == sha256, digest.size == size else {
+            try? FileManager.default.removeItem(atPath: path)
+            return false
+        }
+        let target = resultPath(sha256: sha256)
+        if FileManager.default.fileExists(atPath: target) {
+            try? FileManager.default.removeItem(atPath: path)
+        } else {
+            guard rename(path, target) == 0 else { throw GatewayError(.internalServerError, "cannot move the result into place") }
+        }
+        return true
+    }
+
+    func saveUpload(job: String, bytes: [UInt8]) throws {
+        try Data(bytes).write(to: URL(fileURLWithPath: uploadPath(job: job)), options: .atomic)
+    }
+
+    func readUpload(job: String, offset: Int64, length: Int) throws -> [UInt8] {
+        guard let fh = FileHandle(forReadingAtPath: uploadPath(job: job)) else { throw GatewayError(.notFound, "no upload") }
+        defer { try? fh.close() }
+        try fh.seek(toOffset: UInt64(offset))
+        return Array(try fh.read(upToCount: length) ?? Data())
+    }
+}

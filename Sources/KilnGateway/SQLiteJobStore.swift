@@ -1,0 +1,126 @@
+import Foundation
+import GRDB
+
+/// The embedded default store: SQLite in WAL mode (GRDB) under the data directory.
+public final class SQLiteJobStore: JobStore {
+    let pool: DatabasePool
+
+    public init(path: String) throws {
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        pool = try DatabasePool(path: path, configuration: config)
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.create(table: "job") { t in
+                t.primaryKey("id", .text)
+                t.column("status", .text).notNull().indexed()
+                t.column("phase", .text)
+                t.column("nonce", .text).notNull()
+                t.column("request", .text).notNull()
+                t.column("position", .integer).notNull()
+                t.column("queuedAt", .datetime).notNull()
+                t.column("startedAt", .datetime)
+                t.column("finishedAt", .datetime)
+                t.column("workerID", .text)
+                t.column("failurePhase", .text)
+                t.column("error", .text)
+                t.column("retryable", .boolean)
+                t.column("suggestedAction", .text)
+                t.column("sourceDigest", .text)
+                t.column("resultSha256", .text)
+                t.column("resultSize", .integer)
+                t.column("retentionExpiresAt", .datetime)
+                t.column("lastSeenAt", .datetime)
+                t.column("dispatchAttempts", .integer).notNull().defaults(to: 0)
+            }
+            try db.create(table: "event") { t in
+                t.column("job_id", .text).notNull()
+                t.column("seq", .integer).notNull()
+                t.column("type", .text).notNull()
+                t.column("data", .text).notNull()
+                t.primaryKey(["job_id", "seq"])
+            }
+            try db.create(table: "chunk") { t in
+                t.column("job_id", .text).notNull()
+                t.column("idx", .integer).notNull()
+                t.primaryKey(["job_id", "idx"])
+            }
+        }
+        try migrator.migrate(pool)
+    }
+
+    public func nextPosition() async throws -> Int64 {
+        try await pool.read { db in (try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(position), 0) + 1 FROM job")) ?? 1 }
+    }
+
+    public func insert(_ job: Job) async throws {
+        try await pool.write { db in try job.insert(db) }
+    }
+
+    public func job(_ id: String) async throws -> Job? {
+        try await pool.read { db in try Job.fetchOne(db, key: id) }
+    }
+
+    @discardableResult
+    public func update(_ id: String, _ change: @escaping @Sendable (inout Job) -> Void) async throws -> Job? {
+        try await pool.write { db in
+            guard var job = try Job.fetchOne(db, key: id) else { return nil }
+            change(&job)
+            try job.update(db)
+            return job
+        }
+    }
+
+    public func jobs(status: Job.Status) async throws -> [Job] {
+        try await pool.read { db in try Job.filter(Column("status") == status.rawValue).order(Column("position")).fetchAll(db) }
+    }
+
+    public func countByStatus() async throws -> [Job.Status: Int] {
+        try await pool.read { db in
+            var out: [Job.Status: Int] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT status, COUNT(*) AS n FROM job GROUP BY status") {
+                if let s = Job.Status(rawValue: row["status"]) { out[s] = row["n"] }
+            }
+            return out
+        }
+    }
+
+    public func appendEvent(_ event: StoredEvent) async throws -> Bool {
+        try await pool.write { db in
+            if try StoredEvent.filter(Column("job_id") == event.jobID && Column("seq") == event.seq).fetchCount(db) > 0 { return false }
+            try event.insert(db)
+            return true
+        }
+    }
+
+    public func events(job: String, after seq: Int) async throws -> [StoredEvent] {
+        try await pool.read { db in
+            try StoredEvent.filter(Column("job_id") == job && Column("seq") > seq).order(Column("seq")).fetchAll(db)
+        }
+    }
+
+    public func lastSeq(job: String) async throws -> Int {
+        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM event WHERE job_id = ?", arguments: [job]) ?? 0 }
+    }
+
+    public func recordChunk(job: String, index: Int) async throws {
+        try await pool.write { db in try db.execute(sql: "INSERT OR IGNORE INTO chunk (job_id, idx) VALUES (?, ?)", arguments: [job, index]) }
+    }
+
+    public func chunks(job: String) async throws -> Set<Int> {
+        try await pool.read { db in Set(try Int.fetchAll(db, sql: "SELECT idx FROM chunk WHERE job_id = ?", arguments: [job])) }
+    }
+
+    public func clearChunks(job: String) async throws {
+        try await pool.write { db in try db.execute(sql: "DELETE FROM chunk WHERE job_id = ?", arguments: [job]) }
+    }
+
+    public func expiredResults(before: Date) async throws -> [Job] {
+        try await pool.read { db in
+            try Job.filter(Column("resultSha256") != nil && Column("retentionExpiresAt") < before).fetchAll(db)
+        }
+    }
+}
