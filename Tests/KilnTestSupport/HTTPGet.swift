@@ -21,17 +21,21 @@ public enum HTTPGet {
         return Response(status: status, body: body)
     }
 
-    static func dechunk(_ s: String) -> String {
-        var out = ""
-        var rest = Substring(s)
-        while let nl = rest.range(of: "\r\n") {
-            guard let n = Int(rest[..<nl.lowerBound], radix: 16), n > 0 else { break }
-            let start = nl.upperBound
-            let bytes = Array(rest[start...].utf8)
-            out += String(decoding: bytes.prefix(n), as: UTF8.self)
-            rest = Substring(String(decoding: bytes.dropFirst(n), as: UTF8.self)).dropFirst(2)
+    /// Decodes a chunked body (on bytes: "\r\n" is one Character in Swift strings).
+    public static func dechunk(_ s: String) -> String {
+        let bytes = Array(s.utf8)
+        var out: [UInt8] = []
+        var i = 0
+        while i < bytes.count {
+            var j = i
+            while j + 1 < bytes.count, !(bytes[j] == 13 && bytes[j + 1] == 10) { j += 1 }
+            guard j + 1 < bytes.count, let n = Int(String(decoding: bytes[i..<j], as: UTF8.self), radix: 16), n > 0 else { break }
+            let start = j + 2
+            let end = min(start + n, bytes.count)
+            out += bytes[start..<end]
+            i = end + 2
         }
-        return out
+        return String(decoding: out, as: UTF8.self)
     }
 }
 

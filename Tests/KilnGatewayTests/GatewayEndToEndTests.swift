@@ -1,0 +1,155 @@
+import Foundation
+import KilnArchive
+import KilnTestSupport
+import NIOHTTP1
+import Testing
+
+/// The gateway with a real broker and real workers, all as processes.
+@Suite(.serialized) struct GatewayEndToEndTests {
+    @Test func buildFollowDownloadVerify() async throws {
+        let c = try await TestCluster()
+        defer { c.stop() }
+        let id = try await c.submit(Fixtures.helloCrate(), nonce: "0badc0de")
+        // Subscribe before any worker exists: what follows is live.
+        async let live = Task.detached { try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 120) }.value
+        try await Task.sleep(for: .milliseconds(300))
+        #expect((try await c.status(id))["status"] as? String == "waiting")
+        try await c.startWorker()
+        let stream = try await live
+        #expect(stream.status == 200 && stream.ended)
+        #expect(stream.events.map(\.id) == Array(1...stream.events.count).map { Optional($0) }, "every seq once, in order")
+        #expect(stream.events.first?.event == "accepted")
+        let done = try #require(stream.events.last)
+        #expect(done.event == "done")
+        let doneJSON = try JSONSerialization.jsonObject(with: Data(done.data.utf8)) as! [String: Any]
+        let status = try await c.waitForStatus(id, ["ready"])
+        #expect(status["worker_id"] != nil && status["duration_ms"] != nil && status["retention_expires_at"] != nil)
+        // Download: sha256 equals the done event's; ETag; 304.
+        let file = c.dir.file("result.tar.gz")
+        let dl = try await c.download("/build/\(id)/result", to: file)
+        #expect(dl.status == 200)
+        let digest = try FileDigest.of(file: file)
+        #expect(digest.sha256 == doneJSON["sha256"] as? String)
+        #expect(dl.headers.first(name: "ETag") == "\"\(digest.sha256)\"")
+        #expect(dl.headers.first(name: "Content-Length") == String(digest.size))
+        #expect(dl.headers.first(name: "Content-Disposition")?.contains("attachment") == true)
+        let again = try await c.http(.GET, "/build/\(id)/result", headers: [("If-None-Match", "\"\(digest.sha256)\"")])
+        #expect(again.status == 304)
+        // Verify with the keys the gateway serves.
+        let v = try LaunchedProcess(BuiltProducts.path("kiln"), ["verify", file, "--nonce", "0badc0de", "--gateway", c.gateway.url, "--allow-tee-none"])
+        #expect(try await v.waitForExit() == 0, "\(v.output)")
+        // Replayed stream after the fact, and resuming from the middle with Last-Event-ID.
+        let replay = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        #expect(replay.events == stream.events)
+        let middle = stream.events.count / 2
+        let resumed = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", lastEventID: middle, timeout: 10)
+        #expect(resumed.events.map(\.id) == Array((middle + 1)...stream.events.count).map { Optional($0) })
+        #expect(resumed.ended)
+        // The worker took one build and exited.
+        #expect(try await c.workers[0].waitForExit(timeout: .seconds(30)) == 0)
+    }
+
+    @Test func multipartAndGitSubmissions() async throws {
+        let c = try await TestCluster()
+        defer { c.stop() }
+        let git = try await GitFixture()
+        defer { git.stop() }
+        try git.createRepository("hello", files: Fixtures.helloCrate())
+        let archive = try Fixtures.archive(Fixtures.helloCrate(name: "multi"), root: "multi", zip: true)
+        var body = Data("--KilnBoundary\r\nContent-Disposition: form-data; name=\"nonce\"\r\n\r\nfeedface\r\n".utf8)
+        body += Data("--KilnBoundary\r\nContent-Disposition: form-data; name=\"source\"; filename=\"multi.zip\"\r\nContent-Type: application/zip\r\n\r\n".utf8)
+        body += Data(archive) + Data("\r\n--KilnBoundary--\r\n".utf8)
+        let m = try await c.http(.POST, "/build", body: Array(body), contentType: "multipart/form-data; boundary=KilnBoundary")
+        #expect(m.status == 200, "\(m.body)")
+        let g = try await c.http(.POST, "/build", json: ["nonce": "feedface", "repo_url": git.url("hello"), "repo_ref": "main"])
+        #expect(g.status == 200, "\(g.body)")
+        try await c.startWorker()
+        try await c.startWorker()
+        for r in [m, g] {
+            let id = r.json["job_id"] as! String
+            let s = try await c.waitForStatus(id, ["ready", "error"])
+            #expect(s["status"] as? String == "ready", "\(s)")
+        }
+    }
+
+    @Test func waitingJobsGoFIFOToWorkersAsTheyArrive() async throws {
+        let c = try await TestCluster()
+        defer { c.stop() }
+        var ids: [String] = []
+        for i in 0..<10 { ids.append(try await c.submit(slowCrate(seconds: 0, name: "job\(i)"))) }
+        try await Task.sleep(for: .milliseconds(300))
+        for id in ids { #expect((try await c.status(id))["status"] as? String == "waiting") }
+        try await c.startWorker()
+        try await c.startWorker()
+        // Two workers: the two oldest jobs are taken, each by a different worker, the rest wait.
+        let first = try await c.waitForStatus(ids[0], ["ready"])
+        let second = try await c.waitForStatus(ids[1], ["ready"])
+        #expect(first["worker_id"] as? String != second["worker_id"] as? String)
+        for w in c.workers { #expect(try await w.waitForExit(timeout: .seconds(30)) == 0) }
+        for id in ids[2...] { #expect((try await c.status(id))["status"] as? String == "waiting") }
+        // A worker started later gets the next oldest.
+        try await c.startWorker()
+        _ = try await c.waitForStatus(ids[2], ["ready"])
+        #expect((try await c.status(ids[3]))["status"] as? String == "waiting")
+    }
+
+    @Test func cancelWaitingAndBuilding() async throws {
+        let c = try await TestCluster()
+        defer { c.stop() }
+        let waiting = try await c.submit(Fixtures.helloCrate())
+        let r = try await c.http(.POST, "/build/\(waiting)/cancel")
+        #expect(r.status == 202)
+        let s = try await c.waitForStatus(waiting, ["cancelled"])
+        #expect(s["status"] as? String == "cancelled")
+        let sse = try SSEClient.read(port: c.gateway.port, path: "/build/\(waiting)/events", timeout: 10)
+        #expect(sse.ended && sse.events.last?.event == "cancelled")
+        #expect((try await c.http(.POST, "/build/\(waiting)/cancel")).status == 409)
+
+        let building = try await c.submit(slowCrate(seconds: 60))
+        let worker = try await c.startWorker()
+        _ = try await c.waitForStatus(building, ["building"])
+        try await Task.sleep(for: .seconds(2))
+        #expect((try await c.http(.POST, "/build/\(building)/cancel")).status == 202)
+        let end = try await c.waitForStatus(building, ["cancelled", "error", "ready"], timeout: .seconds(20))
+        #expect(end["status"] as? String == "cancelled")
+        #expect(try await worker.waitForExit(timeout: .seconds(20)) == 0)
+    }
+
+    @Test func gatewayKilledMidBuildRecovers() async throws {
+        let c = try await TestCluster()
+        defer { c.stop() }
+        let id = try await c.submit(slowCrate(seconds: 4))
+        try await c.startWorker()
+        _ = try await c.waitForStatus(id, ["building"])
+        try await Task.sleep(for: .seconds(1))
+        c.gateway.process.signal(SIGKILL)
+        _ = try await c.gateway.process.waitForExit()
+        try await Task.sleep(for: .seconds(3))   // the worker keeps building and publishing meanwhile
+        try await c.restartGateway()
+        let s = try await c.waitForStatus(id, ["ready", "error"], timeout: .seconds(60))
+        #expect(s["status"] as? String == "ready", "\(s)")
+        let sse = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        #expect(sse.events.map(\.id) == Array(1...sse.events.count).map { Optional($0) }, "every seq exactly once")
+        #expect(sse.events.last?.event == "done")
+        let file = c.dir.file("r.tar.gz")
+        _ = try await c.download("/build/\(id)/result", to: file)
+        let v = try LaunchedProcess(BuiltProducts.path("kiln"), ["verify", file, "--nonce", "c0ffee00", "--key", c.keyFile, "--allow-tee-none"])
+        #expect(try await v.waitForExit() == 0, "\(v.output)")
+    }
+
+    @Test func silentWorkerEndsJobAsRetryableError() async throws {
+        let c = try await TestCluster()
+        defer { c.stop() }
+        let id = try await c.submit(slowCrate(seconds: 120))
+        let worker = try await c.startWorker()
+        _ = try await c.waitForStatus(id, ["building"])
+        worker.signal(SIGKILL)
+        let start = ContinuousClock.now
+        let s = try await c.waitForStatus(id, ["error"], timeout: .seconds(30))
+        #expect(ContinuousClock.now - start < .seconds(18), "within 3 heartbeats (+1 s check)")
+        #expect(s["failure_phase"] as? String == "worker")
+        #expect((s["error_detail"] as? [String: Any])?["retryable"] as? Bool == true)
+        let sse = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        #expect(sse.ended && sse.events.last?.event == "failed")
+    }
+}

@@ -1,0 +1,112 @@
+import AsyncHTTPClient
+import Foundation
+import KilnTestSupport
+import NIOCore
+import NIOHTTP1
+
+/// Broker + gateway (+ workers on demand) as real processes on loopback.
+final class TestCluster: @unchecked Sendable {
+    let dir: TemporaryDirectory
+    let broker: BrokerProcess
+    var gateway: GatewayProcess
+    let keyFile: String
+    var workers: [LaunchedProcess] = []
+    let gatewayArgs: [String]
+
+    init(gatewayArgs: [String] = []) async throws {
+        dir = try TemporaryDirectory(prefix: "kiln-cluster")
+        broker = try await BrokerProcess()
+        keyFile = dir.file("farm.pem")
+        let gen = try LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "generate", keyFile])
+        _ = try await gen.waitForExit()
+        self.gatewayArgs = gatewayArgs
+        gateway = try await GatewayProcess(brokerPort: broker.port, dataDirectory: dir.file("gw"), arguments: ["--public-key", keyFile] + gatewayArgs)
+    }
+
+    /// Restarts the gateway on the same port and data directory (after a SIGKILL, say).
+    func restartGateway() async throws {
+        let port = gateway.port
+        gateway.stop()
+        gateway = try await GatewayProcess(brokerPort: broker.port, dataDirectory: dir.file("gw"), port: port,
+                                           arguments: ["--public-key", keyFile] + gatewayArgs)
+    }
+
+    @discardableResult
+    func startWorker(_ extra: [String] = []) async throws -> LaunchedProcess {
+        let id = "w" + UUID().uuidString.prefix(8).lowercased()
+        let w = try LaunchedProcess(BuiltProducts.path("kiln-worker"),
+                                    ["--broker", "kiln://127.0.0.1:\(broker.port)", "--worker-id", id, "--scratch", dir.file("scratch-\(id)"),
+                                     "--key", keyFile, "--idle-timeout", "300"] + extra)
+        workers.append(w)
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            if w.output.contains(where: { $0.contains("ready") && $0.contains("toolchains") }) { return w }
+            if !w.isRunning { throw LaunchError("worker exited: \(w.output.suffix(10))") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw LaunchError("worker not ready")
+    }
+
+    struct HTTPResult {
+        var status: Int
+        var body: String
+        var headers: HTTPHeaders
+        var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]) ?? [:] }
+    }
+
+    func http(_ method: HTTPMethod, _ path: String, json: Any? = nil, body: [UInt8]? = nil, contentType: String? = nil,
+              headers: [(String, String)] = []) async throws -> HTTPResult {
+        var request = HTTPClientRequest(url: gateway.url + path)
+        request.method = method
+        for (k, v) in headers { request.headers.add(name: k, value: v) }
+        if let json {
+            request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: json)))
+            request.headers.add(name: "Content-Type", value: contentType ?? "application/json")
+        } else if let body {
+            request.body = .bytes(ByteBuffer(bytes: body))
+            if let contentType { request.headers.add(name: "Content-Type", value: contentType) }
+        }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+        let bytes = try await response.body.collect(upTo: 512 << 20)
+        return HTTPResult(status: Int(response.status.code), body: String(buffer: bytes), headers: response.headers)
+    }
+
+    func download(_ path: String, to file: String) async throws -> HTTPResult {
+        let request = HTTPClientRequest(url: gateway.url + path)
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+        let bytes = try await response.body.collect(upTo: 512 << 20)
+        try Data(bytes.readableBytesView).write(to: URL(fileURLWithPath: file))
+        return HTTPResult(status: Int(response.status.code), body: "", headers: response.headers)
+    }
+
+    func submit(_ files: [String: String], nonce: String = "c0ffee00") async throws -> String {
+        let archive = try Fixtures.archive(files, root: "proj", zip: false)
+        let r = try await http(.POST, "/build", json: ["nonce": nonce, "source_data": Data(archive).base64EncodedString(), "source_name": "proj.tar.gz"])
+        guard r.status == 200, let id = r.json["job_id"] as? String else { throw LaunchError("submit failed: \(r.status) \(r.body)") }
+        return id
+    }
+
+    func status(_ id: String) async throws -> [String: Any] { try await http(.GET, "/build/\(id)").json }
+
+    func waitForStatus(_ id: String, _ accept: Set<String>, timeout: Duration = .seconds(120)) async throws -> [String: Any] {
+        let deadline = ContinuousClock.now + timeout
+        var last: [String: Any] = [:]
+        while ContinuousClock.now < deadline {
+            last = try await status(id)
+            if let s = last["status"] as? String, accept.contains(s) { return last }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw LaunchError("job \(id) not in \(accept) within \(timeout): \(last)")
+    }
+
+    func stop() {
+        for w in workers { w.stop() }
+        gateway.stop()
+        broker.stop()
+    }
+}
+
+/// A crate whose build script sleeps, so a build stays in progress for a while.
+func slowCrate(seconds: Int, name: String = "slow") -> [String: String] {
+    Fixtures.helloCrate(name: name, buildRS: "fn main() { std::thread::sleep(std::time::Duration::from_secs(\(seconds))); }")
+}
