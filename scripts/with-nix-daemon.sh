@@ -13,4 +13,12 @@ if ! timeout 5 nix --extra-experimental-features nix-command store ping --store 
 fi
 cleanup() { if [ -n "$started" ]; then kill "$started" 2>/dev/null || true; wait "$started" 2>/dev/null || true; fi; }
 trap cleanup EXIT
-"$@"
+# Run the command as a child and pass SIGTERM/SIGINT on, so stopping this script stops it too.
+"$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null || true' TERM INT
+status=0
+wait "$child" || status=$?
+# A trapped signal interrupts `wait`; wait again for the child to finish its own cleanup.
+while kill -0 "$child" 2>/dev/null; do wait "$child" || status=$?; done
+exit "$status"

@@ -5,8 +5,8 @@ import KilnAttestation
 struct KeysCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keys",
-        abstract: "Generate a signing key, or print the public half of one.",
-        subcommands: [Generate.self, Show.self])
+        abstract: "The gateway's public keys, or generate / show a local key.",
+        subcommands: [GatewayKeysCommand.self, Generate.self, Show.self], defaultSubcommand: GatewayKeysCommand.self)
 
     struct Generate: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Write a new Ed25519 signing key (PEM, mode 0600).")

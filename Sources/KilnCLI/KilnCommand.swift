@@ -5,5 +5,6 @@ struct KilnCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kiln",
         abstract: "Kiln: submit builds, follow them, fetch results, and verify their attestation offline.",
-        subcommands: [VerifyCommand.self, KeysCommand.self, PackCommand.self])
+        subcommands: [SubmitCommand.self, StatusCommand.self, EventsCommand.self, ResultCommand.self, CancelCommand.self,
+                       VerifyCommand.self, KeysCommand.self, PackCommand.self])
 }

@@ -1,0 +1,118 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// Options every gateway-facing command shares.
+struct GatewayOptions: ParsableArguments {
+    @Option(help: "Gateway URL (env KILN_GATEWAY; default http://127.0.0.1:8080).") var gateway: String?
+    @Option(help: "Bearer token (env KILN_TOKEN).") var token: String?
+
+    var client: GatewayClient {
+        let env = ProcessInfo.processInfo.environment
+        var base = gateway ?? env["KILN_GATEWAY"] ?? "http://127.0.0.1:8080"
+        while base.hasSuffix("/") { base.removeLast() }
+        return GatewayClient(base: base, token: token ?? env["KILN_TOKEN"])
+    }
+}
+
+/// A thin async-http-client wrapper for the gateway API; HTTP errors become the gateway's own message.
+struct GatewayClient: Sendable {
+    let base: String
+    let token: String?
+
+    func request(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil, contentType: String? = nil) -> HTTPClientRequest {
+        var r = HTTPClientRequest(url: base + path)
+        r.method = method
+        if let token { r.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        if let body {
+            r.body = .bytes(ByteBuffer(bytes: body))
+            if let contentType { r.headers.add(name: "Content-Type", value: contentType) }
+        }
+        return r
+    }
+
+    func send(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil, contentType: String? = nil) async throws -> [String: Any] {
+        let response: HTTPClientResponse
+        do { response = try await HTTPClient.shared.execute(request(method, path, body: body, contentType: contentType), timeout: .seconds(300)) } catch {
+            throw CLIError("cannot reach the gateway at \(base): \(error)")
+        }
+        let bytes = try await response.body.collect(upTo: 16 << 20)
+        guard (200..<300).contains(response.status.code) else {
+            throw CLIError("gateway answered \(response.status.code): \(String(buffer: bytes).trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        return (try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView)) as? [String: Any]) ?? [:]
+    }
+
+    /// Streams `GET /build/{id}/events`, calling `onEvent(type, json)` per event; returns at the stream's end.
+    func follow(_ id: String, onEvent: (String, [String: Any]) async throws -> Void) async throws {
+        var lastID: Int?
+        for attempt in 0..<20 {
+            var r = request(.GET, "/build/\(id)/events")
+            if let lastID { r.headers.add(name: "Last-Event-ID", value: String(lastID)) }
+            let response: HTTPClientResponse
+            do { response = try await HTTPClient.shared.execute(r, timeout: .hours(24)) } catch {
+                if attempt < 19 { try await Task.sleep(for: .seconds(1)); continue }
+                throw CLIError("cannot reach the gateway at \(base): \(error)")
+            }
+            guard response.status == .ok else {
+                let body = try await response.body.collect(upTo: 1 << 20)
+                throw CLIError("gateway answered \(response.status.code): \(String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines))")
+            }
+            var pending = ""
+            var type = "message", data = ""
+            var terminal = false
+            do {
+                for try await chunk in response.body {
+                    pending += String(buffer: chunk)
+                    while let nl = pending.firstIndex(of: "\n") {
+                        let line = String(pending[..<nl])
+                        pending = String(pending[pending.index(after: nl)...])
+                        if line.isEmpty {
+                            if !data.isEmpty {
+                                let json = (try? JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any]) ?? [:]
+                                try await onEvent(type, json)
+                                if ["done", "failed", "cancelled"].contains(type) { terminal = true }
+                            }
+                            type = "message"
+                            data = ""
+                        } else if line.hasPrefix("id: ") {
+                            lastID = Int(line.dropFirst(4))
+                        } else if line.hasPrefix("event: ") {
+                            type = String(line.dropFirst(7))
+                        } else if line.hasPrefix("data: ") {
+                            data += line.dropFirst(6)
+                        }
+                    }
+                }
+            } catch {
+                // Dropped (e.g. a slow terminal): resume from the last event seen.
+            }
+            if terminal { return }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+    }
+
+    func download(_ id: String, to path: String) async throws -> Int64 {
+        let response = try await HTTPClient.shared.execute(request(.GET, "/build/\(id)/result"), timeout: .seconds(3600))
+        guard response.status == .ok else {
+            let body = try await response.body.collect(upTo: 1 << 20)
+            throw CLIError("gateway answered \(response.status.code): \(String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        FileManager.default.createFile(atPath: path, contents: nil)
+        guard let fh = FileHandle(forWritingAtPath: path) else { throw CLIError("cannot write \(path)") }
+        defer { try? fh.close() }
+        var total: Int64 = 0
+        for try await chunk in response.body {
+            try fh.write(contentsOf: Data(chunk.readableBytesView))
+            total += Int64(chunk.readableBytes)
+        }
+        return total
+    }
+}
+
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}

@@ -1,0 +1,169 @@
+import Foundation
+import KilnBusClient
+import KilnMessages
+import Logging
+import NIOConcurrencyHelpers
+import ServiceLifecycle
+
+/// Keeps `idleTarget` fresh workers waiting: watches `kiln.workers.ready` (a worker subscribed) and
+/// `accepted` events (a worker took a job), starts a replacement for every worker that takes a job,
+/// restarts idle workers that die, and never runs more than `maxWorkers` at once. Workers are started
+/// through a launch command template, so an operator can start a confidential VM instead of a process.
+public final class WorkerPool: Service, @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var idleTarget = 2
+        public var maxWorkers = 8
+        /// `/bin/sh -c` template; `{id}`, `{broker}`, `{scratch}` are substituted.
+        public var launchTemplate: String
+        public var broker: String
+        public var stateDirectory: String
+        public init(launchTemplate: String, broker: String, stateDirectory: String) {
+            self.launchTemplate = launchTemplate
+            self.broker = broker
+            self.stateDirectory = stateDirectory
+        }
+    }
+
+    enum WorkerState: String { case starting, idle, busy }
+
+    struct Managed {
+        var process: Process
+        var state: WorkerState
+        var startedAt: Date
+    }
+
+    public let configuration: Configuration
+    let bus: BusClient.Configuration
+    let logger: Logger
+    public let metrics: PoolMetrics
+    private let state = NIOLockedValueBox<(workers: [String: Managed], started: Int)>(([:], 0))
+    private let exits: AsyncStream<(String, Int32)>
+    private let exitContinuation: AsyncStream<(String, Int32)>.Continuation
+
+    public init(configuration: Configuration, bus: BusClient.Configuration, logger: Logger, metrics: PoolMetrics = PoolMetrics()) {
+        self.configuration = configuration
+        self.bus = bus
+        self.logger = logger
+        self.metrics = metrics
+        (exits, exitContinuation) = AsyncStream.makeStream()
+    }
+
+    public var counts: (idle: Int, starting: Int, busy: Int, started: Int) {
+        state.withLockedValue { s in
+            (s.workers.values.filter { $0.state == .idle }.count, s.workers.values.filter { $0.state == .starting }.count,
+             s.workers.values.filter { $0.state == .busy }.count, s.started)
+        }
+    }
+
+    public func run() async throws {
+        try FileManager.default.createDirectory(atPath: configuration.stateDirectory + "/workers", withIntermediateDirectories: true)
+        let client = try await BusClient.connect(bus, logger: logger)
+        let ready = try client.subscribe(Subjects.workersReady)
+        let events = try client.subscribe("kiln.build.*.events")
+        try await client.flush()
+        replenish()
+        try? await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await m in ready {
+                        guard let r = try? JSONDecoder().decode(WorkerReady.self, from: Data(m.payloadBytes)) else { continue }
+                        self.mark(r.workerID, .idle)
+                    }
+                }
+                group.addTask {
+                    for await m in events {
+                        // Only `accepted` matters, and it is small: skip big log events cheaply.
+                        guard m.payload.readableBytes < 4096, let e = try? BuildEvent.decode(m.payloadBytes), e.type == .accepted,
+                              let w = e.workerID else { continue }
+                        self.mark(w, .busy)
+                        self.replenish()
+                    }
+                }
+                group.addTask {
+                    for await (id, status) in self.exits {
+                        let was = self.state.withLockedValue { $0.workers.removeValue(forKey: id)?.state }
+                        if was == .busy {
+                            self.logger.info("worker finished its build and exited", metadata: ["worker_id": "\(id)", "status": "\(status)"])
+                        } else {
+                            self.logger.warning("idle worker exited; replacing it", metadata: ["worker_id": "\(id)", "status": "\(status)"])
+                        }
+                        self.replenish()
+                    }
+                }
+                await group.next()
+                group.cancelAll()
+            }
+        }
+        exitContinuation.finish()
+        stopAll()
+        await client.close()
+    }
+
+    private func mark(_ id: String, _ new: WorkerState) {
+        let changed = state.withLockedValue { s -> Bool in
+            guard var w = s.workers[id], w.state != .busy else { return false }
+            w.state = new
+            s.workers[id] = w
+            return true
+        }
+        if changed { report() }
+    }
+
+    /// Starts workers until `idleTarget` are idle or starting (within `maxWorkers`).
+    func replenish() {
+        while true {
+            let (waiting, total) = state.withLockedValue { s in
+                (s.workers.values.filter { $0.state != .busy }.count, s.workers.count)
+            }
+            guard waiting < configuration.idleTarget, total < configuration.maxWorkers else { break }
+            do { try launch() } catch {
+                logger.error("cannot start a worker: \(error)")
+                break
+            }
+        }
+        report()
+    }
+
+    private func launch() throws {
+        let id = "w" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
+        let scratch = configuration.stateDirectory + "/scratch/" + id
+        let command = configuration.launchTemplate
+            .replacingOccurrences(of: "{id}", with: id)
+            .replacingOccurrences(of: "{broker}", with: configuration.broker)
+            .replacingOccurrences(of: "{scratch}", with: scratch)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", "exec " + command]
+        let logPath = configuration.stateDirectory + "/workers/\(id).log"
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = FileHandle(forWritingAtPath: logPath)
+        p.standardOutput = log
+        p.standardError = log
+        p.standardInput = FileHandle.nullDevice
+        let exits = exitContinuation
+        p.terminationHandler = { proc in exits.yield((id, proc.terminationStatus)) }
+        try p.run()
+        state.withLockedValue { s in
+            s.workers[id] = Managed(process: p, state: .starting, startedAt: Date())
+            s.started += 1
+        }
+        metrics.started.increment()
+        logger.info("started worker", metadata: ["worker_id": "\(id)", "pid": "\(p.processIdentifier)"])
+    }
+
+    private func report() {
+        let c = counts
+        metrics.idle.set(Double(c.idle + c.starting))
+        metrics.busy.set(Double(c.busy))
+        logger.info("pool", metadata: ["idle": "\(c.idle)", "starting": "\(c.starting)", "busy": "\(c.busy)", "started_total": "\(c.started)"])
+    }
+
+    /// SIGTERM to every worker (idle ones exit at once; busy ones report the interruption), then SIGKILL stragglers.
+    private func stopAll() {
+        let procs = state.withLockedValue { Array($0.workers.values.map(\.process)) }
+        for p in procs where p.isRunning { kill(p.processIdentifier, SIGTERM) }
+        let deadline = Date().addingTimeInterval(10)
+        while procs.contains(where: \.isRunning), Date() < deadline { usleep(50_000) }
+        for p in procs where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+    }
+}

@@ -1,0 +1,60 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import KilnBusClient
+import KilnPool
+import Logging
+import ServiceLifecycle
+
+@main
+struct KilnPoolCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kiln-pool",
+        abstract: "Keeps N fresh one-shot workers waiting; starts a new one for every worker that takes a build.",
+        discussion: """
+        The launch template runs under /bin/sh -c with {id}, {broker} and {scratch} substituted. The default starts a \
+        local kiln-worker process; cluster/launch-cvm.example.sh shows how an operator would start a confidential VM instead.
+        """)
+
+    @Option(help: "Broker URL (env KILN_BROKER_URL).") var broker: String?
+    @Option(help: "Broker token (env KILN_BROKER_TOKEN).") var brokerToken: String?
+    @Option(help: "Idle workers to keep.") var idle = 2
+    @Option(help: "Most workers at once (idle + busy).") var max = 8
+    @Option(help: "State directory (worker logs and scratch).") var state = ".state/pool"
+    @Option(help: "Signing key the default template passes to workers.") var key = ".state/keys/farm.pem"
+    @Option(help: "Launch command template.") var launch: String?
+    @Option(help: "Extra arguments the default template passes to kiln-worker.") var workerArgs = ""
+    @Option(help: "Monitor port for /healthz and /metrics (-1 disables).") var monitorPort = -1
+    @Option(help: "Log level.") var logLevel = "info"
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let env = ProcessInfo.processInfo.environment
+        let brokerURL = broker ?? env["KILN_BROKER_URL"] ?? "kiln://127.0.0.1:4222"
+        var bus = try BusClient.Configuration(url: brokerURL)
+        if let t = brokerToken ?? env["KILN_BROKER_TOKEN"] { bus.token = t }
+        bus.name = "kiln-pool"
+        let workerBinary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("kiln-worker").path
+        let template = launch ?? "\(workerBinary) --broker {broker} --worker-id {id} --scratch {scratch} --key \(key) \(workerArgs)"
+        guard idle >= 0, max >= 1 else { throw ValidationError("--idle must be ≥ 0 and --max ≥ 1") }
+        var cfg = WorkerPool.Configuration(launchTemplate: template, broker: brokerURL, stateDirectory: state)
+        cfg.idleTarget = idle
+        cfg.maxWorkers = max
+        let logger = Logger(label: "kiln.pool")
+        let pool = WorkerPool(configuration: cfg, bus: bus, logger: logger)
+        var services: [any Service] = [pool]
+        if monitorPort >= 0 {
+            let router = Router()
+            router.get("/healthz") { _, _ in "ok\n" }
+            router.get("/metrics") { _, _ in pool.metrics.registry.emitToString() }
+            services.insert(Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: monitorPort)), logger: logger), at: 0)
+        }
+        try await ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)).run()
+    }
+}
