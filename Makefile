@@ -20,7 +20,7 @@ run: release
 	scripts/run-local.sh
 
 ## Install what the tests need, then run every test (Swift unit + black-box, then the Python verifier).
-test: deps test-swift test-python
+test: deps $(VENV)/.installed test-swift test-python
 
 test-swift:
 	swift build --build-tests

@@ -149,6 +149,8 @@ let package = Package(
         .testTarget(name: "KilnWorkerTests", dependencies: ["KilnWorker", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "KilnGatewayTests", dependencies: ["KilnGateway", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client")], swiftSettings: swiftSettings),
+        .testTarget(name: "KilnClusterTests", dependencies: ["KilnTestSupport",
+            .product(name: "AsyncHTTPClient", package: "async-http-client")], swiftSettings: swiftSettings),
         .testTarget(name: "KilnAttestationTests", dependencies: ["KilnAttestation", "KilnArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
     ]
 )

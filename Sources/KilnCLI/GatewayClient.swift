@@ -95,7 +95,12 @@ struct GatewayClient: Sendable {
     }
 
     func download(_ id: String, to path: String) async throws -> Int64 {
-        let response = try await HTTPClient.shared.execute(request(.GET, "/build/\(id)/result"), timeout: .seconds(3600))
+        var response = try await HTTPClient.shared.execute(request(.GET, "/build/\(id)/result"), timeout: .seconds(3600))
+        // Right after `done` the job may still be settling; a 409 is worth a short retry.
+        for _ in 0..<10 where response.status == .conflict {
+            try await Task.sleep(for: .milliseconds(300))
+            response = try await HTTPClient.shared.execute(request(.GET, "/build/\(id)/result"), timeout: .seconds(3600))
+        }
         guard response.status == .ok else {
             let body = try await response.body.collect(upTo: 1 << 20)
             throw CLIError("gateway answered \(response.status.code): \(String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines))")

@@ -205,13 +205,12 @@ public actor BuildCoordinator {
                 }
                 return
             }
-            guard !job.status.isTerminal || job.status == .ready && event.type == .done else { return }
+            guard !job.status.isTerminal else { return }
             let stored = StoredEvent(jobID: job.id, seq: event.seq, type: event.type.rawValue, data: String(decoding: message.payloadBytes, as: UTF8.self))
-            guard try await store.appendEvent(stored) else { return }
-            metrics.eventsStored.increment()
-            hub.publish(stored)
+            // Job state first, event second: whoever sees a terminal event finds the job already terminal
+            // (a client that downloads right after `done` gets the result, not a 409).
             let now = Date()
-            let updated = try await store.update(job.id) { j in
+            var updated = try await store.update(job.id) { j in
                 j.lastSeenAt = now
                 if event.type == .phase, let name = event.name { j.phase = name }
                 switch event.type {
@@ -228,12 +227,16 @@ public actor BuildCoordinator {
                 default: break
                 }
             }
+            if event.type == .done, let u = updated { updated = await finalize(u, done: event) }
+            guard try await store.appendEvent(stored) else { return }
+            metrics.eventsStored.increment()
+            hub.publish(stored)
             switch event.type {
             case .failed, .cancelled:
                 logger.info("job ended: \(event.type.rawValue)", metadata: ["job_id": "\(job.id)"])
                 await sendControl(job.id, .init(action: .ack, seq: event.seq, workerID: worker))
-            case .done:
-                if let u = updated { await finalizeIfComplete(u) }
+            case .done where updated?.status == .ready:
+                await sendControl(job.id, .init(action: .ack, seq: event.seq, workerID: worker))
             default: break
             }
         } catch {
@@ -241,29 +244,36 @@ public actor BuildCoordinator {
         }
     }
 
-    /// `ready` needs both the `done` event and the verified result file.
-    private func finalizeIfComplete(_ job: Job) async {
-        guard job.status == .building, let sha = job.resultSha256 else { return }
-        guard let events = try? await store.events(job: job.id, after: 0), let done = events.last(where: { $0.type == "done" }),
-              let event = try? BuildEvent.decode(Array(done.data.utf8)) else { return }
+    /// `ready` needs both the `done` event and the verified result file; whichever arrives second
+    /// completes the job. Returns the job as it is now.
+    private func finalize(_ job: Job, done event: BuildEvent) async -> Job {
+        guard job.status == .building, let sha = job.resultSha256 else { return job }
         guard event.sha256 == sha else {
-            _ = try? await store.update(job.id) {
+            return (try? await store.update(job.id) {
                 $0.status = .error
                 $0.failurePhase = "upload"
                 $0.error = "the result the worker announced does not match the one it uploaded"
                 $0.retryable = true
                 $0.finishedAt = Date()
-            }
-            return
+            }) ?? job
         }
         let retention = configuration.retention
-        _ = try? await store.update(job.id) {
+        let updated = try? await store.update(job.id) {
             $0.status = .ready
             $0.finishedAt = Date()
             $0.retentionExpiresAt = Date().addingTimeInterval(retention.seconds)
         }
         logger.info("job ready", metadata: ["job_id": "\(job.id)", "sha256": "\(sha)"])
-        await sendControl(job.id, .init(action: .ack, seq: done.seq, workerID: job.workerID))
+        return updated ?? job
+    }
+
+    /// The result completed after its `done` event was stored.
+    private func finalizeAfterResult(_ job: Job) async {
+        guard let events = try? await store.events(job: job.id, after: 0), let done = events.last(where: { $0.type == "done" }),
+              let event = try? BuildEvent.decode(Array(done.data.utf8)) else { return }
+        if await finalize(job, done: event).status == .ready {
+            await sendControl(job.id, .init(action: .ack, seq: done.seq, workerID: job.workerID))
+        }
     }
 
     // MARK: - results
@@ -304,7 +314,7 @@ public actor BuildCoordinator {
                     return
                 }
                 if let updated = try await store.update(jobID, { $0.resultSha256 = sha; $0.resultSize = size }) {
-                    await finalizeIfComplete(updated)
+                    await finalizeAfterResult(updated)
                 }
             }
             await answer(Ack(ok: true))

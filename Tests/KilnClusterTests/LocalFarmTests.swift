@@ -1,0 +1,130 @@
+import AsyncHTTPClient
+import Foundation
+import KilnTestSupport
+import NIOCore
+import NIOHTTP1
+import Testing
+
+/// The local farm started exactly as `make run` starts it (cluster/farm.sh), driven like a newcomer
+/// following the README: curl-style JSON with repo_url and with source_data, a multipart upload, and
+/// `kiln submit --follow`; every result checked with `kiln verify` and the securesystemslib verifier.
+@Suite(.serialized) struct LocalFarmTests {
+    static var packageRoot: String {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }
+
+    @Test func newcomerFlow() async throws {
+        let dir = try TemporaryDirectory(prefix: "kiln-farm")
+        let ports = try (0..<5).map { _ in try FreePort.pick() }
+        var env = ProcessInfo.processInfo.environment
+        env["BIN"] = BuiltProducts.directory
+        env["KILN_STATE"] = dir.file("state")
+        env["KILN_BROKER_PORT"] = String(ports[0])
+        env["KILN_BROKER_MONITOR_PORT"] = String(ports[1])
+        env["KILN_GATEWAY_PORT"] = String(ports[2])
+        env["KILN_POOL_MONITOR_PORT"] = String(ports[3])
+        env["KILN_POOL_IDLE"] = "2"
+        // Launched with an empty signal mask, as from a terminal: processes spawned from Swift's worker
+        // threads inherit blocked signals, and bash can neither unblock them nor trap them then.
+        let farm = try LaunchedProcess("/usr/bin/python3", ["-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
+            + "os.execv(sys.argv[1], sys.argv[1:])", Self.packageRoot + "/cluster/farm.sh"], environment: env)
+        defer {
+            // SIGTERM lets the farm stop its own children (SIGKILL would orphan them).
+            farm.signal(SIGTERM)
+            for _ in 0..<300 where farm.isRunning { usleep(50_000) }
+        }
+        _ = try await farm.waitForLine(prefix: "Kiln is running.", timeout: .seconds(60))
+        let gateway = "http://127.0.0.1:\(ports[2])"
+        let pubKey = dir.file("state/keys/farm.pub.pem")
+        let git = try await GitFixture()
+        defer { git.stop() }
+        try git.createRepository("hello", files: Fixtures.helloCrate(name: "fromgit"))
+        let nonce = "00112233445566778899aabbccddeeff"
+
+        func post(_ body: [UInt8], _ type: String) async throws -> String {
+            var r = HTTPClientRequest(url: gateway + "/build")
+            r.method = .POST
+            r.headers.add(name: "Content-Type", value: type)
+            r.body = .bytes(ByteBuffer(bytes: body))
+            let resp = try await HTTPClient.shared.execute(r, timeout: .seconds(30))
+            let text = String(buffer: try await resp.body.collect(upTo: 1 << 20))
+            #expect(resp.status == .ok, "\(text)")
+            return (try JSONSerialization.jsonObject(with: Data(text.utf8)) as! [String: Any])["job_id"] as! String
+        }
+        let archive = try Fixtures.archive(Fixtures.helloCrate(name: "fromjson"), root: "fromjson", zip: false)
+        let zip = try Fixtures.archive(Fixtures.helloCrate(name: "frommultipart"), root: "frommultipart", zip: true)
+        var form = Data("--B\r\nContent-Disposition: form-data; name=\"nonce\"\r\n\r\n\(nonce)\r\n".utf8)
+        form += Data("--B\r\nContent-Disposition: form-data; name=\"source\"; filename=\"m.zip\"\r\n\r\n".utf8) + Data(zip) + Data("\r\n--B--\r\n".utf8)
+        let jobs = [
+            try await post(Array(try JSONSerialization.data(withJSONObject: ["nonce": nonce, "repo_url": git.url("hello"), "repo_ref": "main"])), "application/json"),
+            try await post(Array(try JSONSerialization.data(withJSONObject: ["nonce": nonce, "source_data": Data(archive).base64EncodedString(),
+                                                                           "source_name": "fromjson.tar.gz"])), "application/json"),
+            try await post(Array(form), "multipart/form-data; boundary=B"),
+        ]
+        var results: [String] = []
+        for (i, id) in jobs.enumerated() {
+            let sse = try SSEClient.read(port: ports[2], path: "/build/\(id)/events", timeout: 180)
+            #expect(sse.events.last?.event == "done", "job \(i): \(sse.events.suffix(3))")
+            let file = dir.file("result-\(i).tar.gz")
+            let r = HTTPClientRequest(url: gateway + "/build/\(id)/result")
+            let resp = try await HTTPClient.shared.execute(r, timeout: .seconds(60))
+            try Data(try await resp.body.collect(upTo: 64 << 20).readableBytesView).write(to: URL(fileURLWithPath: file))
+            results.append(file)
+        }
+        // The same through the CLI.
+        let src = dir.file("clisrc")
+        try Fixtures.write(Fixtures.helloCrate(name: "fromcli"), to: src)
+        var cliEnv = env
+        cliEnv["KILN_GATEWAY"] = gateway
+        let submit = try LaunchedProcess(BuiltProducts.path("kiln"), ["submit", src, "--nonce", nonce, "--follow", "-o", dir.file("result-cli.tar.gz")],
+                                         environment: cliEnv)
+        #expect(try await submit.waitForExit(timeout: .seconds(180)) == 0, "\(submit.output.suffix(10))")
+        #expect(submit.output.contains { $0.contains("phase build") })
+        results.append(dir.file("result-cli.tar.gz"))
+
+        for file in results {
+            let v = try LaunchedProcess(BuiltProducts.path("kiln"), ["verify", file, "--nonce", nonce, "--key", pubKey, "--allow-tee-none"])
+            #expect(try await v.waitForExit() == 0, "\(file): \(v.output)")
+            let python = Self.packageRoot + "/.venv/bin/python"
+            if FileManager.default.isExecutableFile(atPath: python) {
+                var penv = env
+                penv["KILN_RESULT"] = file
+                penv["KILN_NONCE"] = nonce
+                let py = try LaunchedProcess(python, ["-m", "pytest", "-q", Self.packageRoot + "/Tests/python"], environment: penv)
+                #expect(try await py.waitForExit(timeout: .seconds(120)) == 0, "\(file): \(py.output.suffix(15))")
+            }
+        }
+
+        // Every worker handled exactly one build and exited; the pool is back to 2 idle.
+        let logs = try FileManager.default.contentsOfDirectory(atPath: dir.file("state/pool/workers"))
+        var builds = 0
+        for log in logs {
+            let text = try String(contentsOfFile: dir.file("state/pool/workers/\(log)"), encoding: .utf8)
+            let accepted = text.components(separatedBy: "event accepted").count - 1
+            #expect(accepted <= 1, "\(log) accepted \(accepted) builds")
+            builds += accepted
+        }
+        #expect(builds == 4)
+        let deadline = ContinuousClock.now + .seconds(30)
+        var metrics = ""
+        while ContinuousClock.now < deadline {
+            metrics = (try? HTTPGet.get(port: ports[3], path: "/metrics").body) ?? ""
+            if metrics.contains("kiln_pool_idle_workers 2.0") && metrics.contains("kiln_pool_busy_workers 0.0") { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(metrics.contains("kiln_pool_idle_workers 2.0") && metrics.contains("kiln_pool_busy_workers 0.0"), "\(metrics)")
+        #expect(metrics.contains("kiln_pool_workers_started_total 6"), "\(metrics)")
+        // Ctrl-C / SIGTERM stops everything, with no orphan.
+        farm.signal(SIGTERM)
+        _ = try await farm.waitForExit(timeout: .seconds(30))
+        try await Task.sleep(for: .seconds(1))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap { Int32($0) }.filter { pid in
+            let cmd = String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data(), as: UTF8.self)
+            return cmd.contains(dir.path) || cmd.contains("--port\u{0}\(ports[2])")
+        }
+        #expect(leftovers.isEmpty, "processes left after SIGTERM: \(leftovers)")
+        withExtendedLifetime(dir) {}
+    }
+}
