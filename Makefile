@@ -40,6 +40,9 @@ bench:
 	swift build -c release
 	bash bench/bus.sh
 	bash bench/attest.sh
+	scripts/with-nix-daemon.sh bash bench/worker.sh
+	scripts/with-nix-daemon.sh bash bench/gateway.sh
+	scripts/with-nix-daemon.sh bash bench/farm.sh
 
 clean:
 	rm -rf .build $(VENV)

@@ -134,7 +134,7 @@ let package = Package(
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "KilnBench", dependencies: [
-            "KilnBusClient", "KilnBroker", "KilnAttestation", "KilnArchive",
+            "KilnBusClient", "KilnBroker", "KilnAttestation", "KilnArchive", "KilnMessages",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "bench/KilnBench", swiftSettings: swiftSettings),
 

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Gateway benchmarks (issue #5): dispatch latency, SSE fan-out, download vs nginx — one JSON line each.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-$(pwd)/.build/release}
+ulimit -n 65536 || true
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; nginx -c "$work/nginx.conf" -s stop 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { for _ in $(seq 400); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; cat "$1" >&2; return 1; }
+
+BP=$(port); GP=$(port); PM=$(port)
+"$BIN/kiln-broker" --port "$BP" --monitor-port=-1 --log-level warning > "$work/broker.log" 2>&1 & pids+=($!)
+wait_for "$work/broker.log" "listening on"
+"$BIN/kiln" keys generate "$work/farm.pem" > /dev/null
+"$BIN/kiln-gateway" --port "$GP" --data "$work/gw" --broker "kiln://127.0.0.1:$BP" --log-level warning > "$work/gw.log" 2>&1 & GWPID=$!; pids+=($GWPID)
+wait_for "$work/gw.log" "listening on"
+GW="http://127.0.0.1:$GP"
+
+# 1. Dispatch latency with idle workers waiting.
+mkdir -p "$work/hello/src"
+printf '[package]\nname = "hello"\nversion = "0.1.0"\nedition = "2021"\n' > "$work/hello/Cargo.toml"
+echo 'fn main() { println!("hi"); }' > "$work/hello/src/main.rs"
+tar czf "$work/hello.tar.gz" -C "$work" hello
+"$BIN/kiln-pool" --broker "kiln://127.0.0.1:$BP" --idle 3 --max 6 --state "$work/pool" --key "$work/farm.pem" --monitor-port "$PM" \
+  --log-level warning > "$work/pool.log" 2>&1 & POOL=$!; pids+=($POOL)
+sleep 2
+python3 bench/gateway_bench.py dispatch --gateway "$GW" --pool-metrics "http://127.0.0.1:$PM/metrics" --archive "$work/hello.tar.gz" --jobs "${DISPATCH_JOBS:-100}"
+kill -TERM "$POOL"; wait "$POOL" 2>/dev/null || true
+
+# 2. SSE fan-out: 1000 clients on one job while a (stand-in) worker publishes 1000 events.
+"$BIN/kiln-bench" fake-worker --port "$BP" --events 1000 --rate 1000 --go-file "$work/go" > "$work/fake1.log" 2>&1 & FW=$!
+wait_for "$work/fake1.log" "fake-worker ready"
+JOB=$(curl -s "$GW/build" -H 'Content-Type: application/json' -d "{\"nonce\":\"abcd\",\"source_data\":\"$(base64 -w0 "$work/hello.tar.gz")\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')
+wait_for "$work/fake1.log" "fake-worker job"
+python3 bench/gateway_bench.py sse --gateway "$GW" --job "$JOB" --clients "${SSE_CLIENTS:-1000}" --gateway-pid "$GWPID" --go-file "$work/go"
+wait "$FW" || true
+
+# 3. Download of a 100 MiB result vs nginx serving the same file.
+"$BIN/kiln-bench" fake-worker --port "$BP" --events 0 --result-mb 100 > "$work/fake2.log" 2>&1 & FW=$!
+wait_for "$work/fake2.log" "fake-worker ready"
+JOB=$(curl -s "$GW/build" -H 'Content-Type: application/json' -d "{\"nonce\":\"abcd\",\"source_data\":\"$(base64 -w0 "$work/hello.tar.gz")\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')
+wait "$FW" || true
+for _ in $(seq 100); do curl -s "$GW/build/$JOB" | grep -q '"status":"ready"' && break; sleep 0.1; done
+SHA=$(curl -s "$GW/build/$JOB" | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["sha256"])')
+mkdir -p "$work/www"; cp "$work/gw/results/$SHA.tar.gz" "$work/www/result.tar.gz"
+NP=$(port)
+cat > "$work/nginx.conf" <<NGINX
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  server { listen 127.0.0.1:$NP; root $work/www; }
+}
+NGINX
+nginx -c "$work/nginx.conf"
+python3 bench/gateway_bench.py download --gateway "$GW" --job "$JOB" --nginx "http://127.0.0.1:$NP/result.tar.gz"

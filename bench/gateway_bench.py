@@ -1,0 +1,115 @@
+"""Gateway benchmarks (issue #5), driven against running processes:
+  dispatch  — POST /build → the worker's `accepted` event, idle workers waiting (p50/p99 over N jobs)
+  sse       — C concurrent SSE clients on one job while a worker publishes E events (publish→receive p50/p99, gateway peak RSS)
+  download  — a 100 MiB result from the gateway vs the same file from nginx (MB/s)
+Prints one JSON line per case."""
+import argparse, asyncio, base64, json, os, statistics, subprocess, sys, time, urllib.request
+from datetime import datetime
+
+def post(gw, body):
+    req = urllib.request.Request(gw + "/build", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(req))["job_id"]
+
+def get(gw, path):
+    return json.load(urllib.request.urlopen(gw + path))
+
+def ts(s):
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p / 100))]
+
+def dispatch(args):
+    archive = base64.b64encode(open(args.archive, "rb").read()).decode()
+    lat = []
+    for i in range(args.jobs):
+        # Wait until the pool has an idle worker (the case being measured).
+        for _ in range(600):
+            m = urllib.request.urlopen(args.pool_metrics).read().decode()
+            idle = [l for l in m.splitlines() if l.startswith("kiln_pool_idle_workers")]
+            if idle and float(idle[0].split()[1]) >= 1: break
+            time.sleep(0.05)
+        time.sleep(0.3)  # let the new worker finish subscribing
+        t0 = time.time()
+        job = post(args.gateway, {"nonce": "abcd", "source_data": archive, "source_name": "p.tar.gz"})
+        # The accepted event's own timestamp (same host clock) minus the POST start.
+        with urllib.request.urlopen(args.gateway + f"/build/{job}/events", timeout=30) as r:
+            for raw in r:
+                line = raw.decode().strip()
+                if line.startswith("data: "):
+                    e = json.loads(line[6:])
+                    if e["type"] == "accepted":
+                        lat.append((ts(e["time"]) - t0) * 1000)
+                        break
+    print(json.dumps({"case": "dispatch_post_to_accepted", "jobs": len(lat), "p50_ms": round(pct(lat, 50), 2),
+                      "p99_ms": round(pct(lat, 99), 2), "max_ms": round(max(lat), 2)}), flush=True)
+
+async def sse_client(host, port, job, lat, done, ready):
+    reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
+    writer.write(f"GET /build/{job}/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+    await writer.drain()
+    ready.append(1)
+    buf = b""
+    while True:
+        chunk = await reader.read(65536)
+        if not chunk: break
+        now = time.time()
+        buf += chunk
+        while b"\n\n" in buf:
+            block, buf = buf.split(b"\n\n", 1)
+            for line in block.split(b"\n"):
+                if line.startswith(b"data: "):
+                    try:
+                        e = json.loads(line[6:])
+                    except Exception:
+                        continue
+                    if e.get("type") == "log":
+                        lat.append((now - ts(e["time"])) * 1000)
+                    if e.get("type") in ("done", "failed", "cancelled"):
+                        done.append(1)
+                        writer.close()
+                        return
+
+async def sse(args):
+    host, port = args.gateway.replace("http://", "").split(":")
+    job = args.job
+    lat, done, ready = [], [], []
+    tasks = [asyncio.create_task(sse_client(host, int(port), job, lat, done, ready)) for _ in range(args.clients)]
+    while len(ready) < args.clients: await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)
+    open(args.go_file, "w").write("go")   # tells the fake worker to start publishing
+    await asyncio.wait(tasks, timeout=300)
+    rss = 0
+    for line in open(f"/proc/{args.gateway_pid}/status"):
+        if line.startswith("VmHWM:"): rss = int(line.split()[1]) / 1024
+    print(json.dumps({"case": "sse_fanout", "clients": args.clients, "clients_finished": len(done), "events_received": len(lat),
+                      "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2), "gateway_peak_rss_mib": round(rss, 1)}), flush=True)
+
+def download(args):
+    def speed(url):
+        best = []
+        for _ in range(5):
+            out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", url], capture_output=True, text=True).stdout.split()
+            best.append(float(out[0]))
+        return statistics.median(best) / 1e6, int(float(out[1]))
+    g, size = speed(args.gateway + f"/build/{args.job}/result")
+    n, nsize = speed(args.nginx)
+    print(json.dumps({"case": "download_100MiB", "bytes": size, "gateway_mb_per_s": round(g, 1), "nginx_mb_per_s": round(n, 1),
+                      "ratio": round(g / n, 2)}), flush=True)
+
+p = argparse.ArgumentParser()
+p.add_argument("case")
+p.add_argument("--gateway")
+p.add_argument("--pool-metrics")
+p.add_argument("--archive")
+p.add_argument("--jobs", type=int, default=100)
+p.add_argument("--job")
+p.add_argument("--clients", type=int, default=1000)
+p.add_argument("--gateway-pid", type=int)
+p.add_argument("--go-file")
+p.add_argument("--nginx")
+a = p.parse_args()
+if a.case == "dispatch": dispatch(a)
+elif a.case == "sse": asyncio.run(sse(a))
+elif a.case == "download": download(a)
