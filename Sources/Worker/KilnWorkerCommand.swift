@@ -26,6 +26,7 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     @Option(help: "Sandbox process limit.") var maxProcesses: Int = 1024
     @Option(help: "Log bytes shipped as events.") var maxLogBytes: Int = 1 << 20
     @Option(help: "Result chunk size in bytes.") var chunkSize: Int = 1 << 20
+    @Option(help: "Seconds to keep trying to deliver the result and terminal event to the gateway.") var deliveryTimeout: Int = 600
     @Option(help: "Largest uploaded archive, unpacked, in MiB.") var maxSourceMb: Int = 2048
     @Option(help: "Most entries in an uploaded archive.") var maxSourceEntries: Int = 50_000
     @Option(help: "Cargo registry mirror: a `cargo vendor` directory or a local registry, mounted read-only.") var cargoVendor: String?
@@ -56,6 +57,7 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         limits.maxProcesses = maxProcesses
         limits.maxLogBytes = maxLogBytes
         limits.chunkSize = chunkSize
+        limits.deliveryTimeout = .seconds(deliveryTimeout)
         limits.archive.maxBytes = Int64(maxSourceMb) << 20
         limits.archive.maxEntries = maxSourceEntries
         var toolchains = WorkerConfiguration.Toolchains()

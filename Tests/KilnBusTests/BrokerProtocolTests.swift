@@ -191,7 +191,7 @@ import Testing
             }
             #expect(pings == 2)
             #expect(err?.code == 408)
-            #expect(ContinuousClock.now - start < .seconds(3))
+            #expect(ContinuousClock.now - start < .seconds(10))
             // The library client answers pings and stays up.
             try await Task.sleep(for: .milliseconds(600))
             #expect(live.isConnected)

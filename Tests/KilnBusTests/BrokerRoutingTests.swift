@@ -133,7 +133,7 @@ import Testing
             await #expect(throws: BusClientError.noResponders(subject: "nobody.home")) {
                 _ = try await c.request("nobody.home", payload: Array("x".utf8), timeout: .seconds(10))
             }
-            #expect(ContinuousClock.now - start < .seconds(2))
+            #expect(ContinuousClock.now - start < .seconds(5))
             await c.close()
         }
     }

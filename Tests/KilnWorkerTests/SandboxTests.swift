@@ -36,7 +36,7 @@ import Testing
         let start = ContinuousClock.now
         let (o, _) = try await run("sleep 300 & sleep 300 & wait") { $0.buildTimeout = .milliseconds(500) }
         #expect(o.process.timedOut)
-        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(ContinuousClock.now - start < .seconds(60), "the 300 s sleeps were killed, not waited for")
     }
 
     @Test func argumentsHideTheHost() {

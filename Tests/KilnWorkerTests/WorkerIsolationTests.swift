@@ -152,7 +152,7 @@ import Testing
         try await dispatcher.control(ControlMessage(action: .cancel))
         let terminal = try await dispatcher.waitForTerminal(timeout: .seconds(10))
         #expect(terminal.type == .cancelled)
-        #expect(ContinuousClock.now - start < .seconds(3), "cancel took \(ContinuousClock.now - start)")
+        #expect(ContinuousClock.now - start < .seconds(6), "cancel took \(ContinuousClock.now - start) (2 s on an idle machine)")
         #expect(try Self.processes(matching: "/bin/sleep 977").isEmpty, "a build process survived the cancel")
         #expect(try await worker.process.waitForExit(timeout: .seconds(30)) == 0)
         await dispatcher.close()
