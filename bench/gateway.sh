@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$(pwd)/.build/release}
-ulimit -n 65536 || true
+ulimit -n 65536 2>/dev/null || true
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; nginx -c "$work/nginx.conf" -s stop 2>/dev/null || true; rm -rf "$work"; }
@@ -19,19 +19,22 @@ wait_for "$work/broker.log" "listening on"
 wait_for "$work/gw.log" "listening on"
 GW="http://127.0.0.1:$GP"
 
-# 1. Dispatch latency with idle workers waiting.
 mkdir -p "$work/hello/src"
 printf '[package]\nname = "hello"\nversion = "0.1.0"\nedition = "2021"\n' > "$work/hello/Cargo.toml"
 echo 'fn main() { println!("hi"); }' > "$work/hello/src/main.rs"
 tar czf "$work/hello.tar.gz" -C "$work" hello
+
+# 1. Dispatch latency with idle workers waiting.
+if [ -z "${SKIP_DISPATCH:-}" ]; then
 "$BIN/kiln-pool" --broker "kiln://127.0.0.1:$BP" --idle 3 --max 6 --state "$work/pool" --key "$work/farm.pem" --monitor-port "$PM" \
   --log-level warning > "$work/pool.log" 2>&1 & POOL=$!; pids+=($POOL)
 sleep 2
 python3 bench/gateway_bench.py dispatch --gateway "$GW" --pool-metrics "http://127.0.0.1:$PM/metrics" --archive "$work/hello.tar.gz" --jobs "${DISPATCH_JOBS:-100}"
 kill -TERM "$POOL"; wait "$POOL" 2>/dev/null || true
+fi
 
 # 2. SSE fan-out: 1000 clients on one job while a (stand-in) worker publishes 1000 events.
-"$BIN/kiln-bench" fake-worker --port "$BP" --events 1000 --rate 1000 --go-file "$work/go" > "$work/fake1.log" 2>&1 & FW=$!
+"$BIN/kiln-bench" fake-worker --port "$BP" --events 1000 --rate "${SSE_RATE:-100}" --go-file "$work/go" > "$work/fake1.log" 2>&1 & FW=$!
 wait_for "$work/fake1.log" "fake-worker ready"
 JOB=$(curl -s "$GW/build" -H 'Content-Type: application/json' -d "{\"nonce\":\"abcd\",\"source_data\":\"$(base64 -w0 "$work/hello.tar.gz")\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')
 wait_for "$work/fake1.log" "fake-worker job"
@@ -45,7 +48,7 @@ JOB=$(curl -s "$GW/build" -H 'Content-Type: application/json' -d "{\"nonce\":\"a
 wait "$FW" || true
 for _ in $(seq 100); do curl -s "$GW/build/$JOB" | grep -q '"status":"ready"' && break; sleep 0.1; done
 SHA=$(curl -s "$GW/build/$JOB" | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["sha256"])')
-mkdir -p "$work/www"; cp "$work/gw/results/$SHA.tar.gz" "$work/www/result.tar.gz"
+chmod 755 "$work"; mkdir -p "$work/www"; cp "$work/gw/results/$SHA.tar.gz" "$work/www/result.tar.gz"
 NP=$(port)
 cat > "$work/nginx.conf" <<NGINX
 worker_processes 1;

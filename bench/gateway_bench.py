@@ -28,7 +28,9 @@ def dispatch(args):
         for _ in range(600):
             m = urllib.request.urlopen(args.pool_metrics).read().decode()
             idle = [l for l in m.splitlines() if l.startswith("kiln_pool_idle_workers")]
-            if idle and float(idle[0].split()[1]) >= 1: break
+            busy = [l for l in m.splitlines() if l.startswith("kiln_pool_busy_workers")]
+            # Idle workers waiting, and no build running that would compete for the 2 cores.
+            if idle and float(idle[0].split()[1]) >= 1 and busy and float(busy[0].split()[1]) == 0: break
             time.sleep(0.05)
         time.sleep(0.3)  # let the new worker finish subscribing
         t0 = time.time()
@@ -59,17 +61,15 @@ async def sse_client(host, port, job, lat, done, ready):
         while b"\n\n" in buf:
             block, buf = buf.split(b"\n\n", 1)
             for line in block.split(b"\n"):
-                if line.startswith(b"data: "):
-                    try:
-                        e = json.loads(line[6:])
-                    except Exception:
-                        continue
-                    if e.get("type") == "log":
-                        lat.append((now - ts(e["time"])) * 1000)
-                    if e.get("type") in ("done", "failed", "cancelled"):
+                if line.startswith(b"event: "):
+                    kind = line[7:]
+                    if kind in (b"done", b"failed", b"cancelled"):
                         done.append(1)
                         writer.close()
                         return
+                if line.startswith(b"data: ") and b'"type":"log"' in line:
+                    i = line.find(b'"time":"') + 8
+                    lat.append((now - ts(line[i:line.find(b'"', i)].decode())) * 1000)
 
 async def sse(args):
     host, port = args.gateway.replace("http://", "").split(":")

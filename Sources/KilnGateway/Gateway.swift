@@ -36,7 +36,7 @@ public struct Gateway {
                               configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kiln-gateway"),
                               onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
                               logger: logger)
-        let coordinatorService = CoordinatorService(coordinator: coordinator, client: client)
+        let coordinatorService = CoordinatorService(coordinator: coordinator, client: client, keepalive: configuration.sseKeepalive)
         return Gateway(configuration: configuration, store: store, coordinator: coordinator, services: [coordinatorService, app])
     }
 }
@@ -45,10 +45,16 @@ public struct Gateway {
 struct CoordinatorService: Service {
     let coordinator: BuildCoordinator
     let client: BusClient
+    let keepalive: Duration
 
     func run() async throws {
         try? await cancelWhenGracefulShutdown {
-            try await coordinator.run()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await coordinator.run() }
+                group.addTask { await coordinator.hub.runKeepalive(interval: keepalive) }
+                try await group.next()
+                group.cancelAll()
+            }
         }
         await client.drain()
     }

@@ -84,64 +84,53 @@ struct GatewayRoutes: Sendable {
             after = v
         }
         let startAfter = after
-        let live = coordinator.hub.subscribe(job: id)   // subscribe before reading the store: nothing falls in between
+        let hub = coordinator.hub
+        let (subscription, live) = hub.subscribe(job: id)   // before reading the store: nothing falls in between
         let store = self.store
         let metrics = self.metrics
-        let keepalive = configuration.sseKeepalive
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .accelBuffering: "no"]
         let body = ResponseBody { writer in
             metrics.sseClients.increment()
-            defer { metrics.sseClients.decrement() }
+            defer {
+                metrics.sseClients.decrement()
+                hub.unsubscribe(job: id, id: subscription)
+            }
             var last = startAfter
             var finished = false
-            func send(_ e: StoredEvent) async throws {
-                var b = ByteBuffer()
-                b.writeString("id: \(e.seq)\nevent: \(e.type)\ndata: \(e.data)\n\n")
-                metrics.bytesRelayed.increment(by: Int64(b.readableBytes))
-                try await writer.write(b)
-                last = e.seq
-                if e.isTerminal { finished = true }
+            /// Appends events after `last` to one buffer (one write per batch).
+            func append(_ events: [StoredEvent], to b: inout ByteBuffer) {
+                for e in events where e.seq == last + 1 && !finished {
+                    b.writeString("id: \(e.seq)\nevent: \(e.type)\ndata: \(e.data)\n\n")
+                    last = e.seq
+                    if e.isTerminal { finished = true }
+                }
             }
-            try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
-            for e in try await store.events(job: id, after: startAfter) {
-                try await send(e)
-                if finished { break }
-            }
+            var out = ByteBuffer(string: "retry: 2000\n\n")
+            append(try await store.events(job: id, after: startAfter), to: &out)
             if !finished, let job = try await store.job(id), job.status.isTerminal {
                 // The status can flip a moment before its terminal event is stored: read once more, then end.
-                for e in try await store.events(job: id, after: last) { try await send(e) }
+                append(try await store.events(job: id, after: last), to: &out)
                 finished = true
             }
-            if !finished {
-                let (merged, cont) = AsyncStream<EventHub.Item?>.makeStream()
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask {
-                        for await item in live { cont.yield(item) }
-                        cont.finish()
+            metrics.bytesRelayed.increment(by: Int64(out.readableBytes))
+            try await writer.write(out)
+            while !finished {
+                switch await live.next() {
+                case .keepalive:
+                    try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
+                case .closed:
+                    finished = true
+                case .events(let events):
+                    var b = ByteBuffer()
+                    if let first = events.first, first.seq > last + 1 {
+                        // Missed some (subscribed while reading the store): fill from the store.
+                        append(try await store.events(job: id, after: last).filter { $0.seq < first.seq }, to: &b)
                     }
-                    group.addTask {
-                        while true {
-                            try await Task.sleep(for: keepalive)
-                            cont.yield(nil)
-                        }
+                    append(events, to: &b)
+                    if b.readableBytes > 0 {
+                        metrics.bytesRelayed.increment(by: Int64(b.readableBytes))
+                        try await writer.write(b)
                     }
-                    loop: for await item in merged {
-                        switch item {
-                        case nil:
-                            try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
-                        case .event(let e)?:
-                            if e.seq <= last { continue }
-                            if e.seq > last + 1 {
-                                // Missed some (subscribed while reading the store): fill from the store.
-                                for missed in try await store.events(job: id, after: last) where missed.seq < e.seq { try await send(missed) }
-                            }
-                            try await send(e)
-                            if finished { break loop }
-                        case .overflow?:
-                            break loop
-                        }
-                    }
-                    group.cancelAll()
                 }
             }
             try await writer.finish(nil)

@@ -26,14 +26,14 @@ struct FakeWorker: AsyncParsableCommand {
         let sub = try client.subscribe(Subjects.buildRequest, queue: Subjects.workersQueue, max: 1)
         try await client.flush()
         try await client.publish(Subjects.workersReady, payload: Array(try JSONEncoder().encode(WorkerReady(workerID: id, toolchains: [], arch: "x86_64"))))
-        print("fake-worker ready \(id)")
+        say("fake-worker ready \(id)")
         var iterator = sub.makeAsyncIterator()
         guard let msg = await iterator.next(), let reply = msg.reply,
               let request = try? JSONDecoder().decode(BuildRequest.self, from: Data(msg.payloadBytes)) else { return }
         let control = try client.subscribe(Subjects.control(request.jobID))
         try await client.flush()
         try await client.publish(reply, payload: Array(try JSONEncoder().encode(DispatchReply.accept(workerID: id))))
-        print("fake-worker job \(request.jobID)")
+        say("fake-worker job \(request.jobID)")
         var seq = 0
         func emit(_ type: BuildEvent.Kind, _ f: (inout BuildEvent) -> Void = { _ in }) async throws {
             seq += 1
@@ -87,7 +87,10 @@ struct FakeWorker: AsyncParsableCommand {
         for await m in control {
             if let c = try? JSONDecoder().decode(ControlMessage.self, from: Data(m.payloadBytes)), c.action == .ack, (c.seq ?? 0) >= seq { break }
         }
-        print("fake-worker finished")
+        say("fake-worker finished")
         await client.close()
     }
 }
+
+/// Unbuffered, so the benchmark script sees it at once through a pipe.
+func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
