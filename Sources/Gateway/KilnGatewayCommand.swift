@@ -28,16 +28,9 @@ struct KilnGatewayCommand: AsyncParsableCommand {
     @Option(help: "Log level.") var logLevel = "info"
 
     func run() async throws {
-        let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
+        bootstrapKilnLogging(level: logLevel)
         let env = ProcessInfo.processInfo.environment
-        var bus = try BusClient.Configuration(url: broker ?? env["KILN_BROKER_URL"] ?? "kiln://127.0.0.1:4222")
-        if let t = brokerToken ?? env["KILN_BROKER_TOKEN"] { bus.token = t }
-        bus.name = "kiln-gateway"
+        let bus = try BusClient.Configuration.fromCommandLine(url: broker, token: brokerToken, name: "kiln-gateway")
         var cfg = GatewayConfiguration(dataDirectory: data, bus: bus)
         cfg.host = host
         cfg.port = port

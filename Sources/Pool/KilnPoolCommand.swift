@@ -28,17 +28,10 @@ struct KilnPoolCommand: AsyncParsableCommand {
     @Option(help: "Log level.") var logLevel = "info"
 
     func run() async throws {
-        let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
+        bootstrapKilnLogging(level: logLevel)
         let env = ProcessInfo.processInfo.environment
         let brokerURL = broker ?? env["KILN_BROKER_URL"] ?? "kiln://127.0.0.1:4222"
-        var bus = try BusClient.Configuration(url: brokerURL)
-        if let t = brokerToken ?? env["KILN_BROKER_TOKEN"] { bus.token = t }
-        bus.name = "kiln-pool"
+        let bus = try BusClient.Configuration.fromCommandLine(url: brokerURL, token: brokerToken, name: "kiln-pool")
         let workerBinary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
             .appendingPathComponent("kiln-worker").path
         let template = launch ?? "\(workerBinary) --broker {broker} --worker-id {id} --scratch {scratch} --key \(key) \(workerArgs)"

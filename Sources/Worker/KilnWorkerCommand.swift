@@ -39,17 +39,9 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     @Option(help: "Log level.") var logLevel: String = "info"
 
     func run() async throws {
-        let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
-        let env = ProcessInfo.processInfo.environment
-        var bus = try BusClient.Configuration(url: broker ?? env["KILN_BROKER_URL"] ?? "kiln://127.0.0.1:4222")
-        if let t = token ?? env["KILN_BROKER_TOKEN"] { bus.token = t }
+        bootstrapKilnLogging(level: logLevel)
         let id = workerID ?? "w-" + UUID().uuidString.prefix(13).lowercased().replacingOccurrences(of: "-", with: "")
-        bus.name = "kiln-worker \(id)"
+        let bus = try BusClient.Configuration.fromCommandLine(url: broker, token: token, name: "kiln-worker \(id)")
         var limits = WorkerConfiguration.Limits()
         limits.buildTimeout = .seconds(buildTimeout)
         limits.fetchTimeout = .seconds(fetchTimeout)
