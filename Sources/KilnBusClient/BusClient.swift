@@ -418,28 +418,32 @@ public final class BusClient: @unchecked Sendable {
 
     /// The current channel closed.
     func connectionLost(generation lost: Int) {
-        let (waiters, reconnect): ([CheckedContinuation<Void, any Error>], Bool) = lock.withLock {
-            guard lost == generation, status == .connected else { return ([], false) }
+        enum Next { case ignore, reconnect, close }
+        let (waiters, next): ([CheckedContinuation<Void, any Error>], Next) = lock.withLock {
+            // A stale channel (an older generation) or a client already closing: nothing to do.
+            guard lost == generation, status == .connected else { return ([], .ignore) }
             channel = nil
             outbound.detach()
             let w = pongWaiters
             pongWaiters = []
             if configuration.reconnect {
                 status = .reconnecting
-                return (w, true)
+                return (w, .reconnect)
             }
-            return (w, false)
+            return (w, .close)
         }
         for w in waiters { w.resume(throwing: BusClientError.connectionLost) }
-        if reconnect {
+        switch next {
+        case .ignore:
+            break
+        case .reconnect:
             logger.info("connection to broker lost; reconnecting")
             let task = Task { await self.reconnectLoop() }
             lock.withLock {
                 if status == .reconnecting { reconnectTask = task } else { task.cancel() }
             }
-        } else if waiters.isEmpty || !configuration.reconnect {
-            let isClosed = lock.withLock { status == .closed }
-            if !isClosed { Task { await self.close() } }
+        case .close:
+            Task { await self.close() }
         }
     }
 
