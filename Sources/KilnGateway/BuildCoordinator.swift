@@ -131,7 +131,7 @@ public actor BuildCoordinator {
         defer { dispatching = false }
         repeat {
             dispatchAgain = false
-            while let job = try? await store.jobs(status: .waiting).first {
+            while let job = try? await store.oldestWaiting() {
                 guard await offer(job) else { break }
             }
         } while dispatchAgain
@@ -364,7 +364,7 @@ public actor BuildCoordinator {
                 }
             }
         }
-        if let waiting = try? await store.jobs(status: .waiting), !waiting.isEmpty { await dispatchWaiting() }
+        if (try? await store.oldestWaiting()) != nil { await dispatchWaiting() }
         // Retention.
         if let expired = try? await store.expiredResults(before: Date()) {
             for job in expired {

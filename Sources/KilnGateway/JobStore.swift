@@ -10,6 +10,8 @@ public protocol JobStore: Sendable {
     @discardableResult
     func update(_ id: String, _ change: @escaping @Sendable (inout Job) -> Void) async throws -> Job?
     func jobs(status: Job.Status) async throws -> [Job]
+    /// The next job to dispatch (FIFO), without reading the whole queue.
+    func oldestWaiting() async throws -> Job?
     func countByStatus() async throws -> [Job.Status: Int]
     /// Stores an event if it is the next in sequence; returns false for duplicates.
     func appendEvent(_ event: StoredEvent) async throws -> Bool

@@ -20,7 +20,7 @@ public final class SQLiteJobStore: JobStore {
                 t.column("phase", .text)
                 t.column("nonce", .text).notNull()
                 t.column("request", .text).notNull()
-                t.column("position", .integer).notNull()
+                t.column("position", .integer).notNull().indexed()
                 t.column("queuedAt", .datetime).notNull()
                 t.column("startedAt", .datetime)
                 t.column("finishedAt", .datetime)
@@ -76,6 +76,12 @@ public final class SQLiteJobStore: JobStore {
 
     public func jobs(status: Job.Status) async throws -> [Job] {
         try await pool.read { db in try Job.filter(Column("status") == status.rawValue).order(Column("position")).fetchAll(db) }
+    }
+
+    public func oldestWaiting() async throws -> Job? {
+        try await pool.read { db in
+            try Job.filter(Column("status") == Job.Status.waiting.rawValue).order(Column("position")).limit(1).fetchOne(db)
+        }
     }
 
     public func countByStatus() async throws -> [Job.Status: Int] {
