@@ -96,7 +96,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: swiftSettings),
         .target(name: "KilnGateway", dependencies: [
-            "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive",
+            "KilnMessages", "KilnBus", "KilnBusClient", "KilnAttestation", "KilnArchive",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "GRDB", package: "GRDB.swift"),

@@ -68,16 +68,6 @@ public struct Authenticator: Sendable {
         }
     }
 
-    /// Equality whose running time depends only on the lengths, not on where the strings differ.
-    public static func constantTimeEquals(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8), y = Array(b.utf8)
-        var diff = UInt8(x.count == y.count ? 0 : 1)
-        let n = Swift.max(x.count, y.count)
-        for i in 0..<n {
-            let p = i < x.count ? x[i] : 0
-            let q = i < y.count ? y[i] : 0
-            diff |= p ^ q
-        }
-        return diff == 0
-    }
+    /// Equality whose running time does not reveal where the strings differ.
+    public static func constantTimeEquals(_ a: String, _ b: String) -> Bool { ConstantTime.equals(a, b) }
 }

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import KilnAttestation
+import KilnBus
 import Logging
 import NIOCore
 
@@ -160,14 +161,9 @@ struct BearerAuth: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard !tokens.isEmpty else { return try await next(request, context) }
         guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else { throw GatewayError.unauthorized }
-        let presented = Array(header.dropFirst(7).trimmingCharacters(in: .whitespaces).utf8)
+        let presented = header.dropFirst(7).trimmingCharacters(in: .whitespaces)
         var ok = false
-        for token in tokens {
-            let t = Array(token.utf8)
-            var diff = UInt8(t.count == presented.count ? 0 : 1)
-            for i in 0..<max(t.count, presented.count) { diff |= (i < t.count ? t[i] : 0) ^ (i < presented.count ? presented[i] : 0) }
-            ok = ok || diff == 0
-        }
+        for token in tokens where ConstantTime.equals(token, presented) { ok = true }
         guard ok else { throw GatewayError.unauthorized }
         return try await next(request, context)
     }
