@@ -403,13 +403,17 @@ public final class BusClient: @unchecked Sendable {
             try await handler.handshakePong.futureResult.get()
             logger.debug("connected", metadata: ["broker": "\(configuration.host):\(configuration.port)", "generation": "\(thisGeneration)"])
         } catch {
-            lock.withLock {
-                if self.channel === channel {
-                    self.channel = nil
-                    if status == .connected { status = .connecting }
-                    outbound.detach()
-                }
+            // A flush issued between `status = .connected` and the handshake's pong waits on this
+            // channel; it must fail now rather than be answered by a later connection's pong.
+            let stranded: [CheckedContinuation<Void, any Error>] = lock.withLock {
+                guard self.channel === channel else { return [] }
+                self.channel = nil
+                if status == .connected { status = .connecting }
+                outbound.detach()
+                defer { pongWaiters = [] }
+                return pongWaiters
             }
+            for waiter in stranded { waiter.resume(throwing: BusClientError.connectionLost) }
             channel.close(promise: nil)
             if let e = error as? BusClientError { throw e }
             throw BusClientError.connectFailed("\(error)")

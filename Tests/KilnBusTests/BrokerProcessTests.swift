@@ -22,6 +22,11 @@ import Testing
 
         broker.process.signal(SIGKILL)
         _ = try await broker.process.waitForExit()
+        // Both clients must notice the loss before the new broker is up; otherwise `isConnected`
+        // below could still describe the dead connection.
+        let lostBy = ContinuousClock.now + .seconds(10)
+        while sub.isConnected || pub.isConnected, ContinuousClock.now < lostBy { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(!sub.isConnected && !pub.isConnected)
         broker = try await BrokerProcess(port: port)
         defer { broker.stop() }
 
