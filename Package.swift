@@ -136,6 +136,9 @@ let package = Package(
         .executableTarget(name: "KilnBench", dependencies: [
             "KilnBusClient", "KilnBroker", "KilnAttestation", "KilnArchive", "KilnMessages",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ], path: "bench/KilnBench", swiftSettings: swiftSettings),
 
         .target(name: "KilnTestSupport", dependencies: [

@@ -33,15 +33,17 @@ python3 bench/gateway_bench.py dispatch --gateway "$GW" --pool-metrics "http://1
 kill -TERM "$POOL"; wait "$POOL" 2>/dev/null || true
 fi
 
+if [ -n "${KEEP_WORK:-}" ]; then trap - EXIT; echo "work: $work" >&2; fi
 # 2. SSE fan-out: 1000 clients on one job while a (stand-in) worker publishes 1000 events.
-"$BIN/kiln-bench" fake-worker --port "$BP" --events 1000 --rate "${SSE_RATE:-100}" --go-file "$work/go" > "$work/fake1.log" 2>&1 & FW=$!
+"$BIN/kiln-bench" fake-worker --port "$BP" --events "${SSE_EVENTS:-1000}" --rate "${SSE_RATE:-100}" --go-file "$work/go" > "$work/fake1.log" 2>&1 & FW=$!
 wait_for "$work/fake1.log" "fake-worker ready"
 JOB=$(curl -s "$GW/build" -H 'Content-Type: application/json' -d "{\"nonce\":\"abcd\",\"source_data\":\"$(base64 -w0 "$work/hello.tar.gz")\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')
 wait_for "$work/fake1.log" "fake-worker job"
-python3 bench/gateway_bench.py sse --gateway "$GW" --job "$JOB" --clients "${SSE_CLIENTS:-1000}" --gateway-pid "$GWPID" --go-file "$work/go"
+"$BIN/kiln-bench" sse-clients --port "$GP" --job "$JOB" --clients "${SSE_CLIENTS:-1000}" --gateway-pid "$GWPID" --go-file "$work/go"
 wait "$FW" || true
 
 # 3. Download of a 100 MiB result vs nginx serving the same file.
+if [ -z "${SKIP_DOWNLOAD:-}" ]; then
 "$BIN/kiln-bench" fake-worker --port "$BP" --events 0 --result-mb 100 > "$work/fake2.log" 2>&1 & FW=$!
 wait_for "$work/fake2.log" "fake-worker ready"
 JOB=$(curl -s "$GW/build" -H 'Content-Type: application/json' -d "{\"nonce\":\"abcd\",\"source_data\":\"$(base64 -w0 "$work/hello.tar.gz")\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')
@@ -63,3 +65,4 @@ http {
 NGINX
 nginx -c "$work/nginx.conf"
 python3 bench/gateway_bench.py download --gateway "$GW" --job "$JOB" --nginx "http://127.0.0.1:$NP/result.tar.gz"
+fi

@@ -19,6 +19,15 @@ public actor BuildCoordinator {
     private var dispatching = false
     private var dispatchAgain = false
     private var lastReplay: [String: ContinuousClock.Instant] = [:]
+    /// Building jobs whose events are flowing: their worker and last stored seq, so the next event
+    /// can be stored without reading the job first. The store stays the authority: the hot path's
+    /// insert checks the job is still building, and anything unexpected takes the full path.
+    private var running: [String: RunningJob] = [:]
+
+    struct RunningJob {
+        let worker: String
+        var lastSeq: Int
+    }
 
     public init(store: any JobStore, files: ResultFiles, hub: EventHub, client: BusClient, configuration: GatewayConfiguration,
                 metrics: GatewayMetrics, logger: Logger) {
@@ -183,7 +192,30 @@ public actor BuildCoordinator {
     // MARK: - events
 
     func handleEvent(_ message: BusMessage) async {
-        guard let event = try? BuildEvent.decode(message.payloadBytes), let job = try? await store.job(event.jobID) else { return }
+        guard let event = try? BuildEvent.decode(message.payloadBytes) else { return }
+        if let known = running[event.jobID], known.worker == event.workerID, known.lastSeq + 1 == event.seq, !event.type.isTerminal {
+            // The hot path (logs, heartbeats, phases of a running build): one transaction, no reads.
+            let stored = StoredEvent(jobID: event.jobID, seq: event.seq, type: event.type.rawValue, data: String(decoding: message.payloadBytes, as: UTF8.self))
+            do {
+                if try await store.appendBuildingEvent(stored, phase: event.type == .phase ? event.name : nil, seenAt: Date()) {
+                    running[event.jobID]?.lastSeq = event.seq
+                    metrics.eventsStored.increment()
+                    hub.publish(stored)
+                    return
+                }
+            } catch {
+                logger.error("cannot store event: \(error)", metadata: ["job_id": "\(event.jobID)"])
+                return
+            }
+            // Not stored (a duplicate, or the job ended meanwhile): the full path decides.
+            running[event.jobID] = nil
+        }
+        await handleEventInFull(event, message)
+    }
+
+    /// Every check against the stored job: assignment, duplicates, gaps, state changes, `done`.
+    private func handleEventInFull(_ event: BuildEvent, _ message: BusMessage) async {
+        guard let job = try? await store.job(event.jobID) else { return }
         guard let worker = event.workerID, worker == job.workerID else {
             if let other = event.workerID, job.status != .waiting {
                 await sendControl(job.id, .init(action: .cancel, workerID: other))
@@ -230,6 +262,11 @@ public actor BuildCoordinator {
             if event.type == .done, let u = updated { updated = await finalize(u, done: event) }
             guard try await store.appendEvent(stored) else { return }
             metrics.eventsStored.increment()
+            if !event.type.isTerminal, updated?.status == .building {
+                running[job.id] = RunningJob(worker: worker, lastSeq: event.seq)
+            } else {
+                running[job.id] = nil
+            }
             hub.publish(stored)
             switch event.type {
             case .failed, .cancelled:
@@ -352,6 +389,7 @@ public actor BuildCoordinator {
                     j.suggestedAction = "submit the build again"
                     j.finishedAt = Date()
                 }
+                running[job.id] = nil
                 if updated?.status == .error {
                     logger.warning("worker silent; job failed", metadata: ["job_id": "\(job.id)", "worker_id": "\(job.workerID ?? "")"])
                     await synthesize(job.id, .failed) {

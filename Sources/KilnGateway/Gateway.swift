@@ -28,7 +28,7 @@ public struct Gateway {
         let metrics = GatewayMetrics()
         let coordinator = BuildCoordinator(store: store, files: files, hub: EventHub(backlog: configuration.sseBacklog), client: client,
                                            configuration: configuration, metrics: metrics, logger: logger)
-        let router = Router()
+        let router = Router(context: GatewayRequestContext.self)
         router.middlewares.add(LogRequestsMiddleware(.debug))
         GatewayRoutes(coordinator: coordinator, store: store, files: files, configuration: configuration, metrics: metrics,
                       keys: KeySet(keys)).register(on: router)

@@ -20,7 +20,7 @@ struct GatewayRoutes: Sendable {
     let metrics: GatewayMetrics
     let keys: KeySet
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: Router<GatewayRequestContext>) {
         router.get("/healthz") { _, _ in "ok\n" }
         router.get("/metrics") { _, _ in try await self.metricsText() }
         router.get("/keys") { _, _ -> Response in
@@ -38,7 +38,7 @@ struct GatewayRoutes: Sendable {
         }
     }
 
-    func submit(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func submit(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         var request = request
         let body: ByteBuffer
         do { body = try await request.collectBody(upTo: configuration.maxBodyBytes) } catch is NIOTooManyBytesError {
@@ -49,13 +49,13 @@ struct GatewayRoutes: Sendable {
         return try json(["job_id": job.id, "status": job.status.rawValue])
     }
 
-    func status(_ context: BasicRequestContext) async throws -> Response {
+    func status(_ context: GatewayRequestContext) async throws -> Response {
         let id = try context.parameters.require("id")
         guard let job = try await store.job(id) else { throw GatewayError.notFound(id) }
         return try json(job.statusDocument)
     }
 
-    func result(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func result(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let id = try context.parameters.require("id")
         guard let job = try await store.job(id) else { throw GatewayError.notFound(id) }
         guard job.status == .ready else {
@@ -74,7 +74,7 @@ struct GatewayRoutes: Sendable {
     }
 
     /// Server-sent events: stored events after Last-Event-ID, then live ones; ends after the terminal event.
-    func events(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func events(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let id = try context.parameters.require("id")
         guard try await store.job(id) != nil else { throw GatewayError.notFound(id) }
         var after = 0
@@ -86,7 +86,8 @@ struct GatewayRoutes: Sendable {
         }
         let startAfter = after
         let hub = coordinator.hub
-        let (subscription, live) = hub.subscribe(job: id)   // before reading the store: nothing falls in between
+        let (subscription, live) = hub.subscribe(job: id, on: context.eventLoop)   // before reading the store: nothing falls in between
+        let executor = EventLoopExecutor(context.eventLoop)
         let store = self.store
         let metrics = self.metrics
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .accelBuffering: "no"]
@@ -96,41 +97,43 @@ struct GatewayRoutes: Sendable {
                 metrics.sseClients.decrement()
                 hub.unsubscribe(job: id, id: subscription)
             }
-            var last = startAfter
-            var finished = false
-            /// Appends events after `last` to one buffer (one write per batch).
-            func append(_ events: [StoredEvent], to b: inout ByteBuffer) {
-                for e in events where e.seq == last + 1 && !finished {
-                    b.writeString("id: \(e.seq)\nevent: \(e.type)\ndata: \(e.data)\n\n")
-                    last = e.seq
-                    if e.isTerminal { finished = true }
+            // On the connection's own event loop: a live event goes from the hub to the socket
+            // without another thread hop.
+            try await withTaskExecutorPreference(executor) {
+                var stream = SSEStream(after: startAfter)
+                var out = ByteBuffer(string: "retry: 2000\n\n")
+                stream.append(try await store.events(job: id, after: startAfter).map(SSEFrame.init), to: &out)
+                if !stream.finished, let job = try await store.job(id), job.status.isTerminal {
+                    // The status can flip a moment before its terminal event is stored: read once more, then end.
+                    stream.append(try await store.events(job: id, after: stream.last).map(SSEFrame.init), to: &out)
+                    stream.finished = true
                 }
-            }
-            var out = ByteBuffer(string: "retry: 2000\n\n")
-            append(try await store.events(job: id, after: startAfter), to: &out)
-            if !finished, let job = try await store.job(id), job.status.isTerminal {
-                // The status can flip a moment before its terminal event is stored: read once more, then end.
-                append(try await store.events(job: id, after: last), to: &out)
-                finished = true
-            }
-            metrics.bytesRelayed.increment(by: Int64(out.readableBytes))
-            try await writer.write(out)
-            while !finished {
-                switch await live.next() {
-                case .keepalive:
-                    try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
-                case .closed:
-                    finished = true
-                case .events(let events):
-                    var b = ByteBuffer()
-                    if let first = events.first, first.seq > last + 1 {
-                        // Missed some (subscribed while reading the store): fill from the store.
-                        append(try await store.events(job: id, after: last).filter { $0.seq < first.seq }, to: &b)
-                    }
-                    append(events, to: &b)
-                    if b.readableBytes > 0 {
-                        metrics.bytesRelayed.increment(by: Int64(b.readableBytes))
-                        try await writer.write(b)
+                metrics.bytesRelayed.increment(by: Int64(out.readableBytes))
+                try await writer.write(out)
+                while !stream.finished {
+                    switch await live.next() {
+                    case .keepalive:
+                        try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
+                    case .closed:
+                        stream.finished = true
+                    case .events(let frames):
+                        let missed = frames.first.map { $0.seq > stream.last + 1 } ?? false
+                        if !missed, frames.count == 1, let only = stream.take(frames[0]) {
+                            // The common case: one event, its shared encoding written as is.
+                            metrics.bytesRelayed.increment(by: Int64(only.readableBytes))
+                            try await writer.write(only)
+                            continue
+                        }
+                        var b = ByteBuffer()
+                        if missed, let first = frames.first {
+                            // Missed some (subscribed while reading the store): fill from the store.
+                            stream.append(try await store.events(job: id, after: stream.last).filter { $0.seq < first.seq }.map(SSEFrame.init), to: &b)
+                        }
+                        stream.append(frames, to: &b)
+                        if b.readableBytes > 0 {
+                            metrics.bytesRelayed.increment(by: Int64(b.readableBytes))
+                            try await writer.write(b)
+                        }
                     }
                 }
             }
@@ -155,7 +158,7 @@ func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws ->
 
 /// `Authorization: Bearer <token>` when tokens are configured; constant-time comparison.
 struct BearerAuth: RouterMiddleware {
-    typealias Context = BasicRequestContext
+    typealias Context = GatewayRequestContext
     let tokens: [String]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {

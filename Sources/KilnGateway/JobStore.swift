@@ -15,6 +15,10 @@ public protocol JobStore: Sendable {
     func countByStatus() async throws -> [Job.Status: Int]
     /// Stores an event if it is the next in sequence; returns false for duplicates.
     func appendEvent(_ event: StoredEvent) async throws -> Bool
+    /// The hot path of a running build: stores a non-terminal event of a `building` job and notes
+    /// the worker as seen (and the phase, if given), in one transaction. False for a duplicate or a
+    /// job no longer building.
+    func appendBuildingEvent(_ event: StoredEvent, phase: String?, seenAt: Date) async throws -> Bool
     func events(job: String, after seq: Int) async throws -> [StoredEvent]
     func lastSeq(job: String) async throws -> Int
     func recordChunk(job: String, index: Int) async throws

@@ -44,7 +44,17 @@ struct FakeWorker: AsyncParsableCommand {
         }
         try await emit(.accepted)
         if startDelay > 0 { try await Task.sleep(for: .seconds(startDelay)) }
-        if let goFile { while !FileManager.default.fileExists(atPath: goFile) { try await Task.sleep(for: .milliseconds(20)) } }
+        if let goFile {
+            // Heartbeats while waiting, as a real worker sends them (the gateway ends silent jobs).
+            var beat = ContinuousClock.now
+            while !FileManager.default.fileExists(atPath: goFile) {
+                try await Task.sleep(for: .milliseconds(20))
+                if ContinuousClock.now - beat > .seconds(5) {
+                    beat = ContinuousClock.now
+                    try await emit(.heartbeat)
+                }
+            }
+        }
         let interval = 1.0 / rate
         let start = Date()
         for i in 0..<events {
@@ -53,7 +63,7 @@ struct FakeWorker: AsyncParsableCommand {
             if wait > 0 { try await Task.sleep(for: .seconds(wait)) }
             try await emit(.log) {
                 $0.stream = "stdout"
-                $0.lines = ["bench line \(i)"]
+                $0.lines = ["bench line \(i) t=\(wallClockNanos())"]
             }
         }
         if resultMb > 0 {
