@@ -151,6 +151,7 @@ let package = Package(
         .testTarget(name: "KilnArchiveTests", dependencies: ["KilnArchive", "CArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "KilnWorkerTests", dependencies: ["KilnWorker", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "KilnGatewayTests", dependencies: ["KilnGateway", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport",
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "AsyncHTTPClient", package: "async-http-client")], swiftSettings: swiftSettings),
         .testTarget(name: "KilnClusterTests", dependencies: ["KilnTestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client")], swiftSettings: swiftSettings),
