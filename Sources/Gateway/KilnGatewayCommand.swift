@@ -25,6 +25,9 @@ struct KilnGatewayCommand: AsyncParsableCommand {
     @Option(help: "Seconds of worker silence before its job fails (3 heartbeats).") var workerSilence: Double = 15
     @Option(help: "Seconds between SSE keepalive comments.") var sseKeepalive: Double = 15
     @Option(help: "Events buffered per SSE client before it is disconnected.") var sseBacklog = 4096
+    @Option(help: "Uploaded sources up to this many bytes travel inside the dispatch request; larger ones are fetched by the worker in chunks.")
+    var inlineSourceLimit = 2 << 20
+    @Option(help: "Chunk size in bytes for sources fetched by workers.") var sourceChunkSize = 1 << 20
     @Option(help: "Log level.") var logLevel = "info"
 
     func run() async throws {
@@ -42,6 +45,8 @@ struct KilnGatewayCommand: AsyncParsableCommand {
         cfg.workerSilenceLimit = .seconds(workerSilence)
         cfg.sseKeepalive = .seconds(sseKeepalive)
         cfg.sseBacklog = sseBacklog
+        cfg.inlineSourceLimit = inlineSourceLimit
+        cfg.sourceChunkSize = sourceChunkSize
         let logger = Logger(label: "kiln.gateway")
         let host = self.host
         let gateway = try await Gateway.make(configuration: cfg, logger: logger) { port in

@@ -91,18 +91,19 @@ public actor BuildCoordinator {
         if let archive = s.archive {
             let d = FileDigest.of(bytes: archive)
             digest = d.sha256
-            try files.saveUpload(job: id, bytes: archive)
             if archive.count <= configuration.inlineSourceLimit {
+                // Inline: the stored request carries the source; no file to write.
                 request.sourceData = Data(archive).base64EncodedString()
                 request.sourceName = s.sourceName
             } else {
+                // Workers fetch it in chunks from this file; it is deleted once the job ends.
+                try files.saveUpload(job: id, bytes: archive)
                 request.source = .init(sha256: d.sha256, size: d.size, chunkSize: configuration.sourceChunkSize, name: s.sourceName)
                 request.sourceName = s.sourceName
             }
         }
         let encoded = String(decoding: try JSONEncoder().encode(request), as: UTF8.self)
-        let job = Job(id: id, nonce: s.nonce, request: encoded, position: try await store.nextPosition(), queuedAt: Date(), sourceDigest: digest)
-        try await store.insert(job)
+        let job = try await store.enqueue(Job(id: id, nonce: s.nonce, request: encoded, position: 0, queuedAt: Date(), sourceDigest: digest))
         logger.info("job queued", metadata: ["job_id": "\(id)"])
         Task { await self.dispatchWaiting() }
         return job
@@ -403,6 +404,15 @@ public actor BuildCoordinator {
             }
         }
         if (try? await store.oldestWaiting()) != nil { await dispatchWaiting() }
+        // Uploaded sources are needed until the job ends (a worker fetches them, a retry may again).
+        for jobID in files.uploadedJobs() where jobID.hasPrefix("j") && !jobID.contains(".") {
+            do {
+                if let job = try await store.job(jobID), !job.status.isTerminal { continue }
+                files.removeUpload(job: jobID)
+            } catch {
+                continue
+            }
+        }
         // Retention.
         if let expired = try? await store.expiredResults(before: Date()) {
             for job in expired {

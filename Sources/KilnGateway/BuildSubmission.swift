@@ -44,14 +44,13 @@ public struct BuildSubmission: Sendable {
 
     static func parseJSON(_ body: ByteBuffer) throws -> BuildSubmission {
         let data = Data(body.readableBytesView)
-        let object: Any
-        do { object = try JSONSerialization.jsonObject(with: data) } catch {
-            throw GatewayError.badRequest("the body is not valid JSON")
-        }
-        guard object is [String: Any] else { throw GatewayError.badRequest("the JSON body must be an object") }
         let json: JSONBody
-        do { json = try JSONDecoder().decode(JSONBody.self, from: data) } catch let DecodingError.typeMismatch(_, ctx) {
+        do { json = try JSONDecoder().decode(JSONBody.self, from: data) } catch let DecodingError.typeMismatch(_, ctx) where ctx.codingPath.isEmpty {
+            throw GatewayError.badRequest("the JSON body must be an object")
+        } catch let DecodingError.typeMismatch(_, ctx) {
             throw GatewayError.badRequest("field '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))' must be a string")
+        } catch DecodingError.dataCorrupted {
+            throw GatewayError.badRequest("the body is not valid JSON")
         } catch {
             throw GatewayError.badRequest("the JSON body does not match {nonce, repo_url, repo_ref} or {nonce, source_data, source_name}")
         }

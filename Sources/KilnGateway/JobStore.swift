@@ -3,8 +3,9 @@ import Foundation
 /// Where the gateway keeps jobs, events and result bookkeeping. A protocol so that PostgreSQL can
 /// replace SQLite when the farm grows past one machine (design §8); nothing else depends on SQLite.
 public protocol JobStore: Sendable {
-    func nextPosition() async throws -> Int64
-    func insert(_ job: Job) async throws
+    /// Stores a new job at the back of the queue (its `position` is assigned here, in the same
+    /// transaction) and returns it as stored.
+    func enqueue(_ job: Job) async throws -> Job
     func job(_ id: String) async throws -> Job?
     /// Reads, changes and writes one job atomically; returns the new value (nil if unknown).
     @discardableResult

@@ -48,6 +48,15 @@ public struct ResultFiles: Sendable {
         try Data(bytes).write(to: URL(fileURLWithPath: uploadPath(job: job)), options: .atomic)
     }
 
+    /// Jobs that have an uploaded source on disk.
+    func uploadedJobs() -> [String] {
+        (try? FileManager.default.contentsOfDirectory(atPath: root + "/uploads")) ?? []
+    }
+
+    func removeUpload(job: String) {
+        try? FileManager.default.removeItem(atPath: uploadPath(job: job))
+    }
+
     func readUpload(job: String, offset: Int64, length: Int) throws -> [UInt8] {
         guard let fh = FileHandle(forReadingAtPath: uploadPath(job: job)) else { throw GatewayError(.notFound, "no upload") }
         defer { try? fh.close() }

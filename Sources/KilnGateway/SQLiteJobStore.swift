@@ -49,19 +49,24 @@ public final class SQLiteJobStore: JobStore {
                 t.primaryKey(["job_id", "idx"])
             }
         }
+        migrator.registerMigration("v2: queue index") { db in
+            // The next job to dispatch is one index lookup, however long the queue or the history.
+            try db.create(index: "job_status_position", on: "job", columns: ["status", "position"])
+        }
         try migrator.migrate(pool)
     }
 
-    public func nextPosition() async throws -> Int64 {
-        try await pool.read { db in (try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(position), 0) + 1 FROM job")) ?? 1 }
-    }
-
-    public func insert(_ job: Job) async throws {
-        try await pool.write { db in try job.insert(db) }
+    public func enqueue(_ job: Job) async throws -> Job {
+        try await pool.write { db in
+            var job = job
+            job.position = try Int64.fetchOne(db, SQLRequest(sql: "SELECT COALESCE(MAX(position), 0) + 1 FROM job", cached: true)) ?? 1
+            try job.insert(db)
+            return job
+        }
     }
 
     public func job(_ id: String) async throws -> Job? {
-        try await pool.read { db in try Job.fetchOne(db, key: id) }
+        try await pool.read { db in try Job.fetchOne(db, SQLRequest(sql: "SELECT * FROM job WHERE id = ?", arguments: [id], cached: true)) }
     }
 
     @discardableResult
@@ -80,7 +85,7 @@ public final class SQLiteJobStore: JobStore {
 
     public func oldestWaiting() async throws -> Job? {
         try await pool.read { db in
-            try Job.filter(Column("status") == Job.Status.waiting.rawValue).order(Column("position")).limit(1).fetchOne(db)
+            try Job.fetchOne(db, SQLRequest(sql: "SELECT * FROM job WHERE status = 'waiting' ORDER BY position LIMIT 1", cached: true))
         }
     }
 

@@ -51,11 +51,23 @@ public struct BuildEvent: Codable, Sendable, Equatable {
         self.time = BuildEvent.format(time)
     }
 
+    /// RFC 3339 in UTC with microseconds (`2026-11-22T03:05:22.123456Z`): events of one build are
+    /// often less than a millisecond apart. Hand-formatted: this runs for every event, and a
+    /// formatter object per call costs more than the rest of the event.
     public static func format(_ date: Date) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        f.timeZone = TimeZone(identifier: "UTC")
-        return f.string(from: date)
+        let micros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
+        var seconds = time_t(micros / 1_000_000)
+        let fraction = Int(micros % 1_000_000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ v: Int32, _ width: Int) -> String {
+            let s = String(v)
+            return String(repeating: "0", count: max(0, width - s.count)) + s
+        }
+        let frac = String(fraction)
+        return pad(parts.tm_year + 1900, 4) + "-" + pad(parts.tm_mon + 1, 2) + "-" + pad(parts.tm_mday, 2) + "T"
+            + pad(parts.tm_hour, 2) + ":" + pad(parts.tm_min, 2) + ":" + pad(parts.tm_sec, 2) + "."
+            + String(repeating: "0", count: 6 - frac.count) + frac + "Z"
     }
 
     public func encoded() -> [UInt8] {

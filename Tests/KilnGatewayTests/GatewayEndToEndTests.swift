@@ -72,6 +72,22 @@ import Testing
         }
     }
 
+    @Test func largeSourcesAreFetchedInChunksAndDeletedAfterwards() async throws {
+        // Tiny limits so the fixture goes the way a large upload does: kept on disk, fetched by the
+        // worker chunk by chunk over the bus, removed once the job has ended.
+        let c = try await TestCluster(gatewayArgs: ["--inline-source-limit", "64", "--source-chunk-size", "100"])
+        defer { c.stop() }
+        let id = try await c.submit(Fixtures.helloCrate(name: "chunky"))
+        let upload = c.dir.file("gw/uploads/\(id)")
+        #expect(FileManager.default.fileExists(atPath: upload))
+        try await c.startWorker()
+        let s = try await c.waitForStatus(id, ["ready", "error"])
+        #expect(s["status"] as? String == "ready", "\(s)")
+        let deadline = ContinuousClock.now + .seconds(10)
+        while FileManager.default.fileExists(atPath: upload), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(!FileManager.default.fileExists(atPath: upload), "the upload of an ended job is deleted")
+    }
+
     @Test func waitingJobsGoFIFOToWorkersAsTheyArrive() async throws {
         let c = try await TestCluster()
         defer { c.stop() }
