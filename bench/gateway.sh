@@ -29,7 +29,7 @@ if [ -z "${SKIP_DISPATCH:-}" ]; then
 "$BIN/kiln-pool" --broker "kiln://127.0.0.1:$BP" --idle 3 --max 6 --state "$work/pool" --key "$work/farm.pem" --monitor-port "$PM" \
   --log-level warning > "$work/pool.log" 2>&1 & POOL=$!; pids+=($POOL)
 sleep 2
-python3 bench/gateway_bench.py dispatch --gateway "$GW" --pool-metrics "http://127.0.0.1:$PM/metrics" --archive "$work/hello.tar.gz" --jobs "${DISPATCH_JOBS:-100}"
+python3 bench/gateway_bench.py dispatch --gateway "$GW" --pool-metrics "http://127.0.0.1:$PM/metrics" --archive "$work/hello.tar.gz" --jobs "${DISPATCH_JOBS:-200}" --idle 3
 kill -TERM "$POOL"; wait "$POOL" 2>/dev/null || true
 fi
 

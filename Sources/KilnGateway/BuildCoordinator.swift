@@ -404,6 +404,7 @@ public actor BuildCoordinator {
             }
         }
         if (try? await store.oldestWaiting()) != nil { await dispatchWaiting() }
+        do { try await store.maintain() } catch { logger.warning("store maintenance failed: \(error)") }
         // Uploaded sources are needed until the job ends (a worker fetches them, a retry may again).
         for jobID in files.uploadedJobs() where jobID.hasPrefix("j") && !jobID.contains(".") {
             do {

@@ -26,4 +26,6 @@ public protocol JobStore: Sendable {
     func chunks(job: String) async throws -> Set<Int>
     func clearChunks(job: String) async throws
     func expiredResults(before: Date) async throws -> [Job]
+    /// Periodic housekeeping off the request path (SQLite: WAL checkpoints); called every second.
+    func maintain() async throws
 }

@@ -154,6 +154,7 @@ public final class WorkerPool: Service, @unchecked Sendable {
     private func report() {
         let c = counts
         metrics.idle.set(Double(c.idle + c.starting))
+        metrics.ready.set(Double(c.idle))
         metrics.busy.set(Double(c.busy))
         logger.info("pool", metadata: ["idle": "\(c.idle)", "starting": "\(c.starting)", "busy": "\(c.busy)", "started_total": "\(c.started)"])
     }
