@@ -35,6 +35,7 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/vapor/multipart-kit.git", from: "4.7.1"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.34.1"),
     ],
     targets: [
         // Bus v1 wire protocol: frames, headers, subjects. Shared by broker and client.
@@ -99,6 +100,7 @@ let package = Package(
             "KilnMessages", "KilnBus", "KilnBusClient", "KilnAttestation", "KilnArchive",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "MultipartKit", package: "multipart-kit"),
             .product(name: "Logging", package: "swift-log"),
@@ -152,6 +154,8 @@ let package = Package(
         .testTarget(name: "KilnWorkerTests", dependencies: ["KilnWorker", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "KilnGatewayTests", dependencies: ["KilnGateway", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport",
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             .product(name: "AsyncHTTPClient", package: "async-http-client")], swiftSettings: swiftSettings),
         .testTarget(name: "KilnClusterTests", dependencies: ["KilnTestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client")], swiftSettings: swiftSettings),

@@ -34,12 +34,17 @@ kill -TERM "$POOL"; wait "$POOL" 2>/dev/null || true
 fi
 
 if [ -n "${KEEP_WORK:-}" ]; then trap - EXIT; echo "work: $work" >&2; fi
+cc -O2 -o "$work/sseclients" bench/sseclients.c
 # 2. SSE fan-out: 1000 clients on one job while a (stand-in) worker publishes 1000 events.
 "$BIN/kiln-bench" fake-worker --port "$BP" --events "${SSE_EVENTS:-1000}" --rate "${SSE_RATE:-100}" --go-file "$work/go" > "$work/fake1.log" 2>&1 & FW=$!
 wait_for "$work/fake1.log" "fake-worker ready"
 JOB=$(curl -s "$GW/build" -H 'Content-Type: application/json' -d "{\"nonce\":\"abcd\",\"source_data\":\"$(base64 -w0 "$work/hello.tar.gz")\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')
 wait_for "$work/fake1.log" "fake-worker job"
-"$BIN/kiln-bench" sse-clients --port "$GP" --job "$JOB" --clients "${SSE_CLIENTS:-1000}" --gateway-pid "$GWPID" --go-file "$work/go"
+if [ "${SSE_CLIENT:-c}" = swift ]; then
+  "$BIN/kiln-bench" sse-clients --port "$GP" --job "$JOB" --clients "${SSE_CLIENTS:-1000}" --gateway-pid "$GWPID" --go-file "$work/go"
+else
+  "$work/sseclients" 127.0.0.1 "$GP" "$JOB" "${SSE_CLIENTS:-1000}" "$work/go" "$GWPID"
+fi
 wait "$FW" || true
 
 # 3. Download of a 100 MiB result vs nginx serving the same file.

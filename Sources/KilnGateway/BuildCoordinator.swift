@@ -23,6 +23,8 @@ public actor BuildCoordinator {
     /// can be stored without reading the job first. The store stays the authority: the hot path's
     /// insert checks the job is still building, and anything unexpected takes the full path.
     private var running: [String: RunningJob] = [:]
+    /// Events of jobs whose dispatch request is in flight, in arrival order.
+    private var early: [String: [(BuildEvent, BusMessage)]] = [:]
 
     struct RunningJob {
         let worker: String
@@ -149,6 +151,19 @@ public actor BuildCoordinator {
 
     /// One dispatch attempt; true if the job was placed (or settled) and the next can be tried.
     private func offer(_ job: Job) async -> Bool {
+        // A worker's first events can overtake its acceptance on the way here; they wait until the
+        // assignment is recorded instead of being dropped as coming from an unknown worker.
+        early[job.id] = []
+        let placed = await offerOnce(job)
+        while let queue = early[job.id], let (event, message) = queue.first {
+            early[job.id] = Array(queue.dropFirst())
+            await handleEvent(event, message)
+        }
+        early[job.id] = nil
+        return placed
+    }
+
+    private func offerOnce(_ job: Job) async -> Bool {
         let start = ContinuousClock.now
         let reply: BusMessage
         do {
@@ -194,6 +209,15 @@ public actor BuildCoordinator {
 
     func handleEvent(_ message: BusMessage) async {
         guard let event = try? BuildEvent.decode(message.payloadBytes) else { return }
+        if early[event.jobID] != nil {
+            // Its dispatch is still being settled (see `offer`): kept, in order, until then.
+            early[event.jobID]?.append((event, message))
+            return
+        }
+        await handleEvent(event, message)
+    }
+
+    private func handleEvent(_ event: BuildEvent, _ message: BusMessage) async {
         if let known = running[event.jobID], known.worker == event.workerID, known.lastSeq + 1 == event.seq, !event.type.isTerminal {
             // The hot path (logs, heartbeats, phases of a running build): one transaction, no reads.
             let stored = StoredEvent(jobID: event.jobID, seq: event.seq, type: event.type.rawValue, data: String(decoding: message.payloadBytes, as: UTF8.self))

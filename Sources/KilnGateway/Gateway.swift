@@ -26,13 +26,14 @@ public struct Gateway {
         }
         let client = try await BusClient.connect(configuration.bus, logger: logger)
         let metrics = GatewayMetrics()
-        let coordinator = BuildCoordinator(store: store, files: files, hub: EventHub(backlog: configuration.sseBacklog), client: client,
+        let coordinator = BuildCoordinator(store: store, files: files, hub: EventHub(), client: client,
                                            configuration: configuration, metrics: metrics, logger: logger)
         let router = Router(context: GatewayRequestContext.self)
         router.middlewares.add(LogRequestsMiddleware(.debug))
         GatewayRoutes(coordinator: coordinator, store: store, files: files, configuration: configuration, metrics: metrics,
                       keys: KeySet(keys)).register(on: router)
         let app = Application(router: router,
+                              server: .http1(configuration: .init(additionalChannelHandlers: [SSERelay()])),
                               configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kiln-gateway"),
                               onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
                               logger: logger)

@@ -1,13 +1,15 @@
 import Hummingbird
 import NIOCore
 
-/// Hummingbird's basic context plus the connection's event loop, on which SSE streams run.
+/// Hummingbird's basic context plus the connection's channel: SSE streams run on its event loop
+/// and write through its `SSERelay`.
 public struct GatewayRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
-    public let eventLoop: any EventLoop
+    public let channel: any Channel
+    public var eventLoop: any EventLoop { channel.eventLoop }
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
-        eventLoop = source.channel.eventLoop
+        channel = source.channel
     }
 }

@@ -90,20 +90,24 @@ struct GatewayRoutes: Sendable {
         }
         let startAfter = after
         let hub = coordinator.hub
-        let (subscription, live) = hub.subscribe(job: id, on: context.eventLoop)   // before reading the store: nothing falls in between
-        let executor = EventLoopExecutor(context.eventLoop)
+        let eventLoop = context.eventLoop
+        let channel = context.channel
+        let executor = EventLoopExecutor(eventLoop)
         let store = self.store
         let metrics = self.metrics
+        let backlog = configuration.sseBacklog
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .accelBuffering: "no"]
         let body = ResponseBody { writer in
             metrics.sseClients.increment()
-            defer {
-                metrics.sseClients.decrement()
-                hub.unsubscribe(job: id, id: subscription)
-            }
-            // On the connection's own event loop: a live event goes from the hub to the socket
-            // without another thread hop.
+            defer { metrics.sseClients.decrement() }
+            // On the connection's own event loop, beside its relay.
             try await withTaskExecutorPreference(executor) {
+                let relay = try channel.pipeline.syncOperations.handler(type: SSERelay.self)
+                let finished = relay.begin(backlog: backlog) { metrics.bytesRelayed.increment(by: Int64($0)) }
+                // Subscribed before reading the store: an event is stored before it is published,
+                // so each one is in the store read or in the relay's buffer (or both).
+                let subscription = hub.subscribe(job: id, relay: relay, on: eventLoop)
+                defer { hub.unsubscribe(job: id, id: subscription) }
                 var stream = SSEStream(after: startAfter)
                 var out = ByteBuffer(string: "retry: 2000\n\n")
                 stream.append(try await store.events(job: id, after: startAfter).map(SSEFrame.init), to: &out)
@@ -114,32 +118,12 @@ struct GatewayRoutes: Sendable {
                 }
                 metrics.bytesRelayed.increment(by: Int64(out.readableBytes))
                 try await writer.write(out)
-                while !stream.finished {
-                    switch await live.next() {
-                    case .keepalive:
-                        try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
-                    case .closed:
-                        stream.finished = true
-                    case .events(let frames):
-                        let missed = frames.first.map { $0.seq > stream.last + 1 } ?? false
-                        if !missed, frames.count == 1, let only = stream.take(frames[0]) {
-                            // The common case: one event, its shared encoding written as is.
-                            metrics.bytesRelayed.increment(by: Int64(only.readableBytes))
-                            try await writer.write(only)
-                            continue
-                        }
-                        var b = ByteBuffer()
-                        if missed, let first = frames.first {
-                            // Missed some (subscribed while reading the store): fill from the store.
-                            stream.append(try await store.events(job: id, after: stream.last).filter { $0.seq < first.seq }.map(SSEFrame.init), to: &b)
-                        }
-                        stream.append(frames, to: &b)
-                        if b.readableBytes > 0 {
-                            metrics.bytesRelayed.increment(by: Int64(b.readableBytes))
-                            try await writer.write(b)
-                        }
-                    }
+                if stream.finished {
+                    relay.finish()
+                } else {
+                    relay.goLive(after: stream.last)
                 }
+                try await finished.get()
             }
             try await writer.finish(nil)
         }

@@ -1,14 +1,38 @@
+import HTTPTypes
 import KilnGateway
 import NIOCore
-import NIOPosix
+import NIOEmbedded
+import NIOHTTPTypes
 import Testing
 
-/// The live half of SSE without sockets: fan-out to event loops, per-client order, slow clients.
+/// The live half of SSE without sockets: the hub's fan-out into relays on embedded channels.
 @Suite struct EventHubTests {
-    static let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-
     func event(_ job: String, _ seq: Int, _ type: String = "log") -> StoredEvent {
         StoredEvent(jobID: job, seq: seq, type: type, data: #"{"seq":\#(seq)}"#)
+    }
+
+    /// A relay in a channel of its own; what it writes comes out as body parts.
+    final class Stream {
+        let channel: EmbeddedChannel
+        let relay = SSERelay()
+        var finished: EventLoopFuture<Void>!
+
+        init(backlog: Int = 100) throws {
+            channel = EmbeddedChannel()
+            try channel.pipeline.syncOperations.addHandler(relay)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            finished = relay.beginForTesting(backlog: backlog)
+        }
+
+        /// Runs what the hub handed to this channel's loop, then returns the body written so far.
+        func body() throws -> String {
+            channel.embeddedEventLoop.run()
+            var out = ""
+            while let part = try channel.readOutbound(as: HTTPResponsePart.self) {
+                if case .body(let b) = part { out += String(buffer: b) }
+            }
+            return out
+        }
     }
 
     @Test func framesAreEncodedOnceAsSSE() {
@@ -18,54 +42,75 @@ import Testing
         #expect(SSEFrame(event("j1", 8, "done")).isTerminal)
     }
 
-    @Test func everySubscriberOfTheJobGetsEveryEventInOrder() async {
-        let hub = EventHub(backlog: 100)
-        let loops = [Self.group.next(), Self.group.next()]
-        let subs = (0..<6).map { hub.subscribe(job: "j1", on: loops[$0 % 2]) }
-        let other = hub.subscribe(job: "j2", on: loops[0])
-        #expect(hub.clientCount == 7)
-        for seq in 1...50 { hub.publish(event("j1", seq)) }
-        for (_, queue) in subs {
-            var seen: [Int] = []
-            while seen.count < 50, case .events(let frames) = await queue.next() { seen += frames.map(\.seq) }
-            #expect(seen == Array(1...50))
-        }
-        hub.publish(event("j2", 1))
-        guard case .events(let frames) = await other.queue.next() else { Issue.record("j2 got nothing"); return }
-        #expect(frames.map(\.seq) == [1])
-        for (id, _) in subs { hub.unsubscribe(job: "j1", id: id) }
-        hub.unsubscribe(job: "j2", id: other.id)
+    @Test func bufferedWhileReplayingThenLiveInOrderEachOnce() throws {
+        let hub = EventHub()
+        let s = try Stream()
+        let id = hub.subscribe(job: "j1", relay: s.relay, on: s.channel.eventLoop)
+        #expect(hub.clientCount == 1)
+        // Published while the route replays stored events 1...2: held back.
+        hub.publish(event("j1", 2))
+        hub.publish(event("j1", 3))
+        hub.publish(event("j2", 1))   // another job: not this stream's
+        #expect(try s.body() == "")
+        s.relay.goLiveForTesting(after: 2)
+        #expect(try s.body() == String(buffer: SSEFrame(event("j1", 3)).bytes))
+        hub.publish(event("j1", 3))   // a duplicate: dropped
+        hub.publish(event("j1", 4, "done"))
+        #expect(try s.body() == String(buffer: SSEFrame(event("j1", 4, "done")).bytes))
+        // The terminal event ends the stream; nothing after it.
+        #expect(throws: Never.self) { try s.finished.wait() }
+        hub.publish(event("j1", 5))
+        #expect(try s.body() == "")
+        hub.unsubscribe(job: "j1", id: id)
         #expect(hub.clientCount == 0)
     }
 
-    @Test func aClientThatFallsBehindIsCutOffAndOthersAreNot() async {
-        let hub = EventHub(backlog: 10)
-        let slow = hub.subscribe(job: "j", on: Self.group.next())
-        let fast = hub.subscribe(job: "j", on: Self.group.next())
-        // The fast one reads each event as it comes; the slow one never reads.
-        var seen: [Int] = []
-        for seq in 1...40 {
-            hub.publish(event("j", seq))
-            while seen.count < seq, case .events(let frames) = await fast.queue.next() { seen += frames.map(\.seq) }
+    @Test func everyStreamOfTheJobGetsEveryEvent() throws {
+        let hub = EventHub()
+        let streams = try (0..<5).map { _ in try Stream() }
+        for s in streams {
+            _ = hub.subscribe(job: "j", relay: s.relay, on: s.channel.eventLoop)
+            s.relay.goLiveForTesting(after: 0)
         }
-        #expect(seen == Array(1...40))
-        // The slow one never read: past its backlog its queue closed instead of growing.
-        var outcome: [String] = []
-        for _ in 0..<2 {
-            switch await slow.queue.next() {
-            case .events(let frames): outcome.append("events \(frames.count)")
-            case .closed: outcome.append("closed")
-            case .keepalive: outcome.append("keepalive")
-            }
-        }
-        #expect(outcome == ["closed", "closed"])
+        for seq in 1...20 { hub.publish(event("j", seq)) }
+        let expected = (1...20).map { String(buffer: SSEFrame(event("j", $0)).bytes) }.joined()
+        for s in streams { #expect(try s.body() == expected) }
     }
 
-    @Test func keepaliveWakesWaitingClients() async throws {
-        let hub = EventHub(backlog: 10)
-        let sub = hub.subscribe(job: "j", on: Self.group.next())
-        let ticker = Task { await hub.runKeepalive(interval: .milliseconds(20)) }
-        defer { ticker.cancel() }
-        guard case .keepalive = await sub.queue.next() else { Issue.record("expected a keepalive"); return }
+    @Test func aStreamThatFallsBehindIsCutOff() throws {
+        let hub = EventHub()
+        let slow = try Stream(backlog: 10)
+        _ = hub.subscribe(job: "j", relay: slow.relay, on: slow.channel.eventLoop)
+        // Still replaying, and the live events pile up past the backlog: cut off, not buffered on.
+        for seq in 1...11 { hub.publish(event("j", seq)) }
+        _ = try slow.body()
+        #expect(throws: Never.self) { try slow.finished.wait() }
+        #expect(!slow.channel.isActive)
+    }
+
+    @Test func aLiveStreamWhoseSocketStaysFullIsCutOff() throws {
+        let hub = EventHub()
+        let s = try Stream(backlog: 5)
+        _ = hub.subscribe(job: "j", relay: s.relay, on: s.channel.eventLoop)
+        s.relay.goLiveForTesting(after: 0)
+        s.channel.isWritable = false   // the client stopped reading
+        for seq in 1...5 { hub.publish(event("j", seq)) }
+        _ = try s.body()
+        #expect(s.channel.isActive, "within the backlog it is still served")
+        for seq in 6...7 { hub.publish(event("j", seq)) }
+        _ = try s.body()
+        #expect(!s.channel.isActive)
+        #expect(throws: Never.self) { try s.finished.wait() }
+    }
+
+    @Test func keepaliveReachesLiveStreams() async throws {
+        let hub = EventHub()
+        let s = try Stream()
+        _ = hub.subscribe(job: "j", relay: s.relay, on: s.channel.eventLoop)
+        s.relay.goLiveForTesting(after: 0)
+        let ticker = Task { await hub.runKeepalive(interval: .milliseconds(10)) }
+        try await Task.sleep(for: .milliseconds(50))
+        ticker.cancel()
+        #expect(try s.body().hasPrefix(": keepalive\n\n"))
     }
 }
