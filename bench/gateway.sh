@@ -34,18 +34,22 @@ kill -TERM "$POOL"; wait "$POOL" 2>/dev/null || true
 fi
 
 if [ -n "${KEEP_WORK:-}" ]; then trap - EXIT; echo "work: $work" >&2; fi
-cc -O2 -o "$work/sseclients" bench/sseclients.c
-# 2. SSE fan-out: 1000 clients on one job while a (stand-in) worker publishes 1000 events.
-"$BIN/kiln-bench" fake-worker --port "$BP" --events "${SSE_EVENTS:-1000}" --rate "${SSE_RATE:-100}" --go-file "$work/go" > "$work/fake1.log" 2>&1 & FW=$!
+"${CC:-$(command -v cc || command -v clang)}" -O2 -o "$work/sseclients" bench/sseclients.c
+# 2. SSE fan-out: 1000 clients on one job while a (stand-in) worker publishes 1000 events, at 10
+#    events/s (a real worker's ceiling: its log batcher ships at most ~10 a second) and at 100/s.
+for rate in ${SSE_RATES:-10 100}; do
+rm -f "$work/go"
+"$BIN/kiln-bench" fake-worker --port "$BP" --events "${SSE_EVENTS:-1000}" --rate "$rate" --go-file "$work/go" > "$work/fake1.log" 2>&1 & FW=$!
 wait_for "$work/fake1.log" "fake-worker ready"
 JOB=$(curl -s "$GW/build" -H 'Content-Type: application/json' -d "{\"nonce\":\"abcd\",\"source_data\":\"$(base64 -w0 "$work/hello.tar.gz")\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')
 wait_for "$work/fake1.log" "fake-worker job"
 if [ "${SSE_CLIENT:-c}" = swift ]; then
   "$BIN/kiln-bench" sse-clients --port "$GP" --job "$JOB" --clients "${SSE_CLIENTS:-1000}" --gateway-pid "$GWPID" --go-file "$work/go"
 else
-  "$work/sseclients" 127.0.0.1 "$GP" "$JOB" "${SSE_CLIENTS:-1000}" "$work/go" "$GWPID"
+  "$work/sseclients" 127.0.0.1 "$GP" "$JOB" "${SSE_CLIENTS:-1000}" "$work/go" "$GWPID" "$rate"
 fi
 wait "$FW" || true
+done
 
 # 3. Download of a 100 MiB result vs nginx serving the same file.
 if [ -z "${SKIP_DOWNLOAD:-}" ]; then

@@ -28,11 +28,7 @@ struct GatewayRoutes: Sendable {
                      body: .init(byteBuffer: ByteBuffer(bytes: try CanonicalJSON.encode(self.keys))))
         }
         let builds = router.group("build").add(middleware: BearerAuth(tokens: configuration.tokens))
-        builds.post { request, context in
-            // On the connection's event loop, which is awake (it just read the request): a submit
-            // otherwise wakes several sleeping threads in turn, and each wake costs more than the work.
-            try await withTaskExecutorPreference(EventLoopExecutor(context.eventLoop)) { try await self.submit(request, context) }
-        }
+        builds.post { request, context in try await self.submit(request, context) }
         builds.get(":id") { _, context in try await self.status(context) }
         builds.get(":id/events") { request, context in try await self.events(request, context) }
         builds.get(":id/result") { request, context in try await self.result(request, context) }
