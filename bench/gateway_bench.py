@@ -98,16 +98,18 @@ async def sse(args):
                       "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2), "gateway_peak_rss_mib": round(rss, 1)}), flush=True)
 
 def download(args):
-    def speed(url):
-        best = []
-        for _ in range(5):
-            out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", url], capture_output=True, text=True).stdout.split()
-            best.append(float(out[0]))
-        return statistics.median(best) / 1e6, int(float(out[1]))
-    g, size = speed(args.gateway + f"/build/{args.job}/result")
-    n, nsize = speed(args.nginx)
-    print(json.dumps({"case": "download_100MiB", "bytes": size, "gateway_mb_per_s": round(g, 1), "nginx_mb_per_s": round(n, 1),
-                      "ratio": round(g / n, 2)}), flush=True)
+    def once(url):
+        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", url], capture_output=True, text=True).stdout.split()
+        return float(out[0]), int(float(out[1]))
+    # Interleaved, so both see the same machine state (page cache, other load); medians of 7.
+    g, n, size = [], [], 0
+    for _ in range(7):
+        speed, size = once(args.gateway + f"/build/{args.job}/result")
+        g.append(speed)
+        n.append(once(args.nginx)[0])
+    gm, nm = statistics.median(g) / 1e6, statistics.median(n) / 1e6
+    print(json.dumps({"case": "download_100MiB", "bytes": size, "gateway_mb_per_s": round(gm, 1), "nginx_mb_per_s": round(nm, 1),
+                      "ratio": round(gm / nm, 2)}), flush=True)
 
 p = argparse.ArgumentParser()
 p.add_argument("case")

@@ -2,6 +2,7 @@ import HTTPTypes
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
 
 /// Writes a job's live events straight into one HTTP connection, on its event loop.
 ///
@@ -45,6 +46,10 @@ public final class SSERelay: ChannelDuplexHandler, RemovableChannelHandler, @unc
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         eventLoop = context.eventLoop
+        // Its companion for result downloads goes below the HTTP-types codec (see `FileSender`).
+        if let codec = try? context.pipeline.syncOperations.handler(type: HTTP1ToHTTPServerCodec.self) {
+            try? context.pipeline.syncOperations.addHandler(FileSender(), position: .before(codec))
+        }
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {

@@ -35,6 +35,11 @@ import Testing
         #expect(dl.headers.first(name: "Content-Disposition")?.contains("attachment") == true)
         let again = try await c.http(.GET, "/build/\(id)/result", headers: [("If-None-Match", "\"\(digest.sha256)\"")])
         #expect(again.status == 304)
+        // Sent with sendfile: the same bytes again (on a kept-alive connection), then a normal request after it.
+        let second = c.dir.file("result2.tar.gz")
+        #expect(try await c.download("/build/\(id)/result", to: second).status == 200)
+        #expect(try FileDigest.of(file: second).sha256 == digest.sha256)
+        #expect(try await c.http(.GET, "/build/\(id)").status == 200)
         // Verify with the keys the gateway serves.
         let v = try LaunchedProcess(BuiltProducts.path("kiln"), ["verify", file, "--nonce", "0badc0de", "--gateway", c.gateway.url, "--allow-tee-none"])
         #expect(try await v.waitForExit() == 0, "\(v.output)")
