@@ -34,7 +34,9 @@ kill -TERM "$POOL"; wait "$POOL" 2>/dev/null || true
 fi
 
 if [ -n "${KEEP_WORK:-}" ]; then trap - EXIT; echo "work: $work" >&2; fi
-"${CC:-$(command -v cc || command -v clang)}" -O2 -o "$work/sseclients" bench/sseclients.c
+CC=${CC:-$(command -v cc || command -v clang)}
+"$CC" -O2 -o "$work/sseclients" bench/sseclients.c
+"$CC" -O2 -pthread -o "$work/sse_floor" bench/sse_floor.c
 # 2. SSE fan-out: 1000 clients on one job while a (stand-in) worker publishes 1000 events, at 10
 #    events/s (a real worker's ceiling: its log batcher ships at most ~10 a second) and at 100/s.
 for rate in ${SSE_RATES:-10 100}; do
@@ -49,6 +51,12 @@ else
   "$work/sseclients" 127.0.0.1 "$GP" "$JOB" "${SSE_CLIENTS:-1000}" "$work/go" "$GWPID" "$rate"
 fi
 wait "$FW" || true
+# The same fan-out from a C server that only writes (sse_floor.c), measured the same way: the floor.
+FP=$(port); rm -f "$work/go"
+"$work/sse_floor" "$FP" "${SSE_CLIENTS:-1000}" "${SSE_EVENTS:-1000}" "$rate" "$work/go" > "$work/floor.log" 2>&1 & FLOOR=$!
+wait_for "$work/floor.log" "floor listening"
+"$work/sseclients" 127.0.0.1 "$FP" floor "${SSE_CLIENTS:-1000}" "$work/go" "$FLOOR" "$rate" sse_fanout_floor_c
+wait "$FLOOR" || true
 done
 
 # 3. Download of a 100 MiB result vs nginx serving the same file.

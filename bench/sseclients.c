@@ -6,7 +6,7 @@
  * The stand-in worker (`kiln-bench fake-worker`) puts its wall-clock send time into each log
  * line as `t=<nanoseconds>`; this client subtracts it from its own receive time (same host clock).
  *
- * usage: sseclients HOST PORT JOB CLIENTS GO_FILE GATEWAY_PID [EVENTS_PER_S]
+ * usage: sseclients HOST PORT JOB CLIENTS GO_FILE GATEWAY_PID [EVENTS_PER_S [CASE]]
  * prints one JSON line.
  */
 #define _GNU_SOURCE
@@ -130,6 +130,7 @@ int main(int argc, char **argv) {
     const char *host = argv[1], *job = argv[3], *go = argv[5];
     int port = atoi(argv[2]), n = atoi(argv[4]), gw = atoi(argv[6]);
     const char *rate = argc > 7 ? argv[7] : "null";
+    const char *name = argc > 8 ? argv[8] : "sse_fanout";
     client_t *cs = calloc((size_t)n, sizeof *cs);
     int ep = epoll_create1(0);
     char req[512];
@@ -204,9 +205,9 @@ int main(int argc, char **argv) {
     if (!nlat && terminal[0]) fprintf(stderr, "no events measured; the stream ended with:\n%s\n", terminal);
     qsort(lat, nlat, sizeof *lat, cmp);
 #define PCT(p) (nlat ? lat[(size_t)((double)nlat * (p) / 100) < nlat ? (size_t)((double)nlat * (p) / 100) : nlat - 1] : -1.0)
-    printf("{\"case\": \"sse_fanout\", \"events_per_s\": %s, \"clients\": %d, \"clients_finished\": %d, \"events_received\": %zu, "
+    printf("{\"case\": \"%s\", \"events_per_s\": %s, \"clients\": %d, \"clients_finished\": %d, \"events_received\": %zu, "
            "\"p50_ms\": %.2f, \"p99_ms\": %.2f, \"max_ms\": %.2f, \"gateway_peak_rss_mib\": %.1f, "
            "\"client_cpu_s\": %.2f, \"gateway_cpu_s\": %.2f}\n",
-           rate, n, finished, nlat, PCT(50), PCT(99), nlat ? lat[nlat - 1] : -1.0, peak_rss_mib(gw), cpu, gcpu);
+           name, rate, n, finished, nlat, PCT(50), PCT(99), nlat ? lat[nlat - 1] : -1.0, peak_rss_mib(gw), cpu, gcpu);
     return 0;
 }
