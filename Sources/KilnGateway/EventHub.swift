@@ -28,9 +28,14 @@ public final class EventHub: Sendable {
     public func runKeepalive(interval: Duration) async {
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
-            for (eventLoop, relays) in targets(nil) {
-                eventLoop.execute { for r in relays { r.keepalive() } }
-            }
+            sendKeepalives()
+        }
+    }
+
+    /// One keepalive comment to every live stream (each on its own event loop).
+    public func sendKeepalives() {
+        for (eventLoop, relays) in targets(nil) {
+            eventLoop.execute { for r in relays { r.keepalive() } }
         }
     }
 
