@@ -1,3 +1,4 @@
+import Synchronization
 import Foundation
 import KilnBroker
 import KilnBus
@@ -160,10 +161,24 @@ import Testing
             let pub = try await client(port)
             let chunk = [UInt8](repeating: 7, count: 60 * 1024)
             let n = 600
-            let drain = Task { await collect(hsub, count: n, timeout: .seconds(30)).count }
-            for _ in 0..<n { try await pub.publish("flood", payload: chunk) }
-            try await pub.flush()
+            let received = ReceivedCount()
+            let drain = Task {
+                for await _ in hsub {
+                    if received.increment() == n { break }
+                }
+                return received.value
+            }
+            // Paced by what the healthy subscriber has taken (never more than ~3 MB behind), so
+            // only the subscriber that stopped reading can pass the cap, however loaded the machine.
+            for batch in stride(from: 0, to: n, by: 50) {
+                for _ in 0..<50 { try await pub.publish("flood", payload: chunk) }
+                try await pub.flush()
+                let deadline = ContinuousClock.now + .seconds(30)
+                while received.value < batch, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+            }
+            let timeout = Task { try await Task.sleep(for: .seconds(30)); drain.cancel() }
             let drained = await drain.value
+            timeout.cancel()
             #expect(drained == n, "a healthy subscriber gets everything")
             // The slow one: cut off with an err frame after whatever fit in the buffers.
             var sawErr: BusHeader?
@@ -212,4 +227,11 @@ import Testing
             #expect(Set(frames) == [.ok, .msg])
         }
     }
+}
+
+/// Messages a test subscriber has taken so far, shared with the task that takes them.
+final class ReceivedCount: Sendable {
+    private let count = Mutex(0)
+    var value: Int { count.withLock { $0 } }
+    func increment() -> Int { count.withLock { $0 += 1; return $0 } }
 }
