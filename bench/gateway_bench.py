@@ -1,9 +1,9 @@
 """Gateway benchmarks (issue #5), driven against running processes:
   dispatch  — POST /build → the worker's `accepted` event, idle workers waiting (p50/p99 over N jobs)
-  sse       — C concurrent SSE clients on one job while a worker publishes E events (publish→receive p50/p99, gateway peak RSS)
+  (SSE fan-out is measured by bench/sseclients.c against the gateway and bench/sse_floor.c.)
   download  — a 100 MiB result from the gateway vs the same file from nginx (MB/s)
 Prints one JSON line per case."""
-import argparse, asyncio, base64, http.client, json, os, statistics, subprocess, sys, time, urllib.request
+import argparse, base64, http.client, json, os, statistics, subprocess, sys, time, urllib.request
 from datetime import datetime
 
 def post(gw, body):
@@ -62,45 +62,6 @@ def dispatch(args):
     if os.environ.get("BENCH_DEBUG"):
         print("slowest (total, post, index):", [(round(l, 2), round(p, 2), i) for l, p, i in sorted(zip(lat, posts, range(len(lat))))[-8:]], file=sys.stderr)
 
-async def sse_client(host, port, job, lat, done, ready):
-    reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
-    writer.write(f"GET /build/{job}/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
-    await writer.drain()
-    ready.append(1)
-    buf = b""
-    while True:
-        chunk = await reader.read(65536)
-        if not chunk: break
-        now = time.time()
-        buf += chunk
-        while b"\n\n" in buf:
-            block, buf = buf.split(b"\n\n", 1)
-            for line in block.split(b"\n"):
-                if line.startswith(b"event: "):
-                    kind = line[7:]
-                    if kind in (b"done", b"failed", b"cancelled"):
-                        done.append(1)
-                        writer.close()
-                        return
-                if line.startswith(b"data: ") and b'"type":"log"' in line:
-                    i = line.find(b'"time":"') + 8
-                    lat.append((now - ts(line[i:line.find(b'"', i)].decode())) * 1000)
-
-async def sse(args):
-    host, port = args.gateway.replace("http://", "").split(":")
-    job = args.job
-    lat, done, ready = [], [], []
-    tasks = [asyncio.create_task(sse_client(host, int(port), job, lat, done, ready)) for _ in range(args.clients)]
-    while len(ready) < args.clients: await asyncio.sleep(0.05)
-    await asyncio.sleep(1.0)
-    open(args.go_file, "w").write("go")   # tells the fake worker to start publishing
-    await asyncio.wait(tasks, timeout=300)
-    rss = 0
-    for line in open(f"/proc/{args.gateway_pid}/status"):
-        if line.startswith("VmHWM:"): rss = int(line.split()[1]) / 1024
-    print(json.dumps({"case": "sse_fanout", "clients": args.clients, "clients_finished": len(done), "events_received": len(lat),
-                      "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2), "gateway_peak_rss_mib": round(rss, 1)}), flush=True)
-
 def download(args):
     def once(url):
         out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", url], capture_output=True, text=True).stdout.split()
@@ -123,11 +84,7 @@ p.add_argument("--archive")
 p.add_argument("--jobs", type=int, default=100)
 p.add_argument("--idle", type=int, default=3)
 p.add_argument("--job")
-p.add_argument("--clients", type=int, default=1000)
-p.add_argument("--gateway-pid", type=int)
-p.add_argument("--go-file")
 p.add_argument("--nginx")
 a = p.parse_args()
 if a.case == "dispatch": dispatch(a)
-elif a.case == "sse": asyncio.run(sse(a))
 elif a.case == "download": download(a)
