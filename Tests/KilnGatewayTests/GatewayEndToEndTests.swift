@@ -1,6 +1,9 @@
 import Foundation
 import KilnArchive
+import KilnBusClient
+import KilnMessages
 import KilnTestSupport
+import Logging
 import NIOHTTP1
 import Testing
 
@@ -156,6 +159,35 @@ import Testing
         _ = try await c.download("/build/\(id)/result", to: file)
         let v = try LaunchedProcess(BuiltProducts.path("kiln"), ["verify", file, "--nonce", "c0ffee00", "--key", c.keyFile, "--allow-tee-none"])
         #expect(try await v.waitForExit() == 0, "\(v.output)")
+    }
+
+    @Test func eventsThatOvertakeTheAcceptanceAreKept() async throws {
+        // A worker whose first event reaches the gateway before its acceptance (they travel on
+        // different subjects): the event must wait for the assignment, not be dropped.
+        let c = try await TestCluster()
+        defer { c.stop() }
+        let worker = try await BusClient.connect(.init(host: "127.0.0.1", port: c.broker.port), logger: Logger(label: "test"))
+        let requests = try worker.subscribe(Subjects.buildRequest, queue: Subjects.workersQueue, max: 1)
+        try await worker.flush()
+        let id = try await c.submit(Fixtures.helloCrate())
+        var iterator = requests.makeAsyncIterator()
+        let message = try #require(await iterator.next())
+        let request = try JSONDecoder().decode(BuildRequest.self, from: Data(message.payloadBytes))
+        #expect(request.jobID == id)
+        var accepted = BuildEvent(jobID: id, seq: 1, type: .accepted)
+        accepted.workerID = "early-bird"
+        try await worker.publish(Subjects.events(id), payload: accepted.encoded())
+        try await worker.flush()
+        try await Task.sleep(for: .milliseconds(200))   // the event is at the gateway well before the reply
+        try await worker.publish(try #require(message.reply), payload: Array(try JSONEncoder().encode(DispatchReply.accept(workerID: "early-bird"))))
+        var cancelled = BuildEvent(jobID: id, seq: 2, type: .cancelled)
+        cancelled.workerID = "early-bird"
+        try await worker.publish(Subjects.events(id), payload: cancelled.encoded())
+        let s = try await c.waitForStatus(id, ["cancelled", "error"], timeout: .seconds(20))
+        #expect(s["status"] as? String == "cancelled", "\(s)")
+        let sse = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        #expect(sse.events.map(\.event) == ["accepted", "cancelled"])
+        await worker.close()
     }
 
     @Test func silentWorkerEndsJobAsRetryableError() async throws {
