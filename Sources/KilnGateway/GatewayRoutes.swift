@@ -68,24 +68,22 @@ struct GatewayRoutes: Sendable {
         if let match = request.headers[.ifNoneMatch], match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag || $0 == "*" }) {
             return Response(status: .notModified, headers: headers)
         }
-        let fd = open(files.resultPath(sha256: sha), O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw GatewayError(.gone, "the result of job \(id) is no longer on disk") }
+        let path = files.resultPath(sha256: sha)
         var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            close(fd)
-            throw GatewayError(.internalServerError, "cannot read the result of job \(id)")
-        }
+        guard stat(path, &info) == 0 else { throw GatewayError(.gone, "the result of job \(id) is no longer on disk") }
         let size = Int(info.st_size)
         headers[.contentLength] = String(size)
         let channel = context.channel
         let executor = EventLoopExecutor(context.eventLoop)
         let body = ResponseBody(contentLength: size) { writer in
             // sendfile(2) through the connection's FileSender, on its event loop, after the head.
+            // Opened only here, so a response that is never sent holds no descriptor.
             let sent: EventLoopFuture<Void> = try await withTaskExecutorPreference(executor) {
                 guard let sender = try? channel.pipeline.syncOperations.handler(type: FileSender.self) else {
-                    close(fd)
                     throw GatewayError(.internalServerError, "the connection cannot send files")
                 }
+                let fd = open(path, O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else { throw GatewayError(.gone, "the result of job \(id) is no longer on disk") }
                 return sender.send(descriptor: fd, offset: 0, length: size, on: channel.eventLoop)
             }
             try await sent.get()
