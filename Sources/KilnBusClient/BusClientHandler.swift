@@ -27,7 +27,11 @@ final class BusClientHandler: ChannelInboundHandler, @unchecked Sendable {
         handshakePong = context.eventLoop.makePromise()
     }
 
+    /// Fails a handshake still in progress and closes its channel. Once the handshake is done this
+    /// does nothing: the handshake timer can fire just after the pong arrived (a loaded machine takes
+    /// seconds to connect), and it must not close the connection the client now uses.
     func failHandshake(_ error: any Error) {
+        guard !handshakeDone else { return }
         info.fail(error)
         handshakePong.fail(error)
         context?.close(promise: nil)
