@@ -53,11 +53,18 @@ public struct SigningKey: Sendable {
     }
 
     /// Loads the key at `path`, creating (and saving) a new one if the file does not exist.
+    /// Safe when several workers start at once with the same missing file: the new key is written
+    /// whole to a temporary file and linked into place, which fails if another process got there
+    /// first; everyone then uses the one key on disk, never a half-written file.
     public static func loadOrCreate(at path: String) throws -> SigningKey {
         if FileManager.default.fileExists(atPath: path) { return try SigningKey(contentsOf: path) }
         let key = SigningKey()
-        try key.write(to: path)
-        return key
+        let temporary = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try key.write(to: temporary)
+        defer { unlink(temporary) }
+        if link(temporary, path) == 0 { return key }
+        guard errno == EEXIST else { throw KeyError("cannot create key file \(path): \(String(cString: strerror(errno)))") }
+        return try SigningKey(contentsOf: path)
     }
 }
 

@@ -28,11 +28,12 @@ import Testing
                 try await Task.sleep(for: .milliseconds(100))
             }
         }
-        try await waitFor("2 idle") { metric(monitor, "kiln_pool_idle_workers") == 2 && metric(monitor, "kiln_pool_workers_started_total") == 2 }
+        try await waitFor("2 ready") { metric(monitor, "kiln_pool_ready_workers") == 2 && Self.workerPIDs(dir.path).count == 2 }
+        let started = try #require(metric(monitor, "kiln_pool_workers_started_total"))
         // Kill one idle worker: the pool starts a replacement.
         let victim = try #require(Self.workerPIDs(dir.path).first)
         kill(victim, SIGKILL)
-        try await waitFor("a replacement") { metric(monitor, "kiln_pool_workers_started_total") == 3 && metric(monitor, "kiln_pool_idle_workers") == 2 }
+        try await waitFor("a replacement") { metric(monitor, "kiln_pool_workers_started_total") == started + 1 && metric(monitor, "kiln_pool_ready_workers") == 2 }
         try await waitFor("two live workers") { Self.workerPIDs(dir.path).count == 2 }
         // SIGTERM stops the pool and its workers.
         pool.signal(SIGTERM)
