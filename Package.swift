@@ -70,8 +70,10 @@ let package = Package(
         ], swiftSettings: swiftSettings),
 
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        // openat2, setfsuid and the sandbox's seccomp program: what Swift cannot call directly.
+        .target(name: "CKilnSystem"),
         .target(name: "KilnArchive", dependencies: [
-            "CArchive",
+            "CArchive", "CKilnSystem",
             .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: swiftSettings),
         .target(name: "KilnAttestation", dependencies: [

@@ -98,6 +98,16 @@ public struct ArchiveExtractor: Sendable {
                 guard let safe = try? Self.safeRelativePath(target), !safe.isEmpty else {
                     throw ArchiveError(.linkEscapes, "hard link '\(name)' points outside the archive ('\(target)')", entry: name)
                 }
+                // The target must already be a regular file, reached without passing through any link
+                // (a hard link to a symlink would re-anchor that link's relative target here).
+                let confined = try Self.confine(root)
+                let kind: ConfinedDirectory.EntryKind
+                do { kind = try confined.kind(of: safe) } catch {
+                    throw ArchiveError(.linkEscapes, "hard link '\(name)' points through a link or at nothing ('\(target)')", entry: name)
+                }
+                guard kind == .file else {
+                    throw ArchiveError(.linkEscapes, "hard link '\(name)' must point at a regular file ('\(target)')", entry: name)
+                }
                 archive_entry_set_hardlink_utf8(entry, root + "/" + safe)
             }
             let type = isHardLink ? CA_AE_IFREG : archive_entry_filetype(entry) & CA_AE_IFMT
@@ -171,6 +181,18 @@ public struct ArchiveExtractor: Sendable {
             }
         }
         guard summary.entries > 0 else { throw ArchiveError(.empty, "the archive is empty") }
+        // Lexical checks cannot see what links do together (`x -> .` plus `y -> x/x/../../..`), and
+        // entries can come in any order: resolve every link against the finished tree on disk.
+        let confined = try Self.confine(root)
+        let tree: [(path: String, kind: ConfinedDirectory.EntryKind)]
+        do { tree = try confined.walk(maxEntries: configuration.maxEntries * 2) } catch {
+            throw ArchiveError(.io, "cannot re-read the extracted tree: \(error)")
+        }
+        for (path, kind) in tree where kind == .symlink {
+            guard Self.resolvesInside(confined, link: path) else {
+                throw ArchiveError(.linkEscapes, "symlink '\(path)' resolves outside the archive through other links", entry: path)
+            }
+        }
         summary.topLevelNames = topLevel.sorted()
         return summary
     }
@@ -202,6 +224,42 @@ public struct ArchiveExtractor: Sendable {
                 if stack.isEmpty { return false }
                 stack.removeLast()
             default: stack.append(String(part))
+            }
+        }
+        return true
+    }
+
+    static func confine(_ root: String) throws -> ConfinedDirectory {
+        do { return try ConfinedDirectory(path: root) } catch {
+            throw ArchiveError(.io, "cannot open the scratch directory: \(error)")
+        }
+    }
+
+    /// Resolves the link at `link` the way the kernel would — following every link met on the way
+    /// (at most 40), from the directory each lives in — and says whether it stays beneath the root.
+    /// Absolute targets, a `..` above the root, and loops all count as escaping.
+    static func resolvesInside(_ root: ConfinedDirectory, link: String, maxHops: Int = 40) -> Bool {
+        var resolved = link.split(separator: "/").dropLast().map(String.init)
+        guard let first = try? root.linkTarget(link), !first.hasPrefix("/") else { return false }
+        var pending = first.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        var hops = 1
+        while !pending.isEmpty {
+            let part = pending.removeFirst()
+            switch part {
+            case ".": continue
+            case "..":
+                if resolved.isEmpty { return false }
+                resolved.removeLast()
+            default:
+                let candidate = (resolved + [part]).joined(separator: "/")
+                if (try? root.kind(of: candidate)) == .symlink {
+                    hops += 1
+                    guard hops <= maxHops, let target = try? root.linkTarget(candidate), !target.hasPrefix("/") else { return false }
+                    pending = target.split(separator: "/", omittingEmptySubsequences: true).map(String.init) + pending
+                } else {
+                    // A directory, a file, or nothing yet (a dangling link resolves lexically from here).
+                    resolved.append(part)
+                }
             }
         }
         return true

@@ -24,6 +24,11 @@ public struct BuildFailure: Error, Sendable, Equatable, CustomStringConvertible 
     static func build(_ message: String, retryable: Bool = false, fix: String = "fix the build errors shown in the log and submit again") -> BuildFailure {
         BuildFailure(phase: "build", message: message, retryable: retryable, suggestedAction: fix)
     }
+    /// Something the build left where an output or a build-config file should be (a link, a FIFO, a
+    /// path outside the tree): the build's fault, never followed.
+    static func package(_ message: String, fix: String = "make the build produce regular files inside its output directory") -> BuildFailure {
+        BuildFailure(phase: "package", message: message, suggestedAction: fix)
+    }
     static func internalError(_ phase: String, _ message: String) -> BuildFailure {
         BuildFailure(phase: phase, message: message, retryable: true, suggestedAction: "retry; if it persists, report it to the farm operator")
     }

@@ -114,7 +114,11 @@ final class BuildPipeline: Sendable {
         try await phase(.source)
         let fetcher = SourceFetcher(git: configuration.toolchains.git, fetchTimeout: configuration.limits.fetchTimeout,
                                     archiveLimits: configuration.limits.archive)
-        let sourceDir = scratch + "/src"
+        // The build's workspace: a size-limited file system (the disk limit) holding src/ and out/.
+        // Everything else in the scratch directory stays root-only and outside the sandbox.
+        let workspace = try Workspace.create(at: scratch + "/job", diskLimitBytes: configuration.limits.diskBytes, note: note)
+        defer { workspace.remove() }
+        let sourceDir = workspace.path + "/src"
         let fetched: SourceFetcher.Fetched
         if let url = request.repoURL {
             fetched = try await fetcher.fetchGit(url: url, ref: request.repoRef ?? "HEAD", into: sourceDir, cancel: cancel, log: note)
@@ -122,17 +126,29 @@ final class BuildPipeline: Sendable {
             guard let bytes = Base64.decode(data) else {
                 throw BuildFailure.source("source_data is not valid base64", fix: "base64-encode the ZIP or tar.gz")
             }
-            fetched = try fetcher.extractArchive(bytes, name: request.sourceName, scratch: scratch, into: sourceDir)
+            fetched = try fetcher.extractArchive(bytes, name: request.sourceName, scratch: scratch, unpackInto: workspace.path + "/unpacked", into: sourceDir)
         } else if let ref = request.source {
             let bytes = try await fetchSourceChunks(ref)
-            fetched = try fetcher.extractArchive(bytes, name: ref.name ?? request.sourceName, scratch: scratch, into: sourceDir)
+            fetched = try fetcher.extractArchive(bytes, name: ref.name ?? request.sourceName, scratch: scratch, unpackInto: workspace.path + "/unpacked", into: sourceDir)
         } else {
             throw BuildFailure.source("the request has neither repo_url nor source_data", fix: "send repo_url + repo_ref, or source_data")
         }
 
+        // From here on the source tree belongs to the build's uid, and the host reads it only through
+        // the confined view (no link is followed, reads act as the build's uid).
+        let buildUser = configuration.buildUser
+        let sourceTree: ConfinedDirectory
+        do {
+            let tree = try ConfinedDirectory(path: fetched.root)
+            if let buildUser { try tree.changeOwner(to: buildUser) }
+            sourceTree = try ConfinedDirectory(path: fetched.root, readAs: buildUser)
+        } catch {
+            throw BuildFailure.internalError("source", "cannot prepare the source tree: \(error)")
+        }
+
         // Detect.
         try await phase(.detect)
-        let kind = try ProjectKind.detect(root: fetched.root)
+        let kind = try ProjectKind.detect(sourceTree)
         note("detected a \(kind.rawValue) project")
         let builder: any ProjectBuilder
         switch kind {
@@ -146,18 +162,44 @@ final class BuildPipeline: Sendable {
 
         // Build.
         try await phase(.build)
-        let out = scratch + "/out"
+        let out = workspace.path + "/out"
         let artifacts = scratch + "/artifacts"
+        let configCopies = scratch + "/config"
         try fm.createDirectory(atPath: out, withIntermediateDirectories: true)
-        try fm.createDirectory(atPath: artifacts, withIntermediateDirectories: true)
-        let context = BuildContext(sourceRoot: fetched.root, outputDirectory: out, artifactsDirectory: artifacts,
+        if let buildUser { chown(out, buildUser.uid, buildUser.gid) }
+        for dir in [artifacts, configCopies] { try fm.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
+        let context = BuildContext(sourceRoot: fetched.root, sourceTree: sourceTree, outputDirectory: out, artifactsDirectory: artifacts,
                                    sourceDateEpoch: fetched.sourceDateEpoch, jobID: request.jobID,
-                                   sandbox: Sandbox(bwrap: configuration.toolchains.bwrap, limits: configuration.limits),
+                                   sandbox: Sandbox(bwrap: configuration.toolchains.bwrap, limits: configuration.limits,
+                                                    buildUser: buildUser, stageDirectory: configuration.sandboxStageDirectory,
+                                                    privateDirectory: scratch),
                                    cancel: cancel, log: { batcher.append($0.rawValue, $1) })
-        let built = try await builder.build(context)
+        var built: BuiltProject
+        do { built = try await builder.build(context) } catch let failure as BuildFailure where failure.phase == "build" {
+            if workspace.isFull {
+                throw BuildFailure.build("the build hit its disk limit of \(configuration.limits.diskBytes >> 20) MiB (\(failure.message))",
+                                         fix: "write less into /build, or ask the operator for a larger --disk-mb")
+            }
+            throw failure
+        }
 
-        // Package: the artifacts are settled; their digests are taken while the tarball is written.
+        // Package: copy what the build reported out of its tree (through the confined view only),
+        // then the artifacts are settled; their digests are taken while the tarball is written.
         try await phase(.package)
+        let collector: OutputCollector
+        do {
+            collector = OutputCollector(
+                roots: .init(output: try ConfinedDirectory(path: out, readAs: buildUser), source: sourceTree,
+                             nixStore: kind == .cargo ? nil : try ConfinedDirectory(path: "/nix/store", readAs: buildUser)),
+                maxFileBytes: configuration.limits.maxArtifactBytes, maxFiles: configuration.limits.maxArtifacts)
+        } catch {
+            throw BuildFailure.internalError("package", "cannot open the build's output: \(error)")
+        }
+        _ = try collector.collectArtifacts(built.artifacts, into: artifacts, log: note)
+        let buildConfig = try collector.collectBuildConfig(built.buildConfig, into: configCopies)
+        if kind == .cargo, let lock = buildConfig["Cargo.lock"], let text = try? String(contentsOfFile: lock, encoding: .utf8) {
+            built.resolvedDependencies += CargoBuilder.lockDependencies(text)
+        }
         let logDigest = try batcher.finish()
 
         // Attest (signing, evidence) and write the deterministic tarball.
@@ -190,7 +232,7 @@ final class BuildPipeline: Sendable {
         let output: ResultBuilder.Output
         do {
             output = try ResultBuilder(key: key, evidenceProvider: provider)
-                .build(artifactsDirectory: artifacts, buildConfig: built.buildConfig, inputs: inputs, output: resultPath)
+                .build(artifactsDirectory: artifacts, buildConfig: buildConfig, inputs: inputs, output: resultPath)
         } catch {
             throw BuildFailure.internalError("attest", "cannot produce the attested result: \(error)")
         }

@@ -69,7 +69,7 @@ public struct CargoBuilder: ProjectBuilder {
 
         // A missing lockfile is generated offline (from vendored sources) and shipped; otherwise a clear error.
         var generatedLock = false
-        if !fm.fileExists(atPath: context.sourceRoot + "/Cargo.lock") {
+        if (try? context.sourceTree.kind(of: "Cargo.lock")) == nil {
             context.log(.stderr, "[kiln] Cargo.lock is missing; generating it offline")
             let tail = LogTail()
             let r = try await context.sandbox.run(name: context.jobID + "-lock", command: [cargo, "generate-lockfile", "--offline"],
@@ -98,36 +98,34 @@ public struct CargoBuilder: ProjectBuilder {
         }
         try check(result, what: "cargo build", limits: limits)
 
-        // Copy what cargo reported (paths are sandbox paths under /build/out).
-        var collected = 0
-        for (sandboxPath, name) in artifacts.files {
-            guard sandboxPath.hasPrefix(Sandbox.outputPath + "/") else { continue }
-            let host = out + sandboxPath.dropFirst(Sandbox.outputPath.count)
-            guard fm.fileExists(atPath: host) else { continue }
-            try collect(host, as: name, into: context.artifactsDirectory)
-            collected += 1
-        }
-        guard collected > 0 else {
+        // What cargo reported (sandbox paths under /build/out) is collected in the package phase.
+        let reported = artifacts.files.map { ReportedArtifact.sandboxPath($0.0, name: $0.1) }
+        guard !reported.isEmpty else {
             throw BuildFailure.build("cargo build produced no executables or libraries (bin, cdylib, staticlib)",
                                      fix: "add a [[bin]] or a cdylib/staticlib target")
         }
 
         let cargoVersion = (try? await ProcessRunner.capture(sysroot + "/bin/cargo", ["--version"], environment: ["PATH": sysroot + "/bin:/usr/bin"]).stdout) ?? "unknown"
         let rustcVersion = (try? await ProcessRunner.capture(sysroot + "/bin/rustc", ["--version"], environment: ["PATH": sysroot + "/bin:/usr/bin"]).stdout) ?? "unknown"
-        var deps = [toolchainDescriptor(name: "cargo", path: sysroot + "/bin/cargo", version: cargoVersion),
+        let deps = [toolchainDescriptor(name: "cargo", path: sysroot + "/bin/cargo", version: cargoVersion),
                     toolchainDescriptor(name: "rustc", path: sysroot + "/bin/rustc", version: rustcVersion)]
-        let lockText = (try? String(contentsOfFile: context.sourceRoot + "/Cargo.lock", encoding: .utf8)) ?? ""
-        for d in CargoLock(text: lockText).dependencies {
-            deps.append(ResourceDescriptor(uri: d.purl, digest: d.sha256.map { ["sha256": $0] }, annotations: ["source": d.source]))
-        }
         var params = env.filter { ["CARGO_INCREMENTAL", "CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "RUSTFLAGS", "SOURCE_DATE_EPOCH"].contains($0.key) }
         params["command"] = "cargo build --release --locked --offline"
         params["cargo"] = cargoVersion
         params["rustc"] = rustcVersion
         params["cargo_lock"] = generatedLock ? "generated offline by the worker" : "from the source"
         if vendorDirectory != nil { params["dependencies"] = "vendored (source replacement, read-only)" }
-        return BuiltProject(buildType: BuildType.cargo, buildConfig: ["Cargo.lock": context.sourceRoot + "/Cargo.lock"],
+        return BuiltProject(buildType: BuildType.cargo, buildConfig: ["Cargo.lock"], artifacts: reported,
                             internalParameters: params, resolvedDependencies: deps)
+    }
+}
+
+extension CargoBuilder {
+    /// The locked packages of a collected Cargo.lock as resolved dependencies.
+    static func lockDependencies(_ text: String) -> [ResourceDescriptor] {
+        CargoLock(text: text).dependencies.map {
+            ResourceDescriptor(uri: $0.purl, digest: $0.sha256.map { ["sha256": $0] }, annotations: ["source": $0.source])
+        }
     }
 }
 

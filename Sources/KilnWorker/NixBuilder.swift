@@ -1,4 +1,5 @@
 import Foundation
+import KilnArchive
 import KilnAttestation
 
 /// Nix builds through the nix-daemon, offline (`--option substituters ''`): `flake.nix` → `nix build`,
@@ -30,33 +31,18 @@ public struct NixBuilder: ProjectBuilder {
                                                    cancel: context.cancel, onLine: context.log)
         try check(result, what: flake ? "nix build" : "nix-build", limits: limits)
 
-        // result, result-dev, result-2 …: copy what they point to.
-        var collected = 0
-        for link in try fm.contentsOfDirectory(atPath: out).sorted() where link.hasPrefix("result") {
-            let target = try fm.destinationOfSymbolicLink(atPath: out + "/" + link)
-            guard target.hasPrefix("/nix/store/") else { continue }
-            var isDir: ObjCBool = false
-            guard fm.fileExists(atPath: target, isDirectory: &isDir) else { continue }
-            if isDir.boolValue {
-                for rel in try fm.subpathsOfDirectory(atPath: target).sorted() {
-                    var sub: ObjCBool = false
-                    let full = target + "/" + rel
-                    let attrs = try fm.attributesOfItem(atPath: full)
-                    guard attrs[.type] as? FileAttributeType == .typeRegular, fm.fileExists(atPath: full, isDirectory: &sub), !sub.boolValue else { continue }
-                    try collect(full, as: link + "/" + rel, into: context.artifactsDirectory)
-                    collected += 1
-                }
-            } else {
-                try collect(target, as: link, into: context.artifactsDirectory)
-                collected += 1
-            }
+        // result, result-dev, result-2 …: their targets are checked and copied in the package phase.
+        let entries: [(name: String, kind: ConfinedDirectory.EntryKind)]
+        do { entries = try ConfinedDirectory(path: out).entries() } catch {
+            throw BuildFailure.internalError("build", "cannot list the Nix build's out-links: \(error)")
         }
-        guard collected > 0 else { throw BuildFailure.build("the Nix build produced no output files", fix: "make the derivation's $out a file or a directory of files") }
+        let reported = entries.filter { $0.name.hasPrefix("result") }.map { ReportedArtifact.nixOutLink($0.name) }
+        guard !reported.isEmpty else { throw BuildFailure.build("the Nix build produced no output files", fix: "make the derivation's $out a file or a directory of files") }
 
         let version = (try? await ProcessRunner.capture("/usr/bin/nix", ["--version"], environment: ["PATH": "/usr/bin:/bin"]).stdout) ?? "unknown"
-        var buildConfig: [String: String] = [:]
-        if flake, fm.fileExists(atPath: context.sourceRoot + "/flake.lock") { buildConfig["flake.lock"] = context.sourceRoot + "/flake.lock" }
-        return BuiltProject(buildType: flake ? BuildType.nixFlake : BuildType.nix, buildConfig: buildConfig,
+        var buildConfig: [String] = []
+        if flake, (try? context.sourceTree.kind(of: "flake.lock")) != nil { buildConfig.append("flake.lock") }
+        return BuiltProject(buildType: flake ? BuildType.nixFlake : BuildType.nix, buildConfig: buildConfig, artifacts: reported,
                             internalParameters: ["command": command.joined(separator: " "), "nix": version, "substituters": "none (offline)",
                                                  "SOURCE_DATE_EPOCH": String(context.sourceDateEpoch)],
                             resolvedDependencies: [toolchainDescriptor(name: "nix", path: "/usr/bin/nix", version: version)])

@@ -4,8 +4,10 @@ import KilnAttestation
 
 /// What a builder needs from the pipeline.
 public struct BuildContext: Sendable {
-    /// Host path of the project root (mounted at /build/src).
+    /// Host path of the project root (mounted at /build/src). Builders never read beneath it by
+    /// path: `sourceTree` is the confined view for the few checks they make.
     public var sourceRoot: String
+    public var sourceTree: ConfinedDirectory
     /// Host path mounted at /build/out (targets, caches, out-links).
     public var outputDirectory: String
     /// Host path the builder copies artifacts into.
@@ -20,8 +22,11 @@ public struct BuildContext: Sendable {
 /// What a builder produced.
 public struct BuiltProject: Sendable {
     public var buildType: String
-    /// Lockfile to ship under build-config/ (name → host path).
-    public var buildConfig: [String: String]
+    /// Files to ship under build-config/, relative to the source root (e.g. `Cargo.lock`); collected
+    /// in the `package` phase through `ConfinedDirectory`, never read by the builder.
+    public var buildConfig: [String]
+    /// What the toolchain reported as outputs; collected the same way.
+    public var artifacts: [ReportedArtifact]
     public var internalParameters: [String: String]
     public var resolvedDependencies: [ResourceDescriptor]
 }
@@ -54,13 +59,5 @@ extension ProjectBuilder {
     func toolchainDescriptor(name: String, path: String, version: String) -> ResourceDescriptor {
         let digest = (try? FileDigest.of(file: path).sha256).map { ["sha256": $0] }
         return ResourceDescriptor(name: name, uri: "file://" + path, digest: digest, annotations: ["version": version])
-    }
-
-    /// Copies a file into the artifacts directory under `name`, keeping the executable bit.
-    func collect(_ hostPath: String, as name: String, into artifacts: String) throws {
-        let target = artifacts + "/" + name
-        try FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        try? FileManager.default.removeItem(atPath: target)
-        try FileManager.default.copyItem(atPath: hostPath, toPath: target)
     }
 }

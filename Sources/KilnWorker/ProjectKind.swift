@@ -1,4 +1,5 @@
 import Foundation
+import KilnArchive
 
 /// Which toolchain builds a project (design §5 step 2).
 public enum ProjectKind: String, Sendable, Equatable {
@@ -8,12 +9,12 @@ public enum ProjectKind: String, Sendable, Equatable {
 
     /// Looks at the project root: `Cargo.toml` → Cargo (workspaces included), `flake.nix` → `nix build`,
     /// `default.nix` → `nix-build`.
-    public static func detect(root: String) throws(BuildFailure) -> ProjectKind {
-        let fm = FileManager.default
-        if fm.fileExists(atPath: root + "/Cargo.toml") { return .cargo }
-        if fm.fileExists(atPath: root + "/flake.nix") { return .nixFlake }
-        if fm.fileExists(atPath: root + "/default.nix") { return .nix }
-        let top = ((try? fm.contentsOfDirectory(atPath: root)) ?? []).sorted().prefix(10).joined(separator: ", ")
+    public static func detect(_ root: ConfinedDirectory) throws(BuildFailure) -> ProjectKind {
+        func exists(_ name: String) -> Bool { (try? root.kind(of: name)) != nil }
+        if exists("Cargo.toml") { return .cargo }
+        if exists("flake.nix") { return .nixFlake }
+        if exists("default.nix") { return .nix }
+        let top = ((try? root.entries()) ?? []).map(\.name).prefix(10).joined(separator: ", ")
         throw .detect("no Cargo.toml, flake.nix or default.nix at the project root (found: \(top.isEmpty ? "nothing" : top))")
     }
 }

@@ -1,14 +1,25 @@
 import Foundation
+import KilnArchive
 
 /// The bubblewrap sandbox every build runs in (design §5 step 3).
 ///
 /// Inside: a new user, PID, IPC, UTS and network namespace (no network at all, not even the host's
 /// loopback, so the broker is unreachable); `/usr` and the toolchains read-only; only the job's
 /// source (`/build/src`) and output (`/build/out`) directories writable; a cleared environment; all
-/// capabilities dropped. Nothing else of the host is mounted: not the signing key, not the worker's
-/// config, not its scratch root. Memory and process limits come from cgroups (rlimits when cgroups
-/// are unavailable); the wall-clock limit and cancel kill the whole tree (bwrap's PID namespace dies
-/// with its init, and the cgroup is swept).
+/// capabilities dropped; no further user namespaces (`--disable-userns`); a seccomp filter refusing
+/// mounts, namespaces, keyrings, eBPF, ptrace, io_uring, perf and module loading. Nothing else of the
+/// host is mounted: not the signing key, not the worker's config, not its scratch root.
+///
+/// When the worker is root, the sandbox does not run as root: the launch chain is
+/// `sh` (joins the cgroups) → `unshare --mount` (a private mount namespace where root binds each
+/// mount source at a staging directory, so the build uid need not traverse e.g. `/root`) →
+/// `setpriv` (drops to the unprivileged build uid/gid, no supplementary groups, no_new_privs) →
+/// `bwrap` (unprivileged: its user namespace maps to the build uid, never to host root). A build that
+/// escaped every layer would be an ordinary unprivileged user, unable to read the root-only key.
+///
+/// Memory, process and CPU limits come from cgroups (rlimits when cgroups are unavailable); the
+/// wall-clock limit and cancel kill the whole tree (bwrap's PID namespace dies with its init, and the
+/// cgroup is swept).
 public struct Sandbox: Sendable {
     public struct Mounts: Sendable {
         /// Host directory mounted read-write at /build/src.
@@ -31,15 +42,29 @@ public struct Sandbox: Sendable {
 
     public let bwrap: String
     public let limits: WorkerConfiguration.Limits
+    /// The unprivileged host uid/gid the build runs as (nil: the worker's own, when it is not root).
+    public let buildUser: ConfinedDirectory.Credentials?
+    /// Where mount sources are staged inside the launch chain's private mount namespace.
+    public let stageDirectory: String
+    /// A directory only the worker can write (its scratch): holds the seccomp program.
+    public let privateDirectory: String
 
-    public init(bwrap: String = "/usr/bin/bwrap", limits: WorkerConfiguration.Limits) {
+    public init(bwrap: String = "/usr/bin/bwrap", limits: WorkerConfiguration.Limits, buildUser: ConfinedDirectory.Credentials? = nil,
+                stageDirectory: String = WorkerConfiguration.defaultStageDirectory, privateDirectory: String) {
         self.bwrap = bwrap
         self.limits = limits
+        self.buildUser = buildUser
+        self.stageDirectory = stageDirectory
+        self.privateDirectory = privateDirectory
     }
 
-    /// The bwrap command line (pure, so tests can inspect it).
-    public func arguments(command: [String], environment: [String: String], mounts: Mounts) -> [String] {
-        var a = [bwrap, "--unshare-all", "--unshare-user", "--uid", "1000", "--gid", "1000", "--cap-drop", "ALL",
+    /// The seccomp program's descriptor inside the launch chain.
+    static let seccompFD = 9
+
+    /// The bwrap command line (pure, so tests can inspect it). Mount sources are used as given; the
+    /// launch chain (`launchArguments`) rewrites them to staged paths when it drops privileges.
+    public func arguments(command: [String], environment: [String: String], mounts: Mounts, seccomp: Bool = true) -> [String] {
+        var a = [bwrap, "--unshare-all", "--unshare-user", "--uid", "1000", "--gid", "1000", "--disable-userns", "--cap-drop", "ALL",
                  "--die-with-parent", "--new-session", "--hostname", "kiln-sandbox",
                  "--ro-bind", "/usr", "/usr",
                  "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
@@ -50,10 +75,12 @@ public struct Sandbox: Sendable {
             a += ["--ro-bind", f, f]
         }
         if mounts.nix {
+            // The store and the daemon's socket; not /etc/nix (the operator's configuration and any
+            // secrets in it): the client's defaults suffice, and the daemon decides what is allowed.
             a += ["--ro-bind", "/nix", "/nix"]
-            if FileManager.default.fileExists(atPath: "/etc/nix") { a += ["--ro-bind", "/etc/nix", "/etc/nix"] }
         }
-        a += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/build"]
+        a += ["--proc", "/proc", "--dev", "/dev", "--size", String(limits.diskBytes), "--tmpfs", "/tmp", "--dir", "/build"]
+        if seccomp { a += ["--seccomp", String(Self.seccompFD)] }
         for m in mounts.readOnly { a += ["--ro-bind", m.host, m.sandbox] }
         a += ["--bind", mounts.source, Sandbox.sourcePath, "--bind", mounts.output, Sandbox.outputPath,
               "--chdir", Sandbox.sourcePath, "--clearenv"]
@@ -68,11 +95,47 @@ public struct Sandbox: Sendable {
         public var hitProcessLimit: Bool
     }
 
+    /// The whole launch chain for a bwrap command line (pure). With a build user: root stages every
+    /// mount source in a private mount namespace, then drops to the build uid before bwrap runs.
+    /// The seccomp program is opened (as root) on descriptor 9 from `seccompFile`.
+    public func launchArguments(command: [String], environment: [String: String], mounts: Mounts, seccompFile: String?) -> [String] {
+        var staged = mounts
+        var binds: [String] = []
+        if buildUser != nil {
+            func stage(_ host: String) -> String {
+                binds.append(host)
+                return stageDirectory + "/\(binds.count - 1)"
+            }
+            staged.source = stage(mounts.source)
+            staged.output = stage(mounts.output)
+            staged.readOnly = mounts.readOnly.map { (stage($0.host), $0.sandbox) }
+        }
+        let inner = arguments(command: command, environment: environment, mounts: staged, seccomp: seccompFile != nil)
+        var chain: [String] = []
+        // sh: open the seccomp program as root on fd 9, then exec the rest.
+        let openSeccomp = seccompFile != nil ? "exec 9<\"$0\" || exit 125; " : ""
+        guard let user = buildUser else {
+            return ["/bin/sh", "-c", openSeccomp + "exec \"$@\"", seccompFile ?? "-"] + inner
+        }
+        // In a private mount namespace: a tmpfs at the stage, one bind per source, then drop privileges.
+        let script = openSeccomp + """
+            stage="$1"; shift; mount -t tmpfs -o mode=0755,size=64k kiln-stage "$stage" || exit 125; i=0; \
+            while [ "$1" != "--" ]; do mkdir "$stage/$i" && mount --bind "$1" "$stage/$i" || exit 125; i=$((i+1)); shift; done; shift; \
+            exec "$@"
+            """
+        chain = ["/usr/bin/unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, seccompFile ?? "-", stageDirectory]
+        chain += binds + ["--"]
+        chain += ["/usr/bin/setpriv", "--reuid", String(user.uid), "--regid", String(user.gid), "--clear-groups", "--no-new-privs", "--"]
+        return chain + inner
+    }
+
     /// Runs `command` inside the sandbox under the configured limits.
     public func run(name: String, command: [String], environment: [String: String], mounts: Mounts, cancel: CancelSwitch?,
                     onLine: @escaping @Sendable (ProcessRunner.Stream, String) -> Void) async throws -> Outcome {
-        var argv = arguments(command: command, environment: environment, mounts: mounts)
-        let cgroup = CgroupLimits.create(name: "kiln-\(name)-\(getpid())", memoryBytes: limits.memoryBytes, maxProcesses: limits.maxProcesses)
+        let seccompFile = try SeccompFilter.file(in: privateDirectory)
+        var argv = launchArguments(command: command, environment: environment, mounts: mounts, seccompFile: seccompFile)
+        let cgroup = CgroupLimits.create(name: "kiln-\(name)-\(getpid())", memoryBytes: limits.memoryBytes, maxProcesses: limits.maxProcesses,
+                                         cpuQuota: limits.cpuQuota)
         if let cgroup {
             argv = cgroup.wrap(argv)
         } else {

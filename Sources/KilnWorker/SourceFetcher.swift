@@ -131,7 +131,7 @@ public struct SourceFetcher: Sendable {
 
     /// Extracts an uploaded archive safely. A single top-level directory is the project root;
     /// otherwise the extraction directory itself is, named `sourceName`.
-    public func extractArchive(_ bytes: [UInt8], name: String?, scratch: String, into dir: String) throws -> Fetched {
+    public func extractArchive(_ bytes: [UInt8], name: String?, scratch: String, unpackInto unpack: String, into dir: String) throws -> Fetched {
         guard !bytes.isEmpty else { throw BuildFailure.source("source_data is empty", fix: "send a non-empty ZIP or tar.gz") }
         let isZip = bytes.starts(with: [0x50, 0x4B])
         let isGzip = bytes.starts(with: [0x1F, 0x8B])
@@ -139,9 +139,8 @@ public struct SourceFetcher: Sendable {
             throw BuildFailure.source("source_data is neither a ZIP nor a gzip-compressed tar", fix: "send a .zip or .tar.gz of the project")
         }
         let path = scratch + "/upload" + (isZip ? ".zip" : ".tar.gz")
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: 0o600])
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let unpack = scratch + "/unpacked"
         try FileManager.default.createDirectory(atPath: unpack, withIntermediateDirectories: true)
         let extractor = ArchiveExtractor(configuration: .init(maxEntries: archiveLimits.maxEntries, maxTotalBytes: archiveLimits.maxBytes,
                                                               maxCompressionRatio: archiveLimits.maxRatio))
@@ -149,14 +148,16 @@ public struct SourceFetcher: Sendable {
         do { summary = try extractor.extract(archivePath: path, into: unpack) } catch let e as ArchiveError {
             throw BuildFailure.source("the uploaded archive was refused: \(e.message)", fix: "send an archive without links out of the tree, device files, or excessive size")
         }
+        // A single top-level *directory* (not a link to one) is the project root.
         var root = unpack
-        if summary.topLevelNames.count == 1 {
-            var isDir: ObjCBool = false
-            let only = unpack + "/" + summary.topLevelNames[0]
-            if FileManager.default.fileExists(atPath: only, isDirectory: &isDir), isDir.boolValue { root = only }
+        if summary.topLevelNames.count == 1,
+           (try? ConfinedDirectory(path: unpack).kind(of: summary.topLevelNames[0])) == .directory {
+            root = unpack + "/" + summary.topLevelNames[0]
         }
         try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.moveItem(atPath: root, toPath: dir)
+        guard rename(root, dir) == 0 else {
+            throw BuildFailure.internalError("source", "cannot move the unpacked source into place: \(String(cString: strerror(errno)))")
+        }
         if root != unpack { try? FileManager.default.removeItem(atPath: unpack) }
         return Fetched(root: dir, sourceDateEpoch: summary.newestMTime, gitCommit: nil, gitTree: nil,
                        archiveSha256: FileDigest.of(bytes: bytes).sha256, archiveName: name)

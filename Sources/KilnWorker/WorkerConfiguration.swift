@@ -1,4 +1,5 @@
 import Foundation
+import KilnArchive
 import KilnBusClient
 
 /// Everything a worker needs to know; filled from the `kiln-worker` command line.
@@ -18,6 +19,25 @@ public struct WorkerConfiguration: Sendable {
     public var keepScratch: Bool
     /// How long to wait for a build request before exiting (nil: forever).
     public var idleTimeout: Duration?
+    /// The unprivileged host uid/gid builds run as, and host-side reads of build output act as.
+    /// Set (by default) when the worker runs as root; nil otherwise (the worker's own uid is used).
+    public var buildUser: ConfinedDirectory.Credentials?
+    /// An empty directory the sandbox launch chain mounts its staging tmpfs on (in a private mount
+    /// namespace: the host never sees it).
+    public var sandboxStageDirectory: String = Self.defaultStageDirectory
+    /// Repository hosts allowed even though they resolve to loopback, private, link-local or
+    /// multicast addresses ("host" or "host:port"; the tests' local git server).
+    public var allowedSourceHosts: [String] = []
+
+    public static let defaultStageDirectory = "/mnt"
+
+    /// A uid no account uses, unique among this host's live workers (it derives from the pid), so two
+    /// builds on one host never share a uid: 200000 + pid mod 100000.
+    public static func defaultBuildUser() -> ConfinedDirectory.Credentials? {
+        guard geteuid() == 0 else { return nil }
+        let id = uid_t(200_000 + Int(getpid()) % 100_000)
+        return .init(uid: id, gid: gid_t(id))
+    }
 
     public init(bus: BusClient.Configuration, workerID: String, scratchDirectory: String, keyFile: String,
                 limits: Limits = Limits(), toolchains: Toolchains = Toolchains(), tsmRoot: String = "/sys/kernel/config/tsm/report",
@@ -43,6 +63,14 @@ public struct WorkerConfiguration: Sendable {
         public var memoryBytes: Int64 = 8 << 30
         /// Processes/threads in the sandbox (cgroup pids.max, else RLIMIT_NPROC). Default 1024.
         public var maxProcesses: Int = 1024
+        /// CPUs the sandbox may use (cgroup v2 cpu.max; 0 = no limit).
+        public var cpuQuota: Double = 0
+        /// The workspace (/build/src + /build/out) and the sandbox's /tmp each get at most this much
+        /// (a size-limited tmpfs). Default 10 GiB.
+        public var diskBytes: Int64 = 10 << 30
+        /// Largest single artifact or build-config file shipped (default 2 GiB) and most files (10 000).
+        public var maxArtifactBytes: Int64 = 2 << 30
+        public var maxArtifacts: Int = 10_000
         /// Log shipped in events; past it a note says how much was cut (default 1 MiB).
         public var maxLogBytes: Int = 1 << 20
         /// One log line longer than this is cut (default 4 KiB).

@@ -28,11 +28,22 @@ public final class WorkerService: Service, @unchecked Sendable {
 
     public func run() async throws {
         let fm = FileManager.default
+        // The scratch directory is the worker's alone (0700): the sandbox sees only the workspace
+        // binds staged for it, and the build uid cannot even traverse here.
         try fm.createDirectory(atPath: configuration.scratchDirectory, withIntermediateDirectories: true)
+        chmod(configuration.scratchDirectory, 0o700)
         defer {
             if !configuration.keepScratch { try? fm.removeItem(atPath: configuration.scratchDirectory) }
         }
+        // The key is loaded before any source is fetched; the file is root-only (0600), so neither the
+        // build uid nor a host-side read acting as it can open it.
         let key = try SigningKey.loadOrCreate(at: configuration.keyFile)
+        restrictKeyPermissions()
+        if let user = configuration.buildUser {
+            logger.info("builds run as unprivileged uid \(user.uid)")
+        } else {
+            logger.warning("the worker is not root: builds run as the worker's own uid, without cgroups or a disk limit")
+        }
         var sysroot = configuration.toolchains.rustSysroot
         if sysroot == nil { sysroot = await CargoBuilder.findSysroot() }
         var toolchains: [String] = []
@@ -119,6 +130,14 @@ public final class WorkerService: Service, @unchecked Sendable {
             try? await oneShot.unsubscribe()
         }
         return request
+    }
+
+    /// The key file must be readable by its owner only: group/other bits are removed (and said).
+    private func restrictKeyPermissions() {
+        var st = stat()
+        guard lstat(configuration.keyFile, &st) == 0, (st.st_mode & 0o077) != 0 else { return }
+        logger.warning("key file \(configuration.keyFile) was readable by others (mode \(String(st.st_mode & 0o777, radix: 8))); now 0600")
+        chmod(configuration.keyFile, 0o600)
     }
 
     static var arch: String {

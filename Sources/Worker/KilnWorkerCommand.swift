@@ -24,6 +24,11 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     @Option(help: "git fetch limit in seconds.") var fetchTimeout: Int = 600
     @Option(help: "Sandbox memory limit in MiB.") var memoryMb: Int = 8192
     @Option(help: "Sandbox process limit.") var maxProcesses: Int = 1024
+    @Option(help: "Disk limit in MiB: the build's workspace and its /tmp are size-limited file systems of this size.") var diskMb: Int = 10240
+    @Option(help: "CPUs the sandbox may use (cgroup v2 cpu.max; 0 = no limit).") var cpus: Double = 0
+    @Option(help: "Unprivileged host uid (and gid) the build runs as when the worker is root (default: 200000 + pid mod 100000). Never 0.") var buildUid: Int?
+    @Option(help: "Allow repositories on this host (host or host:port) even if it resolves to a loopback, private, link-local or multicast address. Repeatable.") var allowSourceHost: [String] = []
+    @Option(help: "Largest single artifact in MiB.") var maxArtifactMb: Int = 2048
     @Option(help: "Log bytes shipped as events.") var maxLogBytes: Int = 1 << 20
     @Option(help: "Result chunk size in bytes.") var chunkSize: Int = 1 << 20
     @Option(help: "Seconds to keep trying to deliver the result and terminal event to the gateway.") var deliveryTimeout: Int = 600
@@ -48,6 +53,12 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         limits.memoryBytes = Int64(memoryMb) << 20
         limits.maxProcesses = maxProcesses
         limits.maxLogBytes = maxLogBytes
+        guard diskMb > 0, diskMb <= 1 << 24, cpus >= 0, cpus <= 4096, maxArtifactMb > 0 else {
+            throw ValidationError("--disk-mb, --cpus and --max-artifact-mb must be positive (and sane)")
+        }
+        limits.diskBytes = Int64(diskMb) << 20
+        limits.cpuQuota = cpus
+        limits.maxArtifactBytes = Int64(maxArtifactMb) << 20
         limits.chunkSize = chunkSize
         limits.deliveryTimeout = .seconds(deliveryTimeout)
         limits.archive.maxBytes = Int64(maxSourceMb) << 20
@@ -60,9 +71,17 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         let configuration = WorkerConfiguration(bus: bus, workerID: id, scratchDirectory: scratchDir, keyFile: key, limits: limits,
                                                 toolchains: toolchains, tsmRoot: tsmRoot, builderID: builderID, keepScratch: keepScratch,
                                                 idleTimeout: idleTimeout.map { .seconds($0) })
+        var configuration2 = configuration
+        if let buildUid {
+            guard buildUid > 0, buildUid < Int(Int32.max) else { throw ValidationError("--build-uid must be a positive uid (builds never run as root)") }
+            configuration2.buildUser = .init(uid: uid_t(buildUid), gid: gid_t(buildUid))
+        } else {
+            configuration2.buildUser = WorkerConfiguration.defaultBuildUser()
+        }
+        configuration2.allowedSourceHosts = allowSourceHost
         var logger = Logger(label: "kiln.worker")
         logger[metadataKey: "worker_id"] = "\(id)"
-        let worker = WorkerService(configuration: configuration, logger: logger)
+        let worker = WorkerService(configuration: configuration2, logger: logger)
         // The worker's run() returning is the normal end: shut the group down, not an error.
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)],

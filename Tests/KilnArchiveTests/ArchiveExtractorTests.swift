@@ -69,6 +69,30 @@ import Testing
         try refused([.directory("d/"), .symlink("l", target: "d"), .file("l/x", [1])], .unsafePath, containing: "cannot extract 'l/x'")
     }
 
+    /// Each link stays inside when read alone; together they climb out (`x -> .`, then a path
+    /// through x/x/x that goes up three levels). Order must not matter: the checks run on the tree.
+    @Test func refusesLinkChainThatEscapesWhenResolved() throws {
+        try refused([.symlink("x", target: "."), .symlink("chain", target: "x/x/x/../../..")],
+                    .linkEscapes, containing: "symlink 'chain' resolves outside")
+        try refused([.symlink("chain", target: "x/x/x/../../.."), .symlink("x", target: ".")],
+                    .linkEscapes, containing: "symlink 'chain' resolves outside")
+        try refused([.directory("d/"), .symlink("d/up", target: ".."), .symlink("c", target: "d/up/d/up/..")],
+                    .linkEscapes, containing: "resolves outside")
+        // Loops are refused too.
+        try refused([.symlink("a", target: "b"), .symlink("b", target: "a")], .linkEscapes, containing: "resolves outside")
+        // Inside-only chains are fine.
+        let (ok, _) = try extract([.directory("d/"), .file("d/f", [1]), .symlink("x", target: "."), .symlink("y", target: "x/x/d/f")])
+        _ = try ok.get()
+    }
+
+    /// A hard link to a symlink re-anchors that link's relative target at the hard link's place.
+    @Test func refusesHardLinkToSymlinkOrThroughLink() throws {
+        try refused([.directory("a/"), .directory("a/b/"), .symlink("a/b/l", target: "../.."), .hardlink("l2", target: "a/b/l")],
+                    .linkEscapes, containing: "hard link 'l2' must point at a regular file")
+        try refused([.directory("d/"), .file("d/f", [1]), .symlink("x", target: "d"), .hardlink("h", target: "x/f")],
+                    .linkEscapes, containing: "hard link 'h' points through a link")
+    }
+
     @Test func hardLinkInsideIsFine() throws {
         let (result, dir) = try extract([.file("a.txt", Array("same".utf8)), .hardlink("b.txt", target: "a.txt")])
         _ = try result.get()
