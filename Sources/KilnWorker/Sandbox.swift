@@ -125,8 +125,19 @@ public struct Sandbox: Sendable {
             """
         chain = ["/usr/bin/unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, seccompFile ?? "-", stageDirectory]
         chain += binds + ["--"]
-        chain += ["/usr/bin/setpriv", "--reuid", String(user.uid), "--regid", String(user.gid), "--clear-groups", "--no-new-privs", "--"]
+        // Nix jobs keep one supplementary group: the one the daemon's socket directory admits
+        // (Debian: nix-users), as for any ordinary user. The daemon then sees an untrusted client.
+        var groups = ["--clear-groups"]
+        if mounts.nix, let gid = Self.nixSocketGroup() { groups = ["--groups", String(gid)] }
+        chain += ["/usr/bin/setpriv", "--reuid", String(user.uid), "--regid", String(user.gid)] + groups + ["--no-new-privs", "--"]
         return chain + inner
+    }
+
+    /// The group owning the nix-daemon's socket directory when it is not world-accessible.
+    static func nixSocketGroup(_ directory: String = "/nix/var/nix/daemon-socket") -> gid_t? {
+        var st = stat()
+        guard stat(directory, &st) == 0, (st.st_mode & 0o005) != 0o005, st.st_gid != 0 else { return nil }
+        return st.st_gid
     }
 
     /// Runs `command` inside the sandbox under the configured limits.

@@ -17,11 +17,13 @@ public struct SourceFetcher: Sendable {
     public let git: String
     public let fetchTimeout: Duration
     public let archiveLimits: WorkerConfiguration.Limits.ArchiveLimits
+    let hostPolicy: SourceHostPolicy
 
-    public init(git: String, fetchTimeout: Duration, archiveLimits: WorkerConfiguration.Limits.ArchiveLimits) {
+    public init(git: String, fetchTimeout: Duration, archiveLimits: WorkerConfiguration.Limits.ArchiveLimits, allowedHosts: [String] = []) {
         self.git = git
         self.fetchTimeout = fetchTimeout
         self.archiveLimits = archiveLimits
+        self.hostPolicy = SourceHostPolicy(allowed: allowedHosts)
     }
 
     /// Only schemes that cannot read the worker's own disk or use its credentials.
@@ -50,22 +52,26 @@ public struct SourceFetcher: Sendable {
         guard !ref.isEmpty, !ref.hasPrefix("-"), !ref.contains(".."), ref.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
             throw BuildFailure.source("repo_ref '\(ref)' is not a valid branch, tag or commit", fix: "send a branch, tag or commit id")
         }
+        let decision = try hostPolicy.check(url: url)
+        // No redirects (they could lead anywhere); the checked address pinned for HTTP.
+        var network = ["-c", "http.followRedirects=false"]
+        if let pin = decision.pin { network += ["-c", "http.curloptResolve=\(pin)"] }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         _ = try await gitRun(["init", "-q", dir], cwd: nil, cancel: cancel)
         _ = try await gitRun(["remote", "add", "origin", url], cwd: dir, cancel: cancel)
 
         log("fetching \(ref) from \(url)")
-        let shallow = try await gitRun(["fetch", "--depth", "1", "--no-tags", "origin", ref], cwd: dir, cancel: cancel, check: false)
+        let shallow = try await gitRun(network + ["fetch", "--depth", "1", "--no-tags", "origin", ref], cwd: dir, cancel: cancel, check: false)
         var commit: String?
         if shallow.outcome.succeeded {
             commit = try await revParse("FETCH_HEAD^{commit}", cwd: dir, cancel: cancel)
         } else {
             if Self.looksUnreachable(shallow.stderr) {
-                throw BuildFailure.source("cannot reach \(url): \(Self.lastLine(shallow.stderr))", retryable: true,
+                throw BuildFailure.source("cannot reach the repository at \(url)", retryable: true,
                                           fix: "check that the repository URL is right and reachable from the farm")
             }
             log("shallow fetch of \(ref) failed (\(Self.lastLine(shallow.stderr))); fetching the full history")
-            let full = try await gitRun(["fetch", "--no-tags", "origin", "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"],
+            let full = try await gitRun(network + ["fetch", "--no-tags", "origin", "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"],
                                         cwd: dir, cancel: cancel, check: false)
             guard full.outcome.succeeded else {
                 throw BuildFailure.source("cannot fetch \(url): \(Self.lastLine(full.stderr))", retryable: Self.looksUnreachable(full.stderr),

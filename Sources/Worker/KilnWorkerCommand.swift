@@ -27,7 +27,7 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     @Option(help: "Disk limit in MiB: the build's workspace and its /tmp are size-limited file systems of this size.") var diskMb: Int = 10240
     @Option(help: "CPUs the sandbox may use (cgroup v2 cpu.max; 0 = no limit).") var cpus: Double = 0
     @Option(help: "Unprivileged host uid (and gid) the build runs as when the worker is root (default: 200000 + pid mod 100000). Never 0.") var buildUid: Int?
-    @Option(help: "Allow repositories on this host (host or host:port) even if it resolves to a loopback, private, link-local or multicast address. Repeatable.") var allowSourceHost: [String] = []
+    @Option(help: "Allow repositories on this host (host or host:port) even if it resolves to a loopback, private, link-local or multicast address. Repeatable; also KILN_ALLOW_SOURCE_HOSTS (comma-separated).") var allowSourceHost: [String] = []
     @Option(help: "Largest single artifact in MiB.") var maxArtifactMb: Int = 2048
     @Option(help: "Log bytes shipped as events.") var maxLogBytes: Int = 1 << 20
     @Option(help: "Result chunk size in bytes.") var chunkSize: Int = 1 << 20
@@ -78,7 +78,10 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         } else {
             configuration2.buildUser = WorkerConfiguration.defaultBuildUser()
         }
-        configuration2.allowedSourceHosts = allowSourceHost
+        // Also from the environment (comma-separated), so a pool's environment reaches every worker.
+        let fromEnvironment = (ProcessInfo.processInfo.environment["KILN_ALLOW_SOURCE_HOSTS"] ?? "")
+            .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        configuration2.allowedSourceHosts = allowSourceHost + fromEnvironment
         var logger = Logger(label: "kiln.worker")
         logger[metadataKey: "worker_id"] = "\(id)"
         let worker = WorkerService(configuration: configuration2, logger: logger)

@@ -36,7 +36,7 @@ final class TestCluster: @unchecked Sendable {
         let id = "w" + UUID().uuidString.prefix(8).lowercased()
         let w = try LaunchedProcess(BuiltProducts.path("kiln-worker"),
                                     ["--broker", "kiln://127.0.0.1:\(broker.port)", "--worker-id", id, "--scratch", dir.file("scratch-\(id)"),
-                                     "--key", keyFile, "--idle-timeout", "300"] + extra)
+                                     "--key", keyFile, "--idle-timeout", "300", "--allow-source-host", "127.0.0.1"] + extra)
         workers.append(w)
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {

@@ -69,7 +69,7 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
         for ref in ["main", "release", "v1.0", commit, String(commit.prefix(10))] {
             let (d, w, terminal, dir) = try await runBuild({ job in
                 BuildRequest(jobID: job, nonce: testNonce, repoURL: git.url("hello"), repoRef: ref)
-            }, broker: broker)
+            }, workerArgs: ["--allow-source-host", "127.0.0.1"], broker: broker)
             #expect(terminal.type == .done, "ref \(ref): \(terminal.message ?? "") \(d.logLines.suffix(5))")
             let result = try d.resultFile()
             let (status, output) = try await kilnVerify(result, key: w.keyFile)
@@ -94,13 +94,13 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
         try git.createRepository("hello", files: Fixtures.helloCrate())
         let broker = try await BrokerProcess()
         defer { broker.stop() }
-        let (d1, _, t1, _) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, repoURL: git.url("hello"), repoRef: "no-such-branch") }, broker: broker)
+        let (d1, _, t1, _) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, repoURL: git.url("hello"), repoRef: "no-such-branch") }, workerArgs: ["--allow-source-host", "127.0.0.1"], broker: broker)
         #expect(t1.type == .failed)
         #expect(t1.failurePhase == "source")
         #expect(t1.message?.contains("ref 'no-such-branch' was not found") == true, "\(t1.message ?? "")")
         await d1.close()
         let closedPort = try FreePort.pick()
-        let (d2, _, t2, _) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, repoURL: "git://127.0.0.1:\(closedPort)/nothing.git", repoRef: "main") }, broker: broker)
+        let (d2, _, t2, _) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, repoURL: "git://127.0.0.1:\(closedPort)/nothing.git", repoRef: "main") }, workerArgs: ["--allow-source-host", "127.0.0.1"], broker: broker)
         #expect(t2.type == .failed)
         #expect(t2.failurePhase == "source")
         #expect(t2.message?.contains("cannot reach") == true, "\(t2.message ?? "")")

@@ -1,0 +1,145 @@
+import Foundation
+import KilnArchive
+import KilnAttestation
+import KilnMessages
+import KilnTestSupport
+import Testing
+
+/// The attacks of issue #9, each through a real worker, real bwrap and real cargo: a hostile build
+/// tries to make the host read something outside its tree (the farm's key, a root-only host file)
+/// and ship it in a signed result. Each must end in a clear failure naming the file, with no byte
+/// of the target anywhere in the events, the log or a result; and the next build must work.
+@Suite(.serialized) struct WorkerContainmentTests {
+    static let marker = "KILN-HOST-SECRET-\(UUID().uuidString)"
+
+    /// A hello crate whose build.rs runs `body` (Rust, with `std::os::unix::fs::symlink` in scope).
+    static func crate(_ name: String, body: String) throws -> String {
+        let buildRS = """
+        #![allow(unused_imports)]
+        use std::os::unix::fs::symlink;
+        use std::io::Write;
+        fn report_artifact(path: &str) {
+            // Write a fake cargo message straight into cargo's own stdout, as a build script or a
+            // proc-macro can: /proc/<cargo>/fd/1.
+            let line = format!("{{\\"reason\\":\\"compiler-artifact\\",\\"package_id\\":\\"path+file:///build/src#evil@0.1.0\\",\\"target\\":{{\\"kind\\":[\\"bin\\"],\\"name\\":\\"evil\\"}},\\"filenames\\":[],\\"executable\\":\\"{}\\"}}\\n", path);
+            let ppid = std::os::unix::process::parent_id();
+            let mut f = std::fs::OpenOptions::new().write(true).open(format!("/proc/{}/fd/1", ppid)).unwrap();
+            f.write_all(line.as_bytes()).unwrap();
+        }
+        fn main() {
+            \(body)
+        }
+        """
+        return Data(try Fixtures.archive(Fixtures.helloCrate(name: name, buildRS: buildRS), root: name, zip: false)).base64EncodedString()
+    }
+
+    /// Runs one hostile build and checks the common promises; returns the terminal event.
+    func hostile(_ name: String, body: String, broker: BrokerProcess, workerArgs: [String] = [],
+                 expectPhase: String, expectMessage: [String], expectLog: String? = nil) async throws {
+        let dir = try TemporaryDirectory(prefix: "kiln-contain")
+        let secret = dir.file("host-secret")
+        try Self.marker.write(toFile: secret, atomically: false, encoding: .utf8)
+        chmod(secret, 0o600)
+        // A key file left world-readable by an operator: the worker must tighten it.
+        let key = SigningKey()
+        try key.write(to: dir.file("farm-key.pem"))
+        chmod(dir.file("farm-key.pem"), 0o644)
+        let body = body.replacingOccurrences(of: "SECRET", with: secret).replacingOccurrences(of: "KEYFILE", with: dir.file("farm-key.pem"))
+        let (d, _, terminal, _) = try await runBuild({ job in
+            BuildRequest(jobID: job, nonce: testNonce, sourceData: try! Self.crate(name, body: body), sourceName: "\(name).tar.gz")
+        }, workerArgs: workerArgs, broker: broker, dir: dir)
+        #expect(terminal.type == .failed, "\(name): \(terminal.type) \(terminal.message ?? "") \(d.logLines.suffix(8))")
+        #expect(terminal.failurePhase == expectPhase, "\(name): \(terminal.failurePhase ?? "") \(terminal.message ?? "")")
+        for text in expectMessage {
+            #expect(terminal.message?.contains(text) == true, "\(name): '\(text)' not in: \(terminal.message ?? "")")
+        }
+        if let expectLog { #expect(d.logLines.contains { $0.contains(expectLog) }, "\(name): \(d.logLines.suffix(10))") }
+        let everything = "\(d.events)" + d.logLines.joined(separator: "\n")
+        #expect(!everything.contains(Self.marker), "\(name): the host secret leaked into events or log")
+        #expect(!everything.contains("PRIVATE KEY"), "\(name): the key leaked into events or log")
+        #expect(!d.events.contains { $0.type == .artifact || $0.type == .done }, "\(name): something was shipped")
+        var st = stat()
+        #expect(stat(dir.file("farm-key.pem"), &st) == 0 && st.st_mode & 0o077 == 0, "\(name): key file mode \(String(st.st_mode & 0o777, radix: 8))")
+        await d.close()
+    }
+
+    @Test func buildConfigAndArtifactLinksAreRefused() async throws {
+        let broker = try await BrokerProcess()
+        defer { broker.stop() }
+        // Cargo.lock replaced by a link to a root-only host file, to the farm key, through a chain of directory links.
+        try await hostile("lock-to-secret", body: """
+            let _ = std::fs::remove_file("/build/src/Cargo.lock"); symlink("SECRET", "/build/src/Cargo.lock").unwrap();
+            """, broker: broker, expectPhase: "package", expectMessage: ["Cargo.lock", "symbolic link"])
+        try await hostile("lock-to-key", body: """
+            let _ = std::fs::remove_file("/build/src/Cargo.lock"); symlink("KEYFILE", "/build/src/Cargo.lock").unwrap();
+            """, broker: broker, expectPhase: "package", expectMessage: ["Cargo.lock", "symbolic link"])
+        try await hostile("lock-chain", body: """
+            symlink(".", "/build/src/x").unwrap();
+            let _ = std::fs::remove_file("/build/src/Cargo.lock");
+            symlink("x/x/x/../../../../../../../../../../../../..SECRET", "/build/src/Cargo.lock").unwrap();
+            """, broker: broker, expectPhase: "package", expectMessage: ["Cargo.lock", "symbolic link"])
+        // A FIFO where Cargo.lock should be: refused, and nothing hangs on it.
+        try await hostile("lock-fifo", body: """
+            let _ = std::fs::remove_file("/build/src/Cargo.lock");
+            std::process::Command::new("mkfifo").arg("/build/src/Cargo.lock").status().unwrap();
+            """, broker: broker, expectPhase: "package", expectMessage: ["Cargo.lock", "not a regular file"])
+        // Fake artifact messages written into cargo's own stdout (/proc/<cargo>/fd/1): that pipe is
+        // the root-owned worker's, and the build is no longer host root, so the write is refused by
+        // the kernel (before this change it succeeded). OutputCollectorTests checks what the package
+        // phase does with such paths should one get through anyway.
+        try await hostile("artifact-dotdot", body: """
+            report_artifact("/build/out/../../../../../../../../../../../../..KEYFILE");
+            """, broker: broker, expectPhase: "build", expectMessage: ["cargo build failed"], expectLog: "Permission denied")
+        // The next build on the same farm works.
+        let (d, _, terminal, _) = try await runBuild({ job in
+            BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(try! Fixtures.archive(Fixtures.helloCrate(), root: "hello", zip: false)).base64EncodedString(),
+                         sourceName: "hello.tar.gz")
+        }, broker: broker)
+        #expect(terminal.type == .done, "\(terminal.message ?? "")")
+        await d.close()
+    }
+
+    /// A build that writes past its disk limit fails in `build`, saying so; the host's disk is untouched.
+    @Test func diskHogHitsTheDiskLimit() async throws {
+        let broker = try await BrokerProcess()
+        defer { broker.stop() }
+        var before = statvfs()
+        statvfs(FileManager.default.temporaryDirectory.path, &before)
+        try await hostile("disk-hog", body: """
+            let mut f = std::fs::File::create("/build/out/hog").unwrap();
+            let block = vec![7u8; 1 << 20];
+            for _ in 0..4096 { f.write_all(&block).unwrap(); }
+            """, broker: broker, workerArgs: ["--disk-mb", "48"], expectPhase: "build", expectMessage: ["disk limit of 48 MiB"])
+        var after = statvfs()
+        statvfs(FileManager.default.temporaryDirectory.path, &after)
+        let lost = (Int64(before.f_bavail) - Int64(after.f_bavail)) * Int64(after.f_frsize)
+        #expect(lost < 40 << 20, "the host lost \(lost >> 20) MiB of disk")
+    }
+
+    /// A repository on loopback is refused without the operator's allowance, and the refusal reads
+    /// the same for a port that answers and one that does not.
+    @Test func loopbackRepositoryNeedsTheOperatorsAllowance() async throws {
+        let git = try await GitFixture()
+        defer { git.stop() }
+        try git.createRepository("hello", files: Fixtures.helloCrate())
+        let broker = try await BrokerProcess()
+        defer { broker.stop() }
+        let closed = try FreePort.pick()
+        var messages: [String] = []
+        for url in [git.url("hello"), "git://127.0.0.1:\(closed)/hello.git", "http://169.254.169.254/latest/meta-data.git",
+                    "https://[::ffff:127.0.0.1]/x.git", "http://localhost:\(closed)/x.git"] {
+            let (d, _, t, _) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, repoURL: url, repoRef: "main") }, broker: broker)
+            #expect(t.type == .failed)
+            #expect(t.failurePhase == "source")
+            #expect(t.message?.contains("does not fetch from internal networks") == true, "\(url): \(t.message ?? "")")
+            messages.append((t.message ?? "").replacingOccurrences(of: url, with: "URL"))
+            await d.close()
+        }
+        #expect(messages[0] == messages[1], "open and closed ports must be indistinguishable: \(messages)")
+        // With the allowance, the same repository builds.
+        let (d, _, t, _) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, repoURL: git.url("hello"), repoRef: "main") },
+                                              workerArgs: ["--allow-source-host", "127.0.0.1:\(git.port)"], broker: broker)
+        #expect(t.type == .done, "\(t.message ?? "")")
+        await d.close()
+    }
+}
