@@ -121,7 +121,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: swiftSettings),
         .target(name: "KilnPool", dependencies: [
-            "KilnMessages", "KilnBusClient",
+            "KilnMessages", "KilnBusClient", "KilnWorker",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Prometheus", package: "swift-prometheus"),

@@ -6,6 +6,7 @@ public final class PoolMetrics: Sendable {
     let busy: Gauge
     let ready: Gauge
     let started: Counter
+    let cleanedUp: Counter
 
     public init() {
         idle = registry.makeGauge(descriptor: .init(namespace: "kiln", subsystem: "pool", metricName: "idle_workers", unitName: "",
@@ -16,5 +17,7 @@ public final class PoolMetrics: Sendable {
                                                     helpText: "Workers building"))
         started = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "pool", metricName: "workers_started", unitName: "total",
                                                          helpText: "Workers started"))
+        cleanedUp = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "pool", metricName: "workers_cleaned_up", unitName: "total",
+                                                           helpText: "Workers that died leaving cgroups, mounts or scratch behind, cleaned up by the pool"))
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import KilnBusClient
 import KilnMessages
+import KilnWorker
 import Logging
 import NIOConcurrencyHelpers
 import ServiceLifecycle
@@ -30,6 +31,16 @@ public final class WorkerPool: Service, @unchecked Sendable {
         var process: Process
         var state: WorkerState
         var startedAt: Date
+        var scratch: String
+    }
+
+    /// How a worker process ended, in words for the log.
+    struct Exit: Sendable {
+        var id: String
+        var pid: pid_t
+        var status: Int32
+        var signalled: Bool
+        var description: String { signalled ? "killed by signal \(status)" : "exit status \(status)" }
     }
 
     public let configuration: Configuration
@@ -37,8 +48,8 @@ public final class WorkerPool: Service, @unchecked Sendable {
     let logger: Logger
     public let metrics: PoolMetrics
     private let state = NIOLockedValueBox<(workers: [String: Managed], started: Int)>(([:], 0))
-    private let exits: AsyncStream<(String, Int32)>
-    private let exitContinuation: AsyncStream<(String, Int32)>.Continuation
+    private let exits: AsyncStream<Exit>
+    private let exitContinuation: AsyncStream<Exit>.Continuation
 
     public init(configuration: Configuration, bus: BusClient.Configuration, logger: Logger, metrics: PoolMetrics = PoolMetrics()) {
         self.configuration = configuration
@@ -80,13 +91,22 @@ public final class WorkerPool: Service, @unchecked Sendable {
                     }
                 }
                 group.addTask {
-                    for await (id, status) in self.exits {
-                        let was = self.state.withLockedValue { $0.workers.removeValue(forKey: id)?.state }
-                        if was == .busy {
-                            self.logger.info("worker finished its build and exited", metadata: ["worker_id": "\(id)", "status": "\(status)"])
-                        } else {
-                            self.logger.warning("idle worker exited; replacing it", metadata: ["worker_id": "\(id)", "status": "\(status)"])
+                    for await exit in self.exits {
+                        let removed = self.state.withLockedValue { $0.workers.removeValue(forKey: exit.id) }
+                        // Whatever the reason, nothing of the worker may stay behind: its sandbox
+                        // cgroups (and processes in them), its workspace mount, its scratch directory.
+                        let cleaned = removed.map { WorkerLeftovers.clean(workerPID: exit.pid, scratch: $0.scratch) } ?? []
+                        var metadata: Logger.Metadata = ["worker_id": "\(exit.id)", "exit": "\(exit.description)"]
+                        if !cleaned.isEmpty { metadata["cleaned"] = "\(cleaned.joined(separator: "; "))" }
+                        switch (removed?.state, exit.signalled || exit.status != 0) {
+                        case (.busy, false):
+                            self.logger.info("worker finished its build and exited", metadata: metadata)
+                        case (.busy, true):
+                            self.logger.error("worker died during its build (\(exit.description)); cleaned up after it", metadata: metadata)
+                        default:
+                            self.logger.warning("idle worker exited (\(exit.description)); replacing it", metadata: metadata)
                         }
+                        if !cleaned.isEmpty { self.metrics.cleanedUp.increment() }
                         self.replenish()
                     }
                 }
@@ -141,10 +161,13 @@ public final class WorkerPool: Service, @unchecked Sendable {
         p.standardError = log
         p.standardInput = FileHandle.nullDevice
         let exits = exitContinuation
-        p.terminationHandler = { proc in exits.yield((id, proc.terminationStatus)) }
+        p.terminationHandler = { proc in
+            exits.yield(Exit(id: id, pid: proc.processIdentifier, status: proc.terminationStatus,
+                             signalled: proc.terminationReason == .uncaughtSignal))
+        }
         try p.run()
         state.withLockedValue { s in
-            s.workers[id] = Managed(process: p, state: .starting, startedAt: Date())
+            s.workers[id] = Managed(process: p, state: .starting, startedAt: Date(), scratch: scratch)
             s.started += 1
         }
         metrics.started.increment()

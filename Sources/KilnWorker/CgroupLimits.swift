@@ -5,7 +5,7 @@ import Foundation
 /// `cpu.max`, `cgroup.kill`) on current Debian, Ubuntu and Fedora hosts; v1 (`memory` and `pids`
 /// controllers) elsewhere. Every process of the build is in the group, so `killAll` reaches processes
 /// that left the process group, and the limits hold for the whole tree.
-struct CgroupLimits: Sendable {
+public struct CgroupLimits: Sendable {
     enum Version: Sendable, Equatable {
         /// v1 directories of the memory and pids controllers.
         case v1(memory: String, pids: String)
@@ -17,7 +17,7 @@ struct CgroupLimits: Sendable {
     let version: Version
 
     /// The hierarchy's mount point (tests point it at a fake tree).
-    static let defaultRoot = "/sys/fs/cgroup"
+    public static let defaultRoot = "/sys/fs/cgroup"
 
     /// Creates the group(s), or returns nil when cgroups are not writable here (the caller falls back
     /// to rlimits). `cpuQuota` is CPUs (e.g. 2.0), 0 for none (v2 only; v1's cpu controller is left alone).

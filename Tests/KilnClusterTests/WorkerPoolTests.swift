@@ -42,6 +42,74 @@ import Testing
         #expect(Self.workerPIDs(dir.path).isEmpty)
     }
 
+    /// A worker SIGKILLed mid-build leaves its sandbox cgroups (with a process still in them), its
+    /// workspace mount and its scratch directory; the pool removes all of them and logs the real cause.
+    @Test func cleansUpAfterABusyWorkerKilledWithSIGKILL() async throws {
+        let dir = try TemporaryDirectory(prefix: "kiln-pool")
+        let broker = try await BrokerProcess()
+        defer { broker.stop() }
+        let gateway = try await GatewayProcess(brokerPort: broker.port, dataDirectory: dir.file("gw"))
+        defer { gateway.stop() }
+        let pool = try LaunchedProcess(BuiltProducts.path("kiln-pool"),
+                                       ["--broker", "kiln://127.0.0.1:\(broker.port)", "--idle", "1", "--max", "2", "--state", dir.file("pool"),
+                                        "--key", dir.file("farm.pem")])
+        defer {
+            pool.signal(SIGTERM)
+            for _ in 0..<200 where pool.isRunning { usleep(50_000) }
+        }
+        func waitFor(_ what: String, timeout: Duration = .seconds(60), _ check: () -> Bool) async throws {
+            let deadline = ContinuousClock.now + timeout
+            while !check() {
+                if ContinuousClock.now > deadline { throw LaunchError("timed out waiting for \(what): \(pool.output.suffix(10))") }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        try await waitFor("a ready worker") { Self.workerPIDs(dir.path).count == 1 && pool.output.contains { $0.contains("idle=1") } }
+        let marker = "kiln-orphan-\(UInt32.random(in: 0...UInt32.max))"
+        let buildRS = """
+        fn main() {
+            let _ = std::process::Command::new("/bin/sh").arg("-c").arg("sleep 600; : \(marker)").spawn();
+            std::thread::sleep(std::time::Duration::from_secs(600));
+        }
+        """
+        let source = Data(try Fixtures.archive(Fixtures.helloCrate(name: "slow", buildRS: buildRS), root: "slow", zip: false)).base64EncodedString()
+        let body = try JSONSerialization.data(withJSONObject: ["nonce": "abcd1234", "source_data": source, "source_name": "slow.tar.gz"])
+        try body.write(to: URL(fileURLWithPath: dir.file("body.json")))
+        let curl = try LaunchedProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "Content-Type: application/json",
+                                                         "--data-binary", "@" + dir.file("body.json"), gateway.url + "/build"])
+        _ = try await curl.waitForExit()
+        // Wait until the build script runs (its orphan-to-be exists), then kill the busy worker.
+        try await waitFor("the build script") { !Self.pids(matching: marker).isEmpty }
+        let scratchRoot = dir.file("pool/scratch")
+        // The busy worker is the one whose scratch directory has a workspace.
+        let building = try #require(((try? FileManager.default.contentsOfDirectory(atPath: scratchRoot)) ?? [])
+            .first { FileManager.default.fileExists(atPath: scratchRoot + "/" + $0 + "/job/src") })
+        let busy = try #require(Self.workerPIDs(dir.path).first { pid in
+            String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data(), as: UTF8.self).contains(building)
+        })
+        let mountsBefore = String(decoding: FileManager.default.contents(atPath: "/proc/self/mountinfo") ?? Data(), as: UTF8.self)
+        #expect(geteuid() != 0 || mountsBefore.contains(scratchRoot), "the busy worker's workspace is mounted")
+        kill(busy, SIGKILL)
+        try await waitFor("the pool's clean-up") { pool.output.contains { $0.contains("worker died during its build (killed by signal 9)") } }
+        let line = pool.output.first { $0.contains("killed by signal 9") } ?? ""
+        #expect(line.contains("deleted scratch directory"), "\(line)")
+        #expect(!pool.output.contains { $0.contains("finished its build") && $0.contains("signal") })
+        try await waitFor("the orphan to be gone", timeout: .seconds(10)) { Self.pids(matching: marker).isEmpty }
+        let mountsAfter = String(decoding: FileManager.default.contents(atPath: "/proc/self/mountinfo") ?? Data(), as: UTF8.self)
+        #expect(!mountsAfter.contains(scratchRoot), "a workspace mount was left behind")
+        let leftCgroups = ["memory", "pids"].flatMap { c in
+            ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/" + c)) ?? []).filter { $0.hasPrefix("kiln-") && $0.hasSuffix("-\(busy)") }
+        }
+        #expect(leftCgroups.isEmpty, "\(leftCgroups)")
+        #expect(!FileManager.default.fileExists(atPath: scratchRoot + "/" + building), "the dead worker's scratch directory is still there")
+    }
+
+    static func pids(matching marker: String) -> [Int32] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(Int32.init).filter { pid in
+            String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data(), as: UTF8.self).contains(marker)
+        }
+    }
+
     static func workerPIDs(_ marker: String) -> [Int32] {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(Int32.init).filter { pid in
             let cmd = String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data(), as: UTF8.self)
