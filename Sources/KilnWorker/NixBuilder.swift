@@ -27,6 +27,7 @@ public struct NixBuilder: ProjectBuilder {
             ? ["/usr/bin/nix", "--extra-experimental-features", "nix-command flakes", "build", "-L"] + offline
                 + ["--out-link", "\(Sandbox.outputPath)/result", "\(Sandbox.sourcePath)#"]
             : ["/usr/bin/nix-build"] + offline + ["--out-link", "\(Sandbox.outputPath)/result", "\(Sandbox.sourcePath)/default.nix"]
+        try await refuseNetworkedDerivations(context: context, environment: env, mounts: mounts)
         let result = try await context.sandbox.run(name: context.jobID, command: command, environment: env, mounts: mounts,
                                                    cancel: context.cancel, onLine: context.log)
         try check(result, what: flake ? "nix build" : "nix-build", limits: limits)
@@ -44,7 +45,63 @@ public struct NixBuilder: ProjectBuilder {
         if flake, (try? context.sourceTree.kind(of: "flake.lock")) != nil { buildConfig.append("flake.lock") }
         return BuiltProject(buildType: flake ? BuildType.nixFlake : BuildType.nix, buildConfig: buildConfig, artifacts: reported,
                             internalParameters: ["command": command.joined(separator: " "), "nix": version, "substituters": "none (offline)",
+                                                 "network": "none (fixed-output derivations not already in the store are refused)",
                                                  "SOURCE_DATE_EPOCH": String(context.sourceDateEpoch)],
                             resolvedDependencies: [toolchainDescriptor(name: "nix", path: "/usr/bin/nix", version: version)])
     }
+}
+
+extension NixBuilder {
+    /// Nix runs fixed-output derivations (fetchers) with the host's network, whatever its sandbox
+    /// setting, and a shared daemon cannot be told otherwise for one client. So before building, the
+    /// whole closure is listed (`nix show-derivation -r`, in the same sandbox, as the same untrusted
+    /// client) and the job is refused if any fixed-output derivation would actually run, i.e. its
+    /// output is not already in the store. Nothing of the build has run when this refuses.
+    func refuseNetworkedDerivations(context: BuildContext, environment: [String: String], mounts: Sandbox.Mounts) async throws {
+        let features = ["--extra-experimental-features", "nix-command flakes"]
+        let command: [String] = flake
+            ? ["/usr/bin/nix"] + features + ["show-derivation", "-r", "\(Sandbox.sourcePath)#"]
+            : ["/bin/sh", "-c", "set -e; drvs=$(/usr/bin/nix-instantiate --option substituters '' \"$0\"); exec /usr/bin/nix --extra-experimental-features nix-command show-derivation -r $drvs",
+               "\(Sandbox.sourcePath)/default.nix"]
+        let json = OutputBuffer(limit: 32 << 20)
+        let r = try await context.sandbox.run(name: context.jobID + "-plan", command: command, environment: environment, mounts: mounts,
+                                              cancel: context.cancel) { stream, line in
+            if stream == .stdout { json.append(line) } else { context.log(stream, line) }
+        }
+        try check(r, what: flake ? "nix show-derivation (evaluating the flake)" : "nix-instantiate (evaluating default.nix)", limits: limits)
+        guard let text = json.text, let plan = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+            throw BuildFailure.build("cannot read the derivations the build would run (the plan is not JSON or larger than 32 MiB)")
+        }
+        let store = try? ConfinedDirectory(path: "/nix/store")
+        for drv in plan.keys.sorted() {
+            guard let outputs = (plan[drv] as? [String: Any])?["outputs"] as? [String: Any] else { continue }
+            for case let (_, output as [String: Any]) in outputs where output["hash"] != nil || output["hashAlgo"] != nil {
+                let path = output["path"] as? String ?? ""
+                let present = path.hasPrefix("/nix/store/") && (try? store?.kind(of: String(path.dropFirst("/nix/store/".count)))) != nil
+                if !present {
+                    throw BuildFailure.build(
+                        "the build needs the fixed-output derivation \(drv), which Nix would run with network access; builds on this farm get no network",
+                        fix: "put what it fetches into the uploaded source instead, or ask the operator to pre-fetch it into the store")
+                }
+            }
+        }
+    }
+}
+
+/// Collects a command's stdout up to a limit (past it, `text` is nil).
+final class OutputBuffer: @unchecked Sendable {
+    // Safe: every access holds `lock`.
+    private let lock = NSLock()
+    private var lines: [String] = []
+    private var bytes = 0
+    private var overflow = false
+    let limit: Int
+    init(limit: Int) { self.limit = limit }
+    func append(_ line: String) {
+        lock.withLock {
+            bytes += line.utf8.count + 1
+            if bytes > limit { overflow = true; lines = [] } else if !overflow { lines.append(line) }
+        }
+    }
+    var text: String? { lock.withLock { overflow ? nil : lines.joined(separator: "\n") } }
 }

@@ -116,6 +116,42 @@ import Testing
         #expect(lost < 40 << 20, "the host lost \(lost >> 20) MiB of disk")
     }
 
+    /// A fixed-output derivation would run with the host's network (Nix gives fetchers network even
+    /// in its sandbox): it reaches for a port listening on the host's loopback. The job is refused
+    /// before anything runs, and the listener sees no connection.
+    @Test func fixedOutputDerivationReachingForLoopbackIsRefused() async throws {
+        let broker = try await BrokerProcess()
+        defer { broker.stop() }
+        let port = try FreePort.pick()
+        let listener = try LaunchedProcess("/usr/bin/python3", ["-c", """
+            import socket
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", \(port))); s.listen(5)
+            print("listening", flush=True)
+            while True:
+                c, a = s.accept(); print("CONNECTION", a, flush=True); c.close()
+            """])
+        defer { listener.stop() }
+        _ = try await listener.waitForLine(prefix: "listening")
+        let nonce = UUID().uuidString
+        let files = ["default.nix": """
+            let fetch = derivation {
+              name = "fetch-\(nonce)"; system = builtins.currentSystem; builder = "/bin/sh";
+              args = [ "-c" "echo hi | nc 127.0.0.1 \(port) > $out; echo x >> $out" ];
+              outputHashMode = "flat"; outputHashAlgo = "sha256";
+              outputHash = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+            };
+            in derivation { name = "uses-fetch"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "cat ${fetch} > $out" ]; }
+
+            """]
+        let archive = Data(try Fixtures.archive(files, root: "fod", zip: false)).base64EncodedString()
+        let (d, _, t, _) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, sourceData: archive, sourceName: "fod.tar.gz") }, broker: broker)
+        #expect(t.type == .failed, "\(t.message ?? "") \(d.logLines.suffix(8))")
+        #expect(t.failurePhase == "build")
+        #expect(t.message?.contains("fixed-output derivation") == true, "\(t.message ?? "")")
+        #expect(!listener.output.contains { $0.contains("CONNECTION") }, "the derivation reached the host's loopback")
+        await d.close()
+    }
+
     /// A repository on loopback is refused without the operator's allowance, and the refusal reads
     /// the same for a port that answers and one that does not.
     @Test func loopbackRepositoryNeedsTheOperatorsAllowance() async throws {
