@@ -66,6 +66,8 @@ public struct ArchiveExtractor: Sendable {
         // Second layer behind our own checks.
         archive_write_disk_set_options(disk, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS)
 
+        // One descriptor for the whole extraction: hard-link targets and the final link check read through it.
+        let confined = try Self.confine(root)
         var summary = Summary(entries: 0, totalBytes: 0, newestMTime: 0, topLevelNames: [])
         var topLevel = Set<String>()
         var entry: OpaquePointer?
@@ -100,7 +102,6 @@ public struct ArchiveExtractor: Sendable {
                 }
                 // The target must already be a regular file, reached without passing through any link
                 // (a hard link to a symlink would re-anchor that link's relative target here).
-                let confined = try Self.confine(root)
                 let kind: ConfinedDirectory.EntryKind
                 do { kind = try confined.kind(of: safe) } catch {
                     throw ArchiveError(.linkEscapes, "hard link '\(name)' points through a link or at nothing ('\(target)')", entry: name)
@@ -183,7 +184,6 @@ public struct ArchiveExtractor: Sendable {
         guard summary.entries > 0 else { throw ArchiveError(.empty, "the archive is empty") }
         // Lexical checks cannot see what links do together (`x -> .` plus `y -> x/x/../../..`), and
         // entries can come in any order: resolve every link against the finished tree on disk.
-        let confined = try Self.confine(root)
         let tree: [(path: String, kind: ConfinedDirectory.EntryKind)]
         do { tree = try confined.walk(maxEntries: configuration.maxEntries * 2) } catch {
             throw ArchiveError(.io, "cannot re-read the extracted tree: \(error)")

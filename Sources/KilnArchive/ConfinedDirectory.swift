@@ -85,7 +85,8 @@ public final class ConfinedDirectory: Sendable {
 
     deinit { close(descriptor) }
 
-    /// Tests force the fallback walk to prove it is as strict as `openat2`.
+    /// Tests force the fallback walk to prove it is as strict as `openat2`. Unsynchronised on
+    /// purpose: only a serialized test suite sets it, and either value gives equally strict opens.
     nonisolated(unsafe) static var forceComponentWalk = false
 
     // MARK: opening

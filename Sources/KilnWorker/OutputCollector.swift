@@ -29,15 +29,8 @@ struct OutputCollector {
             return try ArtifactSource.fromSandboxPath(path, name: name)
         case .nixOutLink(let link):
             let target = try open("Nix out-link '\(link)'") { try roots.output.linkTarget(link) }
-            let store = "/nix/store/"
-            guard target.hasPrefix(store) else {
-                throw BuildFailure.package("Nix out-link '\(link)' points outside the Nix store ('\(target)')",
-                                           fix: "let nix-build create its own out-links")
-            }
-            let relative = String(target.dropFirst(store.count))
-            do { _ = try ConfinedDirectory.components(of: relative) } catch let e as ConfinedDirectory.Error {
-                throw Self.failure(e, what: "Nix out-link '\(link)'")
-            }
+            let relative = try ArtifactSource.relative(target, under: "/nix/store", what: "Nix out-link '\(link)'",
+                                                       outside: "points outside the Nix store", fix: "let nix-build create its own out-links")
             return ArtifactSource(root: .nixStore, relativePath: relative, name: link, expandDirectory: true)
         }
     }
@@ -166,15 +159,21 @@ struct ArtifactSource: Sendable, Equatable {
     /// A path a toolchain reported inside the sandbox (`/build/out/…`), made relative to the output
     /// root — checked, never concatenated to a host path.
     static func fromSandboxPath(_ sandboxPath: String, name: String) throws -> ArtifactSource {
-        let prefix = Sandbox.outputPath + "/"
-        guard sandboxPath.hasPrefix(prefix) else {
-            throw BuildFailure.package("artifact '\(name)' was reported outside \(Sandbox.outputPath) ('\(sandboxPath)')",
-                                       fix: "do not print fake compiler messages from build scripts or proc-macros")
-        }
-        let relative = String(sandboxPath.dropFirst(prefix.count))
-        do { _ = try ConfinedDirectory.components(of: relative) } catch let e as ConfinedDirectory.Error {
-            throw OutputCollector.failure(e, what: "artifact '\(name)'")
-        }
+        let relative = try relative(sandboxPath, under: Sandbox.outputPath, what: "artifact '\(name)'",
+                                    outside: "was reported outside \(Sandbox.outputPath)",
+                                    fix: "do not print fake compiler messages from build scripts or proc-macros")
         return ArtifactSource(root: .output, relativePath: relative, name: name)
+    }
+
+    /// `path` made relative to the absolute directory `root`: it must start with `root/`, and what
+    /// follows must be a plain relative path (no `..`, no NUL), or the job fails in `package`.
+    static func relative(_ path: String, under root: String, what: String, outside: String, fix: String) throws -> String {
+        let prefix = root + "/"
+        guard path.hasPrefix(prefix) else { throw BuildFailure.package("\(what) \(outside) ('\(path)')", fix: fix) }
+        let relative = String(path.dropFirst(prefix.count))
+        do { _ = try ConfinedDirectory.components(of: relative) } catch let e as ConfinedDirectory.Error {
+            throw OutputCollector.failure(e, what: what)
+        }
+        return relative
     }
 }
