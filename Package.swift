@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
@@ -76,8 +77,14 @@ let package = Package(
             "CArchive", "CKilnSystem",
             .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: swiftSettings),
+        // Offline checks of SEV-SNP reports and TDX quotes against pinned vendor roots.
+        .target(name: "KilnTEE", dependencies: [
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "CryptoExtras", package: "swift-crypto"),
+            .product(name: "SwiftASN1", package: "swift-asn1"),
+        ], swiftSettings: swiftSettings),
         .target(name: "KilnAttestation", dependencies: [
-            "KilnArchive",
+            "KilnArchive", "KilnTEE",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "CryptoExtras", package: "swift-crypto"),
         ], swiftSettings: swiftSettings),
@@ -164,5 +171,6 @@ let package = Package(
         .testTarget(name: "KilnClusterTests", dependencies: ["KilnTestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client")], swiftSettings: swiftSettings),
         .testTarget(name: "KilnAttestationTests", dependencies: ["KilnAttestation", "KilnArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "KilnTEETests", dependencies: ["KilnTEE", "KilnTestSupport"], swiftSettings: swiftSettings),
     ]
 )
