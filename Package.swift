@@ -142,7 +142,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "KilnCLI", dependencies: [
-            "KilnAttestation", "KilnArchive", "KilnMessages",
+            "KilnAttestation", "KilnArchive", "KilnMessages", "KilnTEE",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ], swiftSettings: swiftSettings),

@@ -52,9 +52,9 @@ public struct DSSEEnvelope: Codable, Sendable, Equatable {
 
     /// Checks the signature over the PAE **before** the payload is parsed; returns the key that
     /// verified and the payload bytes.
-    public func verify(trustedKeys: [PublicKey]) throws(VerificationError) -> (key: PublicKey, payload: [UInt8]) {
-        guard payloadType == DSSEEnvelope.inTotoPayloadType else {
-            throw .init(.signature, "unknown DSSE payloadType '\(payloadType)' (expected \(DSSEEnvelope.inTotoPayloadType))")
+    public func verify(trustedKeys: [PublicKey], payloadType expected: String = inTotoPayloadType) throws(VerificationError) -> (key: PublicKey, payload: [UInt8]) {
+        guard payloadType == expected else {
+            throw .init(.signature, "unknown DSSE payloadType '\(payloadType)' (expected \(expected))")
         }
         guard !signatures.isEmpty else { throw .init(.signature, "DSSE envelope has no signatures") }
         guard !trustedKeys.isEmpty else { throw .init(.signature, "no trusted public key was given") }
@@ -67,7 +67,7 @@ public struct DSSEEnvelope: Codable, Sendable, Equatable {
             }
         }
         let ids = signatures.map(\.keyid).joined(separator: ", ")
-        throw .init(.signature, "DSSE signature does not verify with any trusted key (signature keyid \(ids), trusted \(trustedKeys.map(\.keyID).joined(separator: ", ")))")
+        throw .init(.signature, "the \(payloadType) DSSE signature (keyid \(ids)) does not verify with key \(trustedKeys.map(\.keyID).joined(separator: ", "))")
     }
 }
 

@@ -2,35 +2,83 @@ import Crypto
 import Foundation
 import KilnArchive
 
-/// `evidence.json`: the DSSE envelope over provenance.json, the TEE report, and the binding that ties
-/// the report to this exact result and the user's nonce (design §6).
+/// `evidence.json`: the DSSE envelope over provenance.json, the TEE report, the binding that ties
+/// the report to this exact result and the user's nonce (design §6), and a second DSSE envelope over
+/// the evidence claims, so that no field here changes a verdict without a signature.
+///
+/// What each part proves: `dsse` signs the provenance; `claims` signs the binding (and through the
+/// manifest digest every file of the result), the TEE kind, the provider and the digests of the
+/// report and its certificates; the report (when there is one) is signed by the hardware and carries
+/// `report_data`, which commits to the same binding, the signing key included. The unsigned copies of
+/// the claims beside them exist for readers; a verifier requires them to equal the signed ones.
 public struct Evidence: Codable, Sendable, Equatable {
+    public static let version = 2
+
     public var version: Int
     public var dsse: DSSEEnvelope
+    /// DSSE envelope (payload type `EvidenceClaims.payloadType`) over canonical `EvidenceClaims`.
+    public var claims: DSSEEnvelope?
     /// "none", "sev-snp" or "tdx".
     public var tee: String
     /// Who produced the report ("none" or the configfs-tsm provider, e.g. "sev_guest").
     public var provider: String
     /// base64 of the TEE report (configfs-tsm `outblob`), or null for `tee: none`.
     public var report: String?
-    /// base64 of `auxblob` (certificates), when the provider has one.
+    /// base64 of `auxblob` (for SEV-SNP: the certificate table with VCEK, ASK, ARK), when the provider has one.
     public var aux: String?
     /// Hex of the 64 bytes placed in the report: `Binding.reportData`.
     public var reportData: String
     public var binding: Binding
 
     enum CodingKeys: String, CodingKey {
-        case version, dsse, tee, provider, report, aux, binding
+        case version, dsse, claims, tee, provider, report, aux, binding
         case reportData = "report_data"
     }
 
-    public init(dsse: DSSEEnvelope, tee: String, provider: String, report: String?, aux: String?, reportData: String, binding: Binding) {
-        self.version = 1
+    public init(dsse: DSSEEnvelope, claims: DSSEEnvelope, tee: String, provider: String, report: String?, aux: String?,
+                reportData: String, binding: Binding) {
+        self.version = Evidence.version
         self.dsse = dsse
+        self.claims = claims
         self.tee = tee
         self.provider = provider
         self.report = report
         self.aux = aux
+        self.reportData = reportData
+        self.binding = binding
+    }
+}
+
+/// The signed statement of everything in `evidence.json` besides the provenance envelope.
+public struct EvidenceClaims: Codable, Sendable, Equatable {
+    public static let payloadType = "application/vnd.kiln.evidence-claims+json"
+    public static let scheme = "kiln-claims-v1"
+
+    public var scheme: String
+    public var jobID: String
+    public var tee: String
+    public var provider: String
+    /// sha256 of the report bytes / of the aux bytes, or null when there are none.
+    public var reportSha256: String?
+    public var auxSha256: String?
+    public var reportData: String
+    public var binding: Binding
+
+    enum CodingKeys: String, CodingKey {
+        case scheme, tee, provider, binding
+        case jobID = "job_id"
+        case reportSha256 = "report_sha256"
+        case auxSha256 = "aux_sha256"
+        case reportData = "report_data"
+    }
+
+    public init(jobID: String, tee: String, provider: String, report: [UInt8]?, aux: [UInt8]?, reportData: String, binding: Binding) {
+        self.scheme = EvidenceClaims.scheme
+        self.jobID = jobID
+        self.tee = tee
+        self.provider = provider
+        self.reportSha256 = report.map { FileDigest.of(bytes: $0).sha256 }
+        self.auxSha256 = aux.map { FileDigest.of(bytes: $0).sha256 }
         self.reportData = reportData
         self.binding = binding
     }

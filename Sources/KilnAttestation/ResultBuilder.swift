@@ -96,7 +96,7 @@ public struct ResultBuilder {
         let provenanceDigest = FileDigest.of(bytes: provenance)
         files.append(.init(path: "provenance.json", sha256: provenanceDigest.sha256, size: provenanceDigest.size, mode: "0644"))
         let manifest = try CanonicalJSON.encode(Manifest(jobID: inputs.jobID, files: files, inputs: inputs.manifestInputs))
-        let evidence = try makeEvidence(provenance: provenance, manifest: manifest, nonce: inputs.nonce)
+        let evidence = try makeEvidence(provenance: provenance, manifest: manifest, nonce: inputs.nonce, jobID: inputs.jobID)
 
         try writer.addFile("evidence.json", data: evidence)
         try writer.addFile("manifest.json", data: manifest)
@@ -106,15 +106,19 @@ public struct ResultBuilder {
                       provenance: provenance, manifest: manifest, evidence: evidence)
     }
 
-    /// Signs provenance.json (DSSE), binds it, the manifest and the nonce into report_data, and asks
-    /// the evidence provider for a report over it.
-    public func makeEvidence(provenance: [UInt8], manifest: [UInt8], nonce: String) throws -> [UInt8] {
+    /// Signs provenance.json (DSSE), binds it, the manifest and the nonce into report_data, asks
+    /// the evidence provider for a report over it, then signs the claims (binding, TEE kind, report
+    /// digest) in a second envelope.
+    public func makeEvidence(provenance: [UInt8], manifest: [UInt8], nonce: String, jobID: String) throws -> [UInt8] {
         let envelope = try DSSEEnvelope.sign(payload: provenance, key: key)
         let binding = Binding(nonce: nonce, provenanceSha256: FileDigest.of(bytes: provenance).sha256,
                               manifestSha256: FileDigest.of(bytes: manifest).sha256, publicKey: key.publicKey.hex)
         let reportData = try binding.reportData()
         let report = try evidenceProvider.report(reportData: reportData)
-        let evidence = Evidence(dsse: envelope, tee: report.tee, provider: report.provider,
+        let claims = EvidenceClaims(jobID: jobID, tee: report.tee, provider: report.provider, report: report.report, aux: report.aux,
+                                    reportData: reportData.hexString, binding: binding)
+        let claimsEnvelope = try DSSEEnvelope.sign(payload: try CanonicalJSON.encode(claims), payloadType: EvidenceClaims.payloadType, key: key)
+        let evidence = Evidence(dsse: envelope, claims: claimsEnvelope, tee: report.tee, provider: report.provider,
                                 report: report.report.map { Data($0).base64EncodedString() },
                                 aux: report.aux.map { Data($0).base64EncodedString() },
                                 reportData: reportData.hexString, binding: binding)

@@ -1,70 +1,104 @@
 import Foundation
 import KilnArchive
+import KilnTEE
 
-/// Offline verification of a Kiln result (design §6), in order:
-/// files present → DSSE signature with a trusted key → payload equals provenance.json → binding
-/// (report_data recomputes; digests and key match; the TEE report carries report_data) → `tee: none`
-/// only if allowed → nonce → manifest digests of every file (and no unlisted file) → provenance
-/// subjects equal `artifacts/`. The first failure is thrown, naming what did not match.
+/// Offline verification of a Kiln result, every verdict-changing field checked against a signature:
+/// files present → both DSSE envelopes signed by the key the binding names → the evidence equals its
+/// signed claims → payload is provenance.json → binding recomputes → the TEE report (verified against
+/// the vendor's pinned root where possible) carries report_data → the signing key is trusted (pinned
+/// by the user, or bound by a hardware-verified report) → nonce → every file listed in the manifest
+/// with its digest and nothing else present → provenance subjects are exactly `artifacts/`.
 public struct ResultVerifier: Sendable {
-    public struct Report: Sendable, Codable, Equatable {
-        public var ok: Bool
-        public var jobID: String?
-        public var tee: String?
-        public var keyID: String?
-        public var artifacts: [String: String]
-        public var failedStep: VerificationError.Step?
-        public var error: String?
+    public struct Options: Sendable {
+        public var expectedNonce: String
+        /// Keys the user trusts (`--key`, or `--gateway`'s keys).
+        public var trustedKeys: [PublicKey]
+        /// Key fingerprints (hex SHA-256 of the raw public key) the user trusts (`--key-fingerprint`).
+        public var trustedKeyFingerprints: [String]
+        public var allowTEENone: Bool
+        public var allowUnverifiedTEE: Bool
+        /// SEV-SNP `MEASUREMENT` or TDX `MRTD`, hex, that the report must state.
+        public var expectedMeasurement: String?
+        /// VCEK / ASK / ARK the user supplied (`--vcek`, `--amd-chain`).
+        public var sevCertificates: SEVCertificateTable
+        public var sevPolicy: SEVSNPVerifier.Policy
+        /// Certificate validity is checked at this time.
+        public var now: Date
 
-        public init(ok: Bool, jobID: String? = nil, tee: String? = nil, keyID: String? = nil, artifacts: [String: String] = [:],
-                    failedStep: VerificationError.Step? = nil, error: String? = nil) {
-            self.ok = ok
-            self.jobID = jobID
-            self.tee = tee
-            self.keyID = keyID
-            self.artifacts = artifacts
-            self.failedStep = failedStep
-            self.error = error
-        }
-
-        enum CodingKeys: String, CodingKey {
-            case ok, tee, artifacts, error
-            case jobID = "job_id"
-            case keyID = "key_id"
-            case failedStep = "failed_step"
+        public init(expectedNonce: String, trustedKeys: [PublicKey] = [], trustedKeyFingerprints: [String] = [],
+                    allowTEENone: Bool = false, allowUnverifiedTEE: Bool = false, expectedMeasurement: String? = nil,
+                    sevCertificates: SEVCertificateTable = .init(), sevPolicy: SEVSNPVerifier.Policy = .init(), now: Date = Date()) {
+            self.expectedNonce = expectedNonce.lowercased()
+            self.trustedKeys = trustedKeys
+            self.trustedKeyFingerprints = trustedKeyFingerprints.map { $0.lowercased() }
+            self.allowTEENone = allowTEENone
+            self.allowUnverifiedTEE = allowUnverifiedTEE
+            self.expectedMeasurement = expectedMeasurement?.lowercased()
+            self.sevCertificates = sevCertificates
+            self.sevPolicy = sevPolicy
+            self.now = now
         }
     }
 
-    public var trustedKeys: [PublicKey]
-    public var expectedNonce: String
-    public var allowTEENone: Bool
+    public var options: Options
+
+    public init(options: Options) { self.options = options }
 
     public init(trustedKeys: [PublicKey], expectedNonce: String, allowTEENone: Bool = false) {
-        self.trustedKeys = trustedKeys
-        self.expectedNonce = expectedNonce.lowercased()
-        self.allowTEENone = allowTEENone
+        self.init(options: .init(expectedNonce: expectedNonce, trustedKeys: trustedKeys, allowTEENone: allowTEENone))
     }
 
-    /// Verifies a result tarball (extracted safely into a temporary directory) or a directory.
-    public func verify(path: String) throws(VerificationError) -> Report {
+    /// Verifies and throws at the first failed check.
+    public func verify(path: String) throws(VerificationError) -> VerificationReport {
+        let report = appraise(path: path)
+        if !report.ok { throw VerificationError(report.failedStep ?? .files, report.error ?? "verification failed") }
+        return report
+    }
+
+    /// Runs every check up to the first failure and reports them all (a result tarball is extracted
+    /// safely into a temporary directory first).
+    public func appraise(path: String) -> VerificationReport {
+        var report = VerificationReport()
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw .init(.files, "\(path) does not exist")
+            return failed(report, .init(.files, "\(path) does not exist"))
         }
-        if isDir.boolValue { return try verify(directory: path) }
+        if isDir.boolValue { return appraise(directory: path) }
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-verify-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         do {
             try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
             _ = try ArchiveExtractor().extract(archivePath: path, into: scratch)
         } catch {
-            throw .init(.files, "cannot unpack \(path): \(error)")
+            return failed(report, .init(.files, "cannot unpack \(path): \(error)"))
         }
-        return try verify(directory: scratch)
+        report = appraise(directory: scratch)
+        return report
     }
 
-    public func verify(directory: String) throws(VerificationError) -> Report {
-        // 1. Files.
+    public func appraise(directory: String) -> VerificationReport {
+        var report = VerificationReport()
+        do {
+            try run(directory, &report)
+            report.ok = true
+        } catch {
+            report = failed(report, error)
+        }
+        return report
+    }
+
+    private func failed(_ report: VerificationReport, _ error: VerificationError) -> VerificationReport {
+        var r = report
+        r.ok = false
+        r.verdict = nil
+        r.failedStep = error.step
+        r.error = error.message
+        r.checks.append(.init(error.step.rawValue, .fail, error.message))
+        return r
+    }
+
+    private func run(_ directory: String, _ report: inout VerificationReport) throws(VerificationError) {
+        // Files.
         let evidenceBytes = try read(directory, "evidence.json")
         let provenanceBytes = try read(directory, "provenance.json")
         let manifestBytes = try read(directory, "manifest.json")
@@ -72,17 +106,45 @@ public struct ResultVerifier: Sendable {
         do { evidence = try CanonicalJSON.decode(Evidence.self, from: evidenceBytes) } catch {
             throw .init(.files, "evidence.json is not valid evidence: \(error)")
         }
-
-        // 2. Signature over the PAE, before the payload is parsed.
-        let (key, payload) = try evidence.dsse.verify(trustedKeys: trustedKeys)
-
-        // 3. Payload is exactly provenance.json.
-        guard payload == provenanceBytes else {
-            throw .init(.payload, "the signed payload differs from provenance.json")
+        guard evidence.version == Evidence.version, let claimsEnvelope = evidence.claims else {
+            throw .init(.claims, "evidence version \(evidence.version) carries unsigned claims (tee, binding); it cannot be verified: rebuild it")
         }
 
-        // 4. Binding.
-        let binding = evidence.binding
+        // Signatures: both envelopes by the key the binding names (trust in that key comes later).
+        let signer: PublicKey
+        do { signer = try PublicKey(text: evidence.binding.publicKey) } catch {
+            throw .init(.binding, "binding.public_key is not an Ed25519 public key")
+        }
+        report.keyFingerprint = signer.keyID
+        let (_, payload) = try evidence.dsse.verify(trustedKeys: [signer])
+        let (_, claimsBytes) = try claimsEnvelope.verify(trustedKeys: [signer], payloadType: EvidenceClaims.payloadType)
+        report.checks.append(.init("signature", .pass, "provenance and claims envelopes signed by key \(signer.keyID)"))
+
+        // The evidence is exactly what was signed.
+        let claims: EvidenceClaims
+        do { claims = try CanonicalJSON.decode(EvidenceClaims.self, from: claimsBytes) } catch {
+            throw .init(.claims, "the signed claims are not valid: \(error)")
+        }
+        guard claims.scheme == EvidenceClaims.scheme else { throw .init(.claims, "unknown claims scheme '\(claims.scheme)'") }
+        let reportBytes = try decodeBase64(evidence.report, "report")
+        let auxBytes = try decodeBase64(evidence.aux, "aux")
+        let unsigned: [(String, Bool)] = [
+            ("tee", evidence.tee == claims.tee), ("provider", evidence.provider == claims.provider),
+            ("report", reportBytes.map { FileDigest.of(bytes: $0).sha256 } == claims.reportSha256),
+            ("aux", auxBytes.map { FileDigest.of(bytes: $0).sha256 } == claims.auxSha256),
+            ("report_data", evidence.reportData == claims.reportData), ("binding", evidence.binding == claims.binding),
+        ]
+        if let (field, _) = unsigned.first(where: { !$0.1 }) {
+            throw .init(.claims, "evidence.json's \(field) is not what the signer signed")
+        }
+        report.tee = claims.tee
+        report.checks.append(.init("claims", .pass, "tee, provider, report, aux, report_data and binding equal the signed claims"))
+
+        guard payload == provenanceBytes else { throw .init(.payload, "the signed payload differs from provenance.json") }
+        report.checks.append(.init("payload", .pass, "provenance.json is the signed payload"))
+
+        // Binding.
+        let binding = claims.binding
         let provenanceDigest = FileDigest.of(bytes: provenanceBytes).sha256
         let manifestDigest = FileDigest.of(bytes: manifestBytes).sha256
         guard binding.provenanceSha256 == provenanceDigest else {
@@ -91,28 +153,36 @@ public struct ResultVerifier: Sendable {
         guard binding.manifestSha256 == manifestDigest else {
             throw .init(.binding, "binding.manifest_sha256 \(binding.manifestSha256) does not match manifest.json (\(manifestDigest))")
         }
-        guard binding.publicKey == key.hex else {
-            throw .init(.binding, "binding.public_key is not the key that signed the envelope")
-        }
         let reportData = try binding.reportData().hexString
-        guard evidence.reportData == reportData else {
-            throw .init(.binding, "report_data \(evidence.reportData) does not recompute from the binding (\(reportData))")
+        guard claims.reportData == reportData else {
+            throw .init(.binding, "report_data \(claims.reportData) does not recompute from the binding (\(reportData))")
         }
-        if evidence.tee != "none" {
-            guard let reportB64 = evidence.report, let report = Base64.decode(reportB64) else {
-                throw .init(.tee, "evidence claims tee '\(evidence.tee)' but carries no report")
-            }
-            guard TEEReport.contains(reportData: Hex.decode(reportData)!, report: report, tee: evidence.tee) else {
-                throw .init(.tee, "the \(evidence.tee) report does not carry this result's report_data")
-            }
+        report.checks.append(.init("binding", .pass, "report_data = SHA-512(nonce, provenance, manifest, key) recomputes"))
+
+        // TEE.
+        let verdict = try appraiseTEE(claims: claims, report: reportBytes, aux: auxBytes, reportData: reportData, into: &report)
+        report.verdict = verdict
+
+        // Trust in the signing key.
+        if options.trustedKeys.contains(where: { $0.keyID == signer.keyID }) || options.trustedKeyFingerprints.contains(signer.keyID) {
+            report.keyTrust = .pinned
+            report.checks.append(.init("trust", .pass, "the signing key \(signer.keyID) is one you pinned"))
+        } else if verdict == .hardwareVerified {
+            report.keyTrust = .hardwareBound
+            report.checks.append(.init("trust", .pass, "the signing key is bound into a hardware-verified report: no farm key needed"))
+        } else {
+            throw .init(.trust, "the result is signed by key \(signer.keyID), which you did not pin (--key, --key-fingerprint); "
+                + "without a hardware-verified report nothing else vouches for it")
         }
 
-        // 5. tee: none only when trusted explicitly.
-        if evidence.tee == "none", !allowTEENone {
-            throw .init(.tee, "evidence has tee 'none': only the farm key vouches for it; pass --allow-tee-none to accept that")
+        // Measurement.
+        if let expected = options.expectedMeasurement {
+            guard let actual = report.measurement else { throw .init(.measurement, "--expect-measurement given, but the result has no TEE report") }
+            guard actual == expected else { throw .init(.measurement, "the report's measurement is \(actual), expected \(expected)") }
+            report.checks.append(.init("measurement", .pass, "measurement \(actual) is the expected one"))
         }
 
-        // 6. Nonce.
+        // Nonce.
         let statement: Statement
         do { statement = try CanonicalJSON.decode(Statement.self, from: provenanceBytes) } catch {
             throw .init(.payload, "provenance.json is not an in-toto Statement with a SLSA v1 predicate: \(error)")
@@ -120,29 +190,59 @@ public struct ResultVerifier: Sendable {
         guard statement.type == Statement.type, statement.predicateType == Statement.slsaPredicateType else {
             throw .init(.payload, "provenance.json has _type '\(statement.type)' / predicateType '\(statement.predicateType)'")
         }
-        guard binding.nonce == expectedNonce else {
-            throw .init(.nonce, "nonce in the evidence is \(binding.nonce), expected \(expectedNonce)")
+        guard binding.nonce == options.expectedNonce else {
+            throw .init(.nonce, "nonce in the evidence is \(binding.nonce), expected \(options.expectedNonce)")
         }
-        guard statement.predicate.buildDefinition.externalParameters.nonce.lowercased() == expectedNonce else {
-            throw .init(.nonce, "nonce in provenance.json is \(statement.predicate.buildDefinition.externalParameters.nonce), expected \(expectedNonce)")
+        guard statement.predicate.buildDefinition.externalParameters.nonce.lowercased() == options.expectedNonce else {
+            throw .init(.nonce, "nonce in provenance.json is \(statement.predicate.buildDefinition.externalParameters.nonce), expected \(options.expectedNonce)")
         }
 
-        // 7. Manifest: every listed file matches, and nothing unlisted is present.
+        // Manifest: every file listed, present, with its digest; nothing else.
         let manifest: Manifest
         do { manifest = try CanonicalJSON.decode(Manifest.self, from: manifestBytes) } catch {
             throw .init(.manifest, "manifest.json is not valid: \(error)")
         }
-        guard manifest.inputs.nonce.lowercased() == expectedNonce else {
-            throw .init(.nonce, "nonce in manifest.json is \(manifest.inputs.nonce), expected \(expectedNonce)")
+        guard manifest.inputs.nonce.lowercased() == options.expectedNonce else {
+            throw .init(.nonce, "nonce in manifest.json is \(manifest.inputs.nonce), expected \(options.expectedNonce)")
         }
+        report.checks.append(.init("nonce", .pass, "evidence, provenance and manifest carry your nonce"))
+        guard manifest.jobID == claims.jobID else { throw .init(.claims, "the claims name job \(claims.jobID), the manifest \(manifest.jobID)") }
+        report.jobID = manifest.jobID
+        try checkFiles(directory, manifest)
+        report.checks.append(.init("manifest", .pass, "\(manifest.files.count) listed files present with their digests, no other file"))
+
+        // Subjects are exactly the artifacts.
+        var artifacts: [String: String] = [:]
+        for file in manifest.files where file.path.hasPrefix("artifacts/") { artifacts[file.path] = file.sha256 }
+        var subjects: [String: String] = [:]
+        for s in statement.subject {
+            guard let name = s.name, let d = s.digest?["sha256"] else { throw .init(.subjects, "a provenance subject lacks a name or sha256") }
+            subjects[name] = d
+        }
+        if subjects != artifacts {
+            let missing = Set(artifacts.keys).subtracting(subjects.keys).sorted()
+            let extra = Set(subjects.keys).subtracting(artifacts.keys).sorted()
+            let differ = artifacts.keys.filter { subjects[$0] != nil && subjects[$0] != artifacts[$0] }.sorted()
+            throw .init(.subjects, "provenance subjects do not match artifacts/ (not in provenance: \(missing), not in artifacts: \(extra), digest differs: \(differ))")
+        }
+        report.artifacts = artifacts
+        report.checks.append(.init("subjects", .pass, "provenance subjects are exactly artifacts/"))
+    }
+
+    private func checkFiles(_ directory: String, _ manifest: Manifest) throws(VerificationError) {
         var onDisk = Set<String>()
         do {
             for rel in try TarballWriter.sortedEntries(of: directory) {
                 var st = stat()
                 guard lstat(directory + "/" + rel, &st) == 0 else { continue }
-                if (st.st_mode & S_IFMT) == S_IFDIR { continue }
-                onDisk.insert(rel)
+                switch st.st_mode & S_IFMT {
+                case S_IFDIR: continue
+                case S_IFREG: onDisk.insert(rel)
+                default: throw VerificationError(.files, "\(rel) is not a regular file: a result holds only files and directories")
+                }
             }
+        } catch let e as VerificationError {
+            throw e
         } catch {
             throw .init(.files, "cannot list \(directory): \(error)")
         }
@@ -161,45 +261,19 @@ public struct ResultVerifier: Sendable {
         if let extra = onDisk.sorted().first {
             throw .init(.manifest, "\(extra) is in the result but not in manifest.json")
         }
+    }
 
-        // 8. Subjects are exactly the artifacts.
-        var artifacts: [String: String] = [:]
-        for file in manifest.files where file.path.hasPrefix("artifacts/") { artifacts[file.path] = file.sha256 }
-        var subjects: [String: String] = [:]
-        for s in statement.subject {
-            guard let name = s.name, let d = s.digest?["sha256"] else { throw .init(.subjects, "a provenance subject lacks a name or sha256") }
-            subjects[name] = d
-        }
-        if subjects != artifacts {
-            let missing = Set(artifacts.keys).subtracting(subjects.keys).sorted()
-            let extra = Set(subjects.keys).subtracting(artifacts.keys).sorted()
-            let differ = artifacts.keys.filter { subjects[$0] != nil && subjects[$0] != artifacts[$0] }.sorted()
-            throw .init(.subjects, "provenance subjects do not match artifacts/ (not in provenance: \(missing), not in artifacts: \(extra), digest differs: \(differ))")
-        }
-        return Report(ok: true, jobID: manifest.jobID, tee: evidence.tee, keyID: key.keyID, artifacts: artifacts)
+    private func decodeBase64(_ text: String?, _ field: String) throws(VerificationError) -> [UInt8]? {
+        guard let text else { return nil }
+        guard let bytes = Base64.decode(text) else { throw .init(.files, "evidence.json's \(field) is not base64") }
+        return bytes
     }
 
     private func read(_ dir: String, _ name: String) throws(VerificationError) -> [UInt8] {
-        guard let data = FileManager.default.contents(atPath: dir + "/" + name) else {
-            throw .init(.files, "\(name) is missing from the result")
+        var st = stat()
+        guard lstat(dir + "/" + name, &st) == 0, st.st_mode & S_IFMT == S_IFREG, let data = FileManager.default.contents(atPath: dir + "/" + name) else {
+            throw .init(.files, "\(name) is missing from the result (or not a regular file)")
         }
         return Array(data)
-    }
-}
-
-/// Where the 64 bytes of report_data sit in each kind of hardware report. Checking the vendor's
-/// signature chain (AMD VCEK / Intel PCS) needs their certificate services and is not done offline here.
-public enum TEEReport {
-    /// SEV-SNP ATTESTATION_REPORT: REPORT_DATA at 0x50. TDX quote v4: header (48) + TD report body,
-    /// REPORTDATA at body offset 520 → 568.
-    public static func contains(reportData: [UInt8], report: [UInt8], tee: String) -> Bool {
-        let offset: Int
-        switch tee {
-        case "sev-snp": offset = 0x50
-        case "tdx": offset = 568
-        default: return report.firstRange(of: reportData) != nil
-        }
-        guard report.count >= offset + 64 else { return false }
-        return Array(report[offset..<offset + 64]) == reportData
     }
 }

@@ -1,7 +1,7 @@
-/// Why `kiln verify` rejected a result; `step` says which check of design §6 failed.
+/// Why `kiln verify` rejected a result; `step` says which check failed.
 public struct VerificationError: Error, Sendable, Equatable, CustomStringConvertible {
     public enum Step: String, Sendable, Codable {
-        case files, signature, payload, binding, tee, nonce, manifest, subjects
+        case files, signature, claims, payload, binding, tee, trust, measurement, nonce, manifest, subjects
     }
 
     public var step: Step

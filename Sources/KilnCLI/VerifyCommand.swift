@@ -2,6 +2,7 @@ import ArgumentParser
 import AsyncHTTPClient
 import Foundation
 import KilnAttestation
+import KilnTEE
 import NIOCore
 
 struct VerifyCommand: AsyncParsableCommand {
@@ -9,22 +10,42 @@ struct VerifyCommand: AsyncParsableCommand {
         commandName: "verify",
         abstract: "Verify a result tarball or directory offline.",
         discussion: """
-        Checks, in order: the DSSE signature with a trusted key, that the signed payload is provenance.json, \
-        that report_data recomputes from the binding, the nonce, every manifest digest, and that the provenance \
-        subjects are exactly artifacts/. Exits 0 only if all pass; otherwise prints what did not match.
+        Checks both DSSE envelopes (provenance and evidence claims), that evidence.json is what was signed, that \
+        report_data recomputes from the binding, the TEE report against the vendor's pinned root (SEV-SNP: VCEK, ASK, \
+        ARK; TDX: PCK chain to Intel's root), that the signing key is trusted, the nonce, every manifest digest, and \
+        that the provenance subjects are exactly artifacts/. Verdicts: hardware-verified; tee-unverified (a report whose \
+        chain could not be checked: refused unless --allow-unverified-tee); no-tee (refused unless --allow-tee-none). \
+        A hardware-verified result needs no farm key: the report binds the key that signed. Exits 0 only if all pass.
         """)
 
     @Argument(help: "RESULT.tar.gz or an unpacked result directory.") var result: String
     @Option(help: "The nonce you sent with the build (hex).") var nonce: String
     @Option(name: .customLong("key"), help: "Trusted public key file (PEM, hex or base64; a private key file also works). Repeatable.")
     var keys: [String] = []
-    @Option(help: "Gateway URL; trusts the keys it serves at /keys.") var gateway: String?
+    @Option(name: .customLong("key-fingerprint"), help: "Trusted key fingerprint: hex SHA-256 of the raw Ed25519 public key (`kiln keys show`). Repeatable.")
+    var keyFingerprints: [String] = []
+    @Option(help: "Gateway URL; trusts the keys it serves at /keys (the gateway vouches for itself: prefer --key-fingerprint).") var gateway: String?
     @Flag(help: "Accept evidence without a TEE report (tee: none), trusting the farm key alone.") var allowTeeNone = false
-    @Flag(help: "Print a JSON report.") var json = false
+    @Flag(help: "Accept a TEE report whose certificate chain cannot be checked here.") var allowUnverifiedTee = false
+    @Option(help: "Require this SEV-SNP MEASUREMENT or TDX MRTD (hex).") var expectMeasurement: String?
+    @Option(help: "SEV-SNP: the chip's VCEK certificate (PEM or DER), when the evidence carries none.") var vcek: String?
+    @Option(help: "SEV-SNP: AMD's ASK then ARK (PEM), instead of the pinned ones; the ARK must still be AMD's.") var amdChain: String?
+    @Flag(help: "Print a JSON report: verdict, measurement, TCB, key fingerprint and every check.") var json = false
 
     func validate() throws {
-        if keys.isEmpty && gateway == nil { throw ValidationError("give --key FILE or --gateway URL") }
         if case .failure(let e) = Nonce.validate(nonce) { throw ValidationError(e.description) }
+        for f in keyFingerprints where Self.normalizedFingerprint(f) == nil {
+            throw ValidationError("--key-fingerprint \(f) is not 64 hex characters")
+        }
+        if let m = expectMeasurement, Hex.decode(m) == nil { throw ValidationError("--expect-measurement must be hex") }
+    }
+
+    static func normalizedFingerprint(_ text: String) -> String? {
+        var t = text.lowercased()
+        if t.hasPrefix("sha256:") { t.removeFirst(7) }
+        t = t.replacingOccurrences(of: ":", with: "")
+        guard t.count == 64, Hex.decode(t) != nil else { return nil }
+        return t
     }
 
     func run() async throws {
@@ -34,26 +55,63 @@ struct VerifyCommand: AsyncParsableCommand {
                 throw ValidationError("cannot load key \(path): \(error)")
             }
         }
-        if let gateway { trusted += try await GatewayKeys.fetch(gateway) }
-        let verifier = ResultVerifier(trustedKeys: trusted, expectedNonce: nonce, allowTEENone: allowTeeNone)
-        let outcome: Result<ResultVerifier.Report, VerificationError>
-        do { outcome = .success(try verifier.verify(path: result)) } catch { outcome = .failure(error) }
-        switch outcome {
-        case .success(let report):
-            if json {
-                print(String(decoding: try CanonicalJSON.encode(report), as: UTF8.self), terminator: "")
-            } else {
-                print("OK: \(report.artifacts.count) artifact(s), job \(report.jobID ?? "?"), tee \(report.tee ?? "?"), key \(report.keyID ?? "?")")
-                for (path, digest) in report.artifacts.sorted(by: { $0.key < $1.key }) { print("  \(digest)  \(path)") }
+        if let gateway {
+            let served = try await GatewayKeys.fetch(gateway)
+            for key in served {
+                FileHandle.standardError.write(Data("""
+                    warning: trusting key \(key.keyID) because \(gateway) serves it: the gateway vouches for itself. \
+                    Check this fingerprint out of band once, then pass --key-fingerprint \(key.keyID) instead.\n
+                    """.utf8))
             }
-        case .failure(let error):
-            if json {
-                let report = ResultVerifier.Report(ok: false, failedStep: error.step, error: error.message)
-                print(String(decoding: try CanonicalJSON.encode(report), as: UTF8.self), terminator: "")
-            } else {
-                FileHandle.standardError.write(Data("verification FAILED at \(error.step.rawValue): \(error.message)\n".utf8))
-            }
-            throw ExitCode(1)
+            trusted += served
+        }
+        var options = ResultVerifier.Options(
+            expectedNonce: nonce, trustedKeys: trusted, trustedKeyFingerprints: keyFingerprints.compactMap(Self.normalizedFingerprint),
+            allowTEENone: allowTeeNone, allowUnverifiedTEE: allowUnverifiedTee, expectedMeasurement: expectMeasurement)
+        if let vcek { options.sevCertificates.vcek = try Self.certificates(vcek).first }
+        if let amdChain {
+            let chain = try Self.certificates(amdChain)
+            guard chain.count == 2 else { throw ValidationError("--amd-chain \(amdChain) must hold the ASK then the ARK") }
+            (options.sevCertificates.ask, options.sevCertificates.ark) = (chain[0], chain[1])
+        }
+        let report = ResultVerifier(options: options).appraise(path: result)
+        if json {
+            print(String(decoding: try CanonicalJSON.encode(report), as: UTF8.self))
+        } else if report.ok {
+            print(Self.summary(report))
+        } else {
+            FileHandle.standardError.write(Data("verification FAILED at \(report.failedStep?.rawValue ?? "?"): \(report.error ?? "")\n".utf8))
+        }
+        if !report.ok { throw ExitCode(1) }
+    }
+
+    static func summary(_ report: VerificationReport) -> String {
+        var lines: [String] = []
+        switch report.verdict {
+        case .hardwareVerified?: lines.append("OK: hardware-verified (\(report.tee ?? "?")): the vendor-signed report binds this result")
+        case .teeUnverified?: lines.append("OK: tee-unverified (\(report.tee ?? "?")): a report binds this result, but its chain was NOT checked")
+        case .noTEE?, nil: lines.append("OK: no-tee: only the farm key vouches for this result")
+        }
+        lines.append("  job          \(report.jobID ?? "?")")
+        let trust = report.keyTrust == .hardwareBound ? "bound into the hardware report (no farm key needed)" : "pinned by you"
+        lines.append("  signing key  \(report.keyFingerprint ?? "?") (\(trust))")
+        if let m = report.measurement { lines.append("  measurement  \(m)") }
+        if let tcb = report.tcb, !tcb.isEmpty { lines.append("  tcb          " + tcb.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")) }
+        for check in report.checks where check.outcome == .skipped { lines.append("  not checked  \(check.name): \(check.detail)") }
+        lines.append("  \(report.artifacts.count) artifact(s):")
+        for (path, digest) in report.artifacts.sorted(by: { $0.key < $1.key }) { lines.append("    \(digest)  \(path)") }
+        return lines.joined(separator: "\n")
+    }
+
+    /// Certificates from a PEM file (one or more) or a single DER file.
+    static func certificates(_ path: String) throws -> [[UInt8]] {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read \(path)") }
+        let text = String(decoding: data, as: UTF8.self)
+        do {
+            if text.contains("-----BEGIN CERTIFICATE-----") { return try X509Certificate.pemChain(text).map(\.der) }
+            return [try X509Certificate(der: Array(data)).der]
+        } catch {
+            throw ValidationError("\(path) holds no certificate: \(error)")
         }
     }
 }

@@ -1,0 +1,75 @@
+import KilnTEE
+
+/// What `kiln verify` established about a result: the verdict, what the hardware report says, which
+/// key signed and why it is trusted, and every check with its outcome (`--json` prints this).
+public struct VerificationReport: Sendable, Codable, Equatable {
+    /// What a passing result proves.
+    public enum Verdict: String, Sendable, Codable {
+        /// A SEV-SNP or TDX report, checked up to the vendor's pinned root, binds this result.
+        case hardwareVerified = "hardware-verified"
+        /// A TEE report is present and binds this result, but its chain could not be checked.
+        case teeUnverified = "tee-unverified"
+        /// No TEE: only the farm key vouches for the result.
+        case noTEE = "no-tee"
+    }
+
+    /// Why the signing key is trusted.
+    public enum KeyTrust: String, Sendable, Codable {
+        /// The user named it (`--key`, `--key-fingerprint`, or `--gateway`'s keys).
+        case pinned
+        /// A hardware-verified report binds it: no farm key needed.
+        case hardwareBound = "hardware-bound"
+    }
+
+    public struct Check: Sendable, Codable, Equatable {
+        public enum Outcome: String, Sendable, Codable { case pass, fail, skipped }
+        public var name: String
+        public var outcome: Outcome
+        public var detail: String
+
+        public init(_ name: String, _ outcome: Outcome, _ detail: String) {
+            self.name = name
+            self.outcome = outcome
+            self.detail = detail
+        }
+    }
+
+    public var ok: Bool
+    public var verdict: Verdict?
+    public var jobID: String?
+    public var tee: String?
+    public var keyFingerprint: String?
+    public var keyTrust: KeyTrust?
+    public var measurement: String?
+    public var registers: [String: String]?
+    public var tcb: [String: String]?
+    public var attributes: [String: String]?
+    public var artifacts: [String: String]
+    public var checks: [Check]
+    public var failedStep: VerificationError.Step?
+    public var error: String?
+
+    enum CodingKeys: String, CodingKey {
+        case ok, verdict, tee, measurement, registers, tcb, attributes, artifacts, checks, error
+        case jobID = "job_id"
+        case keyFingerprint = "key_fingerprint"
+        case keyTrust = "key_trust"
+        case failedStep = "failed_step"
+    }
+
+    public init() {
+        ok = false
+        artifacts = [:]
+        checks = []
+    }
+
+    mutating func record(_ appraisal: TEEAppraisal) {
+        measurement = appraisal.measurement
+        registers = appraisal.registers
+        tcb = appraisal.tcb
+        attributes = appraisal.attributes
+        for c in appraisal.checks {
+            checks.append(.init("tee." + c.name, c.outcome == .pass ? .pass : .skipped, c.detail))
+        }
+    }
+}
