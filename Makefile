@@ -11,9 +11,11 @@ deps:
 
 build: deps
 	swift build
+	scripts/stamp-source.sh .build/debug
 
 release: deps
 	swift build -c release
+	scripts/stamp-source.sh .build/release
 
 ## Build in release mode and start a local farm (state under .state/).
 run: release
@@ -24,6 +26,7 @@ test: deps $(VENV)/.installed test-swift test-python
 
 test-swift:
 	swift build --build-tests
+	scripts/stamp-source.sh .build/debug
 	scripts/with-nix-daemon.sh swift test
 
 test-python: $(VENV)/.installed

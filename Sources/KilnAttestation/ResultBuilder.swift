@@ -18,7 +18,8 @@ public struct ResultBuilder {
         public var startedOn: Date
         public var finishedOn: Date
         public var manifestInputs: Manifest.Inputs
-        /// Extra byproducts (e.g. the build log's digest); build-config files are added automatically.
+        /// Extra byproducts; build-config files and the build log are added automatically, and every
+        /// byproduct with a name must be a file of the result.
         public var byproducts: [ResourceDescriptor]
         /// SOURCE_DATE_EPOCH: every tar entry's mtime.
         public var sourceDateEpoch: Int64
@@ -62,7 +63,8 @@ public struct ResultBuilder {
     /// - Parameters:
     ///   - artifactsDirectory: its files become `artifacts/…` and the provenance subjects.
     ///   - buildConfig: files for `build-config/` (name → source path), e.g. `Cargo.lock`.
-    public func build(artifactsDirectory: String, buildConfig: [String: String], inputs: Inputs, output: String) throws -> Output {
+    ///   - buildLog: the full build log (written by the worker, never by the build), shipped as `build.log`.
+    public func build(artifactsDirectory: String, buildConfig: [String: String], buildLog: String? = nil, inputs: Inputs, output: String) throws -> Output {
         guard Nonce.validate(inputs.nonce).isSuccess else { throw KeyError("invalid nonce '\(inputs.nonce)'") }
         let writer = try TarballWriter(path: output, mtime: inputs.sourceDateEpoch)
         var files: [Manifest.File] = []
@@ -80,6 +82,11 @@ public struct ResultBuilder {
                 files.append(.init(path: "build-config/" + name, sha256: digest.sha256, size: digest.size, mode: "0644"))
                 byproducts.append(ResourceDescriptor(name: "build-config/" + name, digest: ["sha256": digest.sha256]))
             }
+        }
+        if let buildLog {
+            let digest = try writer.addFile("build.log", contentsOf: buildLog)
+            files.append(.init(path: "build.log", sha256: digest.sha256, size: digest.size, mode: "0644"))
+            byproducts.append(ResourceDescriptor(name: "build.log", digest: ["sha256": digest.sha256]))
         }
 
         let subjects = artifacts.keys

@@ -227,6 +227,15 @@ public struct ResultVerifier: Sendable {
         }
         report.artifacts = artifacts
         report.checks.append(.init("subjects", .pass, "provenance subjects are exactly artifacts/"))
+
+        // Byproducts that name a file are files of the result, with the digest the provenance states.
+        let listed = Dictionary(manifest.files.map { ($0.path, $0.sha256) }, uniquingKeysWith: { a, _ in a })
+        for b in statement.predicate.runDetails.byproducts {
+            guard let name = b.name, let digest = b.digest?["sha256"] else { continue }
+            guard listed[name] == digest else {
+                throw .init(.subjects, "the provenance names byproduct \(name) (sha256 \(digest)), which the result does not ship with that digest")
+            }
+        }
     }
 
     private func checkFiles(_ directory: String, _ manifest: Manifest) throws(VerificationError) {

@@ -11,6 +11,7 @@ final class BuildPipeline: Sendable {
     let configuration: WorkerConfiguration
     let request: BuildRequest
     let key: SigningKey
+    let evidenceProvider: any EvidenceProvider
     let sysroot: String?
     let client: BusClient
     let events: EventLog
@@ -19,11 +20,12 @@ final class BuildPipeline: Sendable {
     /// Set when SIGTERM (not a user's cancel) stopped the build.
     let shutdownRequested = Flag()
 
-    init(configuration: WorkerConfiguration, request: BuildRequest, key: SigningKey, sysroot: String?, client: BusClient,
+    init(configuration: WorkerConfiguration, request: BuildRequest, key: SigningKey, evidenceProvider: any EvidenceProvider, sysroot: String?, client: BusClient,
          events: EventLog, cancel: CancelSwitch, logger: Logger) {
         self.configuration = configuration
         self.request = request
         self.key = key
+        self.evidenceProvider = evidenceProvider
         self.sysroot = sysroot
         self.client = client
         self.events = events
@@ -200,7 +202,7 @@ final class BuildPipeline: Sendable {
         if kind == .cargo, let lock = buildConfig["Cargo.lock"], let text = try? String(contentsOfFile: lock, encoding: .utf8) {
             built.resolvedDependencies += CargoBuilder.lockDependencies(text)
         }
-        let logDigest = try batcher.finish()
+        _ = try batcher.finish()
 
         // Attest (signing, evidence) and write the deterministic tarball.
         try await phase(.attest)
@@ -223,16 +225,13 @@ final class BuildPipeline: Sendable {
         let inputs = ResultBuilder.Inputs(
             jobID: request.jobID, nonce: nonce, buildType: built.buildType, externalParameters: external,
             internalParameters: built.internalParameters.merging(["worker_id": configuration.workerID, "sandbox": "bubblewrap"]) { a, _ in a },
-            resolvedDependencies: resolved, builderID: configuration.builderID, builderVersion: ["kiln-worker": KilnWorkerVersion.string],
-            startedOn: started, finishedOn: Date(), manifestInputs: manifestInputs,
-            byproducts: [ResourceDescriptor(name: "build.log", digest: ["sha256": logDigest.sha256])],
-            sourceDateEpoch: fetched.sourceDateEpoch)
+            resolvedDependencies: resolved, builderID: configuration.builderID, builderVersion: BuilderIdentity.current.version,
+            startedOn: started, finishedOn: Date(), manifestInputs: manifestInputs, sourceDateEpoch: fetched.sourceDateEpoch)
         let resultPath = scratch + "/result.tar.gz"
-        let provider = EvidenceProviders.detect(tsmRoot: configuration.tsmRoot)
         let output: ResultBuilder.Output
         do {
-            output = try ResultBuilder(key: key, evidenceProvider: provider)
-                .build(artifactsDirectory: artifacts, buildConfig: buildConfig, inputs: inputs, output: resultPath)
+            output = try ResultBuilder(key: key, evidenceProvider: evidenceProvider)
+                .build(artifactsDirectory: artifacts, buildConfig: buildConfig, buildLog: batcher.path, inputs: inputs, output: resultPath)
         } catch {
             throw BuildFailure.internalError("attest", "cannot produce the attested result: \(error)")
         }

@@ -122,9 +122,16 @@ public struct CargoBuilder: ProjectBuilder {
 
 extension CargoBuilder {
     /// The locked packages of a collected Cargo.lock as resolved dependencies.
+    /// Third-party packages from Cargo.lock. A checksum becomes a digest only if it is one (64 hex
+    /// characters): a directory source such as Debian's crates writes a sentence there ("Could not
+    /// get crate checksum"), and there is no .crate file whose digest could stand in; such a
+    /// dependency gets no digest and an annotation saying why.
     static func lockDependencies(_ text: String) -> [ResourceDescriptor] {
         CargoLock(text: text).dependencies.map {
-            ResourceDescriptor(uri: $0.purl, digest: $0.sha256.map { ["sha256": $0] }, annotations: ["source": $0.source])
+            if let sum = $0.sha256, sum.utf8.count == 64, sum.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }) {
+                return ResourceDescriptor(uri: $0.purl, digest: ["sha256": sum], annotations: ["source": $0.source])
+            }
+            return ResourceDescriptor(uri: $0.purl, annotations: ["source": $0.source, "digest": "none: Cargo.lock records no checksum for this package"])
         }
     }
 }

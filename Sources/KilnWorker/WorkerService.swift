@@ -35,10 +35,19 @@ public final class WorkerService: Service, @unchecked Sendable {
         defer {
             if !configuration.keepScratch { try? fm.removeItem(atPath: configuration.scratchDirectory) }
         }
-        // The key is loaded before any source is fetched; the file is root-only (0600), so neither the
-        // build uid nor a host-side read acting as it can open it.
-        let key = try SigningKey.loadOrCreate(at: configuration.keyFile)
-        restrictKeyPermissions()
+        // The key exists before any source is fetched. In a TEE it is generated in memory for this one
+        // build and bound into the hardware report, so the VM holds no long-lived key at all;
+        // elsewhere it is the farm key file, root-only (0600), so neither the build uid nor a
+        // host-side read acting as it can open it.
+        let evidenceProvider = EvidenceProviders.detect(tsmRoot: configuration.tsmRoot)
+        let key: SigningKey
+        if evidenceProvider.tee != "none", configuration.ephemeralKeyInTEE {
+            key = SigningKey()
+            logger.info("in a TEE: signing with a per-build key made in memory (\(key.publicKey.keyID)), bound into the hardware report; the key file is not used")
+        } else {
+            key = try SigningKey.loadOrCreate(at: configuration.keyFile)
+            restrictKeyPermissions()
+        }
         if let user = configuration.buildUser {
             logger.info("builds run as unprivileged uid \(user.uid)")
         } else {
@@ -92,7 +101,7 @@ public final class WorkerService: Service, @unchecked Sendable {
         }
         defer { controlTask.cancel() }
 
-        let pipeline = BuildPipeline(configuration: configuration, request: request, key: key, sysroot: sysroot,
+        let pipeline = BuildPipeline(configuration: configuration, request: request, key: key, evidenceProvider: evidenceProvider, sysroot: sysroot,
                                      client: client, events: events, cancel: cancel, logger: log)
         await withGracefulShutdownHandler {
             await pipeline.run()

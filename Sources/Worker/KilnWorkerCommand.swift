@@ -38,6 +38,7 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     @Option(help: "Rust toolchain sysroot (default: `rustc --print sysroot`).") var rustSysroot: String?
     @Flag(help: "Disable Nix builds.") var noNix = false
     @Option(help: "configfs-tsm report directory.") var tsmRoot: String = "/sys/kernel/config/tsm/report"
+    @Flag(help: "In a TEE, sign with the --key file instead of a per-build key made in memory and bound into the report.") var farmKeyInTee = false
     @Option(help: "Builder identity recorded in provenance (the worker image).") var builderID: String = "https://kiln.build/worker/local@v1"
     @Option(help: "Give up waiting for a build after this many seconds (default: wait forever).") var idleTimeout: Int?
     @Flag(help: "Keep the scratch directory (debugging).") var keepScratch = false
@@ -72,6 +73,7 @@ struct KilnWorkerCommand: AsyncParsableCommand {
                                                 toolchains: toolchains, tsmRoot: tsmRoot, builderID: builderID, keepScratch: keepScratch,
                                                 idleTimeout: idleTimeout.map { .seconds($0) })
         var configuration2 = configuration
+        configuration2.ephemeralKeyInTEE = !farmKeyInTee
         if let buildUid {
             guard buildUid > 0, buildUid < Int(Int32.max) else { throw ValidationError("--build-uid must be a positive uid (builds never run as root)") }
             configuration2.buildUser = .init(uid: uid_t(buildUid), gid: gid_t(buildUid))

@@ -25,7 +25,6 @@ import Testing
             builderID: "https://kiln.build/worker@v1", startedOn: Date(timeIntervalSince1970: 1_700_000_000),
             finishedOn: Date(timeIntervalSince1970: 1_700_000_100),
             manifestInputs: .init(source: "git+git://127.0.0.1/hello.git@main", gitCommit: String(repeating: "a", count: 40), nonce: nonce),
-            byproducts: [ResourceDescriptor(name: "build.log", digest: ["sha256": String(repeating: "b", count: 64)])],
             sourceDateEpoch: 1_700_000_000)
     }
 
@@ -36,9 +35,10 @@ import Testing
         fm.createFile(atPath: dir.file("art/hello"), contents: Data(repeating: 0x7f, count: 4096), attributes: [.posixPermissions: 0o755])
         fm.createFile(atPath: dir.file("art/sub/libhello.so"), contents: Data("lib".utf8))
         fm.createFile(atPath: dir.file("Cargo.lock"), contents: Data("# lock\n".utf8))
+        fm.createFile(atPath: dir.file("build.log"), contents: Data("   Compiling hello v0.1.0\n".utf8))
         let key = SigningKey()
         let out = try ResultBuilder(key: key, evidenceProvider: provider)
-            .build(artifactsDirectory: dir.file("art"), buildConfig: ["Cargo.lock": dir.file("Cargo.lock")], inputs: inputs(),
+            .build(artifactsDirectory: dir.file("art"), buildConfig: ["Cargo.lock": dir.file("Cargo.lock")], buildLog: dir.file("build.log"), inputs: inputs(),
                    output: dir.file("result.tar.gz"))
         try fm.createDirectory(atPath: dir.file("unpacked"), withIntermediateDirectories: true)
         _ = try ArchiveExtractor().extract(archivePath: dir.file("result.tar.gz"), into: dir.file("unpacked"))
@@ -73,7 +73,7 @@ import Testing
         #expect(report.artifacts["artifacts/hello"] == f.output.artifacts["artifacts/hello"]?.sha256)
         // The directory form verifies too, and the layout is as designed.
         _ = try verifier(f).verify(path: f.unpacked)
-        for p in ["artifacts/hello", "build-config/Cargo.lock", "provenance.json", "manifest.json", "evidence.json"] {
+        for p in ["artifacts/hello", "build-config/Cargo.lock", "build.log", "provenance.json", "manifest.json", "evidence.json"] {
             #expect(FileManager.default.fileExists(atPath: f.unpacked + "/" + p), "\(p)")
         }
         let statement = try CanonicalJSON.decode(Statement.self, from: f.output.provenance)

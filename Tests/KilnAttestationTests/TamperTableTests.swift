@@ -183,3 +183,19 @@ import Testing
         #expect(measured.failedStep == .measurement)
     }
 }
+
+extension TamperTableTests {
+    @Test func aByproductThatDoesNotShipIsRefused() throws {
+        let dir = try TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir.file("art"), withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: dir.file("art/x"), contents: Data("x".utf8))
+        var inputs = ResultRoundTripTests.inputs()
+        inputs.byproducts = [ResourceDescriptor(name: "ghost.log", digest: ["sha256": String(repeating: "b", count: 64)])]
+        let key = SigningKey()
+        _ = try ResultBuilder(key: key, evidenceProvider: NoTEEEvidenceProvider())
+            .build(artifactsDirectory: dir.file("art"), buildConfig: [:], inputs: inputs, output: dir.file("r.tgz"))
+        let report = ResultVerifier(trustedKeys: [key.publicKey], expectedNonce: Self.nonce, allowTEENone: true).appraise(path: dir.file("r.tgz"))
+        #expect(report.failedStep == .subjects)
+        #expect(report.error?.contains("ghost.log") == true)
+    }
+}

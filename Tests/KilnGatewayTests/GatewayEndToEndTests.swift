@@ -1,5 +1,6 @@
 import Foundation
 import KilnArchive
+import KilnAttestation
 import KilnBusClient
 import KilnMessages
 import KilnTestSupport
@@ -46,6 +47,9 @@ import Testing
         // Verify with the keys the gateway serves.
         let v = try LaunchedProcess(BuiltProducts.path("kiln"), ["verify", file, "--nonce", "0badc0de", "--gateway", c.gateway.url, "--allow-tee-none"])
         #expect(try await v.waitForExit() == 0, "\(v.output)")
+        // The gateway vouches for itself: the CLI says which key it trusted that way.
+        let farmKey = try SigningKey(contentsOf: c.keyFile).publicKey.keyID
+        #expect(v.output.contains { $0.contains("warning: trusting key \(farmKey)") && $0.contains("vouches for itself") }, "\(v.output)")
         // Replayed stream after the fact, and resuming from the middle with Last-Event-ID.
         let replay = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
         #expect(replay.events == stream.events)

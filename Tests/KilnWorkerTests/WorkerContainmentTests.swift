@@ -179,3 +179,39 @@ import Testing
         await d.close()
     }
 }
+
+/// #9: inside a TEE the worker holds no long-lived key: it signs with a key made for the one build.
+@Suite(.serialized) struct WorkerTEEKeyTests {
+    @Test func inATEETheWorkerSignsWithAPerBuildKeyBoundIntoTheReportAndNeverReadsTheKeyFile() async throws {
+        let dir = try TemporaryDirectory(prefix: "kiln-tee-key")
+        let tsm = dir.file("tsm")
+        try FileManager.default.createDirectory(atPath: tsm, withIntermediateDirectories: true)
+        let fake = FakeTSM(root: tsm)
+        defer { fake.stop() }
+        let archive = try Fixtures.archive(Fixtures.helloCrate(), root: "hello", zip: false)
+        let (d, w, terminal, _) = try await runBuild({ job in
+            BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "hello.tar.gz")
+        }, workerArgs: ["--tsm-root", tsm], dir: dir)
+        #expect(terminal.type == .done, "\(terminal.message ?? "") \(d.logLines.suffix(5))")
+        #expect(fake.reports.withLockedValue { $0 } == 1)
+        // No key file was read or created.
+        #expect(!FileManager.default.fileExists(atPath: w.keyFile))
+        let result = try d.resultFile()
+        let unpacked = dir.file("unpacked")
+        try FileManager.default.createDirectory(atPath: unpacked, withIntermediateDirectories: true)
+        _ = try ArchiveExtractor().extract(archivePath: result, into: unpacked)
+        let evidence = try CanonicalJSON.decode(Evidence.self, from: Array(try Data(contentsOf: URL(fileURLWithPath: unpacked + "/evidence.json"))))
+        #expect(evidence.tee == "sev-snp")
+        let signer = try PublicKey(text: evidence.binding.publicKey)
+        // The fake report is unsigned, so the key is trusted only when pinned and the TEE allowance is given.
+        let refused = try LaunchedProcess(BuiltProducts.path("kiln"), ["verify", result, "--nonce", testNonce, "--key-fingerprint", signer.keyID])
+        #expect(try await refused.waitForExit() == 1)
+        #expect(refused.output.joined().contains("--allow-unverified-tee"), "\(refused.output)")
+        let accepted = try LaunchedProcess(BuiltProducts.path("kiln"), ["verify", result, "--nonce", testNonce, "--key-fingerprint", signer.keyID,
+                                                                         "--allow-unverified-tee", "--json"])
+        #expect(try await accepted.waitForExit() == 0, "\(accepted.output)")
+        let report = try JSONDecoder().decode(VerificationReport.self, from: Data(accepted.output.joined().utf8))
+        #expect(report.verdict == .teeUnverified && report.keyTrust == .pinned)
+        await d.close()
+    }
+}

@@ -117,3 +117,157 @@ def test_tampered_payload_is_rejected(result):
     d["payload"] = base64.b64encode(bytes(payload)).decode()
     with pytest.raises(Exception):
         Envelope.from_dict(d).verify([sslib_key(result)], 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The tamper table, run against this independent verifier and against `kiln verify` alike.
+
+import shutil
+import kiln_verifier
+
+
+def write_tree(files, root):
+    for path, data in files.items():
+        full = os.path.join(root, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "wb") as f:
+            f.write(data)
+
+
+def kiln_cli_verify(files, nonce, key_hex, links=()):
+    tmp = tempfile.mkdtemp(prefix="kiln-tamper-")
+    try:
+        write_tree(files, tmp)
+        for path, target in links:
+            os.makedirs(os.path.dirname(os.path.join(tmp, path)), exist_ok=True)
+            os.symlink(target, os.path.join(tmp, path))
+        keyfile = os.path.join(tmp, "..", os.path.basename(tmp) + ".pub")
+        with open(keyfile, "w") as f:
+            f.write(key_hex)
+        try:
+            p = subprocess.run([os.path.join(BIN, "kiln"), "verify", tmp, "--nonce", nonce, "--key", keyfile, "--allow-tee-none", "--json"],
+                               capture_output=True, text=True)
+        finally:
+            os.unlink(keyfile)
+        return p.returncode, json.loads(p.stdout)
+    finally:
+        shutil.rmtree(tmp)
+
+
+def ev_of(files):
+    return json.loads(files["evidence.json"])
+
+
+def with_ev(files, change):
+    ev = ev_of(files)
+    change(ev)
+    out = dict(files)
+    out["evidence.json"] = json.dumps(ev, separators=(",", ":"), sort_keys=True).encode()
+    return out
+
+
+def flip(files, path, offset=None):
+    out = dict(files)
+    b = bytearray(out[path])
+    b[len(b) // 2 if offset is None else offset] ^= 1
+    out[path] = bytes(b)
+    return out
+
+
+def flip_sig(envelope_key):
+    def change(ev):
+        sig = bytearray(base64.b64decode(ev[envelope_key]["signatures"][0]["sig"]))
+        sig[7] ^= 1
+        ev[envelope_key]["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+    return change
+
+
+def replace_lock_and_rehash(files):
+    out = dict(files)
+    lock = next(p for p in files if p.startswith("build-config/"))
+    out[lock] = b"# attacker's lock file\n"
+    manifest = json.loads(out["manifest.json"])
+    for f in manifest["files"]:
+        if f["path"] == lock:
+            f["sha256"], f["size"] = hashlib.sha256(out[lock]).hexdigest(), len(out[lock])
+    out["manifest.json"] = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+
+    def change(ev):
+        ev["binding"]["manifest_sha256"] = hashlib.sha256(out["manifest.json"]).hexdigest()
+        ev["report_data"] = kiln_verifier.report_data(ev["binding"])
+    return with_ev(out, change)
+
+
+def fake_tee(ev):
+    ev["tee"] = "sev-snp"
+    ev["report"] = base64.b64encode(b"\0" * 0x50 + bytes.fromhex(ev["report_data"])).decode()
+
+
+def resign_with_other_key(files):
+    tmp = tempfile.mkdtemp(prefix="kiln-resign-")
+    try:
+        art = os.path.join(tmp, "artifacts")
+        write_tree({p[len("artifacts/"):]: d for p, d in files.items() if p.startswith("artifacts/")}, art)
+        out = os.path.join(tmp, "r.tar.gz")
+        subprocess.run([os.path.join(BIN, "kiln"), "pack", art, "--key", os.path.join(tmp, "attacker.pem"), "--nonce", NONCE_OF[0], "-o", out],
+                       check=True, capture_output=True)
+        with tarfile.open(out, "r:gz") as t:
+            return {m.name: t.extractfile(m).read() for m in t.getmembers() if m.isfile()}
+    finally:
+        shutil.rmtree(tmp)
+
+
+NONCE_OF = [NONCE]
+
+TAMPER_CASES = [
+    ("flip a byte of provenance.json", lambda f: flip(f, "provenance.json", 40), {"payload"}),
+    ("flip a byte of manifest.json", lambda f: flip(f, "manifest.json", 30), {"binding"}),
+    ("flip a byte of an artifact", lambda f: flip(f, next(p for p in f if p.startswith("artifacts/"))), {"manifest"}),
+    ("flip a byte of build-config", lambda f: flip(f, next(p for p in f if p.startswith("build-config/")), 0), {"manifest"}),
+    ("flip a byte of the provenance signature", lambda f: with_ev(f, flip_sig("dsse")), {"signature"}),
+    ("flip a byte of the claims signature", lambda f: with_ev(f, flip_sig("claims")), {"signature"}),
+    ("add a file", lambda f: {**f, "artifacts/extra": b"evil"}, {"manifest"}),
+    ("remove an artifact", lambda f: {p: d for p, d in f.items() if p != next(x for x in f if x.startswith("artifacts/"))}, {"manifest"}),
+    ("rename an artifact", lambda f: {(p + "2" if p == next(x for x in f if x.startswith("artifacts/")) else p): d for p, d in f.items()}, {"manifest"}),
+    ("replace build-config and re-hash manifest and binding", replace_lock_and_rehash, {"claims"}),
+    ("change tee to sev-snp with a made-up report", lambda f: with_ev(f, fake_tee), {"claims"}),
+    ("swap the nonce in the binding", lambda f: with_ev(f, lambda ev: ev["binding"].update(nonce="ffff")), {"claims"}),
+    ("drop the claims envelope", lambda f: with_ev(f, lambda ev: (ev.pop("claims"), ev.update(version=1))), {"claims"}),
+    ("re-sign everything with another key", resign_with_other_key, {"trust"}),
+]
+
+
+def test_genuine_result_passes_both_verifiers(result):
+    assert kiln_verifier.verify(result["files"], result["nonce"], result["key_hex"], allow_tee_none=True)
+    code, report = kiln_cli_verify(result["files"], result["nonce"], result["key_hex"])
+    assert code == 0 and report["ok"], report
+    assert report["verdict"] == "no-tee" and report["key_trust"] == "pinned"
+
+
+@pytest.mark.parametrize("name,tamper,steps", TAMPER_CASES, ids=[c[0] for c in TAMPER_CASES])
+def test_tampered_result_is_refused_by_both_verifiers(result, name, tamper, steps):
+    NONCE_OF[0] = result["nonce"]
+    files = tamper(result["files"])
+    with pytest.raises(kiln_verifier.Refused) as refused:
+        kiln_verifier.verify(files, result["nonce"], result["key_hex"], allow_tee_none=True)
+    assert refused.value.step in steps, str(refused.value)
+    code, report = kiln_cli_verify(files, result["nonce"], result["key_hex"])
+    assert code == 1 and not report["ok"], report
+    assert report["failed_step"] in steps, report
+    print(f"TAMPER | {name} | python: {refused.value.step} | kiln verify: {report['failed_step']}: {report['error']}")
+
+
+def test_wrong_nonce_is_refused_by_both_verifiers(result):
+    with pytest.raises(kiln_verifier.Refused) as refused:
+        kiln_verifier.verify(result["files"], "ffff", result["key_hex"], allow_tee_none=True)
+    assert refused.value.step == "nonce"
+    code, report = kiln_cli_verify(result["files"], "ffff", result["key_hex"])
+    assert code == 1 and report["failed_step"] == "nonce"
+
+
+def test_a_symlink_in_the_result_is_refused_by_kiln_verify(result):
+    files = dict(result["files"])
+    victim = next(p for p in files if p.startswith("artifacts/"))
+    del files[victim]
+    code, report = kiln_cli_verify(files, result["nonce"], result["key_hex"], links=[(victim, "/etc/hostname")])
+    assert code == 1 and report["failed_step"] == "files", report
