@@ -28,6 +28,7 @@ struct KilnGatewayCommand: AsyncParsableCommand {
     @Option(help: "Uploaded sources up to this many bytes travel inside the dispatch request; larger ones are fetched by the worker in chunks.")
     var inlineSourceLimit = 2 << 20
     @Option(help: "Chunk size in bytes for sources fetched by workers.") var sourceChunkSize = 1 << 20
+    @Option(help: "Largest result tarball a worker may upload, in MiB.") var maxResultMb: Int64 = 16 << 10
     @Option(help: "Log level.") var logLevel = "info"
 
     func run() async throws {
@@ -47,6 +48,8 @@ struct KilnGatewayCommand: AsyncParsableCommand {
         cfg.sseBacklog = sseBacklog
         cfg.inlineSourceLimit = inlineSourceLimit
         cfg.sourceChunkSize = sourceChunkSize
+        guard maxResultMb > 0, maxResultMb <= 1 << 30 else { throw ValidationError("--max-result-mb must be positive") }
+        cfg.maxResultBytes = maxResultMb << 20
         let logger = Logger(label: "kiln.gateway")
         let host = self.host
         let gateway = try await Gateway.make(configuration: cfg, logger: logger) { port in

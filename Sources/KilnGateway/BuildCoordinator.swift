@@ -364,7 +364,13 @@ public actor BuildCoordinator {
             return
         }
         let bytes = message.payloadBytes
-        let offset: Int64 = index < count - 1 ? Int64(index) * Int64(bytes.count) : size - Int64(bytes.count)
+        guard let offset = ChunkBounds.resultChunkOffset(index: index, count: count, size: size, bytes: bytes.count,
+                                                         maxSize: configuration.maxResultBytes) else {
+            metrics.busMessagesRejected(.badChunk)
+            logger.warning("result chunk out of range (index \(index) of \(count), \(bytes.count) bytes, size \(size))", metadata: ["job_id": "\(jobID)"])
+            await answer(Ack(ok: false, code: 400, message: "result chunk index/count/size out of range (at most \(configuration.maxResultBytes) bytes)"))
+            return
+        }
         do {
             try files.writeChunk(job: jobID, offset: offset, bytes: bytes)
             try await store.recordChunk(job: jobID, index: index)
@@ -389,10 +395,14 @@ public actor BuildCoordinator {
     func handleSourceRequest(_ message: BusMessage) async {
         guard let reply = message.reply else { return }
         guard let jobID = message.subject.split(separator: ".").dropFirst(2).first.map(String.init),
-              let index = message.headers?["index"].flatMap(Int.init), index >= 0,
-              let bytes = try? files.readUpload(job: jobID, offset: Int64(index) * Int64(configuration.sourceChunkSize),
-                                                length: configuration.sourceChunkSize) else {
+              let index = message.headers?["index"].flatMap(Int.init), let size = files.uploadSize(job: jobID) else {
             try? await client.publish(reply, payload: [UInt8](), headers: ["status": "404"])
+            return
+        }
+        guard let offset = ChunkBounds.sourceChunkOffset(index: index, chunkSize: configuration.sourceChunkSize, size: size),
+              let bytes = try? files.readUpload(job: jobID, offset: offset, length: configuration.sourceChunkSize) else {
+            metrics.busMessagesRejected(.badChunk)
+            try? await client.publish(reply, payload: [UInt8](), headers: ["status": "416"])
             return
         }
         try? await client.publish(reply, payload: bytes, headers: ["status": "200"])

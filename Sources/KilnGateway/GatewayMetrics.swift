@@ -8,6 +8,15 @@ public final class GatewayMetrics: Sendable {
     let bytesRelayed: Counter
     let eventsStored: Counter
     let jobsByStatus: [Job.Status: Gauge]
+    private let rejected: [RejectedBusMessage: Counter]
+
+    /// Why a message from the bus was dropped.
+    enum RejectedBusMessage: String, CaseIterable {
+        /// Chunk headers (index, count, size) that describe no real chunk.
+        case badChunk = "bad_chunk"
+    }
+
+    func busMessagesRejected(_ reason: RejectedBusMessage) { rejected[reason]?.increment() }
 
     public init() {
         dispatchLatency = registry.makeDurationHistogram(
@@ -26,5 +35,11 @@ public final class GatewayMetrics: Sendable {
             gauges[s] = registry.makeGauge(descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "jobs", unitName: "", helpText: "Jobs by status"), labels: [("status", s.rawValue)])
         }
         jobsByStatus = gauges
+        var counters: [RejectedBusMessage: Counter] = [:]
+        for r in RejectedBusMessage.allCases {
+            counters[r] = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "bus_messages_rejected", unitName: "total",
+                                                                 helpText: "Bus messages dropped by the gateway, by reason"), labels: [("reason", r.rawValue)])
+        }
+        rejected = counters
     }
 }

@@ -57,7 +57,15 @@ public struct ResultFiles: Sendable {
         try? FileManager.default.removeItem(atPath: uploadPath(job: job))
     }
 
+    /// The stored upload's size, or nil when the job has none.
+    func uploadSize(job: String) -> Int64? {
+        var st = stat()
+        guard stat(uploadPath(job: job), &st) == 0 else { return nil }
+        return Int64(st.st_size)
+    }
+
     func readUpload(job: String, offset: Int64, length: Int) throws -> [UInt8] {
+        guard offset >= 0, length >= 0 else { throw GatewayError(.badRequest, "bad chunk range") }
         guard let fh = FileHandle(forReadingAtPath: uploadPath(job: job)) else { throw GatewayError(.notFound, "no upload") }
         defer { try? fh.close() }
         try fh.seek(toOffset: UInt64(offset))

@@ -1,4 +1,8 @@
 import Foundation
+@testable import KilnGateway
+import KilnBusClient
+import KilnMessages
+import Logging
 import KilnTestSupport
 import NIOHTTP1
 import Testing
@@ -87,5 +91,58 @@ import Testing
         let keys = try await c.http(.GET, "/keys")
         #expect(keys.status == 200, "keys are public")
         #expect((keys.json["keys"] as? [[String: Any]])?.count == 1)
+    }
+}
+
+/// #11 item 5: numbers from the bus are range-checked before any arithmetic.
+@Suite struct GatewayBusNumbersTests {
+    @Test(arguments: [
+        (0, 1, Int64(10), 10, Int64(0)), (0, 2, Int64(15), 10, Int64(0)), (1, 2, Int64(15), 5, Int64(10)),
+    ])
+    func realChunksHaveOffsets(index: Int, count: Int, size: Int64, bytes: Int, offset: Int64) {
+        #expect(ChunkBounds.resultChunkOffset(index: index, count: count, size: size, bytes: bytes, maxSize: 1 << 30) == offset)
+    }
+
+    @Test(arguments: [
+        (Int.max - 1, Int.max, Int64(1 << 20), 1 << 20),  // index × bytes overflows
+        (5, 2, Int64(100), 10),                           // index past count
+        (0, 2, Int64.max, 10),                            // size over the limit
+        (1, 2, Int64(5), 10),                             // last chunk longer than the file
+        (0, 1, Int64(-1), 1),                             // negative size
+        (3, 5, Int64(20), 10),                            // ends past the file
+    ])
+    func impossibleChunksAreRefused(index: Int, count: Int, size: Int64, bytes: Int) {
+        #expect(ChunkBounds.resultChunkOffset(index: index, count: count, size: size, bytes: bytes, maxSize: 1 << 30) == nil)
+    }
+
+    @Test func sourceChunkOffsets() {
+        #expect(ChunkBounds.sourceChunkOffset(index: 2, chunkSize: 10, size: 25) == 20)
+        #expect(ChunkBounds.sourceChunkOffset(index: 3, chunkSize: 10, size: 25) == nil)
+        #expect(ChunkBounds.sourceChunkOffset(index: Int.max, chunkSize: 1 << 20, size: 25) == nil)
+        #expect(ChunkBounds.sourceChunkOffset(index: -1, chunkSize: 10, size: 25) == nil)
+    }
+
+    /// Before the fix, a source request with `index` = Int64.max made the gateway trap and exit.
+    @Test func overflowingHeadersFromTheBusDoNotStopTheGateway() async throws {
+        let c = try await TestCluster(gatewayArgs: ["--inline-source-limit", "16"])
+        defer { c.stop() }
+        let id = try await c.submit(Fixtures.helloCrate())  // stored as an upload (above the inline limit)
+        let client = try await BusClient.connect(.init(host: "127.0.0.1", port: c.broker.port), logger: Logger(label: "attacker"))
+        for index in [String(Int64.max), "-1", "99999999999999999999", "1000"] {
+            let reply = try await client.request(Subjects.source(id), payload: [UInt8](), headers: ["index": index], timeout: .seconds(5))
+            #expect(reply.status != "200", "index \(index)")
+        }
+        let good = try await client.request(Subjects.source(id), payload: [UInt8](), headers: ["index": "0"], timeout: .seconds(5))
+        #expect(good.status == "200" && !good.payloadBytes.isEmpty)
+        let chunk = try await client.request(Subjects.result(id), payload: [UInt8](repeating: 1, count: 64), headers: [
+            ResultChunkHeaders.index: String(Int64.max - 1), ResultChunkHeaders.count: String(Int64.max), ResultChunkHeaders.sha256: "00",
+            ResultChunkHeaders.size: String(Int64.max), ResultChunkHeaders.workerID: "nobody",
+        ], timeout: .seconds(5))
+        #expect(!chunk.payloadBytes.isEmpty)
+        // Still serving, and it counted what it refused.
+        #expect(try await c.http(.GET, "/build/\(id)").status == 200)
+        let metrics = try HTTPGet.get(port: c.gateway.port, path: "/metrics")
+        #expect(metrics.body.contains("kiln_gateway_bus_messages_rejected_total{reason=\"bad_chunk\"} 3"), "\(metrics.body)")
+        try await client.close()
     }
 }
