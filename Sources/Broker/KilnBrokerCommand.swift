@@ -23,6 +23,11 @@ struct KilnBrokerCommand: AsyncParsableCommand {
     @Option(help: "Per-connection outbound backlog before a slow consumer is cut off, in bytes (default 64 MiB).") var outboundCap: Int?
     @Option(help: "Seconds between keepalive pings to idle clients (default 20).") var pingInterval: Double?
     @Option(help: "Unanswered pings before a connection is closed (default 2).") var maxPingsOutstanding: Int?
+    @Option(help: "Most open connections (default 10000).") var maxConnections: Int?
+    @Option(help: "Most open connections from one remote address (default 1000).") var maxConnectionsPerAddress: Int?
+    @Option(help: "With auth: seconds a new connection has to send 'connect' (default 5).") var handshakeTimeout: Double?
+    @Option(help: "With auth: largest frame accepted before 'connect', in bytes (default 16384).") var preConnectMaxFrame: Int?
+    @Option(help: "Most live subscriptions per connection (default 10000).") var maxSubscriptions: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
 
     func run() async throws {
@@ -42,6 +47,15 @@ struct KilnBrokerCommand: AsyncParsableCommand {
         cfg.outboundCap = outboundCap ?? file.outboundCap ?? cfg.outboundCap
         if let s = pingInterval ?? file.pingIntervalSeconds { cfg.pingInterval = .nanoseconds(Int64(s * 1e9)) }
         cfg.maxPingsOutstanding = maxPingsOutstanding ?? file.maxPingsOutstanding ?? cfg.maxPingsOutstanding
+        cfg.maxConnections = maxConnections ?? file.maxConnections ?? cfg.maxConnections
+        cfg.maxConnectionsPerAddress = maxConnectionsPerAddress ?? file.maxConnectionsPerAddress ?? cfg.maxConnectionsPerAddress
+        if let s = handshakeTimeout ?? file.handshakeTimeoutSeconds { cfg.handshakeTimeout = .nanoseconds(Int64(s * 1e9)) }
+        cfg.preConnectMaxFrame = preConnectMaxFrame ?? file.preConnectMaxFrame ?? cfg.preConnectMaxFrame
+        cfg.maxSubscriptionsPerConnection = maxSubscriptions ?? file.maxSubscriptions ?? cfg.maxSubscriptionsPerConnection
+        guard cfg.maxConnections >= 1, cfg.maxConnectionsPerAddress >= 1, cfg.maxSubscriptionsPerConnection >= 1,
+              cfg.handshakeTimeout > .zero, cfg.preConnectMaxFrame >= 1024 else {
+            throw ValidationError("connection and subscription limits must be at least 1, the handshake timeout positive, --pre-connect-max-frame at least 1024")
+        }
         guard cfg.maxFrame >= 1024, cfg.maxFrame <= Int(UInt32.max) else {
             throw ValidationError("--max-frame must be between 1024 and \(UInt32.max)")
         }

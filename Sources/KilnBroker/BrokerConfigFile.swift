@@ -17,6 +17,11 @@ public struct BrokerConfigFile: Codable, Sendable {
     public var outboundCap: Int?
     public var pingIntervalSeconds: Double?
     public var maxPingsOutstanding: Int?
+    public var maxConnections: Int?
+    public var maxConnectionsPerAddress: Int?
+    public var handshakeTimeoutSeconds: Double?
+    public var preConnectMaxFrame: Int?
+    public var maxSubscriptions: Int?
     public var token: String?
     public var users: [Authenticator.User]?
 
@@ -28,6 +33,11 @@ public struct BrokerConfigFile: Codable, Sendable {
         case outboundCap = "outbound_cap"
         case pingIntervalSeconds = "ping_interval_seconds"
         case maxPingsOutstanding = "max_pings_outstanding"
+        case maxConnections = "max_connections"
+        case maxConnectionsPerAddress = "max_connections_per_address"
+        case handshakeTimeoutSeconds = "handshake_timeout_seconds"
+        case preConnectMaxFrame = "pre_connect_max_frame"
+        case maxSubscriptions = "max_subscriptions"
     }
 
     public init() {}

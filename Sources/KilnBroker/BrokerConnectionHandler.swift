@@ -17,6 +17,9 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     private var machine: ConnectionStateMachine
     private var outbound: OutboundBuffer!
     private var keepalive: RepeatedTask?
+    private var handshakeTimer: Scheduled<Void>?
+    /// The remote address this connection was counted under, once admitted.
+    private var admittedAddress: String?
     private var closing = false
     /// Reused for each publish's shared `msg` header prefix (no allocation per message).
     private var scratch = ByteBuffer()
@@ -25,8 +28,10 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     init(id: Int, shared: BrokerServer.Shared) {
         self.id = id
         self.shared = shared
-        self.decoder = FrameDecoder(maxFrame: shared.configuration.maxFrame)
         self.machine = ConnectionStateMachine(configuration: shared.connectionConfiguration, now: .now())
+        // Until `connect` authenticates it, a connection may send only small frames.
+        let full = shared.configuration.maxFrame
+        self.decoder = FrameDecoder(maxFrame: machine.isAwaitingConnect ? min(full, shared.configuration.preConnectMaxFrame) : full)
         var logger = shared.logger
         logger[metadataKey: "connection"] = "\(id)"
         self.logger = logger
@@ -47,6 +52,18 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        let address = context.remoteAddress?.ipAddress ?? "unknown"
+        if let limit = shared.admit(address: address) {
+            shared.metrics.limitRefusals(limit)
+            logger.warning("connection refused: \(limit.rawValue) limit", metadata: ["remote": "\(address)"])
+            let max = limit == .connections ? shared.configuration.maxConnections : shared.configuration.maxConnectionsPerAddress
+            let err = BusError.limitReached("too many connections (\(limit == .connections ? "in total" : "from \(address)"), at most \(max))", fatal: true)
+            let channel = context.channel
+            channel.writeAndFlush(BusFrame(header: err.header).encoded).whenComplete { _ in channel.close(promise: nil) }
+            closing = true
+            return
+        }
+        admittedAddress = address
         shared.register(id: id, channel: context.channel)
         shared.router.addConnection(id, recordsResponses: false)
         shared.metrics.connections.increment()
@@ -57,10 +74,19 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
         keepalive = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
             loopBound.value.keepaliveTick()
         }
+        if machine.isAwaitingConnect {
+            handshakeTimer = context.eventLoop.scheduleTask(in: shared.connectionConfiguration.handshakeTimeout) {
+                loopBound.value.handshakeTick()
+            }
+        }
         context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        guard let address = admittedAddress else { context.fireChannelInactive(); return }
+        shared.release(address: address)
+        admittedAddress = nil
+        handshakeTimer?.cancel()
         keepalive?.cancel()
         keepalive = nil
         machine.closed()
@@ -93,6 +119,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
                 guard let d = try decoder.next() else { break }
                 decoded = d
             } catch {
+                if machine.isAwaitingConnect, error.code == BusError.frameTooLarge(0, max: 0).code { shared.metrics.limitRefusals(.preConnectFrame) }
                 fail(error)
                 break
             }
@@ -106,6 +133,9 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
                     publishedBytes += frame.payload.readableBytes
                 }
                 perform(action, payload: frame.payload)
+                if decoder.maxFrame != shared.configuration.maxFrame, case .open = machine.state {
+                    decoder.maxFrame = shared.configuration.maxFrame
+                }
             }
         }
         decoder.compact()
@@ -205,6 +235,13 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
             logger.info("closing stale connection")
             closeAfter(error)
         }
+    }
+
+    private func handshakeTick() {
+        guard case .close(let error) = machine.handshakeTick(now: .now()) else { return }
+        shared.metrics.limitRefusals(.handshake)
+        logger.info("closing a connection that never sent connect")
+        closeAfter(error)
     }
 
     /// Graceful drain: flush what is pending, say goodbye, close.

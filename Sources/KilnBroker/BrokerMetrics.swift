@@ -13,6 +13,14 @@ public final class BrokerMetrics: Sendable {
     let slowConsumers: Counter
     let staleConnections: Counter
     let protocolErrors: Counter
+    private let refusals: [Limit: Counter]
+
+    /// The limits a connection can run into.
+    public enum Limit: String, CaseIterable, Sendable {
+        case connections, connectionsPerAddress = "connections_per_address", handshake, preConnectFrame = "pre_connect_frame", subscriptions
+    }
+
+    func limitRefusals(_ limit: Limit) { refusals[limit]?.increment() }
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -26,6 +34,12 @@ public final class BrokerMetrics: Sendable {
         slowConsumers = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "slow_consumers", unitName: "total", helpText: "Connections cut off as slow consumers"))
         staleConnections = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "stale_connections", unitName: "total", helpText: "Connections closed for unanswered pings"))
         protocolErrors = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "protocol_errors", unitName: "total", helpText: "err frames sent to clients"))
+        var r: [Limit: Counter] = [:]
+        for limit in Limit.allCases {
+            r[limit] = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "limit_refusals", unitName: "total",
+                                                              helpText: "Connections or requests refused by a configured limit"), labels: [("limit", limit.rawValue)])
+        }
+        refusals = r
     }
 
     @inline(__always)

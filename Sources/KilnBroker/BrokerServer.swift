@@ -21,6 +21,14 @@ public final class BrokerServer: Service, @unchecked Sendable {
         public var serverName: String
         /// How long a graceful shutdown waits for connections to flush and close.
         public var drainTimeout: TimeAmount
+        /// Open connections, in total and from one remote address; more are refused with an `err` frame.
+        public var maxConnections = 10_000
+        public var maxConnectionsPerAddress = 1_000
+        /// With auth required: time allowed to send `connect`, and the largest frame accepted before it.
+        public var handshakeTimeout: TimeAmount = .seconds(5)
+        public var preConnectMaxFrame = 16 * 1024
+        /// Live subscriptions one connection may hold.
+        public var maxSubscriptionsPerConnection = 10_000
 
         public init(host: String = "127.0.0.1", port: Int = 4222, maxFrame: Int = BusFrame.defaultMaxFrame,
                     outboundCap: Int = 64 * 1024 * 1024, pingInterval: TimeAmount = .seconds(20),
@@ -52,7 +60,8 @@ public final class BrokerServer: Service, @unchecked Sendable {
             self.configuration = configuration
             self.connectionConfiguration = .init(authenticator: configuration.authenticator,
                                                  pingInterval: configuration.pingInterval,
-                                                 maxPingsOutstanding: configuration.maxPingsOutstanding)
+                                                 maxPingsOutstanding: configuration.maxPingsOutstanding,
+                                                 handshakeTimeout: configuration.handshakeTimeout)
             self.router = router
             self.metrics = metrics
             self.logger = logger
@@ -64,6 +73,27 @@ public final class BrokerServer: Service, @unchecked Sendable {
             info.proto = 1
             info.name = configuration.serverName
             self.infoHeader = info
+        }
+
+        private let admitted = NIOLockedValueBox<(total: Int, perAddress: [String: Int])>((0, [:]))
+
+        /// Counts a new connection in, or says which limit refuses it.
+        func admit(address: String) -> BrokerMetrics.Limit? {
+            admitted.withLockedValue { a in
+                if a.total >= configuration.maxConnections { return .connections }
+                if a.perAddress[address, default: 0] >= configuration.maxConnectionsPerAddress { return .connectionsPerAddress }
+                a.total += 1
+                a.perAddress[address, default: 0] += 1
+                return nil
+            }
+        }
+
+        func release(address: String) {
+            admitted.withLockedValue { a in
+                a.total -= 1
+                let n = a.perAddress[address, default: 1] - 1
+                a.perAddress[address] = n > 0 ? n : nil
+            }
         }
 
         func register(id: Int, channel: any Channel) { channels.withLockedValue { $0[id] = channel } }
@@ -84,7 +114,7 @@ public final class BrokerServer: Service, @unchecked Sendable {
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.configuration = configuration
         self.metrics = metrics
-        self.router = MessageRouter(metrics: metrics)
+        self.router = MessageRouter(maxSubscriptionsPerConnection: configuration.maxSubscriptionsPerConnection, metrics: metrics)
         self.logger = logger
         self.group = group
         self.shared = Shared(configuration: configuration, router: router, metrics: metrics, logger: logger)

@@ -13,12 +13,15 @@ public struct ConnectionStateMachine: Sendable {
         public var pingInterval: TimeAmount
         /// Unanswered pings after which the connection is closed.
         public var maxPingsOutstanding: Int
+        /// When auth is required: a connection that has not sent `connect` this long after opening is closed.
+        public var handshakeTimeout: TimeAmount
 
         public init(authenticator: Authenticator = Authenticator(.none), pingInterval: TimeAmount = .seconds(20),
-                    maxPingsOutstanding: Int = 2) {
+                    maxPingsOutstanding: Int = 2, handshakeTimeout: TimeAmount = .seconds(5)) {
             self.authenticator = authenticator
             self.pingInterval = pingInterval
             self.maxPingsOutstanding = maxPingsOutstanding
+            self.handshakeTimeout = handshakeTimeout
         }
     }
 
@@ -53,12 +56,14 @@ public struct ConnectionStateMachine: Sendable {
     public private(set) var state: State
     public private(set) var verbose = false
     private var lastActivity: NIODeadline
+    private let openedAt: NIODeadline
     private var pingsOutstanding = 0
     private var connectSeen = false
 
     public init(configuration: Configuration, now: NIODeadline) {
         self.configuration = configuration
         self.lastActivity = now
+        self.openedAt = now
         if configuration.authenticator.isRequired {
             state = .awaitingConnect
         } else {
@@ -114,6 +119,16 @@ public struct ConnectionStateMachine: Sendable {
         pingsOutstanding += 1
         return .sendPing
     }
+
+    /// The handshake timer fired: a connection still waiting for `connect` is closed. A client that
+    /// trickles bytes never completing a frame does not extend this (only `connect` does).
+    public mutating func handshakeTick(now: NIODeadline) -> KeepaliveAction {
+        guard case .awaitingConnect = state, now - openedAt >= configuration.handshakeTimeout else { return .none }
+        state = .closed
+        return .close(.handshakeTimeout(configuration.handshakeTimeout.nanoseconds / 1_000_000_000))
+    }
+
+    public var isAwaitingConnect: Bool { state == .awaitingConnect }
 
     public mutating func closed() { state = .closed }
 

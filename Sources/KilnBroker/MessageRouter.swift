@@ -24,8 +24,11 @@ public final class MessageRouter: @unchecked Sendable {
     var onSlowConsumer: (@Sendable (_ outbound: OutboundBuffer, _ connectionID: Int, _ pending: Int) -> Void)?
     /// Bound on remembered response allowances per connection, so a requester flood cannot grow memory.
     let maxResponseAllowances: Int
+    /// Live subscriptions one connection may hold.
+    let maxSubscriptionsPerConnection: Int
 
-    public init(cacheLimit: Int = 4096, maxResponseAllowances: Int = 65_536, metrics: BrokerMetrics? = nil) {
+    public init(cacheLimit: Int = 4096, maxResponseAllowances: Int = 65_536, maxSubscriptionsPerConnection: Int = 10_000, metrics: BrokerMetrics? = nil) {
+        self.maxSubscriptionsPerConnection = maxSubscriptionsPerConnection
         self.index = SubjectIndex(cacheLimit: cacheLimit)
         self.metrics = metrics
         self.maxResponseAllowances = maxResponseAllowances
@@ -62,6 +65,10 @@ public final class MessageRouter: @unchecked Sendable {
             guard connections[subscription.connectionID] != nil else { return }
             if connections[subscription.connectionID]!.subscriptions[subscription.sid] != nil {
                 throw .badRequest("sid '\(subscription.sid)' is already in use on this connection")
+            }
+            guard connections[subscription.connectionID]!.subscriptions.count < maxSubscriptionsPerConnection else {
+                metrics?.limitRefusals(.subscriptions)
+                throw .limitReached("too many subscriptions on this connection (at most \(maxSubscriptionsPerConnection))", fatal: false)
             }
             connections[subscription.connectionID]!.subscriptions[subscription.sid] = subscription
             index.insert(subscription)

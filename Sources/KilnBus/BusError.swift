@@ -38,5 +38,10 @@ public struct BusError: Error, Sendable, Equatable, CustomStringConvertible {
     public static func slowConsumer(pending: Int, cap: Int) -> BusError {
         BusError(code: 429, message: "slow consumer: \(pending) bytes pending exceeds the outbound cap of \(cap)", isFatal: true)
     }
+    /// A configured limit (connections, subscriptions) was reached.
+    public static func limitReached(_ message: String, fatal: Bool) -> BusError { BusError(code: 429, message: message, isFatal: fatal) }
+    public static func handshakeTimeout(_ seconds: Int64) -> BusError {
+        BusError(code: 408, message: "no 'connect' within \(seconds) s of connecting", isFatal: true)
+    }
     public static func shuttingDown() -> BusError { BusError(code: 503, message: "broker is shutting down", isFatal: true) }
 }

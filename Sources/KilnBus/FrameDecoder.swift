@@ -5,7 +5,8 @@ import NIOCore
 /// Pure (no channel, no I/O) so it can be tested by feeding input one byte at a time or split at every
 /// offset. Both the broker and the client drive it from their NIO handlers.
 public struct FrameDecoder: Sendable {
-    public let maxFrame: Int
+    /// Adjustable: a broker accepts only small frames until a connection has authenticated.
+    public var maxFrame: Int
     private var cumulation: ByteBuffer?
 
     public init(maxFrame: Int = BusFrame.defaultMaxFrame) {

@@ -91,3 +91,28 @@ import Testing
         #expect(!Authenticator.constantTimeEquals("", "a"))
     }
 }
+
+extension ConnectionStateMachineTests {
+    @Test func aConnectionThatNeverSendsConnectIsClosedAtTheHandshakeDeadline() {
+        var m = ConnectionStateMachine(configuration: .init(authenticator: Authenticator(.token("s")), handshakeTimeout: .seconds(5)), now: t0)
+        #expect(m.handshakeTick(now: t0 + .seconds(4)) == .none)
+        // Pings and trickled bytes do not extend it; only connect does.
+        _ = m.invalidFrame(.badRequest("partial"), now: t0 + .seconds(1))
+        var fresh = ConnectionStateMachine(configuration: .init(authenticator: Authenticator(.token("s")), handshakeTimeout: .seconds(5)), now: t0)
+        guard case .close(let e) = fresh.handshakeTick(now: t0 + .seconds(5)) else { Issue.record("expected close"); return }
+        #expect(e.code == 408 && e.isFatal && e.message.contains("connect"))
+        #expect(fresh.state == .closed)
+    }
+
+    @Test func anAuthenticatedConnectionIsNotTouchedByTheHandshakeDeadline() {
+        var m = ConnectionStateMachine(configuration: .init(authenticator: Authenticator(.token("s")), handshakeTimeout: .seconds(5)), now: t0)
+        var c = BusHeader(op: .connect)
+        c.token = "s"
+        _ = m.frameReceived(c, now: t0 + .seconds(1))
+        #expect(m.handshakeTick(now: t0 + .seconds(60)) == .none)
+        #expect(!m.isAwaitingConnect)
+        // Without auth there is no handshake to wait for.
+        var open = machine()
+        #expect(open.handshakeTick(now: t0 + .seconds(60)) == .none)
+    }
+}

@@ -15,6 +15,8 @@ public final class RawBusConnection: @unchecked Sendable {
 
     public func send(_ bytes: [UInt8]) throws { try socket.send(bytes) }
 
+    public func close() { socket.shutdown() }
+
     public func send(_ frame: BusFrame) throws { try send(Array(frame.encoded.readableBytesView)) }
 
     public func send(_ header: BusHeader, payload: [UInt8] = []) throws {

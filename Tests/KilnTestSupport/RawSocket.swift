@@ -24,6 +24,9 @@ public final class RawSocket: @unchecked Sendable {
 
     deinit { close(fd) }
 
+    /// Ends the connection both ways now (the descriptor itself is closed on deinit).
+    public func shutdown() { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+
     public func send(_ bytes: [UInt8]) throws {
         var off = 0
         while off < bytes.count {

@@ -1,0 +1,93 @@
+import Foundation
+import KilnBus
+import KilnTestSupport
+import Testing
+
+/// #11 item 4: a broker that cannot be starved by slow handshakes, big pre-auth frames, connection or
+/// subscription floods; each limit answers with an `err` frame, is counted, and leaves normal clients working.
+@Suite struct BrokerLimitsTests {
+    func metric(_ broker: BrokerProcess, _ limit: String) throws -> Int {
+        let body = try HTTPGet.get(port: broker.monitorPort, path: "/metrics").body
+        let prefix = "kiln_broker_limit_refusals_total{limit=\"\(limit)\"} "
+        return body.split(separator: "\n").first { $0.hasPrefix(prefix) }.flatMap { Int($0.dropFirst(prefix.count)) } ?? -1
+    }
+
+    @Test func slowHandshakesAndBigPreAuthFramesAreCutOff() async throws {
+        let broker = try await BrokerProcess(arguments: ["--token", "s3cret", "--handshake-timeout", "0.5", "--pre-connect-max-frame", "2048"])
+        defer { broker.stop() }
+        // Half-open: connects, reads INFO, never sends connect.
+        let idle = try RawBusConnection(port: broker.port)
+        _ = try idle.read(op: .info)
+        // Slow loris: trickles a frame header byte by byte, never completing it.
+        let loris = try RawBusConnection(port: broker.port)
+        _ = try loris.read(op: .info)
+        try loris.send([0, 0])
+        let err = try #require(try idle.read(op: .err, timeout: 5))
+        #expect(err.header.code == 408)
+        #expect(try idle.waitForClose(timeout: 5))
+        #expect(try loris.waitForClose(timeout: 5))
+        // A frame larger than the pre-auth limit is refused before any auth.
+        let big = try RawBusConnection(port: broker.port)
+        _ = try big.read(op: .info)
+        try big.send(rawHeader: "{\"op\":\"connect\",\"token\":\"\(String(repeating: "x", count: 4096))\"}")
+        let tooBig = try #require(try big.read(op: .err))
+        #expect(tooBig.header.message?.contains("2048") == true, "\(tooBig.header)")
+        #expect(try big.waitForClose())
+        // An authenticated client still gets full-size frames.
+        let good = try RawBusConnection(port: broker.port)
+        _ = try good.handshake(token: "s3cret")
+        try good.send(BusHeader.pub("big.payload"), payload: [UInt8](repeating: 7, count: 100_000))
+        #expect(try good.roundTrip())
+        #expect(try metric(broker, "handshake") >= 2)
+        #expect(try metric(broker, "pre_connect_frame") == 1)
+    }
+
+    @Test func connectionFloodsStopAtTheLimitAndNormalClientsCarryOn() async throws {
+        let broker = try await BrokerProcess(arguments: ["--max-connections-per-address", "8"])
+        defer { broker.stop() }
+        var held: [RawBusConnection] = []
+        for _ in 0..<8 {
+            let c = try RawBusConnection(port: broker.port)
+            _ = try c.read(op: .info)
+            held.append(c)
+        }
+        let refused = try RawBusConnection(port: broker.port)
+        let err = try #require(try refused.read(op: .err))
+        #expect(err.header.code == 429 && err.header.message?.contains("too many connections") == true)
+        #expect(try refused.waitForClose())
+        #expect(try metric(broker, "connections_per_address") == 1)
+        // Close one: a new client gets in and works.
+        held.removeLast().close()
+        let deadline = ContinuousClock.now + .seconds(5)
+        var admitted = false
+        while !admitted, ContinuousClock.now < deadline {
+            // Until the broker has seen the close, a new connection may still be refused (err, then EOF).
+            let c = try RawBusConnection(port: broker.port)
+            if (try? c.handshake()) != nil {
+                admitted = try c.roundTrip()
+            } else {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        #expect(admitted)
+    }
+
+    @Test func subscriptionFloodsAreRefusedPerConnection() async throws {
+        let broker = try await BrokerProcess(arguments: ["--max-subscriptions", "50"])
+        defer { broker.stop() }
+        let c = try RawBusConnection(port: broker.port)
+        _ = try c.handshake()
+        for i in 0..<50 { try c.send(BusHeader.sub("flood.\(i)", sid: "s\(i)")) }
+        try c.send(BusHeader.sub("flood.extra", sid: "extra"))
+        let err = try #require(try c.read(op: .err))
+        #expect(err.header.code == 429 && err.header.message?.contains("at most 50") == true)
+        // Not fatal: the connection still works, and unsubscribing makes room.
+        #expect(try c.roundTrip())
+        var unsub = BusHeader(op: .unsub)
+        unsub.sid = "s0"
+        try c.send(unsub)
+        try c.send(BusHeader.sub("flood.extra", sid: "extra"))
+        #expect(try c.roundTrip())
+        #expect(try metric(broker, "subscriptions") == 1)
+    }
+}
