@@ -21,18 +21,7 @@ public struct VerificationReport: Sendable, Codable, Equatable {
         case hardwareBound = "hardware-bound"
     }
 
-    public struct Check: Sendable, Codable, Equatable {
-        public enum Outcome: String, Sendable, Codable { case pass, fail, skipped }
-        public var name: String
-        public var outcome: Outcome
-        public var detail: String
-
-        public init(_ name: String, _ outcome: Outcome, _ detail: String) {
-            self.name = name
-            self.outcome = outcome
-            self.detail = detail
-        }
-    }
+    public typealias Check = VerificationCheck
 
     public var ok: Bool
     public var verdict: Verdict?
@@ -69,7 +58,7 @@ public struct VerificationReport: Sendable, Codable, Equatable {
         tcb = appraisal.tcb
         attributes = appraisal.attributes
         for c in appraisal.checks {
-            checks.append(.init("tee." + c.name, c.outcome == .pass ? .pass : .skipped, c.detail))
+            checks.append(.init("tee." + c.name, c.outcome, c.detail))
         }
     }
 }

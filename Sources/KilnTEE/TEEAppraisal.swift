@@ -12,18 +12,7 @@ public struct TEEAppraisal: Sendable, Codable, Equatable {
         case chainUnavailable = "chain-unavailable"
     }
 
-    public struct Check: Sendable, Codable, Equatable {
-        public enum Outcome: String, Sendable, Codable { case pass, skipped }
-        public var name: String
-        public var outcome: Outcome
-        public var detail: String
-
-        public init(_ name: String, _ outcome: Outcome, _ detail: String) {
-            self.name = name
-            self.outcome = outcome
-            self.detail = detail
-        }
-    }
+    public typealias Check = VerificationCheck
 
     /// "sev-snp" or "tdx".
     public var tee: String
@@ -43,6 +32,21 @@ public struct TEEAppraisal: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case tee, verdict, measurement, registers, tcb, attributes, checks
         case reportData = "report_data"
+    }
+}
+
+/// One check a verifier ran and its outcome; a report lists them all, so a reader sees exactly
+/// what was proven and what was not (`skipped` always says why).
+public struct VerificationCheck: Sendable, Codable, Equatable {
+    public enum Outcome: String, Sendable, Codable { case pass, fail, skipped }
+    public var name: String
+    public var outcome: Outcome
+    public var detail: String
+
+    public init(_ name: String, _ outcome: Outcome, _ detail: String) {
+        self.name = name
+        self.outcome = outcome
+        self.detail = detail
     }
 }
 
