@@ -42,6 +42,15 @@ public struct Authenticator: Sendable {
     public struct Identity: Sendable, Equatable {
         public var name: String?
         public var permissions: SubjectPermissions
+        /// The name the broker proved (a users-file login), stamped on everything this connection
+        /// publishes; nil when the name is only what the client claimed (no auth, shared token).
+        public var authenticatedName: String?
+
+        public init(name: String?, permissions: SubjectPermissions, authenticatedName: String? = nil) {
+            self.name = name
+            self.permissions = permissions
+            self.authenticatedName = authenticatedName
+        }
     }
 
     public func authenticate(_ connect: BusHeader) throws(BusError) -> Identity {
@@ -64,7 +73,7 @@ public struct Authenticator: Sendable {
                 if nameOK && passOK { match = u }
             }
             guard let match else { throw .authorizationRequired("authorization failed: unknown user or wrong password") }
-            return Identity(name: match.user, permissions: match.permissions)
+            return Identity(name: match.user, permissions: match.permissions, authenticatedName: match.user)
         }
     }
 

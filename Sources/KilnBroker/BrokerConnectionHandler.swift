@@ -189,6 +189,14 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     }
 
     private func route(subject: String, reply: String?, headers: [String: String]?, payload: ByteBuffer) {
+        // The sender header is the broker's word: stamped for authenticated users, never taken from a client.
+        var headers = headers
+        if case .open(let identity) = machine.state, let name = identity.authenticatedName {
+            headers = headers ?? [:]
+            headers![BusHeader.senderHeader] = name
+        } else if headers?[BusHeader.senderHeader] != nil {
+            headers![BusHeader.senderHeader] = nil
+        }
         let deliveries = shared.router.publish(subject: subject, reply: reply, headers: headers, payload: payload, scratch: &scratch)
         if deliveries == 0, let reply {
             // No responders: tell the requester at once (design §2).

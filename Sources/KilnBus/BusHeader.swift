@@ -3,6 +3,10 @@
 /// One flat value type for every op keeps parsing allocation-light (no enum of payload structs, no
 /// `Codable` on the hot path); `validate…` helpers say which fields each op requires.
 public struct BusHeader: Sendable, Equatable {
+    /// The message header in which the broker states who published a message: the authenticated
+    /// user of the publishing connection. Set by the broker only; a client's own value is removed.
+    public static let senderHeader = "kiln-sender"
+
     public enum Op: String, Sendable, CaseIterable {
         case info, connect, pub, sub, unsub, msg, ok, err, ping, pong
     }

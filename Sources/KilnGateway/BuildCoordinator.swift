@@ -1,5 +1,6 @@
 import Foundation
 import KilnArchive
+import KilnBus
 import KilnBusClient
 import KilnMessages
 import Logging
@@ -28,7 +29,20 @@ public actor BuildCoordinator {
 
     struct RunningJob {
         let worker: String
+        /// The broker-authenticated sender bound to the job, if any.
+        let identity: String?
         var lastSeq: Int
+    }
+
+    /// Whether a message about `job` comes from the identity bound at acceptance. Without one (a
+    /// broker that does not authenticate users) only the worker id inside the message can be checked.
+    private func fromBoundSender(_ message: BusMessage, identity: String?, job: String, what: String) -> Bool {
+        guard let identity else { return true }
+        let sender = message.headers?[BusHeader.senderHeader]
+        if sender == identity { return true }
+        metrics.busMessagesRejected(.wrongSender)
+        logger.warning("dropped \(what) from '\(sender ?? "nobody")': the job belongs to '\(identity)'", metadata: ["job_id": "\(job)"])
+        return false
     }
 
     public init(store: any JobStore, files: ResultFiles, hub: EventHub, client: BusClient, configuration: GatewayConfiguration,
@@ -192,6 +206,7 @@ public actor BuildCoordinator {
             guard j.status == .waiting else { return }
             j.status = .building
             j.workerID = worker
+            j.workerIdentity = reply.headers?[BusHeader.senderHeader]
             j.startedAt = Date()
             j.lastSeenAt = Date()
             j.dispatchAttempts += 1
@@ -218,7 +233,8 @@ public actor BuildCoordinator {
     }
 
     private func handleEvent(_ event: BuildEvent, _ message: BusMessage) async {
-        if let known = running[event.jobID], known.worker == event.workerID, known.lastSeq + 1 == event.seq, !event.type.isTerminal {
+        if let known = running[event.jobID], known.worker == event.workerID, known.lastSeq + 1 == event.seq, !event.type.isTerminal,
+           known.identity == nil || message.headers?[BusHeader.senderHeader] == known.identity {
             // The hot path (logs, heartbeats, phases of a running build): one transaction, no reads.
             let stored = StoredEvent(jobID: event.jobID, seq: event.seq, type: event.type.rawValue, data: String(decoding: message.payloadBytes, as: UTF8.self))
             do {
@@ -241,6 +257,7 @@ public actor BuildCoordinator {
     /// Every check against the stored job: assignment, duplicates, gaps, state changes, `done`.
     private func handleEventInFull(_ event: BuildEvent, _ message: BusMessage) async {
         guard let job = try? await store.job(event.jobID) else { return }
+        guard fromBoundSender(message, identity: job.workerIdentity, job: job.id, what: "a \(event.type.rawValue) event") else { return }
         guard let worker = event.workerID, worker == job.workerID else {
             if let other = event.workerID, job.status != .waiting {
                 await sendControl(job.id, .init(action: .cancel, workerID: other))
@@ -288,7 +305,7 @@ public actor BuildCoordinator {
             guard try await store.appendEvent(stored) else { return }
             metrics.eventsStored.increment()
             if !event.type.isTerminal, updated?.status == .building {
-                running[job.id] = RunningJob(worker: worker, lastSeq: event.seq)
+                running[job.id] = RunningJob(worker: worker, identity: job.workerIdentity, lastSeq: event.seq)
             } else {
                 running[job.id] = nil
             }
@@ -358,6 +375,10 @@ public actor BuildCoordinator {
             return
         }
         guard let job = try? await store.job(jobID) else { await answer(Ack(ok: false, code: 404, message: "unknown job")); return }
+        guard fromBoundSender(message, identity: job.workerIdentity, job: jobID, what: "a result chunk") else {
+            await answer(Ack(ok: false, code: 403, message: "not the worker assigned to this job"))
+            return
+        }
         guard job.workerID == h[ResultChunkHeaders.workerID], job.status == .building else {
             await answer(Ack(ok: false, code: 403, message: "not the worker assigned to this job"))
             if let w = h[ResultChunkHeaders.workerID], w != job.workerID { await sendControl(jobID, .init(action: .cancel, workerID: w)) }
@@ -398,6 +419,15 @@ public actor BuildCoordinator {
               let index = message.headers?["index"].flatMap(Int.init), let size = files.uploadSize(job: jobID) else {
             try? await client.publish(reply, payload: [UInt8](), headers: ["status": "404"])
             return
+        }
+        // Where the broker authenticates users, a job's source goes to the worker that accepted it only.
+        // (A message stamped by the broker means users are authenticated: then a job nobody accepted has no source to give.)
+        let job = try? await store.job(jobID)
+        if message.headers?[BusHeader.senderHeader] != nil || job?.workerIdentity != nil {
+            guard let job, job.status == .building, fromBoundSender(message, identity: job.workerIdentity, job: jobID, what: "a source request") else {
+                try? await client.publish(reply, payload: [UInt8](), headers: ["status": "403"])
+                return
+            }
         }
         guard let offset = ChunkBounds.sourceChunkOffset(index: index, chunkSize: configuration.sourceChunkSize, size: size),
               let bytes = try? files.readUpload(job: jobID, offset: offset, length: configuration.sourceChunkSize) else {

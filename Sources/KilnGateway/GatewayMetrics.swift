@@ -14,6 +14,8 @@ public final class GatewayMetrics: Sendable {
     enum RejectedBusMessage: String, CaseIterable {
         /// Chunk headers (index, count, size) that describe no real chunk.
         case badChunk = "bad_chunk"
+        /// A message about a job from another authenticated user than the one that accepted it.
+        case wrongSender = "wrong_sender"
     }
 
     func busMessagesRejected(_ reason: RejectedBusMessage) { rejected[reason]?.increment() }

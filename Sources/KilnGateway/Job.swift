@@ -22,6 +22,10 @@ public struct Job: Codable, Sendable, Equatable, FetchableRecord, PersistableRec
     public var startedAt: Date?
     public var finishedAt: Date?
     public var workerID: String?
+    /// The broker-authenticated user whose acceptance placed this job (the `kiln-sender` of its
+    /// reply), when the broker authenticates users: only that user's events, result chunks and source
+    /// requests are accepted for the job.
+    public var workerIdentity: String?
     public var failurePhase: String?
     public var error: String?
     public var retryable: Bool?

@@ -59,6 +59,9 @@ public final class SQLiteJobStore: JobStore {
             // The next job to dispatch is one index lookup, however long the queue or the history.
             try db.create(index: "job_status_position", on: "job", columns: ["status", "position"])
         }
+        migrator.registerMigration("v3: worker identity") { db in
+            try db.alter(table: "job") { t in t.add(column: "workerIdentity", .text) }
+        }
         try migrator.migrate(pool)
     }
 

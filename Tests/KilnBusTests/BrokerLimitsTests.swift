@@ -91,3 +91,36 @@ import Testing
         #expect(try metric(broker, "subscriptions") == 1)
     }
 }
+
+/// #11 item 1: who published is the broker's word, never the client's.
+@Suite struct BrokerSenderStampTests {
+    @Test func theBrokerStampsAuthenticatedUsersAndStripsClaimsFromOthers() async throws {
+        let dir = try TemporaryDirectory()
+        try #"{"users": [{"user": "alice", "password": "pa", "permissions": {}}, {"user": "bob", "password": "pb", "permissions": {}}]}"#
+            .write(toFile: dir.file("users.json"), atomically: true, encoding: .utf8)
+        let broker = try await BrokerProcess(arguments: ["--users", dir.file("users.json")])
+        defer { broker.stop() }
+        let bob = try RawBusConnection(port: broker.port)
+        _ = try bob.handshake(user: "bob", password: "pb")
+        try bob.send(BusHeader.sub("t", sid: "1"))
+        #expect(try bob.roundTrip())
+        let alice = try RawBusConnection(port: broker.port)
+        _ = try alice.handshake(user: "alice", password: "pa")
+        try alice.send(BusHeader.pub("t", headers: [BusHeader.senderHeader: "bob", "x": "1"]), payload: [1])
+        let msg = try #require(try bob.read(op: .msg))
+        #expect(msg.header.headers?[BusHeader.senderHeader] == "alice")
+        #expect(msg.header.headers?["x"] == "1")
+
+        let open = try await BrokerProcess()
+        defer { open.stop() }
+        let sub = try RawBusConnection(port: open.port)
+        _ = try sub.handshake(user: "claimed")
+        try sub.send(BusHeader.sub("t", sid: "1"))
+        #expect(try sub.roundTrip())
+        let pub = try RawBusConnection(port: open.port)
+        _ = try pub.handshake(user: "claimed")
+        try pub.send(BusHeader.pub("t", headers: [BusHeader.senderHeader: "gateway"]), payload: [1])
+        let unstamped = try #require(try sub.read(op: .msg))
+        #expect(unstamped.header.headers?[BusHeader.senderHeader] == nil, "an unauthenticated claim is removed")
+    }
+}

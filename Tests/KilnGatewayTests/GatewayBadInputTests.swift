@@ -143,6 +143,6 @@ import Testing
         #expect(try await c.http(.GET, "/build/\(id)").status == 200)
         let metrics = try HTTPGet.get(port: c.gateway.port, path: "/metrics")
         #expect(metrics.body.contains("kiln_gateway_bus_messages_rejected_total{reason=\"bad_chunk\"} 3"), "\(metrics.body)")
-        try await client.close()
+        await client.close()
     }
 }

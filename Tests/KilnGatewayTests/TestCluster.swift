@@ -13,14 +13,16 @@ final class TestCluster: @unchecked Sendable {
     var workers: [LaunchedProcess] = []
     let gatewayArgs: [String]
 
-    init(gatewayArgs: [String] = []) async throws {
+    /// `brokerURLForGateway` gives the gateway credentials (from the broker's port) when the broker needs them.
+    init(gatewayArgs: [String] = [], brokerArgs: [String] = [], brokerURLForGateway: ((Int) -> String)? = nil) async throws {
         dir = try TemporaryDirectory(prefix: "kiln-cluster")
-        broker = try await BrokerProcess()
+        broker = try await BrokerProcess(arguments: brokerArgs)
         keyFile = dir.file("farm.pem")
         let gen = try LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "generate", keyFile])
         _ = try await gen.waitForExit()
-        self.gatewayArgs = gatewayArgs
-        gateway = try await GatewayProcess(brokerPort: broker.port, dataDirectory: dir.file("gw"), arguments: ["--public-key", keyFile] + gatewayArgs)
+        let brokerPort = broker.port
+        self.gatewayArgs = gatewayArgs + (brokerURLForGateway.map { ["--broker", $0(brokerPort)] } ?? [])
+        gateway = try await GatewayProcess(brokerPort: broker.port, dataDirectory: dir.file("gw"), arguments: ["--public-key", keyFile] + self.gatewayArgs)
     }
 
     /// Restarts the gateway on the same port and data directory (after a SIGKILL, say).

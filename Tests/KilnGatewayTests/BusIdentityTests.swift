@@ -1,0 +1,60 @@
+import Foundation
+import KilnBus
+import KilnBusClient
+import KilnMessages
+import KilnTestSupport
+import Logging
+import Testing
+
+/// #11 item 1: the broker stamps who published; the gateway accepts a job's events, result chunks and
+/// source requests only from the user whose worker accepted it. The attacker here holds a valid
+/// worker login with no permission limits at all, and knows the job id and the real worker's id.
+@Suite(.serialized) struct BusIdentityTests {
+    static let users = """
+    {"users": [
+      {"user": "gateway", "password": "gw-pass", "permissions": {}},
+      {"user": "worker-a", "password": "a-pass", "permissions": {}},
+      {"user": "worker-b", "password": "b-pass", "permissions": {}}
+    ]}
+    """
+
+    @Test func anotherWorkersLoginCannotInjectIntoOrFinishAJobItDidNotAccept() async throws {
+        let pre = try TemporaryDirectory(prefix: "kiln-identity")
+        try Self.users.write(toFile: pre.file("users.json"), atomically: true, encoding: .utf8)
+        let c = try await TestCluster(gatewayArgs: ["--inline-source-limit", "16"], brokerArgs: ["--users", pre.file("users.json")], brokerURLForGateway: { "kiln://gateway:gw-pass@127.0.0.1:\($0)" })
+        defer { c.stop() }
+        try await c.startWorker(["--broker", "kiln://worker-a:a-pass@127.0.0.1:\(c.broker.port)"])
+        // A build that takes a few seconds, so the attack lands while it runs.
+        let id = try await c.submit(Fixtures.helloCrate(buildRS: "fn main() { std::thread::sleep(std::time::Duration::from_secs(4)); }\n"))
+        let building = try await c.waitForStatus(id, ["building"], timeout: .seconds(30))
+        let realWorker = try #require(building["worker_id"] as? String)
+
+        let attacker = try await BusClient.connect(.init(host: "127.0.0.1", port: c.broker.port, user: "worker-b", password: "b-pass"),
+                                                   logger: Logger(label: "attacker"))
+        // Forged events in the real worker's name, with a spoofed sender header the broker must overwrite.
+        for seq in 1...60 {
+            var e = BuildEvent(jobID: id, seq: seq, type: .failed)
+            e.workerID = realWorker
+            e.message = "injected by worker-b"
+            try await attacker.publish(Subjects.events(id), payload: e.encoded(), headers: [BusHeader.senderHeader: "worker-a"])
+        }
+        // A result for the job, and its source.
+        let chunk = try await attacker.request(Subjects.result(id), payload: [UInt8](repeating: 0, count: 10), headers: [
+            ResultChunkHeaders.index: "0", ResultChunkHeaders.count: "1", ResultChunkHeaders.sha256: String(repeating: "0", count: 64),
+            ResultChunkHeaders.size: "10", ResultChunkHeaders.workerID: realWorker,
+        ], timeout: .seconds(5))
+        #expect(String(decoding: chunk.payloadBytes, as: UTF8.self).contains("403"))
+        let source = try await attacker.request(Subjects.source(id), payload: [UInt8](), headers: ["index": "0"], timeout: .seconds(5))
+        #expect(source.status == "403")
+        await attacker.close()
+
+        // The real build finishes unharmed, and no forged event is in its history.
+        let done = try await c.waitForStatus(id, ["ready", "error", "cancelled"], timeout: .seconds(120))
+        #expect(done["status"] as? String == "ready", "\(done)")
+        let events = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        #expect(!events.events.contains { $0.data.contains("injected by worker-b") })
+        let metrics = try HTTPGet.get(port: c.gateway.port, path: "/metrics").body
+        let line = metrics.split(separator: "\n").first { $0.hasPrefix("kiln_gateway_bus_messages_rejected_total{reason=\"wrong_sender\"}") }
+        #expect((line?.split(separator: " ").last.flatMap { Int($0) } ?? 0) >= 60, "\(line ?? "no metric")")
+    }
+}
