@@ -41,6 +41,7 @@ let package = Package(
     targets: [
         // Bus v1 wire protocol: frames, headers, subjects. Shared by broker and client.
         .target(name: "KilnBus", dependencies: [
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ], swiftSettings: swiftSettings),
@@ -54,6 +55,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .target(name: "KilnBroker", dependencies: [
             "KilnBus",
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -128,7 +130,8 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: swiftSettings),
         .target(name: "KilnPool", dependencies: [
-            "KilnMessages", "KilnBusClient", "KilnWorker",
+            "KilnMessages", "KilnBus", "KilnBusClient", "KilnWorker",
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Prometheus", package: "swift-prometheus"),
@@ -136,7 +139,8 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "Pool", dependencies: [
-            "KilnPool", "KilnBusClient",
+            "KilnPool", "KilnBusClient", "KilnAttestation",
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -23,6 +23,7 @@ struct KilnBrokerCommand: AsyncParsableCommand {
     @Option(help: "Per-connection outbound backlog before a slow consumer is cut off, in bytes (default 64 MiB).") var outboundCap: Int?
     @Option(help: "Seconds between keepalive pings to idle clients (default 20).") var pingInterval: Double?
     @Option(help: "Unanswered pings before a connection is closed (default 2).") var maxPingsOutstanding: Int?
+    @Option(help: "Operator's credential public key (Ed25519, hex or PEM): workers may log in with credentials it signed (kiln-pool mints them).") var credentialKey: String?
     @Option(help: "Most open connections (default 10000).") var maxConnections: Int?
     @Option(help: "Most open connections from one remote address (default 1000).") var maxConnectionsPerAddress: Int?
     @Option(help: "With auth: seconds a new connection has to send 'connect' (default 5).") var handshakeTimeout: Double?
@@ -63,13 +64,16 @@ struct KilnBrokerCommand: AsyncParsableCommand {
         guard cfg.pingInterval > .zero, cfg.maxPingsOutstanding >= 1 else {
             throw ValidationError("--ping-interval must be positive and --max-pings-outstanding at least 1")
         }
+        let credential = try credentialKey.map { try BrokerConfigFile.loadCredentialKey(path: $0) }
+        var mode = Authenticator.Mode.none
         if let users {
-            cfg.authenticator = Authenticator(.users(try BrokerConfigFile.loadUsers(path: users)))
+            mode = .users(try BrokerConfigFile.loadUsers(path: users))
         } else if let u = file.users {
-            cfg.authenticator = Authenticator(.users(u))
+            mode = .users(u)
         } else if let t = token ?? file.token ?? ProcessInfo.processInfo.environment["KILN_BROKER_TOKEN"] {
-            cfg.authenticator = Authenticator(.token(t))
+            mode = .token(t)
         }
+        cfg.authenticator = Authenticator(mode, credentialKey: credential)
 
         let metrics = BrokerMetrics()
         let broker = BrokerServer(configuration: cfg, metrics: metrics, logger: logger)

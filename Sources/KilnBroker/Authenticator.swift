@@ -1,3 +1,5 @@
+import Crypto
+import Foundation
 import KilnBus
 
 /// Decides who a `connect` frame is, and with which permissions.
@@ -30,11 +32,20 @@ public struct Authenticator: Sendable {
     }
 
     public let mode: Mode
+    /// The operator's credential public key: connections may also log in with a `WorkerCredential`
+    /// it signed, as `worker:<id>` with `SubjectPermissions.worker(id:)`.
+    public let credentialKey: Curve25519.Signing.PublicKey?
+    /// The queue group workers take requests in.
+    public let workersQueue: String
 
-    public init(_ mode: Mode) { self.mode = mode }
+    public init(_ mode: Mode, credentialKey: Curve25519.Signing.PublicKey? = nil, workersQueue: String = "workers") {
+        self.mode = mode
+        self.credentialKey = credentialKey
+        self.workersQueue = workersQueue
+    }
 
     public var isRequired: Bool {
-        if case .none = mode { return false }
+        if case .none = mode, credentialKey == nil { return false }
         return true
     }
 
@@ -53,9 +64,15 @@ public struct Authenticator: Sendable {
         }
     }
 
-    public func authenticate(_ connect: BusHeader) throws(BusError) -> Identity {
+    public func authenticate(_ connect: BusHeader, now: Int64 = Int64(Date().timeIntervalSince1970)) throws(BusError) -> Identity {
+        if let credentialKey, let token = connect.token, token.hasPrefix(WorkerCredential.prefix) {
+            let credential = try WorkerCredential.verify(token, key: credentialKey, now: now)
+            return Identity(name: credential.identity, permissions: .worker(id: credential.workerID, queue: workersQueue),
+                            authenticatedName: credential.identity)
+        }
         switch mode {
         case .none:
+            if credentialKey != nil { throw .authorizationRequired("authorization failed: this broker accepts worker credentials only") }
             return Identity(name: connect.user, permissions: .unrestricted)
         case .token(let expected):
             guard let token = connect.token else { throw .authorizationRequired("authorization failed: connect carries no token") }

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import KilnBus
 
@@ -41,6 +42,27 @@ public struct BrokerConfigFile: Codable, Sendable {
     }
 
     public init() {}
+
+    /// An Ed25519 public key from a file: 64 hex characters, or a PEM `PUBLIC KEY` (SPKI).
+    public static func loadCredentialKey(path: String) throws -> Curve25519.Signing.PublicKey {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError("cannot read credential key \(path)") }
+        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        var raw: [UInt8]?
+        if text.count == 64 {
+            raw = stride(from: 0, to: 64, by: 2).compactMap { i -> UInt8? in
+                let a = text.index(text.startIndex, offsetBy: i)
+                return UInt8(text[a..<text.index(a, offsetBy: 2)], radix: 16)
+            }
+        } else if text.hasPrefix("-----BEGIN PUBLIC KEY-----") {
+            let body = text.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
+            let spkiPrefix: [UInt8] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00]
+            if let der = Data(base64Encoded: body).map(Array.init), der.count == 44, Array(der.prefix(12)) == spkiPrefix { raw = Array(der.suffix(32)) }
+        }
+        guard let raw, raw.count == 32, let key = try? Curve25519.Signing.PublicKey(rawRepresentation: raw) else {
+            throw ConfigError("credential key \(path) is not an Ed25519 public key (64 hex characters or PEM)")
+        }
+        return key
+    }
 
     public static func load(path: String) throws -> BrokerConfigFile {
         let data: Data

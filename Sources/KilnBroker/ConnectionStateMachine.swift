@@ -178,8 +178,8 @@ public struct ConnectionStateMachine: Sendable {
                 }
             }
             if let max = header.max, max <= 0 { return .fail(.badRequest("'max' must be a positive integer, got \(max)")) }
-            guard identity.permissions.subscribe.permitsSubscribe(subject) else {
-                return .fail(.permissionDenied("permission denied: subscribe to '\(subject)'"))
+            guard identity.permissions.subscribe.permitsSubscribe(subject, queue: header.queue) else {
+                return .fail(.permissionDenied("permission denied: subscribe to '\(subject)'\(header.queue.map { " in queue '\($0)'" } ?? "")"))
             }
             return .subscribe(sid: sid, subject: subject, queue: header.queue, max: header.max)
         case .unsub:

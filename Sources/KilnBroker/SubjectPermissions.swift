@@ -26,16 +26,28 @@ public struct SubjectPermissions: Sendable, Equatable, Codable {
             return allow.isEmpty || allow.contains(where: { Subject.matches(subject, pattern: $0) })
         }
 
-        /// May this (possibly wildcard) subscription be made?
-        public func permitsSubscribe(_ subject: String) -> Bool {
-            if deny.contains(where: { Subject.covers($0, subject) }) { return false }
-            return allow.isEmpty || allow.contains(where: { Subject.covers($0, subject) })
+        /// May this (possibly wildcard) subscription be made? An allow entry "subject queue" (NATS
+        /// syntax) permits the subject only in that queue group, so a worker can take its share of
+        /// requests but never see them all.
+        public func permitsSubscribe(_ subject: String, queue: String? = nil) -> Bool {
+            if deny.contains(where: { Subject.covers(Self.pattern($0), subject) }) { return false }
+            return allow.isEmpty || allow.contains { entry in
+                let (pattern, requiredQueue) = Self.split(entry)
+                return Subject.covers(pattern, subject) && (requiredQueue == nil || requiredQueue == queue)
+            }
         }
+
+        static func split(_ entry: String) -> (pattern: String, queue: String?) {
+            guard let space = entry.firstIndex(of: " ") else { return (entry, nil) }
+            return (String(entry[..<space]), String(entry[entry.index(after: space)...]))
+        }
+
+        static func pattern(_ entry: String) -> String { split(entry).pattern }
 
         /// Filters single deliveries: a wildcard subscription allowed in general still must not receive
         /// a message on a denied subject.
         public func permitsDelivery(_ subject: String) -> Bool {
-            !deny.contains(where: { Subject.matches(subject, pattern: $0) })
+            !deny.contains(where: { Subject.matches(subject, pattern: Self.pattern($0)) })
         }
 
         var isUnrestricted: Bool { allow.isEmpty && deny.isEmpty }
@@ -65,10 +77,20 @@ public struct SubjectPermissions: Sendable, Equatable, Codable {
         allowResponses = try c.decodeIfPresent(Bool.self, forKey: .allowResponses) ?? false
     }
 
+    /// What a worker holding a `WorkerCredential` may do: take requests only in the workers' queue
+    /// group or on its own direct subject, read only its own inbox and the jobs' control subjects,
+    /// publish events, results and source requests (the gateway checks which job), announce itself,
+    /// and answer the dispatch requests it received.
+    public static func worker(id: String, queue: String) -> SubjectPermissions {
+        SubjectPermissions(
+            publish: Rule(allow: ["kiln.workers.ready", "kiln.build.*.events", "kiln.build.*.result", "kiln.build.*.source"]),
+            subscribe: Rule(allow: ["kiln.build.request \(queue)", "kiln.worker.\(id).request", "_INBOX.\(id).>", "kiln.build.*.control"]),
+            allowResponses: true)
+    }
+
     /// Checks every pattern is a valid subscription subject, so a typo in a users file fails at start-up.
     public func validate() throws(BusError) {
-        for p in publish.allow + publish.deny + subscribe.allow + subscribe.deny {
-            try Subject.validateSubscription(p)
-        }
+        for p in publish.allow + publish.deny { try Subject.validateSubscription(p) }
+        for p in subscribe.allow + subscribe.deny { try Subject.validateSubscription(Rule.pattern(p)) }
     }
 }

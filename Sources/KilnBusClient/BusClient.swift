@@ -28,6 +28,8 @@ public final class BusClient: @unchecked Sendable {
         public var maxReconnectAttempts: Int?
         /// Publishers wait while more than this many bytes are queued (also bounds the reconnect buffer).
         public var pendingLimit: Int
+        /// Inboxes live under `_INBOX.<namespace>.` (a worker uses its id, which its credential permits).
+        public var inboxNamespace: String?
 
         public init(host: String = "127.0.0.1", port: Int = 4222, name: String? = nil, token: String? = nil,
                     user: String? = nil, password: String? = nil, connectTimeout: TimeAmount = .seconds(5),
@@ -123,7 +125,7 @@ public final class BusClient: @unchecked Sendable {
         self.outbound = OutboundBuffer(lowWater: configuration.pendingLimit / 2)
         var rng = SystemRandomNumberGenerator()
         let r1 = rng.next(), r2 = rng.next()
-        self.inboxPrefix = "_INBOX." + String(r1, radix: 36) + String(r2, radix: 36)
+        self.inboxPrefix = "_INBOX." + (configuration.inboxNamespace.map { $0 + "." } ?? "") + String(r1, radix: 36) + String(r2, radix: 36)
         (asyncErrors, errorContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(256))
     }
 

@@ -26,6 +26,8 @@ public actor BuildCoordinator {
     private var running: [String: RunningJob] = [:]
     /// Events of jobs whose dispatch request is in flight, in arrival order.
     private var early: [String: [(BuildEvent, BusMessage)]] = [:]
+    /// Source requests that overtook their worker's acceptance, answered once it is recorded.
+    private var earlySourceRequests: [String: [BusMessage]] = [:]
 
     struct RunningJob {
         let worker: String
@@ -173,6 +175,11 @@ public actor BuildCoordinator {
             early[job.id] = Array(queue.dropFirst())
             await handleEvent(event, message)
         }
+        while let queue = earlySourceRequests[job.id], let message = queue.first {
+            earlySourceRequests[job.id] = Array(queue.dropFirst())
+            await answerSourceRequest(message, jobID: job.id)
+        }
+        earlySourceRequests[job.id] = nil
         early[job.id] = nil
         return placed
     }
@@ -414,9 +421,18 @@ public actor BuildCoordinator {
     }
 
     func handleSourceRequest(_ message: BusMessage) async {
+        guard message.reply != nil, let jobID = message.subject.split(separator: ".").dropFirst(2).first.map(String.init) else { return }
+        if early[jobID] != nil {
+            // The worker asked before its acceptance was recorded: answer once it is (bounded like the events).
+            if earlySourceRequests[jobID, default: []].count < 64 { earlySourceRequests[jobID, default: []].append(message) }
+            return
+        }
+        await answerSourceRequest(message, jobID: jobID)
+    }
+
+    private func answerSourceRequest(_ message: BusMessage, jobID: String) async {
         guard let reply = message.reply else { return }
-        guard let jobID = message.subject.split(separator: ".").dropFirst(2).first.map(String.init),
-              let index = message.headers?["index"].flatMap(Int.init), let size = files.uploadSize(job: jobID) else {
+        guard let index = message.headers?["index"].flatMap(Int.init), let size = files.uploadSize(job: jobID) else {
             try? await client.publish(reply, payload: [UInt8](), headers: ["status": "404"])
             return
         }

@@ -1,4 +1,6 @@
+import Crypto
 import Foundation
+import KilnBus
 import KilnBusClient
 import KilnMessages
 import KilnWorker
@@ -16,12 +18,25 @@ public final class WorkerPool: Service, @unchecked Sendable {
         public var maxWorkers = 8
         /// `/bin/sh -c` template; `{id}`, `{broker}`, `{scratch}` are substituted.
         public var launchTemplate: String
+        /// The broker URL given to workers (`{broker}`); with per-worker credentials, stripped of the
+        /// pool's own login.
         public var broker: String
         public var stateDirectory: String
+        /// When set, each worker gets its own credential (env `KILN_BROKER_TOKEN`), signed with this
+        /// key and valid for `credentialLifetime`: a leaked one is one worker's, for one job's time.
+        public var credentialKey: Curve25519.Signing.PrivateKey?
+        public var credentialLifetime: Duration = .seconds(2 * 3600)
+
         public init(launchTemplate: String, broker: String, stateDirectory: String) {
             self.launchTemplate = launchTemplate
             self.broker = broker
             self.stateDirectory = stateDirectory
+        }
+
+        /// `kiln://user:password@host:port` → `kiln://host:port`.
+        public static func withoutCredentials(_ url: String) -> String {
+            guard let scheme = url.range(of: "://"), let at = url.range(of: "@", range: scheme.upperBound..<url.endIndex) else { return url }
+            return String(url[..<scheme.upperBound]) + String(url[at.upperBound...])
         }
     }
 
@@ -149,11 +164,20 @@ public final class WorkerPool: Service, @unchecked Sendable {
         let scratch = configuration.stateDirectory + "/scratch/" + id
         let command = configuration.launchTemplate
             .replacingOccurrences(of: "{id}", with: id)
-            .replacingOccurrences(of: "{broker}", with: configuration.broker)
+            .replacingOccurrences(of: "{broker}", with: configuration.credentialKey == nil ? configuration.broker : Configuration.withoutCredentials(configuration.broker))
             .replacingOccurrences(of: "{scratch}", with: scratch)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/sh")
         p.arguments = ["-c", "exec " + command]
+        var environment = ProcessInfo.processInfo.environment
+        if let key = configuration.credentialKey {
+            // The pool's own broker login never reaches a worker: it gets a credential of its own.
+            environment["KILN_BROKER_URL"] = nil
+            let now = Int64(Date().timeIntervalSince1970)
+            let credential = WorkerCredential(workerID: id, issuedAt: now, expiresAt: now + configuration.credentialLifetime.components.seconds)
+            environment["KILN_BROKER_TOKEN"] = try credential.mint(key: key)
+        }
+        p.environment = environment
         let logPath = configuration.stateDirectory + "/workers/\(id).log"
         FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = FileHandle(forWritingAtPath: logPath)

@@ -1,3 +1,5 @@
+import Crypto
+import KilnAttestation
 import ArgumentParser
 import Foundation
 import Hummingbird
@@ -25,6 +27,8 @@ struct KilnPoolCommand: AsyncParsableCommand {
     @Option(help: "Launch command template.") var launch: String?
     @Option(help: "Extra arguments the default template passes to kiln-worker.") var workerArgs = ""
     @Option(help: "Monitor port for /healthz and /metrics (-1 disables).") var monitorPort = -1
+    @Option(help: "Operator's credential signing key (Ed25519 private key, `kiln keys generate`): each worker gets its own short-lived broker credential signed with it.") var credentialSigningKey: String?
+    @Option(help: "Seconds a worker credential is valid (default 7200; at least the longest build).") var credentialTtl = 7200
     @Option(help: "Log level.") var logLevel = "info"
 
     func run() async throws {
@@ -37,6 +41,11 @@ struct KilnPoolCommand: AsyncParsableCommand {
         let template = launch ?? "\(workerBinary) --broker {broker} --worker-id {id} --scratch {scratch} --key \(key) \(workerArgs)"
         guard idle >= 0, max >= 1 else { throw ValidationError("--idle must be ≥ 0 and --max ≥ 1") }
         var cfg = WorkerPool.Configuration(launchTemplate: template, broker: brokerURL, stateDirectory: state)
+        if let credentialSigningKey {
+            guard credentialTtl > 0 else { throw ValidationError("--credential-ttl must be positive") }
+            cfg.credentialKey = try Curve25519.Signing.PrivateKey(rawRepresentation: SigningKey(contentsOf: credentialSigningKey).seed)
+            cfg.credentialLifetime = .seconds(credentialTtl)
+        }
         cfg.idleTarget = idle
         cfg.maxWorkers = max
         let logger = Logger(label: "kiln.pool")

@@ -47,7 +47,9 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     func run() async throws {
         bootstrapKilnLogging(level: logLevel)
         let id = workerID ?? "w-" + UUID().uuidString.prefix(13).lowercased().replacingOccurrences(of: "-", with: "")
-        let bus = try BusClient.Configuration.fromCommandLine(url: broker, token: token, name: "kiln-worker \(id)")
+        var bus = try BusClient.Configuration.fromCommandLine(url: broker, token: token, name: "kiln-worker \(id)")
+        // A worker credential permits this worker's own inbox subjects only.
+        bus.inboxNamespace = id
         var limits = WorkerConfiguration.Limits()
         limits.buildTimeout = .seconds(buildTimeout)
         limits.fetchTimeout = .seconds(fetchTimeout)

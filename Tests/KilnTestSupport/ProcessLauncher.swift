@@ -23,7 +23,7 @@ public enum BuiltProducts {
 /// A child process started by a test, with its output captured line by line. Killed on `stop()` or deinit.
 public final class LaunchedProcess: @unchecked Sendable {
     public let process = Process()
-    private let lines = NIOLockedValueBox<(lines: [String], partial: Data)>(([], Data()))
+    private let lines = NIOLockedValueBox<(lines: [String], partial: Data, ended: Bool)>(([], Data(), false))
     private let outPipe = Pipe()
     public let name: String
 
@@ -37,7 +37,15 @@ public final class LaunchedProcess: @unchecked Sendable {
         let lines = self.lines
         outPipe.fileHandleForReading.readabilityHandler = { handle in
             let data = handle.availableData
-            if data.isEmpty { handle.readabilityHandler = nil; return }
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+                lines.withLockedValue { state in
+                    if !state.partial.isEmpty { state.lines.append(String(decoding: state.partial, as: UTF8.self)) }
+                    state.partial = Data()
+                    state.ended = true
+                }
+                return
+            }
             lines.withLockedValue { state in
                 state.partial.append(data)
                 while let nl = state.partial.firstIndex(of: 0x0A) {
@@ -76,6 +84,9 @@ public final class LaunchedProcess: @unchecked Sendable {
             if ContinuousClock.now > deadline { throw LaunchError("\(name) still running after \(timeout)") }
             try await Task.sleep(for: .milliseconds(20))
         }
+        // Its last output may still be in the pipe: wait (briefly; a grandchild may hold the pipe) for EOF.
+        let drained = ContinuousClock.now + .seconds(1)
+        while !lines.withLockedValue({ $0.ended }), ContinuousClock.now < drained { try await Task.sleep(for: .milliseconds(5)) }
         return process.terminationStatus
     }
 

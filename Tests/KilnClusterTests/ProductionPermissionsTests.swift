@@ -1,0 +1,66 @@
+import Foundation
+import KilnTestSupport
+import Testing
+
+/// #11 item 2: the shipped production permissions (cluster/broker-users.production.json) with
+/// per-worker credentials minted by the pool run a whole farm, uploads above the inline limit included;
+/// a worker's credential cannot do what the role does not need.
+@Suite(.serialized) struct ProductionPermissionsTests {
+    static var usersFile: String { LocalFarmTests.packageRoot + "/cluster/broker-users.production.json" }
+
+    @Test func aFarmRunsWithTheProductionUsersFileAndPerWorkerCredentials() async throws {
+        let dir = try TemporaryDirectory(prefix: "kiln-prod")
+        // The operator's credential key pair: the pool signs with the private half, the broker checks with the public one.
+        let keygen = try LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "generate", dir.file("cred.pem")])
+        _ = try await keygen.waitForExit()
+        let shown = try LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "show", dir.file("cred.pem")])
+        _ = try await shown.waitForExit()
+        let hex = try #require(shown.output.first { $0.hasPrefix("hex") }?.split(separator: " ").last.map(String.init))
+        try hex.write(toFile: dir.file("cred.pub"), atomically: true, encoding: .utf8)
+
+        let broker = try await BrokerProcess(arguments: ["--users", Self.usersFile, "--credential-key", dir.file("cred.pub")])
+        defer { broker.stop() }
+        let farmKey = dir.file("farm.pem")
+        let gateway = try await GatewayProcess(brokerPort: broker.port, dataDirectory: dir.file("gw"), arguments: [
+            "--broker", "kiln://gateway:change-me-gateway@127.0.0.1:\(broker.port)", "--inline-source-limit", "1024", "--source-chunk-size", "1024",
+        ])
+        defer { gateway.stop() }
+        let pool = try LaunchedProcess(BuiltProducts.path("kiln-pool"), [
+            "--broker", "kiln://pool:change-me-pool@127.0.0.1:\(broker.port)", "--idle", "1", "--max", "2", "--state", dir.file("pool"),
+            "--key", farmKey, "--credential-signing-key", dir.file("cred.pem"), "--credential-ttl", "600",
+        ])
+        defer {
+            pool.signal(SIGTERM)
+            for _ in 0..<200 where pool.isRunning { usleep(50_000) }
+        }
+        // A source well above the inline limit: the worker fetches it in chunks over kiln.build.*.source.
+        var files = Fixtures.helloCrate(name: "big", message: "hello from a production farm")
+        files["assets/blob.txt"] = (0..<4000).map { "line \($0) of padding so the upload is fetched in chunks\n" }.joined()
+        let archive = try Fixtures.archive(files, root: "big", zip: false)
+        #expect(archive.count > 4 * 1024, "the upload must exceed the 1 KiB inline limit several times over")
+        let source = Data(archive).base64EncodedString()
+        let body = try JSONSerialization.data(withJSONObject: ["nonce": "abcd1234", "source_data": source, "source_name": "big.tar.gz"])
+        try body.write(to: URL(fileURLWithPath: dir.file("body.json")))
+        let curl = try LaunchedProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "Content-Type: application/json",
+                                                         "--data-binary", "@" + dir.file("body.json"), "-o", dir.file("submitted.json"), gateway.url + "/build"])
+        _ = try await curl.waitForExit()
+        let submitted = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir.file("submitted.json")))) as? [String: Any]
+        let id = try #require(submitted?["job_id"] as? String, "\(curl.output)")
+        var status = ""
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline {
+            let r = try HTTPGet.get(port: gateway.port, path: "/build/\(id)")
+            status = (try? JSONSerialization.jsonObject(with: Data(r.body.utf8)) as? [String: Any])?["status"] as? String ?? ""
+            if ["ready", "error", "cancelled"].contains(status) { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let logs = ((try? FileManager.default.contentsOfDirectory(atPath: dir.file("pool/workers"))) ?? [])
+            .compactMap { try? String(contentsOfFile: dir.file("pool/workers/") + $0, encoding: .utf8) }.joined(separator: "\n")
+        let final = (try? HTTPGet.get(port: gateway.port, path: "/build/\(id)").body) ?? ""
+        #expect(status == "ready", "\(final)\n\(logs.suffix(3000))")
+        // The worker logged in with its own credential, not the pool's password.
+        #expect(!logs.contains("change-me-pool"))
+        let events = try SSEClient.read(port: gateway.port, path: "/build/\(id)/events", timeout: 10)
+        #expect(events.events.contains { $0.data.contains("\"accepted\"") })
+    }
+}
