@@ -26,7 +26,8 @@ import Testing
         env["KILN_GATEWAY_PORT"] = String(ports[2])
         env["KILN_POOL_MONITOR_PORT"] = String(ports[3])
         env["KILN_POOL_IDLE"] = "2"
-        env["KILN_ALLOW_SOURCE_HOSTS"] = "127.0.0.1"   // the test's git server; every worker inherits it
+        // The documented way to give workers extra flags (#18): here, allowing the test's git server.
+        env["KILN_WORKER_ARGS"] = "--allow-source-host 127.0.0.1 --log-level debug"
         // Launched with an empty signal mask, as from a terminal: processes spawned from Swift's worker
         // threads inherit blocked signals, and bash can neither unblock them nor trap them then.
         let farm = try LaunchedProcess("/usr/bin/python3", ["-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
