@@ -24,6 +24,9 @@ struct KilnBrokerCommand: AsyncParsableCommand {
     @Option(help: "Seconds between keepalive pings to idle clients (default 20).") var pingInterval: Double?
     @Option(help: "Unanswered pings before a connection is closed (default 2).") var maxPingsOutstanding: Int?
     @Option(help: "Operator's credential public key (Ed25519, hex or PEM): workers may log in with credentials it signed (kiln-pool mints them).") var credentialKey: String?
+    @Option(help: "TLS certificate chain (PEM): serve TLS only (clients use kilns://).") var tlsCert: String?
+    @Option(help: "TLS private key (PEM).") var tlsKey: String?
+    @Option(help: "CA (PEM) that client certificates must chain to (mTLS): a verified certificate's common name logs in as that user of --users.") var tlsClientCa: String?
     @Option(help: "Most open connections (default 10000).") var maxConnections: Int?
     @Option(help: "Most open connections from one remote address (default 1000).") var maxConnectionsPerAddress: Int?
     @Option(help: "With auth: seconds a new connection has to send 'connect' (default 5).") var handshakeTimeout: Double?
@@ -63,6 +66,16 @@ struct KilnBrokerCommand: AsyncParsableCommand {
         guard cfg.outboundCap >= cfg.maxFrame else { throw ValidationError("--outbound-cap must be at least --max-frame") }
         guard cfg.pingInterval > .zero, cfg.maxPingsOutstanding >= 1 else {
             throw ValidationError("--ping-interval must be positive and --max-pings-outstanding at least 1")
+        }
+        switch (tlsCert, tlsKey) {
+        case (let cert?, let key?):
+            do { cfg.tls = try BrokerTLS(certificateFile: cert, keyFile: key, clientCAFile: tlsClientCa).makeContext() } catch {
+                throw ValidationError("cannot set up TLS from \(cert) and \(key): \(error)")
+            }
+        case (nil, nil):
+            guard tlsClientCa == nil else { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
+        default:
+            throw ValidationError("--tls-cert and --tls-key go together")
         }
         let credential = try credentialKey.map { try BrokerConfigFile.loadCredentialKey(path: $0) }
         var mode = Authenticator.Mode.none

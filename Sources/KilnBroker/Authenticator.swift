@@ -20,7 +20,8 @@ public struct Authenticator: Sendable {
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             user = try c.decode(String.self, forKey: .user)
-            password = try c.decode(String.self, forKey: .password)
+            // Optional: a user who logs in with a client certificate (mTLS) needs none.
+            password = try c.decodeIfPresent(String.self, forKey: .password) ?? ""
             permissions = try c.decodeIfPresent(SubjectPermissions.self, forKey: .permissions) ?? .unrestricted
         }
     }
@@ -64,7 +65,10 @@ public struct Authenticator: Sendable {
         }
     }
 
-    public func authenticate(_ connect: BusHeader, now: Int64 = Int64(Date().timeIntervalSince1970)) throws(BusError) -> Identity {
+    /// - Parameter certificateName: the common name of the client certificate the TLS layer verified
+    ///   against the broker's client CA (mTLS), if any: it logs in as the user of that name.
+    public func authenticate(_ connect: BusHeader, certificateName: String? = nil,
+                             now: Int64 = Int64(Date().timeIntervalSince1970)) throws(BusError) -> Identity {
         if let credentialKey, let token = connect.token, token.hasPrefix(WorkerCredential.prefix) {
             let credential = try WorkerCredential.verify(token, key: credentialKey, now: now)
             return Identity(name: credential.identity, permissions: .worker(id: credential.workerID, queue: workersQueue),
@@ -79,14 +83,21 @@ public struct Authenticator: Sendable {
             guard Authenticator.constantTimeEquals(token, expected) else { throw .authorizationRequired("authorization failed: wrong token") }
             return Identity(name: connect.name, permissions: .unrestricted)
         case .users(let users):
-            guard let name = connect.user, let password = connect.password else {
+            if let certificateName {
+                guard let match = users.first(where: { $0.user == certificateName }) else {
+                    throw .authorizationRequired("authorization failed: no user '\(certificateName)' for this client certificate")
+                }
+                return Identity(name: match.user, permissions: match.permissions, authenticatedName: match.user)
+            }
+            guard let name = connect.user, let password = connect.password, !password.isEmpty else {
                 throw .authorizationRequired("authorization failed: connect needs 'user' and 'password'")
             }
             // Compare against every entry so timing does not reveal which user names exist.
             var match: User?
             for u in users {
                 let nameOK = Authenticator.constantTimeEquals(u.user, name)
-                let passOK = Authenticator.constantTimeEquals(u.password, password)
+                // A user without a password (certificate-only) never matches a password login.
+                let passOK = Authenticator.constantTimeEquals(u.password, password) && !u.password.isEmpty
                 if nameOK && passOK { match = u }
             }
             guard let match else { throw .authorizationRequired("authorization failed: unknown user or wrong password") }

@@ -1,6 +1,8 @@
 import KilnBus
 import Logging
 import NIOCore
+import NIOSSL
+import NIOTLS
 
 /// Carries out a connection's `ConnectionStateMachine` actions on one channel.
 ///
@@ -100,6 +102,16 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         outbound.flush()  // also records the new writability
         context.fireChannelWritabilityChanged()
+    }
+
+    /// With mTLS, the verified client certificate names the user this connection may log in as.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event,
+           let handler = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
+           let certificate = handler.peerCertificate, let der = try? certificate.toDERBytes() {
+            machine.certificateName = BrokerTLS.commonName(certificateDER: der)
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

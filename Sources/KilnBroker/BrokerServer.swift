@@ -4,6 +4,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 
 /// kiln-broker's TCP listener: accepts connections, gives each a `BrokerConnectionHandler`, and on
@@ -29,6 +30,8 @@ public final class BrokerServer: Service, @unchecked Sendable {
         public var preConnectMaxFrame = 16 * 1024
         /// Live subscriptions one connection may hold.
         public var maxSubscriptionsPerConnection = 10_000
+        /// TLS for every connection (`BrokerTLS.makeContext()`); nil serves plain TCP (loopback).
+        public var tls: NIOSSLContext?
 
         public init(host: String = "127.0.0.1", port: Int = 4222, maxFrame: Int = BusFrame.defaultMaxFrame,
                     outboundCap: Int = 64 * 1024 * 1024, pingInterval: TimeAmount = .seconds(20),
@@ -149,6 +152,9 @@ public final class BrokerServer: Service, @unchecked Sendable {
                 .childChannelInitializer { channel in
                     let id = nextID.withLockedValue { $0 += 1; return $0 }
                     return channel.eventLoop.makeCompletedFuture {
+                        if let tls = shared.configuration.tls {
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                        }
                         try channel.pipeline.syncOperations.addHandler(BrokerConnectionHandler(id: id, shared: shared))
                     }
                 }

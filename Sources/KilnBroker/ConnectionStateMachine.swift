@@ -59,6 +59,8 @@ public struct ConnectionStateMachine: Sendable {
     private let openedAt: NIODeadline
     private var pingsOutstanding = 0
     private var connectSeen = false
+    /// The verified client certificate's common name (mTLS), set by the connection once TLS is up.
+    public var certificateName: String?
 
     public init(configuration: Configuration, now: NIODeadline) {
         self.configuration = configuration
@@ -141,7 +143,7 @@ public struct ConnectionStateMachine: Sendable {
         }
         connectSeen = true
         do {
-            let identity = try configuration.authenticator.authenticate(header)
+            let identity = try configuration.authenticator.authenticate(header, certificateName: certificateName)
             state = .open(identity)
             verbose = header.verbose ?? false
             return verbose ? .send(BusHeader(op: .ok)) : .none

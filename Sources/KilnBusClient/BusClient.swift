@@ -3,6 +3,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// An async/await client for the Kiln bus (design §2).
 ///
@@ -30,6 +31,34 @@ public final class BusClient: @unchecked Sendable {
         public var pendingLimit: Int
         /// Inboxes live under `_INBOX.<namespace>.` (a worker uses its id, which its credential permits).
         public var inboxNamespace: String?
+        /// TLS to the broker (`kilns://` or `tls://`); nil is plain TCP.
+        public var tls: TLS?
+
+        /// How to check the broker and, for mTLS, who this client is.
+        public struct TLS: Sendable, Equatable {
+            /// CA (PEM) the broker's certificate must chain to; nil uses the system's trust store.
+            public var caFile: String?
+            /// Client certificate chain and key (PEM) for brokers that require one.
+            public var certificateFile: String?
+            public var keyFile: String?
+
+            public init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil) {
+                self.caFile = caFile
+                self.certificateFile = certificateFile
+                self.keyFile = keyFile
+            }
+
+            func makeContext() throws -> NIOSSLContext {
+                var config = TLSConfiguration.makeClientConfiguration()
+                config.minimumTLSVersion = .tlsv12
+                if let caFile { config.trustRoots = .file(caFile) }
+                if let certificateFile, let keyFile {
+                    config.certificateChain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { .certificate($0) }
+                    config.privateKey = .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem))
+                }
+                return try NIOSSLContext(configuration: config)
+            }
+        }
 
         public init(host: String = "127.0.0.1", port: Int = 4222, name: String? = nil, token: String? = nil,
                     user: String? = nil, password: String? = nil, connectTimeout: TimeAmount = .seconds(5),
@@ -55,6 +84,10 @@ public final class BusClient: @unchecked Sendable {
         public init(url: String) throws(BusClientError) {
             self.init()
             var rest = Substring(url)
+            for scheme in ["kilns://", "tls://"] where rest.hasPrefix(scheme) {
+                rest = rest.dropFirst(scheme.count)
+                tls = TLS()
+            }
             for scheme in ["kiln://", "tcp://", "nats://"] where rest.hasPrefix(scheme) { rest = rest.dropFirst(scheme.count) }
             if let q = rest.firstIndex(of: "?") {
                 for pair in rest[rest.index(after: q)...].split(separator: "&") {
@@ -354,12 +387,21 @@ public final class BusClient: @unchecked Sendable {
     /// Opens a connection and completes the handshake; on success the channel becomes current.
     func establish() async throws {
         let handler = BusClientHandler(client: self)
+        let tlsContext: NIOSSLContext?
+        do { tlsContext = try configuration.tls.map { try $0.makeContext() } } catch {
+            throw BusClientError.connectFailed("TLS set-up for \(configuration.host): \(error)")
+        }
+        // SNI and hostname checks take a name; for an IP address NIOSSL checks the certificate's IP SANs.
+        let serverHostname = configuration.host.allSatisfy({ $0.isNumber || $0 == "." || $0 == ":" }) ? nil : configuration.host
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1024 * 1024))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tlsContext {
+                        try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname))
+                    }
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }

@@ -171,8 +171,11 @@ public final class WorkerPool: Service, @unchecked Sendable {
         p.arguments = ["-c", "exec " + command]
         var environment = ProcessInfo.processInfo.environment
         if let key = configuration.credentialKey {
-            // The pool's own broker login never reaches a worker: it gets a credential of its own.
+            // The pool's own broker login never reaches a worker: it gets a credential of its own
+            // (and no copy of the pool's client certificate key).
             environment["KILN_BROKER_URL"] = nil
+            environment["KILN_BROKER_CERT"] = nil
+            environment["KILN_BROKER_KEY"] = nil
             let now = Int64(Date().timeIntervalSince1970)
             let credential = WorkerCredential(workerID: id, issuedAt: now, expiresAt: now + configuration.credentialLifetime.components.seconds)
             environment["KILN_BROKER_TOKEN"] = try credential.mint(key: key)

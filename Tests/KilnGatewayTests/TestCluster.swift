@@ -14,7 +14,8 @@ final class TestCluster: @unchecked Sendable {
     let gatewayArgs: [String]
 
     /// `brokerURLForGateway` gives the gateway credentials (from the broker's port) when the broker needs them.
-    init(gatewayArgs: [String] = [], brokerArgs: [String] = [], brokerURLForGateway: ((Int) -> String)? = nil) async throws {
+    init(gatewayArgs: [String] = [], brokerArgs: [String] = [], brokerURLForGateway: ((Int) -> String)? = nil,
+         gatewayEnvironment: [String: String]? = nil) async throws {
         dir = try TemporaryDirectory(prefix: "kiln-cluster")
         broker = try await BrokerProcess(arguments: brokerArgs)
         keyFile = dir.file("farm.pem")
@@ -22,7 +23,8 @@ final class TestCluster: @unchecked Sendable {
         _ = try await gen.waitForExit()
         let brokerPort = broker.port
         self.gatewayArgs = gatewayArgs + (brokerURLForGateway.map { ["--broker", $0(brokerPort)] } ?? [])
-        gateway = try await GatewayProcess(brokerPort: broker.port, dataDirectory: dir.file("gw"), arguments: ["--public-key", keyFile] + self.gatewayArgs)
+        gateway = try await GatewayProcess(brokerPort: broker.port, dataDirectory: dir.file("gw"), arguments: ["--public-key", keyFile] + self.gatewayArgs,
+                                           environment: gatewayEnvironment)
     }
 
     /// Restarts the gateway on the same port and data directory (after a SIGKILL, say).
@@ -34,11 +36,12 @@ final class TestCluster: @unchecked Sendable {
     }
 
     @discardableResult
-    func startWorker(_ extra: [String] = []) async throws -> LaunchedProcess {
+    func startWorker(_ extra: [String] = [], environment: [String: String]? = nil) async throws -> LaunchedProcess {
         let id = "w" + UUID().uuidString.prefix(8).lowercased()
         let w = try LaunchedProcess(BuiltProducts.path("kiln-worker"),
                                     ["--broker", "kiln://127.0.0.1:\(broker.port)", "--worker-id", id, "--scratch", dir.file("scratch-\(id)"),
-                                     "--key", keyFile, "--idle-timeout", "300", "--allow-source-host", "127.0.0.1"] + extra)
+                                     "--key", keyFile, "--idle-timeout", "300", "--allow-source-host", "127.0.0.1"] + extra,
+                                    environment: environment)
         workers.append(w)
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {

@@ -7,11 +7,12 @@ public final class GatewayProcess: @unchecked Sendable {
     public let dataDirectory: String
     public var url: String { "http://127.0.0.1:\(port)" }
 
-    public init(brokerPort: Int, dataDirectory: String, port: Int = 0, arguments: [String] = []) async throws {
+    public init(brokerPort: Int, dataDirectory: String, port: Int = 0, arguments: [String] = [], environment: [String: String]? = nil) async throws {
         self.dataDirectory = dataDirectory
         process = try LaunchedProcess(BuiltProducts.path("kiln-gateway"),
                                       ["--host", "127.0.0.1", "--port", String(port), "--data", dataDirectory,
-                                       "--broker", "kiln://127.0.0.1:\(brokerPort)", "--log-level", "debug"] + arguments)
+                                       "--broker", "kiln://127.0.0.1:\(brokerPort)", "--log-level", "debug"] + arguments,
+                                      environment: environment)
         let addr = try await process.waitForLine(prefix: "kiln-gateway listening on ")
         self.port = Int(addr.split(separator: ":").last!)!
     }
