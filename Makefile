@@ -4,7 +4,7 @@ export PATH := $(HOME)/.cargo/bin:/root/.cargo/bin:$(PATH)
 VENV ?= .venv
 PYTHON ?= python3
 
-.PHONY: deps build release run test test-swift test-python bench clean
+.PHONY: deps build release run test test-swift test-python bench fuzz clean
 
 deps:
 	@scripts/install-deps.sh test
@@ -36,6 +36,10 @@ $(VENV)/.installed:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q "securesystemslib[crypto]==1.6.0" in-toto-attestation==0.9.3 pytest
 	touch $@
+
+## Fuzz the bus frame decoder and the gateway's bus-message handling with libFuzzer (FUZZ_SECONDS each, default 60).
+fuzz:
+	scripts/fuzz.sh
 
 ## Benchmarks (release build), one JSON line per case, peers side by side.
 bench:

@@ -163,6 +163,16 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ], path: "bench/KilnBench", swiftSettings: swiftSettings),
 
+        // Fuzz targets (fuzz/): libFuzzer when built with -sanitize=fuzzer (`make fuzz`), corpus replay otherwise.
+        .target(name: "CKilnFuzz", path: "fuzz/CKilnFuzz"),
+        .target(name: "KilnFuzzSupport", dependencies: ["CKilnFuzz"], path: "fuzz/KilnFuzzSupport", swiftSettings: swiftSettings),
+        .executableTarget(name: "FuzzBusFrames", dependencies: [
+            "KilnFuzzSupport", "KilnBus", "KilnBroker", .product(name: "NIOCore", package: "swift-nio"),
+        ], path: "fuzz/FuzzBusFrames", swiftSettings: swiftSettings),
+        .executableTarget(name: "FuzzGatewayMessages", dependencies: [
+            "KilnFuzzSupport", "KilnBus", "KilnGateway", "KilnMessages", .product(name: "NIOCore", package: "swift-nio"),
+        ], path: "fuzz/FuzzGatewayMessages", swiftSettings: swiftSettings),
+
         .target(name: "KilnTestSupport", dependencies: [
             "KilnBus",
             .product(name: "NIOCore", package: "swift-nio"),
@@ -177,9 +187,11 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             .product(name: "AsyncHTTPClient", package: "async-http-client")], swiftSettings: swiftSettings),
-        .testTarget(name: "KilnClusterTests", dependencies: ["KilnTestSupport",
+        .testTarget(name: "KilnClusterTests", dependencies: ["KilnTestSupport", "KilnBus", "KilnBusClient", "KilnMessages", "KilnAttestation",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
             .product(name: "AsyncHTTPClient", package: "async-http-client")], swiftSettings: swiftSettings),
         .testTarget(name: "KilnAttestationTests", dependencies: ["KilnAttestation", "KilnArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "KilnTEETests", dependencies: ["KilnTEE", "KilnTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "KilnTEETests", dependencies: ["KilnTEE", "KilnTestSupport"], exclude: ["Vectors"], swiftSettings: swiftSettings),
     ]
 )

@@ -374,13 +374,21 @@ public actor BuildCoordinator {
         guard let reply = message.reply else { return }
         func answer(_ ack: Ack) async { try? await client.publish(reply, payload: Array((try? JSONEncoder().encode(ack)) ?? Data())) }
         let h = message.headers ?? [:]
-        guard let jobID = message.subject.split(separator: ".").dropFirst(2).first.map(String.init),
-              let index = h[ResultChunkHeaders.index].flatMap(Int.init), let count = h[ResultChunkHeaders.count].flatMap(Int.init),
-              let sha = h[ResultChunkHeaders.sha256], let size = h[ResultChunkHeaders.size].flatMap(Int64.init),
-              index >= 0, index < count, count > 0, size >= 0 else {
-            await answer(Ack(ok: false, code: 400, message: "result chunk headers index, count, sha256, size are required"))
+        let bytes = message.payloadBytes
+        let chunk: BusMessageParsing.ResultChunk
+        switch BusMessageParsing.resultChunk(subject: message.subject, headers: message.headers, payloadCount: bytes.count,
+                                             maxSize: configuration.maxResultBytes) {
+        case .success(let c): chunk = c
+        case .failure(.malformed(let why)):
+            await answer(Ack(ok: false, code: 400, message: why))
+            return
+        case .failure(.outOfRange(let why)):
+            metrics.busMessagesRejected(.badChunk)
+            logger.warning("\(why)", metadata: ["subject": "\(message.subject)"])
+            await answer(Ack(ok: false, code: 400, message: why))
             return
         }
+        let (jobID, index, count, sha, size, offset) = (chunk.jobID, chunk.index, chunk.count, chunk.sha256, chunk.size, chunk.offset)
         guard let job = try? await store.job(jobID) else { await answer(Ack(ok: false, code: 404, message: "unknown job")); return }
         guard fromBoundSender(message, identity: job.workerIdentity, job: jobID, what: "a result chunk") else {
             await answer(Ack(ok: false, code: 403, message: "not the worker assigned to this job"))
@@ -389,14 +397,6 @@ public actor BuildCoordinator {
         guard job.workerID == h[ResultChunkHeaders.workerID], job.status == .building else {
             await answer(Ack(ok: false, code: 403, message: "not the worker assigned to this job"))
             if let w = h[ResultChunkHeaders.workerID], w != job.workerID { await sendControl(jobID, .init(action: .cancel, workerID: w)) }
-            return
-        }
-        let bytes = message.payloadBytes
-        guard let offset = ChunkBounds.resultChunkOffset(index: index, count: count, size: size, bytes: bytes.count,
-                                                         maxSize: configuration.maxResultBytes) else {
-            metrics.busMessagesRejected(.badChunk)
-            logger.warning("result chunk out of range (index \(index) of \(count), \(bytes.count) bytes, size \(size))", metadata: ["job_id": "\(jobID)"])
-            await answer(Ack(ok: false, code: 400, message: "result chunk index/count/size out of range (at most \(configuration.maxResultBytes) bytes)"))
             return
         }
         do {
@@ -421,7 +421,7 @@ public actor BuildCoordinator {
     }
 
     func handleSourceRequest(_ message: BusMessage) async {
-        guard message.reply != nil, let jobID = message.subject.split(separator: ".").dropFirst(2).first.map(String.init) else { return }
+        guard message.reply != nil, let jobID = BusMessageParsing.jobID(subject: message.subject) else { return }
         if early[jobID] != nil {
             // The worker asked before its acceptance was recorded: answer once it is (bounded like the events).
             if earlySourceRequests[jobID, default: []].count < 64 { earlySourceRequests[jobID, default: []].append(message) }
@@ -432,7 +432,8 @@ public actor BuildCoordinator {
 
     private func answerSourceRequest(_ message: BusMessage, jobID: String) async {
         guard let reply = message.reply else { return }
-        guard let index = message.headers?["index"].flatMap(Int.init), let size = files.uploadSize(job: jobID) else {
+        guard let (_, index) = BusMessageParsing.sourceRequest(subject: message.subject, headers: message.headers),
+              let size = files.uploadSize(job: jobID) else {
             try? await client.publish(reply, payload: [UInt8](), headers: ["status": "404"])
             return
         }
@@ -445,7 +446,7 @@ public actor BuildCoordinator {
                 return
             }
         }
-        guard let offset = ChunkBounds.sourceChunkOffset(index: index, chunkSize: configuration.sourceChunkSize, size: size),
+        guard let offset = BusMessageParsing.sourceChunkOffset(index: index, chunkSize: configuration.sourceChunkSize, size: size),
               let bytes = try? files.readUpload(job: jobID, offset: offset, length: configuration.sourceChunkSize) else {
             metrics.busMessagesRejected(.badChunk)
             try? await client.publish(reply, payload: [UInt8](), headers: ["status": "416"])

@@ -1,5 +1,11 @@
+import Crypto
 import Foundation
+import KilnAttestation
+import KilnBus
+import KilnBusClient
+import KilnMessages
 import KilnTestSupport
+import Logging
 import Testing
 
 /// #11 item 2: the shipped production permissions (cluster/broker-users.production.json) with
@@ -34,7 +40,9 @@ import Testing
             for _ in 0..<200 where pool.isRunning { usleep(50_000) }
         }
         // A source well above the inline limit: the worker fetches it in chunks over kiln.build.*.source.
-        var files = Fixtures.helloCrate(name: "big", message: "hello from a production farm")
+        // Its build script takes a few seconds, so a leaked credential can be tried while it runs.
+        var files = Fixtures.helloCrate(name: "big", message: "hello from a production farm",
+                                        buildRS: "fn main() { std::thread::sleep(std::time::Duration::from_secs(4)); }\n")
         files["assets/blob.txt"] = (0..<4000).map { "line \($0) of padding so the upload is fetched in chunks\n" }.joined()
         let archive = try Fixtures.archive(files, root: "big", zip: false)
         #expect(archive.count > 4 * 1024, "the upload must exceed the 1 KiB inline limit several times over")
@@ -46,6 +54,43 @@ import Testing
         _ = try await curl.waitForExit()
         let submitted = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir.file("submitted.json")))) as? [String: Any]
         let id = try #require(submitted?["job_id"] as? String, "\(curl.output)")
+        // A leaked credential of another worker (validly signed, not expired) tries everything.
+        var building: [String: Any] = [:]
+        let buildingBy = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < buildingBy {
+            building = (try? JSONSerialization.jsonObject(with: Data(try HTTPGet.get(port: gateway.port, path: "/build/\(id)").body.utf8)) as? [String: Any]) ?? [:]
+            if building["status"] as? String == "building" { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let realWorker = try #require(building["worker_id"] as? String, "\(building)")
+        let operatorKey = try Curve25519.Signing.PrivateKey(rawRepresentation: SigningKey(contentsOf: dir.file("cred.pem")).seed)
+        let now = Int64(Date().timeIntervalSince1970)
+        var bus = BusClient.Configuration(host: "127.0.0.1", port: broker.port, reconnect: false)
+        bus.token = try WorkerCredential(workerID: "wleaked", issuedAt: now, expiresAt: now + 600).mint(key: operatorKey)
+        bus.inboxNamespace = "wleaked"
+        let attacker = try await BusClient.connect(bus, logger: Logger(label: "attacker"))
+        var errors = attacker.asyncErrors.makeAsyncIterator()
+        for (subject, queue) in [("kiln.build.request", nil), ("kiln.build.request", "mine"), ("_INBOX.>", nil), ("kiln.build.*.source", nil),
+                                 ("kiln.build.*.events", nil), ("kiln.worker.\(realWorker).request", nil)] as [(String, String?)] {
+            _ = try attacker.subscribe(subject, queue: queue)
+            let denied = await errors.next()
+            #expect(denied?.code == 403, "subscribe \(subject) \(queue ?? ""): \(String(describing: denied))")
+        }
+        for seq in 1...40 {
+            var e = BuildEvent(jobID: id, seq: seq, type: .failed)
+            e.workerID = realWorker
+            e.message = "injected with a leaked credential"
+            try await attacker.publish(Subjects.events(id), payload: e.encoded())
+        }
+        let stolen = try await attacker.request(Subjects.source(id), payload: [UInt8](), headers: ["index": "0"], timeout: .seconds(5))
+        #expect(stolen.status == "403")
+        let chunk = try await attacker.request(Subjects.result(id), payload: [UInt8](repeating: 0, count: 10), headers: [
+            ResultChunkHeaders.index: "0", ResultChunkHeaders.count: "1", ResultChunkHeaders.sha256: String(repeating: "0", count: 64),
+            ResultChunkHeaders.size: "10", ResultChunkHeaders.workerID: realWorker,
+        ], timeout: .seconds(5))
+        #expect(String(decoding: chunk.payloadBytes, as: UTF8.self).contains("403"))
+        await attacker.close()
+
         var status = ""
         let deadline = ContinuousClock.now + .seconds(120)
         while ContinuousClock.now < deadline {
@@ -62,5 +107,6 @@ import Testing
         #expect(!logs.contains("change-me-pool"))
         let events = try SSEClient.read(port: gateway.port, path: "/build/\(id)/events", timeout: 10)
         #expect(events.events.contains { $0.data.contains("\"accepted\"") })
+        #expect(!events.events.contains { $0.data.contains("leaked credential") })
     }
 }
