@@ -22,6 +22,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     private var handshakeTimer: Scheduled<Void>?
     /// The remote address this connection was counted under, once admitted.
     private var admittedAddress: String?
+    private lazy var connectionLabel = String(id)
     private var closing = false
     /// Reused for each publish's shared `msg` header prefix (no allocation per message).
     private var scratch = ByteBuffer()
@@ -206,8 +207,10 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
         if case .open(let identity) = machine.state, let name = identity.authenticatedName {
             headers = headers ?? [:]
             headers![BusHeader.senderHeader] = name
-        } else if headers?[BusHeader.senderHeader] != nil {
+            headers![BusHeader.senderConnectionHeader] = connectionLabel
+        } else if headers != nil, headers![BusHeader.senderHeader] != nil || headers![BusHeader.senderConnectionHeader] != nil {
             headers![BusHeader.senderHeader] = nil
+            headers![BusHeader.senderConnectionHeader] = nil
         }
         let deliveries = shared.router.publish(subject: subject, reply: reply, headers: headers, payload: payload, scratch: &scratch)
         if deliveries == 0, let reply {

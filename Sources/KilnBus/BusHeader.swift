@@ -6,6 +6,9 @@ public struct BusHeader: Sendable, Equatable {
     /// The message header in which the broker states who published a message: the authenticated
     /// user of the publishing connection. Set by the broker only; a client's own value is removed.
     public static let senderHeader = "kiln-sender"
+    /// Beside `senderHeader`: the broker's id for the publishing connection (for audit logs; it
+    /// changes when a client reconnects, so nothing binds to it).
+    public static let senderConnectionHeader = "kiln-sender-connection"
 
     public enum Op: String, Sendable, CaseIterable {
         case info, connect, pub, sub, unsub, msg, ok, err, ping, pong

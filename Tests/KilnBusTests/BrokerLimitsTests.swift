@@ -109,6 +109,7 @@ import Testing
         try alice.send(BusHeader.pub("t", headers: [BusHeader.senderHeader: "bob", "x": "1"]), payload: [1])
         let msg = try #require(try bob.read(op: .msg))
         #expect(msg.header.headers?[BusHeader.senderHeader] == "alice")
+        #expect(msg.header.headers?[BusHeader.senderConnectionHeader].flatMap(Int.init) != nil)
         #expect(msg.header.headers?["x"] == "1")
 
         let open = try await BrokerProcess()
@@ -119,8 +120,9 @@ import Testing
         #expect(try sub.roundTrip())
         let pub = try RawBusConnection(port: open.port)
         _ = try pub.handshake(user: "claimed")
-        try pub.send(BusHeader.pub("t", headers: [BusHeader.senderHeader: "gateway"]), payload: [1])
+        try pub.send(BusHeader.pub("t", headers: [BusHeader.senderHeader: "gateway", BusHeader.senderConnectionHeader: "1"]), payload: [1])
         let unstamped = try #require(try sub.read(op: .msg))
         #expect(unstamped.header.headers?[BusHeader.senderHeader] == nil, "an unauthenticated claim is removed")
+        #expect(unstamped.header.headers?[BusHeader.senderConnectionHeader] == nil)
     }
 }
