@@ -36,6 +36,11 @@ public actor BuildCoordinator {
         var lastSeq: Int
     }
 
+    /// What is stored and relayed for an event: the gateway's own compact, single-line encoding of
+    /// the fields it understood, never the worker's bytes (JSON may carry raw newlines between
+    /// tokens, which would end an SSE `data:` line; unknown fields are dropped).
+    static func relayable(_ event: BuildEvent) -> String { String(decoding: event.encoded(), as: UTF8.self) }
+
     /// Whether a message about `job` comes from the identity bound at acceptance. Without one (a
     /// broker that does not authenticate users) only the worker id inside the message can be checked.
     private func fromBoundSender(_ message: BusMessage, identity: String?, job: String, what: String) -> Bool {
@@ -244,7 +249,7 @@ public actor BuildCoordinator {
         if let known = running[event.jobID], known.worker == event.workerID, known.lastSeq + 1 == event.seq, !event.type.isTerminal,
            known.identity == nil || message.headers?[BusHeader.senderHeader] == known.identity {
             // The hot path (logs, heartbeats, phases of a running build): one transaction, no reads.
-            let stored = StoredEvent(jobID: event.jobID, seq: event.seq, type: event.type.rawValue, data: String(decoding: message.payloadBytes, as: UTF8.self))
+            let stored = StoredEvent(jobID: event.jobID, seq: event.seq, type: event.type.rawValue, data: Self.relayable(event))
             do {
                 if try await store.appendBuildingEvent(stored, phase: event.type == .phase ? event.name : nil, seenAt: Date()) {
                     running[event.jobID]?.lastSeq = event.seq
@@ -288,7 +293,7 @@ public actor BuildCoordinator {
                 return
             }
             guard !job.status.isTerminal else { return }
-            let stored = StoredEvent(jobID: job.id, seq: event.seq, type: event.type.rawValue, data: String(decoding: message.payloadBytes, as: UTF8.self))
+            let stored = StoredEvent(jobID: job.id, seq: event.seq, type: event.type.rawValue, data: Self.relayable(event))
             // Job state first, event second: whoever sees a terminal event finds the job already terminal
             // (a client that downloads right after `done` gets the result, not a 409).
             let now = Date()
