@@ -17,7 +17,9 @@ struct KilnGatewayCommand: AsyncParsableCommand {
     @Option(help: "Data directory: SQLite, results, uploads.") var data = ".state/gateway"
     @Option(help: "Broker URL, kiln://[user:password@]host:port (env KILN_BROKER_URL).") var broker: String?
     @Option(help: "Broker token (env KILN_BROKER_TOKEN).") var brokerToken: String?
-    @Option(help: "Bearer token clients must send; repeatable (env KILN_TOKENS, comma-separated).") var token: [String] = []
+    @Option(help: "Bearer token: name:role:token (role user or admin), or a bare admin token; repeatable (env KILN_TOKENS, comma-separated).") var token: [String] = []
+    @Option(help: "Tokens file: JSON principals with token_sha256 (re-read when it changes, so revocation takes effect at once).") var tokensFile: String?
+    @Flag(help: "Allow listening on a non-loopback address without any token (everyone is admin).") var insecureNoAuth = false
     @Option(help: "Public key file served at /keys; repeatable.") var publicKey: [String] = []
     @Option(help: "Largest request body in bytes (default 256 MiB).") var maxBody = 256 << 20
     @Option(help: "Days a result is kept.") var retentionDays: Double = 7
@@ -38,7 +40,15 @@ struct KilnGatewayCommand: AsyncParsableCommand {
         var cfg = GatewayConfiguration(dataDirectory: data, bus: bus)
         cfg.host = host
         cfg.port = port
-        cfg.tokens = token + (env["KILN_TOKENS"]?.split(separator: ",").map(String.init) ?? [])
+        let principals = try PrincipalDirectory(tokens: token + (env["KILN_TOKENS"]?.split(separator: ",").map(String.init) ?? []), file: tokensFile)
+        cfg.principals = principals
+        if principals.isOpen {
+            let loopback = host == "localhost" || host.hasPrefix("127.") || host == "::1"
+            guard loopback || insecureNoAuth else {
+                throw ValidationError("no tokens are configured: refusing to listen on \(host) where anyone could use the farm as admin; give --token/--tokens-file, listen on 127.0.0.1, or pass --insecure-no-auth")
+            }
+            FileHandle.standardError.write(Data("kiln-gateway: no tokens configured: every caller is admin\(loopback ? " (listening on loopback only)" : " (--insecure-no-auth on \(host))")\n".utf8))
+        }
         cfg.keyFiles = publicKey
         cfg.maxBodyBytes = maxBody
         cfg.retention = .seconds(retentionDays * 86400)

@@ -1,4 +1,5 @@
 import Foundation
+import KilnArchive
 
 /// Linux configfs-tsm (Documentation/ABI/testing/configfs-tsm): create a report entry, write the
 /// 64-byte `inblob`, read `outblob` (the signed SEV-SNP report or TDX quote), `provider` and
@@ -84,7 +85,7 @@ public struct TSMEvidenceProvider: EvidenceProvider {
     }
 
     private func read(_ path: String) throws -> Data {
-        guard let data = FileManager.default.contents(atPath: path) else { throw TSMError("cannot read \(path)") }
+        guard let data = KernelFile.read(path) else { throw TSMError("cannot read \(path)") }
         return data
     }
 

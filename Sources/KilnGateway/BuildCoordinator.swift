@@ -108,7 +108,7 @@ public actor BuildCoordinator {
 
     // MARK: - submission
 
-    public func submit(_ s: BuildSubmission) async throws -> Job {
+    public func submit(_ s: BuildSubmission, triggeredBy: String? = nil) async throws -> Job {
         let id = "j" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(20).lowercased()
         var request = BuildRequest(jobID: id, nonce: s.nonce, repoURL: s.repoURL, repoRef: s.repoRef)
         var digest: String?
@@ -127,7 +127,9 @@ public actor BuildCoordinator {
             }
         }
         let encoded = String(decoding: try JSONEncoder().encode(request), as: UTF8.self)
-        let job = try await store.enqueue(Job(id: id, nonce: s.nonce, request: encoded, position: 0, queuedAt: Date(), sourceDigest: digest))
+        var new = Job(id: id, nonce: s.nonce, request: encoded, position: 0, queuedAt: Date(), sourceDigest: digest)
+        new.triggeredBy = triggeredBy
+        let job = try await store.enqueue(new)
         logger.info("job queued", metadata: ["job_id": "\(id)"])
         Task { await self.dispatchWaiting() }
         return job

@@ -7,8 +7,8 @@ public struct GatewayConfiguration: Sendable {
     /// SQLite, results and uploads live here.
     public var dataDirectory: String
     public var bus: BusClient.Configuration
-    /// Bearer tokens; empty = no auth.
-    public var tokens: [String] = []
+    /// Bearer tokens and the principals they stand for (`PrincipalDirectory`); nil or open = no auth.
+    public var principals: PrincipalDirectory?
     /// Public key files served at /keys.
     public var keyFiles: [String] = []
     public var maxBodyBytes = 256 << 20

@@ -6,6 +6,8 @@ import NIOCore
 public struct GatewayRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public let channel: any Channel
+    /// Who is calling, set by `BearerAuth` for every `/build…` route.
+    public var principal: Principal = .local
     public var eventLoop: any EventLoop { channel.eventLoop }
 
     public init(source: ApplicationRequestContextSource) {

@@ -27,15 +27,58 @@ struct GatewayRoutes: Sendable {
             Response(status: .ok, headers: [.contentType: "application/json"],
                      body: .init(byteBuffer: ByteBuffer(bytes: try CanonicalJSON.encode(self.keys))))
         }
-        let builds = router.group("build").add(middleware: BearerAuth(tokens: configuration.tokens))
+        let auth = BearerAuth(principals: configuration.principals)
+        let builds = router.group("build").add(middleware: auth)
         builds.post { request, context in try await self.submit(request, context) }
         builds.get(":id") { _, context in try await self.status(context) }
         builds.get(":id/events") { request, context in try await self.events(request, context) }
         builds.get(":id/result") { request, context in try await self.result(request, context) }
         builds.post(":id/cancel") { _, context -> Response in
-            let job = try await self.coordinator.cancel(try context.parameters.require("id"))
+            let job = try await self.coordinator.cancel(try await self.accessibleJob(context).id)
             return try json(job.statusDocument, status: .accepted)
         }
+        router.group("builds").add(middleware: auth).get { request, context in try await self.list(request, context) }
+    }
+
+    /// The job named in the path, if the caller may see it; someone else's job is a 404, exactly
+    /// like a job that does not exist (its existence is not revealed).
+    func accessibleJob(_ context: GatewayRequestContext) async throws -> Job {
+        let id = try context.parameters.require("id")
+        guard let job = try await store.job(id), context.principal.mayAccess(job) else { throw GatewayError.notFound(id) }
+        return job
+    }
+
+    /// `GET /builds?status=&since=&cursor=&limit=`: the caller's jobs (an admin's: everyone's, or
+    /// `triggered_by=NAME`), newest first, `limit` (1–200, default 50) per page; `next_cursor` continues.
+    func list(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let q = request.uri.queryParameters
+        var filter = JobListFilter()
+        if context.principal.role == .admin {
+            filter.triggeredBy = q["triggered_by"].map(String.init)
+        } else {
+            filter.triggeredBy = context.principal.name
+        }
+        if let s = q["status"] {
+            guard let status = Job.Status(rawValue: String(s)) else { throw GatewayError.badRequest("status must be waiting, building, ready, error or cancelled") }
+            filter.status = status
+        }
+        if let s = q["since"] {
+            guard let date = ISO8601DateFormatter.kiln.date(from: String(s)) ?? ISO8601DateFormatter().date(from: String(s)) else {
+                throw GatewayError.badRequest("since must be an RFC 3339 time, e.g. 2026-01-01T00:00:00Z")
+            }
+            filter.since = date
+        }
+        if let c = q["cursor"] {
+            guard let position = Int64(c), position > 0 else { throw GatewayError.badRequest("cursor must be a next_cursor from a previous page") }
+            filter.beforePosition = position
+        }
+        if let l = q["limit"] {
+            guard let limit = Int(l), (1...200).contains(limit) else { throw GatewayError.badRequest("limit must be between 1 and 200") }
+            filter.limit = limit
+        }
+        let jobs = try await store.list(filter)
+        let next: AnyCodable = jobs.count == filter.limit ? .string(String(jobs.last!.position)) : .null
+        return try json(["builds": AnyCodable.array(jobs.map { .object($0.statusDocument) }), "next_cursor": next])
     }
 
     func submit(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
@@ -45,19 +88,17 @@ struct GatewayRoutes: Sendable {
             throw GatewayError(.contentTooLarge, "the request body is larger than \(configuration.maxBodyBytes) bytes")
         }
         let submission = try BuildSubmission.parse(contentType: request.headers[.contentType], body: body)
-        let job = try await coordinator.submit(submission)
+        let job = try await coordinator.submit(submission, triggeredBy: context.principal.name)
         return try json(["job_id": job.id, "status": job.status.rawValue])
     }
 
     func status(_ context: GatewayRequestContext) async throws -> Response {
-        let id = try context.parameters.require("id")
-        guard let job = try await store.job(id) else { throw GatewayError.notFound(id) }
-        return try json(job.statusDocument)
+        try json(try await accessibleJob(context).statusDocument)
     }
 
     func result(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
-        let id = try context.parameters.require("id")
-        guard let job = try await store.job(id) else { throw GatewayError.notFound(id) }
+        let job = try await accessibleJob(context)
+        let id = job.id
         guard job.status == .ready else {
             throw GatewayError(.conflict, "the result is not ready: job \(id) is \(job.status.rawValue)\(job.error.map { " (\($0))" } ?? "")")
         }
@@ -94,8 +135,7 @@ struct GatewayRoutes: Sendable {
 
     /// Server-sent events: stored events after Last-Event-ID, then live ones; ends after the terminal event.
     func events(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
-        let id = try context.parameters.require("id")
-        guard try await store.job(id) != nil else { throw GatewayError.notFound(id) }
+        let id = try await accessibleJob(context).id
         var after = 0
         if let raw = request.headers[.lastEventID] ?? request.uri.queryParameters["last_event_id"].map(String.init) {
             guard let v = Int(raw.trimmingCharacters(in: .whitespaces)), v >= 0 else {
@@ -159,18 +199,19 @@ func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws ->
     return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try e.encode(value))))
 }
 
-/// `Authorization: Bearer <token>` when tokens are configured; constant-time comparison.
+/// `Authorization: Bearer <token>` → the caller's principal (`PrincipalDirectory`: hashed tokens,
+/// constant-time comparison). Without any tokens configured every caller is `Principal.local`.
 struct BearerAuth: RouterMiddleware {
     typealias Context = GatewayRequestContext
-    let tokens: [String]
+    let principals: PrincipalDirectory?
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard !tokens.isEmpty else { return try await next(request, context) }
+        guard let principals, !principals.isOpen else { return try await next(request, context) }
         guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else { throw GatewayError.unauthorized }
         let presented = header.dropFirst(7).trimmingCharacters(in: .whitespaces)
-        var ok = false
-        for token in tokens where ConstantTime.equals(token, presented) { ok = true }
-        guard ok else { throw GatewayError.unauthorized }
+        guard let principal = principals.principal(forBearer: presented) else { throw GatewayError.unauthorized }
+        var context = context
+        context.principal = principal
         return try await next(request, context)
     }
 }

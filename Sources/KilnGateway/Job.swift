@@ -26,6 +26,8 @@ public struct Job: Codable, Sendable, Equatable, FetchableRecord, PersistableRec
     /// reply), when the broker authenticates users: only that user's events, result chunks and source
     /// requests are accepted for the job.
     public var workerIdentity: String?
+    /// The principal who submitted the job (`triggered_by`); nil for jobs from before principals.
+    public var triggeredBy: String?
     public var failurePhase: String?
     public var error: String?
     public var retryable: Bool?
@@ -81,6 +83,7 @@ extension Job {
             "queued_at": t(queuedAt), "started_at": t(startedAt), "finished_at": t(finishedAt),
             "duration_ms": (startedAt != nil && finishedAt != nil) ? .int(Int(finishedAt!.timeIntervalSince(startedAt!) * 1000)) : .null,
             "worker_id": workerID.map(AnyCodable.string) ?? .null,
+            "triggered_by": triggeredBy.map(AnyCodable.string) ?? .null,
             "failure_phase": failurePhase.map(AnyCodable.string) ?? .null,
             "error": error.map(AnyCodable.string) ?? .null,
             "source_digest": sourceDigest.map(AnyCodable.string) ?? .null,
@@ -97,7 +100,7 @@ extension Job {
 
 /// Just enough JSON for status documents.
 public enum AnyCodable: Codable, Sendable, Equatable {
-    case string(String), int(Int), bool(Bool), null, object([String: AnyCodable])
+    case string(String), int(Int), bool(Bool), null, object([String: AnyCodable]), array([AnyCodable])
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.singleValueContainer()
@@ -107,6 +110,7 @@ public enum AnyCodable: Codable, Sendable, Equatable {
         case .bool(let b): try c.encode(b)
         case .null: try c.encodeNil()
         case .object(let o): try c.encode(o)
+        case .array(let a): try c.encode(a)
         }
     }
 
@@ -116,6 +120,7 @@ public enum AnyCodable: Codable, Sendable, Equatable {
         else if let b = try? c.decode(Bool.self) { self = .bool(b) }
         else if let i = try? c.decode(Int.self) { self = .int(i) }
         else if let s = try? c.decode(String.self) { self = .string(s) }
+        else if let a = try? c.decode([AnyCodable].self) { self = .array(a) }
         else { self = .object(try c.decode([String: AnyCodable].self)) }
     }
 }

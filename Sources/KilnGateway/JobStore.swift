@@ -11,6 +11,8 @@ public protocol JobStore: Sendable {
     @discardableResult
     func update(_ id: String, _ change: @escaping @Sendable (inout Job) -> Void) async throws -> Job?
     func jobs(status: Job.Status) async throws -> [Job]
+    /// A page of jobs, newest first (`GET /builds`).
+    func list(_ filter: JobListFilter) async throws -> [Job]
     /// The next job to dispatch (FIFO), without reading the whole queue.
     func oldestWaiting() async throws -> Job?
     func countByStatus() async throws -> [Job.Status: Int]
@@ -28,4 +30,16 @@ public protocol JobStore: Sendable {
     func expiredResults(before: Date) async throws -> [Job]
     /// Periodic housekeeping off the request path (SQLite: WAL checkpoints); called every second.
     func maintain() async throws
+}
+
+/// What `GET /builds` asks the store for.
+public struct JobListFilter: Sendable {
+    public var triggeredBy: String?
+    public var status: Job.Status?
+    public var since: Date?
+    /// Only jobs submitted before this one (`position`), for the next page.
+    public var beforePosition: Int64?
+    public var limit = 50
+
+    public init() {}
 }

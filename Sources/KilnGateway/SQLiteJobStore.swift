@@ -62,6 +62,10 @@ public final class SQLiteJobStore: JobStore {
         migrator.registerMigration("v3: worker identity") { db in
             try db.alter(table: "job") { t in t.add(column: "workerIdentity", .text) }
         }
+        migrator.registerMigration("v4: principals") { db in
+            try db.alter(table: "job") { t in t.add(column: "triggeredBy", .text) }
+            try db.create(index: "job_triggered_position", on: "job", columns: ["triggeredBy", "position"])
+        }
         try migrator.migrate(pool)
     }
 
@@ -71,6 +75,17 @@ public final class SQLiteJobStore: JobStore {
     /// A blocking write on the calling thread: one short transaction on the submit path, where the
     /// thread wake-ups of an async write cost more than the write.
     private func writeNow<T>(_ block: (Database) throws -> T) throws -> T { try pool.write(block) }
+
+    public func list(_ filter: JobListFilter) async throws -> [Job] {
+        try await pool.read { db in
+            var request = Job.all()
+            if let who = filter.triggeredBy { request = request.filter(Column("triggeredBy") == who) }
+            if let status = filter.status { request = request.filter(Column("status") == status.rawValue) }
+            if let since = filter.since { request = request.filter(Column("queuedAt") >= since) }
+            if let before = filter.beforePosition { request = request.filter(Column("position") < before) }
+            return try request.order(Column("position").desc).limit(filter.limit).fetchAll(db)
+        }
+    }
 
     public func enqueue(_ job: Job) async throws -> Job {
         try writeNow { db in

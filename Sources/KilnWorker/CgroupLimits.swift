@@ -1,4 +1,5 @@
 import Foundation
+import KilnArchive
 
 /// Memory, process and CPU limits for one sandbox, through whichever cgroup version the host has,
 /// chosen at run time: v2 (a unified hierarchy: `memory.max`, `memory.swap.max`, `pids.max`,
@@ -144,6 +145,6 @@ public struct CgroupLimits: Sendable {
     }
 
     static func read(_ path: String) -> String? {
-        FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }
+        KernelFile.read(path).map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }
     }
 }

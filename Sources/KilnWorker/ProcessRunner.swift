@@ -1,4 +1,5 @@
 import Foundation
+import KilnArchive
 import NIOConcurrencyHelpers
 import Subprocess
 import SystemPackage
@@ -94,7 +95,7 @@ public enum ProcessRunner {
 
     /// Running (not a zombie, not gone)?
     static func isAlive(_ pid: pid_t) -> Bool {
-        guard let stat = FileManager.default.contents(atPath: "/proc/\(pid)/stat") else { return false }
+        guard let stat = KernelFile.read("/proc/\(pid)/stat") else { return false }
         let text = String(decoding: stat, as: UTF8.self)
         guard let close = text.lastIndex(of: ")") else { return false }
         let state = text[text.index(after: close)...].trimmingCharacters(in: .whitespaces).first

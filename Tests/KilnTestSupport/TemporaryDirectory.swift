@@ -14,7 +14,23 @@ public final class TemporaryDirectory: @unchecked Sendable {
 
     public func file(_ name: String) -> String { path + "/" + name }
 
-    public func remove() { try? FileManager.default.removeItem(atPath: path) }
+    /// Removes the tree, first detaching any mount beneath it (a worker a test SIGKILLed leaves its
+    /// workspace tmpfs mounted; the pool cleans that up in production, a test cleans up after itself).
+    public func remove() {
+        if geteuid() == 0, let handle = FileHandle(forReadingAtPath: "/proc/self/mountinfo"),
+           let data = try? handle.readToEnd() {
+            try? handle.close()
+            let mounts = String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { line -> String? in
+                let fields = line.split(separator: " ")
+                guard fields.count > 4 else { return nil }
+                return String(fields[4]).replacingOccurrences(of: "\\040", with: " ")
+            }
+            for mount in mounts.filter({ $0.hasPrefix(path + "/") }).sorted(by: { $0.count > $1.count }) {
+                umount2(mount, Int32(MNT_DETACH))
+            }
+        }
+        try? FileManager.default.removeItem(atPath: path)
+    }
 
     deinit { remove() }
 }
