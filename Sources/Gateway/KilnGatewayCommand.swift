@@ -20,6 +20,9 @@ struct KilnGatewayCommand: AsyncParsableCommand {
     @Option(help: "Bearer token: name:role:token (role user or admin), or a bare admin token; repeatable (env KILN_TOKENS, comma-separated).") var token: [String] = []
     @Option(help: "Tokens file: JSON principals with token_sha256 (re-read when it changes, so revocation takes effect at once).") var tokensFile: String?
     @Flag(help: "Allow listening on a non-loopback address without any token (everyone is admin).") var insecureNoAuth = false
+    @Option(help: "Most open event streams in total.") var maxEventStreams = 10_000
+    @Option(help: "Most open event streams per caller (principal).") var maxEventStreamsPerCaller = 100
+    @Option(help: "Builds a caller may submit per minute (bursts up to the same number).") var submissionsPerMinute = 120
     @Option(help: "Public key file served at /keys; repeatable.") var publicKey: [String] = []
     @Option(help: "Largest request body in bytes (default 256 MiB).") var maxBody = 256 << 20
     @Option(help: "Days a result is kept.") var retentionDays: Double = 7
@@ -58,6 +61,12 @@ struct KilnGatewayCommand: AsyncParsableCommand {
         cfg.sseBacklog = sseBacklog
         cfg.inlineSourceLimit = inlineSourceLimit
         cfg.sourceChunkSize = sourceChunkSize
+        guard maxEventStreams > 0, maxEventStreamsPerCaller > 0, submissionsPerMinute > 0 else {
+            throw ValidationError("--max-event-streams, --max-event-streams-per-caller and --submissions-per-minute must be positive")
+        }
+        cfg.requestLimits.maxSSEStreams = maxEventStreams
+        cfg.requestLimits.maxSSEStreamsPerPrincipal = maxEventStreamsPerCaller
+        cfg.requestLimits.submissionsPerMinute = submissionsPerMinute
         guard maxResultMb > 0, maxResultMb <= 1 << 30 else { throw ValidationError("--max-result-mb must be positive") }
         cfg.maxResultBytes = maxResultMb << 20
         let logger = Logger(label: "kiln.gateway")

@@ -31,7 +31,7 @@ public struct Gateway {
         let router = Router(context: GatewayRequestContext.self)
         router.middlewares.add(LogRequestsMiddleware(.debug))
         GatewayRoutes(coordinator: coordinator, store: store, files: files, configuration: configuration, metrics: metrics,
-                      keys: KeySet(keys)).register(on: router)
+                      keys: KeySet(keys), limiter: RequestLimiter(configuration: configuration.requestLimits)).register(on: router)
         let app = Application(router: router,
                               server: .http1(configuration: .init(additionalChannelHandlers: [SSERelay()])),
                               configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kiln-gateway"),

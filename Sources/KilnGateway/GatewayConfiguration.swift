@@ -23,6 +23,8 @@ public struct GatewayConfiguration: Sendable {
     /// Uploads larger than this are not inlined in the dispatch request; workers fetch them in chunks.
     public var inlineSourceLimit = 2 << 20
     public var sourceChunkSize = 1 << 20
+    /// Event streams and submissions per principal (`RequestLimiter`).
+    public var requestLimits = RequestLimiter.Configuration()
     /// The largest result tarball a worker may upload; chunk headers claiming more are refused.
     public var maxResultBytes: Int64 = 16 << 30
 

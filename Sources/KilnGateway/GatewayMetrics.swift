@@ -20,6 +20,14 @@ public final class GatewayMetrics: Sendable {
 
     func busMessagesRejected(_ reason: RejectedBusMessage) { rejected[reason]?.increment() }
 
+    /// Which per-caller limit answered 429.
+    enum RequestLimit: String, CaseIterable {
+        case submissions, eventStreams = "event_streams"
+    }
+
+    private let limited: [RequestLimit: Counter]
+    func requestsLimited(_ limit: RequestLimit) { limited[limit]?.increment() }
+
     public init() {
         dispatchLatency = registry.makeDurationHistogram(
             descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "dispatch_latency", unitName: "seconds",
@@ -43,5 +51,11 @@ public final class GatewayMetrics: Sendable {
                                                                  helpText: "Bus messages dropped by the gateway, by reason"), labels: [("reason", r.rawValue)])
         }
         rejected = counters
+        var l: [RequestLimit: Counter] = [:]
+        for r in RequestLimit.allCases {
+            l[r] = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "requests_limited", unitName: "total",
+                                                          helpText: "Requests answered 429 by a per-caller limit"), labels: [("limit", r.rawValue)])
+        }
+        limited = l
     }
 }

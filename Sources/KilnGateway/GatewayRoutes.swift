@@ -19,6 +19,7 @@ struct GatewayRoutes: Sendable {
     let configuration: GatewayConfiguration
     let metrics: GatewayMetrics
     let keys: KeySet
+    let limiter: RequestLimiter
 
     func register(on router: Router<GatewayRequestContext>) {
         router.get("/healthz") { _, _ in "ok\n" }
@@ -82,6 +83,10 @@ struct GatewayRoutes: Sendable {
     }
 
     func submit(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        do { try limiter.admitSubmission(context.principal.name) } catch {
+            metrics.requestsLimited(.submissions)
+            throw error
+        }
         var request = request
         let body: ByteBuffer
         do { body = try await request.collectBody(upTo: configuration.maxBodyBytes) } catch is NIOTooManyBytesError {
@@ -136,6 +141,12 @@ struct GatewayRoutes: Sendable {
     /// Server-sent events: stored events after Last-Event-ID, then live ones; ends after the terminal event.
     func events(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let id = try await accessibleJob(context).id
+        let principal = context.principal.name
+        let limiter = self.limiter
+        do { try limiter.acquireStream(principal) } catch {
+            metrics.requestsLimited(.eventStreams)
+            throw error
+        }
         var after = 0
         if let raw = request.headers[.lastEventID] ?? request.uri.queryParameters["last_event_id"].map(String.init) {
             guard let v = Int(raw.trimmingCharacters(in: .whitespaces)), v >= 0 else {
@@ -154,7 +165,10 @@ struct GatewayRoutes: Sendable {
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .accelBuffering: "no"]
         let body = ResponseBody { writer in
             metrics.sseClients.increment()
-            defer { metrics.sseClients.decrement() }
+            defer {
+                metrics.sseClients.decrement()
+                limiter.releaseStream(principal)
+            }
             // On the connection's own event loop, beside its relay.
             try await withTaskExecutorPreference(executor) {
                 let relay = try channel.pipeline.syncOperations.handler(type: SSERelay.self)
