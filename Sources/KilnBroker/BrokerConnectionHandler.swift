@@ -23,6 +23,10 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     /// The remote address this connection was counted under, once admitted.
     private var admittedAddress: String?
     private lazy var connectionLabel = String(id)
+    /// The authenticated name stamped on this connection's messages, read once when it opens (not
+    /// per publish: matching the state copies the identity and its permission lists).
+    private var stamp: String?
+    private var stampResolved = false
     private var closing = false
     /// Reused for each publish's shared `msg` header prefix (no allocation per message).
     private var scratch = ByteBuffer()
@@ -204,7 +208,11 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     private func route(subject: String, reply: String?, headers: [String: String]?, payload: ByteBuffer) {
         // The sender header is the broker's word: stamped for authenticated users, never taken from a client.
         var headers = headers
-        if case .open(let identity) = machine.state, let name = identity.authenticatedName {
+        if !stampResolved, case .open(let identity) = machine.state {
+            stamp = identity.authenticatedName
+            stampResolved = true
+        }
+        if let name = stamp {
             headers = headers ?? [:]
             headers![BusHeader.senderHeader] = name
             headers![BusHeader.senderConnectionHeader] = connectionLabel
