@@ -53,6 +53,13 @@ public struct ResultFiles: Sendable {
         (try? FileManager.default.contentsOfDirectory(atPath: root + "/uploads")) ?? []
     }
 
+    /// Seconds since the upload was written.
+    func uploadAge(job: String) -> TimeInterval? {
+        var st = stat()
+        guard stat(uploadPath(job: job), &st) == 0 else { return nil }
+        return Date().timeIntervalSince1970 - TimeInterval(st.st_mtim.tv_sec)
+    }
+
     func removeUpload(job: String) {
         try? FileManager.default.removeItem(atPath: uploadPath(job: job))
     }

@@ -93,19 +93,15 @@ final class BuildPipeline: Sendable {
 
     private let currentPhase = PhaseBox()
 
-    private func phase(_ p: BuildPhase) async throws {
+    /// Starts a phase: the previous phase's log lines go out first, in the same step (#18).
+    private func phase(_ p: BuildPhase, _ batcher: LogBatcher) async throws {
         if cancel.isFired { throw BuildCancelled() }
         currentPhase.value = p.rawValue
-        await events.emit(.phase) { $0.name = p.rawValue }
+        await events.flushLogs(batcher, then: .phase) { $0.name = p.rawValue }
     }
 
     private func ship(_ batcher: LogBatcher) async {
-        for batch in batcher.drain() {
-            await events.emit(.log) {
-                $0.stream = batch.stream
-                $0.lines = batch.lines
-            }
-        }
+        await events.flushLogs(batcher)
     }
 
     private func stages(started: Date, batcher: LogBatcher) async throws -> (FileDigest, [String: FileDigest]) {
@@ -113,7 +109,7 @@ final class BuildPipeline: Sendable {
         let note: @Sendable (String) -> Void = { batcher.append("stderr", "[kiln] " + $0) }
 
         // Source.
-        try await phase(.source)
+        try await phase(.source, batcher)
         let fetcher = SourceFetcher(git: configuration.toolchains.git, fetchTimeout: configuration.limits.fetchTimeout,
                                     archiveLimits: configuration.limits.archive, allowedHosts: configuration.allowedSourceHosts)
         // The build's workspace: a size-limited file system (the disk limit) holding src/ and out/.
@@ -149,7 +145,7 @@ final class BuildPipeline: Sendable {
         }
 
         // Detect.
-        try await phase(.detect)
+        try await phase(.detect, batcher)
         let kind = try ProjectKind.detect(sourceTree)
         note("detected a \(kind.rawValue) project")
         let builder: any ProjectBuilder
@@ -163,7 +159,7 @@ final class BuildPipeline: Sendable {
         }
 
         // Build.
-        try await phase(.build)
+        try await phase(.build, batcher)
         let out = workspace.path + "/out"
         let artifacts = scratch + "/artifacts"
         let configCopies = scratch + "/config"
@@ -187,7 +183,7 @@ final class BuildPipeline: Sendable {
 
         // Package: copy what the build reported out of its tree (through the confined view only),
         // then the artifacts are settled; their digests are taken while the tarball is written.
-        try await phase(.package)
+        try await phase(.package, batcher)
         let collector: OutputCollector
         do {
             collector = OutputCollector(
@@ -205,7 +201,7 @@ final class BuildPipeline: Sendable {
         _ = try batcher.finish()
 
         // Attest (signing, evidence) and write the deterministic tarball.
-        try await phase(.attest)
+        try await phase(.attest, batcher)
         let nonce = try Nonce.validate(request.nonce).get()
         var external = SLSAProvenance.ExternalParameters(nonce: nonce)
         var resolved = built.resolvedDependencies
@@ -245,7 +241,7 @@ final class BuildPipeline: Sendable {
         }
 
         // Upload.
-        try await phase(.upload)
+        try await phase(.upload, batcher)
         let uploader = ResultUploader(client: client, jobID: request.jobID, workerID: configuration.workerID,
                                       chunkSize: configuration.limits.chunkSize, window: configuration.limits.chunkWindow,
                                       deliveryTimeout: configuration.limits.deliveryTimeout, logger: logger)

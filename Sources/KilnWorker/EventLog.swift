@@ -36,6 +36,30 @@ public actor EventLog {
         return event.seq
     }
 
+    /// Emits every line `batcher` holds as `log` events and then, if given, one more event — their
+    /// sequence numbers taken in one step, so no line can land after the phase or terminal event that
+    /// follows it, whichever task was shipping logs at the time.
+    public func flushLogs(_ batcher: LogBatcher, then type: BuildEvent.Kind? = nil, _ configure: (inout BuildEvent) -> Void = { _ in }) async {
+        var pending: [BuildEvent] = []
+        for batch in batcher.drain() {
+            var event = BuildEvent(jobID: jobID, seq: events.count + 1, type: .log)
+            event.workerID = workerID
+            event.stream = batch.stream
+            event.lines = batch.lines
+            events.append(event)
+            pending.append(event)
+        }
+        if let type {
+            var event = BuildEvent(jobID: jobID, seq: events.count + 1, type: type)
+            event.workerID = workerID
+            configure(&event)
+            events.append(event)
+            pending.append(event)
+            logger.info("event \(type.rawValue)", metadata: ["job_id": "\(jobID)", "seq": "\(event.seq)"])
+        }
+        for event in pending { await publish(event) }
+    }
+
     public var terminal: BuildEvent? { events.last.flatMap { $0.type.isTerminal ? $0 : nil } }
 
     private func publish(_ event: BuildEvent) async {

@@ -46,6 +46,14 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
         #expect(types.first == .accepted)
         let phases = d.events.filter { $0.type == .phase }.compactMap(\.name)
         #expect(phases == ["source", "detect", "build", "package", "attest", "upload"])
+        // #18: every line reaches the client before the next phase event. The detect phase's note is
+        // written just before `build` starts; the log pump alone would ship it up to 100 ms later.
+        let detected = try #require(d.events.first { $0.type == .log && ($0.lines ?? []).contains { $0.contains("detected a cargo project") } })
+        let buildPhase = try #require(d.events.first { $0.type == .phase && $0.name == "build" })
+        #expect(detected.seq < buildPhase.seq, "the detect note (seq \(detected.seq)) came after the build phase (seq \(buildPhase.seq))")
+        let compiled = d.events.filter { $0.type == .log && ($0.lines ?? []).contains { $0.contains("Compiling hello") } }.map(\.seq)
+        let packagePhase = try #require(d.events.first { $0.type == .phase && $0.name == "package" })
+        #expect(!compiled.isEmpty && compiled.allSatisfy { $0 < packagePhase.seq })
         #expect(d.events.map(\.seq) == Array(1...d.events.count))
         let artifact = try #require(d.events.first { $0.type == .artifact })
         #expect(artifact.path == "artifacts/hello")
