@@ -497,10 +497,11 @@ public actor BuildCoordinator {
         // Uploaded sources are needed until the job ends (a worker fetches them, a retry may again).
         for jobID in files.uploadedJobs() where jobID.hasPrefix("j") && !jobID.contains(".") {
             do {
-                if let job = try await store.job(jobID), !job.status.isTerminal { continue }
+                let job = try await store.job(jobID)
+                if let job, !job.status.isTerminal { continue }
                 // An upload is written just before its job is enqueued (a suspension point away): one
                 // without a job yet is kept for a minute rather than deleted under its submitter.
-                if try await store.job(jobID) == nil, files.uploadAge(job: jobID).map({ $0 < 60 }) ?? false { continue }
+                if job == nil, files.uploadAge(job: jobID).map({ $0 < 60 }) ?? false { continue }
                 files.removeUpload(job: jobID)
             } catch {
                 continue

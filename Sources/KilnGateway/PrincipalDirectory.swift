@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KilnAttestation
 import KilnBus
 import NIOConcurrencyHelpers
 
@@ -104,28 +105,9 @@ public final class PrincipalDirectory: Sendable {
             return
         }
         let entries = parsed.principals.compactMap { item -> Entry? in
-            guard item.tokenSha256.utf8.count == 64, let digest = Self.hex(item.tokenSha256) else { return nil }
+            guard item.tokenSha256.utf8.count == 64, let digest = Hex.decode(item.tokenSha256) else { return nil }
             return Entry(digest: digest, principal: Principal(name: item.name, role: item.role))
         }
         fromFile.withLockedValue { $0 = (st.st_mtim, entries) }
-    }
-
-    static func hex(_ text: String) -> [UInt8]? {
-        var out: [UInt8] = []
-        var it = text.utf8.makeIterator()
-        while let a = it.next(), let b = it.next() {
-            guard let hi = Self.nibble(a), let lo = Self.nibble(b) else { return nil }
-            out.append(hi << 4 | lo)
-        }
-        return out.count * 2 == text.utf8.count ? out : nil
-    }
-
-    private static func nibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case 48...57: c - 48
-        case 97...102: c - 87
-        case 65...70: c - 55
-        default: nil
-        }
     }
 }
