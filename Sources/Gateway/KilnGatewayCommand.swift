@@ -22,6 +22,8 @@ struct KilnGatewayCommand: AsyncParsableCommand {
     @Flag(help: "Allow listening on a non-loopback address without any token (everyone is admin).") var insecureNoAuth = false
     @Option(help: "Most open event streams in total.") var maxEventStreams = 10_000
     @Option(help: "Most open event streams per caller (principal).") var maxEventStreamsPerCaller = 100
+    @Option(help: "Most request bodies (uploads) received at once, in total.") var maxUploads = 64
+    @Option(help: "Most request bodies (uploads) received at once per caller.") var maxUploadsPerCaller = 8
     @Option(help: "Builds a caller may submit per minute (bursts up to the same number).") var submissionsPerMinute = 120
     @Option(help: "Public key file served at /keys; repeatable.") var publicKey: [String] = []
     @Option(help: "Largest request body in bytes (default 256 MiB).") var maxBody = 256 << 20
@@ -61,9 +63,12 @@ struct KilnGatewayCommand: AsyncParsableCommand {
         cfg.sseBacklog = sseBacklog
         cfg.inlineSourceLimit = inlineSourceLimit
         cfg.sourceChunkSize = sourceChunkSize
-        guard maxEventStreams > 0, maxEventStreamsPerCaller > 0, submissionsPerMinute > 0 else {
-            throw ValidationError("--max-event-streams, --max-event-streams-per-caller and --submissions-per-minute must be positive")
+        guard maxEventStreams > 0, maxEventStreamsPerCaller > 0, submissionsPerMinute > 0, maxUploads > 0, maxUploadsPerCaller > 0 else {
+            throw ValidationError("--max-event-streams, --max-event-streams-per-caller, --max-uploads, --max-uploads-per-caller and --submissions-per-minute must be positive")
         }
+        guard maxBody > 0 else { throw ValidationError("--max-body must be positive") }
+        cfg.requestLimits.maxUploads = maxUploads
+        cfg.requestLimits.maxUploadsPerPrincipal = maxUploadsPerCaller
         cfg.requestLimits.maxSSEStreams = maxEventStreams
         cfg.requestLimits.maxSSEStreamsPerPrincipal = maxEventStreamsPerCaller
         cfg.requestLimits.submissionsPerMinute = submissionsPerMinute

@@ -113,16 +113,19 @@ public actor BuildCoordinator {
         var request = BuildRequest(jobID: id, nonce: s.nonce, repoURL: s.repoURL, repoRef: s.repoRef)
         var digest: String?
         if let archive = s.archive {
-            let d = FileDigest.of(bytes: archive)
-            digest = d.sha256
-            if archive.count <= configuration.inlineSourceLimit {
-                // Inline: the stored request carries the source; no file to write.
-                request.sourceData = Data(archive).base64EncodedString()
+            digest = archive.sha256
+            if archive.size <= Int64(configuration.inlineSourceLimit) {
+                // Inline: the stored request carries the source; no file to keep.
+                defer { unlink(archive.path) }
+                guard let bytes = FileManager.default.contents(atPath: archive.path), bytes.count == archive.size else {
+                    throw GatewayError(.serviceUnavailable, "the gateway lost an upload it had just stored; try again")
+                }
+                request.sourceData = bytes.base64EncodedString()
                 request.sourceName = s.sourceName
             } else {
                 // Workers fetch it in chunks from this file; it is deleted once the job ends.
-                try files.saveUpload(job: id, bytes: archive)
-                request.source = .init(sha256: d.sha256, size: d.size, chunkSize: configuration.sourceChunkSize, name: s.sourceName)
+                try files.adoptUpload(job: id, from: archive.path)
+                request.source = .init(sha256: archive.sha256, size: archive.size, chunkSize: configuration.sourceChunkSize, name: s.sourceName)
                 request.sourceName = s.sourceName
             }
         }

@@ -5,6 +5,10 @@ public final class GatewayMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     let dispatchLatency: DurationHistogram
     let sseClients: Gauge
+    let uploadsInProgress: Gauge
+    /// Request-body bytes received by `POST /build`, and archive bytes spooled to disk from them.
+    let uploadBytesReceived: Counter
+    let uploadBytesSpooled: Counter
     let bytesRelayed: Counter
     let eventsStored: Counter
     let jobsByStatus: [Job.Status: Gauge]
@@ -22,7 +26,7 @@ public final class GatewayMetrics: Sendable {
 
     /// Which per-caller limit answered 429.
     enum RequestLimit: String, CaseIterable {
-        case submissions, eventStreams = "event_streams"
+        case submissions, eventStreams = "event_streams", uploads
     }
 
     private let limited: [RequestLimit: Counter]
@@ -36,6 +40,12 @@ public final class GatewayMetrics: Sendable {
                       .milliseconds(250), .seconds(1), .seconds(5)])
         sseClients = registry.makeGauge(descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "sse_clients", unitName: "",
                                                           helpText: "Connected SSE clients"))
+        uploadsInProgress = registry.makeGauge(descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "uploads_in_progress", unitName: "",
+                                                                 helpText: "POST /build bodies being received"))
+        uploadBytesReceived = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "upload_bytes_received", unitName: "total",
+                                                                     helpText: "Request-body bytes received by POST /build"))
+        uploadBytesSpooled = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "upload_bytes_spooled", unitName: "total",
+                                                                    helpText: "Source-archive bytes written to the upload spool"))
         bytesRelayed = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "sse_bytes_relayed", unitName: "total",
                                                               helpText: "Bytes written to SSE clients"))
         eventsStored = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "events_stored", unitName: "total",

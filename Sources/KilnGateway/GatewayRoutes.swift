@@ -87,13 +87,22 @@ struct GatewayRoutes: Sendable {
             metrics.requestsLimited(.submissions)
             throw error
         }
-        var request = request
-        let body: ByteBuffer
-        do { body = try await request.collectBody(upTo: configuration.maxBodyBytes) } catch is NIOTooManyBytesError {
-            throw GatewayError(.contentTooLarge, "the request body is larger than \(configuration.maxBodyBytes) bytes")
+        do { try limiter.acquire(.upload, for: context.principal.name) } catch {
+            metrics.requestsLimited(.uploads)
+            throw error
         }
-        let submission = try BuildSubmission.parse(contentType: request.headers[.contentType], body: body)
-        let job = try await coordinator.submit(submission, triggeredBy: context.principal.name)
+        metrics.uploadsInProgress.increment()
+        defer {
+            metrics.uploadsInProgress.decrement()
+            limiter.release(.upload, for: context.principal.name)
+        }
+        let reader = SubmissionReader(spoolDirectory: files.incomingDirectory, maxBodyBytes: configuration.maxBodyBytes, metrics: metrics)
+        let submission = try await reader.read(contentType: request.headers[.contentType], body: request.body)
+        let job: Job
+        do { job = try await coordinator.submit(submission, triggeredBy: context.principal.name) } catch {
+            if let spooled = submission.archive?.path { unlink(spooled) }
+            throw error
+        }
         return try json(["job_id": job.id, "status": job.status.rawValue])
     }
 
@@ -143,7 +152,7 @@ struct GatewayRoutes: Sendable {
         let id = try await accessibleJob(context).id
         let principal = context.principal.name
         let limiter = self.limiter
-        do { try limiter.acquireStream(principal) } catch {
+        do { try limiter.acquire(.eventStream, for: principal) } catch {
             metrics.requestsLimited(.eventStreams)
             throw error
         }
@@ -167,7 +176,7 @@ struct GatewayRoutes: Sendable {
             metrics.sseClients.increment()
             defer {
                 metrics.sseClients.decrement()
-                limiter.releaseStream(principal)
+                limiter.release(.eventStream, for: principal)
             }
             // On the connection's own event loop, beside its relay.
             try await withTaskExecutorPreference(executor) {

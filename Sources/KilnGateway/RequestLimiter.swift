@@ -2,22 +2,44 @@ import Foundation
 import HTTPTypes
 import NIOConcurrencyHelpers
 
-/// Bounds what one principal (and everyone together) can hold or start: open SSE streams, in total
-/// and per principal, and build submissions per principal per minute (a token bucket). Past a
-/// limit the request is answered 429 with `Retry-After`, and counted.
+/// Bounds what one principal (and everyone together) can hold or start: open SSE streams and
+/// uploads in progress, in total and per principal, and build submissions per principal per minute
+/// (a token bucket). Past a limit the request is answered 429 with `Retry-After`, and counted.
 public final class RequestLimiter: Sendable {
     public struct Configuration: Sendable {
         public var maxSSEStreams = 10_000
         public var maxSSEStreamsPerPrincipal = 100
+        /// Request bodies being received (and spooled to disk) at once: the disk and I/O they take.
+        public var maxUploads = 64
+        public var maxUploadsPerPrincipal = 8
         /// Sustained submissions per principal per minute; bursts up to the same number.
         public var submissionsPerMinute = 120
 
         public init() {}
+
+        func limits(_ slot: Slot) -> (total: Int, perPrincipal: Int) {
+            switch slot {
+            case .eventStream: (maxSSEStreams, maxSSEStreamsPerPrincipal)
+            case .upload: (maxUploads, maxUploadsPerPrincipal)
+            }
+        }
+    }
+
+    /// Something a request holds while it runs.
+    public enum Slot: Sendable, CaseIterable {
+        case eventStream, upload
+
+        var noun: String {
+            switch self {
+            case .eventStream: "event streams"
+            case .upload: "uploads"
+            }
+        }
     }
 
     struct State {
-        var streams = 0
-        var streamsByPrincipal: [String: Int] = [:]
+        var held: [Slot: Int] = [:]
+        var heldByPrincipal: [Slot: [String: Int]] = [:]
         /// Tokens left and when they were last refilled.
         var buckets: [String: (tokens: Double, at: ContinuousClock.Instant)] = [:]
     }
@@ -28,27 +50,31 @@ public final class RequestLimiter: Sendable {
 
     public init(configuration: Configuration) { self.configuration = configuration }
 
-    /// Takes an SSE slot for `principal`, or throws 429. Pair with `releaseStream`.
-    func acquireStream(_ principal: String) throws(GatewayError) {
+    /// Takes a `slot` for `principal`, or throws 429. Pair with `release`.
+    func acquire(_ slot: Slot, for principal: String) throws(GatewayError) {
+        let (total, perPrincipal) = configuration.limits(slot)
         let refused: String? = state.withLockedValue { s in
-            if s.streams >= configuration.maxSSEStreams { return "the gateway serves at most \(configuration.maxSSEStreams) event streams" }
-            if s.streamsByPrincipal[principal, default: 0] >= configuration.maxSSEStreamsPerPrincipal {
-                return "at most \(configuration.maxSSEStreamsPerPrincipal) event streams per caller are open at once"
+            if s.held[slot, default: 0] >= total { return "the gateway serves at most \(total) \(slot.noun) at once" }
+            if s.heldByPrincipal[slot]?[principal] ?? 0 >= perPrincipal {
+                return "at most \(perPrincipal) \(slot.noun) per caller are open at once"
             }
-            s.streams += 1
-            s.streamsByPrincipal[principal, default: 0] += 1
+            s.held[slot, default: 0] += 1
+            s.heldByPrincipal[slot, default: [:]][principal, default: 0] += 1
             return nil
         }
-        if let refused { throw GatewayError(.tooManyRequests, refused + "; close one and retry", headers: [.retryAfter: "5"]) }
+        if let refused { throw GatewayError(.tooManyRequests, refused + "; retry when one has finished", headers: [.retryAfter: "5"]) }
     }
 
-    func releaseStream(_ principal: String) {
+    func release(_ slot: Slot, for principal: String) {
         state.withLockedValue { s in
-            s.streams -= 1
-            let n = s.streamsByPrincipal[principal, default: 1] - 1
-            s.streamsByPrincipal[principal] = n > 0 ? n : nil
+            s.held[slot, default: 1] -= 1
+            let n = (s.heldByPrincipal[slot]?[principal] ?? 1) - 1
+            s.heldByPrincipal[slot, default: [:]][principal] = n > 0 ? n : nil
         }
     }
+
+    /// How many of `slot` are held now (for the metrics page).
+    func held(_ slot: Slot) -> Int { state.withLockedValue { $0.held[slot, default: 0] } }
 
     /// Spends one submission from `principal`'s bucket, or throws 429 saying when the next one is free.
     func admitSubmission(_ principal: String) throws(GatewayError) {

@@ -2,16 +2,24 @@ import Foundation
 import KilnArchive
 
 /// Result tarballs and uploads on disk: `results/<sha256>.tar.gz` (written to `partial/` first and
-/// renamed only after the whole-file digest checks), `uploads/<job>` for uploaded sources.
+/// renamed only after the whole-file digest checks), `uploads/<job>` for uploaded sources, which
+/// arrive in `incoming/` while their request body streams in.
 public struct ResultFiles: Sendable {
     public let root: String
 
     public init(root: String) throws {
         self.root = root
-        for d in ["results", "partial", "uploads"] {
+        for d in ["results", "partial", "uploads", "incoming"] {
             try FileManager.default.createDirectory(atPath: root + "/" + d, withIntermediateDirectories: true)
         }
+        // A body that was streaming in when the gateway stopped belongs to no job: its client got no answer.
+        for leftover in (try? FileManager.default.contentsOfDirectory(atPath: incomingDirectory)) ?? [] {
+            unlink(incomingDirectory + "/" + leftover)
+        }
     }
+
+    /// Request bodies' archives while they stream in (`SubmissionReader`).
+    public var incomingDirectory: String { root + "/incoming" }
 
     public func resultPath(sha256: String) -> String { root + "/results/\(sha256).tar.gz" }
     func partialPath(job: String) -> String { root + "/partial/\(job).part" }
@@ -44,8 +52,11 @@ public struct ResultFiles: Sendable {
         return true
     }
 
-    func saveUpload(job: String, bytes: [UInt8]) throws {
-        try Data(bytes).write(to: URL(fileURLWithPath: uploadPath(job: job)), options: .atomic)
+    /// Makes a spooled archive `job`'s upload (a rename: same file system).
+    func adoptUpload(job: String, from spooled: String) throws {
+        guard rename(spooled, uploadPath(job: job)) == 0 else {
+            throw GatewayError(.serviceUnavailable, "the gateway cannot store uploads right now (rename failed: errno \(errno)); try again later")
+        }
     }
 
     /// Jobs that have an uploaded source on disk.

@@ -34,27 +34,37 @@ public final class LaunchedProcess: @unchecked Sendable {
         if let environment { process.environment = environment }
         process.standardOutput = outPipe
         process.standardError = outPipe
+        try process.run()
+        // A plain blocking read loop on its own thread, not `readabilityHandler`: tearing down the
+        // dispatch read source that handler installs races the descriptor's close inside libdispatch
+        // (swift-corelibs-libdispatch#949) and crashed the whole test process in CI. The thread reads a
+        // private dup of the pipe, so releasing the Pipe never closes a descriptor under it.
+        let descriptor = fcntl(outPipe.fileHandleForReading.fileDescriptor, F_DUPFD_CLOEXEC, 0)
+        guard descriptor >= 0 else { throw LaunchError("dup failed for \(name)'s output pipe") }
         let lines = self.lines
-        outPipe.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty {
-                handle.readabilityHandler = nil
+        let reader = Thread {
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { break }
                 lines.withLockedValue { state in
-                    if !state.partial.isEmpty { state.lines.append(String(decoding: state.partial, as: UTF8.self)) }
-                    state.partial = Data()
-                    state.ended = true
+                    state.partial.append(contentsOf: buffer[0..<n])
+                    while let nl = state.partial.firstIndex(of: 0x0A) {
+                        state.lines.append(String(decoding: state.partial[state.partial.startIndex..<nl], as: UTF8.self))
+                        state.partial.removeSubrange(state.partial.startIndex...nl)
+                    }
                 }
-                return
             }
+            close(descriptor)
             lines.withLockedValue { state in
-                state.partial.append(data)
-                while let nl = state.partial.firstIndex(of: 0x0A) {
-                    state.lines.append(String(decoding: state.partial[state.partial.startIndex..<nl], as: UTF8.self))
-                    state.partial.removeSubrange(state.partial.startIndex...nl)
-                }
+                if !state.partial.isEmpty { state.lines.append(String(decoding: state.partial, as: UTF8.self)) }
+                state.partial = Data()
+                state.ended = true
             }
         }
-        try process.run()
+        reader.name = "output of \(name)"
+        reader.start()
     }
 
     public var output: [String] { lines.withLockedValue { $0.lines } }
