@@ -25,6 +25,8 @@ struct KilnGatewayCommand: AsyncParsableCommand {
     @Option(help: "Most request bodies (uploads) received at once, in total.") var maxUploads = 64
     @Option(help: "Most request bodies (uploads) received at once per caller.") var maxUploadsPerCaller = 8
     @Option(help: "Builds a caller may submit per minute (bursts up to the same number).") var submissionsPerMinute = 120
+    @Option(help: "Serve HTTPS with this PEM certificate chain (with --tls-key).") var tlsCert: String?
+    @Option(help: "The PEM private key of --tls-cert.") var tlsKey: String?
     @Option(help: "Public key file served at /keys; repeatable.") var publicKey: [String] = []
     @Option(help: "Largest request body in bytes (default 256 MiB).") var maxBody = 256 << 20
     @Option(help: "Days a result is kept.") var retentionDays: Double = 7
@@ -54,6 +56,11 @@ struct KilnGatewayCommand: AsyncParsableCommand {
             }
             FileHandle.standardError.write(Data("kiln-gateway: no tokens configured: every caller is admin\(loopback ? " (listening on loopback only)" : " (--insecure-no-auth on \(host))")\n".utf8))
         }
+        switch (tlsCert, tlsKey) {
+        case (let cert?, let key?): cfg.tls = GatewayTLS(certificateFile: cert, keyFile: key)
+        case (nil, nil): break
+        default: throw ValidationError("--tls-cert and --tls-key go together")
+        }
         cfg.keyFiles = publicKey
         cfg.maxBodyBytes = maxBody
         cfg.retention = .seconds(retentionDays * 86400)
@@ -76,8 +83,9 @@ struct KilnGatewayCommand: AsyncParsableCommand {
         cfg.maxResultBytes = maxResultMb << 20
         let logger = Logger(label: "kiln.gateway")
         let host = self.host
+        let scheme = cfg.tls == nil ? "http" : "https"
         let gateway = try await Gateway.make(configuration: cfg, logger: logger) { port in
-            FileHandle.standardOutput.write(Data("kiln-gateway listening on http://\(host):\(port)\n".utf8))
+            FileHandle.standardOutput.write(Data("kiln-gateway listening on \(scheme)://\(host):\(port)\n".utf8))
         }
         let group = ServiceGroup(configuration: .init(services: gateway.services, gracefulShutdownSignals: [.sigterm, .sigint],
                                                       logger: logger))

@@ -1,19 +1,26 @@
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
+import NIOSSL
 import NIOHTTP1
 
 /// Options every gateway-facing command shares.
 struct GatewayOptions: ParsableArguments {
     @Option(help: "Gateway URL (env KILN_GATEWAY; default http://127.0.0.1:8080).") var gateway: String?
     @Option(help: "Bearer token (env KILN_TOKEN).") var token: String?
+    @Option(help: "PEM CA certificate(s) to trust for an https gateway instead of the system's (env KILN_GATEWAY_CA).") var caFile: String?
 
     var client: GatewayClient {
-        let env = ProcessInfo.processInfo.environment
-        var base = gateway ?? env["KILN_GATEWAY"] ?? "http://127.0.0.1:8080"
-        while base.hasSuffix("/") { base.removeLast() }
-        return GatewayClient(base: base, token: token ?? env["KILN_TOKEN"])
+        get throws {
+            let env = ProcessInfo.processInfo.environment
+            var base = gateway ?? env["KILN_GATEWAY"] ?? "http://127.0.0.1:8080"
+            while base.hasSuffix("/") { base.removeLast() }
+            let ca = caFile ?? env["KILN_GATEWAY_CA"]
+            if let ca, !FileManager.default.isReadableFile(atPath: ca) { throw CLIError("cannot read the CA file \(ca)") }
+            return GatewayClient(base: base, token: token ?? env["KILN_TOKEN"], http: GatewayClient.client(trusting: ca))
+        }
     }
 }
 
@@ -21,6 +28,36 @@ struct GatewayOptions: ParsableArguments {
 struct GatewayClient: Sendable {
     let base: String
     let token: String?
+    /// Certificates are always verified, against the system's roots or only the given CA file.
+    let http: HTTPClient
+
+    /// One client per CA file for the life of the process (like `HTTPClient.shared`, never shut down).
+    /// A connection that fails (refused, or a certificate that does not verify) fails the command at
+    /// once instead of being retried until the request's deadline.
+    static func client(trusting caFile: String?) -> HTTPClient {
+        clients.withLockedValue { cache in
+            if let c = cache[caFile ?? ""] { return c }
+            var tls = TLSConfiguration.makeClientConfiguration()
+            if let caFile { tls.trustRoots = .file(caFile) }
+            tls.minimumTLSVersion = .tlsv12
+            var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
+            configuration.connectionPool.retryConnectionEstablishment = false
+            configuration.timeout.connect = .seconds(15)
+            let c = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+            cache[caFile ?? ""] = c
+            return c
+        }
+    }
+    private static let clients = NIOLockedValueBox<[String: HTTPClient]>([:])
+
+    /// A failed connection, saying what to do when it was the certificate.
+    func unreachable(_ error: any Error) -> CLIError {
+        if case NIOSSLError.handshakeFailed = error {
+            return CLIError("the gateway at \(base) presented a TLS certificate that does not verify (\(error)); "
+                            + "if it is signed by your own CA, pass --ca-file or set KILN_GATEWAY_CA")
+        }
+        return CLIError("cannot reach the gateway at \(base): \(error)")
+    }
 
     func request(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil, contentType: String? = nil) -> HTTPClientRequest {
         var r = HTTPClientRequest(url: base + path)
@@ -35,8 +72,8 @@ struct GatewayClient: Sendable {
 
     func send(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil, contentType: String? = nil) async throws -> [String: Any] {
         let response: HTTPClientResponse
-        do { response = try await HTTPClient.shared.execute(request(method, path, body: body, contentType: contentType), timeout: .seconds(300)) } catch {
-            throw CLIError("cannot reach the gateway at \(base): \(error)")
+        do { response = try await http.execute(request(method, path, body: body, contentType: contentType), timeout: .seconds(300)) } catch {
+            throw unreachable(error)
         }
         let bytes = try await response.body.collect(upTo: 16 << 20)
         guard (200..<300).contains(response.status.code) else {
@@ -52,9 +89,9 @@ struct GatewayClient: Sendable {
             var r = request(.GET, "/build/\(id)/events")
             if let lastID { r.headers.add(name: "Last-Event-ID", value: String(lastID)) }
             let response: HTTPClientResponse
-            do { response = try await HTTPClient.shared.execute(r, timeout: .hours(24)) } catch {
+            do { response = try await http.execute(r, timeout: .hours(24)) } catch {
                 if attempt < 19 { try await Task.sleep(for: .seconds(1)); continue }
-                throw CLIError("cannot reach the gateway at \(base): \(error)")
+                throw unreachable(error)
             }
             guard response.status == .ok else {
                 let body = try await response.body.collect(upTo: 1 << 20)
@@ -95,11 +132,11 @@ struct GatewayClient: Sendable {
     }
 
     func download(_ id: String, to path: String) async throws -> Int64 {
-        var response = try await HTTPClient.shared.execute(request(.GET, "/build/\(id)/result"), timeout: .seconds(3600))
+        var response = try await http.execute(request(.GET, "/build/\(id)/result"), timeout: .seconds(3600))
         // Right after `done` the job may still be settling; a 409 is worth a short retry.
         for _ in 0..<10 where response.status == .conflict {
             try await Task.sleep(for: .milliseconds(300))
-            response = try await HTTPClient.shared.execute(request(.GET, "/build/\(id)/result"), timeout: .seconds(3600))
+            response = try await http.execute(request(.GET, "/build/\(id)/result"), timeout: .seconds(3600))
         }
         guard response.status == .ok else {
             let body = try await response.body.collect(upTo: 1 << 20)

@@ -20,7 +20,7 @@ struct EventsCommand: AsyncParsableCommand {
     @OptionGroup var gateway: GatewayOptions
 
     func run() async throws {
-        let terminal = try await EventPrinter(client: gateway.client).follow(id)
+        let terminal = try await EventPrinter(client: try gateway.client).follow(id)
         if terminal != "done" { throw ExitCode(1) }
     }
 }
@@ -87,7 +87,8 @@ struct GatewayKeysCommand: AsyncParsableCommand {
     @OptionGroup var gateway: GatewayOptions
 
     func run() async throws {
-        let keys = try await GatewayKeys.fetch(gateway.client.base)
+        let client = try gateway.client
+        let keys = try await GatewayKeys.fetch(client.base, http: client.http)
         for k in keys { print("keyid \(k.keyID)\n\(k.pemRepresentation)") }
     }
 }

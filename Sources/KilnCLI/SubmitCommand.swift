@@ -23,7 +23,7 @@ struct SubmitCommand: AsyncParsableCommand {
     func run() async throws {
         let chosenNonce = nonce ?? (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
         if case .failure(let e) = Nonce.validate(chosenNonce) { throw ValidationError(e.description) }
-        let client = gateway.client
+        let client = try gateway.client
         var body: [String: Any] = ["nonce": chosenNonce]
         if let repo {
             if source != nil { throw ValidationError("give a source or --repo, not both") }

@@ -118,14 +118,14 @@ struct VerifyCommand: AsyncParsableCommand {
 
 /// Client side of the gateway's `GET /keys`.
 enum GatewayKeys {
-    static func fetch(_ base: String) async throws -> [PublicKey] {
+    static func fetch(_ base: String, http: HTTPClient = .shared) async throws -> [PublicKey] {
         let url = base.hasSuffix("/") ? base + "keys" : base + "/keys"
         var request = HTTPClientRequest(url: url)
         if let token = ProcessInfo.processInfo.environment["KILN_TOKEN"] { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         let response: HTTPClientResponse
         let body: ByteBuffer
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+            response = try await http.execute(request, timeout: .seconds(30))
             body = try await response.body.collect(upTo: 1 << 20)
         } catch {
             throw ValidationError("cannot fetch keys from \(url): \(error)")

@@ -1,5 +1,7 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import KilnAttestation
 import KilnBusClient
 import Logging
@@ -32,8 +34,10 @@ public struct Gateway {
         router.middlewares.add(LogRequestsMiddleware(.debug))
         GatewayRoutes(coordinator: coordinator, store: store, files: files, configuration: configuration, metrics: metrics,
                       keys: KeySet(keys), limiter: RequestLimiter(configuration: configuration.requestLimits)).register(on: router)
+        var server = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [SSERelay()]))
+        if let tls = configuration.tls { server = try .tls(server, tlsConfiguration: try tls.makeConfiguration()) }
         let app = Application(router: router,
-                              server: .http1(configuration: .init(additionalChannelHandlers: [SSERelay()])),
+                              server: server,
                               configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kiln-gateway"),
                               onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
                               logger: logger)

@@ -4,6 +4,8 @@ import KilnBusClient
 public struct GatewayConfiguration: Sendable {
     public var host = "127.0.0.1"
     public var port = 8080
+    /// Serve HTTPS with this certificate and key (nil: plain HTTP, e.g. behind a TLS-terminating proxy).
+    public var tls: GatewayTLS?
     /// SQLite, results and uploads live here.
     public var dataDirectory: String
     public var bus: BusClient.Configuration

@@ -128,6 +128,10 @@ struct GatewayRoutes: Sendable {
         guard stat(path, &info) == 0 else { throw GatewayError(.gone, "the result of job \(id) is no longer on disk") }
         let size = Int(info.st_size)
         headers[.contentLength] = String(size)
+        if configuration.tls != nil {
+            // sendfile(2) would bypass TLS: stream the file through the TLS handler instead.
+            return Response(status: .ok, headers: headers, body: try await FileIO().loadFile(path: path, context: context))
+        }
         let channel = context.channel
         let executor = EventLoopExecutor(context.eventLoop)
         let body = ResponseBody(contentLength: size) { writer in
