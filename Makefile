@@ -4,7 +4,7 @@ export PATH := $(HOME)/.cargo/bin:/root/.cargo/bin:$(PATH)
 VENV ?= .venv
 PYTHON ?= python3
 
-.PHONY: deps build release run test test-swift test-python bench fuzz clean
+.PHONY: deps build release run test test-swift test-python test-contract bench fuzz clean
 
 deps:
 	@scripts/install-deps.sh test
@@ -22,7 +22,7 @@ run: release
 	scripts/run-local.sh
 
 ## Install what the tests need, then run every test (Swift unit + black-box, then the Python verifier).
-test: deps $(VENV)/.installed test-swift test-python
+test: deps $(VENV)/.installed test-swift test-python test-contract
 
 test-swift:
 	swift build --build-tests
@@ -32,9 +32,13 @@ test-swift:
 test-python: $(VENV)/.installed
 	KILN_BIN_DIR=$(CURDIR)/.build/debug $(VENV)/bin/python -m pytest -q Tests/python
 
-$(VENV)/.installed:
+## The HTTP API against docs/openapi.yaml: schemathesis on a real gateway, broker and pool.
+test-contract: $(VENV)/.installed
+	scripts/with-nix-daemon.sh scripts/contract-test.sh
+
+$(VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q "securesystemslib[crypto]==1.6.0" in-toto-attestation==0.9.3 pytest
+	$(VENV)/bin/pip install -q "securesystemslib[crypto]==1.6.0" in-toto-attestation==0.9.3 pytest schemathesis==4.32.5
 	touch $@
 
 ## Fuzz the bus frame decoder and the gateway's bus-message handling with libFuzzer (FUZZ_SECONDS each, default 60).

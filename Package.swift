@@ -132,7 +132,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-        ], swiftSettings: swiftSettings),
+        ], resources: [.embedInCode("Resources/openapi.yaml")], swiftSettings: swiftSettings),
         .executableTarget(name: "Gateway", dependencies: [
             "KilnGateway",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -2,7 +2,7 @@
 # Installs the Debian packages Kiln needs, only those missing. Usage: install-deps.sh [run|test|bench]
 set -euo pipefail
 profile="${1:-test}"
-pkgs=(libarchive-dev pkg-config git bubblewrap libssl-dev libsqlite3-dev nix-bin busybox-static python3-venv util-linux)
+pkgs=(libarchive-dev pkg-config git bubblewrap libssl-dev libsqlite3-dev nix-bin busybox-static python3-venv util-linux curl openssl)
 case "$profile" in
   bench) pkgs+=(nats-server libnats-dev nginx) ;;
 esac

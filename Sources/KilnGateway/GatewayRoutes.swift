@@ -21,24 +21,45 @@ struct GatewayRoutes: Sendable {
     let keys: KeySet
     let limiter: RequestLimiter
 
-    func register(on router: Router<GatewayRequestContext>) {
-        router.get("/healthz") { _, _ in "ok\n" }
-        router.get("/metrics") { _, _ in try await self.metricsText() }
-        router.get("/keys") { _, _ -> Response in
+    /// A route the gateway serves, as written in `docs/openapi.yaml` (`{id}` for a path parameter).
+    struct Endpoint: Hashable, Sendable, CustomStringConvertible {
+        var method: HTTPRequest.Method
+        var path: String
+        var description: String { "\(method.rawValue) \(path)" }
+    }
+
+    /// Registers every route and returns them, so a test can hold them against the OpenAPI document.
+    @discardableResult
+    func register(on router: Router<GatewayRequestContext>) -> [Endpoint] {
+        var endpoints: [Endpoint] = []
+        let auth = BearerAuth(principals: configuration.principals)
+        func route(_ method: HTTPRequest.Method, _ path: String, authenticated: Bool = true,
+                   _ handler: @escaping @Sendable (Request, GatewayRequestContext) async throws -> Response) {
+            endpoints.append(Endpoint(method: method, path: path.replacingOccurrences(of: ":id", with: "{id}")))
+            let group = authenticated ? router.group().add(middleware: auth) : router.group()
+            group.on(RouterPath(path), method: method, use: handler)
+        }
+        route(.get, "/healthz", authenticated: false) { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: "ok\n")))
+        }
+        route(.get, "/metrics", authenticated: false) { _, _ in try await self.metricsText() }
+        route(.get, "/keys", authenticated: false) { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"],
                      body: .init(byteBuffer: ByteBuffer(bytes: try CanonicalJSON.encode(self.keys))))
         }
-        let auth = BearerAuth(principals: configuration.principals)
-        let builds = router.group("build").add(middleware: auth)
-        builds.post { request, context in try await self.submit(request, context) }
-        builds.get(":id") { _, context in try await self.status(context) }
-        builds.get(":id/events") { request, context in try await self.events(request, context) }
-        builds.get(":id/result") { request, context in try await self.result(request, context) }
-        builds.post(":id/cancel") { _, context -> Response in
+        route(.get, "/openapi.yaml", authenticated: false) { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: ByteBuffer(bytes: PackageResources.openapi_yaml)))
+        }
+        route(.post, "/build") { request, context in try await self.submit(request, context) }
+        route(.get, "/build/:id") { _, context in try await self.status(context) }
+        route(.get, "/build/:id/events") { request, context in try await self.events(request, context) }
+        route(.get, "/build/:id/result") { request, context in try await self.result(request, context) }
+        route(.post, "/build/:id/cancel") { _, context in
             let job = try await self.coordinator.cancel(try await self.accessibleJob(context).id)
             return try json(job.statusDocument, status: .accepted)
         }
-        router.group("builds").add(middleware: auth).get { request, context in try await self.list(request, context) }
+        route(.get, "/builds") { request, context in try await self.list(request, context) }
+        return endpoints
     }
 
     /// The job named in the path, if the caller may see it; someone else's job is a 404, exactly

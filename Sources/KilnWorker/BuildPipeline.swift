@@ -111,7 +111,8 @@ final class BuildPipeline: Sendable {
         // Source.
         try await phase(.source, batcher)
         let fetcher = SourceFetcher(git: configuration.toolchains.git, fetchTimeout: configuration.limits.fetchTimeout,
-                                    archiveLimits: configuration.limits.archive, allowedHosts: configuration.allowedSourceHosts)
+                                    archiveLimits: configuration.limits.archive, allowedHosts: configuration.allowedSourceHosts,
+                                    onlyAllowedHosts: configuration.onlyAllowedSourceHosts)
         // The build's workspace: a size-limited file system (the disk limit) holding src/ and out/.
         // Everything else in the scratch directory stays root-only and outside the sandbox.
         let workspace = try Workspace.create(at: scratch + "/job", diskLimitBytes: configuration.limits.diskBytes, note: note)

@@ -19,11 +19,12 @@ public struct SourceFetcher: Sendable {
     public let archiveLimits: WorkerConfiguration.Limits.ArchiveLimits
     let hostPolicy: SourceHostPolicy
 
-    public init(git: String, fetchTimeout: Duration, archiveLimits: WorkerConfiguration.Limits.ArchiveLimits, allowedHosts: [String] = []) {
+    public init(git: String, fetchTimeout: Duration, archiveLimits: WorkerConfiguration.Limits.ArchiveLimits, allowedHosts: [String] = [],
+                onlyAllowedHosts: Bool = false) {
         self.git = git
         self.fetchTimeout = fetchTimeout
         self.archiveLimits = archiveLimits
-        self.hostPolicy = SourceHostPolicy(allowed: allowedHosts)
+        self.hostPolicy = SourceHostPolicy(allowed: allowedHosts, onlyAllowed: onlyAllowedHosts)
     }
 
     /// Only schemes that cannot read the worker's own disk or use its credentials.

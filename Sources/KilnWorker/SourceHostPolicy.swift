@@ -10,6 +10,9 @@ import Foundation
 struct SourceHostPolicy: Sendable {
     /// "host" or "host:port" entries the operator allowed.
     var allowed: [String]
+    /// Only the allowed hosts, nothing else (not even a public one, and without a DNS lookup): for
+    /// farms that build only from their own mirrors, and for test farms that must not reach out.
+    var onlyAllowed = false
 
     struct Decision: Equatable {
         var host: String
@@ -49,6 +52,10 @@ struct SourceHostPolicy: Sendable {
         }
         if allowed.contains(host) || allowed.contains("\(host):\(port)") {
             return Decision(host: host, port: port, pin: nil)
+        }
+        if onlyAllowed {
+            throw .source("the repository host '\(host)' is not one this farm builds from",
+                          fix: "use a repository on one of the operator's allowed hosts")
         }
         let addresses = Self.resolve(host)
         guard let first = addresses.first else {

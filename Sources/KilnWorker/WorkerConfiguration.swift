@@ -28,6 +28,8 @@ public struct WorkerConfiguration: Sendable {
     /// Repository hosts allowed even though they resolve to loopback, private, link-local or
     /// multicast addresses ("host" or "host:port"; the tests' local git server).
     public var allowedSourceHosts: [String] = []
+    /// Fetch repositories from `allowedSourceHosts` only (`SourceHostPolicy.onlyAllowed`).
+    public var onlyAllowedSourceHosts = false
     /// Inside a TEE, sign with a key generated in memory for this one build and bound into the
     /// hardware report (no long-lived key in the VM); `false` uses the key file there too.
     public var ephemeralKeyInTEE: Bool = true

@@ -28,6 +28,7 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     @Option(help: "CPUs the sandbox may use (cgroup v2 cpu.max; 0 = no limit).") var cpus: Double = 0
     @Option(help: "Unprivileged host uid (and gid) the build runs as when the worker is root (default: 200000 + pid mod 100000). Never 0.") var buildUid: Int?
     @Option(help: "Allow repositories on this host (host or host:port) even if it resolves to a loopback, private, link-local or multicast address. Repeatable; also KILN_ALLOW_SOURCE_HOSTS (comma-separated).") var allowSourceHost: [String] = []
+    @Flag(help: "Fetch repositories only from the --allow-source-host hosts; refuse every other host without looking it up.") var onlyAllowedSourceHosts = false
     @Option(help: "Largest single artifact in MiB.") var maxArtifactMb: Int = 2048
     @Option(help: "Log bytes shipped as events.") var maxLogBytes: Int = 1 << 20
     @Option(help: "Result chunk size in bytes.") var chunkSize: Int = 1 << 20
@@ -86,6 +87,7 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         let fromEnvironment = (ProcessInfo.processInfo.environment["KILN_ALLOW_SOURCE_HOSTS"] ?? "")
             .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         configuration2.allowedSourceHosts = allowSourceHost + fromEnvironment
+        configuration2.onlyAllowedSourceHosts = onlyAllowedSourceHosts
         var logger = Logger(label: "kiln.worker")
         logger[metadataKey: "worker_id"] = "\(id)"
         let worker = WorkerService(configuration: configuration2, logger: logger)
