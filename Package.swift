@@ -179,6 +179,9 @@ let package = Package(
         .executableTarget(name: "FuzzGatewayMessages", dependencies: [
             "KilnFuzzSupport", "KilnBus", "KilnGateway", "KilnMessages", .product(name: "NIOCore", package: "swift-nio"),
         ], path: "fuzz/FuzzGatewayMessages", swiftSettings: swiftSettings),
+        .executableTarget(name: "FuzzSubmissionBodies", dependencies: [
+            "KilnFuzzSupport", "KilnGateway", .product(name: "NIOCore", package: "swift-nio"),
+        ], path: "fuzz/FuzzSubmissionBodies", swiftSettings: swiftSettings),
 
         .target(name: "KilnTestSupport", dependencies: [
             "KilnBus",

@@ -6,12 +6,15 @@ Prints one JSON line per case."""
 import argparse, base64, http.client, json, os, statistics, subprocess, sys, time, urllib.request
 from datetime import datetime
 
+# Principals on: every gateway request carries the bench principal's token.
+AUTH = {"Authorization": "Bearer " + os.environ["KILN_TOKEN"]} if os.environ.get("KILN_TOKEN") else {}
+
 def post(gw, body):
-    req = urllib.request.Request(gw + "/build", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(gw + "/build", data=json.dumps(body).encode(), headers={"Content-Type": "application/json", **AUTH})
     return json.load(urllib.request.urlopen(req))["job_id"]
 
 def get(gw, path):
-    return json.load(urllib.request.urlopen(gw + path))
+    return json.load(urllib.request.urlopen(urllib.request.Request(gw + path, headers=AUTH)))
 
 def ts(s):
     return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
@@ -41,11 +44,11 @@ def dispatch(args):
             time.sleep(0.05)
         time.sleep(0.1)
         t0 = time.time()
-        conn.request("POST", "/build", body, {"Content-Type": "application/json"})
+        conn.request("POST", "/build", body, {"Content-Type": "application/json", **AUTH})
         job = json.loads(conn.getresponse().read())["job_id"]
         posts.append((time.time() - t0) * 1000)
         # The accepted event's own timestamp (same host clock) minus the POST start.
-        with urllib.request.urlopen(args.gateway + f"/build/{job}/events", timeout=30) as r:
+        with urllib.request.urlopen(urllib.request.Request(args.gateway + f"/build/{job}/events", headers=AUTH), timeout=30) as r:
             for raw in r:
                 line = raw.decode().strip()
                 if line.startswith("data: "):
@@ -64,7 +67,8 @@ def dispatch(args):
 
 def download(args):
     def once(url):
-        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", url], capture_output=True, text=True).stdout.split()
+        auth = ["-H", "Authorization: " + AUTH["Authorization"]] if AUTH and "/build/" in url else []
+        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", *auth, url], capture_output=True, text=True).stdout.split()
         return float(out[0]), int(float(out[1]))
     # Interleaved, so both see the same machine state (page cache, other load); medians of 7.
     g, n, size = [], [], 0

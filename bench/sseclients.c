@@ -134,7 +134,10 @@ int main(int argc, char **argv) {
     client_t *cs = calloc((size_t)n, sizeof *cs);
     int ep = epoll_create1(0);
     char req[512];
-    int reqlen = snprintf(req, sizeof req, "GET /build/%s/events HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", job, host);
+    const char *token = getenv("KILN_TOKEN");
+    char auth[256] = "";
+    if (token && strcmp(job, "floor") != 0) snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
+    int reqlen = snprintf(req, sizeof req, "GET /build/%s/events HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n", job, host, auth);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, host, &a.sin_addr);
     for (int i = 0; i < n; i++) {

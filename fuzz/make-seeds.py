@@ -16,6 +16,13 @@ seeds = {
         "bad-header": b"\x02" + struct.pack(">II", 12, 8) + b'{"op":1}',
         "escapes": b"\x05" + frame({"op": "connect", "token": "t\u00e9\\\"\n", "name": "\ud83d\ude00"}),
     },
+    "FuzzSubmissionBodies": {
+        "json": b"\x00" + json.dumps({"nonce": "abcd", "source_data": "H4sIAAAAAAAA/w==", "source_name": "p.tar.gz", "x": [1, {"y": None}]}).encode(),
+        "json-escapes": b"\x04" + b'{"nonce":"ab\\u00e9","source_data":"H4sI\\/\\u0041AA\\nAA=="}',
+        "json-bad": b"\x02" + b'{"nonce": 12, "source_data": "@@"}',
+        "form": b"\x01" + b'--B\r\nContent-Disposition: form-data; name="nonce"\r\n\r\nabcd\r\n--B\r\nContent-Disposition: form-data; name="source"; filename="a.zip"\r\n\r\nPK\x03\x04\r\n--B\r\n--B--\r\n',
+        "form-truncated": b"\x03" + b'--B\r\nContent-Disposition: form-data; name="source"\r\n\r\nPK\r\n--',
+    },
     "FuzzGatewayMessages": {
         "event": frame({"op": "msg", "subject": "kiln.build.j1.events", "sid": "1"}, event),
         "result-chunk": frame({"op": "msg", "subject": "kiln.build.j1.result", "sid": "1", "reply": "_INBOX.w1.a.1",

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-60}
-targets=(FuzzBusFrames FuzzGatewayMessages)
+targets=(FuzzBusFrames FuzzGatewayMessages FuzzSubmissionBodies)
 # ASan + libFuzzer's coverage instrumentation; libFuzzer's driver linked without its own main, which
 # the target's Swift main hands control to (see fuzz/KilnFuzzSupport/FuzzDriver.swift).
 runtime=$(dirname "$(readlink -f "$(command -v swiftc)")")/../lib/swift/clang/lib/linux/libclang_rt.fuzzer_no_main-x86_64.a

@@ -1,7 +1,7 @@
 /// Decodes base64 as it arrives, in pieces of any size, so a 100 MiB `source_data` never has to sit in
 /// memory as text. Accepts what `Base64.decode` accepts for whole strings: the standard and the
 /// URL-safe alphabet, with or without padding; nothing may follow padding.
-struct Base64StreamDecoder {
+struct Base64StreamDecoder: Sendable {
     private var quad: UInt32 = 0
     private var sextets = 0
     private var padding = 0

@@ -116,15 +116,24 @@ public actor BuildCoordinator {
             digest = archive.sha256
             if archive.size <= Int64(configuration.inlineSourceLimit) {
                 // Inline: the stored request carries the source; no file to keep.
-                defer { unlink(archive.path) }
-                guard let bytes = FileManager.default.contents(atPath: archive.path), bytes.count == archive.size else {
-                    throw GatewayError(.serviceUnavailable, "the gateway lost an upload it had just stored; try again")
+                let bytes: [UInt8]
+                switch archive.storage {
+                case .memory(let b): bytes = b
+                case .file(let path):
+                    defer { unlink(path) }
+                    guard let data = FileManager.default.contents(atPath: path), data.count == archive.size else {
+                        throw GatewayError(.serviceUnavailable, "the gateway lost an upload it had just stored; try again")
+                    }
+                    bytes = Array(data)
                 }
-                request.sourceData = bytes.base64EncodedString()
+                request.sourceData = Data(bytes).base64EncodedString()
                 request.sourceName = s.sourceName
             } else {
                 // Workers fetch it in chunks from this file; it is deleted once the job ends.
-                try files.adoptUpload(job: id, from: archive.path)
+                guard case .file(let path) = archive.storage else {
+                    throw GatewayError(.internalServerError, "an upload above the inline limit was not spooled to disk")
+                }
+                try files.adoptUpload(job: id, from: path)
                 request.source = .init(sha256: archive.sha256, size: archive.size, chunkSize: configuration.sourceChunkSize, name: s.sourceName)
                 request.sourceName = s.sourceName
             }

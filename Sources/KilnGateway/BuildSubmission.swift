@@ -57,9 +57,19 @@ public struct BuildSubmission: Sendable {
     }
 }
 
-/// An uploaded source archive, spooled to a file under the gateway's data directory.
+/// An uploaded source archive: small ones in memory, the rest spooled to a file under the
+/// gateway's data directory (`ArchiveSpool`).
 public struct SpooledArchive: Sendable {
-    public var path: String
+    public enum Storage: Sendable {
+        case memory([UInt8])
+        case file(String)
+    }
+    public var storage: Storage
+    /// The spool file, if the archive is in one.
+    public var path: String? {
+        if case .file(let p) = storage { return p }
+        return nil
+    }
     public var sha256: String
     public var size: Int64
     /// Its first bytes, for the format check.

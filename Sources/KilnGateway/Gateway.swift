@@ -32,8 +32,11 @@ public struct Gateway {
                                            configuration: configuration, metrics: metrics, logger: logger)
         let router = Router(context: GatewayRequestContext.self)
         router.middlewares.add(LogRequestsMiddleware(.debug))
+        let routeTable = UnmatchedRouteMiddleware.Table()
+        router.middlewares.add(UnmatchedRouteMiddleware(table: routeTable))
         let endpoints = GatewayRoutes(coordinator: coordinator, store: store, files: files, configuration: configuration, metrics: metrics,
                                       keys: KeySet(keys), limiter: RequestLimiter(configuration: configuration.requestLimits)).register(on: router)
+        routeTable.set(endpoints)
         for endpoint in endpoints { logger.debug("serves \(endpoint)") }
         var server = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [SSERelay()]))
         if let tls = configuration.tls { server = try .tls(server, tlsConfiguration: try tls.makeConfiguration()) }

@@ -117,7 +117,8 @@ struct GatewayRoutes: Sendable {
             metrics.uploadsInProgress.decrement()
             limiter.release(.upload, for: context.principal.name)
         }
-        let reader = SubmissionReader(spoolDirectory: files.incomingDirectory, maxBodyBytes: configuration.maxBodyBytes, metrics: metrics)
+        var reader = SubmissionReader(spoolDirectory: files.incomingDirectory, maxBodyBytes: configuration.maxBodyBytes, metrics: metrics)
+        reader.memoryLimit = min(reader.memoryLimit, configuration.inlineSourceLimit)
         let submission = try await reader.read(contentType: request.headers[.contentType], body: request.body)
         let job: Job
         do { job = try await coordinator.submit(submission, triggeredBy: context.principal.name) } catch {

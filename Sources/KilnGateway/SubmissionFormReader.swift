@@ -9,7 +9,7 @@ import NIOCore
 /// a few hundred KiB in memory whatever its size.
 ///
 /// A class only because MultipartKit reports through closures; it lives inside one request's task.
-final class SubmissionFormReader {
+public final class SubmissionFormReader {
     static let archivePart = "source"
     static let textParts: Set<String> = ["nonce", "repo_url", "ref", "repo_ref", "source_name"]
     static let maxFieldBytes = 64 << 10
@@ -33,12 +33,12 @@ final class SubmissionFormReader {
     private var failure: GatewayError?
     private var output: [UInt8] = []
 
-    private(set) var fields: [String: String] = [:]
-    private(set) var sawArchive = false
-    private(set) var archiveFilename: String?
+    public private(set) var fields: [String: String] = [:]
+    public private(set) var sawArchive = false
+    public private(set) var archiveFilename: String?
 
     /// The `boundary=` parameter of the Content-Type, or a 400 that says it is missing.
-    init(contentType: String) throws(GatewayError) {
+    public init(contentType: String) throws(GatewayError) {
         guard let boundary = contentType.split(separator: ";").map({ $0.trimmingCharacters(in: .whitespaces) })
                 .first(where: { $0.lowercased().hasPrefix("boundary=") })
                 .map({ String($0.dropFirst("boundary=".count)).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }),
@@ -78,7 +78,7 @@ final class SubmissionFormReader {
     }
 
     /// Consumes the next piece of the body, appending the `source` part's bytes to `archive`.
-    func consume(_ buffer: ByteBuffer, archive: inout [UInt8]) throws(GatewayError) {
+    public func consume(_ buffer: ByteBuffer, archive: inout [UInt8]) throws(GatewayError) {
         progressed = false
         do { try parser.execute(buffer) } catch {
             throw GatewayError.badRequest("the multipart body could not be parsed (\(error)); check the boundary")
@@ -93,7 +93,7 @@ final class SubmissionFormReader {
     }
 
     /// After the last byte: a part still open means the body ended before its closing boundary.
-    func finish() throws(GatewayError) {
+    public func finish() throws(GatewayError) {
         if part != nil || !headers.isEmpty {
             throw GatewayError.badRequest("the multipart body ended before its closing boundary")
         }

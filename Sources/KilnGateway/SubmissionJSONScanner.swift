@@ -6,7 +6,7 @@ import Foundation
 /// values of fields Kiln does not know are skipped without being stored. A pure state machine:
 /// bytes in, archive bytes and fields out, no I/O, so memory per upload stays a few KiB whatever
 /// the body's size.
-struct SubmissionJSONScanner {
+public struct SubmissionJSONScanner: Sendable {
     static let archiveField = "source_data"
     static let knownFields: Set<String> = ["nonce", "repo_url", "repo_ref", "source_data", "source_name"]
     static let maxFieldBytes = 64 << 10
@@ -14,11 +14,11 @@ struct SubmissionJSONScanner {
     static let maxFields = 64
 
     /// The string fields other than the archive, decoded (a JSON `null` leaves a field out).
-    private(set) var fields: [String: String] = [:]
+    public private(set) var fields: [String: String] = [:]
     /// Whether `source_data` was present as a string.
-    private(set) var sawArchive = false
+    public private(set) var sawArchive = false
 
-    private enum State {
+    private enum State: Sendable {
         case start
         case beforeKey(first: Bool)
         case key
@@ -45,8 +45,10 @@ struct SubmissionJSONScanner {
 
     static let notJSON = GatewayError.badRequest("the body is not valid JSON")
 
+    public init() {}
+
     /// Consumes the next piece of the body, appending decoded `source_data` bytes to `archive`.
-    mutating func consume(_ bytes: UnsafeRawBufferPointer, archive: inout [UInt8]) throws(GatewayError) {
+    public mutating func consume(_ bytes: UnsafeRawBufferPointer, archive: inout [UInt8]) throws(GatewayError) {
         var i = 0
         let n = bytes.count
         while i < n {
@@ -181,7 +183,7 @@ struct SubmissionJSONScanner {
     }
 
     /// After the last byte: the object must be complete, and the archive's base64 must end on a whole byte.
-    mutating func finish(archive: inout [UInt8]) throws(GatewayError) {
+    public mutating func finish(archive: inout [UInt8]) throws(GatewayError) {
         guard case .end = state else { throw Self.notJSON }
         if sawArchive { guard base64.finish(into: &archive) else { throw Self.badBase64 } }
     }

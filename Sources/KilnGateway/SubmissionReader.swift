@@ -16,6 +16,8 @@ struct SubmissionReader {
     let metrics: GatewayMetrics
     /// Bytes gathered before each write to the spool file.
     var writeBufferBytes = 128 << 10
+    /// Archives up to this size stay in memory (most sources are small; they never touch the disk).
+    var memoryLimit = 64 << 10
 
     func read<Body: AsyncSequence>(contentType: String?, body: Body) async throws -> BuildSubmission where Body.Element == ByteBuffer {
         var chunks = body.makeAsyncIterator()
@@ -31,69 +33,53 @@ struct SubmissionReader {
             throw GatewayError(.unsupportedMediaType, "Content-Type must be application/json or multipart/form-data (got '\(contentType ?? "none")')")
         }
 
-        let path = spoolDirectory + "/" + UUID().uuidString.lowercased()
-        var hasher = SHA256()
-        var size: Int64 = 0
-        var leading: [UInt8] = []
+        var spool = ArchiveSpool(path: spoolDirectory + "/" + UUID().uuidString.lowercased(), memoryLimit: memoryLimit,
+                                 writeBufferBytes: writeBufferBytes, metrics: metrics)
         var received = 0
-        let limit = maxBodyBytes
-        let metrics = self.metrics
         do {
-            try await FileSystem.shared.withFileHandle(forWritingAt: FilePath(path), options: .newFile(replaceExisting: false)) { file in
-                var writer = file.bufferedWriter(capacity: .bytes(Int64(writeBufferBytes)))
-                var archive: [UInt8] = []
-                archive.reserveCapacity(96 << 10)
-                func spool() async throws {
-                    guard !archive.isEmpty else { return }
-                    if leading.count < 4 { leading += archive.prefix(4 - leading.count) }
-                    hasher.update(data: archive)
-                    size += Int64(archive.count)
-                    metrics.uploadBytesSpooled.increment(by: Int64(archive.count))
-                    do { _ = try await writer.write(contentsOf: archive) } catch { throw Self.spoolFailure(error) }
-                    archive.removeAll(keepingCapacity: true)
+            var archive: [UInt8] = []
+            archive.reserveCapacity(96 << 10)
+            var next = first
+            while let buffer = next {
+                received += buffer.readableBytes
+                metrics.uploadBytesReceived.increment(by: Int64(buffer.readableBytes))
+                guard received <= maxBodyBytes else {
+                    throw GatewayError(.contentTooLarge, "the request body is larger than \(maxBodyBytes) bytes")
                 }
-                var next = first
-                while let buffer = next {
-                    received += buffer.readableBytes
-                    metrics.uploadBytesReceived.increment(by: Int64(buffer.readableBytes))
-                    guard received <= limit else {
-                        throw GatewayError(.contentTooLarge, "the request body is larger than \(limit) bytes")
-                    }
-                    if json != nil {
-                        try buffer.withUnsafeReadableBytes { bytes throws(GatewayError) in try json!.consume(bytes, archive: &archive) }
-                    } else {
-                        try form!.consume(buffer, archive: &archive)
-                    }
-                    try await spool()
-                    next = try await chunks.next()
+                if json != nil {
+                    try buffer.withUnsafeReadableBytes { bytes throws(GatewayError) in try json!.consume(bytes, archive: &archive) }
+                } else {
+                    try form!.consume(buffer, archive: &archive)
                 }
-                if json != nil { try json!.finish(archive: &archive) } else { try form!.finish() }
-                try await spool()
-                do { try await writer.flush() } catch { throw Self.spoolFailure(error) }
+                try await spool.append(&archive)
+                next = try await chunks.next()
             }
+            if json != nil { try json!.finish(archive: &archive) } else { try form!.finish() }
+            try await spool.append(&archive)
+            try await spool.finish()
         } catch {
-            unlink(path)
+            await spool.discard()
             throw error
         }
 
         let fields = json?.fields ?? form?.fields ?? [:]
         let sawArchive = json?.sawArchive ?? form?.sawArchive ?? false
         if form != nil && !sawArchive && fields["repo_url"] == nil {
-            unlink(path)
+            await spool.discard()
             throw GatewayError.badRequest("multipart upload needs a 'source' file part (ZIP or tar.gz) or 'repo_url' and 'ref'")
         }
         var archive: SpooledArchive?
         if sawArchive {
-            archive = SpooledArchive(path: path, sha256: hasher.finalize().hexString, size: size, leadingBytes: leading)
+            archive = spool.archive
         } else {
-            unlink(path)
+            await spool.discard()
         }
         do {
             return try BuildSubmission.validated(nonce: fields["nonce"], repoURL: fields["repo_url"],
                                                  repoRef: fields["ref"] ?? fields["repo_ref"], archive: archive,
                                                  sourceName: fields["source_name"] ?? form?.archiveFilename)
         } catch {
-            unlink(path)
+            await spool.discard()
             throw error
         }
     }

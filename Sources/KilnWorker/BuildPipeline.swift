@@ -152,11 +152,20 @@ final class BuildPipeline: Sendable {
         let builder: any ProjectBuilder
         switch kind {
         case .cargo:
-            guard let sysroot else { throw BuildFailure.detect("this is a Cargo project but the worker has no Rust toolchain") }
+            guard let sysroot else {
+                throw BuildFailure.farm("detect", "this is a Cargo project and this worker has no Rust toolchain",
+                                        operatorAction: "install Rust on the workers (rustup, or Debian's cargo and rustc) or pass --rust-sysroot")
+            }
             builder = CargoBuilder(sysroot: sysroot, vendorDirectory: configuration.toolchains.cargoVendorDirectory, limits: configuration.limits)
         case .nix, .nixFlake:
-            guard configuration.toolchains.nixEnabled else { throw BuildFailure.detect("this is a Nix project but Nix is disabled on this worker") }
-            builder = NixBuilder(flake: kind == .nixFlake, limits: configuration.limits)
+            guard configuration.toolchains.nixEnabled else {
+                throw BuildFailure.farm("detect", "this is a Nix project and Nix builds are disabled on this farm's workers",
+                                        operatorAction: "run workers without --no-nix to build Nix projects", retryable: false)
+            }
+            if let (problem, action) = NixDaemon.unavailability(socket: configuration.toolchains.nixDaemonSocket) {
+                throw BuildFailure.farm("detect", "this is a Nix project and \(problem)", operatorAction: action)
+            }
+            builder = NixBuilder(flake: kind == .nixFlake, daemonSocket: configuration.toolchains.nixDaemonSocket, limits: configuration.limits)
         }
 
         // Build.

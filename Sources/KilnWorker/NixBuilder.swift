@@ -7,10 +7,12 @@ import KilnAttestation
 /// read-only, so the build cannot write to the store except through the daemon.
 public struct NixBuilder: ProjectBuilder {
     public let flake: Bool
+    public let daemonSocket: String
     public let limits: WorkerConfiguration.Limits
 
-    public init(flake: Bool, limits: WorkerConfiguration.Limits) {
+    public init(flake: Bool, daemonSocket: String = NixDaemon.defaultSocket, limits: WorkerConfiguration.Limits) {
         self.flake = flake
+        self.daemonSocket = daemonSocket
         self.limits = limits
     }
 
@@ -21,7 +23,7 @@ public struct NixBuilder: ProjectBuilder {
         var mounts = Sandbox.Mounts(source: context.sourceRoot, output: out)
         mounts.nix = true
         let env = ["PATH": "/usr/bin:/bin", "HOME": "\(Sandbox.outputPath)/home", "XDG_CACHE_HOME": "\(Sandbox.outputPath)/cache",
-                   "NIX_REMOTE": "daemon", "SOURCE_DATE_EPOCH": String(context.sourceDateEpoch), "LANG": "C.UTF-8", "TZ": "UTC", "TMPDIR": "/tmp"]
+                   "NIX_REMOTE": daemonSocket == NixDaemon.defaultSocket ? "daemon" : "unix://" + daemonSocket, "SOURCE_DATE_EPOCH": String(context.sourceDateEpoch), "LANG": "C.UTF-8", "TZ": "UTC", "TMPDIR": "/tmp"]
         let offline = ["--option", "substituters", "", "--option", "fallback", "false"]
         let command: [String] = flake
             ? ["/usr/bin/nix", "--extra-experimental-features", "nix-command flakes", "build", "-L"] + offline

@@ -105,6 +105,8 @@ public struct WorkerConfiguration: Sendable {
         public var cargoVendorDirectory: String?
         /// Nix (through the nix-daemon at its default socket); nil disables Nix builds.
         public var nixEnabled = true
+        /// The nix-daemon's socket (Nix's default unless the operator moved it).
+        public var nixDaemonSocket = NixDaemon.defaultSocket
         public var bwrap = "/usr/bin/bwrap"
         public var git = "/usr/bin/git"
         public init() {}

@@ -57,7 +57,17 @@ public final class WorkerService: Service, @unchecked Sendable {
         if sysroot == nil { sysroot = await CargoBuilder.findSysroot() }
         var toolchains: [String] = []
         if sysroot != nil { toolchains.append("cargo") }
-        if configuration.toolchains.nixEnabled, fm.isExecutableFile(atPath: "/usr/bin/nix") { toolchains.append("nix") }
+        if configuration.toolchains.nixEnabled {
+            if let (problem, action) = NixDaemon.unavailability(socket: configuration.toolchains.nixDaemonSocket) {
+                logger.warning("Nix projects will fail here until this is fixed: \(problem); \(action)")
+            } else {
+                toolchains.append("nix")
+            }
+        }
+        guard !toolchains.isEmpty || configuration.toolchains.nixEnabled else {
+            throw BuildFailure.farm("detect", "this worker has no Rust toolchain and Nix is disabled, so it can build nothing",
+                                    operatorAction: "install Rust or enable Nix on the workers")
+        }
 
         let client = try await BusClient.connect(configuration.bus, logger: logger)
         let gate = AcceptanceGate(workerID: configuration.workerID, client: client)

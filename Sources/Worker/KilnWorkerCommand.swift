@@ -38,6 +38,7 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     @Option(help: "Cargo registry mirror: a `cargo vendor` directory or a local registry, mounted read-only.") var cargoVendor: String?
     @Option(help: "Rust toolchain sysroot (default: `rustc --print sysroot`).") var rustSysroot: String?
     @Flag(help: "Disable Nix builds.") var noNix = false
+    @Option(help: "The nix-daemon's socket.") var nixDaemonSocket = NixDaemon.defaultSocket
     @Option(help: "configfs-tsm report directory.") var tsmRoot: String = "/sys/kernel/config/tsm/report"
     @Flag(help: "In a TEE, sign with the --key file instead of a per-build key made in memory and bound into the report.") var farmKeyInTee = false
     @Option(help: "Builder identity recorded in provenance (the worker image).") var builderID: String = "https://kiln.build/worker/local@v1"
@@ -71,6 +72,7 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         toolchains.cargoVendorDirectory = cargoVendor
         toolchains.rustSysroot = rustSysroot
         toolchains.nixEnabled = !noNix
+        toolchains.nixDaemonSocket = nixDaemonSocket
         let scratchDir = scratch ?? (FileManager.default.temporaryDirectory.path + "/kiln-worker-" + id)
         let configuration = WorkerConfiguration(bus: bus, workerID: id, scratchDirectory: scratchDir, keyFile: key, limits: limits,
                                                 toolchains: toolchains, tsmRoot: tsmRoot, builderID: builderID, keepScratch: keepScratch,

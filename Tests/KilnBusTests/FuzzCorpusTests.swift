@@ -7,7 +7,7 @@ import Testing
 @Suite struct FuzzCorpusTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
-    @Test(arguments: ["FuzzBusFrames", "FuzzGatewayMessages"])
+    @Test(arguments: ["FuzzBusFrames", "FuzzGatewayMessages", "FuzzSubmissionBodies"])
     func theCorpusReplaysCleanly(target: String) async throws {
         let corpus = Self.root + "/fuzz/corpus/" + target
         let inputs = try FileManager.default.contentsOfDirectory(atPath: corpus).count

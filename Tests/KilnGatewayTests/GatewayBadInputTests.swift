@@ -58,6 +58,21 @@ import Testing
         }
     }
 
+    /// #18 item 4: no route matches → a plain-text 404 naming the path; a known path with another
+    /// method → 405 with `Allow`.
+    @Test func unknownRoutesAndMethodsAnswerInPlainText() async throws {
+        let c = try await TestCluster()
+        defer { c.stop() }
+        let missing = try await c.http(.GET, "/nope/deeper")
+        #expect(missing.status == 404 && missing.body.contains("no endpoint GET /nope/deeper") && missing.body.contains("openapi.yaml"), "\(missing.body)")
+        #expect(missing.headers.first(name: "Content-Type")?.hasPrefix("text/plain") == true)
+        let wrongMethod = try await c.http(.DELETE, "/build/j123")
+        #expect(wrongMethod.status == 405 && wrongMethod.body.contains("answers GET, not DELETE"), "\(wrongMethod.status) \(wrongMethod.body)")
+        #expect(wrongMethod.headers.first(name: "Allow") == "GET")
+        let post = try await c.http(.PUT, "/build")
+        #expect(post.status == 405 && post.headers.first(name: "Allow") == "POST", "\(post.body)")
+    }
+
     @Test func unknownJobsAndUnreadyResults() async throws {
         let c = try await TestCluster()
         defer { c.stop() }

@@ -149,6 +149,25 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
         }
     }
 
+    /// #18 item 3: a Nix job on a worker whose nix-daemon does not answer is the farm's problem:
+    /// failed in `detect` saying what is missing, retryable, with an action for the operator (it was
+    /// "nix-build failed … fix the build errors"); the worker says so at start-up too.
+    @Test func aMissingNixDaemonIsTheFarmsProblemNotTheUsers() async throws {
+        let archive = try Fixtures.archive(Fixtures.nixDefault, root: "nixproj", zip: false)
+        let (d, w, terminal, _) = try await runBuild({ job in
+            BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "nix.tar.gz")
+        }, workerArgs: ["--nix-daemon-socket", "/nonexistent/kiln-test/daemon-socket"])
+        #expect(terminal.type == .failed)
+        #expect(terminal.failurePhase == "detect", "\(terminal.failurePhase ?? "")")
+        #expect(terminal.message?.contains("the farm cannot build this") == true, "\(terminal.message ?? "")")
+        #expect(terminal.message?.contains("the nix-daemon does not answer at /nonexistent/kiln-test/daemon-socket") == true, "\(terminal.message ?? "")")
+        #expect(terminal.retryable == true)
+        #expect(terminal.suggestedAction?.contains("not your project's") == true && terminal.suggestedAction?.contains("operator: start the nix-daemon") == true,
+                "\(terminal.suggestedAction ?? "")")
+        #expect(w.process.output.contains { $0.contains("Nix projects will fail here until this is fixed") }, "\(w.process.output.prefix(10))")
+        await d.close()
+    }
+
     @Test func failingBuildShipsCompilerOutput() async throws {
         let archive = try Fixtures.archive(Fixtures.brokenCrate, root: "broken", zip: false)
         let (d, _, terminal, _) = try await runBuild { job in
