@@ -103,7 +103,7 @@ struct SubmissionParsingTests {
     }
 
     static func readForm(_ body: [UInt8], pieces size: Int, boundary: String = "KiLnB0und") throws(GatewayError) -> (SubmissionFormReader, [UInt8]) {
-        let reader = try SubmissionFormReader(contentType: "multipart/form-data; boundary=\(boundary)")
+        var reader = try SubmissionFormReader(contentType: "multipart/form-data; boundary=\(boundary)")
         var archive: [UInt8] = []
         var start = 0
         while start < body.count {
@@ -134,7 +134,13 @@ struct SubmissionParsingTests {
             (Self.form([("nonce", nil, Array("ab".utf8)), ("nonce", nil, Array("cd".utf8))]), "appears more than once"),
             (Self.form((0..<70).map { ("f\($0)", nil, [0x61]) }), "more than 64 parts"),
             // One header line that never ends.
-            (Array("--KiLnB0und\r\nContent-Disposition: form-data; name=\"".utf8) + Array(repeating: 0x61, count: 1 << 20), "in a row"),
+            (Array("--KiLnB0und\r\nContent-Disposition: form-data; name=\"".utf8) + Array(repeating: 0x61, count: 1 << 20), "longer than 8192 bytes"),
+            // A preamble that never reaches a boundary.
+            (Array(repeating: 0x61, count: 1 << 20), "in a row"),
+            // A header name that is not a token (MultipartKit trapped on bytes ≥ 0x80 here).
+            (Array("--KiLnB0und\r\n".utf8) + [0xBD] + Array("ontent-Disposition: form-data; name=\"nonce\"\r\n\r\nab\r\n--KiLnB0und--\r\n".utf8), "not a token"),
+            (Array("--KiLnB0und\r\nno colon here\r\n\r\nx\r\n--KiLnB0und--\r\n".utf8), "has no name"),
+            (Array("--KiLnB0undX\r\n".utf8), "not followed by CRLF"),
             (Array("--KiLnB0und\r\n".utf8) + (0..<40).flatMap { Array("X-H\($0): v\r\n".utf8) }, "more than 32 headers"),
             (Array(Self.form([("source", nil, [1, 2, 3])]).dropLast(20)), "ended before its closing boundary"),
         ]

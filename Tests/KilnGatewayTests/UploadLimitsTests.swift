@@ -47,6 +47,20 @@ import Testing
         #expect((Self.gauge(metrics, "kiln_gateway_upload_bytes_received_total") ?? 0) > 1_048_576)
     }
 
+    /// Found by FuzzSubmissionBodies: MultipartKit 4.7.1 indexed a 128-entry table with a header-name
+    /// byte, so one byte ≥ 0x80 there trapped and killed the whole gateway. The attack, over a socket.
+    @Test func aNonASCIIHeaderNameIsA400NotACrash() async throws {
+        let c = try await TestCluster()
+        defer { c.stop() }
+        let body: [UInt8] = Array("--B\r\n".utf8) + [0xBD] + Array("ontent-Disposition: form-data; name=\"nonce\"\r\n\r\nabcd\r\n--B--\r\n".utf8)
+        let s = try RawSocket(port: c.gateway.port)
+        try s.send(Array("POST /build HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body)
+        let (code, text) = try Self.status(s, timeout: 10)
+        #expect(code == 400 && text.contains("header"), "\(text)")
+        #expect(c.gateway.process.isRunning, "the gateway died: \(c.gateway.process.output.suffix(5))")
+        #expect(try HTTPGet.get(port: c.gateway.port, path: "/healthz").status == 200)
+    }
+
     @Test func concurrentUploadsAreBoundedPerCallerAndInTotal() async throws {
         let c = try await TestCluster(gatewayArgs: ["--token", "alice:user:a-token", "--token", "bob:user:b-token",
                                                     "--max-uploads-per-caller", "2", "--max-uploads", "3"])

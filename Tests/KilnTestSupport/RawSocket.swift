@@ -39,12 +39,19 @@ public final class RawSocket: @unchecked Sendable {
     public enum ReadResult { case bytes([UInt8]), timeout, eof }
 
     /// One read of whatever is available within `timeout`.
+    /// A signal arriving (SIGCHLD from the test's child processes) is retried, never taken for the end.
     public func readSome(timeout: Double) -> ReadResult {
-        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        if poll(&pfd, 1, Int32(max(0, timeout) * 1000)) <= 0 { return .timeout }
+        let deadline = Date().addingTimeInterval(max(0, timeout))
         var buf = [UInt8](repeating: 0, count: 65536)
-        let n = recv(fd, &buf, buf.count, 0)
-        return n <= 0 ? .eof : .bytes(Array(buf[0..<n]))
+        while true {
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&pfd, 1, Int32(max(0, deadline.timeIntervalSinceNow) * 1000))
+            if ready < 0 && errno == EINTR { continue }
+            if ready <= 0 { return .timeout }
+            let n = recv(fd, &buf, buf.count, 0)
+            if n < 0 && errno == EINTR { continue }
+            return n <= 0 ? .eof : .bytes(Array(buf[0..<n]))
+        }
     }
 
     /// Reads until EOF or timeout.
@@ -54,8 +61,11 @@ public final class RawSocket: @unchecked Sendable {
         var buf = [UInt8](repeating: 0, count: 65536)
         while deadline.timeIntervalSinceNow > 0 {
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            if poll(&pfd, 1, Int32(deadline.timeIntervalSinceNow * 1000)) <= 0 { break }
+            let ready = poll(&pfd, 1, Int32(max(0, deadline.timeIntervalSinceNow) * 1000))
+            if ready < 0 && errno == EINTR { continue }
+            if ready <= 0 { break }
             let n = recv(fd, &buf, buf.count, 0)
+            if n < 0 && errno == EINTR { continue }
             if n <= 0 { break }
             out += buf[0..<n]
         }

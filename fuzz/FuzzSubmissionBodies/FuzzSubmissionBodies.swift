@@ -24,7 +24,7 @@ enum FuzzSubmissionBodiesTarget {
             } catch {}
             precondition(archive.count <= body.count * 3 / 4 + 3, "decoded more than the body holds")
         } else {
-            guard let reader = try? SubmissionFormReader(contentType: "multipart/form-data; boundary=B") else { return }
+            guard var reader = try? SubmissionFormReader(contentType: "multipart/form-data; boundary=B") else { return }
             do {
                 while start < body.count {
                     let end = min(body.count, start + piece)
