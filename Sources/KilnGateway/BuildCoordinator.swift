@@ -12,6 +12,7 @@ import NIOCore
 public actor BuildCoordinator {
     let store: any JobStore
     let files: ResultFiles
+    let assembler: ResultAssembler
     public nonisolated let hub: EventHub
     let client: BusClient
     let configuration: GatewayConfiguration
@@ -28,6 +29,8 @@ public actor BuildCoordinator {
     private var early: [String: [(BuildEvent, BusMessage)]] = [:]
     /// Source requests that overtook their worker's acceptance, answered once it is recorded.
     private var earlySourceRequests: [String: [BusMessage]] = [:]
+    /// Jobs whose last chunk is being checked and moved into place (one finisher per job).
+    private var finishingResults: Set<String> = []
 
     struct RunningJob {
         let worker: String
@@ -57,6 +60,7 @@ public actor BuildCoordinator {
                 metrics: GatewayMetrics, logger: Logger) {
         self.store = store
         self.files = files
+        self.assembler = ResultAssembler(files: files)
         self.hub = hub
         self.client = client
         self.configuration = configuration
@@ -420,12 +424,16 @@ public actor BuildCoordinator {
             return
         }
         do {
-            try files.writeChunk(job: jobID, offset: offset, bytes: bytes)
+            // Off the actor: other jobs' events go on while this chunk is written.
+            try await assembler.write(job: jobID, offset: offset, bytes: bytes)
             try await store.recordChunk(job: jobID, index: index)
             _ = try await store.update(jobID) { $0.lastSeenAt = Date() }
-            if try await store.chunks(job: jobID).count == count {
+            // Chunks come several at a time (and again when an ack is slow): the one that completes
+            // the set finishes the result; any other that sees it complete just acknowledges.
+            if try await store.chunks(job: jobID).count == count, finishingResults.insert(jobID).inserted {
+                defer { finishingResults.remove(jobID) }
                 try await store.clearChunks(job: jobID)
-                guard try files.finish(job: jobID, sha256: sha, size: size) else {
+                guard try await assembler.finish(job: jobID, sha256: sha, size: size) else {
                     await answer(Ack(ok: false, code: 422, message: "the assembled result does not match sha256 \(sha)"))
                     return
                 }

@@ -25,33 +25,6 @@ public struct ResultFiles: Sendable {
     func partialPath(job: String) -> String { root + "/partial/\(job).part" }
     public func uploadPath(job: String) -> String { root + "/uploads/\(job)" }
 
-    /// Writes one chunk durably at `offset`.
-    func writeChunk(job: String, offset: Int64, bytes: [UInt8]) throws {
-        let path = partialPath(job: job)
-        let fd = open(path, O_WRONLY | O_CREAT, 0o644)
-        guard fd >= 0 else { throw GatewayError(.internalServerError, "cannot open \(path)") }
-        defer { close(fd) }
-        let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
-        guard n == bytes.count, fsync(fd) == 0 else { throw GatewayError(.internalServerError, "cannot write \(path)") }
-    }
-
-    /// Checks the assembled file against `sha256` and moves it into place; false (and deleted) on mismatch.
-    func finish(job: String, sha256: String, size: Int64) throws -> Bool {
-        let path = partialPath(job: job)
-        let digest = try FileDigest.of(file: path)
-        guard digest.sha256 == sha256, digest.size == size else {
-            try? FileManager.default.removeItem(atPath: path)
-            return false
-        }
-        let target = resultPath(sha256: sha256)
-        if FileManager.default.fileExists(atPath: target) {
-            try? FileManager.default.removeItem(atPath: path)
-        } else {
-            guard rename(path, target) == 0 else { throw GatewayError(.internalServerError, "cannot move the result into place") }
-        }
-        return true
-    }
-
     /// Makes a spooled archive `job`'s upload (a rename: same file system).
     func adoptUpload(job: String, from spooled: String) throws {
         guard rename(spooled, uploadPath(job: job)) == 0 else {
