@@ -1,4 +1,5 @@
 import Foundation
+import NIOPosix
 import KilnArchive
 import KilnBus
 import KilnBusClient
@@ -31,6 +32,10 @@ public actor BuildCoordinator {
     private var earlySourceRequests: [String: [BusMessage]] = [:]
     /// Jobs whose last chunk is being checked and moved into place (one finisher per job).
     private var finishingResults: Set<String> = []
+    /// "There may be a job to dispatch": from submissions, idle workers and housekeeping, drained by
+    /// one loop in `run()` (a burst of wake-ups is one pass).
+    private nonisolated let dispatchWakeups: AsyncStream<Void>
+    private nonisolated let wakeDispatcher: AsyncStream<Void>.Continuation
 
     struct RunningJob {
         let worker: String
@@ -61,6 +66,7 @@ public actor BuildCoordinator {
         self.store = store
         self.files = files
         self.assembler = ResultAssembler(files: files)
+        (dispatchWakeups, wakeDispatcher) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         self.hub = hub
         self.client = client
         self.configuration = configuration
@@ -70,7 +76,8 @@ public actor BuildCoordinator {
 
     // MARK: - lifecycle
 
-    /// Subscribes to what workers send and runs the periodic checks until cancelled.
+    /// Subscribes to what workers send and handles it until cancelled (`GatewayHousekeeping` runs
+    /// the periodic checks).
     public func run() async throws {
         let ready = try client.subscribe(Subjects.workersReady)
         let events = try client.subscribe("kiln.build.*.events")
@@ -79,16 +86,11 @@ public actor BuildCoordinator {
         try await client.flush()
         await recover()
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { for await _ in ready { await self.dispatchWaiting() } }
+            group.addTask { for await _ in ready { self.wakeDispatcher.yield() } }
+            group.addTask { for await _ in self.dispatchWakeups { await self.dispatchWaiting() } }
             group.addTask { for await m in events { await self.handleEvent(m) } }
             group.addTask { for await m in results { await self.handleResultChunk(m) } }
             group.addTask { for await m in sources { await self.handleSourceRequest(m) } }
-            group.addTask {
-                while !Task.isCancelled {
-                    try await Task.sleep(for: .seconds(1))
-                    await self.tick()
-                }
-            }
             try await group.next()
             group.cancelAll()
         }
@@ -147,7 +149,7 @@ public actor BuildCoordinator {
         new.triggeredBy = triggeredBy
         let job = try await store.enqueue(new)
         logger.info("job queued", metadata: ["job_id": "\(id)"])
-        Task { await self.dispatchWaiting() }
+        wakeDispatcher.yield()
         return job
     }
 
@@ -475,7 +477,9 @@ public actor BuildCoordinator {
             }
         }
         guard let offset = BusMessageParsing.sourceChunkOffset(index: index, chunkSize: configuration.sourceChunkSize, size: size),
-              let bytes = try? files.readUpload(job: jobID, offset: offset, length: configuration.sourceChunkSize) else {
+              let bytes = try? await NIOThreadPool.singleton.runIfActive({ [files, chunkSize = configuration.sourceChunkSize] in
+                  try files.readUpload(job: jobID, offset: offset, length: chunkSize) // a disk read: not on the actor
+              }) else {
             metrics.busMessagesRejected(.badChunk)
             try? await client.publish(reply, payload: [UInt8](), headers: ["status": "416"])
             return
@@ -485,8 +489,9 @@ public actor BuildCoordinator {
 
     // MARK: - periodic
 
-    func tick() async {
-        // Workers silent for 3 heartbeats: the job ends as a retryable worker error.
+    /// Building jobs whose worker has been silent for 3 heartbeats end as a retryable worker error;
+    /// a waiting job gets another dispatch attempt.
+    func endSilentJobs() async {
         let limit = configuration.workerSilenceLimit.seconds
         if let building = try? await store.jobs(status: .building) {
             for job in building where Date().timeIntervalSince(job.lastSeenAt ?? job.startedAt ?? Date()) > limit {
@@ -512,28 +517,7 @@ public actor BuildCoordinator {
                 }
             }
         }
-        if (try? await store.oldestWaiting()) != nil { await dispatchWaiting() }
-        do { try await store.maintain() } catch { logger.warning("store maintenance failed: \(error)") }
-        // Uploaded sources are needed until the job ends (a worker fetches them, a retry may again).
-        for jobID in files.uploadedJobs() where jobID.hasPrefix("j") && !jobID.contains(".") {
-            do {
-                let job = try await store.job(jobID)
-                if let job, !job.status.isTerminal { continue }
-                // An upload is written just before its job is enqueued (a suspension point away): one
-                // without a job yet is kept for a minute rather than deleted under its submitter.
-                if job == nil, files.uploadAge(job: jobID).map({ $0 < 60 }) ?? false { continue }
-                files.removeUpload(job: jobID)
-            } catch {
-                continue
-            }
-        }
-        // Retention.
-        if let expired = try? await store.expiredResults(before: Date()) {
-            for job in expired {
-                if let sha = job.resultSha256 { try? FileManager.default.removeItem(atPath: files.resultPath(sha256: sha)) }
-                _ = try? await store.update(job.id) { $0.resultSha256 = nil; $0.resultSize = nil }
-            }
-        }
+        if (try? await store.oldestWaiting()) != nil { wakeDispatcher.yield() }
     }
 
     /// A terminal event the gateway itself writes (cancel while waiting, silent worker).

@@ -46,7 +46,8 @@ public struct Gateway {
                               onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
                               logger: logger)
         let coordinatorService = CoordinatorService(coordinator: coordinator, client: client, keepalive: configuration.sseKeepalive)
-        return Gateway(configuration: configuration, store: store, coordinator: coordinator, services: [coordinatorService, app])
+        let housekeeping = GatewayHousekeeping(coordinator: coordinator, store: store, files: files, logger: logger)
+        return Gateway(configuration: configuration, store: store, coordinator: coordinator, services: [coordinatorService, housekeeping, app])
     }
 }
 

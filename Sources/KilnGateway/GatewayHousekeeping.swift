@@ -1,0 +1,54 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// The gateway's periodic work, a `Service` of its own in the `ServiceGroup`: every `interval` it
+/// ends jobs whose worker fell silent (the coordinator owns job state), checkpoints the store,
+/// deletes uploaded sources nobody needs any more and results past their retention.
+struct GatewayHousekeeping: Service {
+    let coordinator: BuildCoordinator
+    let store: any JobStore
+    let files: ResultFiles
+    let logger: Logger
+    var interval: Duration = .seconds(1)
+
+    func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try await Task.sleep(for: interval)
+                await once()
+            }
+        }
+    }
+
+    func once() async {
+        await coordinator.endSilentJobs()
+        do { try await store.maintain() } catch { logger.warning("store maintenance failed: \(error)") }
+        await removeUnneededUploads()
+        await removeExpiredResults()
+    }
+
+    /// Uploaded sources are needed until their job ends (a worker fetches them, a retry may again).
+    func removeUnneededUploads() async {
+        for jobID in files.uploadedJobs() where jobID.hasPrefix("j") && !jobID.contains(".") {
+            do {
+                let job = try await store.job(jobID)
+                if let job, !job.status.isTerminal { continue }
+                // An upload is renamed into place just before its job is enqueued (a suspension point
+                // away): one without a job yet is kept for a minute rather than deleted under its submitter.
+                if job == nil, files.uploadAge(job: jobID).map({ $0 < 60 }) ?? false { continue }
+                files.removeUpload(job: jobID)
+            } catch {
+                continue
+            }
+        }
+    }
+
+    func removeExpiredResults() async {
+        guard let expired = try? await store.expiredResults(before: Date()) else { return }
+        for job in expired {
+            if let sha = job.resultSha256 { unlink(files.resultPath(sha256: sha)) }
+            _ = try? await store.update(job.id) { $0.resultSha256 = nil; $0.resultSize = nil }
+        }
+    }
+}
