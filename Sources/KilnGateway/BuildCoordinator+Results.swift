@@ -1,0 +1,71 @@
+import Foundation
+import KilnArchive
+import KilnBus
+import KilnBusClient
+import KilnMessages
+import Logging
+import NIOCore
+
+/// Result chunks from workers: checked against the job and its bound sender, written by the
+/// `ResultAssembler` off the actor, and the job finalized once the whole result checks out.
+extension BuildCoordinator {
+    struct Ack: Encodable {
+        var ok: Bool
+        var code: Int?
+        var message: String?
+    }
+
+    func handleResultChunk(_ message: BusMessage) async {
+        guard let reply = message.reply else { return }
+        func answer(_ ack: Ack) async { try? await client.publish(reply, payload: Array((try? JSONEncoder().encode(ack)) ?? Data())) }
+        let h = message.headers ?? [:]
+        let bytes = message.payloadBytes
+        let chunk: BusMessageParsing.ResultChunk
+        switch BusMessageParsing.resultChunk(subject: message.subject, headers: message.headers, payloadCount: bytes.count,
+                                             maxSize: configuration.maxResultBytes) {
+        case .success(let c): chunk = c
+        case .failure(.malformed(let why)):
+            await answer(Ack(ok: false, code: 400, message: why))
+            return
+        case .failure(.outOfRange(let why)):
+            metrics.busMessagesRejected(.badChunk)
+            logger.warning("\(why)", metadata: ["subject": "\(message.subject)"])
+            await answer(Ack(ok: false, code: 400, message: why))
+            return
+        }
+        let (jobID, index, count, sha, size, offset) = (chunk.jobID, chunk.index, chunk.count, chunk.sha256, chunk.size, chunk.offset)
+        guard let job = try? await store.job(jobID) else { await answer(Ack(ok: false, code: 404, message: "unknown job")); return }
+        guard fromBoundSender(message, identity: job.workerIdentity, job: jobID, what: "a result chunk") else {
+            await answer(Ack(ok: false, code: 403, message: "not the worker assigned to this job"))
+            return
+        }
+        guard job.workerID == h[ResultChunkHeaders.workerID], job.status == .building else {
+            await answer(Ack(ok: false, code: 403, message: "not the worker assigned to this job"))
+            if let w = h[ResultChunkHeaders.workerID], w != job.workerID { await sendControl(jobID, .init(action: .cancel, workerID: w)) }
+            return
+        }
+        do {
+            // Off the actor: other jobs' events go on while this chunk is written.
+            try await assembler.write(job: jobID, offset: offset, bytes: bytes)
+            try await store.recordChunk(job: jobID, index: index)
+            _ = try await store.update(jobID) { $0.lastSeenAt = Date() }
+            // Chunks come several at a time (and again when an ack is slow): the one that completes
+            // the set finishes the result; any other that sees it complete just acknowledges.
+            if try await store.chunks(job: jobID).count == count, finishingResults.insert(jobID).inserted {
+                defer { finishingResults.remove(jobID) }
+                try await store.clearChunks(job: jobID)
+                guard try await assembler.finish(job: jobID, sha256: sha, size: size) else {
+                    await answer(Ack(ok: false, code: 422, message: "the assembled result does not match sha256 \(sha)"))
+                    return
+                }
+                if let updated = try await store.update(jobID, { $0.resultSha256 = sha; $0.resultSize = size }) {
+                    await finalizeAfterResult(updated)
+                }
+            }
+            await answer(Ack(ok: true))
+        } catch {
+            logger.error("cannot store result chunk: \(error)", metadata: ["job_id": "\(jobID)"])
+            await answer(Ack(ok: false, code: 500, message: "the gateway could not store the chunk"))
+        }
+    }
+}

@@ -1,0 +1,43 @@
+import KilnBus
+import KilnBusClient
+import NIOPosix
+
+/// Answers workers' `kiln.build.<job>.source` requests with chunks of an uploaded source. Stateless:
+/// everything it decides comes from the request, the job in the store and the upload on disk, so it
+/// needs no actor (the coordinator only holds back requests that overtake their job's acceptance).
+/// The disk read runs on NIO's blocking thread pool.
+struct SourceChunkServer: Sendable {
+    let store: any JobStore
+    let files: ResultFiles
+    let client: BusClient
+    let chunkSize: Int
+    let metrics: GatewayMetrics
+    let senders: SenderCheck
+
+    func answer(_ message: BusMessage, jobID: String) async {
+        guard let reply = message.reply else { return }
+        guard let (_, index) = BusMessageParsing.sourceRequest(subject: message.subject, headers: message.headers),
+              let size = files.uploadSize(job: jobID) else {
+            try? await client.publish(reply, payload: [UInt8](), headers: ["status": "404"])
+            return
+        }
+        // Where the broker authenticates users, a job's source goes to the worker that accepted it only.
+        // (A message stamped by the broker means users are authenticated: then a job nobody accepted has no source to give.)
+        let job = try? await store.job(jobID)
+        if message.headers?[BusHeader.senderHeader] != nil || job?.workerIdentity != nil {
+            guard let job, job.status == .building, senders.accepts(message, identity: job.workerIdentity, job: jobID, what: "a source request") else {
+                try? await client.publish(reply, payload: [UInt8](), headers: ["status": "403"])
+                return
+            }
+        }
+        guard let offset = BusMessageParsing.sourceChunkOffset(index: index, chunkSize: chunkSize, size: size),
+              let bytes = try? await NIOThreadPool.singleton.runIfActive({ [files, chunkSize] in
+                  try files.readUpload(job: jobID, offset: offset, length: chunkSize)
+              }) else {
+            metrics.busMessagesRejected(.badChunk)
+            try? await client.publish(reply, payload: [UInt8](), headers: ["status": "416"])
+            return
+        }
+        try? await client.publish(reply, payload: bytes, headers: ["status": "200"])
+    }
+}
