@@ -45,7 +45,7 @@ extension BuildCoordinator {
     /// Every check against the stored job: assignment, duplicates, gaps, state changes, `done`.
     private func handleEventInFull(_ event: BuildEvent, _ message: BusMessage) async {
         guard let job = try? await store.job(event.jobID) else { return }
-        guard fromBoundSender(message, identity: job.workerIdentity, job: job.id, what: "a \(event.type.rawValue) event") else { return }
+        guard senders.accepts(message, identity: job.workerIdentity, job: job.id, what: "a \(event.type.rawValue) event") else { return }
         guard let worker = event.workerID, worker == job.workerID else {
             if let other = event.workerID, job.status != .waiting {
                 await sendControl(job.id, .init(action: .cancel, workerID: other))

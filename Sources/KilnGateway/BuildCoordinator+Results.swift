@@ -35,7 +35,7 @@ extension BuildCoordinator {
         }
         let (jobID, index, count, sha, size, offset) = (chunk.jobID, chunk.index, chunk.count, chunk.sha256, chunk.size, chunk.offset)
         guard let job = try? await store.job(jobID) else { await answer(Ack(ok: false, code: 404, message: "unknown job")); return }
-        guard fromBoundSender(message, identity: job.workerIdentity, job: jobID, what: "a result chunk") else {
+        guard senders.accepts(message, identity: job.workerIdentity, job: jobID, what: "a result chunk") else {
             await answer(Ack(ok: false, code: 403, message: "not the worker assigned to this job"))
             return
         }

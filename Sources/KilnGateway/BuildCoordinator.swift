@@ -50,11 +50,6 @@ public actor BuildCoordinator {
     /// tokens, which would end an SSE `data:` line; unknown fields are dropped).
     static func relayable(_ event: BuildEvent) -> String { String(decoding: event.encoded(), as: UTF8.self) }
 
-    /// Whether a message about a job comes from the identity bound at acceptance.
-    func fromBoundSender(_ message: BusMessage, identity: String?, job: String, what: String) -> Bool {
-        senders.accepts(message, identity: identity, job: job, what: what)
-    }
-
     public init(store: any JobStore, files: ResultFiles, hub: EventHub, client: BusClient, configuration: GatewayConfiguration,
                 metrics: GatewayMetrics, logger: Logger) {
         self.store = store
@@ -200,7 +195,7 @@ public actor BuildCoordinator {
         }
         while let queue = earlySourceRequests[job.id], let message = queue.first {
             earlySourceRequests[job.id] = Array(queue.dropFirst())
-            await answerSourceRequest(message, jobID: job.id)
+            await sourceChunks.answer(message, jobID: job.id)
         }
         earlySourceRequests[job.id] = nil
         early[job.id] = nil
@@ -257,10 +252,6 @@ public actor BuildCoordinator {
             if earlySourceRequests[jobID, default: []].count < 64 { earlySourceRequests[jobID, default: []].append(message) }
             return
         }
-        await answerSourceRequest(message, jobID: jobID)
-    }
-
-    private func answerSourceRequest(_ message: BusMessage, jobID: String) async {
         await sourceChunks.answer(message, jobID: jobID)
     }
 

@@ -35,7 +35,7 @@ public struct Gateway {
         let routeTable = UnmatchedRouteMiddleware.Table()
         router.middlewares.add(UnmatchedRouteMiddleware(table: routeTable))
         let endpoints = GatewayRoutes(coordinator: coordinator, store: store, files: files, configuration: configuration, metrics: metrics,
-                                      keys: KeySet(keys), limiter: RequestLimiter(configuration: configuration.requestLimits)).register(on: router)
+                                      keys: KeySet(keys), limiter: RequestLimiter(configuration: configuration.requestLimits, metrics: metrics)).register(on: router)
         routeTable.set(endpoints)
         for endpoint in endpoints { logger.debug("serves \(endpoint)") }
         var server = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [SSERelay()]))

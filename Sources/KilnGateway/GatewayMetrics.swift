@@ -41,7 +41,7 @@ public final class GatewayMetrics: Sendable {
         sseClients = registry.makeGauge(descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "sse_clients", unitName: "",
                                                           helpText: "Connected SSE clients"))
         uploadsInProgress = registry.makeGauge(descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "uploads_in_progress", unitName: "",
-                                                                 helpText: "POST /build bodies being received"))
+                                                                 helpText: "POST /build bodies being received (upload slots held)"))
         uploadBytesReceived = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "upload_bytes_received", unitName: "total",
                                                                      helpText: "Request-body bytes received by POST /build"))
         uploadBytesSpooled = registry.makeCounter(descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "upload_bytes_spooled", unitName: "total",

@@ -104,19 +104,9 @@ struct GatewayRoutes: Sendable {
     }
 
     func submit(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
-        do { try limiter.admitSubmission(context.principal.name) } catch {
-            metrics.requestsLimited(.submissions)
-            throw error
-        }
-        do { try limiter.acquire(.upload, for: context.principal.name) } catch {
-            metrics.requestsLimited(.uploads)
-            throw error
-        }
-        metrics.uploadsInProgress.increment()
-        defer {
-            metrics.uploadsInProgress.decrement()
-            limiter.release(.upload, for: context.principal.name)
-        }
+        try limiter.admitSubmission(context.principal.name)
+        try limiter.acquire(.upload, for: context.principal.name)
+        defer { limiter.release(.upload, for: context.principal.name) }
         var reader = SubmissionReader(spoolDirectory: files.incomingDirectory, maxBodyBytes: configuration.maxBodyBytes, metrics: metrics)
         reader.memoryLimit = min(reader.memoryLimit, configuration.inlineSourceLimit)
         let submission = try await reader.read(contentType: request.headers[.contentType], body: request.body)
@@ -178,10 +168,7 @@ struct GatewayRoutes: Sendable {
         let id = try await accessibleJob(context).id
         let principal = context.principal.name
         let limiter = self.limiter
-        do { try limiter.acquire(.eventStream, for: principal) } catch {
-            metrics.requestsLimited(.eventStreams)
-            throw error
-        }
+        try limiter.acquire(.eventStream, for: principal)
         var after = 0
         if let raw = request.headers[.lastEventID] ?? request.uri.queryParameters["last_event_id"].map(String.init) {
             guard let v = Int(raw.trimmingCharacters(in: .whitespaces)), v >= 0 else {
@@ -237,6 +224,7 @@ struct GatewayRoutes: Sendable {
     func metricsText() async throws -> Response {
         let counts = try await store.countByStatus()
         for (status, gauge) in metrics.jobsByStatus { gauge.set(Double(counts[status] ?? 0)) }
+        metrics.uploadsInProgress.set(Double(limiter.held(.upload)))
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                         body: .init(byteBuffer: ByteBuffer(string: metrics.registry.emitToString())))
     }

@@ -45,10 +45,15 @@ public final class RequestLimiter: Sendable {
     }
 
     public let configuration: Configuration
+    /// Where refusals are counted (`kiln_gateway_requests_limited_total{limit}`).
+    let metrics: GatewayMetrics?
     private let state = NIOLockedValueBox(State())
     private let clock = ContinuousClock()
 
-    public init(configuration: Configuration) { self.configuration = configuration }
+    public init(configuration: Configuration, metrics: GatewayMetrics? = nil) {
+        self.configuration = configuration
+        self.metrics = metrics
+    }
 
     /// Takes a `slot` for `principal`, or throws 429. Pair with `release`.
     func acquire(_ slot: Slot, for principal: String) throws(GatewayError) {
@@ -62,7 +67,10 @@ public final class RequestLimiter: Sendable {
             s.heldByPrincipal[slot, default: [:]][principal, default: 0] += 1
             return nil
         }
-        if let refused { throw GatewayError(.tooManyRequests, refused + "; retry when one has finished", headers: [.retryAfter: "5"]) }
+        if let refused {
+            metrics?.requestsLimited(slot == .upload ? .uploads : .eventStreams)
+            throw GatewayError(.tooManyRequests, refused + "; retry when one has finished", headers: [.retryAfter: "5"])
+        }
     }
 
     func release(_ slot: Slot, for principal: String) {
@@ -92,6 +100,7 @@ public final class RequestLimiter: Sendable {
             return nil
         }
         if let wait {
+            metrics?.requestsLimited(.submissions)
             let seconds = max(1, Int(wait.rounded(.up)))
             throw GatewayError(.tooManyRequests, "at most \(configuration.submissionsPerMinute) builds per minute per caller; retry in \(seconds) s",
                                headers: [.retryAfter: String(seconds)])

@@ -10,7 +10,6 @@ public struct SubmissionFormReader: Sendable {
     static let archivePart = "source"
     static let textParts: Set<String> = ["nonce", "repo_url", "ref", "repo_ref", "source_name"]
     static let maxFieldBytes = 64 << 10
-    static let maxHeadersPerPart = MultipartStreamParser.maxHeaders
     static let maxParts = 64
     /// Bytes the parser may take without reporting a header, body bytes or a part's end.
     static let maxBytesWithoutProgress = 64 << 10
