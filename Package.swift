@@ -96,8 +96,15 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         // Messages exchanged between gateway and workers over the bus (design §3).
         .target(name: "KilnMessages", dependencies: [], swiftSettings: swiftSettings),
+        // Child processes: spawned without inheriting stray descriptors, reaped without blocking a thread.
+        .target(name: "KilnProcess", dependencies: [
+            "CKilnSystem",
+            .product(name: "Subprocess", package: "swift-subprocess"),
+            .product(name: "SystemPackage", package: "swift-system"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ], swiftSettings: swiftSettings),
         .target(name: "KilnWorker", dependencies: [
-            "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive",
+            "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnProcess",
             .product(name: "Subprocess", package: "swift-subprocess"),
             .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "Logging", package: "swift-log"),
@@ -182,7 +189,7 @@ let package = Package(
         ], path: "fuzz/FuzzSubmissionBodies", swiftSettings: swiftSettings),
 
         .target(name: "KilnTestSupport", dependencies: [
-            "KilnBus",
+            "KilnBus", "KilnProcess",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

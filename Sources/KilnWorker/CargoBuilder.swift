@@ -1,4 +1,5 @@
 import Foundation
+import KilnProcess
 import KilnAttestation
 
 /// `cargo build --release --locked --offline` in the sandbox, reproducibly: fixed paths, remapped path

@@ -1,4 +1,5 @@
 import Foundation
+import KilnProcess
 import KilnArchive
 import KilnAttestation
 

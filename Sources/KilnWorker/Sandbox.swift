@@ -1,4 +1,5 @@
 import Foundation
+import KilnProcess
 import KilnArchive
 
 /// The bubblewrap sandbox every build runs in (design §5 step 3).

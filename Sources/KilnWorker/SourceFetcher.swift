@@ -1,4 +1,5 @@
 import Foundation
+import KilnProcess
 import KilnArchive
 
 /// Gets the user's source into `<scratch>/src` (design §5 step 1) and records what it was.

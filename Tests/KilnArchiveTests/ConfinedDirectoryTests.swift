@@ -139,16 +139,10 @@ import Testing
 
 /// Kernel-generated files report size 0; they must still be read whole.
 @Suite struct KernelFileTests {
-    @Test func procFilesLargerThanAPageAreReadWhole() throws {
+    @Test func procFilesLargerThanAPageAreReadWhole() async throws {
         let maps = try #require(KernelFile.read("/proc/self/maps"))
-        let viaShell = Process()
-        viaShell.executableURL = URL(fileURLWithPath: "/bin/sh")
-        viaShell.arguments = ["-c", "wc -c < /proc/\(getpid())/maps"]
-        let out = Pipe()
-        viaShell.standardOutput = out
-        try viaShell.run()
-        let expected = Int(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
-        viaShell.waitUntilExit()
+        let count = try await Command.run("/bin/sh", ["-c", "wc -c < /proc/\(getpid())/maps"])
+        let expected = Int(count.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
         #expect(expected > 8192, "this test needs a maps file over two pages")
         // The process's maps can change a little between the two reads; a one-page read would be far off.
         #expect(abs(maps.count - expected) < 2048, "read \(maps.count) of \(expected) bytes")

@@ -41,7 +41,7 @@ import Testing
         #expect(try FileDigest.of(file: dir.file("4.tar.gz")).sha256 != h[0])
     }
 
-    @Test func headerIsNormalised() throws {
+    @Test func headerIsNormalised() async throws {
         let dir = try TemporaryDirectory()
         try makeTree(at: dir.file("a"), mtime: Date(), mode: 0o600, owner: 99)
         try TarballWriter.pack(directory: dir.file("a"), to: dir.file("t.tar.gz"), mtime: 1_690_000_000)
@@ -57,14 +57,7 @@ import Testing
         #expect((readme[.modificationDate] as? Date)?.timeIntervalSince1970 == 1_690_000_000)
         #expect(try FileManager.default.destinationOfSymbolicLink(atPath: dir.file("x/lib/link")) == "deep/data.txt")
         // Listing via GNU tar: numeric owner 0/0.
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/tar")
-        p.arguments = ["--numeric-owner", "-tvzf", dir.file("t.tar.gz")]
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        try p.run()
-        let listing = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
+        let listing = try await Command.run("/bin/tar", ["--numeric-owner", "-tvzf", dir.file("t.tar.gz")])
         #expect(listing.split(separator: "\n").allSatisfy { $0.contains(" 0/0 ") }, "\(listing)")
     }
 

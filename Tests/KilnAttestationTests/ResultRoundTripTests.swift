@@ -163,30 +163,20 @@ import Testing
         expectFailure(f, .claims, "report_data is not what the signer signed")
     }
 
-    @Test func reportDataSpecification() throws {
+    @Test func reportDataSpecification() async throws {
         // report_data = SHA-512("kiln-evidence-v1" 0x00 ‖ u32be(len) ‖ nonce ‖ sha256(prov) ‖ sha256(manifest) ‖ key)
         let b = Binding(nonce: "a1b2", provenanceSha256: String(repeating: "11", count: 32),
                         manifestSha256: String(repeating: "22", count: 32), publicKey: String(repeating: "33", count: 32))
         var input = Array("kiln-evidence-v1".utf8) + [0, 0, 0, 0, 2, 0xa1, 0xb2]
         input += [UInt8](repeating: 0x11, count: 32) + [UInt8](repeating: 0x22, count: 32) + [UInt8](repeating: 0x33, count: 32)
-        let expected = Process.sha512sum(input)
+        let expected = try await sha512sum(input)
         #expect(try b.reportData().hexString == expected)
     }
 }
 
-extension Process {
-    /// sha512sum(1) of `bytes`, as an independent implementation to compare against.
-    static func sha512sum(_ bytes: [UInt8]) -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/sha512sum")
-        let input = Pipe(), output = Pipe()
-        p.standardInput = input
-        p.standardOutput = output
-        try! p.run()
-        input.fileHandleForWriting.write(Data(bytes))
-        try! input.fileHandleForWriting.close()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        return String(text.prefix(128))
-    }
+/// sha512sum(1) of `bytes`, as an independent implementation to compare against.
+func sha512sum(_ bytes: [UInt8]) async throws -> String {
+    let dir = try TemporaryDirectory(prefix: "kiln-sha512")
+    try Data(bytes).write(to: URL(fileURLWithPath: dir.file("input")))
+    return String(try await Command.run("/usr/bin/sha512sum", [dir.file("input")]).prefix(128))
 }

@@ -64,7 +64,7 @@ import Testing
         let dir = try TemporaryDirectory()
         try "{\"users\":[{\"user\":\"x\",\"password\":\"y\",\"permissions\":{\"publish\":{\"allow\":[\"a..b\"]}}}]}"
             .write(toFile: dir.file("bad.json"), atomically: true, encoding: .utf8)
-        let p = try LaunchedProcess(BuiltProducts.path("kiln-broker"), ["--port", "0", "--monitor-port=-1", "--config", dir.file("bad.json")])
+        let p = try await LaunchedProcess(BuiltProducts.path("kiln-broker"), ["--port", "0", "--monitor-port=-1", "--config", dir.file("bad.json")])
         #expect(try await p.waitForExit() != 0)
         #expect(p.output.joined().contains("empty token"))
     }

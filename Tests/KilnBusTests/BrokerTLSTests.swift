@@ -18,7 +18,7 @@ import Testing
 
     @Test func aClientThatTrustsTheCATalksOverTLSAndNothingElseGetsIn() async throws {
         let dir = try TemporaryDirectory()
-        let pki = try TestCertificates(directory: dir.path)
+        let pki = try await TestCertificates(directory: dir.path)
         let broker = try await BrokerProcess(arguments: ["--tls-cert", pki.serverCert, "--tls-key", pki.serverKey])
         defer { broker.stop() }
         let a = try await client(broker.port, tls: .init(caFile: pki.caCert))
@@ -41,7 +41,7 @@ import Testing
 
     @Test func mutualTLSLogsInAsTheCertificatesUserAndRefusesClientsWithout() async throws {
         let dir = try TemporaryDirectory()
-        let pki = try TestCertificates(directory: dir.path, clients: ["alice"])
+        let pki = try await TestCertificates(directory: dir.path, clients: ["alice"])
         try #"{"users": [{"user": "alice", "permissions": {}}, {"user": "bob", "password": "pb", "permissions": {}}]}"#
             .write(toFile: dir.file("users.json"), atomically: true, encoding: .utf8)
         let broker = try await BrokerProcess(arguments: ["--tls-cert", pki.serverCert, "--tls-key", pki.serverKey,

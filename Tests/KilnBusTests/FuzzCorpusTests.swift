@@ -12,7 +12,7 @@ import Testing
         let corpus = Self.root + "/fuzz/corpus/" + target
         let inputs = try FileManager.default.contentsOfDirectory(atPath: corpus).count
         #expect(inputs >= 5)
-        let p = try LaunchedProcess(BuiltProducts.path(target), [corpus])
+        let p = try await LaunchedProcess(BuiltProducts.path(target), [corpus])
         #expect(try await p.waitForExit(timeout: .seconds(120)) == 0, "\(p.output.suffix(20))")
         #expect(p.output.contains { $0.hasPrefix("replayed \(inputs) inputs") }, "\(p.output)")
     }

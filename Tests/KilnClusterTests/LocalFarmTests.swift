@@ -30,7 +30,7 @@ import Testing
         env["KILN_WORKER_ARGS"] = "--allow-source-host 127.0.0.1 --log-level debug"
         // Launched with an empty signal mask, as from a terminal: processes spawned from Swift's worker
         // threads inherit blocked signals, and bash can neither unblock them nor trap them then.
-        let farm = try LaunchedProcess("/usr/bin/python3", ["-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
+        let farm = try await LaunchedProcess("/usr/bin/python3", ["-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
             + "os.execv(sys.argv[1], sys.argv[1:])", Self.packageRoot + "/cluster/farm.sh"], environment: env)
         defer {
             // SIGTERM lets the farm stop its own children (SIGKILL would orphan them).
@@ -42,7 +42,7 @@ import Testing
         let pubKey = dir.file("state/keys/farm.pub.pem")
         let git = try await GitFixture()
         defer { git.stop() }
-        try git.createRepository("hello", files: Fixtures.helloCrate(name: "fromgit"))
+        try await git.createRepository("hello", files: Fixtures.helloCrate(name: "fromgit"))
         let nonce = "00112233445566778899aabbccddeeff"
 
         func post(_ body: [UInt8], _ type: String) async throws -> String {
@@ -55,8 +55,8 @@ import Testing
             #expect(resp.status == .ok, "\(text)")
             return (try JSONSerialization.jsonObject(with: Data(text.utf8)) as! [String: Any])["job_id"] as! String
         }
-        let archive = try Fixtures.archive(Fixtures.helloCrate(name: "fromjson"), root: "fromjson", zip: false)
-        let zip = try Fixtures.archive(Fixtures.helloCrate(name: "frommultipart"), root: "frommultipart", zip: true)
+        let archive = try await Fixtures.archive(Fixtures.helloCrate(name: "fromjson"), root: "fromjson", zip: false)
+        let zip = try await Fixtures.archive(Fixtures.helloCrate(name: "frommultipart"), root: "frommultipart", zip: true)
         var form = Data("--B\r\nContent-Disposition: form-data; name=\"nonce\"\r\n\r\n\(nonce)\r\n".utf8)
         form += Data("--B\r\nContent-Disposition: form-data; name=\"source\"; filename=\"m.zip\"\r\n\r\n".utf8) + Data(zip) + Data("\r\n--B--\r\n".utf8)
         let jobs = [
@@ -80,21 +80,21 @@ import Testing
         try Fixtures.write(Fixtures.helloCrate(name: "fromcli"), to: src)
         var cliEnv = env
         cliEnv["KILN_GATEWAY"] = gateway
-        let submit = try LaunchedProcess(BuiltProducts.path("kiln"), ["submit", src, "--nonce", nonce, "--follow", "-o", dir.file("result-cli.tar.gz")],
+        let submit = try await LaunchedProcess(BuiltProducts.path("kiln"), ["submit", src, "--nonce", nonce, "--follow", "-o", dir.file("result-cli.tar.gz")],
                                          environment: cliEnv)
         #expect(try await submit.waitForExit(timeout: .seconds(180)) == 0, "\(submit.output.suffix(10))")
         #expect(submit.output.contains { $0.contains("phase build") })
         results.append(dir.file("result-cli.tar.gz"))
 
         for file in results {
-            let v = try LaunchedProcess(BuiltProducts.path("kiln"), ["verify", file, "--nonce", nonce, "--key", pubKey, "--allow-tee-none"])
+            let v = try await LaunchedProcess(BuiltProducts.path("kiln"), ["verify", file, "--nonce", nonce, "--key", pubKey, "--allow-tee-none"])
             #expect(try await v.waitForExit() == 0, "\(file): \(v.output)")
             let python = Self.packageRoot + "/.venv/bin/python"
             if FileManager.default.isExecutableFile(atPath: python) {
                 var penv = env
                 penv["KILN_RESULT"] = file
                 penv["KILN_NONCE"] = nonce
-                let py = try LaunchedProcess(python, ["-m", "pytest", "-q", Self.packageRoot + "/Tests/python"], environment: penv)
+                let py = try await LaunchedProcess(python, ["-m", "pytest", "-q", Self.packageRoot + "/Tests/python"], environment: penv)
                 #expect(try await py.waitForExit(timeout: .seconds(120)) == 0, "\(file): \(py.output.suffix(15))")
             }
         }

@@ -17,9 +17,9 @@ import Testing
     @Test func aFarmRunsWithTheProductionUsersFileAndPerWorkerCredentials() async throws {
         let dir = try TemporaryDirectory(prefix: "kiln-prod")
         // The operator's credential key pair: the pool signs with the private half, the broker checks with the public one.
-        let keygen = try LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "generate", dir.file("cred.pem")])
+        let keygen = try await LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "generate", dir.file("cred.pem")])
         _ = try await keygen.waitForExit()
-        let shown = try LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "show", dir.file("cred.pem")])
+        let shown = try await LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "show", dir.file("cred.pem")])
         _ = try await shown.waitForExit()
         let hex = try #require(shown.output.first { $0.hasPrefix("hex") }?.split(separator: " ").last.map(String.init))
         try hex.write(toFile: dir.file("cred.pub"), atomically: true, encoding: .utf8)
@@ -31,7 +31,7 @@ import Testing
             "--broker", "kiln://gateway:change-me-gateway@127.0.0.1:\(broker.port)", "--inline-source-limit", "1024", "--source-chunk-size", "1024",
         ])
         defer { gateway.stop() }
-        let pool = try LaunchedProcess(BuiltProducts.path("kiln-pool"), [
+        let pool = try await LaunchedProcess(BuiltProducts.path("kiln-pool"), [
             "--broker", "kiln://pool:change-me-pool@127.0.0.1:\(broker.port)", "--idle", "1", "--max", "2", "--state", dir.file("pool"),
             "--key", farmKey, "--credential-signing-key", dir.file("cred.pem"), "--credential-ttl", "600",
         ])
@@ -44,12 +44,12 @@ import Testing
         var files = Fixtures.helloCrate(name: "big", message: "hello from a production farm",
                                         buildRS: "fn main() { std::thread::sleep(std::time::Duration::from_secs(4)); }\n")
         files["assets/blob.txt"] = (0..<4000).map { "line \($0) of padding so the upload is fetched in chunks\n" }.joined()
-        let archive = try Fixtures.archive(files, root: "big", zip: false)
+        let archive = try await Fixtures.archive(files, root: "big", zip: false)
         #expect(archive.count > 4 * 1024, "the upload must exceed the 1 KiB inline limit several times over")
         let source = Data(archive).base64EncodedString()
         let body = try JSONSerialization.data(withJSONObject: ["nonce": "abcd1234", "source_data": source, "source_name": "big.tar.gz"])
         try body.write(to: URL(fileURLWithPath: dir.file("body.json")))
-        let curl = try LaunchedProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "Content-Type: application/json",
+        let curl = try await LaunchedProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "Content-Type: application/json",
                                                          "--data-binary", "@" + dir.file("body.json"), "-o", dir.file("submitted.json"), gateway.url + "/build"])
         _ = try await curl.waitForExit()
         let submitted = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir.file("submitted.json")))) as? [String: Any]

@@ -14,7 +14,7 @@ import Testing
         let broker = try await BrokerProcess()
         defer { broker.stop() }
         let monitor = try FreePort.pick()
-        let pool = try LaunchedProcess(BuiltProducts.path("kiln-pool"),
+        let pool = try await LaunchedProcess(BuiltProducts.path("kiln-pool"),
                                        ["--broker", "kiln://127.0.0.1:\(broker.port)", "--idle", "2", "--max", "4", "--state", dir.file("pool"),
                                         "--key", dir.file("farm.pem"), "--monitor-port", String(monitor)])
         defer {
@@ -50,7 +50,7 @@ import Testing
         defer { broker.stop() }
         let gateway = try await GatewayProcess(brokerPort: broker.port, dataDirectory: dir.file("gw"))
         defer { gateway.stop() }
-        let pool = try LaunchedProcess(BuiltProducts.path("kiln-pool"),
+        let pool = try await LaunchedProcess(BuiltProducts.path("kiln-pool"),
                                        ["--broker", "kiln://127.0.0.1:\(broker.port)", "--idle", "1", "--max", "2", "--state", dir.file("pool"),
                                         "--key", dir.file("farm.pem")])
         defer {
@@ -72,10 +72,10 @@ import Testing
             std::thread::sleep(std::time::Duration::from_secs(600));
         }
         """
-        let source = Data(try Fixtures.archive(Fixtures.helloCrate(name: "slow", buildRS: buildRS), root: "slow", zip: false)).base64EncodedString()
+        let source = Data(try await Fixtures.archive(Fixtures.helloCrate(name: "slow", buildRS: buildRS), root: "slow", zip: false)).base64EncodedString()
         let body = try JSONSerialization.data(withJSONObject: ["nonce": "abcd1234", "source_data": source, "source_name": "slow.tar.gz"])
         try body.write(to: URL(fileURLWithPath: dir.file("body.json")))
-        let curl = try LaunchedProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "Content-Type: application/json",
+        let curl = try await LaunchedProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "Content-Type: application/json",
                                                          "--data-binary", "@" + dir.file("body.json"), gateway.url + "/build"])
         _ = try await curl.waitForExit()
         // Wait until the build script runs (its orphan-to-be exists), then kill the busy worker.

@@ -7,7 +7,7 @@ import Testing
 @Suite(.serialized) struct FarmOverTLSTests {
     @Test func aBuildCompletesOverMutualTLS() async throws {
         let pre = try TemporaryDirectory(prefix: "kiln-tls")
-        let pki = try TestCertificates(directory: pre.path, clients: ["gateway", "worker-1"])
+        let pki = try await TestCertificates(directory: pre.path, clients: ["gateway", "worker-1"])
         try #"""
         {"users": [
           {"user": "gateway", "permissions": {}},
@@ -33,10 +33,10 @@ import Testing
         #expect(done["status"] as? String == "ready", "\(done)")
         let file = c.dir.file("tls-result.tar.gz")
         #expect(try await c.download("/build/\(id)/result", to: file).status == 200)
-        let v = try LaunchedProcess(BuiltProducts.path("kiln"), ["verify", file, "--nonce", "c0ffee00", "--key", c.keyFile, "--allow-tee-none"])
+        let v = try await LaunchedProcess(BuiltProducts.path("kiln"), ["verify", file, "--nonce", "c0ffee00", "--key", c.keyFile, "--allow-tee-none"])
         #expect(try await v.waitForExit() == 0, "\(v.output)")
         // Without a certificate the worker cannot join.
-        let stranger = try LaunchedProcess(BuiltProducts.path("kiln-worker"), ["--broker", "kilns://127.0.0.1:\(c.broker.port)", "--scratch", c.dir.file("s2"),
+        let stranger = try await LaunchedProcess(BuiltProducts.path("kiln-worker"), ["--broker", "kilns://127.0.0.1:\(c.broker.port)", "--scratch", c.dir.file("s2"),
                                                                               "--key", c.keyFile, "--idle-timeout", "5"],
                                            environment: { var e = env("worker-1"); e["KILN_BROKER_CERT"] = nil; e["KILN_BROKER_KEY"] = nil; return e }())
         #expect(try await stranger.waitForExit(timeout: .seconds(30)) != 0)

@@ -9,9 +9,9 @@ import Testing
 
 /// Every 400/401/404/409/413/415 case of the API, against a real gateway; nothing is stored for a rejected request.
 @Suite(.serialized) struct GatewayBadInputTests {
-    static let archive = Data(try! Fixtures.archive(Fixtures.helloCrate(), root: "proj", zip: false)).base64EncodedString()
 
     @Test func rejectsBadJSONSubmissions() async throws {
+        let archive = Data(try await Fixtures.archive(Fixtures.helloCrate(), root: "proj", zip: false)).base64EncodedString()
         let c = try await TestCluster(gatewayArgs: ["--max-body", "1048576"])
         defer { c.stop() }
         let cases: [(String, Any, Int, String)] = [
@@ -20,7 +20,7 @@ import Testing
             ("nonce odd", ["nonce": "abc", "repo_url": "https://example.invalid/x.git"], 400, "odd number"),
             ("nonce too long", ["nonce": String(repeating: "ab", count: 17), "repo_url": "https://example.invalid/x.git"], 400, "at most 16 bytes"),
             ("neither", ["nonce": "abcd"], 400, "not neither"),
-            ("both", ["nonce": "abcd", "repo_url": "https://example.invalid/x.git", "source_data": Self.archive], 400, "not both"),
+            ("both", ["nonce": "abcd", "repo_url": "https://example.invalid/x.git", "source_data": archive], 400, "not both"),
             ("wrong type", ["nonce": 1234, "repo_url": "https://example.invalid/x.git"], 400, "must be a string"),
             ("bad base64", ["nonce": "abcd", "source_data": "@@not base64@@"], 400, "not valid base64"),
             ("empty archive", ["nonce": "abcd", "source_data": ""], 400, "archive is empty"),

@@ -45,7 +45,7 @@ import Testing
         #expect(try FileDigest.of(file: second).sha256 == digest.sha256)
         #expect(try await c.http(.GET, "/build/\(id)").status == 200)
         // Verify with the keys the gateway serves.
-        let v = try LaunchedProcess(BuiltProducts.path("kiln"), ["verify", file, "--nonce", "0badc0de", "--gateway", c.gateway.url, "--allow-tee-none"])
+        let v = try await LaunchedProcess(BuiltProducts.path("kiln"), ["verify", file, "--nonce", "0badc0de", "--gateway", c.gateway.url, "--allow-tee-none"])
         #expect(try await v.waitForExit() == 0, "\(v.output)")
         // The gateway vouches for itself: the CLI says which key it trusted that way.
         let farmKey = try SigningKey(contentsOf: c.keyFile).publicKey.keyID
@@ -66,8 +66,8 @@ import Testing
         defer { c.stop() }
         let git = try await GitFixture()
         defer { git.stop() }
-        try git.createRepository("hello", files: Fixtures.helloCrate())
-        let archive = try Fixtures.archive(Fixtures.helloCrate(name: "multi"), root: "multi", zip: true)
+        try await git.createRepository("hello", files: Fixtures.helloCrate())
+        let archive = try await Fixtures.archive(Fixtures.helloCrate(name: "multi"), root: "multi", zip: true)
         var body = Data("--KilnBoundary\r\nContent-Disposition: form-data; name=\"nonce\"\r\n\r\nfeedface\r\n".utf8)
         body += Data("--KilnBoundary\r\nContent-Disposition: form-data; name=\"source\"; filename=\"multi.zip\"\r\nContent-Type: application/zip\r\n\r\n".utf8)
         body += Data(archive) + Data("\r\n--KilnBoundary--\r\n".utf8)
@@ -161,7 +161,7 @@ import Testing
         #expect(sse.events.last?.event == "done")
         let file = c.dir.file("r.tar.gz")
         _ = try await c.download("/build/\(id)/result", to: file)
-        let v = try LaunchedProcess(BuiltProducts.path("kiln"), ["verify", file, "--nonce", "c0ffee00", "--key", c.keyFile, "--allow-tee-none"])
+        let v = try await LaunchedProcess(BuiltProducts.path("kiln"), ["verify", file, "--nonce", "c0ffee00", "--key", c.keyFile, "--allow-tee-none"])
         #expect(try await v.waitForExit() == 0, "\(v.output)")
     }
 

@@ -7,7 +7,7 @@ import Testing
 @Suite(.serialized) struct GatewayHTTPSTests {
     @Test func theCLIBuildsOverHTTPSTrustingOnlyTheGivenCA() async throws {
         let pre = try TemporaryDirectory(prefix: "kiln-https")
-        let pki = try TestCertificates(directory: pre.path)
+        let pki = try await TestCertificates(directory: pre.path)
         let c = try await TestCluster(gatewayArgs: ["--tls-cert", pki.serverCert, "--tls-key", pki.serverKey])
         defer { c.stop() }
         #expect(c.gateway.process.output.contains { $0.hasPrefix("kiln-gateway listening on https://") })
@@ -20,7 +20,7 @@ import Testing
 
         // A certificate the client cannot verify: refused, nothing submitted.
         for extra in [[String](), ["--ca-file", pki.rogueCA]] {
-            let refused = try LaunchedProcess(BuiltProducts.path("kiln"), ["submit", src, "--nonce", "c0ffee00"] + extra, environment: env)
+            let refused = try await LaunchedProcess(BuiltProducts.path("kiln"), ["submit", src, "--nonce", "c0ffee00"] + extra, environment: env)
             #expect(try await refused.waitForExit(timeout: .seconds(60)) != 0, "\(extra): \(refused.output.suffix(5))")
             #expect(refused.output.joined().lowercased().contains("certificate"), "\(refused.output.suffix(5))")
         }
@@ -30,14 +30,14 @@ import Testing
         #expect(!String(decoding: try plain.readAll(timeout: 3), as: UTF8.self).contains("HTTP/1.1 200"))
 
         let result = pre.file("result.tar.gz")
-        let submit = try LaunchedProcess(BuiltProducts.path("kiln"), ["submit", src, "--nonce", "c0ffee00", "--follow", "-o", result,
+        let submit = try await LaunchedProcess(BuiltProducts.path("kiln"), ["submit", src, "--nonce", "c0ffee00", "--follow", "-o", result,
                                                                       "--ca-file", pki.caCert], environment: env)
         #expect(try await submit.waitForExit(timeout: .seconds(180)) == 0, "\(submit.output.suffix(10))")
-        let verify = try LaunchedProcess(BuiltProducts.path("kiln"), ["verify", result, "--nonce", "c0ffee00", "--key", c.keyFile, "--allow-tee-none"])
+        let verify = try await LaunchedProcess(BuiltProducts.path("kiln"), ["verify", result, "--nonce", "c0ffee00", "--key", c.keyFile, "--allow-tee-none"])
         #expect(try await verify.waitForExit() == 0, "\(verify.output)")
         // The CA can come from the environment too.
         env["KILN_GATEWAY_CA"] = pki.caCert
-        let keys = try LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "fetch"], environment: env)
+        let keys = try await LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "fetch"], environment: env)
         #expect(try await keys.waitForExit(timeout: .seconds(60)) == 0, "\(keys.output)")
     }
 }

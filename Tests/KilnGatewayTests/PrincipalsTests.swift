@@ -22,7 +22,7 @@ import Testing
         defer { c.stop() }
         func auth(_ token: String) -> [(String, String)] { [("Authorization", "Bearer \(token)")] }
         func submit(_ token: String) async throws -> String {
-            let archive = try Fixtures.archive(Fixtures.helloCrate(), root: "p", zip: false)
+            let archive = try await Fixtures.archive(Fixtures.helloCrate(), root: "p", zip: false)
             let r = try await c.http(.POST, "/build", json: ["nonce": "c0ffee00", "source_data": Data(archive).base64EncodedString(), "source_name": "p.tar.gz"],
                                      headers: auth(token))
             return try #require(r.json["job_id"] as? String, "\(r.status) \(r.body)")
@@ -64,7 +64,7 @@ import Testing
 
     @Test func anOpenGatewayRefusesToListenBeyondLoopback() async throws {
         let dir = try TemporaryDirectory()
-        let p = try LaunchedProcess(BuiltProducts.path("kiln-gateway"), ["--host", "0.0.0.0", "--port", "0", "--data", dir.file("gw"),
+        let p = try await LaunchedProcess(BuiltProducts.path("kiln-gateway"), ["--host", "0.0.0.0", "--port", "0", "--data", dir.file("gw"),
                                                                          "--broker", "kiln://127.0.0.1:1"])
         #expect(try await p.waitForExit() != 0)
         #expect(p.output.joined().contains("--insecure-no-auth"), "\(p.output)")

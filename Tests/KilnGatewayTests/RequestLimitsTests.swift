@@ -10,7 +10,7 @@ import Testing
                                                     "--max-event-streams-per-caller", "2", "--submissions-per-minute", "3", "--sse-keepalive", "1"])
         defer { c.stop() }
         func auth(_ t: String) -> [(String, String)] { [("Authorization", "Bearer \(t)")] }
-        let archive = Data(try Fixtures.archive(Fixtures.helloCrate(), root: "p", zip: false)).base64EncodedString()
+        let archive = Data(try await Fixtures.archive(Fixtures.helloCrate(), root: "p", zip: false)).base64EncodedString()
         let body: [String: Any] = ["nonce": "c0ffee00", "source_data": archive, "source_name": "p.tar.gz"]
         var ids: [String] = []
         for _ in 0..<3 {

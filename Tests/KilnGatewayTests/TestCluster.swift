@@ -19,7 +19,7 @@ final class TestCluster: @unchecked Sendable {
         dir = try TemporaryDirectory(prefix: "kiln-cluster")
         broker = try await BrokerProcess(arguments: brokerArgs)
         keyFile = dir.file("farm.pem")
-        let gen = try LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "generate", keyFile])
+        let gen = try await LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "generate", keyFile])
         _ = try await gen.waitForExit()
         let brokerPort = broker.port
         self.gatewayArgs = gatewayArgs + (brokerURLForGateway.map { ["--broker", $0(brokerPort)] } ?? [])
@@ -38,7 +38,7 @@ final class TestCluster: @unchecked Sendable {
     @discardableResult
     func startWorker(_ extra: [String] = [], environment: [String: String]? = nil) async throws -> LaunchedProcess {
         let id = "w" + UUID().uuidString.prefix(8).lowercased()
-        let w = try LaunchedProcess(BuiltProducts.path("kiln-worker"),
+        let w = try await LaunchedProcess(BuiltProducts.path("kiln-worker"),
                                     ["--broker", "kiln://127.0.0.1:\(broker.port)", "--worker-id", id, "--scratch", dir.file("scratch-\(id)"),
                                      "--key", keyFile, "--idle-timeout", "300", "--allow-source-host", "127.0.0.1"] + extra,
                                     environment: environment)
@@ -85,7 +85,7 @@ final class TestCluster: @unchecked Sendable {
     }
 
     func submit(_ files: [String: String], nonce: String = "c0ffee00") async throws -> String {
-        let archive = try Fixtures.archive(files, root: "proj", zip: false)
+        let archive = try await Fixtures.archive(files, root: "proj", zip: false)
         let r = try await http(.POST, "/build", json: ["nonce": nonce, "source_data": Data(archive).base64EncodedString(), "source_name": "proj.tar.gz"])
         guard r.status == 200, let id = r.json["job_id"] as? String else { throw LaunchError("submit failed: \(r.status) \(r.body)") }
         return id

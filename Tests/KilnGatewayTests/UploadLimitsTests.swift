@@ -65,7 +65,7 @@ import Testing
         let c = try await TestCluster(gatewayArgs: ["--token", "alice:user:a-token", "--token", "bob:user:b-token",
                                                     "--max-uploads-per-caller", "2", "--max-uploads", "3"])
         defer { c.stop() }
-        let archive = try Fixtures.archive(Fixtures.helloCrate(), root: "p", zip: false)
+        let archive = try await Fixtures.archive(Fixtures.helloCrate(), root: "p", zip: false)
         func start(_ token: String) throws -> RawSocket {
             let s = try RawSocket(port: c.gateway.port)
             let upload = Self.multipart(archiveBytes: archive.count, token: token)

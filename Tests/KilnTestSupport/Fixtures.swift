@@ -65,21 +65,15 @@ public enum Fixtures {
     }
 
     /// Packs `files` under a top-level `root/` directory with the system's tar or zip.
-    public static func archive(_ files: [String: String], root: String, zip: Bool) throws -> [UInt8] {
+    public static func archive(_ files: [String: String], root: String, zip: Bool) async throws -> [UInt8] {
         let dir = try TemporaryDirectory(prefix: "kiln-archive")
         try write(files, to: dir.file(root))
-        let p = Process()
-        p.currentDirectoryURL = URL(fileURLWithPath: dir.path)
         let out = dir.file(zip ? "a.zip" : "a.tar.gz")
         if zip {
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-            p.arguments = ["-c", "import shutil; shutil.make_archive('a', 'zip', '.', '\(root)')"]
+            try await Command.run("/usr/bin/python3", ["-c", "import shutil; shutil.make_archive('a', 'zip', '.', '\(root)')"], workingDirectory: dir.path)
         } else {
-            p.executableURL = URL(fileURLWithPath: "/bin/tar")
-            p.arguments = ["czf", out, root]
+            try await Command.run("/bin/tar", ["czf", out, root], workingDirectory: dir.path)
         }
-        try p.run()
-        p.waitUntilExit()
         return Array(try Data(contentsOf: URL(fileURLWithPath: out)))
     }
 }

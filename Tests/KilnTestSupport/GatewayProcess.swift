@@ -9,7 +9,7 @@ public final class GatewayProcess: @unchecked Sendable {
 
     public init(brokerPort: Int, dataDirectory: String, port: Int = 0, arguments: [String] = [], environment: [String: String]? = nil) async throws {
         self.dataDirectory = dataDirectory
-        process = try LaunchedProcess(BuiltProducts.path("kiln-gateway"),
+        process = try await LaunchedProcess(BuiltProducts.path("kiln-gateway"),
                                       ["--host", "127.0.0.1", "--port", String(port), "--data", dataDirectory,
                                        "--broker", "kiln://127.0.0.1:\(brokerPort)", "--log-level", "debug"] + arguments,
                                       environment: environment)

@@ -11,7 +11,7 @@ public final class GitFixture: @unchecked Sendable {
         dir = try TemporaryDirectory(prefix: "kiln-git")
         try FileManager.default.createDirectory(atPath: dir.file("repos"), withIntermediateDirectories: true)
         port = try FreePort.pick()
-        daemon = try LaunchedProcess("/usr/lib/git-core/git-daemon", ["--reuseaddr", "--export-all", "--listen=127.0.0.1", "--port=\(port)",
+        daemon = try await LaunchedProcess("/usr/lib/git-core/git-daemon", ["--reuseaddr", "--export-all", "--listen=127.0.0.1", "--port=\(port)",
                                                       "--base-path=\(dir.file("repos"))", "--informative-errors", dir.file("repos")])
         // Wait until it accepts connections.
         for _ in 0..<100 {
@@ -25,40 +25,30 @@ public final class GitFixture: @unchecked Sendable {
 
     /// Creates `name.git` from `files`, committed on `main` with a fixed date; returns the commit id.
     @discardableResult
-    public func createRepository(_ name: String, files: [String: String], tag: String? = nil, branch: String? = nil) throws -> String {
+    public func createRepository(_ name: String, files: [String: String], tag: String? = nil, branch: String? = nil) async throws -> String {
         let work = dir.file("work-\(name)")
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-        try git(["init", "-q", "-b", "main", work])
+        try await git(["init", "-q", "-b", "main", work])
         for (path, content) in files {
             let full = work + "/" + path
             try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             try content.write(toFile: full, atomically: true, encoding: .utf8)
         }
-        try git(["-C", work, "add", "-A"])
-        try git(["-C", work, "commit", "-q", "-m", "fixture"])
-        if let tag { try git(["-C", work, "tag", tag]) }
-        if let branch { try git(["-C", work, "branch", branch]) }
-        let commit = try git(["-C", work, "rev-parse", "HEAD"]).trimmingCharacters(in: .whitespacesAndNewlines)
-        try git(["clone", "-q", "--bare", work, base + "/\(name).git"])
+        try await git(["-C", work, "add", "-A"])
+        try await git(["-C", work, "commit", "-q", "-m", "fixture"])
+        if let tag { try await git(["-C", work, "tag", tag]) }
+        if let branch { try await git(["-C", work, "branch", branch]) }
+        let commit = try await git(["-C", work, "rev-parse", "HEAD"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        try await git(["clone", "-q", "--bare", work, base + "/\(name).git"])
         return commit
     }
 
     @discardableResult
-    public func git(_ args: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/git")
-        p.arguments = args
-        p.environment = ["PATH": "/usr/bin:/bin", "HOME": dir.path, "GIT_AUTHOR_NAME": "Kiln Test", "GIT_AUTHOR_EMAIL": "test@kiln.invalid",
-                         "GIT_COMMITTER_NAME": "Kiln Test", "GIT_COMMITTER_EMAIL": "test@kiln.invalid",
-                         "GIT_AUTHOR_DATE": "2024-01-02T03:04:05Z", "GIT_COMMITTER_DATE": "2024-01-02T03:04:05Z"]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw LaunchError("git \(args.joined(separator: " ")) failed") }
-        return String(decoding: data, as: UTF8.self)
+    public func git(_ args: [String]) async throws -> String {
+        try await Command.run("/usr/bin/git", args, environment: [
+            "PATH": "/usr/bin:/bin", "HOME": dir.path, "GIT_AUTHOR_NAME": "Kiln Test", "GIT_AUTHOR_EMAIL": "test@kiln.invalid",
+            "GIT_COMMITTER_NAME": "Kiln Test", "GIT_COMMITTER_EMAIL": "test@kiln.invalid",
+            "GIT_AUTHOR_DATE": "2024-01-02T03:04:05Z", "GIT_COMMITTER_DATE": "2024-01-02T03:04:05Z"])
     }
 
     public func stop() { daemon.stop() }

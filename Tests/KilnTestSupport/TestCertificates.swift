@@ -11,19 +11,19 @@ public struct TestCertificates: Sendable {
     public func clientCert(_ name: String) -> String { directory + "/client-\(name).pem" }
     public func clientKey(_ name: String) -> String { directory + "/client-\(name).key" }
 
-    public init(directory: String, clients: [String] = []) throws {
+    public init(directory: String, clients: [String] = []) async throws {
         self.directory = directory
-        try Self.openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+        try await Self.openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
                           "-subj", "/CN=kiln-test-ca", "-keyout", directory + "/ca.key", "-out", directory + "/ca.pem"])
-        try Self.openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+        try await Self.openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
                           "-subj", "/CN=rogue-ca", "-keyout", directory + "/rogue-ca.key", "-out", directory + "/rogue-ca.pem"])
-        try issue("server", cn: "kiln-broker", san: "subjectAltName=IP:127.0.0.1,DNS:localhost", key: serverKey, cert: serverCert)
-        for c in clients { try issue("client-\(c)", cn: c, san: nil, key: clientKey(c), cert: clientCert(c)) }
+        try await issue("server", cn: "kiln-broker", san: "subjectAltName=IP:127.0.0.1,DNS:localhost", key: serverKey, cert: serverCert)
+        for c in clients { try await issue("client-\(c)", cn: c, san: nil, key: clientKey(c), cert: clientCert(c)) }
     }
 
-    private func issue(_ name: String, cn: String, san: String?, key: String, cert: String) throws {
+    private func issue(_ name: String, cn: String, san: String?, key: String, cert: String) async throws {
         let csr = directory + "/\(name).csr"
-        try Self.openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=\(cn)",
+        try await Self.openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=\(cn)",
                           "-keyout", key, "-out", csr])
         var args = ["x509", "-req", "-in", csr, "-CA", caCert, "-CAkey", directory + "/ca.key", "-CAcreateserial", "-days", "2", "-out", cert]
         if let san {
@@ -31,21 +31,10 @@ public struct TestCertificates: Sendable {
             try san.write(toFile: ext, atomically: true, encoding: .utf8)
             args += ["-extfile", ext]
         }
-        try Self.openssl(args)
+        try await Self.openssl(args)
     }
 
-    static func openssl(_ arguments: [String]) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-        p.arguments = arguments
-        p.standardOutput = FileHandle.nullDevice
-        let err = Pipe()
-        p.standardError = err
-        try p.run()
-        let message = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            throw LaunchError("openssl \(arguments.prefix(2).joined(separator: " ")) failed: \(String(decoding: message, as: UTF8.self))")
-        }
+    static func openssl(_ arguments: [String]) async throws {
+        try await Command.run("/usr/bin/openssl", arguments)
     }
 }

@@ -120,11 +120,11 @@ final class WorkerProcess: @unchecked Sendable {
     let scratch: String
     let keyFile: String
 
-    init(brokerPort: Int, dir: TemporaryDirectory, id: String = "w" + UUID().uuidString.prefix(8).lowercased(), extra: [String] = []) throws {
+    init(brokerPort: Int, dir: TemporaryDirectory, id: String = "w" + UUID().uuidString.prefix(8).lowercased(), extra: [String] = []) async throws {
         self.id = id
         scratch = dir.file("scratch-\(id)")
         keyFile = dir.file("farm-key.pem")
-        process = try LaunchedProcess(BuiltProducts.path("kiln-worker"),
+        process = try await LaunchedProcess(BuiltProducts.path("kiln-worker"),
                                       ["--broker", "kiln://127.0.0.1:\(brokerPort)", "--worker-id", id, "--scratch", scratch,
                                        "--key", keyFile, "--idle-timeout", "120", "--log-level", "debug"] + extra)
     }

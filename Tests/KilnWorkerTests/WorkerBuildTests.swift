@@ -15,7 +15,7 @@ func runBuild(_ request: (String) -> BuildRequest, workerArgs: [String] = [], br
     let brokerProcess: BrokerProcess
     if let broker { brokerProcess = broker } else { brokerProcess = try await BrokerProcess() }
     let dispatcher = try await TestDispatcher(port: brokerProcess.port)
-    let worker = try WorkerProcess(brokerPort: brokerProcess.port, dir: dir, extra: workerArgs)
+    let worker = try await WorkerProcess(brokerPort: brokerProcess.port, dir: dir, extra: workerArgs)
     try await worker.waitUntilReady(dispatcher.client)
     let reply = try await dispatcher.dispatch(request(dispatcher.jobID))
     #expect(reply.accepted)
@@ -30,14 +30,14 @@ func runBuild(_ request: (String) -> BuildRequest, workerArgs: [String] = [], br
 
 /// `kiln verify` (the real CLI) on a result.
 func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async throws -> (Int32, [String]) {
-    let p = try LaunchedProcess(BuiltProducts.path("kiln"), ["verify", result, "--nonce", nonce, "--key", key, "--allow-tee-none"])
+    let p = try await LaunchedProcess(BuiltProducts.path("kiln"), ["verify", result, "--nonce", nonce, "--key", key, "--allow-tee-none"])
     let status = try await p.waitForExit()
     return (status, p.output)
 }
 
 @Suite(.serialized) struct WorkerBuildTests {
     @Test func cargoFromTarGzVerifies() async throws {
-        let archive = try Fixtures.archive(Fixtures.helloCrate(), root: "hello", zip: false)
+        let archive = try await Fixtures.archive(Fixtures.helloCrate(), root: "hello", zip: false)
         let (d, w, terminal, dir) = try await runBuild { job in
             BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "hello.tar.gz")
         }
@@ -70,7 +70,7 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
     @Test func cargoFromGitByBranchTagCommitAndAbbreviatedCommit() async throws {
         let git = try await GitFixture()
         defer { git.stop() }
-        let commit = try git.createRepository("hello", files: Fixtures.helloCrate(), tag: "v1.0", branch: "release")
+        let commit = try await git.createRepository("hello", files: Fixtures.helloCrate(), tag: "v1.0", branch: "release")
         let broker = try await BrokerProcess()
         defer { broker.stop() }
         var digests: Set<String> = []
@@ -99,7 +99,7 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
     @Test func unknownRefAndUnreachableRepository() async throws {
         let git = try await GitFixture()
         defer { git.stop() }
-        try git.createRepository("hello", files: Fixtures.helloCrate())
+        try await git.createRepository("hello", files: Fixtures.helloCrate())
         let broker = try await BrokerProcess()
         defer { broker.stop() }
         let (d1, _, t1, _) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, repoURL: git.url("hello"), repoRef: "no-such-branch") }, workerArgs: ["--allow-source-host", "127.0.0.1"], broker: broker)
@@ -117,7 +117,7 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
     }
 
     @Test func cargoFromZip() async throws {
-        let archive = try Fixtures.archive(Fixtures.helloCrate(name: "zipped"), root: "zipped", zip: true)
+        let archive = try await Fixtures.archive(Fixtures.helloCrate(name: "zipped"), root: "zipped", zip: true)
         let (d, w, terminal, dir) = try await runBuild { job in
             BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "zipped.zip")
         }
@@ -133,7 +133,7 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
         let broker = try await BrokerProcess()
         defer { broker.stop() }
         for (files, expected) in [(Fixtures.nixDefault, "hello from nix"), (Fixtures.nixFlake, "hello from a flake")] {
-            let archive = try Fixtures.archive(files, root: "nixproj", zip: false)
+            let archive = try await Fixtures.archive(files, root: "nixproj", zip: false)
             let (d, w, terminal, dir) = try await runBuild({ job in
                 BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "nix.tar.gz")
             }, broker: broker)
@@ -153,7 +153,7 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
     /// failed in `detect` saying what is missing, retryable, with an action for the operator (it was
     /// "nix-build failed … fix the build errors"); the worker says so at start-up too.
     @Test func aMissingNixDaemonIsTheFarmsProblemNotTheUsers() async throws {
-        let archive = try Fixtures.archive(Fixtures.nixDefault, root: "nixproj", zip: false)
+        let archive = try await Fixtures.archive(Fixtures.nixDefault, root: "nixproj", zip: false)
         let (d, w, terminal, _) = try await runBuild({ job in
             BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "nix.tar.gz")
         }, workerArgs: ["--nix-daemon-socket", "/nonexistent/kiln-test/daemon-socket"])
@@ -169,7 +169,7 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
     }
 
     @Test func failingBuildShipsCompilerOutput() async throws {
-        let archive = try Fixtures.archive(Fixtures.brokenCrate, root: "broken", zip: false)
+        let archive = try await Fixtures.archive(Fixtures.brokenCrate, root: "broken", zip: false)
         let (d, _, terminal, _) = try await runBuild { job in
             BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "broken.tar.gz")
         }
@@ -182,7 +182,7 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
     }
 
     @Test func nothingToBuildFailsInDetect() async throws {
-        let archive = try Fixtures.archive(["README.md": "just docs\n", "notes/todo.txt": "x\n"], root: "docs", zip: false)
+        let archive = try await Fixtures.archive(["README.md": "just docs\n", "notes/todo.txt": "x\n"], root: "docs", zip: false)
         let (d, _, terminal, _) = try await runBuild { job in
             BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "docs.tar.gz")
         }

@@ -13,7 +13,7 @@ import Testing
     static let marker = "KILN-HOST-SECRET-\(UUID().uuidString)"
 
     /// A hello crate whose build.rs runs `body` (Rust, with `std::os::unix::fs::symlink` in scope).
-    static func crate(_ name: String, body: String) throws -> String {
+    static func crate(_ name: String, body: String) async throws -> String {
         let buildRS = """
         #![allow(unused_imports)]
         use std::os::unix::fs::symlink;
@@ -30,7 +30,7 @@ import Testing
             \(body)
         }
         """
-        return Data(try Fixtures.archive(Fixtures.helloCrate(name: name, buildRS: buildRS), root: name, zip: false)).base64EncodedString()
+        return Data(try await Fixtures.archive(Fixtures.helloCrate(name: name, buildRS: buildRS), root: name, zip: false)).base64EncodedString()
     }
 
     /// Runs one hostile build and checks the common promises; returns the terminal event.
@@ -45,8 +45,9 @@ import Testing
         try key.write(to: dir.file("farm-key.pem"))
         chmod(dir.file("farm-key.pem"), 0o644)
         let body = body.replacingOccurrences(of: "SECRET", with: secret).replacingOccurrences(of: "KEYFILE", with: dir.file("farm-key.pem"))
+        let source = try await Self.crate(name, body: body)
         let (d, _, terminal, _) = try await runBuild({ job in
-            BuildRequest(jobID: job, nonce: testNonce, sourceData: try! Self.crate(name, body: body), sourceName: "\(name).tar.gz")
+            BuildRequest(jobID: job, nonce: testNonce, sourceData: source, sourceName: "\(name).tar.gz")
         }, workerArgs: workerArgs, broker: broker, dir: dir)
         #expect(terminal.type == .failed, "\(name): \(terminal.type) \(terminal.message ?? "") \(d.logLines.suffix(8))")
         #expect(terminal.failurePhase == expectPhase, "\(name): \(terminal.failurePhase ?? "") \(terminal.message ?? "")")
@@ -91,8 +92,9 @@ import Testing
             report_artifact("/build/out/../../../../../../../../../../../../..KEYFILE");
             """, broker: broker, expectPhase: "build", expectMessage: ["cargo build failed"], expectLog: "Permission denied")
         // The next build on the same farm works.
+        let hello = Data(try await Fixtures.archive(Fixtures.helloCrate(), root: "hello", zip: false)).base64EncodedString()
         let (d, _, terminal, _) = try await runBuild({ job in
-            BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(try! Fixtures.archive(Fixtures.helloCrate(), root: "hello", zip: false)).base64EncodedString(),
+            BuildRequest(jobID: job, nonce: testNonce, sourceData: hello,
                          sourceName: "hello.tar.gz")
         }, broker: broker)
         #expect(terminal.type == .done, "\(terminal.message ?? "")")
@@ -123,7 +125,7 @@ import Testing
         let broker = try await BrokerProcess()
         defer { broker.stop() }
         let port = try FreePort.pick()
-        let listener = try LaunchedProcess("/usr/bin/python3", ["-c", """
+        let listener = try await LaunchedProcess("/usr/bin/python3", ["-c", """
             import socket
             s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", \(port))); s.listen(5)
             print("listening", flush=True)
@@ -143,7 +145,7 @@ import Testing
             in derivation { name = "uses-fetch"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "cat ${fetch} > $out" ]; }
 
             """]
-        let archive = Data(try Fixtures.archive(files, root: "fod", zip: false)).base64EncodedString()
+        let archive = Data(try await Fixtures.archive(files, root: "fod", zip: false)).base64EncodedString()
         let (d, _, t, _) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, sourceData: archive, sourceName: "fod.tar.gz") }, broker: broker)
         #expect(t.type == .failed, "\(t.message ?? "") \(d.logLines.suffix(8))")
         #expect(t.failurePhase == "build")
@@ -157,7 +159,7 @@ import Testing
     @Test func loopbackRepositoryNeedsTheOperatorsAllowance() async throws {
         let git = try await GitFixture()
         defer { git.stop() }
-        try git.createRepository("hello", files: Fixtures.helloCrate())
+        try await git.createRepository("hello", files: Fixtures.helloCrate())
         let broker = try await BrokerProcess()
         defer { broker.stop() }
         let closed = try FreePort.pick()
@@ -188,7 +190,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: tsm, withIntermediateDirectories: true)
         let fake = FakeTSM(root: tsm)
         defer { fake.stop() }
-        let archive = try Fixtures.archive(Fixtures.helloCrate(), root: "hello", zip: false)
+        let archive = try await Fixtures.archive(Fixtures.helloCrate(), root: "hello", zip: false)
         let (d, w, terminal, _) = try await runBuild({ job in
             BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "hello.tar.gz")
         }, workerArgs: ["--tsm-root", tsm], dir: dir)
@@ -204,10 +206,10 @@ import Testing
         #expect(evidence.tee == "sev-snp")
         let signer = try PublicKey(text: evidence.binding.publicKey)
         // The fake report is unsigned, so the key is trusted only when pinned and the TEE allowance is given.
-        let refused = try LaunchedProcess(BuiltProducts.path("kiln"), ["verify", result, "--nonce", testNonce, "--key-fingerprint", signer.keyID])
+        let refused = try await LaunchedProcess(BuiltProducts.path("kiln"), ["verify", result, "--nonce", testNonce, "--key-fingerprint", signer.keyID])
         #expect(try await refused.waitForExit() == 1)
         #expect(refused.output.joined().contains("--allow-unverified-tee"), "\(refused.output)")
-        let accepted = try LaunchedProcess(BuiltProducts.path("kiln"), ["verify", result, "--nonce", testNonce, "--key-fingerprint", signer.keyID,
+        let accepted = try await LaunchedProcess(BuiltProducts.path("kiln"), ["verify", result, "--nonce", testNonce, "--key-fingerprint", signer.keyID,
                                                                          "--allow-unverified-tee", "--json"])
         #expect(try await accepted.waitForExit() == 0, "\(accepted.output)")
         let report = try JSONDecoder().decode(VerificationReport.self, from: Data(accepted.output.joined().utf8))

@@ -8,8 +8,8 @@ import Testing
 
 /// What a hostile build can and cannot do inside the sandbox, and the worker's one-build promise.
 @Suite(.serialized) struct WorkerIsolationTests {
-    static func archive(buildRS: String, name: String = "hostile") throws -> String {
-        Data(try Fixtures.archive(Fixtures.helloCrate(name: name, buildRS: buildRS), root: name, zip: false)).base64EncodedString()
+    static func archive(buildRS: String, name: String = "hostile") async throws -> String {
+        Data(try await Fixtures.archive(Fixtures.helloCrate(name: name, buildRS: buildRS), root: name, zip: false)).base64EncodedString()
     }
 
     /// This machine's own non-loopback address (traffic to it never leaves the machine).
@@ -37,7 +37,7 @@ import Testing
         let dir = try TemporaryDirectory(prefix: "kiln-hostile")
         // A listener on all interfaces: reachable from the host, so only the sandbox can stop the build script.
         let outsidePort = try FreePort.pick()
-        let listener = try LaunchedProcess("/usr/bin/python3", ["-c", """
+        let listener = try await LaunchedProcess("/usr/bin/python3", ["-c", """
             import socket, time
             s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", \(outsidePort))); s.listen(5)
             print("listening", flush=True); time.sleep(600)
@@ -66,8 +66,9 @@ import Testing
             println!("cargo:warning=PROBE env_home={}", std::env::var("HOME").unwrap_or_default());
         }
         """
+        let source = try await Self.archive(buildRS: buildRS)
         let (d, _, terminal, _) = try await runBuild({ job in
-            BuildRequest(jobID: job, nonce: testNonce, sourceData: try! Self.archive(buildRS: buildRS), sourceName: "hostile.tar.gz")
+            BuildRequest(jobID: job, nonce: testNonce, sourceData: source, sourceName: "hostile.tar.gz")
         }, broker: broker, dir: dir)
         #expect(terminal.type == .done, "\(terminal.message ?? "")")
         let probes = d.logLines.filter { $0.contains("PROBE ") }
@@ -102,8 +103,9 @@ import Testing
             }
         }
         """
+        let source = try await Self.archive(buildRS: forkBomb, name: "forkbomb")
         let (d1, _, t1, _) = try await runBuild({ job in
-            BuildRequest(jobID: job, nonce: testNonce, sourceData: try! Self.archive(buildRS: forkBomb, name: "forkbomb"), sourceName: "fb.tar.gz")
+            BuildRequest(jobID: job, nonce: testNonce, sourceData: source, sourceName: "fb.tar.gz")
         }, workerArgs: ["--max-processes", "64", "--build-timeout", "60"], broker: broker)
         #expect(t1.type == .failed)
         #expect(t1.failurePhase == "build")
@@ -118,8 +120,9 @@ import Testing
             println!("cargo:warning=allocated {}", v.len());
         }
         """
+        let hogSource = try await Self.archive(buildRS: hog, name: "hog")
         let (d2, _, t2, _) = try await runBuild({ job in
-            BuildRequest(jobID: job, nonce: testNonce, sourceData: try! Self.archive(buildRS: hog, name: "hog"), sourceName: "hog.tar.gz")
+            BuildRequest(jobID: job, nonce: testNonce, sourceData: hogSource, sourceName: "hog.tar.gz")
         }, workerArgs: ["--memory-mb", "256"], broker: broker)
         #expect(t2.type == .failed)
         #expect(t2.failurePhase == "build")
@@ -137,7 +140,7 @@ import Testing
         }
         """
         let dispatcher = try await TestDispatcher(port: broker.port)
-        let worker = try WorkerProcess(brokerPort: broker.port, dir: dir)
+        let worker = try await WorkerProcess(brokerPort: broker.port, dir: dir)
         try await worker.waitUntilReady(dispatcher.client)
         let reply = try await dispatcher.dispatch(BuildRequest(jobID: dispatcher.jobID, nonce: testNonce,
                                                                sourceData: try Self.archive(buildRS: slow, name: "slow"), sourceName: "slow.tar.gz"))
@@ -164,9 +167,9 @@ import Testing
         let dir = try TemporaryDirectory(prefix: "kiln-409")
         let first = try await TestDispatcher(port: broker.port)
         let second = try await TestDispatcher(port: broker.port)
-        let worker = try WorkerProcess(brokerPort: broker.port, dir: dir)
+        let worker = try await WorkerProcess(brokerPort: broker.port, dir: dir)
         try await worker.waitUntilReady(first.client)
-        let archive = try Fixtures.archive(Fixtures.helloCrate(), root: "hello", zip: false)
+        let archive = try await Fixtures.archive(Fixtures.helloCrate(), root: "hello", zip: false)
         let r1 = try await first.dispatch(BuildRequest(jobID: first.jobID, nonce: testNonce, sourceData: Data(archive).base64EncodedString()))
         #expect(r1.accepted)
         // The one-shot subscription is spent: a second dispatch finds no responders…
@@ -189,7 +192,7 @@ import Testing
     @Test func reproducibleAcrossWorkers() async throws {
         let broker = try await BrokerProcess()
         defer { broker.stop() }
-        let archive = Data(try Fixtures.archive(Fixtures.helloCrate(name: "repro"), root: "repro", zip: false)).base64EncodedString()
+        let archive = Data(try await Fixtures.archive(Fixtures.helloCrate(name: "repro"), root: "repro", zip: false)).base64EncodedString()
         var subjects: [[ResourceDescriptor]] = []
         for _ in 0..<2 {
             let (d, _, terminal, dir) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, sourceData: archive, sourceName: "repro.tar.gz") },

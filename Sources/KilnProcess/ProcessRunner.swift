@@ -1,5 +1,4 @@
 import Foundation
-import KilnArchive
 import NIOConcurrencyHelpers
 import Subprocess
 import SystemPackage
@@ -93,13 +92,13 @@ public enum ProcessRunner {
         return outcome
     }
 
-    /// Running (not a zombie, not gone)?
-    static func isAlive(_ pid: pid_t) -> Bool {
-        guard let stat = KernelFile.read("/proc/\(pid)/stat") else { return false }
-        let text = String(decoding: stat, as: UTF8.self)
-        guard let close = text.lastIndex(of: ")") else { return false }
-        let state = text[text.index(after: close)...].trimmingCharacters(in: .whitespaces).first
-        return state != "Z" && state != "X"
+    /// Is our child `pid` still running (not exited, not reaped)? Asks the kernel directly (`WNOWAIT`
+    /// leaves the exit status for Subprocess to collect), so it answers even when every task is busy.
+    public static func isAlive(_ pid: pid_t) -> Bool {
+        var info = siginfo_t()
+        let rc = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT)
+        if rc != 0 { return false }  // ECHILD: already reaped (or not ours)
+        return info._sifields._sigchld.si_pid == 0
     }
 
     /// Runs a short command and collects its output (git plumbing).
@@ -116,77 +115,3 @@ public enum ProcessRunner {
     }
 }
 
-/// Splits a byte stream into lines, cutting any line longer than `maxLineBytes`.
-struct LineSplitter {
-    let maxLineBytes: Int
-    private var pending: [UInt8] = []
-    private var dropping = false
-
-    init(maxLineBytes: Int) { self.maxLineBytes = maxLineBytes }
-
-    mutating func feed(_ bytes: UnsafeRawBufferPointer, emit: (String) -> Void) {
-        for b in bytes {
-            if b == 0x0A {
-                if !dropping { emit(String(decoding: pending, as: UTF8.self)) }
-                pending.removeAll(keepingCapacity: true)
-                dropping = false
-            } else if !dropping {
-                if pending.count >= maxLineBytes {
-                    emit(String(decoding: pending, as: UTF8.self) + " …[line cut at \(maxLineBytes) bytes]")
-                    pending.removeAll(keepingCapacity: true)
-                    dropping = true
-                } else {
-                    pending.append(b)
-                }
-            }
-        }
-    }
-
-    mutating func finish(emit: (String) -> Void) {
-        if !pending.isEmpty && !dropping { emit(String(decoding: pending, as: UTF8.self)) }
-        pending.removeAll()
-    }
-}
-
-/// A one-way switch: cancel once, every waiter wakes.
-public final class CancelSwitch: Sendable {
-    private let state = NIOLockedValueBox<(fired: Bool, next: Int, waiters: [Int: CheckedContinuation<Void, Never>])>((false, 0, [:]))
-
-    public init() {}
-
-    public var isFired: Bool { state.withLockedValue { $0.fired } }
-
-    public func fire() {
-        let waiters = state.withLockedValue { s -> [CheckedContinuation<Void, Never>] in
-            if s.fired { return [] }
-            s.fired = true
-            defer { s.waiters = [:] }
-            return Array(s.waiters.values)
-        }
-        for w in waiters { w.resume() }
-    }
-
-    /// Returns when fired, or when the calling task is cancelled (check `isFired` to tell which).
-    public func wait() async {
-        let id = state.withLockedValue { s -> Int in s.next += 1; return s.next }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let now = state.withLockedValue { s -> Bool in
-                    if s.fired || Task.isCancelled { return true }
-                    s.waiters[id] = c
-                    return false
-                }
-                if now { c.resume() }
-            }
-        } onCancel: {
-            let mine = state.withLockedValue { $0.waiters.removeValue(forKey: id) }
-            mine?.resume()
-        }
-    }
-}
-
-final class Flag: Sendable {
-    private let value = NIOLockedValueBox(false)
-    func set() { value.withLockedValue { $0 = true } }
-    var isSet: Bool { value.withLockedValue { $0 } }
-}
