@@ -145,7 +145,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: swiftSettings),
         .target(name: "KilnPool", dependencies: [
-            "KilnMessages", "KilnBus", "KilnBusClient", "KilnWorker",
+            "KilnMessages", "KilnBus", "KilnBusClient", "KilnWorker", "KilnProcess",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
@@ -202,7 +202,7 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             .product(name: "AsyncHTTPClient", package: "async-http-client")], swiftSettings: swiftSettings),
-        .testTarget(name: "KilnClusterTests", dependencies: ["KilnTestSupport", "KilnBus", "KilnBusClient", "KilnMessages", "KilnAttestation",
+        .testTarget(name: "KilnClusterTests", dependencies: ["KilnTestSupport", "KilnBus", "KilnBusClient", "KilnMessages", "KilnAttestation", "KilnPool", "KilnProcess",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "AsyncHTTPClient", package: "async-http-client")], swiftSettings: swiftSettings),

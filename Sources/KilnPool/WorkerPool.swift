@@ -3,6 +3,7 @@ import Foundation
 import KilnBus
 import KilnBusClient
 import KilnMessages
+import KilnProcess
 import KilnWorker
 import Logging
 import NIOConcurrencyHelpers
@@ -43,19 +44,17 @@ public final class WorkerPool: Service, @unchecked Sendable {
     enum WorkerState: String { case starting, idle, busy }
 
     struct Managed {
-        var process: Process
+        var process: ChildProcess
         var state: WorkerState
         var startedAt: Date
         var scratch: String
     }
 
-    /// How a worker process ended, in words for the log.
+    /// How a worker process ended.
     struct Exit: Sendable {
         var id: String
         var pid: pid_t
-        var status: Int32
-        var signalled: Bool
-        var description: String { signalled ? "killed by signal \(status)" : "exit status \(status)" }
+        var termination: ChildProcess.Termination
     }
 
     public let configuration: Configuration
@@ -111,15 +110,15 @@ public final class WorkerPool: Service, @unchecked Sendable {
                         // Whatever the reason, nothing of the worker may stay behind: its sandbox
                         // cgroups (and processes in them), its workspace mount, its scratch directory.
                         let cleaned = removed.map { WorkerLeftovers.clean(workerPID: exit.pid, scratch: $0.scratch) } ?? []
-                        var metadata: Logger.Metadata = ["worker_id": "\(exit.id)", "exit": "\(exit.description)"]
+                        var metadata: Logger.Metadata = ["worker_id": "\(exit.id)", "exit": "\(exit.termination)"]
                         if !cleaned.isEmpty { metadata["cleaned"] = "\(cleaned.joined(separator: "; "))" }
-                        switch (removed?.state, exit.signalled || exit.status != 0) {
+                        switch (removed?.state, exit.termination != .exited(0)) {
                         case (.busy, false):
                             self.logger.info("worker finished its build and exited", metadata: metadata)
                         case (.busy, true):
-                            self.logger.error("worker died during its build (\(exit.description)); cleaned up after it", metadata: metadata)
+                            self.logger.error("worker died during its build (\(exit.termination)); cleaned up after it", metadata: metadata)
                         default:
-                            self.logger.warning("idle worker exited (\(exit.description)); replacing it", metadata: metadata)
+                            self.logger.warning("idle worker exited (\(exit.termination)); replacing it", metadata: metadata)
                         }
                         if !cleaned.isEmpty { self.metrics.cleanedUp.increment() }
                         self.replenish()
@@ -130,7 +129,7 @@ public final class WorkerPool: Service, @unchecked Sendable {
             }
         }
         exitContinuation.finish()
-        stopAll()
+        await stopAll()
         await client.close()
     }
 
@@ -144,31 +143,43 @@ public final class WorkerPool: Service, @unchecked Sendable {
         if changed { report() }
     }
 
-    /// Starts workers until `idleTarget` are idle or starting (within `maxWorkers`).
+    /// Starts workers until `idleTarget` are idle or starting (within `maxWorkers`). The count and the
+    /// start happen under one lock, so two callers at once (a job accepted, a worker exited) cannot
+    /// both see room for the last slot and overshoot `maxWorkers`.
     func replenish() {
         while true {
-            let (waiting, total) = state.withLockedValue { s in
-                (s.workers.values.filter { $0.state != .busy }.count, s.workers.count)
+            let outcome: Result<(id: String, pid: pid_t)?, any Error> = state.withLockedValue { s in
+                let waiting = s.workers.values.filter { $0.state != .busy }.count
+                guard waiting < configuration.idleTarget, s.workers.count < configuration.maxWorkers else { return .success(nil) }
+                return Result {
+                    let (id, managed) = try launch()
+                    s.workers[id] = managed
+                    s.started += 1
+                    return (id, managed.process.pid)
+                }
             }
-            guard waiting < configuration.idleTarget, total < configuration.maxWorkers else { break }
-            do { try launch() } catch {
+            switch outcome {
+            case .success(nil):
+                report()
+                return
+            case .success(let started?):
+                metrics.started.increment()
+                logger.info("started worker", metadata: ["worker_id": "\(started.id)", "pid": "\(started.pid)"])
+            case .failure(let error):
                 logger.error("cannot start a worker: \(error)")
-                break
+                report()
+                return
             }
         }
-        report()
     }
 
-    private func launch() throws {
+    private func launch() throws -> (String, Managed) {
         let id = "w" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
         let scratch = configuration.stateDirectory + "/scratch/" + id
         let command = configuration.launchTemplate
             .replacingOccurrences(of: "{id}", with: id)
             .replacingOccurrences(of: "{broker}", with: configuration.credentialKey == nil ? configuration.broker : Configuration.withoutCredentials(configuration.broker))
             .replacingOccurrences(of: "{scratch}", with: scratch)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", "exec " + command]
         var environment = ProcessInfo.processInfo.environment
         if let key = configuration.credentialKey {
             // The pool's own broker login never reaches a worker: it gets a credential of its own
@@ -180,25 +191,16 @@ public final class WorkerPool: Service, @unchecked Sendable {
             let credential = WorkerCredential(workerID: id, issuedAt: now, expiresAt: now + configuration.credentialLifetime.components.seconds)
             environment["KILN_BROKER_TOKEN"] = try credential.mint(key: key)
         }
-        p.environment = environment
         let logPath = configuration.stateDirectory + "/workers/\(id).log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
-        let log = FileHandle(forWritingAtPath: logPath)
-        p.standardOutput = log
-        p.standardError = log
-        p.standardInput = FileHandle.nullDevice
+        let log = open(logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        guard log >= 0 else { throw ChildProcess.SpawnError(executable: logPath, errno: errno) }
+        defer { close(log) }
         let exits = exitContinuation
-        p.terminationHandler = { proc in
-            exits.yield(Exit(id: id, pid: proc.processIdentifier, status: proc.terminationStatus,
-                             signalled: proc.terminationReason == .uncaughtSignal))
+        let process = try ChildProcess(executable: "/bin/sh", arguments: ["-c", "exec " + command], environment: environment,
+                                       stdout: log, stderr: log) { pid, termination in
+            exits.yield(Exit(id: id, pid: pid, termination: termination))
         }
-        try p.run()
-        state.withLockedValue { s in
-            s.workers[id] = Managed(process: p, state: .starting, startedAt: Date(), scratch: scratch)
-            s.started += 1
-        }
-        metrics.started.increment()
-        logger.info("started worker", metadata: ["worker_id": "\(id)", "pid": "\(p.processIdentifier)"])
+        return (id, Managed(process: process, state: .starting, startedAt: Date(), scratch: scratch))
     }
 
     private func report() {
@@ -209,12 +211,24 @@ public final class WorkerPool: Service, @unchecked Sendable {
         logger.info("pool", metadata: ["idle": "\(c.idle)", "starting": "\(c.starting)", "busy": "\(c.busy)", "started_total": "\(c.started)"])
     }
 
-    /// SIGTERM to every worker (idle ones exit at once; busy ones report the interruption), then SIGKILL stragglers.
-    private func stopAll() {
-        let procs = state.withLockedValue { Array($0.workers.values.map(\.process)) }
-        for p in procs where p.isRunning { kill(p.processIdentifier, SIGTERM) }
-        let deadline = Date().addingTimeInterval(10)
-        while procs.contains(where: \.isRunning), Date() < deadline { usleep(50_000) }
-        for p in procs where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+    /// SIGKILL to every worker at once (tests).
+    func killAllForTesting() {
+        for p in state.withLockedValue({ Array($0.workers.values.map(\.process)) }) { p.signal(SIGKILL) }
+    }
+
+    /// SIGTERM to every worker (idle ones exit at once; busy ones report the interruption), then
+    /// SIGKILL to whatever is left after 10 s.
+    private func stopAll() async {
+        let processes = state.withLockedValue { Array($0.workers.values.map(\.process)) }
+        for p in processes { p.signal(SIGTERM) }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { for p in processes { await p.wait() } }
+            group.addTask {
+                guard (try? await Task.sleep(for: .seconds(10))) != nil else { return }
+                for p in processes { p.signal(SIGKILL) }
+            }
+            await group.next()
+            group.cancelAll()
+        }
     }
 }

@@ -35,6 +35,10 @@ public final class ChildProcess: Sendable {
     public struct SpawnError: Error, CustomStringConvertible {
         public let executable: String
         public let errno: Int32
+        public init(executable: String, errno: Int32) {
+            self.executable = executable
+            self.errno = errno
+        }
         public var description: String { "cannot start \(executable): \(String(cString: strerror(errno)))" }
     }
 
@@ -48,8 +52,10 @@ public final class ChildProcess: Sendable {
 
     /// Starts `executable` (an absolute path). `stdin`, `stdout` and `stderr` are descriptors the child
     /// gets as 0, 1 and 2 (-1 for /dev/null); the caller keeps its own copies and closes them.
+    /// `onExit` runs on the reaper thread once the process has been reaped.
     public init(executable: String, arguments: [String], environment: [String: String]? = nil,
-                workingDirectory: String? = nil, stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = -1) throws {
+                workingDirectory: String? = nil, stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = -1,
+                onExit: (@Sendable (pid_t, Termination) -> Void)? = nil) throws {
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         let env = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
@@ -83,6 +89,7 @@ public final class ChildProcess: Sendable {
                 return (t, s.waiters)
             }
             for w in waiters { w.resume(returning: termination) }
+            onExit?(pid, termination)
         }
         reaper.name = "reaper of \(pid)"
         reaper.start()
