@@ -58,14 +58,18 @@ struct CoordinatorService: Service {
     let keepalive: Duration
 
     func run() async throws {
-        try? await cancelWhenGracefulShutdown {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await coordinator.run() }
-                group.addTask { await coordinator.hub.runKeepalive(interval: keepalive) }
-                try await group.next()
-                group.cancelAll()
+        // A graceful shutdown ends it with CancellationError; any other error is the coordinator
+        // failing and must reach the ServiceGroup (the process exits non-zero), not vanish.
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await coordinator.run() }
+                    group.addTask { await coordinator.hub.runKeepalive(interval: keepalive) }
+                    try await group.next()
+                    group.cancelAll()
+                }
             }
-        }
+        } catch is CancellationError {}
         await client.drain()
     }
 }

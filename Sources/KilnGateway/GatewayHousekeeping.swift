@@ -13,12 +13,14 @@ struct GatewayHousekeeping: Service {
     var interval: Duration = .seconds(1)
 
     func run() async throws {
-        try? await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try await Task.sleep(for: interval)
-                await once()
+        do {
+            try await cancelWhenGracefulShutdown {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: interval)
+                    await once()
+                }
             }
-        }
+        } catch is CancellationError {}
     }
 
     func once() async {

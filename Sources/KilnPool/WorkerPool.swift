@@ -13,7 +13,7 @@ import ServiceLifecycle
 /// `accepted` events (a worker took a job), starts a replacement for every worker that takes a job,
 /// restarts idle workers that die, and never runs more than `maxWorkers` at once. Workers are started
 /// through a launch command template, so an operator can start a confidential VM instead of a process.
-public final class WorkerPool: Service, @unchecked Sendable {
+public final class WorkerPool: Service, Sendable {
     public struct Configuration: Sendable {
         public var idleTarget = 2
         public var maxWorkers = 8
@@ -87,7 +87,8 @@ public final class WorkerPool: Service, @unchecked Sendable {
         let events = try client.subscribe("kiln.build.*.events")
         try await client.flush()
         replenish()
-        try? await cancelWhenGracefulShutdown {
+        // Cannot fail; a graceful shutdown cancels it.
+        await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for await m in ready {

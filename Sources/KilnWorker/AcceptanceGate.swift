@@ -5,7 +5,7 @@ import NIOConcurrencyHelpers
 
 /// Decides which request this worker takes: exactly the first valid one. Every later request — on the
 /// one-shot subscription or the worker's direct subject — gets the 409 refusal and is never built.
-final class AcceptanceGate: @unchecked Sendable {
+final class AcceptanceGate: Sendable {
     enum State {
         case waiting
         case accepted(BuildRequest, reply: String?)

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import KilnProcess
 import KilnArchive
 import KilnAttestation
@@ -39,28 +40,26 @@ final class BuildPipeline: Sendable {
     func run() async {
         let started = Date()
         let batcher = LogBatcher(path: scratch + "/build.log", maxShippedBytes: configuration.limits.maxLogBytes)
-        let heartbeat = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: configuration.limits.heartbeatInterval)
-                if Task.isCancelled { break }
-                await events.emit(.heartbeat)
+        // Heartbeats and the log pump are child tasks of the build: they end with it, before the
+        // last log lines and the terminal event go out.
+        let outcome = await withTaskGroup(of: Void.self, returning: Result<(FileDigest, [String: FileDigest]), any Error>.self) { group in
+            group.addTask {
+                while (try? await Task.sleep(for: self.configuration.limits.heartbeatInterval)) != nil {
+                    await self.events.emit(.heartbeat)
+                }
+            }
+            group.addTask {
+                while (try? await Task.sleep(for: .milliseconds(100))) != nil {
+                    await self.ship(batcher)
+                }
+            }
+            defer { group.cancelAll() }
+            do {
+                return .success(try await stages(started: started, batcher: batcher))
+            } catch {
+                return .failure(error)
             }
         }
-        let logPump = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(100))
-                await self.ship(batcher)
-            }
-        }
-        let outcome: Result<(FileDigest, [String: FileDigest]), any Error>
-        do {
-            outcome = .success(try await stages(started: started, batcher: batcher))
-        } catch {
-            outcome = .failure(error)
-        }
-        logPump.cancel()
-        heartbeat.cancel()
-        _ = await logPump.value
         await ship(batcher)
 
         switch outcome {
@@ -294,12 +293,12 @@ final class BuildPipeline: Sendable {
     }
 }
 
-final class PhaseBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var _value = "source"
+/// The phase the build is in, read when an unexpected error has to be attributed to one.
+final class PhaseBox: Sendable {
+    private let phase = Mutex("source")
     var value: String {
-        get { lock.withLock { _value } }
-        set { lock.withLock { _value = newValue } }
+        get { phase.withLock { $0 } }
+        set { phase.withLock { $0 = newValue } }
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import KilnProcess
 import KilnAttestation
 
@@ -138,12 +139,10 @@ extension CargoBuilder {
 }
 
 /// Collects `compiler-artifact` messages for the project's own binaries and libraries.
-final class ArtifactCollector: @unchecked Sendable {
-    private let lock = NSLock()
-    private var found: [(String, String)] = []
-    private var names = Set<String>()
+final class ArtifactCollector: Sendable {
+    private let state = Mutex<(found: [(String, String)], names: Set<String>)>(([], []))
 
-    var files: [(String, String)] { lock.withLock { found } }
+    var files: [(String, String)] { state.withLock { $0.found } }
 
     func consider(jsonLine: String) {
         guard let obj = try? JSONSerialization.jsonObject(with: Data(jsonLine.utf8)) as? [String: Any],
@@ -157,24 +156,23 @@ final class ArtifactCollector: @unchecked Sendable {
         if kinds.contains(where: { ["cdylib", "staticlib", "dylib"].contains($0) }), let filenames = obj["filenames"] as? [String] {
             paths += filenames.filter { $0.hasSuffix(".so") || $0.hasSuffix(".a") || $0.hasSuffix(".dylib") }
         }
-        lock.withLock {
+        state.withLock { s in
             for p in paths {
                 let name = (p as NSString).lastPathComponent
-                if names.insert(name).inserted { found.append((p, name)) }
+                if s.names.insert(name).inserted { s.found.append((p, name)) }
             }
         }
     }
 }
 
 /// Keeps the last few lines of output for error messages.
-final class LogTail: @unchecked Sendable {
-    private let lock = NSLock()
-    private var lines: [String] = []
+final class LogTail: Sendable {
+    private let lines = Mutex<[String]>([])
     func add(_ line: String) {
-        lock.withLock {
-            lines.append(line)
-            if lines.count > 5 { lines.removeFirst() }
+        lines.withLock {
+            $0.append(line)
+            if $0.count > 5 { $0.removeFirst() }
         }
     }
-    var last: String { lock.withLock { lines.last(where: { !$0.isEmpty }) ?? "" } }
+    var last: String { lines.withLock { $0.last(where: { !$0.isEmpty }) ?? "" } }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import KilnProcess
 import KilnArchive
 import KilnAttestation
@@ -92,19 +93,20 @@ extension NixBuilder {
 }
 
 /// Collects a command's stdout up to a limit (past it, `text` is nil).
-final class OutputBuffer: @unchecked Sendable {
-    // Safe: every access holds `lock`.
-    private let lock = NSLock()
-    private var lines: [String] = []
-    private var bytes = 0
-    private var overflow = false
+final class OutputBuffer: Sendable {
+    private struct State {
+        var lines: [String] = []
+        var bytes = 0
+        var overflow = false
+    }
+    private let state = Mutex(State())
     let limit: Int
     init(limit: Int) { self.limit = limit }
     func append(_ line: String) {
-        lock.withLock {
-            bytes += line.utf8.count + 1
-            if bytes > limit { overflow = true; lines = [] } else if !overflow { lines.append(line) }
+        state.withLock { s in
+            s.bytes += line.utf8.count + 1
+            if s.bytes > limit { s.overflow = true; s.lines = [] } else if !s.overflow { s.lines.append(line) }
         }
     }
-    var text: String? { lock.withLock { overflow ? nil : lines.joined(separator: "\n") } }
+    var text: String? { state.withLock { $0.overflow ? nil : $0.lines.joined(separator: "\n") } }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import KilnProcess
 import KilnArchive
 import KilnAttestation
@@ -10,7 +11,7 @@ import ServiceLifecycle
 /// One worker = one build (design §3, §5). Subscribes once, accepts exactly one build request, builds
 /// it in the sandbox, publishes events and the attested result, waits for the gateway's
 /// acknowledgement, deletes its scratch directory and returns (the process then exits).
-public final class WorkerService: Service, @unchecked Sendable {
+public final class WorkerService: Service, Sendable {
     public enum Exit: Int32, Sendable {
         case done = 0
         case undelivered = 3
@@ -20,7 +21,8 @@ public final class WorkerService: Service, @unchecked Sendable {
     public let configuration: WorkerConfiguration
     let logger: Logger
     /// How the run ended (exit status for the process).
-    public private(set) var exit: Exit = .done
+    public var exit: Exit { outcome.withLock { $0 } }
+    private let outcome = Mutex<Exit>(.done)
 
     public init(configuration: WorkerConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -81,7 +83,7 @@ public final class WorkerService: Service, @unchecked Sendable {
         }
         guard let request = accepted else {
             logger.info("no build accepted; exiting")
-            exit = .idle
+            outcome.withLock { $0 = .idle }
             gate.stop()
             await client.drain()
             return
@@ -97,38 +99,41 @@ public final class WorkerService: Service, @unchecked Sendable {
         await events.emit(.accepted)
 
         let configuration = self.configuration
-        let controlTask = Task {
-            for await message in control {
-                guard let msg = try? JSONDecoder().decode(ControlMessage.self, from: Data(message.payloadBytes)) else { continue }
-                if let target = msg.workerID, target != configuration.workerID { continue }
-                switch msg.action {
-                case .cancel:
-                    log.info("cancel requested")
-                    cancel.fire()
-                case .replay: await events.replay(from: msg.fromSeq ?? 1)
-                case .ack: await events.acknowledge(through: msg.seq ?? 0)
-                }
-            }
-        }
-        defer { controlTask.cancel() }
-
+        let jobLog = log
         let pipeline = BuildPipeline(configuration: configuration, request: request, key: key, evidenceProvider: evidenceProvider, sysroot: sysroot,
                                      client: client, events: events, cancel: cancel, logger: log)
-        await withGracefulShutdownHandler {
-            await pipeline.run()
-        } onGracefulShutdown: {
-            pipeline.shutdownRequested.set()
-            cancel.fire()
-        }
-
-        // Keep everything until the gateway has the terminal event, then leave.
-        let terminalSeq = await events.events.count
-        if await events.waitForAck(of: terminalSeq, timeout: configuration.limits.deliveryTimeout) {
-            log.info("terminal event acknowledged; exiting")
-            exit = .done
-        } else {
-            log.error("the gateway never acknowledged the terminal event; exiting anyway")
-            exit = .undelivered
+        // Control messages are handled by a child task that lives exactly as long as the build.
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await message in control {
+                    guard let msg = try? JSONDecoder().decode(ControlMessage.self, from: Data(message.payloadBytes)) else { continue }
+                    if let target = msg.workerID, target != configuration.workerID { continue }
+                    switch msg.action {
+                    case .cancel:
+                        jobLog.info("cancel requested")
+                        cancel.fire()
+                    case .replay: await events.replay(from: msg.fromSeq ?? 1)
+                    case .ack: await events.acknowledge(through: msg.seq ?? 0)
+                    }
+                }
+            }
+            await withGracefulShutdownHandler {
+                await pipeline.run()
+            } onGracefulShutdown: {
+                pipeline.shutdownRequested.set()
+                cancel.fire()
+            }
+            // Keep everything until the gateway has the terminal event (acks arrive as control
+            // messages, so the control task is still running), then leave.
+            let terminalSeq = await events.events.count
+            if await events.waitForAck(of: terminalSeq, timeout: configuration.limits.deliveryTimeout) {
+                log.info("terminal event acknowledged; exiting")
+                outcome.withLock { $0 = .done }
+            } else {
+                log.error("the gateway never acknowledged the terminal event; exiting anyway")
+                outcome.withLock { $0 = .undelivered }
+            }
+            group.cancelAll()
         }
         gate.stop()
         await client.drain()
