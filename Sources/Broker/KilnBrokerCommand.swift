@@ -100,10 +100,12 @@ struct KilnBrokerCommand: AsyncParsableCommand {
         }
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         let host = cfg.host
-        Task {
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            // The port is known once the server is bound (`--port 0` picks one).
             if let p = try? await broker.port { announce("kiln-broker listening on \(host):\(p)") }
+            try await tasks.waitForAll()
         }
-        try await group.run()
     }
 }
 

@@ -20,20 +20,31 @@ final class AcceptanceGate: Sendable {
     private let state = NIOLockedValueBox<State>(.waiting)
     private let signals: AsyncStream<Signal>
     private let signal: AsyncStream<Signal>.Continuation
-    private let readers = NIOLockedValueBox<[Task<Void, Never>]>([])
+    private let subscriptions: AsyncStream<BusSubscription>
+    private let newSubscription: AsyncStream<BusSubscription>.Continuation
 
     init(workerID: String, client: BusClient) {
         self.workerID = workerID
         self.client = client
         (signals, signal) = AsyncStream.makeStream()
+        (subscriptions, newSubscription) = AsyncStream.makeStream()
+    }
+
+    /// Answers every request on every subscription handed to `startAnswering`, each in a child task,
+    /// until `stop()`. The worker service runs it for its whole life: requests that arrive during the
+    /// build still get their 409.
+    func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            for await subscription in subscriptions {
+                group.addTask { for await message in subscription { await self.handle(message) } }
+            }
+            group.cancelAll()
+        }
     }
 
     /// Answers every request arriving on `subscription`.
     func startAnswering(_ subscription: BusSubscription) {
-        let task = Task {
-            for await message in subscription { await self.handle(message) }
-        }
-        readers.withLockedValue { $0.append(task) }
+        newSubscription.yield(subscription)
     }
 
     private func handle(_ message: BusMessage) async {
@@ -62,27 +73,26 @@ final class AcceptanceGate: Sendable {
     /// Waits for the first valid request (nil on shutdown or idle timeout). When an invalid message
     /// spent the one-shot subscription, subscribes once more.
     func waitForRequest(idleTimeout: Duration?) async -> BuildRequest? {
-        let timer = idleTimeout.map { timeout in
-            Task {
-                try? await Task.sleep(for: timeout)
-                if !Task.isCancelled { self.shutdown() }
+        await withTaskGroup(of: Void.self, returning: BuildRequest?.self) { group in
+            if let idleTimeout {
+                group.addTask { if (try? await Task.sleep(for: idleTimeout)) != nil { self.shutdown() } }
             }
-        }
-        defer { timer?.cancel() }
-        for await s in signals {
-            switch s {
-            case .accepted:
-                if case .accepted(let r, _) = state.withLockedValue({ $0 }) { return r }
-            case .shutdown:
-                return nil
-            case .invalid:
-                if let again = try? client.subscribe(Subjects.buildRequest, queue: Subjects.workersQueue, max: 1) {
-                    try? await client.flush()
-                    startAnswering(again)
+            defer { group.cancelAll() }
+            for await s in signals {
+                switch s {
+                case .accepted:
+                    if case .accepted(let r, _) = state.withLockedValue({ $0 }) { return r }
+                case .shutdown:
+                    return nil
+                case .invalid:
+                    if let again = try? client.subscribe(Subjects.buildRequest, queue: Subjects.workersQueue, max: 1) {
+                        try? await client.flush()
+                        startAnswering(again)
+                    }
                 }
             }
+            return nil
         }
-        return nil
     }
 
     /// Replies `{accepted: true}` to the chosen request (after the worker subscribed to its control subject).
@@ -104,7 +114,7 @@ final class AcceptanceGate: Sendable {
     }
 
     func stop() {
-        for t in readers.withLockedValue({ $0 }) { t.cancel() }
+        newSubscription.finish()
         signal.finish()
     }
 

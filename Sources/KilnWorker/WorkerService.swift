@@ -76,66 +76,67 @@ public final class WorkerService: Service, Sendable {
         let gate = AcceptanceGate(workerID: configuration.workerID, client: client)
         let cancel = CancelSwitch()
 
-        let accepted: BuildRequest? = try await withGracefulShutdownHandler {
-            try await waitForRequest(client: client, gate: gate, toolchains: toolchains)
-        } onGracefulShutdown: {
-            gate.shutdown()
-        }
-        guard let request = accepted else {
-            logger.info("no build accepted; exiting")
-            outcome.withLock { $0 = .idle }
-            gate.stop()
-            await client.drain()
-            return
-        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await gate.run() }
+            defer { gate.stop() }
+            let accepted: BuildRequest? = try await withGracefulShutdownHandler {
+                try await waitForRequest(client: client, gate: gate, toolchains: toolchains)
+            } onGracefulShutdown: {
+                gate.shutdown()
+            }
+            guard let request = accepted else {
+                logger.info("no build accepted; exiting")
+                outcome.withLock { $0 = .idle }
+                return
+            }
 
-        var log = logger
-        log[metadataKey: "job_id"] = "\(request.jobID)"
-        let events = EventLog(jobID: request.jobID, workerID: configuration.workerID, client: client, logger: log)
-        // No flush needed before accepting: the broker handles one connection's frames in order, so
-        // this subscription is live before the gateway sees the acceptance and can send a control.
-        let control = try client.subscribe(Subjects.control(request.jobID))
-        try await gate.acknowledgeAccepted()
-        await events.emit(.accepted)
+            var log = logger
+            log[metadataKey: "job_id"] = "\(request.jobID)"
+            let events = EventLog(jobID: request.jobID, workerID: configuration.workerID, client: client, logger: log)
+            // No flush needed before accepting: the broker handles one connection's frames in order, so
+            // this subscription is live before the gateway sees the acceptance and can send a control.
+            let control = try client.subscribe(Subjects.control(request.jobID))
+            try await gate.acknowledgeAccepted()
+            await events.emit(.accepted)
 
-        let configuration = self.configuration
-        let jobLog = log
-        let pipeline = BuildPipeline(configuration: configuration, request: request, key: key, evidenceProvider: evidenceProvider, sysroot: sysroot,
-                                     client: client, events: events, cancel: cancel, logger: log)
-        // Control messages are handled by a child task that lives exactly as long as the build.
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                for await message in control {
-                    guard let msg = try? JSONDecoder().decode(ControlMessage.self, from: Data(message.payloadBytes)) else { continue }
-                    if let target = msg.workerID, target != configuration.workerID { continue }
-                    switch msg.action {
-                    case .cancel:
-                        jobLog.info("cancel requested")
-                        cancel.fire()
-                    case .replay: await events.replay(from: msg.fromSeq ?? 1)
-                    case .ack: await events.acknowledge(through: msg.seq ?? 0)
+            let configuration = self.configuration
+            let jobLog = log
+            let pipeline = BuildPipeline(configuration: configuration, request: request, key: key, evidenceProvider: evidenceProvider, sysroot: sysroot,
+                                         client: client, events: events, cancel: cancel, logger: log)
+            // Control messages are handled by a child task that lives exactly as long as the build.
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await message in control {
+                        guard let msg = try? JSONDecoder().decode(ControlMessage.self, from: Data(message.payloadBytes)) else { continue }
+                        if let target = msg.workerID, target != configuration.workerID { continue }
+                        switch msg.action {
+                        case .cancel:
+                            jobLog.info("cancel requested")
+                            cancel.fire()
+                        case .replay: await events.replay(from: msg.fromSeq ?? 1)
+                        case .ack: await events.acknowledge(through: msg.seq ?? 0)
+                        }
                     }
                 }
+                await withGracefulShutdownHandler {
+                    await pipeline.run()
+                } onGracefulShutdown: {
+                    pipeline.shutdownRequested.set()
+                    cancel.fire()
+                }
+                // Keep everything until the gateway has the terminal event (acks arrive as control
+                // messages, so the control task is still running), then leave.
+                let terminalSeq = await events.events.count
+                if await events.waitForAck(of: terminalSeq, timeout: configuration.limits.deliveryTimeout) {
+                    log.info("terminal event acknowledged; exiting")
+                    outcome.withLock { $0 = .done }
+                } else {
+                    log.error("the gateway never acknowledged the terminal event; exiting anyway")
+                    outcome.withLock { $0 = .undelivered }
+                }
+                group.cancelAll()
             }
-            await withGracefulShutdownHandler {
-                await pipeline.run()
-            } onGracefulShutdown: {
-                pipeline.shutdownRequested.set()
-                cancel.fire()
-            }
-            // Keep everything until the gateway has the terminal event (acks arrive as control
-            // messages, so the control task is still running), then leave.
-            let terminalSeq = await events.events.count
-            if await events.waitForAck(of: terminalSeq, timeout: configuration.limits.deliveryTimeout) {
-                log.info("terminal event acknowledged; exiting")
-                outcome.withLock { $0 = .done }
-            } else {
-                log.error("the gateway never acknowledged the terminal event; exiting anyway")
-                outcome.withLock { $0 = .undelivered }
-            }
-            group.cancelAll()
         }
-        gate.stop()
         await client.drain()
     }
 
