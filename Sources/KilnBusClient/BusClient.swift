@@ -13,114 +13,7 @@ import NIOSSL
 /// live subscription (a `max` subscription is renewed only for its remaining deliveries; spent
 /// one-shots are gone for good), then sends what was queued meanwhile.
 public final class BusClient: @unchecked Sendable {
-    public struct Configuration: Sendable {
-        public var host: String
-        public var port: Int
-        /// Shown in the broker's logs.
-        public var name: String?
-        public var token: String?
-        public var user: String?
-        public var password: String?
-        public var connectTimeout: TimeAmount
-        public var reconnect: Bool
-        public var reconnectInitialDelay: TimeAmount
-        public var reconnectMaxDelay: TimeAmount
-        /// Give up (and close) after this many failed attempts in a row; nil retries until `close()`.
-        public var maxReconnectAttempts: Int?
-        /// Publishers wait while more than this many bytes are queued (also bounds the reconnect buffer).
-        public var pendingLimit: Int
-        /// Inboxes live under `_INBOX.<namespace>.` (a worker uses its id, which its credential permits).
-        public var inboxNamespace: String?
-        /// TLS to the broker (`kilns://` or `tls://`); nil is plain TCP.
-        public var tls: TLS?
-
-        /// How to check the broker and, for mTLS, who this client is.
-        public struct TLS: Sendable, Equatable {
-            /// CA (PEM) the broker's certificate must chain to; nil uses the system's trust store.
-            public var caFile: String?
-            /// Client certificate chain and key (PEM) for brokers that require one.
-            public var certificateFile: String?
-            public var keyFile: String?
-
-            public init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil) {
-                self.caFile = caFile
-                self.certificateFile = certificateFile
-                self.keyFile = keyFile
-            }
-
-            func makeContext() throws -> NIOSSLContext {
-                var config = TLSConfiguration.makeClientConfiguration()
-                config.minimumTLSVersion = .tlsv12
-                if let caFile { config.trustRoots = .file(caFile) }
-                if let certificateFile, let keyFile {
-                    config.certificateChain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { .certificate($0) }
-                    config.privateKey = .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem))
-                }
-                return try NIOSSLContext(configuration: config)
-            }
-        }
-
-        public init(host: String = "127.0.0.1", port: Int = 4222, name: String? = nil, token: String? = nil,
-                    user: String? = nil, password: String? = nil, connectTimeout: TimeAmount = .seconds(5),
-                    reconnect: Bool = true, reconnectInitialDelay: TimeAmount = .milliseconds(50),
-                    reconnectMaxDelay: TimeAmount = .seconds(2), maxReconnectAttempts: Int? = nil,
-                    pendingLimit: Int = 8 << 20) {
-            self.host = host
-            self.port = port
-            self.name = name
-            self.token = token
-            self.user = user
-            self.password = password
-            self.connectTimeout = connectTimeout
-            self.reconnect = reconnect
-            self.reconnectInitialDelay = reconnectInitialDelay
-            self.reconnectMaxDelay = reconnectMaxDelay
-            self.maxReconnectAttempts = maxReconnectAttempts
-            self.pendingLimit = pendingLimit
-        }
-
-        /// Parses `kiln://[user:password@]host:port`, `tcp://host:port` or `host:port`;
-        /// a `?token=…` query sets the token.
-        public init(url: String) throws(BusClientError) {
-            self.init()
-            var rest = Substring(url)
-            for scheme in ["kilns://", "tls://"] where rest.hasPrefix(scheme) {
-                rest = rest.dropFirst(scheme.count)
-                tls = TLS()
-            }
-            for scheme in ["kiln://", "tcp://", "nats://"] where rest.hasPrefix(scheme) { rest = rest.dropFirst(scheme.count) }
-            if let q = rest.firstIndex(of: "?") {
-                for pair in rest[rest.index(after: q)...].split(separator: "&") {
-                    let kv = pair.split(separator: "=", maxSplits: 1)
-                    if kv.count == 2, kv[0] == "token" { token = String(kv[1]) }
-                }
-                rest = rest[..<q]
-            }
-            if rest.hasSuffix("/") { rest = rest.dropLast() }
-            if let at = rest.lastIndex(of: "@") {
-                let cred = rest[..<at]
-                let parts = cred.split(separator: ":", maxSplits: 1)
-                if parts.count == 2 { user = String(parts[0]); password = String(parts[1]) } else { token = String(cred) }
-                rest = rest[rest.index(after: at)...]
-            }
-            guard let colon = rest.lastIndex(of: ":"), let p = Int(rest[rest.index(after: colon)...]), p > 0, p < 65536 else {
-                throw .connectFailed("bad broker URL '\(url)': expected kiln://host:port")
-            }
-            host = String(rest[..<colon])
-            port = p
-            if host.isEmpty { throw .connectFailed("bad broker URL '\(url)': empty host") }
-        }
-    }
-
-    enum Status: Equatable { case connecting, connected, reconnecting, closed }
-
-    struct SubscriptionState {
-        var subject: String
-        var queue: String?
-        var max: Int?
-        var delivered = 0
-        var messages: MessageQueue
-    }
+    typealias StateMachine = BusClientStateMachine<MessageQueue, CheckedContinuation<Void, any Error>>
 
     struct PendingRequest {
         var continuation: CheckedContinuation<BusMessage, any Error>
@@ -133,23 +26,17 @@ public final class BusClient: @unchecked Sendable {
     let group: any EventLoopGroup
     let outbound: OutboundBuffer
     private let lock = NIOLock()
-    private var status: Status = .connecting
+    // Everything below is guarded by `lock`.
+    private var machine = StateMachine()
     private var channel: (any Channel)?
-    private var generation = 0
-    private var subscriptions: [String: SubscriptionState] = [:]
-    private var nextSid = 0
-    private var pongWaiters: [CheckedContinuation<Void, any Error>] = []
     private var requests: [String: PendingRequest] = [:]
     private var nextRequest = 0
-    private var inboxSid: String?
     private var reconnectTask: Task<Void, Never>?
     private(set) var serverInfo: BusHeader?
     private let inboxPrefix: String
     private let errorContinuation: AsyncStream<BusError>.Continuation
     /// `err` frames the broker sent that were not part of a handshake (e.g. permission denied).
     public let asyncErrors: AsyncStream<BusError>
-
-    static let inboxSidName = "_inbox"
 
     init(configuration: Configuration, logger: Logger, group: any EventLoopGroup) {
         self.configuration = configuration
@@ -175,7 +62,7 @@ public final class BusClient: @unchecked Sendable {
         return client
     }
 
-    public var isConnected: Bool { lock.withLock { status == .connected } }
+    public var isConnected: Bool { lock.withLock { machine.status == .connected } }
 
     /// The broker's `max_frame` (from `info`).
     public var maxFrame: Int { lock.withLock { serverInfo?.maxFrame ?? BusFrame.defaultMaxFrame } }
@@ -241,14 +128,8 @@ public final class BusClient: @unchecked Sendable {
         if let max, max <= 0 { throw BusError.badRequest("'max' must be a positive integer") }
         let messages = MessageQueue()
         let sid: String = try lock.withLock {
-            guard status != .closed else { throw BusClientError.closed }
-            nextSid += 1
-            let sid = String(nextSid)
-            subscriptions[sid] = SubscriptionState(subject: subject, queue: queue, max: max, messages: messages)
-            if status == .connected {
-                // While reconnecting, the re-subscribe step sends it.
-                outbound.enqueue { BusFrame.write(header: .sub(subject, sid: sid, queue: queue, max: max), payload: EmptyCollection(), to: &$0) }
-            }
+            let (sid, command) = try machine.subscribe(subject: subject, queue: queue, max: max, subscriber: messages)
+            if let command { send(command) }  // while (re)connecting, the handshake sends it
             return sid
         }
         let client = self
@@ -258,21 +139,16 @@ public final class BusClient: @unchecked Sendable {
 
     func unsubscribe(sid: String, max: Int?) async throws {
         let finished: MessageQueue? = try lock.withLock {
-            guard status != .closed else { throw BusClientError.closed }
-            guard var state = subscriptions[sid] else { return nil }
-            if let max, state.delivered < max {
-                state.max = max
-                subscriptions[sid] = state
-                if status == .connected {
-                    outbound.enqueue { BusFrame.write(header: .unsub(sid: sid, max: max), payload: EmptyCollection(), to: &$0) }
-                }
+            switch try machine.unsubscribe(sid: sid, max: max) {
+            case .none:
                 return nil
+            case .limit(let command):
+                if let command { send(command) }
+                return nil
+            case .finish(let messages, let command):
+                if let command { send(command) }
+                return messages
             }
-            subscriptions[sid] = nil
-            if status == .connected {
-                outbound.enqueue { BusFrame.write(header: .unsub(sid: sid), payload: EmptyCollection(), to: &$0) }
-            }
-            return state.messages
         }
         finished?.finish()
     }
@@ -281,13 +157,16 @@ public final class BusClient: @unchecked Sendable {
     /// broker (subscriptions are live, publishes routed).
     public func flush(timeout: TimeAmount = .seconds(5)) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let ok: Bool = lock.withLock {
-                guard status == .connected else { return false }
-                pongWaiters.append(continuation)
-                outbound.enqueue { BusFrame.write(header: BusHeader(op: .ping), payload: EmptyCollection(), to: &$0) }
-                return true
+            let failure: BusClientError? = lock.withLock {
+                switch machine.ping(continuation) {
+                case .success(let command):
+                    send(command)
+                    return nil
+                case .failure(let error):
+                    return error
+                }
             }
-            if !ok { continuation.resume(throwing: BusClientError.connectionLost) }
+            if let failure { continuation.resume(throwing: failure) }
         }
     }
 
@@ -298,15 +177,7 @@ public final class BusClient: @unchecked Sendable {
     where Payload.Element == UInt8 {
         try Subject.validatePublish(subject)
         let token: String = try lock.withLock {
-            guard status != .closed else { throw BusClientError.closed }
-            if inboxSid == nil {
-                inboxSid = BusClient.inboxSidName
-                subscriptions[BusClient.inboxSidName] = SubscriptionState(subject: inboxPrefix + ".*", messages: MessageQueue())
-                if status == .connected {
-                    let subject = inboxPrefix + ".*"
-                    outbound.enqueue { BusFrame.write(header: .sub(subject, sid: BusClient.inboxSidName), payload: EmptyCollection(), to: &$0) }
-                }
-            }
+            if let command = try machine.subscribeInbox(subject: inboxPrefix + ".*", subscriber: { MessageQueue() }) { send(command) }
             nextRequest += 1
             return String(nextRequest, radix: 36)
         }
@@ -344,7 +215,7 @@ public final class BusClient: @unchecked Sendable {
 
     /// Unsubscribes everything, waits until the broker has processed it, then closes.
     public func drain(timeout: TimeAmount = .seconds(5)) async {
-        let sids: [String] = lock.withLock { Array(subscriptions.keys) }
+        let sids: [String] = lock.withLock { machine.sids }
         for sid in sids { try? await unsubscribe(sid: sid, max: nil) }
         try? await flush(timeout: timeout)
         await close()
@@ -353,12 +224,10 @@ public final class BusClient: @unchecked Sendable {
     /// Closes at once: streams end, waiters fail with `.closed`.
     public func close() async {
         let (channel, subs, waiters, reqs, task): (
-            (any Channel)?, [SubscriptionState], [CheckedContinuation<Void, any Error>], [PendingRequest], Task<Void, Never>?
+            (any Channel)?, [MessageQueue], [CheckedContinuation<Void, any Error>], [PendingRequest], Task<Void, Never>?
         ) = lock.withLock {
-            status = .closed
-            let result = (self.channel, Array(subscriptions.values), pongWaiters, Array(requests.values), reconnectTask)
-            subscriptions = [:]
-            pongWaiters = []
+            let (subscribers, waiters) = machine.close()
+            let result = (self.channel, subscribers, waiters, Array(requests.values), reconnectTask)
             requests = [:]
             self.channel = nil
             reconnectTask = nil
@@ -373,7 +242,7 @@ public final class BusClient: @unchecked Sendable {
         } else {
             outbound.close()
         }
-        for s in subs { s.messages.finish() }
+        for s in subs { s.finish() }
         for w in waiters { w.resume(throwing: BusClientError.closed) }
         for r in reqs {
             r.timeout?.cancel()
@@ -418,9 +287,8 @@ public final class BusClient: @unchecked Sendable {
             defer { timeout.cancel() }
             let info = try await handler.info.futureResult.get()
             let thisGeneration: Int = try lock.withLock {
-                guard status != .closed else { throw BusClientError.closed }
+                let (generation, resubscribe) = try machine.connectionEstablished()
                 serverInfo = info
-                generation += 1
                 handler.generation = generation
                 var hello = ByteBuffer()
                 var connect = BusHeader(op: .connect)
@@ -432,15 +300,10 @@ public final class BusClient: @unchecked Sendable {
                 connect.proto = 1
                 BusFrame.write(header: connect, payload: EmptyCollection(), to: &hello)
                 // Re-subscribe what is still live, for its remaining deliveries only.
-                for (sid, s) in subscriptions.sorted(by: { $0.key < $1.key }) {
-                    let remaining = s.max.map { $0 - s.delivered }
-                    if let remaining, remaining <= 0 { continue }
-                    BusFrame.write(header: .sub(s.subject, sid: sid, queue: s.queue, max: remaining), payload: EmptyCollection(), to: &hello)
-                }
-                BusFrame.write(header: BusHeader(op: .ping), payload: EmptyCollection(), to: &hello)
+                for command in resubscribe { Self.encode(command, into: &hello) }
+                Self.encode(.ping, into: &hello)
                 channel.writeAndFlush(hello, promise: nil)
                 self.channel = channel
-                status = .connected
                 outbound.attach(channel)
                 return generation
             }
@@ -452,10 +315,8 @@ public final class BusClient: @unchecked Sendable {
             let stranded: [CheckedContinuation<Void, any Error>] = lock.withLock {
                 guard self.channel === channel else { return [] }
                 self.channel = nil
-                if status == .connected { status = .connecting }
                 outbound.detach()
-                defer { pongWaiters = [] }
-                return pongWaiters
+                return machine.handshakeFailed(generation: handler.generation)
             }
             for waiter in stranded { waiter.resume(throwing: BusClientError.connectionLost) }
             channel.close(promise: nil)
@@ -466,42 +327,38 @@ public final class BusClient: @unchecked Sendable {
 
     /// The current channel closed.
     func connectionLost(generation lost: Int) {
-        enum Next { case ignore, reconnect, close }
-        let (waiters, next): ([CheckedContinuation<Void, any Error>], Next) = lock.withLock {
-            // A stale channel (an older generation) or a client already closing: nothing to do.
-            guard lost == generation, status == .connected else { return ([], .ignore) }
+        let action: StateMachine.LossAction = lock.withLock {
+            let action = machine.connectionLost(generation: lost, reconnect: configuration.reconnect)
+            if case .ignore = action { return action }
             channel = nil
             outbound.detach()
-            let w = pongWaiters
-            pongWaiters = []
-            if configuration.reconnect {
-                status = .reconnecting
-                return (w, .reconnect)
-            }
-            return (w, .close)
+            return action
         }
-        for w in waiters { w.resume(throwing: BusClientError.connectionLost) }
-        switch next {
+        switch action {
         case .ignore:
             break
-        case .reconnect:
+        case .reconnect(let waiters):
+            for w in waiters { w.resume(throwing: BusClientError.connectionLost) }
             logger.info("connection to broker lost; reconnecting")
+            // Tracked in `reconnectTask` and cancelled by `close()`.
             let task = Task { await self.reconnectLoop() }
             lock.withLock {
-                if status == .reconnecting { reconnectTask = task } else { task.cancel() }
+                if machine.status == .reconnecting { reconnectTask = task } else { task.cancel() }
             }
-        case .close:
+        case .close(let waiters):
+            for w in waiters { w.resume(throwing: BusClientError.connectionLost) }
             Task { await self.close() }
         }
     }
 
     private func reconnectLoop() async {
-        var delay = configuration.reconnectInitialDelay
-        var attempts = 0
+        var backoff = ReconnectBackoff(initialNanoseconds: configuration.reconnectInitialDelay.nanoseconds,
+                                       maximumNanoseconds: configuration.reconnectMaxDelay.nanoseconds,
+                                       maxAttempts: configuration.maxReconnectAttempts)
+        var random = SystemRandomNumberGenerator()
         while !Task.isCancelled {
-            if lock.withLock({ status == .closed }) { return }
-            let jitter = Int64.random(in: 0...(delay.nanoseconds / 4 + 1))
-            try? await Task.sleep(nanoseconds: UInt64(delay.nanoseconds + jitter))
+            if lock.withLock({ machine.status == .closed }) { return }
+            try? await Task.sleep(nanoseconds: UInt64(backoff.nextDelay(using: &random)))
             if Task.isCancelled { return }
             do {
                 try await establish()
@@ -509,16 +366,32 @@ public final class BusClient: @unchecked Sendable {
                 lock.withLock { reconnectTask = nil }
                 return
             } catch {
-                attempts += 1
-                logger.debug("reconnect attempt \(attempts) failed: \(error)")
-                if let max = configuration.maxReconnectAttempts, attempts >= max {
-                    logger.warning("giving up reconnecting after \(attempts) attempts")
+                logger.debug("reconnect attempt \(backoff.attempts + 1) failed: \(error)")
+                if !backoff.attemptFailed() {
+                    logger.warning("giving up reconnecting after \(backoff.attempts) attempts")
                     await close()
                     return
                 }
-                delay = min(delay * 2, configuration.reconnectMaxDelay)
             }
         }
+    }
+
+    /// Queues a state-machine command for the broker. Call with `lock` held (the order of commands is
+    /// the order of state changes).
+    private func send(_ command: StateMachine.Command) {
+        outbound.enqueue { Self.encode(command, into: &$0) }
+    }
+
+    /// The Kiln bus v1 encoding of a command.
+    static func encode(_ command: StateMachine.Command, into buffer: inout ByteBuffer) {
+        let header: BusHeader
+        switch command {
+        case .subscribe(let sid, let subject, let queue, let max): header = .sub(subject, sid: sid, queue: queue, max: max)
+        case .unsubscribe(let sid, let max?): header = .unsub(sid: sid, max: max)
+        case .unsubscribe(let sid, nil): header = .unsub(sid: sid)
+        case .ping: header = BusHeader(op: .ping)
+        }
+        BusFrame.write(header: header, payload: EmptyCollection(), to: &buffer)
     }
 
     // MARK: - inbound (called on the channel's event loop by BusClientHandler)
@@ -528,29 +401,23 @@ public final class BusClient: @unchecked Sendable {
         case .msg:
             guard let sid = frame.header.sid, let subject = frame.header.subject else { return }
             let message = BusMessage(subject: subject, reply: frame.header.reply, headers: frame.header.headers, payload: frame.payload)
-            if sid == BusClient.inboxSidName {
+            if sid == StateMachine.inboxSID {
                 if let dot = subject.lastIndex(of: ".") {
                     finishRequest(String(subject[subject.index(after: dot)...]), with: .success(message))
                 }
                 return
             }
-            let (queue, spent): (MessageQueue?, Bool) = lock.withLock {
-                guard let index = subscriptions.index(forKey: sid) else { return (nil, false) }
-                subscriptions.values[index].delivered += 1
-                let s = subscriptions.values[index]
-                if let max = s.max, s.delivered >= max {
-                    subscriptions.remove(at: index)
-                    return (s.messages, true)
-                }
-                return (s.messages, false)
+            switch lock.withLock({ machine.messageArrived(sid: sid) }) {
+            case .drop:
+                break
+            case .deliver(let queue):
+                queue.push(message)
+            case .deliverAndFinish(let queue):
+                queue.push(message)
+                queue.finish()
             }
-            queue?.push(message)
-            if spent { queue?.finish() }
         case .pong:
-            let waiter: CheckedContinuation<Void, any Error>? = lock.withLock {
-                pongWaiters.isEmpty ? nil : pongWaiters.removeFirst()
-            }
-            waiter?.resume()
+            lock.withLock { machine.pongArrived() }?.resume()
         case .err:
             let error = BusError(code: frame.header.code ?? 0, message: frame.header.message ?? "")
             logger.warning("broker error \(error.code): \(error.message)")

@@ -16,12 +16,8 @@ struct SourceChunkServer: Sendable {
 
     func answer(_ message: BusMessage, jobID: String) async {
         guard let reply = message.reply else { return }
-        guard let (_, index) = BusMessageParsing.sourceRequest(subject: message.subject, headers: message.headers),
-              let size = files.uploadSize(job: jobID) else {
-            try? await client.publish(reply, payload: [UInt8](), headers: ["status": "404"])
-            return
-        }
-        // Where the broker authenticates users, a job's source goes to the worker that accepted it only.
+        // Where the broker authenticates users, a job's source goes to the worker that accepted it only,
+        // and anyone else gets the same 403 whether or not the job or its upload exists (no oracle).
         // (A message stamped by the broker means users are authenticated: then a job nobody accepted has no source to give.)
         let job = try? await store.job(jobID)
         if message.headers?[BusHeader.senderHeader] != nil || job?.workerIdentity != nil {
@@ -29,6 +25,11 @@ struct SourceChunkServer: Sendable {
                 try? await client.publish(reply, payload: [UInt8](), headers: ["status": "403"])
                 return
             }
+        }
+        guard let (_, index) = BusMessageParsing.sourceRequest(subject: message.subject, headers: message.headers),
+              let size = files.uploadSize(job: jobID) else {
+            try? await client.publish(reply, payload: [UInt8](), headers: ["status": "404"])
+            return
         }
         guard let offset = BusMessageParsing.sourceChunkOffset(index: index, chunkSize: chunkSize, size: size),
               let bytes = try? await NIOThreadPool.singleton.runIfActive({ [files, chunkSize] in

@@ -1,0 +1,201 @@
+/// Everything the bus client knows about its connection and subscriptions, with no sockets, locks or
+/// clocks: each event (a subscribe call, a message, a pong, a lost connection) is a mutating call that
+/// returns what the client must do — send a command, deliver to a subscriber, fail waiters, reconnect.
+/// `BusClient` holds one under its lock and carries out the actions; tests drive it directly.
+///
+/// Generic over what a subscription delivers to and what waits for a pong, so tests can use plain
+/// values where the client uses message queues and continuations.
+struct BusClientStateMachine<Subscriber, PongWaiter> {
+    enum Status: Equatable { case connecting, connected, reconnecting, closed }
+
+    /// What goes to the broker. The wire protocol encodes it.
+    enum Command: Equatable {
+        case subscribe(sid: String, subject: String, queue: String?, max: Int?)
+        case unsubscribe(sid: String, max: Int?)
+        case ping
+    }
+
+    struct Subscription {
+        var subject: String
+        var queue: String?
+        var max: Int?
+        var delivered = 0
+        var subscriber: Subscriber
+    }
+
+    enum UnsubscribeAction {
+        /// Nothing to do (already gone).
+        case none
+        /// The subscription ends by itself after `max` more deliveries: tell the broker (if connected).
+        case limit(send: Command?)
+        /// It is over: finish the subscriber, tell the broker (if connected).
+        case finish(Subscriber, send: Command?)
+    }
+
+    enum DeliveryAction {
+        /// Unknown subscription (already ended): drop the message.
+        case drop
+        case deliver(Subscriber)
+        /// Its `max`-th message: deliver, then finish the subscriber.
+        case deliverAndFinish(Subscriber)
+    }
+
+    enum LossAction {
+        /// A stale connection (an older generation) or a closed client.
+        case ignore
+        /// Fail the waiters, then reconnect.
+        case reconnect(failing: [PongWaiter])
+        /// Fail the waiters, then close.
+        case close(failing: [PongWaiter])
+    }
+
+    static var inboxSID: String { "_inbox" }
+
+    private(set) var status: Status = .connecting
+    /// Bumped by every handshake; events from an older connection carry an older number.
+    private(set) var generation = 0
+    private var subscriptions: [String: Subscription] = [:]
+    private var nextSID = 0
+    private var pongWaiters: [PongWaiter] = []
+
+    var subscriptionCount: Int { subscriptions.count }
+    var sids: [String] { Array(subscriptions.keys) }
+
+    // MARK: subscriptions
+
+    /// A new subscription; returns its sid and, when connected, the command to send now (while
+    /// (re)connecting, the handshake sends it).
+    mutating func subscribe(subject: String, queue: String?, max: Int?, subscriber: Subscriber) throws(BusClientError) -> (sid: String, send: Command?) {
+        guard status != .closed else { throw .closed }
+        nextSID += 1
+        let sid = String(nextSID)
+        subscriptions[sid] = Subscription(subject: subject, queue: queue, max: max, subscriber: subscriber)
+        return (sid, status == .connected ? .subscribe(sid: sid, subject: subject, queue: queue, max: max) : nil)
+    }
+
+    /// The request/reply inbox: one wildcard subscription under a fixed sid, made on first use.
+    mutating func subscribeInbox(subject: String, subscriber: () -> Subscriber) throws(BusClientError) -> Command? {
+        guard status != .closed else { throw .closed }
+        guard subscriptions[Self.inboxSID] == nil else { return nil }
+        subscriptions[Self.inboxSID] = Subscription(subject: subject, subscriber: subscriber())
+        return status == .connected ? .subscribe(sid: Self.inboxSID, subject: subject, queue: nil, max: nil) : nil
+    }
+
+    /// Ends `sid` now (`max` nil) or after `max` deliveries in total.
+    mutating func unsubscribe(sid: String, max: Int?) throws(BusClientError) -> UnsubscribeAction {
+        guard status != .closed else { throw .closed }
+        guard var subscription = subscriptions[sid] else { return .none }
+        let connected = status == .connected
+        if let max, subscription.delivered < max {
+            subscription.max = max
+            subscriptions[sid] = subscription
+            return .limit(send: connected ? .unsubscribe(sid: sid, max: max) : nil)
+        }
+        subscriptions[sid] = nil
+        return .finish(subscription.subscriber, send: connected ? .unsubscribe(sid: sid, max: nil) : nil)
+    }
+
+    /// A message for `sid` arrived.
+    mutating func messageArrived(sid: String) -> DeliveryAction {
+        guard let index = subscriptions.index(forKey: sid) else { return .drop }
+        subscriptions.values[index].delivered += 1
+        let subscription = subscriptions.values[index]
+        if let max = subscription.max, subscription.delivered >= max {
+            subscriptions.remove(at: index)
+            return .deliverAndFinish(subscription.subscriber)
+        }
+        return .deliver(subscription.subscriber)
+    }
+
+    // MARK: flush
+
+    /// A flush: when connected the waiter is queued and a ping must go out; otherwise it fails at once
+    /// (the waiter is handed back).
+    mutating func ping(_ waiter: PongWaiter) -> Result<Command, BusClientError> {
+        guard status == .connected else { return .failure(.connectionLost) }
+        pongWaiters.append(waiter)
+        return .success(.ping)
+    }
+
+    /// Pongs answer pings in order.
+    mutating func pongArrived() -> PongWaiter? {
+        pongWaiters.isEmpty ? nil : pongWaiters.removeFirst()
+    }
+
+    // MARK: connection lifecycle
+
+    /// A new connection finished its greeting: returns its generation and what to re-subscribe — every
+    /// live subscription, a `max` one only for its remaining deliveries (spent one-shots are gone).
+    mutating func connectionEstablished() throws(BusClientError) -> (generation: Int, resubscribe: [Command]) {
+        guard status != .closed else { throw .closed }
+        generation += 1
+        status = .connected
+        let resubscribe = subscriptions.sorted { $0.key < $1.key }.compactMap { sid, s -> Command? in
+            let remaining = s.max.map { $0 - s.delivered }
+            if let remaining, remaining <= 0 { return nil }
+            return .subscribe(sid: sid, subject: s.subject, queue: s.queue, max: remaining)
+        }
+        return (generation, resubscribe)
+    }
+
+    /// The handshake of the connection of `generation` failed after `connectionEstablished`: a flush
+    /// issued in between waits on that connection and must fail now, not be answered by a later one.
+    mutating func handshakeFailed(generation failed: Int) -> [PongWaiter] {
+        guard failed == generation, status == .connected else { return [] }
+        status = .connecting
+        defer { pongWaiters = [] }
+        return pongWaiters
+    }
+
+    /// The connection of `generation` closed.
+    mutating func connectionLost(generation lost: Int, reconnect: Bool) -> LossAction {
+        guard lost == generation, status == .connected else { return .ignore }
+        let failing = pongWaiters
+        pongWaiters = []
+        if reconnect {
+            status = .reconnecting
+            return .reconnect(failing: failing)
+        }
+        return .close(failing: failing)
+    }
+
+    /// Closes for good: every subscriber is finished and every waiter failed.
+    mutating func close() -> (subscribers: [Subscriber], waiters: [PongWaiter]) {
+        status = .closed
+        defer {
+            subscriptions = [:]
+            pongWaiters = []
+        }
+        return (subscriptions.values.map(\.subscriber), pongWaiters)
+    }
+}
+
+/// Exponential reconnect backoff with up to 25 % jitter, and an optional limit on attempts. The random
+/// source is injected so tests see exact delays.
+struct ReconnectBackoff {
+    let initial: Int64
+    let maximum: Int64
+    let maxAttempts: Int?
+    private(set) var attempts = 0
+    private var delay: Int64
+
+    init(initialNanoseconds: Int64, maximumNanoseconds: Int64, maxAttempts: Int?) {
+        initial = max(0, initialNanoseconds)
+        maximum = max(initial, maximumNanoseconds)
+        self.maxAttempts = maxAttempts
+        delay = initial
+    }
+
+    /// How long to wait before the next attempt.
+    func nextDelay(using random: inout some RandomNumberGenerator) -> Int64 {
+        delay + Int64.random(in: 0...(delay / 4 + 1), using: &random)
+    }
+
+    /// An attempt failed: returns false when it was the last one allowed.
+    mutating func attemptFailed() -> Bool {
+        attempts += 1
+        delay = min(delay > maximum / 2 ? maximum : delay * 2, maximum)
+        if let maxAttempts, attempts >= maxAttempts { return false }
+        return true
+    }
+}
