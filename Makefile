@@ -4,7 +4,7 @@ export PATH := $(HOME)/.cargo/bin:/root/.cargo/bin:$(PATH)
 VENV ?= .venv
 PYTHON ?= python3
 
-.PHONY: deps build release run test test-swift test-python test-contract bench fuzz clean
+.PHONY: deps build release run test lint test-swift test-python test-contract bench fuzz clean
 
 deps:
 	@scripts/install-deps.sh test
@@ -22,7 +22,11 @@ run: release
 	scripts/run-local.sh
 
 ## Install what the tests need, then run every test (Swift unit + black-box, then the Python verifier).
-test: deps $(VENV)/.installed test-swift test-python test-contract
+test: deps lint $(VENV)/.installed test-swift test-python test-contract
+
+## Formatting and lint rules (.swift-format); `swift format format -i -r Sources Tests bench fuzz` fixes most findings.
+lint:
+	swift format lint --strict -r Sources Tests bench fuzz Package.swift
 
 test-swift:
 	swift build --build-tests

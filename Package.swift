@@ -2,7 +2,7 @@
 import PackageDescription
 
 let swiftSettings: [SwiftSetting] = [
-    .swiftLanguageMode(.v6),
+    .swiftLanguageMode(.v6)
 ]
 
 let package = Package(
@@ -40,172 +40,222 @@ let package = Package(
     ],
     targets: [
         // Bus v1 wire protocol: frames, headers, subjects. Shared by broker and client.
-        .target(name: "KilnBus", dependencies: [
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-        ], swiftSettings: swiftSettings),
-        .target(name: "KilnBusClient", dependencies: [
-            "KilnBus",
-            .product(name: "NIOSSL", package: "swift-nio-ssl"),
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ], swiftSettings: swiftSettings),
-        .target(name: "KilnBroker", dependencies: [
-            "KilnBus",
-            .product(name: "NIOSSL", package: "swift-nio-ssl"),
-            .product(name: "NIOTLS", package: "swift-nio"),
-            .product(name: "SwiftASN1", package: "swift-asn1"),
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "Hummingbird", package: "hummingbird"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "Metrics", package: "swift-metrics"),
-            .product(name: "Prometheus", package: "swift-prometheus"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ], swiftSettings: swiftSettings),
-        .executableTarget(name: "Broker", dependencies: [
-            "KilnBroker",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ], swiftSettings: swiftSettings),
+        .target(
+            name: "KilnBus",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ], swiftSettings: swiftSettings),
+        .target(
+            name: "KilnBusClient",
+            dependencies: [
+                "KilnBus",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ], swiftSettings: swiftSettings),
+        .target(
+            name: "KilnBroker",
+            dependencies: [
+                "KilnBus",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "Broker",
+            dependencies: [
+                "KilnBroker",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ], swiftSettings: swiftSettings),
 
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
         // openat2, setfsuid and the sandbox's seccomp program: what Swift cannot call directly.
         .target(name: "CKilnSystem"),
-        .target(name: "KilnArchive", dependencies: [
-            "CArchive", "CKilnSystem",
-            .product(name: "Crypto", package: "swift-crypto"),
-        ], swiftSettings: swiftSettings),
+        .target(
+            name: "KilnArchive",
+            dependencies: [
+                "CArchive", "CKilnSystem",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ], swiftSettings: swiftSettings),
         // Offline checks of SEV-SNP reports and TDX quotes against pinned vendor roots.
-        .target(name: "KilnTEE", dependencies: [
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "CryptoExtras", package: "swift-crypto"),
-            .product(name: "SwiftASN1", package: "swift-asn1"),
-        ], swiftSettings: swiftSettings),
-        .target(name: "KilnAttestation", dependencies: [
-            "KilnArchive", "KilnTEE",
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "CryptoExtras", package: "swift-crypto"),
-        ], swiftSettings: swiftSettings),
+        .target(
+            name: "KilnTEE",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ], swiftSettings: swiftSettings),
+        .target(
+            name: "KilnAttestation",
+            dependencies: [
+                "KilnArchive", "KilnTEE",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+            ], swiftSettings: swiftSettings),
         // Messages exchanged between gateway and workers over the bus (design §3).
         .target(name: "KilnMessages", dependencies: [], swiftSettings: swiftSettings),
         // Child processes: spawned without inheriting stray descriptors, reaped without blocking a thread.
-        .target(name: "KilnProcess", dependencies: [
-            "CKilnSystem",
-            .product(name: "Subprocess", package: "swift-subprocess"),
-            .product(name: "SystemPackage", package: "swift-system"),
-            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-        ], swiftSettings: swiftSettings),
-        .target(name: "KilnWorker", dependencies: [
-            "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnProcess",
-            .product(name: "Subprocess", package: "swift-subprocess"),
-            .product(name: "SystemPackage", package: "swift-system"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ], swiftSettings: swiftSettings),
-        .executableTarget(name: "Worker", dependencies: [
-            "KilnWorker",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ], swiftSettings: swiftSettings),
-        .target(name: "KilnGateway", dependencies: [
-            "KilnMessages", "KilnBus", "KilnBusClient", "KilnAttestation", "KilnArchive",
-            .product(name: "Hummingbird", package: "hummingbird"),
-            .product(name: "HTTPTypes", package: "swift-http-types"),
-            .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
-            .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
-            .product(name: "NIOHTTP1", package: "swift-nio"),
-            .product(name: "GRDB", package: "GRDB.swift"),
-            .product(name: "HummingbirdCore", package: "hummingbird"),
-            .product(name: "HummingbirdTLS", package: "hummingbird"),
-            .product(name: "NIOSSL", package: "swift-nio-ssl"),
-            .product(name: "_NIOFileSystem", package: "swift-nio"),
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "Metrics", package: "swift-metrics"),
-            .product(name: "Prometheus", package: "swift-prometheus"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-        ], resources: [.embedInCode("Resources/openapi.yaml")], swiftSettings: swiftSettings),
-        .executableTarget(name: "Gateway", dependencies: [
-            "KilnGateway",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ], swiftSettings: swiftSettings),
-        .target(name: "KilnPool", dependencies: [
-            "KilnMessages", "KilnBus", "KilnBusClient", "KilnWorker", "KilnProcess",
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "Hummingbird", package: "hummingbird"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "Prometheus", package: "swift-prometheus"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-        ], swiftSettings: swiftSettings),
-        .executableTarget(name: "Pool", dependencies: [
-            "KilnPool", "KilnBusClient", "KilnAttestation",
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ], swiftSettings: swiftSettings),
-        .executableTarget(name: "KilnCLI", dependencies: [
-            "KilnAttestation", "KilnArchive", "KilnMessages", "KilnTEE",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "AsyncHTTPClient", package: "async-http-client"),
-            .product(name: "NIOSSL", package: "swift-nio-ssl"),
-            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-        ], swiftSettings: swiftSettings),
-        .executableTarget(name: "KilnBench", dependencies: [
-            "KilnBusClient", "KilnBroker", "KilnAttestation", "KilnArchive", "KilnMessages",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-        ], path: "bench/KilnBench", swiftSettings: swiftSettings),
+        .target(
+            name: "KilnProcess",
+            dependencies: [
+                "CKilnSystem",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ], swiftSettings: swiftSettings),
+        .target(
+            name: "KilnWorker",
+            dependencies: [
+                "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnProcess",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "Worker",
+            dependencies: [
+                "KilnWorker",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ], swiftSettings: swiftSettings),
+        .target(
+            name: "KilnGateway",
+            dependencies: [
+                "KilnMessages", "KilnBus", "KilnBusClient", "KilnAttestation", "KilnArchive",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ], resources: [.embedInCode("Resources/openapi.yaml")], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "Gateway",
+            dependencies: [
+                "KilnGateway",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ], swiftSettings: swiftSettings),
+        .target(
+            name: "KilnPool",
+            dependencies: [
+                "KilnMessages", "KilnBus", "KilnBusClient", "KilnWorker", "KilnProcess",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "Pool",
+            dependencies: [
+                "KilnPool", "KilnBusClient", "KilnAttestation",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "KilnCLI",
+            dependencies: [
+                "KilnAttestation", "KilnArchive", "KilnMessages", "KilnTEE",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "KilnBench",
+            dependencies: [
+                "KilnBusClient", "KilnBroker", "KilnAttestation", "KilnArchive", "KilnMessages",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ], path: "bench/KilnBench", swiftSettings: swiftSettings),
 
         // Fuzz targets (fuzz/): libFuzzer when built with -sanitize=fuzzer (`make fuzz`), corpus replay otherwise.
         .target(name: "CKilnFuzz", path: "fuzz/CKilnFuzz"),
         .target(name: "KilnFuzzSupport", dependencies: ["CKilnFuzz"], path: "fuzz/KilnFuzzSupport", swiftSettings: swiftSettings),
-        .executableTarget(name: "FuzzBusFrames", dependencies: [
-            "KilnFuzzSupport", "KilnBus", "KilnBroker", .product(name: "NIOCore", package: "swift-nio"),
-        ], path: "fuzz/FuzzBusFrames", swiftSettings: swiftSettings),
-        .executableTarget(name: "FuzzGatewayMessages", dependencies: [
-            "KilnFuzzSupport", "KilnBus", "KilnGateway", "KilnMessages", .product(name: "NIOCore", package: "swift-nio"),
-        ], path: "fuzz/FuzzGatewayMessages", swiftSettings: swiftSettings),
-        .executableTarget(name: "FuzzSubmissionBodies", dependencies: [
-            "KilnFuzzSupport", "KilnGateway", .product(name: "NIOCore", package: "swift-nio"),
-        ], path: "fuzz/FuzzSubmissionBodies", swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "FuzzBusFrames",
+            dependencies: [
+                "KilnFuzzSupport", "KilnBus", "KilnBroker", .product(name: "NIOCore", package: "swift-nio"),
+            ], path: "fuzz/FuzzBusFrames", swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "FuzzGatewayMessages",
+            dependencies: [
+                "KilnFuzzSupport", "KilnBus", "KilnGateway", "KilnMessages", .product(name: "NIOCore", package: "swift-nio"),
+            ], path: "fuzz/FuzzGatewayMessages", swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "FuzzSubmissionBodies",
+            dependencies: [
+                "KilnFuzzSupport", "KilnGateway", .product(name: "NIOCore", package: "swift-nio"),
+            ], path: "fuzz/FuzzSubmissionBodies", swiftSettings: swiftSettings),
 
-        .target(name: "KilnTestSupport", dependencies: [
-            "KilnBus", "KilnProcess",
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-        ], path: "Tests/KilnTestSupport", swiftSettings: swiftSettings),
+        .target(
+            name: "KilnTestSupport",
+            dependencies: [
+                "KilnBus", "KilnProcess",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ], path: "Tests/KilnTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "KilnBusTests", dependencies: ["KilnBus", "KilnBroker", "KilnBusClient", "KilnTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "KilnArchiveTests", dependencies: ["KilnArchive", "CArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "KilnWorkerTests", dependencies: ["KilnWorker", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "KilnGatewayTests", dependencies: ["KilnGateway", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport",
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "NIOEmbedded", package: "swift-nio"),
-            .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
-            .product(name: "AsyncHTTPClient", package: "async-http-client")], swiftSettings: swiftSettings),
-        .testTarget(name: "KilnClusterTests", dependencies: ["KilnTestSupport", "KilnBus", "KilnBusClient", "KilnMessages", "KilnAttestation", "KilnPool", "KilnProcess",
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "AsyncHTTPClient", package: "async-http-client")], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "KilnWorkerTests", dependencies: ["KilnWorker", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "KilnGatewayTests",
+            dependencies: [
+                "KilnGateway", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "KilnClusterTests",
+            dependencies: [
+                "KilnTestSupport", "KilnBus", "KilnBusClient", "KilnMessages", "KilnAttestation", "KilnPool", "KilnProcess",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ], swiftSettings: swiftSettings),
         .testTarget(name: "KilnAttestationTests", dependencies: ["KilnAttestation", "KilnArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "KilnTEETests", dependencies: ["KilnTEE", "KilnTestSupport"], exclude: ["Vectors"], swiftSettings: swiftSettings),
     ]

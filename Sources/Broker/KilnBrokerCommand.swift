@@ -23,10 +23,12 @@ struct KilnBrokerCommand: AsyncParsableCommand {
     @Option(help: "Per-connection outbound backlog before a slow consumer is cut off, in bytes (default 64 MiB).") var outboundCap: Int?
     @Option(help: "Seconds between keepalive pings to idle clients (default 20).") var pingInterval: Double?
     @Option(help: "Unanswered pings before a connection is closed (default 2).") var maxPingsOutstanding: Int?
-    @Option(help: "Operator's credential public key (Ed25519, hex or PEM): workers may log in with credentials it signed (kiln-pool mints them).") var credentialKey: String?
+    @Option(help: "Operator's credential public key (Ed25519, hex or PEM): workers may log in with credentials it signed (kiln-pool mints them).") var credentialKey:
+        String?
     @Option(help: "TLS certificate chain (PEM): serve TLS only (clients use kilns://).") var tlsCert: String?
     @Option(help: "TLS private key (PEM).") var tlsKey: String?
-    @Option(help: "CA (PEM) that client certificates must chain to (mTLS): a verified certificate's common name logs in as that user of --users.") var tlsClientCa: String?
+    @Option(help: "CA (PEM) that client certificates must chain to (mTLS): a verified certificate's common name logs in as that user of --users.") var tlsClientCa:
+        String?
     @Option(help: "Most open connections (default 10000).") var maxConnections: Int?
     @Option(help: "Most open connections from one remote address (default 1000).") var maxConnectionsPerAddress: Int?
     @Option(help: "With auth: seconds a new connection has to send 'connect' (default 5).") var handshakeTimeout: Double?
@@ -57,7 +59,8 @@ struct KilnBrokerCommand: AsyncParsableCommand {
         cfg.preConnectMaxFrame = preConnectMaxFrame ?? file.preConnectMaxFrame ?? cfg.preConnectMaxFrame
         cfg.maxSubscriptionsPerConnection = maxSubscriptions ?? file.maxSubscriptions ?? cfg.maxSubscriptionsPerConnection
         guard cfg.maxConnections >= 1, cfg.maxConnectionsPerAddress >= 1, cfg.maxSubscriptionsPerConnection >= 1,
-              cfg.handshakeTimeout > .zero, cfg.preConnectMaxFrame >= 1024 else {
+            cfg.handshakeTimeout > .zero, cfg.preConnectMaxFrame >= 1024
+        else {
             throw ValidationError("connection and subscription limits must be at least 1, the handshake timeout positive, --pre-connect-max-frame at least 1024")
         }
         guard cfg.maxFrame >= 1024, cfg.maxFrame <= Int(UInt32.max) else {
@@ -94,9 +97,10 @@ struct KilnBrokerCommand: AsyncParsableCommand {
         let mPort = monitorPort ?? file.monitorPort ?? 8222
         let mHost = monitorHost ?? file.monitorHost ?? cfg.host
         if mPort >= 0 {
-            services.append(MonitorServer.makeApplication(host: mHost, port: mPort, metrics: metrics, logger: logger) { port in
-                announce("kiln-broker monitor on http://\(mHost):\(port)")
-            })
+            services.append(
+                MonitorServer.makeApplication(host: mHost, port: mPort, metrics: metrics, logger: logger) { port in
+                    announce("kiln-broker monitor on http://\(mHost):\(port)")
+                })
         }
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         let host = cfg.host

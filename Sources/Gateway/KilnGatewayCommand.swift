@@ -52,9 +52,13 @@ struct KilnGatewayCommand: AsyncParsableCommand {
         if principals.isOpen {
             let loopback = host == "localhost" || host.hasPrefix("127.") || host == "::1"
             guard loopback || insecureNoAuth else {
-                throw ValidationError("no tokens are configured: refusing to listen on \(host) where anyone could use the farm as admin; give --token/--tokens-file, listen on 127.0.0.1, or pass --insecure-no-auth")
+                throw ValidationError(
+                    "no tokens are configured: refusing to listen on \(host) where anyone could use the farm as admin; give --token/--tokens-file, listen on 127.0.0.1, or pass --insecure-no-auth"
+                )
             }
-            FileHandle.standardError.write(Data("kiln-gateway: no tokens configured: every caller is admin\(loopback ? " (listening on loopback only)" : " (--insecure-no-auth on \(host))")\n".utf8))
+            FileHandle.standardError.write(
+                Data("kiln-gateway: no tokens configured: every caller is admin\(loopback ? " (listening on loopback only)" : " (--insecure-no-auth on \(host))")\n".utf8)
+            )
         }
         switch (tlsCert, tlsKey) {
         case (let cert?, let key?): cfg.tls = GatewayTLS(certificateFile: cert, keyFile: key)
@@ -71,7 +75,8 @@ struct KilnGatewayCommand: AsyncParsableCommand {
         cfg.inlineSourceLimit = inlineSourceLimit
         cfg.sourceChunkSize = sourceChunkSize
         guard maxEventStreams > 0, maxEventStreamsPerCaller > 0, submissionsPerMinute > 0, maxUploads > 0, maxUploadsPerCaller > 0 else {
-            throw ValidationError("--max-event-streams, --max-event-streams-per-caller, --max-uploads, --max-uploads-per-caller and --submissions-per-minute must be positive")
+            throw ValidationError(
+                "--max-event-streams, --max-event-streams-per-caller, --max-uploads, --max-uploads-per-caller and --submissions-per-minute must be positive")
         }
         guard maxBody > 0 else { throw ValidationError("--max-body must be positive") }
         cfg.requestLimits.maxUploads = maxUploads
@@ -87,8 +92,10 @@ struct KilnGatewayCommand: AsyncParsableCommand {
         let gateway = try await Gateway.make(configuration: cfg, logger: logger) { port in
             FileHandle.standardOutput.write(Data("kiln-gateway listening on \(scheme)://\(host):\(port)\n".utf8))
         }
-        let group = ServiceGroup(configuration: .init(services: gateway.services, gracefulShutdownSignals: [.sigterm, .sigint],
-                                                      logger: logger))
+        let group = ServiceGroup(
+            configuration: .init(
+                services: gateway.services, gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
         try await group.run()
     }
 }

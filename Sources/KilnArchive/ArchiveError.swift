@@ -2,13 +2,13 @@
 /// user can fix the upload.
 public struct ArchiveError: Error, Sendable, Equatable, CustomStringConvertible {
     public enum Code: String, Sendable {
-        case unreadable            // not a ZIP / tar.gz, or corrupt
-        case unsafePath            // absolute, "..", or through a symlink
-        case linkEscapes           // symlink / hard link pointing outside the tree
-        case specialFile           // device node, FIFO, socket
+        case unreadable  // not a ZIP / tar.gz, or corrupt
+        case unsafePath  // absolute, "..", or through a symlink
+        case linkEscapes  // symlink / hard link pointing outside the tree
+        case specialFile  // device node, FIFO, socket
         case tooManyEntries
-        case tooLarge              // total uncompressed bytes over the limit
-        case compressionRatio      // a zip bomb
+        case tooLarge  // total uncompressed bytes over the limit
+        case compressionRatio  // a zip bomb
         case empty
         case io
     }

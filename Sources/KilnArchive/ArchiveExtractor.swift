@@ -17,8 +17,10 @@ public struct ArchiveExtractor: Sendable {
         /// Below this many unpacked bytes the ratio is not checked (tiny archives compress well legitimately).
         public var ratioFloor: Int64
 
-        public init(maxEntries: Int = 50_000, maxTotalBytes: Int64 = 2 << 30, maxCompressionRatio: Double = 200,
-                    ratioFloor: Int64 = 16 << 20) {
+        public init(
+            maxEntries: Int = 50_000, maxTotalBytes: Int64 = 2 << 30, maxCompressionRatio: Double = 200,
+            ratioFloor: Int64 = 16 << 20
+        ) {
             self.maxEntries = maxEntries
             self.maxTotalBytes = maxTotalBytes
             self.maxCompressionRatio = maxCompressionRatio
@@ -90,7 +92,7 @@ public struct ArchiveExtractor: Sendable {
                 throw ArchiveError(.tooManyEntries, "archive has more than \(configuration.maxEntries) entries (limit reached at '\(name)')", entry: name)
             }
             let relative = try Self.safeRelativePath(name)
-            if relative.isEmpty { continue }   // "./"
+            if relative.isEmpty { continue }  // "./"
             if let first = relative.split(separator: "/").first { topLevel.insert(String(first)) }
 
             // Hard links first: libarchive reports them with no file type of their own.
@@ -167,7 +169,8 @@ public struct ArchiveExtractor: Sendable {
                         let packed = max(archiveSize, archive_filter_bytes(reader, -1), 1)
                         let ratio = Double(summary.totalBytes) / Double(packed)
                         if ratio > configuration.maxCompressionRatio {
-                            throw ArchiveError(.compressionRatio, "archive expands more than \(Int(configuration.maxCompressionRatio))× (a zip bomb?) at entry '\(name)'", entry: name)
+                            throw ArchiveError(
+                                .compressionRatio, "archive expands more than \(Int(configuration.maxCompressionRatio))× (a zip bomb?) at entry '\(name)'", entry: name)
                         }
                     }
                     let written = buffer.withUnsafeBytes { archive_write_data(disk, $0.baseAddress, n) }

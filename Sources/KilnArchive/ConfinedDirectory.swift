@@ -213,8 +213,9 @@ public final class ConfinedDirectory: Sendable {
         var buffer = [CChar](repeating: 0, count: 4097)
         let n = Self.withCredentials(readAs) { readlinkat(parentFD, parts.last!, &buffer, 4096) }
         guard n >= 0 else {
-            throw Error(kind: errno == ENOENT ? .notFound : (errno == EINVAL ? .notRegularFile : .io), path: relative,
-                        detail: errno == EINVAL ? "not a symbolic link" : String(cString: strerror(errno)))
+            throw Error(
+                kind: errno == ENOENT ? .notFound : (errno == EINVAL ? .notRegularFile : .io), path: relative,
+                detail: errno == EINVAL ? "not a symbolic link" : String(cString: strerror(errno)))
         }
         return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }

@@ -40,8 +40,9 @@ public struct DSSEEnvelope: Codable, Sendable, Equatable {
     /// Signs `payload` with `key` (Ed25519 over the PAE).
     public static func sign(payload: [UInt8], payloadType: String = inTotoPayloadType, key: SigningKey) throws -> DSSEEnvelope {
         let signature = try key.sign(pae(payloadType: payloadType, payload: payload))
-        return DSSEEnvelope(payloadType: payloadType, payload: Data(payload).base64EncodedString(),
-                            signatures: [Signature(keyid: key.publicKey.keyID, sig: Data(signature).base64EncodedString())])
+        return DSSEEnvelope(
+            payloadType: payloadType, payload: Data(payload).base64EncodedString(),
+            signatures: [Signature(keyid: key.publicKey.keyID, sig: Data(signature).base64EncodedString())])
     }
 
     /// The payload bytes (standard or URL-safe base64 accepted).

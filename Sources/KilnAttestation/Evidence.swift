@@ -35,8 +35,10 @@ public struct Evidence: Codable, Sendable, Equatable {
         case reportData = "report_data"
     }
 
-    public init(dsse: DSSEEnvelope, claims: DSSEEnvelope, tee: String, provider: String, report: String?, aux: String?,
-                reportData: String, binding: Binding) {
+    public init(
+        dsse: DSSEEnvelope, claims: DSSEEnvelope, tee: String, provider: String, report: String?, aux: String?,
+        reportData: String, binding: Binding
+    ) {
         self.version = Evidence.version
         self.dsse = dsse
         self.claims = claims
@@ -123,7 +125,8 @@ public struct Binding: Codable, Sendable, Equatable {
             throw .init(.binding, "binding nonce is not hex of at most \(Nonce.maxBytes) bytes")
         }
         guard let p = Hex.decode(provenanceSha256), p.count == 32, let m = Hex.decode(manifestSha256), m.count == 32,
-              let k = Hex.decode(publicKey), k.count == 32 else {
+            let k = Hex.decode(publicKey), k.count == 32
+        else {
             throw .init(.binding, "binding digests or public key are malformed")
         }
         var h = SHA512()

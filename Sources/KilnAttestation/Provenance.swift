@@ -53,8 +53,10 @@ public struct SLSAProvenance: Codable, Sendable, Equatable {
         public var internalParameters: [String: String]
         public var resolvedDependencies: [ResourceDescriptor]
 
-        public init(buildType: String, externalParameters: ExternalParameters, internalParameters: [String: String],
-                    resolvedDependencies: [ResourceDescriptor]) {
+        public init(
+            buildType: String, externalParameters: ExternalParameters, internalParameters: [String: String],
+            resolvedDependencies: [ResourceDescriptor]
+        ) {
             self.buildType = buildType
             self.externalParameters = externalParameters
             self.internalParameters = internalParameters

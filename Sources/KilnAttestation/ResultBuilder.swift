@@ -24,10 +24,12 @@ public struct ResultBuilder {
         /// SOURCE_DATE_EPOCH: every tar entry's mtime.
         public var sourceDateEpoch: Int64
 
-        public init(jobID: String, nonce: String, buildType: String, externalParameters: SLSAProvenance.ExternalParameters,
-                    internalParameters: [String: String], resolvedDependencies: [ResourceDescriptor], builderID: String,
-                    builderVersion: [String: String]? = nil, startedOn: Date, finishedOn: Date, manifestInputs: Manifest.Inputs,
-                    byproducts: [ResourceDescriptor] = [], sourceDateEpoch: Int64) {
+        public init(
+            jobID: String, nonce: String, buildType: String, externalParameters: SLSAProvenance.ExternalParameters,
+            internalParameters: [String: String], resolvedDependencies: [ResourceDescriptor], builderID: String,
+            builderVersion: [String: String]? = nil, startedOn: Date, finishedOn: Date, manifestInputs: Manifest.Inputs,
+            byproducts: [ResourceDescriptor] = [], sourceDateEpoch: Int64
+        ) {
             self.jobID = jobID
             self.nonce = nonce
             self.buildType = buildType
@@ -92,13 +94,18 @@ public struct ResultBuilder {
         let subjects = artifacts.keys
             .sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
             .map { ResourceDescriptor(name: $0, digest: ["sha256": artifacts[$0]!.digest.sha256]) }
-        let statement = Statement(subject: subjects, predicate: SLSAProvenance(
-            buildDefinition: .init(buildType: inputs.buildType, externalParameters: inputs.externalParameters,
-                                   internalParameters: inputs.internalParameters, resolvedDependencies: inputs.resolvedDependencies),
-            runDetails: .init(builder: .init(id: inputs.builderID, version: inputs.builderVersion),
-                              metadata: .init(invocationId: inputs.jobID, startedOn: Timestamp.string(inputs.startedOn),
-                                              finishedOn: Timestamp.string(inputs.finishedOn)),
-                              byproducts: byproducts)))
+        let statement = Statement(
+            subject: subjects,
+            predicate: SLSAProvenance(
+                buildDefinition: .init(
+                    buildType: inputs.buildType, externalParameters: inputs.externalParameters,
+                    internalParameters: inputs.internalParameters, resolvedDependencies: inputs.resolvedDependencies),
+                runDetails: .init(
+                    builder: .init(id: inputs.builderID, version: inputs.builderVersion),
+                    metadata: .init(
+                        invocationId: inputs.jobID, startedOn: Timestamp.string(inputs.startedOn),
+                        finishedOn: Timestamp.string(inputs.finishedOn)),
+                    byproducts: byproducts)))
         let provenance = try CanonicalJSON.encode(statement)
         let provenanceDigest = FileDigest.of(bytes: provenance)
         files.append(.init(path: "provenance.json", sha256: provenanceDigest.sha256, size: provenanceDigest.size, mode: "0644"))
@@ -109,8 +116,9 @@ public struct ResultBuilder {
         try writer.addFile("manifest.json", data: manifest)
         try writer.addFile("provenance.json", data: provenance)
         try writer.finish()
-        return Output(tarball: try FileDigest.of(file: output), artifacts: artifacts.mapValues(\.digest),
-                      provenance: provenance, manifest: manifest, evidence: evidence)
+        return Output(
+            tarball: try FileDigest.of(file: output), artifacts: artifacts.mapValues(\.digest),
+            provenance: provenance, manifest: manifest, evidence: evidence)
     }
 
     /// Signs provenance.json (DSSE), binds it, the manifest and the nonce into report_data, asks
@@ -118,17 +126,20 @@ public struct ResultBuilder {
     /// digest) in a second envelope.
     public func makeEvidence(provenance: [UInt8], manifest: [UInt8], nonce: String, jobID: String) throws -> [UInt8] {
         let envelope = try DSSEEnvelope.sign(payload: provenance, key: key)
-        let binding = Binding(nonce: nonce, provenanceSha256: FileDigest.of(bytes: provenance).sha256,
-                              manifestSha256: FileDigest.of(bytes: manifest).sha256, publicKey: key.publicKey.hex)
+        let binding = Binding(
+            nonce: nonce, provenanceSha256: FileDigest.of(bytes: provenance).sha256,
+            manifestSha256: FileDigest.of(bytes: manifest).sha256, publicKey: key.publicKey.hex)
         let reportData = try binding.reportData()
         let report = try evidenceProvider.report(reportData: reportData)
-        let claims = EvidenceClaims(jobID: jobID, tee: report.tee, provider: report.provider, report: report.report, aux: report.aux,
-                                    reportData: reportData.hexString, binding: binding)
+        let claims = EvidenceClaims(
+            jobID: jobID, tee: report.tee, provider: report.provider, report: report.report, aux: report.aux,
+            reportData: reportData.hexString, binding: binding)
         let claimsEnvelope = try DSSEEnvelope.sign(payload: try CanonicalJSON.encode(claims), payloadType: EvidenceClaims.payloadType, key: key)
-        let evidence = Evidence(dsse: envelope, claims: claimsEnvelope, tee: report.tee, provider: report.provider,
-                                report: report.report.map { Data($0).base64EncodedString() },
-                                aux: report.aux.map { Data($0).base64EncodedString() },
-                                reportData: reportData.hexString, binding: binding)
+        let evidence = Evidence(
+            dsse: envelope, claims: claimsEnvelope, tee: report.tee, provider: report.provider,
+            report: report.report.map { Data($0).base64EncodedString() },
+            aux: report.aux.map { Data($0).base64EncodedString() },
+            reportData: reportData.hexString, binding: binding)
         return try CanonicalJSON.encode(evidence)
     }
 }

@@ -4,8 +4,10 @@ extension ResultVerifier {
     /// Checks the hardware report the claims name and decides the verdict. A report that is wrong
     /// (bad signature, foreign chain, debug guest, another result's report_data) is always refused;
     /// one whose chain cannot be checked, or no report at all, only when the user allows it.
-    func appraiseTEE(claims: EvidenceClaims, report: [UInt8]?, aux: [UInt8]?, reportData: String,
-                     into result: inout VerificationReport) throws(VerificationError) -> VerificationReport.Verdict {
+    func appraiseTEE(
+        claims: EvidenceClaims, report: [UInt8]?, aux: [UInt8]?, reportData: String,
+        into result: inout VerificationReport
+    ) throws(VerificationError) -> VerificationReport.Verdict {
         let appraisal: TEEAppraisal
         switch claims.tee {
         case "none":
@@ -33,7 +35,10 @@ extension ResultVerifier {
         }
         result.record(appraisal)
         guard appraisal.reportData == reportData else {
-            throw .init(.tee, "the \(claims.tee) report carries report_data \(appraisal.reportData.prefix(16))…, not this result's binding \(reportData.prefix(16))…: it attests another result")
+            throw .init(
+                .tee,
+                "the \(claims.tee) report carries report_data \(appraisal.reportData.prefix(16))…, not this result's binding \(reportData.prefix(16))…: it attests another result"
+            )
         }
         switch appraisal.verdict {
         case .hardwareVerified:

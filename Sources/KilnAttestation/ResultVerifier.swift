@@ -25,9 +25,11 @@ public struct ResultVerifier: Sendable {
         /// Certificate validity is checked at this time.
         public var now: Date
 
-        public init(expectedNonce: String, trustedKeys: [PublicKey] = [], trustedKeyFingerprints: [String] = [],
-                    allowTEENone: Bool = false, allowUnverifiedTEE: Bool = false, expectedMeasurement: String? = nil,
-                    sevCertificates: SEVCertificateTable = .init(), sevPolicy: SEVSNPVerifier.Policy = .init(), now: Date = Date()) {
+        public init(
+            expectedNonce: String, trustedKeys: [PublicKey] = [], trustedKeyFingerprints: [String] = [],
+            allowTEENone: Bool = false, allowUnverifiedTEE: Bool = false, expectedMeasurement: String? = nil,
+            sevCertificates: SEVCertificateTable = .init(), sevPolicy: SEVSNPVerifier.Policy = .init(), now: Date = Date()
+        ) {
             self.expectedNonce = expectedNonce.lowercased()
             self.trustedKeys = trustedKeys
             self.trustedKeyFingerprints = trustedKeyFingerprints.map { $0.lowercased() }
@@ -171,8 +173,10 @@ public struct ResultVerifier: Sendable {
             report.keyTrust = .hardwareBound
             report.checks.append(.init("trust", .pass, "the signing key is bound into a hardware-verified report: no farm key needed"))
         } else {
-            throw .init(.trust, "the result is signed by key \(signer.keyID), which you did not pin (--key, --key-fingerprint); "
-                + "without a hardware-verified report nothing else vouches for it")
+            throw .init(
+                .trust,
+                "the result is signed by key \(signer.keyID), which you did not pin (--key, --key-fingerprint); "
+                    + "without a hardware-verified report nothing else vouches for it")
         }
 
         // Measurement.

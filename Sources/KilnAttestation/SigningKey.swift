@@ -99,7 +99,10 @@ public struct PublicKey: Sendable, Equatable {
 
     public init(contentsOf path: String) throws {
         guard let data = FileManager.default.contents(atPath: path) else { throw KeyError("cannot read public key file \(path)") }
-        if data.count == 32 { try self.init(raw: Array(data)); return }
+        if data.count == 32 {
+            try self.init(raw: Array(data))
+            return
+        }
         let text = String(decoding: data, as: UTF8.self)
         if text.contains("BEGIN PRIVATE KEY") {
             self = try SigningKey(contentsOf: path).publicKey

@@ -42,8 +42,9 @@ public struct TSMEvidenceProvider: EvidenceProvider {
         guard afterRead == afterWrite else {
             throw TSMError("configfs-tsm generation changed while reading the report (\(afterWrite) → \(afterRead))")
         }
-        return EvidenceReport(tee: Self.teeName(provider: provider), provider: provider, report: Array(outblob),
-                              aux: (aux?.isEmpty ?? true) ? nil : Array(aux!))
+        return EvidenceReport(
+            tee: Self.teeName(provider: provider), provider: provider, report: Array(outblob),
+            aux: (aux?.isEmpty ?? true) ? nil : Array(aux!))
     }
 
     /// configfs removes an entry with its attributes on rmdir. A fake tree on an ordinary file system

@@ -67,12 +67,15 @@ public struct Authenticator: Sendable {
 
     /// - Parameter certificateName: the common name of the client certificate the TLS layer verified
     ///   against the broker's client CA (mTLS), if any: it logs in as the user of that name.
-    public func authenticate(_ connect: BusHeader, certificateName: String? = nil,
-                             now: Int64 = Int64(Date().timeIntervalSince1970)) throws(BusError) -> Identity {
+    public func authenticate(
+        _ connect: BusHeader, certificateName: String? = nil,
+        now: Int64 = Int64(Date().timeIntervalSince1970)
+    ) throws(BusError) -> Identity {
         if let credentialKey, let token = connect.token, token.hasPrefix(WorkerCredential.prefix) {
             let credential = try WorkerCredential.verify(token, key: credentialKey, now: now)
-            return Identity(name: credential.identity, permissions: .worker(id: credential.workerID, queue: workersQueue),
-                            authenticatedName: credential.identity)
+            return Identity(
+                name: credential.identity, permissions: .worker(id: credential.workerID, queue: workersQueue),
+                authenticatedName: credential.identity)
         }
         switch mode {
         case .none:

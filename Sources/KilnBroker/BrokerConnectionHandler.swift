@@ -90,7 +90,10 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        guard let address = admittedAddress else { context.fireChannelInactive(); return }
+        guard let address = admittedAddress else {
+            context.fireChannelInactive()
+            return
+        }
         shared.release(address: address)
         admittedAddress = nil
         handshakeTimer?.cancel()
@@ -112,8 +115,9 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     /// With mTLS, the verified client certificate names the user this connection may log in as.
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case TLSUserEvent.handshakeCompleted = event,
-           let handler = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
-           let certificate = handler.peerCertificate, let der = try? certificate.toDERBytes() {
+            let handler = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
+            let certificate = handler.peerCertificate, let der = try? certificate.toDERBytes()
+        {
             machine.certificateName = BrokerTLS.commonName(certificateDER: der)
         }
         context.fireUserInboundEventTriggered(event)
@@ -180,8 +184,9 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
             }
         case .subscribe(let sid, let subject, let queue, let max):
             let deny = machine.permissions?.subscribe
-            let sub = Subscription(connectionID: id, sid: sid, subject: subject, queue: queue, max: max,
-                                   outbound: outbound, outboundCap: shared.configuration.outboundCap, deliveryFilter: (deny?.deny.isEmpty ?? true) ? nil : deny)
+            let sub = Subscription(
+                connectionID: id, sid: sid, subject: subject, queue: queue, max: max,
+                outbound: outbound, outboundCap: shared.configuration.outboundCap, deliveryFilter: (deny?.deny.isEmpty ?? true) ? nil : deny)
             do {
                 try shared.router.subscribe(sub)
                 acknowledge()

@@ -33,10 +33,12 @@ public final class BrokerServer: Service, @unchecked Sendable {
         /// TLS for every connection (`BrokerTLS.makeContext()`); nil serves plain TCP (loopback).
         public var tls: NIOSSLContext?
 
-        public init(host: String = "127.0.0.1", port: Int = 4222, maxFrame: Int = BusFrame.defaultMaxFrame,
-                    outboundCap: Int = 64 * 1024 * 1024, pingInterval: TimeAmount = .seconds(20),
-                    maxPingsOutstanding: Int = 2, authenticator: Authenticator = Authenticator(.none),
-                    serverName: String = "kiln-broker", drainTimeout: TimeAmount = .seconds(5)) {
+        public init(
+            host: String = "127.0.0.1", port: Int = 4222, maxFrame: Int = BusFrame.defaultMaxFrame,
+            outboundCap: Int = 64 * 1024 * 1024, pingInterval: TimeAmount = .seconds(20),
+            maxPingsOutstanding: Int = 2, authenticator: Authenticator = Authenticator(.none),
+            serverName: String = "kiln-broker", drainTimeout: TimeAmount = .seconds(5)
+        ) {
             self.host = host
             self.port = port
             self.maxFrame = maxFrame
@@ -61,10 +63,11 @@ public final class BrokerServer: Service, @unchecked Sendable {
 
         init(configuration: Configuration, router: MessageRouter, metrics: BrokerMetrics, logger: Logger) {
             self.configuration = configuration
-            self.connectionConfiguration = .init(authenticator: configuration.authenticator,
-                                                 pingInterval: configuration.pingInterval,
-                                                 maxPingsOutstanding: configuration.maxPingsOutstanding,
-                                                 handshakeTimeout: configuration.handshakeTimeout)
+            self.connectionConfiguration = .init(
+                authenticator: configuration.authenticator,
+                pingInterval: configuration.pingInterval,
+                maxPingsOutstanding: configuration.maxPingsOutstanding,
+                handshakeTimeout: configuration.handshakeTimeout)
             self.router = router
             self.metrics = metrics
             self.logger = logger
@@ -113,8 +116,10 @@ public final class BrokerServer: Service, @unchecked Sendable {
     private let listening = NIOLockedValueBox<(port: Int?, waiters: [CheckedContinuation<Int, any Error>])>((nil, []))
     private let logger: Logger
 
-    public init(configuration: Configuration, metrics: BrokerMetrics = BrokerMetrics(), logger: Logger = Logger(label: "kiln.broker"),
-                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    public init(
+        configuration: Configuration, metrics: BrokerMetrics = BrokerMetrics(), logger: Logger = Logger(label: "kiln.broker"),
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
         self.configuration = configuration
         self.metrics = metrics
         self.router = MessageRouter(maxSubscriptionsPerConnection: configuration.maxSubscriptionsPerConnection, metrics: metrics)
@@ -150,7 +155,10 @@ public final class BrokerServer: Service, @unchecked Sendable {
                 .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1024 * 1024))
                 .childChannelOption(.maxMessagesPerRead, value: 16)
                 .childChannelInitializer { channel in
-                    let id = nextID.withLockedValue { $0 += 1; return $0 }
+                    let id = nextID.withLockedValue {
+                        $0 += 1
+                        return $0
+                    }
                     return channel.eventLoop.makeCompletedFuture {
                         if let tls = shared.configuration.tls {
                             try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
@@ -160,7 +168,10 @@ public final class BrokerServer: Service, @unchecked Sendable {
                 }
                 .bind(host: configuration.host, port: configuration.port).get()
         } catch {
-            let waiters = listening.withLockedValue { s in defer { s.waiters = [] }; return s.waiters }
+            let waiters = listening.withLockedValue { s in
+                defer { s.waiters = [] }
+                return s.waiters
+            }
             for w in waiters { w.resume(throwing: error) }
             throw error
         }
@@ -204,7 +215,10 @@ public final class BrokerServer: Service, @unchecked Sendable {
         let deadline = NIODeadline.now() + configuration.drainTimeout
         for channel in channels {
             let remaining = deadline - .now()
-            if remaining <= .zero { channel.close(promise: nil); continue }
+            if remaining <= .zero {
+                channel.close(promise: nil)
+                continue
+            }
             let timeout = channel.eventLoop.scheduleTask(in: remaining) { channel.close(promise: nil) }
             try? await channel.closeFuture.get()
             timeout.cancel()

@@ -32,7 +32,8 @@ public struct BrokerTLS: Sendable {
     /// The last common name (2.5.4.3) in a DER certificate's subject.
     static func commonName(certificateDER der: [UInt8]) -> String? {
         guard let root = try? DER.parse(der), case .constructed(let top) = root.content,
-              let tbs = top.first(where: { _ in true }), case .constructed(let fields) = tbs.content else { return nil }
+            let tbs = top.first(where: { _ in true }), case .constructed(let fields) = tbs.content
+        else { return nil }
         // tbsCertificate: [0] version, serial, signature, issuer, validity, subject, …
         var items = Array(fields)
         if let first = items.first, first.identifier.tagClass == .contextSpecific { items.removeFirst() }
@@ -42,7 +43,8 @@ public struct BrokerTLS: Sendable {
             guard case .constructed(let children) = node.content else { return }
             let parts = Array(children)
             if parts.count == 2, parts[0].identifier == .objectIdentifier,
-               (try? ASN1ObjectIdentifier(derEncoded: parts[0]))?.oidComponents == [2, 5, 4, 3], case .primitive(let v) = parts[1].content {
+                (try? ASN1ObjectIdentifier(derEncoded: parts[0]))?.oidComponents == [2, 5, 4, 3], case .primitive(let v) = parts[1].content
+            {
                 name = String(decoding: v, as: UTF8.self)
             }
             parts.forEach(visit)

@@ -16,8 +16,10 @@ public struct ConnectionStateMachine: Sendable {
         /// When auth is required: a connection that has not sent `connect` this long after opening is closed.
         public var handshakeTimeout: TimeAmount
 
-        public init(authenticator: Authenticator = Authenticator(.none), pingInterval: TimeAmount = .seconds(20),
-                    maxPingsOutstanding: Int = 2, handshakeTimeout: TimeAmount = .seconds(5)) {
+        public init(
+            authenticator: Authenticator = Authenticator(.none), pingInterval: TimeAmount = .seconds(20),
+            maxPingsOutstanding: Int = 2, handshakeTimeout: TimeAmount = .seconds(5)
+        ) {
             self.authenticator = authenticator
             self.pingInterval = pingInterval
             self.maxPingsOutstanding = maxPingsOutstanding

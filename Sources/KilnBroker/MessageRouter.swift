@@ -123,8 +123,10 @@ public final class MessageRouter: @unchecked Sendable {
 
     /// `scratch` is a buffer the caller reuses across calls, so the shared header prefix costs no allocation.
     @discardableResult
-    public func publish(subject: String, reply: String?, headers: [String: String]?, payload: ByteBuffer,
-                        scratch prefix: inout ByteBuffer) -> Int {
+    public func publish(
+        subject: String, reply: String?, headers: [String: String]?, payload: ByteBuffer,
+        scratch prefix: inout ByteBuffer
+    ) -> Int {
         // The part of the `msg` header shared by every recipient, built once.
         prefix.clear()
         prefix.writeStaticString("{\"op\":\"msg\",\"subject\":")
@@ -184,9 +186,11 @@ public final class MessageRouter: @unchecked Sendable {
 
     /// Hands one message to one subscription; counts it against `max` and removes the subscription
     /// when spent, all under the router lock.
-    private func deliverLocked(_ sub: Subscription, subject: String, reply: String?,
-                               prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer,
-                               slow: inout [(OutboundBuffer, Int, Int)]) -> Bool {
+    private func deliverLocked(
+        _ sub: Subscription, subject: String, reply: String?,
+        prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer,
+        slow: inout [(OutboundBuffer, Int, Int)]
+    ) -> Bool {
         guard !sub.isRemoved, !sub.isSpent else { return false }
         if let filter = sub.deliveryFilter, !filter.permitsDelivery(subject) { return false }
         if let outbound = sub.outbound {

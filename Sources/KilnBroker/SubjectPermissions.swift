@@ -31,10 +31,11 @@ public struct SubjectPermissions: Sendable, Equatable, Codable {
         /// requests but never see them all.
         public func permitsSubscribe(_ subject: String, queue: String? = nil) -> Bool {
             if deny.contains(where: { Subject.covers(Self.pattern($0), subject) }) { return false }
-            return allow.isEmpty || allow.contains { entry in
-                let (pattern, requiredQueue) = Self.split(entry)
-                return Subject.covers(pattern, subject) && (requiredQueue == nil || requiredQueue == queue)
-            }
+            return allow.isEmpty
+                || allow.contains { entry in
+                    let (pattern, requiredQueue) = Self.split(entry)
+                    return Subject.covers(pattern, subject) && (requiredQueue == nil || requiredQueue == queue)
+                }
         }
 
         static func split(_ entry: String) -> (pattern: String, queue: String?) {

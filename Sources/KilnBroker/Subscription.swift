@@ -19,8 +19,10 @@ public final class Subscription: @unchecked Sendable {
     let outboundCap: Int
     let deliveryFilter: SubjectPermissions.Rule?
 
-    public init(connectionID: Int, sid: String, subject: String, queue: String? = nil, max: Int? = nil,
-                outbound: OutboundBuffer? = nil, outboundCap: Int = .max, deliveryFilter: SubjectPermissions.Rule? = nil) {
+    public init(
+        connectionID: Int, sid: String, subject: String, queue: String? = nil, max: Int? = nil,
+        outbound: OutboundBuffer? = nil, outboundCap: Int = .max, deliveryFilter: SubjectPermissions.Rule? = nil
+    ) {
         self.connectionID = connectionID
         self.sid = sid
         self.subject = subject

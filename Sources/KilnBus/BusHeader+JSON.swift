@@ -139,7 +139,7 @@ struct JSONHeaderReader {
         case int(Int)
         case bool(Bool)
         case null
-        case other(String)   // a value of another kind, described for error messages
+        case other(String)  // a value of another kind, described for error messages
     }
 
     mutating func readHeader() throws(BusError) -> BusHeader {
@@ -270,7 +270,11 @@ struct JSONHeaderReader {
     /// The header fields this reader knows; matched on raw bytes so no String is built per key.
     enum Field: String, CaseIterable {
         case op, subject, reply, sid, queue, max, headers, name, token, user, password, verbose, proto
-        case serverID = "server_id", version, maxFrame = "max_frame", authRequired = "auth_required", code, message
+        case serverID = "server_id"
+        case version
+        case maxFrame = "max_frame"
+        case authRequired = "auth_required"
+        case code, message
 
         static let byLength: [[(Field, [UInt8])]] = {
             var table = [[(Field, [UInt8])]](repeating: [], count: 16)
@@ -331,11 +335,21 @@ struct JSONHeaderReader {
         switch c {
         case UInt8(ascii: "\""): return .string(try readString())
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try readNumber()
-        case UInt8(ascii: "t"): try readLiteral("true"); return .bool(true)
-        case UInt8(ascii: "f"): try readLiteral("false"); return .bool(false)
-        case UInt8(ascii: "n"): try readLiteral("null"); return .null
-        case UInt8(ascii: "{"): try skipValue(depth: 0); return .other("an object")
-        case UInt8(ascii: "["): try skipValue(depth: 0); return .other("an array")
+        case UInt8(ascii: "t"):
+            try readLiteral("true")
+            return .bool(true)
+        case UInt8(ascii: "f"):
+            try readLiteral("false")
+            return .bool(false)
+        case UInt8(ascii: "n"):
+            try readLiteral("null")
+            return .null
+        case UInt8(ascii: "{"):
+            try skipValue(depth: 0)
+            return .other("an object")
+        case UInt8(ascii: "["):
+            try skipValue(depth: 0)
+            return .other("an array")
         default: throw .badRequest("header is not valid JSON (unexpected byte at \(index))")
         }
     }
@@ -353,7 +367,10 @@ struct JSONHeaderReader {
     private mutating func readNumber() throws(BusError) -> Scalar {
         let start = index
         var negative = false
-        if bytes[index] == UInt8(ascii: "-") { negative = true; index += 1 }
+        if bytes[index] == UInt8(ascii: "-") {
+            negative = true
+            index += 1
+        }
         var value = 0
         var digits = 0
         var overflow = false
@@ -406,7 +423,10 @@ struct JSONHeaderReader {
             index += 1
             if c == UInt8(ascii: "\"") { return String(decoding: out, as: UTF8.self) }
             if c < 0x20 { throw .badRequest("header is not valid JSON (control character in a string)") }
-            guard c == UInt8(ascii: "\\") else { out.append(c); continue }
+            guard c == UInt8(ascii: "\\") else {
+                out.append(c)
+                continue
+            }
             guard index < bytes.count else { break }
             let e = bytes[index]
             index += 1
@@ -465,7 +485,10 @@ struct JSONHeaderReader {
             let close = c == UInt8(ascii: "{") ? UInt8(ascii: "}") : UInt8(ascii: "]")
             index += 1
             skipWhitespace()
-            if peek() == close { index += 1; return }
+            if peek() == close {
+                index += 1
+                return
+            }
             while true {
                 skipWhitespace()
                 if close == UInt8(ascii: "}") {

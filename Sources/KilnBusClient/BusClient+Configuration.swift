@@ -50,11 +50,13 @@ extension BusClient {
             }
         }
 
-        public init(host: String = "127.0.0.1", port: Int = 4222, name: String? = nil, token: String? = nil,
-                    user: String? = nil, password: String? = nil, connectTimeout: TimeAmount = .seconds(5),
-                    reconnect: Bool = true, reconnectInitialDelay: TimeAmount = .milliseconds(50),
-                    reconnectMaxDelay: TimeAmount = .seconds(2), maxReconnectAttempts: Int? = nil,
-                    pendingLimit: Int = 8 << 20) {
+        public init(
+            host: String = "127.0.0.1", port: Int = 4222, name: String? = nil, token: String? = nil,
+            user: String? = nil, password: String? = nil, connectTimeout: TimeAmount = .seconds(5),
+            reconnect: Bool = true, reconnectInitialDelay: TimeAmount = .milliseconds(50),
+            reconnectMaxDelay: TimeAmount = .seconds(2), maxReconnectAttempts: Int? = nil,
+            pendingLimit: Int = 8 << 20
+        ) {
             self.host = host
             self.port = port
             self.name = name

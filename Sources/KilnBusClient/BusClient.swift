@@ -44,14 +44,17 @@ public final class BusClient: @unchecked Sendable {
         self.group = group
         self.outbound = OutboundBuffer(lowWater: configuration.pendingLimit / 2)
         var rng = SystemRandomNumberGenerator()
-        let r1 = rng.next(), r2 = rng.next()
+        let r1 = rng.next()
+        let r2 = rng.next()
         self.inboxPrefix = "_INBOX." + (configuration.inboxNamespace.map { $0 + "." } ?? "") + String(r1, radix: 36) + String(r2, radix: 36)
         (asyncErrors, errorContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(256))
     }
 
     /// Connects, completes the `info`/`connect` handshake (a `ping` round trip proves auth passed).
-    public static func connect(_ configuration: Configuration, logger: Logger = Logger(label: "kiln.bus"),
-                               group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> BusClient {
+    public static func connect(
+        _ configuration: Configuration, logger: Logger = Logger(label: "kiln.bus"),
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> BusClient {
         let client = BusClient(configuration: configuration, logger: logger, group: group)
         do {
             try await client.establish()
@@ -70,19 +73,24 @@ public final class BusClient: @unchecked Sendable {
     // MARK: - publish / subscribe
 
     /// Publishes `payload` to `subject`. Returns once queued; waits only under back-pressure.
-    public func publish<Payload: Collection & Sendable>(_ subject: String, payload: Payload, reply: String? = nil,
-                                                        headers: [String: String]? = nil) async throws
+    public func publish<Payload: Collection & Sendable>(
+        _ subject: String, payload: Payload, reply: String? = nil,
+        headers: [String: String]? = nil
+    ) async throws
     where Payload.Element == UInt8 {
-        let backlog = try payload.withContiguousStorageIfAvailable { bytes in
-            try enqueuePublish(subject, payload: UnsafeRawBufferPointer(bytes), reply: reply, headers: headers)
-        } ?? Array(payload).withUnsafeBytes { try enqueuePublish(subject, payload: $0, reply: reply, headers: headers) }
+        let backlog =
+            try payload.withContiguousStorageIfAvailable { bytes in
+                try enqueuePublish(subject, payload: UnsafeRawBufferPointer(bytes), reply: reply, headers: headers)
+            } ?? Array(payload).withUnsafeBytes { try enqueuePublish(subject, payload: $0, reply: reply, headers: headers) }
         if backlog > configuration.pendingLimit {
             try await outbound.waitForRoom()
         }
     }
 
-    public func publish(_ subject: String, payload: ByteBuffer, reply: String? = nil,
-                        headers: [String: String]? = nil) async throws {
+    public func publish(
+        _ subject: String, payload: ByteBuffer, reply: String? = nil,
+        headers: [String: String]? = nil
+    ) async throws {
         let backlog = try payload.withUnsafeReadableBytes { try enqueuePublish(subject, payload: $0, reply: reply, headers: headers) }
         if backlog > configuration.pendingLimit {
             try await outbound.waitForRoom()
@@ -90,8 +98,10 @@ public final class BusClient: @unchecked Sendable {
     }
 
     /// The non-generic core of `publish`: validates, encodes straight into the outbound buffer.
-    private func enqueuePublish(_ subject: String, payload: UnsafeRawBufferPointer, reply: String?,
-                                headers: [String: String]?) throws -> Int {
+    private func enqueuePublish(
+        _ subject: String, payload: UnsafeRawBufferPointer, reply: String?,
+        headers: [String: String]?
+    ) throws -> Int {
         try Subject.validatePublish(subject)
         return try enqueueFrame(header: .pub(subject, reply: reply, headers: headers), payload: payload)
     }
@@ -172,8 +182,10 @@ public final class BusClient: @unchecked Sendable {
 
     /// Sends a request and waits for the first reply.
     /// - Throws: `BusClientError.noResponders` at once if nobody is subscribed, `.timeout` after `timeout`.
-    public func request<Payload: Collection & Sendable>(_ subject: String, payload: Payload, headers: [String: String]? = nil,
-                                                        timeout: TimeAmount = .seconds(5)) async throws -> BusMessage
+    public func request<Payload: Collection & Sendable>(
+        _ subject: String, payload: Payload, headers: [String: String]? = nil,
+        timeout: TimeAmount = .seconds(5)
+    ) async throws -> BusMessage
     where Payload.Element == UInt8 {
         try Subject.validatePublish(subject)
         let token: String = try lock.withLock {
@@ -223,16 +235,17 @@ public final class BusClient: @unchecked Sendable {
 
     /// Closes at once: streams end, waiters fail with `.closed`.
     public func close() async {
-        let (channel, subs, waiters, reqs, task): (
-            (any Channel)?, [MessageQueue], [CheckedContinuation<Void, any Error>], [PendingRequest], Task<Void, Never>?
-        ) = lock.withLock {
-            let (subscribers, waiters) = machine.close()
-            let result = (self.channel, subscribers, waiters, Array(requests.values), reconnectTask)
-            requests = [:]
-            self.channel = nil
-            reconnectTask = nil
-            return result
-        }
+        let (channel, subs, waiters, reqs, task):
+            (
+                (any Channel)?, [MessageQueue], [CheckedContinuation<Void, any Error>], [PendingRequest], Task<Void, Never>?
+            ) = lock.withLock {
+                let (subscribers, waiters) = machine.close()
+                let result = (self.channel, subscribers, waiters, Array(requests.values), reconnectTask)
+                requests = [:]
+                self.channel = nil
+                reconnectTask = nil
+                return result
+            }
         task?.cancel()
         if let channel {
             // Let what was queued go out first.
@@ -352,9 +365,10 @@ public final class BusClient: @unchecked Sendable {
     }
 
     private func reconnectLoop() async {
-        var backoff = ReconnectBackoff(initialNanoseconds: configuration.reconnectInitialDelay.nanoseconds,
-                                       maximumNanoseconds: configuration.reconnectMaxDelay.nanoseconds,
-                                       maxAttempts: configuration.maxReconnectAttempts)
+        var backoff = ReconnectBackoff(
+            initialNanoseconds: configuration.reconnectInitialDelay.nanoseconds,
+            maximumNanoseconds: configuration.reconnectMaxDelay.nanoseconds,
+            maxAttempts: configuration.maxReconnectAttempts)
         var random = SystemRandomNumberGenerator()
         while !Task.isCancelled {
             if lock.withLock({ machine.status == .closed }) { return }

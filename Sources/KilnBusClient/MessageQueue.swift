@@ -49,7 +49,10 @@ final class MessageQueue: @unchecked Sendable {
                 if let ready { continuation.resume(returning: ready) }
             }
         } onCancel: {
-            let callback: (@Sendable () -> Void)? = lock.withLock { defer { onCancel = nil }; return onCancel }
+            let callback: (@Sendable () -> Void)? = lock.withLock {
+                defer { onCancel = nil }
+                return onCancel
+            }
             finish()
             callback?()
         }

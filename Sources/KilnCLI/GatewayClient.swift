@@ -3,8 +3,8 @@ import AsyncHTTPClient
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOSSL
 import NIOHTTP1
+import NIOSSL
 
 /// Options every gateway-facing command shares.
 struct GatewayOptions: ParsableArguments {
@@ -53,8 +53,9 @@ struct GatewayClient: Sendable {
     /// A failed connection, saying what to do when it was the certificate.
     func unreachable(_ error: any Error) -> CLIError {
         if case NIOSSLError.handshakeFailed = error {
-            return CLIError("the gateway at \(base) presented a TLS certificate that does not verify (\(error)); "
-                            + "if it is signed by your own CA, pass --ca-file or set KILN_GATEWAY_CA")
+            return CLIError(
+                "the gateway at \(base) presented a TLS certificate that does not verify (\(error)); "
+                    + "if it is signed by your own CA, pass --ca-file or set KILN_GATEWAY_CA")
         }
         return CLIError("cannot reach the gateway at \(base): \(error)")
     }
@@ -90,7 +91,10 @@ struct GatewayClient: Sendable {
             if let lastID { r.headers.add(name: "Last-Event-ID", value: String(lastID)) }
             let response: HTTPClientResponse
             do { response = try await http.execute(r, timeout: .hours(24)) } catch {
-                if attempt < 19 { try await Task.sleep(for: .seconds(1)); continue }
+                if attempt < 19 {
+                    try await Task.sleep(for: .seconds(1))
+                    continue
+                }
                 throw unreachable(error)
             }
             guard response.status == .ok else {
@@ -98,7 +102,8 @@ struct GatewayClient: Sendable {
                 throw CLIError("gateway answered \(response.status.code): \(String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines))")
             }
             var pending = ""
-            var type = "message", data = ""
+            var type = "message"
+            var data = ""
             var terminal = false
             do {
                 for try await chunk in response.body {
@@ -142,8 +147,9 @@ struct GatewayClient: Sendable {
             let body = try await response.body.collect(upTo: 1 << 20)
             throw CLIError("gateway answered \(response.status.code): \(String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines))")
         }
-        FileManager.default.createFile(atPath: path, contents: nil)
-        guard let fh = FileHandle(forWritingAtPath: path) else { throw CLIError("cannot write \(path)") }
+        guard FileManager.default.createFile(atPath: path, contents: nil), let fh = FileHandle(forWritingAtPath: path) else {
+            throw CLIError("cannot write \(path)")
+        }
         defer { try? fh.close() }
         var total: Int64 = 0
         for try await chunk in response.body {

@@ -5,6 +5,8 @@ struct KilnCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kiln",
         abstract: "Kiln: submit builds, follow them, fetch results, and verify their attestation offline.",
-        subcommands: [SubmitCommand.self, StatusCommand.self, EventsCommand.self, ResultCommand.self, CancelCommand.self,
-                       VerifyCommand.self, KeysCommand.self, PackCommand.self])
+        subcommands: [
+            SubmitCommand.self, StatusCommand.self, EventsCommand.self, ResultCommand.self, CancelCommand.self,
+            VerifyCommand.self, KeysCommand.self, PackCommand.self,
+        ])
 }

@@ -8,9 +8,9 @@ struct SubmitCommand: AsyncParsableCommand {
         commandName: "submit",
         abstract: "Submit a build: a directory, a .zip/.tar.gz, or a git repository.",
         discussion: """
-        A directory is packed as a tar.gz: in a git checkout only the files git tracks, otherwise everything but \
-        target/ and .git/. Without --nonce a random one is chosen and printed; keep it to verify the result.
-        """)
+            A directory is packed as a tar.gz: in a git checkout only the files git tracks, otherwise everything but \
+            target/ and .git/. Without --nonce a random one is chosen and printed; keep it to verify the result.
+            """)
 
     @Argument(help: "DIR, FILE.zip or FILE.tar.gz (default: the current directory) — or use --repo.") var source: String?
     @Option(help: "Git repository URL (https, http or git).") var repo: String?
@@ -96,7 +96,10 @@ enum SourcePacker {
         let e = FileManager.default.enumerator(atPath: dir)
         while let rel = e?.nextObject() as? String {
             let top = rel.split(separator: "/").first.map(String.init) ?? rel
-            if top == "target" || top == ".git" { if rel == top { e?.skipDescendants() }; continue }
+            if top == "target" || top == ".git" {
+                if rel == top { e?.skipDescendants() }
+                continue
+            }
             var st = stat()
             if lstat(dir + "/" + rel, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG { out.append(rel) }
         }

@@ -10,13 +10,13 @@ struct VerifyCommand: AsyncParsableCommand {
         commandName: "verify",
         abstract: "Verify a result tarball or directory offline.",
         discussion: """
-        Checks both DSSE envelopes (provenance and evidence claims), that evidence.json is what was signed, that \
-        report_data recomputes from the binding, the TEE report against the vendor's pinned root (SEV-SNP: VCEK, ASK, \
-        ARK; TDX: PCK chain to Intel's root), that the signing key is trusted, the nonce, every manifest digest, and \
-        that the provenance subjects are exactly artifacts/. Verdicts: hardware-verified; tee-unverified (a report whose \
-        chain could not be checked: refused unless --allow-unverified-tee); no-tee (refused unless --allow-tee-none). \
-        A hardware-verified result needs no farm key: the report binds the key that signed. Exits 0 only if all pass.
-        """)
+            Checks both DSSE envelopes (provenance and evidence claims), that evidence.json is what was signed, that \
+            report_data recomputes from the binding, the TEE report against the vendor's pinned root (SEV-SNP: VCEK, ASK, \
+            ARK; TDX: PCK chain to Intel's root), that the signing key is trusted, the nonce, every manifest digest, and \
+            that the provenance subjects are exactly artifacts/. Verdicts: hardware-verified; tee-unverified (a report whose \
+            chain could not be checked: refused unless --allow-unverified-tee); no-tee (refused unless --allow-tee-none). \
+            A hardware-verified result needs no farm key: the report binds the key that signed. Exits 0 only if all pass.
+            """)
 
     @Argument(help: "RESULT.tar.gz or an unpacked result directory.") var result: String
     @Option(help: "The nonce you sent with the build (hex).") var nonce: String
@@ -58,10 +58,12 @@ struct VerifyCommand: AsyncParsableCommand {
         if let gateway {
             let served = try await GatewayKeys.fetch(gateway)
             for key in served {
-                FileHandle.standardError.write(Data("""
-                    warning: trusting key \(key.keyID) because \(gateway) serves it: the gateway vouches for itself. \
-                    Check this fingerprint out of band once, then pass --key-fingerprint \(key.keyID) instead.\n
-                    """.utf8))
+                FileHandle.standardError.write(
+                    Data(
+                        """
+                        warning: trusting key \(key.keyID) because \(gateway) serves it: the gateway vouches for itself. \
+                        Check this fingerprint out of band once, then pass --key-fingerprint \(key.keyID) instead.\n
+                        """.utf8))
             }
             trusted += served
         }

@@ -43,7 +43,11 @@ struct Base64StreamDecoder: Sendable {
 
     /// Flushes the last one or two bytes of an unpadded or padded tail; false when the text ended mid-byte.
     mutating func finish(into output: inout [UInt8]) -> Bool {
-        defer { quad = 0; sextets = 0; padding = 0 }
+        defer {
+            quad = 0
+            sextets = 0
+            padding = 0
+        }
         switch sextets {
         case 0: return padding == 0
         case 2: output.append(UInt8(truncatingIfNeeded: quad >> 4))

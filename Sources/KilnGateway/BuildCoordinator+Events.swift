@@ -22,7 +22,8 @@ extension BuildCoordinator {
 
     func handleEvent(_ event: BuildEvent, _ message: BusMessage) async {
         if let known = running[event.jobID], known.worker == event.workerID, known.lastSeq + 1 == event.seq, !event.type.isTerminal,
-           known.identity == nil || message.headers?[BusHeader.senderHeader] == known.identity {
+            known.identity == nil || message.headers?[BusHeader.senderHeader] == known.identity
+        {
             // The hot path (logs, heartbeats, phases of a running build): one transaction, no reads.
             let stored = StoredEvent(jobID: event.jobID, seq: event.seq, type: event.type.rawValue, data: Self.relayable(event))
             do {
@@ -116,13 +117,14 @@ extension BuildCoordinator {
     private func finalize(_ job: Job, done event: BuildEvent) async -> Job {
         guard job.status == .building, let sha = job.resultSha256 else { return job }
         guard event.sha256 == sha else {
-            return (try? await store.update(job.id) {
-                $0.status = .error
-                $0.failurePhase = "upload"
-                $0.error = "the result the worker announced does not match the one it uploaded"
-                $0.retryable = true
-                $0.finishedAt = Date()
-            }) ?? job
+            return
+                (try? await store.update(job.id) {
+                    $0.status = .error
+                    $0.failurePhase = "upload"
+                    $0.error = "the result the worker announced does not match the one it uploaded"
+                    $0.retryable = true
+                    $0.finishedAt = Date()
+                }) ?? job
         }
         let retention = configuration.retention
         let updated = try? await store.update(job.id) {
@@ -137,7 +139,8 @@ extension BuildCoordinator {
     /// The result completed after its `done` event was stored.
     func finalizeAfterResult(_ job: Job) async {
         guard let events = try? await store.events(job: job.id, after: 0), let done = events.last(where: { $0.type == "done" }),
-              let event = try? BuildEvent.decode(Array(done.data.utf8)) else { return }
+            let event = try? BuildEvent.decode(Array(done.data.utf8))
+        else { return }
         if await finalize(job, done: event).status == .ready {
             await sendControl(job.id, .init(action: .ack, seq: done.seq, workerID: job.workerID))
         }

@@ -21,8 +21,10 @@ extension BuildCoordinator {
         let h = message.headers ?? [:]
         let bytes = message.payloadBytes
         let chunk: BusMessageParsing.ResultChunk
-        switch BusMessageParsing.resultChunk(subject: message.subject, headers: message.headers, payloadCount: bytes.count,
-                                             maxSize: configuration.maxResultBytes) {
+        switch BusMessageParsing.resultChunk(
+            subject: message.subject, headers: message.headers, payloadCount: bytes.count,
+            maxSize: configuration.maxResultBytes)
+        {
         case .success(let c): chunk = c
         case .failure(.malformed(let why)):
             await answer(Ack(ok: false, code: 400, message: why))
@@ -34,7 +36,10 @@ extension BuildCoordinator {
             return
         }
         let (jobID, index, count, sha, size, offset) = (chunk.jobID, chunk.index, chunk.count, chunk.sha256, chunk.size, chunk.offset)
-        guard let job = try? await store.job(jobID) else { await answer(Ack(ok: false, code: 404, message: "unknown job")); return }
+        guard let job = try? await store.job(jobID) else {
+            await answer(Ack(ok: false, code: 404, message: "unknown job"))
+            return
+        }
         guard senders.accepts(message, identity: job.workerIdentity, job: jobID, what: "a result chunk") else {
             await answer(Ack(ok: false, code: 403, message: "not the worker assigned to this job"))
             return
@@ -58,7 +63,13 @@ extension BuildCoordinator {
                     await answer(Ack(ok: false, code: 422, message: "the assembled result does not match sha256 \(sha)"))
                     return
                 }
-                if let updated = try await store.update(jobID, { $0.resultSha256 = sha; $0.resultSize = size }) {
+                if let updated = try await store.update(
+                    jobID,
+                    {
+                        $0.resultSha256 = sha
+                        $0.resultSize = size
+                    })
+                {
                     await finalizeAfterResult(updated)
                 }
             }

@@ -50,14 +50,17 @@ public actor BuildCoordinator {
     /// tokens, which would end an SSE `data:` line; unknown fields are dropped).
     static func relayable(_ event: BuildEvent) -> String { String(decoding: event.encoded(), as: UTF8.self) }
 
-    public init(store: any JobStore, files: ResultFiles, hub: EventHub, client: BusClient, configuration: GatewayConfiguration,
-                metrics: GatewayMetrics, logger: Logger) {
+    public init(
+        store: any JobStore, files: ResultFiles, hub: EventHub, client: BusClient, configuration: GatewayConfiguration,
+        metrics: GatewayMetrics, logger: Logger
+    ) {
         self.store = store
         self.files = files
         self.assembler = ResultAssembler(files: files)
         self.senders = SenderCheck(metrics: metrics, logger: logger)
-        self.sourceChunks = SourceChunkServer(store: store, files: files, client: client, chunkSize: configuration.sourceChunkSize,
-                                              metrics: metrics, senders: senders)
+        self.sourceChunks = SourceChunkServer(
+            store: store, files: files, client: client, chunkSize: configuration.sourceChunkSize,
+            metrics: metrics, senders: senders)
         (dispatchWakeups, wakeDispatcher) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         self.hub = hub
         self.client = client

@@ -32,8 +32,9 @@ public enum BusMessageParsing {
     public static func resultChunk(subject: String, headers: [String: String]?, payloadCount: Int, maxSize: Int64) -> Result<ResultChunk, Rejection> {
         let h = headers ?? [:]
         guard let jobID = jobID(subject: subject), let index = h[ResultChunkHeaders.index].flatMap(Int.init),
-              let count = h[ResultChunkHeaders.count].flatMap(Int.init), let sha = h[ResultChunkHeaders.sha256],
-              let size = h[ResultChunkHeaders.size].flatMap(Int64.init) else {
+            let count = h[ResultChunkHeaders.count].flatMap(Int.init), let sha = h[ResultChunkHeaders.sha256],
+            let size = h[ResultChunkHeaders.size].flatMap(Int64.init)
+        else {
             return .failure(.malformed("result chunk headers index, count, sha256, size are required"))
         }
         guard sha.utf8.count == 64, sha.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }) else {
@@ -42,8 +43,10 @@ public enum BusMessageParsing {
         guard let offset = ChunkBounds.resultChunkOffset(index: index, count: count, size: size, bytes: payloadCount, maxSize: maxSize) else {
             return .failure(.outOfRange("result chunk index/count/size out of range (at most \(maxSize) bytes)"))
         }
-        return .success(ResultChunk(jobID: jobID, index: index, count: count, sha256: sha, size: size,
-                                    workerID: h[ResultChunkHeaders.workerID], offset: offset))
+        return .success(
+            ResultChunk(
+                jobID: jobID, index: index, count: count, sha256: sha, size: size,
+                workerID: h[ResultChunkHeaders.workerID], offset: offset))
     }
 
     /// A worker's request for source chunk `index` of a job.

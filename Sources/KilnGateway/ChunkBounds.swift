@@ -7,7 +7,8 @@ enum ChunkBounds {
     static func resultChunkOffset(index: Int, count: Int, size: Int64, bytes: Int, maxSize: Int64) -> Int64? {
         // Every chunk holds at least one byte, so there are never more chunks than bytes.
         guard size >= 0, size <= maxSize, count > 0, Int64(count) <= max(1, size), index >= 0, index < count, bytes > 0 || size == 0,
-              Int64(bytes) <= size || size == 0 else { return nil }
+            Int64(bytes) <= size || size == 0
+        else { return nil }
         let offset: Int64
         if index < count - 1 {
             let (o, overflow) = Int64(index).multipliedReportingOverflow(by: Int64(bytes))

@@ -54,7 +54,8 @@ public final class EventHub: Sendable {
     public func unsubscribe(job: String, id: Int) {
         state.withLockedValue { s in
             guard var loops = s.jobs[job],
-                  let key = loops.first(where: { $0.value.relays[id] != nil })?.key else { return }
+                let key = loops.first(where: { $0.value.relays[id] != nil })?.key
+            else { return }
             loops[key]?.relays[id] = nil
             s.count -= 1
             if loops[key]?.relays.isEmpty == true { loops[key] = nil }

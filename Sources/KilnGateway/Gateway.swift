@@ -15,8 +15,10 @@ public struct Gateway {
     public let coordinator: BuildCoordinator
     public let services: [any Service]
 
-    public static func make(configuration: GatewayConfiguration, logger: Logger,
-                            onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws -> Gateway {
+    public static func make(
+        configuration: GatewayConfiguration, logger: Logger,
+        onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) async throws -> Gateway {
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
         let store = try SQLiteJobStore(path: configuration.dataDirectory + "/kiln.sqlite")
         let files = try ResultFiles(root: configuration.dataDirectory)
@@ -28,23 +30,27 @@ public struct Gateway {
         }
         let client = try await BusClient.connect(configuration.bus, logger: logger)
         let metrics = GatewayMetrics()
-        let coordinator = BuildCoordinator(store: store, files: files, hub: EventHub(), client: client,
-                                           configuration: configuration, metrics: metrics, logger: logger)
+        let coordinator = BuildCoordinator(
+            store: store, files: files, hub: EventHub(), client: client,
+            configuration: configuration, metrics: metrics, logger: logger)
         let router = Router(context: GatewayRequestContext.self)
         router.middlewares.add(LogRequestsMiddleware(.debug))
         let routeTable = UnmatchedRouteMiddleware.Table()
         router.middlewares.add(UnmatchedRouteMiddleware(table: routeTable))
-        let endpoints = GatewayRoutes(coordinator: coordinator, store: store, files: files, configuration: configuration, metrics: metrics,
-                                      keys: KeySet(keys), limiter: RequestLimiter(configuration: configuration.requestLimits, metrics: metrics)).register(on: router)
+        let endpoints = GatewayRoutes(
+            coordinator: coordinator, store: store, files: files, configuration: configuration, metrics: metrics,
+            keys: KeySet(keys), limiter: RequestLimiter(configuration: configuration.requestLimits, metrics: metrics)
+        ).register(on: router)
         routeTable.set(endpoints)
         for endpoint in endpoints { logger.debug("serves \(endpoint)") }
         var server = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [SSERelay()]))
         if let tls = configuration.tls { server = try .tls(server, tlsConfiguration: try tls.makeConfiguration()) }
-        let app = Application(router: router,
-                              server: server,
-                              configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kiln-gateway"),
-                              onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
-                              logger: logger)
+        let app = Application(
+            router: router,
+            server: server,
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kiln-gateway"),
+            onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
+            logger: logger)
         let coordinatorService = CoordinatorService(coordinator: coordinator, client: client, keepalive: configuration.sseKeepalive)
         let housekeeping = GatewayHousekeeping(coordinator: coordinator, store: store, files: files, logger: logger)
         return Gateway(configuration: configuration, store: store, coordinator: coordinator, services: [coordinatorService, housekeeping, app])

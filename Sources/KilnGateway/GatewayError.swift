@@ -24,6 +24,7 @@ public struct GatewayError: HTTPResponseError, Sendable, CustomStringConvertible
 
     static func badRequest(_ m: String) -> GatewayError { GatewayError(.badRequest, m) }
     static func notFound(_ id: String) -> GatewayError { GatewayError(.notFound, "no job with id '\(id)'") }
-    static let unauthorized = GatewayError(.unauthorized, "a valid bearer token is required (Authorization: Bearer <token>)",
-                                           headers: [.wwwAuthenticate: "Bearer realm=\"kiln\""])
+    static let unauthorized = GatewayError(
+        .unauthorized, "a valid bearer token is required (Authorization: Bearer <token>)",
+        headers: [.wwwAuthenticate: "Bearer realm=\"kiln\""])
 }

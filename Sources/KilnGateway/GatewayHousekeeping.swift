@@ -50,7 +50,10 @@ struct GatewayHousekeeping: Service {
         guard let expired = try? await store.expiredResults(before: Date()) else { return }
         for job in expired {
             if let sha = job.resultSha256 { unlink(files.resultPath(sha256: sha)) }
-            _ = try? await store.update(job.id) { $0.resultSha256 = nil; $0.resultSize = nil }
+            _ = try? await store.update(job.id) {
+                $0.resultSha256 = nil
+                $0.resultSize = nil
+            }
         }
     }
 }

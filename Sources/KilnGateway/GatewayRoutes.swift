@@ -33,8 +33,10 @@ struct GatewayRoutes: Sendable {
     func register(on router: Router<GatewayRequestContext>) -> [Endpoint] {
         var endpoints: [Endpoint] = []
         let auth = BearerAuth(principals: configuration.principals)
-        func route(_ method: HTTPRequest.Method, _ path: String, authenticated: Bool = true,
-                   _ handler: @escaping @Sendable (Request, GatewayRequestContext) async throws -> Response) {
+        func route(
+            _ method: HTTPRequest.Method, _ path: String, authenticated: Bool = true,
+            _ handler: @escaping @Sendable (Request, GatewayRequestContext) async throws -> Response
+        ) {
             endpoints.append(Endpoint(method: method, path: path.replacingOccurrences(of: ":id", with: "{id}")))
             let group = authenticated ? router.group().add(middleware: auth) : router.group()
             group.on(RouterPath(path), method: method, use: handler)
@@ -44,8 +46,9 @@ struct GatewayRoutes: Sendable {
         }
         route(.get, "/metrics", authenticated: false) { _, _ in try await self.metricsText() }
         route(.get, "/keys", authenticated: false) { _, _ in
-            Response(status: .ok, headers: [.contentType: "application/json"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: try CanonicalJSON.encode(self.keys))))
+            Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(bytes: try CanonicalJSON.encode(self.keys))))
         }
         route(.get, "/openapi.yaml", authenticated: false) { _, _ in
             Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: ByteBuffer(bytes: PackageResources.openapi_yaml)))
@@ -130,8 +133,10 @@ struct GatewayRoutes: Sendable {
         }
         guard let sha = job.resultSha256 else { throw GatewayError(.gone, "the result of job \(id) has passed its retention period and was deleted") }
         let etag = "\"\(sha)\""
-        var headers: HTTPFields = [.eTag: etag, .contentType: "application/gzip",
-                                   .contentDisposition: "attachment; filename=\"kiln-\(id).tar.gz\""]
+        var headers: HTTPFields = [
+            .eTag: etag, .contentType: "application/gzip",
+            .contentDisposition: "attachment; filename=\"kiln-\(id).tar.gz\"",
+        ]
         if let match = request.headers[.ifNoneMatch], match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag || $0 == "*" }) {
             return Response(status: .notModified, headers: headers)
         }
@@ -225,8 +230,9 @@ struct GatewayRoutes: Sendable {
         let counts = try await store.countByStatus()
         for (status, gauge) in metrics.jobsByStatus { gauge.set(Double(counts[status] ?? 0)) }
         metrics.uploadsInProgress.set(Double(limiter.held(.upload)))
-        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                        body: .init(byteBuffer: ByteBuffer(string: metrics.registry.emitToString())))
+        return Response(
+            status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(string: metrics.registry.emitToString())))
     }
 }
 

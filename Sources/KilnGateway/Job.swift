@@ -89,10 +89,13 @@ extension Job {
             "source_digest": sourceDigest.map(AnyCodable.string) ?? .null,
             "retention_expires_at": t(retentionExpiresAt),
         ]
-        doc["error_detail"] = error == nil ? .null : .object([
-            "message": .string(error ?? ""), "retryable": .bool(retryable ?? false),
-            "suggested_action": suggestedAction.map(AnyCodable.string) ?? .null,
-        ])
+        doc["error_detail"] =
+            error == nil
+            ? .null
+            : .object([
+                "message": .string(error ?? ""), "retryable": .bool(retryable ?? false),
+                "suggested_action": suggestedAction.map(AnyCodable.string) ?? .null,
+            ])
         doc["result"] = resultSha256.map { .object(["sha256": .string($0), "size": .int(Int(resultSize ?? 0))]) } ?? .null
         return doc
     }
@@ -100,7 +103,12 @@ extension Job {
 
 /// Just enough JSON for status documents.
 public enum AnyCodable: Codable, Sendable, Equatable {
-    case string(String), int(Int), bool(Bool), null, object([String: AnyCodable]), array([AnyCodable])
+    case string(String)
+    case int(Int)
+    case bool(Bool)
+    case null
+    case object([String: AnyCodable])
+    case array([AnyCodable])
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.singleValueContainer()
@@ -116,12 +124,19 @@ public enum AnyCodable: Codable, Sendable, Equatable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let i = try? c.decode(Int.self) { self = .int(i) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let a = try? c.decode([AnyCodable].self) { self = .array(a) }
-        else { self = .object(try c.decode([String: AnyCodable].self)) }
+        if c.decodeNil() {
+            self = .null
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else if let i = try? c.decode(Int.self) {
+            self = .int(i)
+        } else if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else if let a = try? c.decode([AnyCodable].self) {
+            self = .array(a)
+        } else {
+            self = .object(try c.decode([String: AnyCodable].self))
+        }
     }
 }
 

@@ -78,8 +78,14 @@ struct MultipartStreamParser {
             case .afterDelimiter:
                 // "--" ends the body; otherwise optional padding, then CRLF starts a part's headers.
                 let b = data[i]
-                if b == 0x20 || b == 0x09 { i += 1; continue }
-                guard n - i >= 2 else { carry = Array(data[i..<n]); return }
+                if b == 0x20 || b == 0x09 {
+                    i += 1
+                    continue
+                }
+                guard n - i >= 2 else {
+                    carry = Array(data[i..<n])
+                    return
+                }
                 if b == UInt8(ascii: "-") && data[i + 1] == UInt8(ascii: "-") {
                     state = .epilogue
                     try emit(.end)

@@ -102,8 +102,9 @@ public final class RequestLimiter: Sendable {
         if let wait {
             metrics?.requestsLimited(.submissions)
             let seconds = max(1, Int(wait.rounded(.up)))
-            throw GatewayError(.tooManyRequests, "at most \(configuration.submissionsPerMinute) builds per minute per caller; retry in \(seconds) s",
-                               headers: [.retryAfter: String(seconds)])
+            throw GatewayError(
+                .tooManyRequests, "at most \(configuration.submissionsPerMinute) builds per minute per caller; retry in \(seconds) s",
+                headers: [.retryAfter: String(seconds)])
         }
     }
 }

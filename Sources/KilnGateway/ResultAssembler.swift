@@ -38,7 +38,7 @@ struct ResultAssembler: Sendable {
                 return false
             }
             if FileManager.default.fileExists(atPath: target) {
-                unlink(path) // the same bytes are there already (results are content-addressed)
+                unlink(path)  // the same bytes are there already (results are content-addressed)
             } else {
                 guard rename(path, target) == 0 else { throw ResultStorageError(.move, path: target, errno: errno) }
             }
@@ -59,7 +59,10 @@ struct ResultAssembler: Sendable {
 
 /// The gateway's disk failed a result: which step, which file, the system's reason.
 struct ResultStorageError: Error, CustomStringConvertible {
-    enum Step: String { case write, read, move, unavailable = "use the thread pool" }
+    enum Step: String {
+        case write, read, move
+        case unavailable = "use the thread pool"
+    }
     let step: Step
     let path: String
     let errno: Int32

@@ -143,10 +143,11 @@ public final class SQLiteJobStore: JobStore {
     public func appendBuildingEvent(_ event: StoredEvent, phase: String?, seenAt: Date) async throws -> Bool {
         try await pool.write { db in
             // Cached statements: no SQL generation or parsing per event.
-            let insert = try db.cachedStatement(sql: """
-                INSERT OR IGNORE INTO event (job_id, seq, type, data)
-                SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM job WHERE id = ? AND status = 'building')
-                """)
+            let insert = try db.cachedStatement(
+                sql: """
+                    INSERT OR IGNORE INTO event (job_id, seq, type, data)
+                    SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM job WHERE id = ? AND status = 'building')
+                    """)
             try insert.execute(arguments: [event.jobID, event.seq, event.type, event.data, event.jobID])
             guard db.changesCount == 1 else { return false }
             let seen = try db.cachedStatement(sql: "UPDATE job SET lastSeenAt = ?, phase = COALESCE(?, phase) WHERE id = ?")

@@ -15,8 +15,9 @@ struct SenderCheck: Sendable {
         let sender = message.headers?[BusHeader.senderHeader]
         if sender == identity { return true }
         metrics.busMessagesRejected(.wrongSender)
-        logger.warning("dropped \(what) from '\(sender ?? "nobody")': the job belongs to '\(identity)'",
-                       metadata: ["job_id": "\(job)", "connection": "\(message.headers?[BusHeader.senderConnectionHeader] ?? "?")"])
+        logger.warning(
+            "dropped \(what) from '\(sender ?? "nobody")': the job belongs to '\(identity)'",
+            metadata: ["job_id": "\(job)", "connection": "\(message.headers?[BusHeader.senderConnectionHeader] ?? "?")"])
         return false
     }
 }

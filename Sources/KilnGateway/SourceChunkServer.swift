@@ -27,14 +27,16 @@ struct SourceChunkServer: Sendable {
             }
         }
         guard let (_, index) = BusMessageParsing.sourceRequest(subject: message.subject, headers: message.headers),
-              let size = files.uploadSize(job: jobID) else {
+            let size = files.uploadSize(job: jobID)
+        else {
             try? await client.publish(reply, payload: [UInt8](), headers: ["status": "404"])
             return
         }
         guard let offset = BusMessageParsing.sourceChunkOffset(index: index, chunkSize: chunkSize, size: size),
-              let bytes = try? await NIOThreadPool.singleton.runIfActive({ [files, chunkSize] in
-                  try files.readUpload(job: jobID, offset: offset, length: chunkSize)
-              }) else {
+            let bytes = try? await NIOThreadPool.singleton.runIfActive({ [files, chunkSize] in
+                try files.readUpload(job: jobID, offset: offset, length: chunkSize)
+            })
+        else {
             metrics.busMessagesRejected(.badChunk)
             try? await client.publish(reply, payload: [UInt8](), headers: ["status": "416"])
             return

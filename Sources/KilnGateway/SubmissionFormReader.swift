@@ -37,55 +37,57 @@ public struct SubmissionFormReader: Sendable {
         var archiveFilename: String?
 
         mutating func handle(_ event: MultipartStreamParser.Event, archive: inout [UInt8]) throws(GatewayError) {
-        switch event {
-        case .headers(let headers):
-            part = try begin(headers)
-        case .body(let bytes):
-            switch part {
-            case .archive: archive.append(contentsOf: bytes)
-            case .text(let name, var text):
-                guard text.count + bytes.count <= SubmissionFormReader.maxFieldBytes else {
-                    throw GatewayError.badRequest("the '\(name)' part is longer than \(SubmissionFormReader.maxFieldBytes) bytes")
+            switch event {
+            case .headers(let headers):
+                part = try begin(headers)
+            case .body(let bytes):
+                switch part {
+                case .archive: archive.append(contentsOf: bytes)
+                case .text(let name, var text):
+                    guard text.count + bytes.count <= SubmissionFormReader.maxFieldBytes else {
+                        throw GatewayError.badRequest("the '\(name)' part is longer than \(SubmissionFormReader.maxFieldBytes) bytes")
+                    }
+                    part = nil  // drop the reference so the append does not copy
+                    text.append(contentsOf: bytes)
+                    part = .text(name, text)
+                case .ignored, nil: break
                 }
-                part = nil // drop the reference so the append does not copy
-                text.append(contentsOf: bytes)
-                part = .text(name, text)
-            case .ignored, nil: break
+            case .partEnd:
+                if case .text(let name, let bytes) = part {
+                    guard fields[name] == nil else { throw GatewayError.badRequest("the '\(name)' part appears more than once") }
+                    fields[name] = String(decoding: bytes, as: UTF8.self)
+                }
+                part = nil
+            case .end:
+                break
             }
-        case .partEnd:
-            if case .text(let name, let bytes) = part {
-                guard fields[name] == nil else { throw GatewayError.badRequest("the '\(name)' part appears more than once") }
-                fields[name] = String(decoding: bytes, as: UTF8.self)
-            }
-            part = nil
-        case .end:
-            break
         }
-    }
 
-    /// Decides from the part's headers what its body is.
+        /// Decides from the part's headers what its body is.
         mutating func begin(_ headers: [(name: String, value: String)]) throws(GatewayError) -> Part {
-        parts += 1
-        guard parts <= SubmissionFormReader.maxParts else { throw GatewayError.badRequest("the multipart body has more than \(SubmissionFormReader.maxParts) parts") }
-        let disposition = headers.first { $0.name.lowercased() == "content-disposition" }?.value
-        let name = disposition.flatMap { SubmissionFormReader.parameter("name", in: $0) }
-        if name == SubmissionFormReader.archivePart {
-            guard !sawArchive else { throw GatewayError.badRequest("the 'source' part appears more than once") }
-            sawArchive = true
-            archiveFilename = disposition.flatMap { SubmissionFormReader.parameter("filename", in: $0) }
-            return .archive
+            parts += 1
+            guard parts <= SubmissionFormReader.maxParts else { throw GatewayError.badRequest("the multipart body has more than \(SubmissionFormReader.maxParts) parts") }
+            let disposition = headers.first { $0.name.lowercased() == "content-disposition" }?.value
+            let name = disposition.flatMap { SubmissionFormReader.parameter("name", in: $0) }
+            if name == SubmissionFormReader.archivePart {
+                guard !sawArchive else { throw GatewayError.badRequest("the 'source' part appears more than once") }
+                sawArchive = true
+                archiveFilename = disposition.flatMap { SubmissionFormReader.parameter("filename", in: $0) }
+                return .archive
+            }
+            if let name, SubmissionFormReader.textParts.contains(name) { return .text(name, []) }
+            return .ignored
         }
-        if let name, SubmissionFormReader.textParts.contains(name) { return .text(name, []) }
-        return .ignored
-    }
     }
 
     /// The `boundary=` parameter of the Content-Type, or a 400 that says it is missing.
     public init(contentType: String) throws(GatewayError) {
-        guard let boundary = contentType.split(separator: ";").map({ $0.trimmingCharacters(in: .whitespaces) })
+        guard
+            let boundary = contentType.split(separator: ";").map({ $0.trimmingCharacters(in: .whitespaces) })
                 .first(where: { $0.lowercased().hasPrefix("boundary=") })
                 .map({ String($0.dropFirst("boundary=".count)).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }),
-              !boundary.isEmpty, boundary.count <= 70 else {
+            !boundary.isEmpty, boundary.count <= 70
+        else {
             throw GatewayError.badRequest("multipart/form-data needs a boundary parameter (1 to 70 characters) in Content-Type")
         }
         parser = MultipartStreamParser(boundary: boundary)

@@ -64,7 +64,10 @@ public struct SubmissionJSONScanner: Sendable {
                 }
             case .beforeKey(let first):
                 if Self.isWhitespace(byte) { break }
-                if byte == UInt8(ascii: "}") && first { state = .end; break }
+                if byte == UInt8(ascii: "}") && first {
+                    state = .end
+                    break
+                }
                 guard byte == UInt8(ascii: "\"") else { throw Self.notJSON }
                 scratch.removeAll(keepingCapacity: true)
                 escaped = false
@@ -145,7 +148,7 @@ public struct SubmissionJSONScanner: Sendable {
                 if Self.isWhitespace(byte) || byte == UInt8(ascii: ",") || byte == UInt8(ascii: "}") {
                     try finishLiteral()
                     state = .afterValue
-                    continue // the delimiter is the next state's
+                    continue  // the delimiter is the next state's
                 }
                 guard scratch.count < 64 else { throw Self.notJSON }
                 scratch.append(byte)

@@ -33,8 +33,9 @@ struct SubmissionReader {
             throw GatewayError(.unsupportedMediaType, "Content-Type must be application/json or multipart/form-data (got '\(contentType ?? "none")')")
         }
 
-        var spool = ArchiveSpool(path: spoolDirectory + "/" + UUID().uuidString.lowercased(), memoryLimit: memoryLimit,
-                                 writeBufferBytes: writeBufferBytes, metrics: metrics)
+        var spool = ArchiveSpool(
+            path: spoolDirectory + "/" + UUID().uuidString.lowercased(), memoryLimit: memoryLimit,
+            writeBufferBytes: writeBufferBytes, metrics: metrics)
         var received = 0
         do {
             var archive: [UInt8] = []
@@ -75,9 +76,10 @@ struct SubmissionReader {
             await spool.discard()
         }
         do {
-            return try BuildSubmission.validated(nonce: fields["nonce"], repoURL: fields["repo_url"],
-                                                 repoRef: fields["ref"] ?? fields["repo_ref"], archive: archive,
-                                                 sourceName: fields["source_name"] ?? form?.archiveFilename)
+            return try BuildSubmission.validated(
+                nonce: fields["nonce"], repoURL: fields["repo_url"],
+                repoRef: fields["ref"] ?? fields["repo_ref"], archive: archive,
+                sourceName: fields["source_name"] ?? form?.archiveFilename)
         } catch {
             await spool.discard()
             throw error
@@ -86,7 +88,8 @@ struct SubmissionReader {
 
     /// The disk under the spool failed (full, read-only, gone): the operator's problem, not the caller's.
     static func spoolFailure(_ error: any Error) -> GatewayError {
-        GatewayError(.serviceUnavailable, "the gateway cannot store uploads right now (its disk refused the write); try again later",
-                     headers: [.retryAfter: "30"])
+        GatewayError(
+            .serviceUnavailable, "the gateway cannot store uploads right now (its disk refused the write); try again later",
+            headers: [.retryAfter: "30"])
     }
 }

@@ -20,8 +20,10 @@ public struct BuildRequest: Codable, Sendable, Equatable {
         case sourceName = "source_name"
     }
 
-    public init(jobID: String, nonce: String, repoURL: String? = nil, repoRef: String? = nil, sourceData: String? = nil,
-                sourceName: String? = nil, source: SourceReference? = nil) {
+    public init(
+        jobID: String, nonce: String, repoURL: String? = nil, repoRef: String? = nil, sourceData: String? = nil,
+        sourceName: String? = nil, source: SourceReference? = nil
+    ) {
         self.jobID = jobID
         self.nonce = nonce
         self.repoURL = repoURL

@@ -20,8 +20,9 @@ public enum Subjects {
 
     /// Job ids and worker ids become subject tokens: keep them to [A-Za-z0-9_-].
     public static func isValidToken(_ s: String) -> Bool {
-        !s.isEmpty && s.count <= 128 && s.utf8.allSatisfy {
-            ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95
-        }
+        !s.isEmpty && s.count <= 128
+            && s.utf8.allSatisfy {
+                ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95
+            }
     }
 }

@@ -75,8 +75,10 @@ public final class WorkerPool: Service, Sendable {
 
     public var counts: (idle: Int, starting: Int, busy: Int, started: Int) {
         state.withLockedValue { s in
-            (s.workers.values.filter { $0.state == .idle }.count, s.workers.values.filter { $0.state == .starting }.count,
-             s.workers.values.filter { $0.state == .busy }.count, s.started)
+            (
+                s.workers.values.filter { $0.state == .idle }.count, s.workers.values.filter { $0.state == .starting }.count,
+                s.workers.values.filter { $0.state == .busy }.count, s.started
+            )
         }
     }
 
@@ -100,7 +102,8 @@ public final class WorkerPool: Service, Sendable {
                     for await m in events {
                         // Only `accepted` matters, and it is small: skip big log events cheaply.
                         guard m.payload.readableBytes < 4096, let e = try? BuildEvent.decode(m.payloadBytes), e.type == .accepted,
-                              let w = e.workerID else { continue }
+                            let w = e.workerID
+                        else { continue }
                         self.mark(w, .busy)
                         self.replenish()
                     }
@@ -179,7 +182,9 @@ public final class WorkerPool: Service, Sendable {
         let scratch = configuration.stateDirectory + "/scratch/" + id
         let command = configuration.launchTemplate
             .replacingOccurrences(of: "{id}", with: id)
-            .replacingOccurrences(of: "{broker}", with: configuration.credentialKey == nil ? configuration.broker : Configuration.withoutCredentials(configuration.broker))
+            .replacingOccurrences(
+                of: "{broker}", with: configuration.credentialKey == nil ? configuration.broker : Configuration.withoutCredentials(configuration.broker)
+            )
             .replacingOccurrences(of: "{scratch}", with: scratch)
         var environment = ProcessInfo.processInfo.environment
         if let key = configuration.credentialKey {
@@ -197,8 +202,10 @@ public final class WorkerPool: Service, Sendable {
         guard log >= 0 else { throw ChildProcess.SpawnError(executable: logPath, errno: errno) }
         defer { close(log) }
         let exits = exitContinuation
-        let process = try ChildProcess(executable: "/bin/sh", arguments: ["-c", "exec " + command], environment: environment,
-                                       stdout: log, stderr: log) { pid, termination in
+        let process = try ChildProcess(
+            executable: "/bin/sh", arguments: ["-c", "exec " + command], environment: environment,
+            stdout: log, stderr: log
+        ) { pid, termination in
             exits.yield(Exit(id: id, pid: pid, termination: termination))
         }
         return (id, Managed(process: process, state: .starting, startedAt: Date(), scratch: scratch))

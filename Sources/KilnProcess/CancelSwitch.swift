@@ -20,7 +20,10 @@ public final class CancelSwitch: Sendable {
 
     /// Returns when fired, or when the calling task is cancelled (check `isFired` to tell which).
     public func wait() async {
-        let id = state.withLockedValue { s -> Int in s.next += 1; return s.next }
+        let id = state.withLockedValue { s -> Int in
+            s.next += 1
+            return s.next
+        }
         await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                 let now = state.withLockedValue { s -> Bool in

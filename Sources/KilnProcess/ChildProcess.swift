@@ -53,9 +53,11 @@ public final class ChildProcess: Sendable {
     /// Starts `executable` (an absolute path). `stdin`, `stdout` and `stderr` are descriptors the child
     /// gets as 0, 1 and 2 (-1 for /dev/null); the caller keeps its own copies and closes them.
     /// `onExit` runs on the reaper thread once the process has been reaped.
-    public init(executable: String, arguments: [String], environment: [String: String]? = nil,
-                workingDirectory: String? = nil, stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = -1,
-                onExit: (@Sendable (pid_t, Termination) -> Void)? = nil) throws {
+    public init(
+        executable: String, arguments: [String], environment: [String: String]? = nil,
+        workingDirectory: String? = nil, stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = -1,
+        onExit: (@Sendable (pid_t, Termination) -> Void)? = nil
+    ) throws {
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         let env = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {

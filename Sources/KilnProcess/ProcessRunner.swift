@@ -23,14 +23,17 @@ public enum ProcessRunner {
         }
     }
 
-    public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
-                           workingDirectory: String? = nil, timeout: Duration, cancel: CancelSwitch? = nil,
-                           grace: Duration = .seconds(1), maxLineBytes: Int = 4096,
-                           afterExit: (@Sendable () -> Void)? = nil,
-                           onLine: @escaping @Sendable (Stream, String) -> Void) async throws -> Outcome {
+    public static func run(
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+        workingDirectory: String? = nil, timeout: Duration, cancel: CancelSwitch? = nil,
+        grace: Duration = .seconds(1), maxLineBytes: Int = 4096,
+        afterExit: (@Sendable () -> Void)? = nil,
+        onLine: @escaping @Sendable (Stream, String) -> Void
+    ) async throws -> Outcome {
         var options = PlatformOptions()
         options.processGroupID = 0
-        let env: Subprocess.Environment = environment.map { .custom(Dictionary(uniqueKeysWithValues: $0.map { (Subprocess.Environment.Key(stringLiteral: $0.key), $0.value) })) } ?? .inherit
+        let env: Subprocess.Environment =
+            environment.map { .custom(Dictionary(uniqueKeysWithValues: $0.map { (Subprocess.Environment.Key(stringLiteral: $0.key), $0.value) })) } ?? .inherit
         let timedOut = Flag()
         let cancelled = Flag()
         let teardown: [TeardownStep] = [.gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: grace)]
@@ -58,7 +61,12 @@ public enum ProcessRunner {
                 let watchdog = Task {
                     let reason = await withTaskGroup(of: Int.self) { w in
                         w.addTask { (try? await Task.sleep(for: timeout)) != nil ? 1 : 0 }
-                        if let cancel { w.addTask { await cancel.wait(); return cancel.isFired ? 2 : 0 } }
+                        if let cancel {
+                            w.addTask {
+                                await cancel.wait()
+                                return cancel.isFired ? 2 : 0
+                            }
+                        }
                         let first = await w.next() ?? 0
                         w.cancelAll()
                         return first
@@ -75,7 +83,10 @@ public enum ProcessRunner {
                         let pid = execution.processIdentifier.value
                         while !Task.isCancelled {
                             try? await Task.sleep(for: .milliseconds(100))
-                            if !Self.isAlive(pid) { sweep(); return }
+                            if !Self.isAlive(pid) {
+                                sweep()
+                                return
+                            }
                         }
                     }
                 }
@@ -102,16 +113,19 @@ public enum ProcessRunner {
     }
 
     /// Runs a short command and collects its output (git plumbing).
-    public static func capture(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
-                               workingDirectory: String? = nil, timeout: Duration = .seconds(60),
-                               cancel: CancelSwitch? = nil) async throws -> (outcome: Outcome, stdout: String, stderr: String) {
+    public static func capture(
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+        workingDirectory: String? = nil, timeout: Duration = .seconds(60),
+        cancel: CancelSwitch? = nil
+    ) async throws -> (outcome: Outcome, stdout: String, stderr: String) {
         let out = NIOLockedValueBox<[String]>([])
         let err = NIOLockedValueBox<[String]>([])
-        let outcome = try await run(executable, arguments, environment: environment, workingDirectory: workingDirectory,
-                                    timeout: timeout, cancel: cancel, maxLineBytes: 1 << 20) { stream, line in
+        let outcome = try await run(
+            executable, arguments, environment: environment, workingDirectory: workingDirectory,
+            timeout: timeout, cancel: cancel, maxLineBytes: 1 << 20
+        ) { stream, line in
             if stream == .stdout { out.withLockedValue { $0.append(line) } } else { err.withLockedValue { $0.append(line) } }
         }
         return (outcome, out.withLockedValue { $0.joined(separator: "\n") }, err.withLockedValue { $0.joined(separator: "\n") })
     }
 }
-

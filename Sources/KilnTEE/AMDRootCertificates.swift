@@ -1,3 +1,5 @@
+// swift-format-ignore-file
+// (The PEM literals are kept byte for byte as AMD publishes them.)
 /// AMD's root and intermediate keys for VCEK chains, pinned so that an offline verifier needs no
 /// network: each generation's ASK (SEV-<product>) and self-signed ARK (ARK-<product>), as AMD's key
 /// distribution service publishes them (`/vcek/v1/<product>/cert_chain`). A chain that arrives with

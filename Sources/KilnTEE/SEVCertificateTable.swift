@@ -26,7 +26,8 @@ public struct SEVCertificateTable: Sendable {
         while true {
             guard position + 24 <= blob.count else { throw .init("certificate-table", "the table is not terminated") }
             let guid = blob.slice(position, 16)
-            let offset = Int(blob.le(position + 16, as: UInt32.self)), length = Int(blob.le(position + 20, as: UInt32.self))
+            let offset = Int(blob.le(position + 16, as: UInt32.self))
+            let length = Int(blob.le(position + 20, as: UInt32.self))
             position += 24
             if guid.allSatisfy({ $0 == 0 }) { break }
             entries += 1
@@ -47,7 +48,8 @@ public struct SEVCertificateTable: Sendable {
     /// Serializes the table (for tests and for tools that assemble evidence).
     public func encoded() -> [UInt8] {
         let parts = [(Self.vcekGUID, vcek), (Self.askGUID, ask), (Self.arkGUID, ark)].compactMap { g, d in d.map { (g, $0) } }
-        var header: [UInt8] = [], body: [UInt8] = []
+        var header: [UInt8] = []
+        var body: [UInt8] = []
         var offset = (parts.count + 1) * 24
         for (guid, der) in parts {
             header += guid + le32(offset) + le32(der.count)

@@ -71,7 +71,9 @@ public struct SEVSNPReport: Sendable {
 
 /// The AMD EPYC generations whose root keys Kiln pins.
 public enum AMDProduct: String, Sendable, CaseIterable {
-    case milan = "Milan", genoa = "Genoa", turin = "Turin"
+    case milan = "Milan"
+    case genoa = "Genoa"
+    case turin = "Turin"
 
     /// From a VCEK's issuer, "SEV-Milan" and so on.
     init?(issuerName: String) {

@@ -54,8 +54,10 @@ public struct SEVSNPVerifier: Sendable {
             tee: "sev-snp", verdict: .chainUnavailable, reportData: HexText.of(report.reportData), measurement: HexText.of(report.measurement),
             registers: ["host_data": HexText.of(report.hostData), "id_key_digest": HexText.of(report.idKeyDigest)],
             tcb: SEVSNPReport.TCB(report.reportedTCB, product: .milan).fields,
-            attributes: ["version": "\(report.version)", "policy": "0x" + String(report.policy, radix: 16), "vmpl": "\(report.vmpl)",
-                         "guest_svn": "\(report.guestSVN)", "debug": "\(report.debugAllowed)"],
+            attributes: [
+                "version": "\(report.version)", "policy": "0x" + String(report.policy, radix: 16), "vmpl": "\(report.vmpl)",
+                "guest_svn": "\(report.guestSVN)", "debug": "\(report.debugAllowed)",
+            ],
             checks: checks)
 
         guard report.signingKeyIsVCEK else {
@@ -63,7 +65,8 @@ public struct SEVSNPVerifier: Sendable {
             return appraisal
         }
         guard let vcekDER = supplied.vcek ?? evidenceTable?.vcek else {
-            appraisal.checks.append(.init("signature", .skipped, "no VCEK: the evidence carries no certificate table; give --vcek (AMD's key service serves it for this chip and TCB)"))
+            appraisal.checks.append(
+                .init("signature", .skipped, "no VCEK: the evidence carries no certificate table; give --vcek (AMD's key service serves it for this chip and TCB)"))
             return appraisal
         }
         let vcek = try X509Certificate(der: vcekDER)
@@ -97,10 +100,13 @@ public struct SEVSNPVerifier: Sendable {
         for (name, oid) in Self.tcbOIDs {
             guard let value = vcek.extensions[oid] else { continue }
             guard let n = Self.integer(value), reported[name] == "\(n)" else {
-                throw .init("tcb", "the VCEK was issued for \(name) SPL \(Self.integer(value).map(String.init) ?? "?"); the report's reported TCB has \(reported[name] ?? "none")")
+                throw .init(
+                    "tcb", "the VCEK was issued for \(name) SPL \(Self.integer(value).map(String.init) ?? "?"); the report's reported TCB has \(reported[name] ?? "none")"
+                )
             }
         }
-        checks.append(.init("tcb", .pass, "the VCEK's TCB equals the reported TCB " + reported.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")))
+        checks.append(
+            .init("tcb", .pass, "the VCEK's TCB equals the reported TCB " + reported.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")))
         if report.chipIDMasked {
             checks.append(.init("chip-id", .skipped, "the report masks its chip id"))
         } else if let hwid = vcek.extensions[Self.hwidOID] {
@@ -117,7 +123,8 @@ public struct SEVSNPVerifier: Sendable {
 
     /// r and s are 72-byte little-endian fields; P-384 needs 48 big-endian bytes each, the rest zero.
     static func signature(_ report: SEVSNPReport) -> P384.Signing.ECDSASignature? {
-        let r = report.signatureR, s = report.signatureS
+        let r = report.signatureR
+        let s = report.signatureS
         guard r[48...].allSatisfy({ $0 == 0 }), s[48...].allSatisfy({ $0 == 0 }) else { return nil }
         return try? P384.Signing.ECDSASignature(rawRepresentation: Array(r[0..<48].reversed()) + Array(s[0..<48].reversed()))
     }

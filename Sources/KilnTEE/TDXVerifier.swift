@@ -24,8 +24,9 @@ public struct TDXVerifier: Sendable {
         checks.append(.init("policy", .pass, "TD not debuggable"))
 
         guard let attestationKey = try? P256.Signing.PublicKey(rawRepresentation: quote.attestationKey),
-              let signature = try? P256.Signing.ECDSASignature(rawRepresentation: quote.signature),
-              attestationKey.isValidSignature(signature, for: SHA256.hash(data: quote.signedBytes)) else {
+            let signature = try? P256.Signing.ECDSASignature(rawRepresentation: quote.signature),
+            attestationKey.isValidSignature(signature, for: SHA256.hash(data: quote.signedBytes))
+        else {
             throw .init("signature", "the quote's ECDSA P-256 signature does not verify with its attestation key")
         }
         checks.append(.init("signature", .pass, "ECDSA P-256 by the attestation key over header and TD report"))
@@ -54,8 +55,9 @@ public struct TDXVerifier: Sendable {
         checks.append(.init("pck-chain", .pass, chain.map(\.subjectName).joined(separator: " ← ") + " (pinned root)"))
 
         guard case .p256(let pck) = try chain[0].publicKey,
-              let qeSignature = try? P256.Signing.ECDSASignature(rawRepresentation: quote.qeReportSignature),
-              pck.isValidSignature(qeSignature, for: SHA256.hash(data: quote.qeReport)) else {
+            let qeSignature = try? P256.Signing.ECDSASignature(rawRepresentation: quote.qeReportSignature),
+            pck.isValidSignature(qeSignature, for: SHA256.hash(data: quote.qeReport))
+        else {
             throw .init("qe-report", "the QE report is not signed by the PCK certificate's key")
         }
         checks.append(.init("qe-report", .pass, "QE report signed by the PCK key"))
@@ -66,8 +68,10 @@ public struct TDXVerifier: Sendable {
         return TEEAppraisal(
             tee: "tdx", verdict: .hardwareVerified, reportData: HexText.of(quote.reportData), measurement: HexText.of(quote.mrTD),
             registers: registers, tcb: ["tee_tcb_svn": HexText.of(quote.teeTCBSVN)],
-            attributes: ["version": "\(quote.version)", "td_attributes": "0x" + String(quote.tdAttributes, radix: 16),
-                         "xfam": "0x" + String(quote.xfam, radix: 16), "debug": "\(quote.debug)"],
+            attributes: [
+                "version": "\(quote.version)", "td_attributes": "0x" + String(quote.tdAttributes, radix: 16),
+                "xfam": "0x" + String(quote.xfam, radix: 16), "debug": "\(quote.debug)",
+            ],
             checks: checks)
     }
 }

@@ -56,7 +56,10 @@ enum HexText {
         var s = ""
         s.reserveCapacity(bytes.count * 2)
         let digits = Array("0123456789abcdef".utf8)
-        for b in bytes { s.unicodeScalars.append(UnicodeScalar(digits[Int(b >> 4)])); s.unicodeScalars.append(UnicodeScalar(digits[Int(b & 15)])) }
+        for b in bytes {
+            s.unicodeScalars.append(UnicodeScalar(digits[Int(b >> 4)]))
+            s.unicodeScalars.append(UnicodeScalar(digits[Int(b & 15)]))
+        }
         return s
     }
 }

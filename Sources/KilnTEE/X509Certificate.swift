@@ -73,7 +73,8 @@ public struct X509Certificate: Sendable, Equatable {
             if next?.identifier.tagClass == .contextSpecific, next?.identifier.tagNumber == 0 { next = f.next() }  // version
             // `next` is the serial number: deliberately not interpreted (VCEK serials are not positive).
             guard next?.identifier == .integer, let innerAlgorithm = f.next(), let issuer = f.next(), let validity = f.next(),
-                  let subject = f.next(), let spki = f.next() else {
+                let subject = f.next(), let spki = f.next()
+            else {
                 throw TEEVerificationError("certificate", "tbsCertificate is missing fields")
             }
             guard try Self.signatureAlgorithm(innerAlgorithm) == signatureAlgorithm else {
@@ -90,8 +91,9 @@ public struct X509Certificate: Sendable, Equatable {
             var extensions: [String: [UInt8]] = [:]
             while let node = f.next() {
                 guard node.identifier.tagClass == .contextSpecific, node.identifier.tagNumber == 3,
-                      case .constructed(let wrapper) = node.content, let list = wrapper.first(where: { _ in true }),
-                      case .constructed(let entries) = list.content else { continue }
+                    case .constructed(let wrapper) = node.content, let list = wrapper.first(where: { _ in true }),
+                    case .constructed(let entries) = list.content
+                else { continue }
                 for entry in entries {
                     guard case .constructed(let parts) = entry.content else { continue }
                     let items = Array(parts)
@@ -111,7 +113,8 @@ public struct X509Certificate: Sendable, Equatable {
     /// Every certificate in a PEM text, in order.
     public static func pemChain(_ text: String) throws(TEEVerificationError) -> [X509Certificate] {
         var out: [X509Certificate] = []
-        let begin = "-----BEGIN CERTIFICATE-----", end = "-----END CERTIFICATE-----"
+        let begin = "-----BEGIN CERTIFICATE-----"
+        let end = "-----END CERTIFICATE-----"
         for block in text.components(separatedBy: begin).dropFirst() {
             guard let body = block.components(separatedBy: end).first, block.contains(end) else {
                 throw .init("certificate", "a PEM block has no END line")
@@ -150,7 +153,9 @@ public struct X509Certificate: Sendable, Equatable {
             guard let params = it.next(), case .constructed(let fields) = params.content else {
                 throw TEEVerificationError("certificate", "RSA-PSS without parameters")
             }
-            var hashOK = false, mgfOK = false, salt = 20
+            var hashOK = false
+            var mgfOK = false
+            var salt = 20
             for field in fields where field.identifier.tagClass == .contextSpecific {
                 switch field.identifier.tagNumber {
                 case 0: hashOK = oids(in: field).first == sha384OID
@@ -205,7 +210,8 @@ public struct X509Certificate: Sendable, Equatable {
             guard case .constructed(let children) = n.content else { return }
             let items = Array(children)
             if items.count == 2, items[0].identifier == .objectIdentifier,
-               (try? ASN1ObjectIdentifier(derEncoded: items[0]))?.dotted == "2.5.4.3", case .primitive(let v) = items[1].content {
+                (try? ASN1ObjectIdentifier(derEncoded: items[0]))?.dotted == "2.5.4.3", case .primitive(let v) = items[1].content
+            {
                 found = String(decoding: v, as: UTF8.self)
             }
             items.forEach(visit)

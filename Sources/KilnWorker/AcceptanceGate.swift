@@ -49,7 +49,10 @@ final class AcceptanceGate: Sendable {
 
     private func handle(_ message: BusMessage) async {
         let request = try? JSONDecoder().decode(BuildRequest.self, from: Data(message.payloadBytes))
-        enum Decision { case accept, refuse, invalid(String) }
+        enum Decision {
+            case accept, refuse
+            case invalid(String)
+        }
         let decision: Decision = state.withLockedValue { s in
             guard case .waiting = s else { return .refuse }
             guard let request else { return .invalid("the build request is not valid JSON") }
@@ -107,7 +110,10 @@ final class AcceptanceGate: Sendable {
 
     func shutdown() {
         let wasWaiting = state.withLockedValue { s -> Bool in
-            if case .waiting = s { s = .closed; return true }
+            if case .waiting = s {
+                s = .closed
+                return true
+            }
             return false
         }
         if wasWaiting { signal.yield(.shutdown) }

@@ -32,8 +32,9 @@ public struct BuildFailure: Error, Sendable, Equatable, CustomStringConvertible 
     /// The farm cannot build this (a toolchain or service of the worker is missing or down): the
     /// operator's problem, never presented as the user's, and retryable unless it is the farm's policy.
     static func farm(_ phase: String, _ message: String, operatorAction: String, retryable: Bool = true) -> BuildFailure {
-        BuildFailure(phase: phase, message: "the farm cannot build this: " + message, retryable: retryable,
-                     suggestedAction: "this is the farm's problem, not your project's: \(retryable ? "retry later" : "use a farm that builds it"); operator: \(operatorAction)")
+        BuildFailure(
+            phase: phase, message: "the farm cannot build this: " + message, retryable: retryable,
+            suggestedAction: "this is the farm's problem, not your project's: \(retryable ? "retry later" : "use a farm that builds it"); operator: \(operatorAction)")
     }
     static func internalError(_ phase: String, _ message: String) -> BuildFailure {
         BuildFailure(phase: phase, message: message, retryable: true, suggestedAction: "retry; if it persists, report it to the farm operator")

@@ -1,11 +1,11 @@
 import Foundation
-import Synchronization
-import KilnProcess
 import KilnArchive
 import KilnAttestation
 import KilnBusClient
 import KilnMessages
+import KilnProcess
 import Logging
+import Synchronization
 
 /// The stages of one build: source → detect → build → package → attest → upload, each announced by a
 /// `phase` event, ending in exactly one terminal event: `done`, `failed` or `cancelled`.
@@ -22,8 +22,10 @@ final class BuildPipeline: Sendable {
     /// Set when SIGTERM (not a user's cancel) stopped the build.
     let shutdownRequested = Flag()
 
-    init(configuration: WorkerConfiguration, request: BuildRequest, key: SigningKey, evidenceProvider: any EvidenceProvider, sysroot: String?, client: BusClient,
-         events: EventLog, cancel: CancelSwitch, logger: Logger) {
+    init(
+        configuration: WorkerConfiguration, request: BuildRequest, key: SigningKey, evidenceProvider: any EvidenceProvider, sysroot: String?, client: BusClient,
+        events: EventLog, cancel: CancelSwitch, logger: Logger
+    ) {
         self.configuration = configuration
         self.request = request
         self.key = key
@@ -110,9 +112,10 @@ final class BuildPipeline: Sendable {
 
         // Source.
         try await phase(.source, batcher)
-        let fetcher = SourceFetcher(git: configuration.toolchains.git, fetchTimeout: configuration.limits.fetchTimeout,
-                                    archiveLimits: configuration.limits.archive, allowedHosts: configuration.allowedSourceHosts,
-                                    onlyAllowedHosts: configuration.onlyAllowedSourceHosts)
+        let fetcher = SourceFetcher(
+            git: configuration.toolchains.git, fetchTimeout: configuration.limits.fetchTimeout,
+            archiveLimits: configuration.limits.archive, allowedHosts: configuration.allowedSourceHosts,
+            onlyAllowedHosts: configuration.onlyAllowedSourceHosts)
         // The build's workspace: a size-limited file system (the disk limit) holding src/ and out/.
         // Everything else in the scratch directory stays root-only and outside the sandbox.
         let workspace = try Workspace.create(at: scratch + "/job", diskLimitBytes: configuration.limits.diskBytes, note: note)
@@ -153,14 +156,16 @@ final class BuildPipeline: Sendable {
         switch kind {
         case .cargo:
             guard let sysroot else {
-                throw BuildFailure.farm("detect", "this is a Cargo project and this worker has no Rust toolchain",
-                                        operatorAction: "install Rust on the workers (rustup, or Debian's cargo and rustc) or pass --rust-sysroot")
+                throw BuildFailure.farm(
+                    "detect", "this is a Cargo project and this worker has no Rust toolchain",
+                    operatorAction: "install Rust on the workers (rustup, or Debian's cargo and rustc) or pass --rust-sysroot")
             }
             builder = CargoBuilder(sysroot: sysroot, vendorDirectory: configuration.toolchains.cargoVendorDirectory, limits: configuration.limits)
         case .nix, .nixFlake:
             guard configuration.toolchains.nixEnabled else {
-                throw BuildFailure.farm("detect", "this is a Nix project and Nix builds are disabled on this farm's workers",
-                                        operatorAction: "run workers without --no-nix to build Nix projects", retryable: false)
+                throw BuildFailure.farm(
+                    "detect", "this is a Nix project and Nix builds are disabled on this farm's workers",
+                    operatorAction: "run workers without --no-nix to build Nix projects", retryable: false)
             }
             if let (problem, action) = NixDaemon.unavailability(socket: configuration.toolchains.nixDaemonSocket) {
                 throw BuildFailure.farm("detect", "this is a Nix project and \(problem)", operatorAction: action)
@@ -176,17 +181,20 @@ final class BuildPipeline: Sendable {
         try fm.createDirectory(atPath: out, withIntermediateDirectories: true)
         if let buildUser { chown(out, buildUser.uid, buildUser.gid) }
         for dir in [artifacts, configCopies] { try fm.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
-        let context = BuildContext(sourceRoot: fetched.root, sourceTree: sourceTree, outputDirectory: out, artifactsDirectory: artifacts,
-                                   sourceDateEpoch: fetched.sourceDateEpoch, jobID: request.jobID,
-                                   sandbox: Sandbox(bwrap: configuration.toolchains.bwrap, limits: configuration.limits,
-                                                    buildUser: buildUser, stageDirectory: configuration.sandboxStageDirectory,
-                                                    privateDirectory: scratch),
-                                   cancel: cancel, log: { batcher.append($0.rawValue, $1) })
+        let context = BuildContext(
+            sourceRoot: fetched.root, sourceTree: sourceTree, outputDirectory: out, artifactsDirectory: artifacts,
+            sourceDateEpoch: fetched.sourceDateEpoch, jobID: request.jobID,
+            sandbox: Sandbox(
+                bwrap: configuration.toolchains.bwrap, limits: configuration.limits,
+                buildUser: buildUser, stageDirectory: configuration.sandboxStageDirectory,
+                privateDirectory: scratch),
+            cancel: cancel, log: { batcher.append($0.rawValue, $1) })
         var built: BuiltProject
         do { built = try await builder.build(context) } catch let failure as BuildFailure where failure.phase == "build" {
             if workspace.isFull {
-                throw BuildFailure.build("the build hit its disk limit of \(configuration.limits.diskBytes >> 20) MiB (\(failure.message))",
-                                         fix: "write less into /build, or ask the operator for a larger --disk-mb")
+                throw BuildFailure.build(
+                    "the build hit its disk limit of \(configuration.limits.diskBytes >> 20) MiB (\(failure.message))",
+                    fix: "write less into /build, or ask the operator for a larger --disk-mb")
             }
             throw failure
         }
@@ -197,8 +205,9 @@ final class BuildPipeline: Sendable {
         let collector: OutputCollector
         do {
             collector = OutputCollector(
-                roots: .init(output: try ConfinedDirectory(path: out, readAs: buildUser), source: sourceTree,
-                             nixStore: kind == .cargo ? nil : try ConfinedDirectory(path: "/nix/store", readAs: buildUser)),
+                roots: .init(
+                    output: try ConfinedDirectory(path: out, readAs: buildUser), source: sourceTree,
+                    nixStore: kind == .cargo ? nil : try ConfinedDirectory(path: "/nix/store", readAs: buildUser)),
                 maxFileBytes: configuration.limits.maxArtifactBytes, maxFiles: configuration.limits.maxArtifacts)
         } catch {
             throw BuildFailure.internalError("package", "cannot open the build's output: \(error)")
@@ -219,8 +228,10 @@ final class BuildPipeline: Sendable {
         if let url = request.repoURL {
             external.repository = url
             external.ref = request.repoRef
-            resolved.insert(ResourceDescriptor(uri: "git+\(url)@\(request.repoRef ?? "HEAD")",
-                                               digest: ["gitCommit": fetched.gitCommit ?? "", "gitTree": fetched.gitTree ?? ""]), at: 0)
+            resolved.insert(
+                ResourceDescriptor(
+                    uri: "git+\(url)@\(request.repoRef ?? "HEAD")",
+                    digest: ["gitCommit": fetched.gitCommit ?? "", "gitTree": fetched.gitTree ?? ""]), at: 0)
             manifestInputs = .init(source: "git+\(url)@\(request.repoRef ?? "HEAD")", gitCommit: fetched.gitCommit, gitTree: fetched.gitTree, nonce: nonce)
         } else {
             let name = fetched.archiveName ?? "source"
@@ -252,9 +263,10 @@ final class BuildPipeline: Sendable {
 
         // Upload.
         try await phase(.upload, batcher)
-        let uploader = ResultUploader(client: client, jobID: request.jobID, workerID: configuration.workerID,
-                                      chunkSize: configuration.limits.chunkSize, window: configuration.limits.chunkWindow,
-                                      deliveryTimeout: configuration.limits.deliveryTimeout, logger: logger)
+        let uploader = ResultUploader(
+            client: client, jobID: request.jobID, workerID: configuration.workerID,
+            chunkSize: configuration.limits.chunkSize, window: configuration.limits.chunkWindow,
+            deliveryTimeout: configuration.limits.deliveryTimeout, logger: logger)
         try await uploader.upload(path: resultPath, digest: output.tarball)
         return (output.tarball, output.artifacts)
     }
@@ -272,9 +284,12 @@ final class BuildPipeline: Sendable {
             var attempt = 0
             while true {
                 do {
-                    let reply = try await client.request(Subjects.source(request.jobID), payload: [UInt8](),
-                                                         headers: ["index": String(index)], timeout: .seconds(10))
-                    if let status = reply.status, status != "200" { throw BuildFailure.source("the gateway has no source for this job (\(status))", retryable: true, fix: "submit again") }
+                    let reply = try await client.request(
+                        Subjects.source(request.jobID), payload: [UInt8](),
+                        headers: ["index": String(index)], timeout: .seconds(10))
+                    if let status = reply.status, status != "200" {
+                        throw BuildFailure.source("the gateway has no source for this job (\(status))", retryable: true, fix: "submit again")
+                    }
                     bytes += reply.payloadBytes
                     break
                 } catch let f as BuildFailure {

@@ -16,8 +16,9 @@ public struct BuilderIdentity: Sendable {
         v["kiln-worker-sha256"] = (try? FileDigest.of(file: resolved).sha256) ?? "unknown"
         let stamp = URL(fileURLWithPath: resolved).deletingLastPathComponent().appendingPathComponent("kiln-source.json").path
         if let data = FileManager.default.contents(atPath: stamp),
-           let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-           let commit = object["commit"] as? String, commit.utf8.count == 40, commit.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }) {
+            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let commit = object["commit"] as? String, commit.utf8.count == 40, commit.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) })
+        {
             v["kiln-source-commit"] = commit
             v["kiln-source-dirty"] = (object["dirty"] as? Bool ?? true) ? "true" : "false"
         } else {

@@ -1,7 +1,7 @@
 import Foundation
-import Synchronization
-import KilnProcess
 import KilnAttestation
+import KilnProcess
+import Synchronization
 
 /// `cargo build --release --locked --offline` in the sandbox, reproducibly: fixed paths, remapped path
 /// prefixes, `CARGO_INCREMENTAL=0`, a fixed codegen-units, SOURCE_DATE_EPOCH; dependencies only from
@@ -25,7 +25,8 @@ public struct CargoBuilder: ProjectBuilder {
         for rustc in ["/root/.cargo/bin/rustc", NSHomeDirectory() + "/.cargo/bin/rustc", "/usr/local/bin/rustc", "/usr/bin/rustc"]
         where FileManager.default.isExecutableFile(atPath: rustc) {
             if let r = try? await ProcessRunner.capture(rustc, ["--print", "sysroot"], environment: ["PATH": "/usr/bin:/bin", "HOME": NSHomeDirectory()]),
-               r.outcome.succeeded {
+                r.outcome.succeeded
+            {
                 let path = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
                 if FileManager.default.isExecutableFile(atPath: path + "/bin/cargo") { return path }
             }
@@ -34,13 +35,17 @@ public struct CargoBuilder: ProjectBuilder {
     }
 
     func environment(epoch: Int64) -> [String: String] {
-        let remap = ["--remap-path-prefix=\(Sandbox.sourcePath)=/src", "--remap-path-prefix=\(Sandbox.outputPath)/cargo-home=/cargo",
-                     "--remap-path-prefix=\(Self.vendorPath)=/vendor"].joined(separator: " ")
-        return ["PATH": "\(Self.toolchainPath)/bin:/usr/bin:/bin", "HOME": "\(Sandbox.outputPath)/home",
-                "CARGO_HOME": "\(Sandbox.outputPath)/cargo-home", "CARGO_TARGET_DIR": "\(Sandbox.outputPath)/target",
-                "RUSTC": "\(Self.toolchainPath)/bin/rustc", "CARGO_INCREMENTAL": "0", "CARGO_PROFILE_RELEASE_CODEGEN_UNITS": "16",
-                "CARGO_NET_OFFLINE": "true", "CARGO_TERM_COLOR": "never", "RUSTFLAGS": remap,
-                "SOURCE_DATE_EPOCH": String(epoch), "LANG": "C.UTF-8", "TZ": "UTC", "TMPDIR": "/tmp"]
+        let remap = [
+            "--remap-path-prefix=\(Sandbox.sourcePath)=/src", "--remap-path-prefix=\(Sandbox.outputPath)/cargo-home=/cargo",
+            "--remap-path-prefix=\(Self.vendorPath)=/vendor",
+        ].joined(separator: " ")
+        return [
+            "PATH": "\(Self.toolchainPath)/bin:/usr/bin:/bin", "HOME": "\(Sandbox.outputPath)/home",
+            "CARGO_HOME": "\(Sandbox.outputPath)/cargo-home", "CARGO_TARGET_DIR": "\(Sandbox.outputPath)/target",
+            "RUSTC": "\(Self.toolchainPath)/bin/rustc", "CARGO_INCREMENTAL": "0", "CARGO_PROFILE_RELEASE_CODEGEN_UNITS": "16",
+            "CARGO_NET_OFFLINE": "true", "CARGO_TERM_COLOR": "never", "RUSTFLAGS": remap,
+            "SOURCE_DATE_EPOCH": String(epoch), "LANG": "C.UTF-8", "TZ": "UTC", "TMPDIR": "/tmp",
+        ]
     }
 
     public func build(_ context: BuildContext) async throws -> BuiltProject {
@@ -54,16 +59,16 @@ public struct CargoBuilder: ProjectBuilder {
             mounts.readOnly.append((vendorDirectory, Self.vendorPath))
             let isRegistry = fm.fileExists(atPath: vendorDirectory + "/index")
             let config = """
-            [source.crates-io]
-            replace-with = "kiln-vendor"
+                [source.crates-io]
+                replace-with = "kiln-vendor"
 
-            [source.kiln-vendor]
-            \(isRegistry ? "local-registry" : "directory") = "\(Self.vendorPath)"
+                [source.kiln-vendor]
+                \(isRegistry ? "local-registry" : "directory") = "\(Self.vendorPath)"
 
-            [net]
-            offline = true
+                [net]
+                offline = true
 
-            """
+                """
             try config.write(toFile: out + "/cargo-home/config.toml", atomically: true, encoding: .utf8)
         }
         let env = environment(epoch: context.sourceDateEpoch)
@@ -74,15 +79,18 @@ public struct CargoBuilder: ProjectBuilder {
         if (try? context.sourceTree.kind(of: "Cargo.lock")) == nil {
             context.log(.stderr, "[kiln] Cargo.lock is missing; generating it offline")
             let tail = LogTail()
-            let r = try await context.sandbox.run(name: context.jobID + "-lock", command: [cargo, "generate-lockfile", "--offline"],
-                                                  environment: env, mounts: mounts, cancel: context.cancel) { s, l in
+            let r = try await context.sandbox.run(
+                name: context.jobID + "-lock", command: [cargo, "generate-lockfile", "--offline"],
+                environment: env, mounts: mounts, cancel: context.cancel
+            ) { s, l in
                 tail.add(l)
                 context.log(s, l)
             }
             if r.process.cancelled { throw BuildCancelled() }
             guard r.process.succeeded else {
-                throw BuildFailure.build("Cargo.lock is missing and could not be generated offline: \(tail.last)",
-                                         fix: "commit Cargo.lock, and vendor dependencies (cargo vendor) or ask the operator to provide them")
+                throw BuildFailure.build(
+                    "Cargo.lock is missing and could not be generated offline: \(tail.last)",
+                    fix: "commit Cargo.lock, and vendor dependencies (cargo vendor) or ask the operator to provide them")
             }
             generatedLock = true
         }
@@ -103,22 +111,26 @@ public struct CargoBuilder: ProjectBuilder {
         // What cargo reported (sandbox paths under /build/out) is collected in the package phase.
         let reported = artifacts.files.map { ReportedArtifact.sandboxPath($0.0, name: $0.1) }
         guard !reported.isEmpty else {
-            throw BuildFailure.build("cargo build produced no executables or libraries (bin, cdylib, staticlib)",
-                                     fix: "add a [[bin]] or a cdylib/staticlib target")
+            throw BuildFailure.build(
+                "cargo build produced no executables or libraries (bin, cdylib, staticlib)",
+                fix: "add a [[bin]] or a cdylib/staticlib target")
         }
 
         let cargoVersion = (try? await ProcessRunner.capture(sysroot + "/bin/cargo", ["--version"], environment: ["PATH": sysroot + "/bin:/usr/bin"]).stdout) ?? "unknown"
         let rustcVersion = (try? await ProcessRunner.capture(sysroot + "/bin/rustc", ["--version"], environment: ["PATH": sysroot + "/bin:/usr/bin"]).stdout) ?? "unknown"
-        let deps = [toolchainDescriptor(name: "cargo", path: sysroot + "/bin/cargo", version: cargoVersion),
-                    toolchainDescriptor(name: "rustc", path: sysroot + "/bin/rustc", version: rustcVersion)]
+        let deps = [
+            toolchainDescriptor(name: "cargo", path: sysroot + "/bin/cargo", version: cargoVersion),
+            toolchainDescriptor(name: "rustc", path: sysroot + "/bin/rustc", version: rustcVersion),
+        ]
         var params = env.filter { ["CARGO_INCREMENTAL", "CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "RUSTFLAGS", "SOURCE_DATE_EPOCH"].contains($0.key) }
         params["command"] = "cargo build --release --locked --offline"
         params["cargo"] = cargoVersion
         params["rustc"] = rustcVersion
         params["cargo_lock"] = generatedLock ? "generated offline by the worker" : "from the source"
         if vendorDirectory != nil { params["dependencies"] = "vendored (source replacement, read-only)" }
-        return BuiltProject(buildType: BuildType.cargo, buildConfig: ["Cargo.lock"], artifacts: reported,
-                            internalParameters: params, resolvedDependencies: deps)
+        return BuiltProject(
+            buildType: BuildType.cargo, buildConfig: ["Cargo.lock"], artifacts: reported,
+            internalParameters: params, resolvedDependencies: deps)
     }
 }
 
@@ -146,8 +158,9 @@ final class ArtifactCollector: Sendable {
 
     func consider(jsonLine: String) {
         guard let obj = try? JSONSerialization.jsonObject(with: Data(jsonLine.utf8)) as? [String: Any],
-              obj["reason"] as? String == "compiler-artifact",
-              let target = obj["target"] as? [String: Any], let kinds = target["kind"] as? [String] else { return }
+            obj["reason"] as? String == "compiler-artifact",
+            let target = obj["target"] as? [String: Any], let kinds = target["kind"] as? [String]
+        else { return }
         let packageID = obj["package_id"] as? String ?? ""
         // Only the project's own packages (path sources), not dependencies.
         guard packageID.hasPrefix("path+file://") || packageID.contains("(path+file://") else { return }

@@ -22,36 +22,50 @@ public struct CgroupLimits: Sendable {
 
     /// Creates the group(s), or returns nil when cgroups are not writable here (the caller falls back
     /// to rlimits). `cpuQuota` is CPUs (e.g. 2.0), 0 for none (v2 only; v1's cpu controller is left alone).
-    static func create(name: String, memoryBytes: Int64, maxProcesses: Int, cpuQuota: Double = 0,
-                       root: String = defaultRoot, ownCgroup: String? = nil) -> CgroupLimits? {
+    static func create(
+        name: String, memoryBytes: Int64, maxProcesses: Int, cpuQuota: Double = 0,
+        root: String = defaultRoot, ownCgroup: String? = nil
+    ) -> CgroupLimits? {
         if FileManager.default.fileExists(atPath: root + "/cgroup.controllers") {
-            return createV2(name: name, memoryBytes: memoryBytes, maxProcesses: maxProcesses, cpuQuota: cpuQuota, root: root,
-                            ownCgroup: ownCgroup ?? Self.ownV2Cgroup())
+            return createV2(
+                name: name, memoryBytes: memoryBytes, maxProcesses: maxProcesses, cpuQuota: cpuQuota, root: root,
+                ownCgroup: ownCgroup ?? Self.ownV2Cgroup())
         }
         let memory = "\(root)/memory/\(name)"
         let pids = "\(root)/pids/\(name)"
         guard mkdir(memory, 0o755) == 0 || errno == EEXIST else { return nil }
-        guard mkdir(pids, 0o755) == 0 || errno == EEXIST else { rmdir(memory); return nil }
-        let ok = write("\(memoryBytes)", to: memory + "/memory.limit_in_bytes")
+        guard mkdir(pids, 0o755) == 0 || errno == EEXIST else {
+            rmdir(memory)
+            return nil
+        }
+        let ok =
+            write("\(memoryBytes)", to: memory + "/memory.limit_in_bytes")
             && write("\(maxProcesses)", to: pids + "/pids.max")
         // Swap counts against the limit too where the kernel accounts it.
         _ = write("\(memoryBytes)", to: memory + "/memory.memsw.limit_in_bytes")
-        guard ok else { rmdir(memory); rmdir(pids); return nil }
+        guard ok else {
+            rmdir(memory)
+            rmdir(pids)
+            return nil
+        }
         return CgroupLimits(name: name, version: .v1(memory: memory, pids: pids))
     }
 
     /// v2: the group is made a child of the worker's own cgroup (delegated to it, as systemd's
     /// `Delegate=yes` does). A cgroup with processes cannot hand controllers to children, so the
     /// worker first moves itself into a leaf `worker` beside them.
-    private static func createV2(name: String, memoryBytes: Int64, maxProcesses: Int, cpuQuota: Double, root: String,
-                                 ownCgroup: String) -> CgroupLimits? {
+    private static func createV2(
+        name: String, memoryBytes: Int64, maxProcesses: Int, cpuQuota: Double, root: String,
+        ownCgroup: String
+    ) -> CgroupLimits? {
         let parent = root + (ownCgroup == "/" ? "" : ownCgroup)
         let wanted = "+memory +pids" + (cpuQuota > 0 ? " +cpu" : "")
         if !write(wanted, to: parent + "/cgroup.subtree_control") {
             // Move ourselves (every thread: cgroup.procs moves the whole process) into a leaf, then retry.
             let leaf = parent + "/kiln-worker"
             guard mkdir(leaf, 0o755) == 0 || errno == EEXIST, write("\(getpid())", to: leaf + "/cgroup.procs"),
-                  write(wanted, to: parent + "/cgroup.subtree_control") else { return nil }
+                write(wanted, to: parent + "/cgroup.subtree_control")
+            else { return nil }
         }
         let dir = parent + "/" + name
         guard mkdir(dir, 0o755) == 0 || errno == EEXIST else { return nil }
@@ -61,7 +75,10 @@ public struct CgroupLimits: Sendable {
             let period = 100_000
             ok = ok && write("\(Int(cpuQuota * Double(period))) \(period)", to: dir + "/cpu.max")
         }
-        guard ok else { rmdir(dir); return nil }
+        guard ok else {
+            rmdir(dir)
+            return nil
+        }
         return CgroupLimits(name: name, version: .v2(dir))
     }
 

@@ -91,8 +91,14 @@ public actor EventLog {
         while ackedThrough < seq {
             if ContinuousClock.now >= deadline { return false }
             let acked = await withTaskGroup(of: Bool.self) { group in
-                group.addTask { await self.waitForAckSignal(seq); return true }
-                group.addTask { try? await Task.sleep(for: resendEvery); return false }
+                group.addTask {
+                    await self.waitForAckSignal(seq)
+                    return true
+                }
+                group.addTask {
+                    try? await Task.sleep(for: resendEvery)
+                    return false
+                }
                 let first = await group.next() ?? false
                 group.cancelAll()
                 return first

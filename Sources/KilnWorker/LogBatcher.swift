@@ -24,8 +24,9 @@ public final class LogBatcher: Sendable {
         self.path = path
         self.maxShippedBytes = maxShippedBytes
         self.maxFileBytes = maxFileBytes
-        FileManager.default.createFile(atPath: path, contents: nil)
-        file = NIOLockedValueBox((FileHandle(forWritingAtPath: path), 0))
+        // Without the file the log is still shipped line by line; only the packaged copy is missing.
+        let created = FileManager.default.createFile(atPath: path, contents: nil)
+        file = NIOLockedValueBox((created ? FileHandle(forWritingAtPath: path) : nil, 0))
     }
 
     /// Called from the process readers.
@@ -59,7 +60,8 @@ public final class LogBatcher: Sendable {
             s.pending.removeAll(keepingCapacity: true)
             if s.droppedBytes > 0, !s.noted {
                 s.noted = true
-                batches.append(("stderr", ["[kiln] log limit of \(maxShippedBytes) bytes reached; further output is not shown (see the build log digest in provenance byproducts)"]))
+                batches.append(
+                    ("stderr", ["[kiln] log limit of \(maxShippedBytes) bytes reached; further output is not shown (see the build log digest in provenance byproducts)"]))
             }
             return batches
         }

@@ -1,8 +1,8 @@
 import Foundation
-import Synchronization
-import KilnProcess
 import KilnArchive
 import KilnAttestation
+import KilnProcess
+import Synchronization
 
 /// Nix builds through the nix-daemon, offline (`--option substituters ''`): `flake.nix` → `nix build`,
 /// `default.nix` → `nix-build`. The daemon builds in its own sandbox; inside Kiln's sandbox /nix is
@@ -24,16 +24,21 @@ public struct NixBuilder: ProjectBuilder {
         try fm.createDirectory(atPath: out + "/home", withIntermediateDirectories: true)
         var mounts = Sandbox.Mounts(source: context.sourceRoot, output: out)
         mounts.nix = true
-        let env = ["PATH": "/usr/bin:/bin", "HOME": "\(Sandbox.outputPath)/home", "XDG_CACHE_HOME": "\(Sandbox.outputPath)/cache",
-                   "NIX_REMOTE": daemonSocket == NixDaemon.defaultSocket ? "daemon" : "unix://" + daemonSocket, "SOURCE_DATE_EPOCH": String(context.sourceDateEpoch), "LANG": "C.UTF-8", "TZ": "UTC", "TMPDIR": "/tmp"]
+        let env = [
+            "PATH": "/usr/bin:/bin", "HOME": "\(Sandbox.outputPath)/home", "XDG_CACHE_HOME": "\(Sandbox.outputPath)/cache",
+            "NIX_REMOTE": daemonSocket == NixDaemon.defaultSocket ? "daemon" : "unix://" + daemonSocket, "SOURCE_DATE_EPOCH": String(context.sourceDateEpoch),
+            "LANG": "C.UTF-8", "TZ": "UTC", "TMPDIR": "/tmp",
+        ]
         let offline = ["--option", "substituters", "", "--option", "fallback", "false"]
-        let command: [String] = flake
+        let command: [String] =
+            flake
             ? ["/usr/bin/nix", "--extra-experimental-features", "nix-command flakes", "build", "-L"] + offline
                 + ["--out-link", "\(Sandbox.outputPath)/result", "\(Sandbox.sourcePath)#"]
             : ["/usr/bin/nix-build"] + offline + ["--out-link", "\(Sandbox.outputPath)/result", "\(Sandbox.sourcePath)/default.nix"]
         try await refuseNetworkedDerivations(context: context, environment: env, mounts: mounts)
-        let result = try await context.sandbox.run(name: context.jobID, command: command, environment: env, mounts: mounts,
-                                                   cancel: context.cancel, onLine: context.log)
+        let result = try await context.sandbox.run(
+            name: context.jobID, command: command, environment: env, mounts: mounts,
+            cancel: context.cancel, onLine: context.log)
         try check(result, what: flake ? "nix build" : "nix-build", limits: limits)
 
         // result, result-dev, result-2 …: their targets are checked and copied in the package phase.
@@ -42,16 +47,21 @@ public struct NixBuilder: ProjectBuilder {
             throw BuildFailure.internalError("build", "cannot list the Nix build's out-links: \(error)")
         }
         let reported = entries.filter { $0.name.hasPrefix("result") }.map { ReportedArtifact.nixOutLink($0.name) }
-        guard !reported.isEmpty else { throw BuildFailure.build("the Nix build produced no output files", fix: "make the derivation's $out a file or a directory of files") }
+        guard !reported.isEmpty else {
+            throw BuildFailure.build("the Nix build produced no output files", fix: "make the derivation's $out a file or a directory of files")
+        }
 
         let version = (try? await ProcessRunner.capture("/usr/bin/nix", ["--version"], environment: ["PATH": "/usr/bin:/bin"]).stdout) ?? "unknown"
         var buildConfig: [String] = []
         if flake, (try? context.sourceTree.kind(of: "flake.lock")) != nil { buildConfig.append("flake.lock") }
-        return BuiltProject(buildType: flake ? BuildType.nixFlake : BuildType.nix, buildConfig: buildConfig, artifacts: reported,
-                            internalParameters: ["command": command.joined(separator: " "), "nix": version, "substituters": "none (offline)",
-                                                 "network": "none (fixed-output derivations not already in the store are refused)",
-                                                 "SOURCE_DATE_EPOCH": String(context.sourceDateEpoch)],
-                            resolvedDependencies: [toolchainDescriptor(name: "nix", path: "/usr/bin/nix", version: version)])
+        return BuiltProject(
+            buildType: flake ? BuildType.nixFlake : BuildType.nix, buildConfig: buildConfig, artifacts: reported,
+            internalParameters: [
+                "command": command.joined(separator: " "), "nix": version, "substituters": "none (offline)",
+                "network": "none (fixed-output derivations not already in the store are refused)",
+                "SOURCE_DATE_EPOCH": String(context.sourceDateEpoch),
+            ],
+            resolvedDependencies: [toolchainDescriptor(name: "nix", path: "/usr/bin/nix", version: version)])
     }
 }
 
@@ -63,13 +73,19 @@ extension NixBuilder {
     /// output is not already in the store. Nothing of the build has run when this refuses.
     func refuseNetworkedDerivations(context: BuildContext, environment: [String: String], mounts: Sandbox.Mounts) async throws {
         let features = ["--extra-experimental-features", "nix-command flakes"]
-        let command: [String] = flake
+        let command: [String] =
+            flake
             ? ["/usr/bin/nix"] + features + ["show-derivation", "-r", "\(Sandbox.sourcePath)#"]
-            : ["/bin/sh", "-c", "set -e; drvs=$(/usr/bin/nix-instantiate --option substituters '' \"$0\"); exec /usr/bin/nix --extra-experimental-features nix-command show-derivation -r $drvs",
-               "\(Sandbox.sourcePath)/default.nix"]
+            : [
+                "/bin/sh", "-c",
+                "set -e; drvs=$(/usr/bin/nix-instantiate --option substituters '' \"$0\"); exec /usr/bin/nix --extra-experimental-features nix-command show-derivation -r $drvs",
+                "\(Sandbox.sourcePath)/default.nix",
+            ]
         let json = OutputBuffer(limit: 32 << 20)
-        let r = try await context.sandbox.run(name: context.jobID + "-plan", command: command, environment: environment, mounts: mounts,
-                                              cancel: context.cancel) { stream, line in
+        let r = try await context.sandbox.run(
+            name: context.jobID + "-plan", command: command, environment: environment, mounts: mounts,
+            cancel: context.cancel
+        ) { stream, line in
             if stream == .stdout { json.append(line) } else { context.log(stream, line) }
         }
         try check(r, what: flake ? "nix show-derivation (evaluating the flake)" : "nix-instantiate (evaluating default.nix)", limits: limits)
@@ -79,7 +95,7 @@ extension NixBuilder {
         let store = try? ConfinedDirectory(path: "/nix/store")
         for drv in plan.keys.sorted() {
             guard let outputs = (plan[drv] as? [String: Any])?["outputs"] as? [String: Any] else { continue }
-            for case let (_, output as [String: Any]) in outputs where output["hash"] != nil || output["hashAlgo"] != nil {
+            for case (_, let output as [String: Any]) in outputs where output["hash"] != nil || output["hashAlgo"] != nil {
                 let path = output["path"] as? String ?? ""
                 let present = path.hasPrefix("/nix/store/") && (try? store?.kind(of: String(path.dropFirst("/nix/store/".count)))) != nil
                 if !present {
@@ -105,7 +121,12 @@ final class OutputBuffer: Sendable {
     func append(_ line: String) {
         state.withLock { s in
             s.bytes += line.utf8.count + 1
-            if s.bytes > limit { s.overflow = true; s.lines = [] } else if !s.overflow { s.lines.append(line) }
+            if s.bytes > limit {
+                s.overflow = true
+                s.lines = []
+            } else if !s.overflow {
+                s.lines.append(line)
+            }
         }
     }
     var text: String? { state.withLock { $0.overflow ? nil : $0.lines.joined(separator: "\n") } }

@@ -29,8 +29,9 @@ struct OutputCollector {
             return try ArtifactSource.fromSandboxPath(path, name: name)
         case .nixOutLink(let link):
             let target = try open("Nix out-link '\(link)'") { try roots.output.linkTarget(link) }
-            let relative = try ArtifactSource.relative(target, under: "/nix/store", what: "Nix out-link '\(link)'",
-                                                       outside: "points outside the Nix store", fix: "let nix-build create its own out-links")
+            let relative = try ArtifactSource.relative(
+                target, under: "/nix/store", what: "Nix out-link '\(link)'",
+                outside: "points outside the Nix store", fix: "let nix-build create its own out-links")
             return ArtifactSource(root: .nixStore, relativePath: relative, name: link, expandDirectory: true)
         }
     }
@@ -72,11 +73,13 @@ struct OutputCollector {
                     }
                 }
             case .directory, .other:
-                throw BuildFailure.package("artifact '\(source.name)' (\(source.relativePath)) is not a regular file",
-                                           fix: "make the build produce regular files as its outputs")
+                throw BuildFailure.package(
+                    "artifact '\(source.name)' (\(source.relativePath)) is not a regular file",
+                    fix: "make the build produce regular files as its outputs")
             case .symlink:
-                throw BuildFailure.package("artifact '\(source.name)' (\(source.relativePath)) is a symbolic link; links are never followed",
-                                           fix: "make the build produce regular files as its outputs, not links")
+                throw BuildFailure.package(
+                    "artifact '\(source.name)' (\(source.relativePath)) is a symbolic link; links are never followed",
+                    fix: "make the build produce regular files as its outputs, not links")
             }
         }
         return copied
@@ -114,8 +117,9 @@ struct OutputCollector {
     static func failure(_ e: ConfinedDirectory.Error, what: String) -> BuildFailure {
         switch e.kind {
         case .link:
-            return .package("\(what) is, or is reached through, a symbolic link ('\(e.path)'); links are never followed",
-                            fix: "do not replace build inputs or outputs with links")
+            return .package(
+                "\(what) is, or is reached through, a symbolic link ('\(e.path)'); links are never followed",
+                fix: "do not replace build inputs or outputs with links")
         case .notRegularFile:
             return .package("\(what) is not a regular file ('\(e.path)': \(e.detail))", fix: "do not replace build inputs or outputs with special files")
         case .invalidPath:
@@ -159,9 +163,10 @@ struct ArtifactSource: Sendable, Equatable {
     /// A path a toolchain reported inside the sandbox (`/build/out/…`), made relative to the output
     /// root — checked, never concatenated to a host path.
     static func fromSandboxPath(_ sandboxPath: String, name: String) throws -> ArtifactSource {
-        let relative = try relative(sandboxPath, under: Sandbox.outputPath, what: "artifact '\(name)'",
-                                    outside: "was reported outside \(Sandbox.outputPath)",
-                                    fix: "do not print fake compiler messages from build scripts or proc-macros")
+        let relative = try relative(
+            sandboxPath, under: Sandbox.outputPath, what: "artifact '\(name)'",
+            outside: "was reported outside \(Sandbox.outputPath)",
+            fix: "do not print fake compiler messages from build scripts or proc-macros")
         return ArtifactSource(root: .output, relativePath: relative, name: name)
     }
 
@@ -171,8 +176,8 @@ struct ArtifactSource: Sendable, Equatable {
         let prefix = root + "/"
         guard path.hasPrefix(prefix) else { throw BuildFailure.package("\(what) \(outside) ('\(path)')", fix: fix) }
         let relative = String(path.dropFirst(prefix.count))
-        do { _ = try ConfinedDirectory.components(of: relative) } catch let e as ConfinedDirectory.Error {
-            throw OutputCollector.failure(e, what: what)
+        do { _ = try ConfinedDirectory.components(of: relative) } catch {
+            throw OutputCollector.failure(error, what: what)
         }
         return relative
     }

@@ -1,7 +1,7 @@
 import Foundation
-import KilnProcess
 import KilnArchive
 import KilnAttestation
+import KilnProcess
 
 /// What a builder needs from the pipeline.
 public struct BuildContext: Sendable {
@@ -42,16 +42,19 @@ extension ProjectBuilder {
     func check(_ outcome: Sandbox.Outcome, what: String, limits: WorkerConfiguration.Limits) throws {
         if outcome.process.cancelled { throw BuildCancelled() }
         if outcome.process.timedOut {
-            throw BuildFailure.build("\(what) exceeded the build time limit of \(limits.buildTimeout)", fix: "make the build faster or ask the operator for a longer limit")
+            throw BuildFailure.build(
+                "\(what) exceeded the build time limit of \(limits.buildTimeout)", fix: "make the build faster or ask the operator for a longer limit")
         }
         if outcome.process.succeeded { return }
         if outcome.hitMemoryLimit {
-            throw BuildFailure.build("\(what) was stopped: the sandbox reached its memory limit of \(limits.memoryBytes >> 20) MiB (\(outcome.process.description))",
-                                     fix: "reduce the build's memory use or ask the operator for a larger limit")
+            throw BuildFailure.build(
+                "\(what) was stopped: the sandbox reached its memory limit of \(limits.memoryBytes >> 20) MiB (\(outcome.process.description))",
+                fix: "reduce the build's memory use or ask the operator for a larger limit")
         }
         if outcome.hitProcessLimit {
-            throw BuildFailure.build("\(what) hit the sandbox's limit of \(limits.maxProcesses) processes (\(outcome.process.description))",
-                                     fix: "do not spawn unbounded processes in build scripts")
+            throw BuildFailure.build(
+                "\(what) hit the sandbox's limit of \(limits.maxProcesses) processes (\(outcome.process.description))",
+                fix: "do not spawn unbounded processes in build scripts")
         }
         throw BuildFailure.build("\(what) failed (\(outcome.process.description)); see the log for the compiler's output")
     }

@@ -30,33 +30,43 @@ public struct ResultUploader: Sendable {
             func start(_ index: Int) {
                 group.addTask { try await self.send(index: index, count: count, path: path, digest: digest, deadline: deadline) }
             }
-            while next < min(window, count) { start(next); next += 1 }
+            while next < min(window, count) {
+                start(next)
+                next += 1
+            }
             while try await group.next() != nil {
-                if next < count { start(next); next += 1 }
+                if next < count {
+                    start(next)
+                    next += 1
+                }
             }
         }
     }
 
     private func send(index: Int, count: Int, path: String, digest: FileDigest, deadline: ContinuousClock.Instant) async throws {
         let chunk = try Self.read(path: path, offset: Int64(index) * Int64(chunkSize), length: chunkSize)
-        let headers = [ResultChunkHeaders.index: String(index), ResultChunkHeaders.count: String(count),
-                       ResultChunkHeaders.sha256: digest.sha256, ResultChunkHeaders.size: String(digest.size),
-                       ResultChunkHeaders.workerID: workerID]
+        let headers = [
+            ResultChunkHeaders.index: String(index), ResultChunkHeaders.count: String(count),
+            ResultChunkHeaders.sha256: digest.sha256, ResultChunkHeaders.size: String(digest.size),
+            ResultChunkHeaders.workerID: workerID,
+        ]
         var delay = Duration.milliseconds(200)
         while true {
             do {
                 let reply = try await client.request(Subjects.result(jobID), payload: chunk, headers: headers, timeout: .seconds(10))
                 let ack = try JSONDecoder().decode(Ack.self, from: Data(reply.payloadBytes))
                 if ack.ok { return }
-                throw BuildFailure(phase: "upload", message: "the gateway refused result chunk \(index): \(ack.message ?? "code \(ack.code ?? 0)")",
-                                   retryable: ack.code != 403, suggestedAction: "retry the build")
+                throw BuildFailure(
+                    phase: "upload", message: "the gateway refused result chunk \(index): \(ack.message ?? "code \(ack.code ?? 0)")",
+                    retryable: ack.code != 403, suggestedAction: "retry the build")
             } catch let failure as BuildFailure {
                 throw failure
             } catch {
                 // No gateway right now (restart) or a lost reply: try again until the deadline.
                 if ContinuousClock.now + delay > deadline {
-                    throw BuildFailure(phase: "upload", message: "could not deliver the result to the gateway: \(error)", retryable: true,
-                                       suggestedAction: "retry the build")
+                    throw BuildFailure(
+                        phase: "upload", message: "could not deliver the result to the gateway: \(error)", retryable: true,
+                        suggestedAction: "retry the build")
                 }
                 logger.debug("result chunk \(index) not acknowledged (\(error)); retrying", metadata: ["job_id": "\(jobID)"])
                 try await Task.sleep(for: delay)

@@ -1,6 +1,6 @@
 import Foundation
-import KilnProcess
 import KilnArchive
+import KilnProcess
 
 /// The bubblewrap sandbox every build runs in (design §5 step 3).
 ///
@@ -50,8 +50,10 @@ public struct Sandbox: Sendable {
     /// A directory only the worker can write (its scratch): holds the seccomp program.
     public let privateDirectory: String
 
-    public init(bwrap: String = "/usr/bin/bwrap", limits: WorkerConfiguration.Limits, buildUser: ConfinedDirectory.Credentials? = nil,
-                stageDirectory: String = WorkerConfiguration.defaultStageDirectory, privateDirectory: String) {
+    public init(
+        bwrap: String = "/usr/bin/bwrap", limits: WorkerConfiguration.Limits, buildUser: ConfinedDirectory.Credentials? = nil,
+        stageDirectory: String = WorkerConfiguration.defaultStageDirectory, privateDirectory: String
+    ) {
         self.bwrap = bwrap
         self.limits = limits
         self.buildUser = buildUser
@@ -65,14 +67,18 @@ public struct Sandbox: Sendable {
     /// The bwrap command line (pure, so tests can inspect it). Mount sources are used as given; the
     /// launch chain (`launchArguments`) rewrites them to staged paths when it drops privileges.
     public func arguments(command: [String], environment: [String: String], mounts: Mounts, seccomp: Bool = true) -> [String] {
-        var a = [bwrap, "--unshare-all", "--unshare-user", "--uid", "1000", "--gid", "1000", "--disable-userns", "--cap-drop", "ALL",
-                 "--die-with-parent", "--new-session", "--hostname", "kiln-sandbox",
-                 "--ro-bind", "/usr", "/usr",
-                 "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-                 "--symlink", "usr/sbin", "/sbin"]
+        var a = [
+            bwrap, "--unshare-all", "--unshare-user", "--uid", "1000", "--gid", "1000", "--disable-userns", "--cap-drop", "ALL",
+            "--die-with-parent", "--new-session", "--hostname", "kiln-sandbox",
+            "--ro-bind", "/usr", "/usr",
+            "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+            "--symlink", "usr/sbin", "/sbin",
+        ]
         // The few files of /etc that compilers and linkers need (no secrets: not shadow, not ssl keys).
-        for f in ["/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/passwd", "/etc/group",
-                  "/etc/nsswitch.conf", "/etc/localtime"] where FileManager.default.fileExists(atPath: f) {
+        for f in [
+            "/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/passwd", "/etc/group",
+            "/etc/nsswitch.conf", "/etc/localtime",
+        ] where FileManager.default.fileExists(atPath: f) {
             a += ["--ro-bind", f, f]
         }
         if mounts.nix {
@@ -83,8 +89,10 @@ public struct Sandbox: Sendable {
         a += ["--proc", "/proc", "--dev", "/dev", "--size", String(limits.diskBytes), "--tmpfs", "/tmp", "--dir", "/build"]
         if seccomp { a += ["--seccomp", String(Self.seccompFD)] }
         for m in mounts.readOnly { a += ["--ro-bind", m.host, m.sandbox] }
-        a += ["--bind", mounts.source, Sandbox.sourcePath, "--bind", mounts.output, Sandbox.outputPath,
-              "--chdir", Sandbox.sourcePath, "--clearenv"]
+        a += [
+            "--bind", mounts.source, Sandbox.sourcePath, "--bind", mounts.output, Sandbox.outputPath,
+            "--chdir", Sandbox.sourcePath, "--clearenv",
+        ]
         for key in environment.keys.sorted() { a += ["--setenv", key, environment[key]!] }
         a += ["--"] + command
         return a
@@ -119,11 +127,12 @@ public struct Sandbox: Sendable {
             return ["/bin/sh", "-c", openSeccomp + "exec \"$@\"", seccompFile ?? "-"] + inner
         }
         // In a private mount namespace: a tmpfs at the stage, one bind per source, then drop privileges.
-        let script = openSeccomp + """
-            stage="$1"; shift; mount -t tmpfs -o mode=0755,size=64k kiln-stage "$stage" || exit 125; i=0; \
-            while [ "$1" != "--" ]; do mkdir "$stage/$i" && mount --bind "$1" "$stage/$i" || exit 125; i=$((i+1)); shift; done; shift; \
-            exec "$@"
-            """
+        let script =
+            openSeccomp + """
+                stage="$1"; shift; mount -t tmpfs -o mode=0755,size=64k kiln-stage "$stage" || exit 125; i=0; \
+                while [ "$1" != "--" ]; do mkdir "$stage/$i" && mount --bind "$1" "$stage/$i" || exit 125; i=$((i+1)); shift; done; shift; \
+                exec "$@"
+                """
         chain = ["/usr/bin/unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, seccompFile ?? "-", stageDirectory]
         chain += binds + ["--"]
         // Nix jobs keep one supplementary group: the one the daemon's socket directory admits
@@ -142,12 +151,15 @@ public struct Sandbox: Sendable {
     }
 
     /// Runs `command` inside the sandbox under the configured limits.
-    public func run(name: String, command: [String], environment: [String: String], mounts: Mounts, cancel: CancelSwitch?,
-                    onLine: @escaping @Sendable (ProcessRunner.Stream, String) -> Void) async throws -> Outcome {
+    public func run(
+        name: String, command: [String], environment: [String: String], mounts: Mounts, cancel: CancelSwitch?,
+        onLine: @escaping @Sendable (ProcessRunner.Stream, String) -> Void
+    ) async throws -> Outcome {
         let seccompFile = try SeccompFilter.file(in: privateDirectory)
         var argv = launchArguments(command: command, environment: environment, mounts: mounts, seccompFile: seccompFile)
-        let cgroup = CgroupLimits.create(name: "kiln-\(name)-\(getpid())", memoryBytes: limits.memoryBytes, maxProcesses: limits.maxProcesses,
-                                         cpuQuota: limits.cpuQuota)
+        let cgroup = CgroupLimits.create(
+            name: "kiln-\(name)-\(getpid())", memoryBytes: limits.memoryBytes, maxProcesses: limits.maxProcesses,
+            cpuQuota: limits.cpuQuota)
         if let cgroup {
             argv = cgroup.wrap(argv)
         } else {
@@ -157,9 +169,10 @@ public struct Sandbox: Sendable {
         defer { cgroup?.remove() }
         var sweep: (@Sendable () -> Void)?
         if let cgroup { sweep = { cgroup.killAll() } }
-        let outcome = try await ProcessRunner.run(argv[0], Array(argv.dropFirst()), environment: ["PATH": "/usr/bin:/bin"],
-                                                  timeout: limits.buildTimeout, cancel: cancel, maxLineBytes: limits.maxLineBytes,
-                                                  afterExit: sweep, onLine: onLine)
+        let outcome = try await ProcessRunner.run(
+            argv[0], Array(argv.dropFirst()), environment: ["PATH": "/usr/bin:/bin"],
+            timeout: limits.buildTimeout, cancel: cancel, maxLineBytes: limits.maxLineBytes,
+            afterExit: sweep, onLine: onLine)
         cgroup?.killAll()
         return Outcome(process: outcome, hitMemoryLimit: cgroup?.hitMemoryLimit ?? false, hitProcessLimit: cgroup?.hitProcessLimit ?? false)
     }

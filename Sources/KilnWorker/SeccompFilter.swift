@@ -24,7 +24,8 @@ enum SeccompFilter {
         let bytes = try program()
         let tmp = path + ".\(UUID().uuidString)"
         guard FileManager.default.createFile(atPath: tmp, contents: Data(bytes), attributes: [.posixPermissions: 0o600]),
-              rename(tmp, path) == 0 else {
+            rename(tmp, path) == 0
+        else {
             throw BuildFailure.internalError("build", "cannot write the sandbox's seccomp filter")
         }
         return path

@@ -1,6 +1,6 @@
 import Foundation
-import KilnProcess
 import KilnArchive
+import KilnProcess
 
 /// Gets the user's source into `<scratch>/src` (design §5 step 1) and records what it was.
 public struct SourceFetcher: Sendable {
@@ -20,8 +20,10 @@ public struct SourceFetcher: Sendable {
     public let archiveLimits: WorkerConfiguration.Limits.ArchiveLimits
     let hostPolicy: SourceHostPolicy
 
-    public init(git: String, fetchTimeout: Duration, archiveLimits: WorkerConfiguration.Limits.ArchiveLimits, allowedHosts: [String] = [],
-                onlyAllowedHosts: Bool = false) {
+    public init(
+        git: String, fetchTimeout: Duration, archiveLimits: WorkerConfiguration.Limits.ArchiveLimits, allowedHosts: [String] = [],
+        onlyAllowedHosts: Bool = false
+    ) {
         self.git = git
         self.fetchTimeout = fetchTimeout
         self.archiveLimits = archiveLimits
@@ -48,8 +50,10 @@ public struct SourceFetcher: Sendable {
 
     /// Shallow fetch of `ref` (branch, tag or commit); falls back to a full fetch for refs the server
     /// will not serve shallowly (abbreviated commits, old servers).
-    public func fetchGit(url: String, ref: String, into dir: String, cancel: CancelSwitch?,
-                         log: @escaping @Sendable (String) -> Void) async throws -> Fetched {
+    public func fetchGit(
+        url: String, ref: String, into dir: String, cancel: CancelSwitch?,
+        log: @escaping @Sendable (String) -> Void
+    ) async throws -> Fetched {
         try Self.validateRepositoryURL(url)
         guard !ref.isEmpty, !ref.hasPrefix("-"), !ref.contains(".."), ref.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
             throw BuildFailure.source("repo_ref '\(ref)' is not a valid branch, tag or commit", fix: "send a branch, tag or commit id")
@@ -69,15 +73,18 @@ public struct SourceFetcher: Sendable {
             commit = try await revParse("FETCH_HEAD^{commit}", cwd: dir, cancel: cancel)
         } else {
             if Self.looksUnreachable(shallow.stderr) {
-                throw BuildFailure.source("cannot reach the repository at \(url)", retryable: true,
-                                          fix: "check that the repository URL is right and reachable from the farm")
+                throw BuildFailure.source(
+                    "cannot reach the repository at \(url)", retryable: true,
+                    fix: "check that the repository URL is right and reachable from the farm")
             }
             log("shallow fetch of \(ref) failed (\(Self.lastLine(shallow.stderr))); fetching the full history")
-            let full = try await gitRun(network + ["fetch", "--no-tags", "origin", "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"],
-                                        cwd: dir, cancel: cancel, check: false)
+            let full = try await gitRun(
+                network + ["fetch", "--no-tags", "origin", "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"],
+                cwd: dir, cancel: cancel, check: false)
             guard full.outcome.succeeded else {
-                throw BuildFailure.source("cannot fetch \(url): \(Self.lastLine(full.stderr))", retryable: Self.looksUnreachable(full.stderr),
-                                          fix: "check that the repository URL is right and reachable from the farm")
+                throw BuildFailure.source(
+                    "cannot fetch \(url): \(Self.lastLine(full.stderr))", retryable: Self.looksUnreachable(full.stderr),
+                    fix: "check that the repository URL is right and reachable from the farm")
             }
             for candidate in ["refs/remotes/origin/\(ref)", "refs/tags/\(ref)", ref] {
                 if let c = try? await revParse("\(candidate)^{commit}", cwd: dir, cancel: cancel) {
@@ -95,8 +102,9 @@ public struct SourceFetcher: Sendable {
         // The .git directory is not part of the build input.
         try? FileManager.default.removeItem(atPath: dir + "/.git")
         log("checked out \(commit) (tree \(tree))")
-        return Fetched(root: dir, sourceDateEpoch: Int64(time.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0,
-                       gitCommit: commit, gitTree: tree, archiveSha256: nil, archiveName: nil)
+        return Fetched(
+            root: dir, sourceDateEpoch: Int64(time.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0,
+            gitCommit: commit, gitTree: tree, archiveSha256: nil, archiveName: nil)
     }
 
     private func revParse(_ expr: String, cwd: String, cancel: CancelSwitch?) async throws -> String {
@@ -108,10 +116,13 @@ public struct SourceFetcher: Sendable {
 
     @discardableResult
     private func gitRun(_ args: [String], cwd: String?, cancel: CancelSwitch?, check: Bool = true) async throws
-        -> (outcome: ProcessRunner.Outcome, stdout: String, stderr: String) {
+        -> (outcome: ProcessRunner.Outcome, stdout: String, stderr: String)
+    {
         // No prompts, no credential helpers, no local-file transports, no system/global config.
-        let env = ["PATH": "/usr/bin:/bin", "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null",
-                   "HOME": "/nonexistent", "GIT_ALLOW_PROTOCOL": "http:https:git", "LANG": "C"]
+        let env = [
+            "PATH": "/usr/bin:/bin", "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null",
+            "HOME": "/nonexistent", "GIT_ALLOW_PROTOCOL": "http:https:git", "LANG": "C",
+        ]
         let base = ["-c", "credential.helper=", "-c", "protocol.file.allow=never", "-c", "core.hooksPath=/dev/null"]
         let r = try await ProcessRunner.capture(git, base + args, environment: env, workingDirectory: cwd, timeout: fetchTimeout, cancel: cancel)
         if r.outcome.cancelled { throw BuildCancelled() }
@@ -130,9 +141,11 @@ public struct SourceFetcher: Sendable {
 
     static func looksUnreachable(_ stderr: String) -> Bool {
         let s = stderr.lowercased()
-        return ["could not resolve host", "connection refused", "unable to connect", "failed to connect", "timed out",
-                "could not read from remote", "unable to access", "repository not found", "does not appear to be a git repository"]
-            .contains { s.contains($0) } && !s.contains("couldn't find remote ref")
+        return [
+            "could not resolve host", "connection refused", "unable to connect", "failed to connect", "timed out",
+            "could not read from remote", "unable to access", "repository not found", "does not appear to be a git repository",
+        ]
+        .contains { s.contains($0) } && !s.contains("couldn't find remote ref")
     }
 
     // MARK: archives
@@ -147,19 +160,27 @@ public struct SourceFetcher: Sendable {
             throw BuildFailure.source("source_data is neither a ZIP nor a gzip-compressed tar", fix: "send a .zip or .tar.gz of the project")
         }
         let path = scratch + "/upload" + (isZip ? ".zip" : ".tar.gz")
-        FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: 0o600])
+        guard FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: 0o600]) else {
+            throw BuildFailure.farm(
+                "source", "the worker cannot write the uploaded source to its scratch directory",
+                operatorAction: "check the free space and permissions of the workers' scratch disk")
+        }
         defer { try? FileManager.default.removeItem(atPath: path) }
         try FileManager.default.createDirectory(atPath: unpack, withIntermediateDirectories: true)
-        let extractor = ArchiveExtractor(configuration: .init(maxEntries: archiveLimits.maxEntries, maxTotalBytes: archiveLimits.maxBytes,
-                                                              maxCompressionRatio: archiveLimits.maxRatio))
+        let extractor = ArchiveExtractor(
+            configuration: .init(
+                maxEntries: archiveLimits.maxEntries, maxTotalBytes: archiveLimits.maxBytes,
+                maxCompressionRatio: archiveLimits.maxRatio))
         let summary: ArchiveExtractor.Summary
         do { summary = try extractor.extract(archivePath: path, into: unpack) } catch let e as ArchiveError {
-            throw BuildFailure.source("the uploaded archive was refused: \(e.message)", fix: "send an archive without links out of the tree, device files, or excessive size")
+            throw BuildFailure.source(
+                "the uploaded archive was refused: \(e.message)", fix: "send an archive without links out of the tree, device files, or excessive size")
         }
         // A single top-level *directory* (not a link to one) is the project root.
         var root = unpack
         if summary.topLevelNames.count == 1,
-           (try? ConfinedDirectory(path: unpack).kind(of: summary.topLevelNames[0])) == .directory {
+            (try? ConfinedDirectory(path: unpack).kind(of: summary.topLevelNames[0])) == .directory
+        {
             root = unpack + "/" + summary.topLevelNames[0]
         }
         try? FileManager.default.removeItem(atPath: dir)
@@ -167,7 +188,8 @@ public struct SourceFetcher: Sendable {
             throw BuildFailure.internalError("source", "cannot move the unpacked source into place: \(String(cString: strerror(errno)))")
         }
         if root != unpack { try? FileManager.default.removeItem(atPath: unpack) }
-        return Fetched(root: dir, sourceDateEpoch: summary.newestMTime, gitCommit: nil, gitTree: nil,
-                       archiveSha256: FileDigest.of(bytes: bytes).sha256, archiveName: name)
+        return Fetched(
+            root: dir, sourceDateEpoch: summary.newestMTime, gitCommit: nil, gitTree: nil,
+            archiveSha256: FileDigest.of(bytes: bytes).sha256, archiveName: name)
     }
 }

@@ -22,7 +22,11 @@ struct SourceHostPolicy: Sendable {
     }
 
     static func defaultPort(scheme: String) -> Int {
-        switch scheme { case "https": 443; case "http": 80; default: 9418 }
+        switch scheme {
+        case "https": 443
+        case "http": 80
+        default: 9418
+        }
     }
 
     /// Host and port of an http(s)/git URL (IPv6 literals in brackets).
@@ -36,7 +40,10 @@ struct SourceHostPolicy: Sendable {
             guard let close = host.firstIndex(of: "]") else { return nil }
             let rest = host[host.index(after: close)...]
             host = host[host.index(after: host.startIndex)..<close]
-            if rest.hasPrefix(":") { guard let p = Int(rest.dropFirst()), (1...65535).contains(p) else { return nil }; port = p }
+            if rest.hasPrefix(":") {
+                guard let p = Int(rest.dropFirst()), (1...65535).contains(p) else { return nil }
+                port = p
+            }
         } else if let colon = host.lastIndex(of: ":") {
             guard let p = Int(host[host.index(after: colon)...]), (1...65535).contains(p) else { return nil }
             port = p
@@ -54,16 +61,18 @@ struct SourceHostPolicy: Sendable {
             return Decision(host: host, port: port, pin: nil)
         }
         if onlyAllowed {
-            throw .source("the repository host '\(host)' is not one this farm builds from",
-                          fix: "use a repository on one of the operator's allowed hosts")
+            throw .source(
+                "the repository host '\(host)' is not one this farm builds from",
+                fix: "use a repository on one of the operator's allowed hosts")
         }
         let addresses = Self.resolve(host)
         guard let first = addresses.first else {
             throw .source("cannot resolve the repository host '\(host)'", retryable: true, fix: "check the repository URL")
         }
         if addresses.contains(where: { Self.isInternal($0) }) {
-            throw .source("the repository host '\(host)' resolves to a loopback, private, link-local or multicast address; the farm does not fetch from internal networks",
-                          fix: "use a public repository URL, or ask the operator to allow this host (--allow-source-host)")
+            throw .source(
+                "the repository host '\(host)' resolves to a loopback, private, link-local or multicast address; the farm does not fetch from internal networks",
+                fix: "use a public repository URL, or ask the operator to allow this host (--allow-source-host)")
         }
         let literal = first.contains(":") ? "[\(first)]" : first
         return Decision(host: host, port: port, pin: scheme == "git" ? nil : "\(host):\(port):\(literal)")
@@ -81,7 +90,7 @@ struct SourceHostPolicy: Sendable {
         while let a = p {
             var buf = [CChar](repeating: 0, count: Int(NI_MAXHOST))
             if getnameinfo(a.pointee.ai_addr, a.pointee.ai_addrlen, &buf, socklen_t(buf.count), nil, 0, NI_NUMERICHOST) == 0 {
-                let s = String(cString: buf)
+                let s = String(decoding: buf.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
                 if !out.contains(s) { out.append(s) }
             }
             p = a.pointee.ai_next
@@ -101,31 +110,31 @@ struct SourceHostPolicy: Sendable {
         guard inet_pton(AF_INET6, address.split(separator: "%").first.map(String.init) ?? address, &v6) == 1 else { return true }
         let b = withUnsafeBytes(of: v6) { Array($0) }
         if b[0..<10].allSatisfy({ $0 == 0 }) && (b[10] == 0xFF && b[11] == 0xFF || b[10] == 0 && b[11] == 0) {
-            if b[0..<16].allSatisfy({ $0 == 0 }) { return true }                 // ::
+            if b[0..<16].allSatisfy({ $0 == 0 }) { return true }  // ::
             if b[0..<15].allSatisfy({ $0 == 0 }) && b[15] == 1 { return true }  // ::1
-            return isInternalV4(Array(b[12..<16]))                               // ::ffff:a.b.c.d, ::a.b.c.d
+            return isInternalV4(Array(b[12..<16]))  // ::ffff:a.b.c.d, ::a.b.c.d
         }
-        if b[0] & 0xFE == 0xFC { return true }                 // fc00::/7 unique local
-        if b[0] == 0xFE && b[1] & 0xC0 == 0x80 { return true } // fe80::/10 link-local
-        if b[0] == 0xFE && b[1] & 0xC0 == 0xC0 { return true } // fec0::/10 site-local (deprecated)
-        if b[0] == 0xFF { return true }                        // multicast
-        if b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0D && b[3] == 0xB8 { return true } // documentation
-        if b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xFF && b[3] == 0x9B { return isInternalV4(Array(b[12..<16])) } // NAT64
+        if b[0] & 0xFE == 0xFC { return true }  // fc00::/7 unique local
+        if b[0] == 0xFE && b[1] & 0xC0 == 0x80 { return true }  // fe80::/10 link-local
+        if b[0] == 0xFE && b[1] & 0xC0 == 0xC0 { return true }  // fec0::/10 site-local (deprecated)
+        if b[0] == 0xFF { return true }  // multicast
+        if b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0D && b[3] == 0xB8 { return true }  // documentation
+        if b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xFF && b[3] == 0x9B { return isInternalV4(Array(b[12..<16])) }  // NAT64
         return false
     }
 
     static func isInternalV4(_ b: [UInt8]) -> Bool {
         switch (b[0], b[1]) {
         case (0, _), (10, _), (127, _): return true
-        case (100, 64...127): return true          // CGNAT
-        case (169, 254): return true               // link-local, cloud metadata
+        case (100, 64...127): return true  // CGNAT
+        case (169, 254): return true  // link-local, cloud metadata
         case (172, 16...31): return true
         case (192, 168): return true
         case (192, 0) where b[2] == 0 || b[2] == 2: return true
-        case (198, 18...19): return true           // benchmarking
+        case (198, 18...19): return true  // benchmarking
         case (198, 51) where b[2] == 100: return true
         case (203, 0) where b[2] == 113: return true
-        default: return b[0] >= 224                // multicast, reserved, broadcast
+        default: return b[0] >= 224  // multicast, reserved, broadcast
         }
     }
 }

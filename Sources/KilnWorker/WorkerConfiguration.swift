@@ -44,9 +44,11 @@ public struct WorkerConfiguration: Sendable {
         return .init(uid: id, gid: gid_t(id))
     }
 
-    public init(bus: BusClient.Configuration, workerID: String, scratchDirectory: String, keyFile: String,
-                limits: Limits = Limits(), toolchains: Toolchains = Toolchains(), tsmRoot: String = "/sys/kernel/config/tsm/report",
-                builderID: String = "https://kiln.build/worker/local@v1", keepScratch: Bool = false, idleTimeout: Duration? = nil) {
+    public init(
+        bus: BusClient.Configuration, workerID: String, scratchDirectory: String, keyFile: String,
+        limits: Limits = Limits(), toolchains: Toolchains = Toolchains(), tsmRoot: String = "/sys/kernel/config/tsm/report",
+        builderID: String = "https://kiln.build/worker/local@v1", keepScratch: Bool = false, idleTimeout: Duration? = nil
+    ) {
         self.bus = bus
         self.workerID = workerID
         self.scratchDirectory = scratchDirectory

@@ -1,12 +1,12 @@
 import Foundation
-import Synchronization
-import KilnProcess
 import KilnArchive
 import KilnAttestation
 import KilnBusClient
 import KilnMessages
+import KilnProcess
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// One worker = one build (design §3, §5). Subscribes once, accepts exactly one build request, builds
 /// it in the sandbox, publishes events and the attested result, waits for the gateway's
@@ -68,8 +68,9 @@ public final class WorkerService: Service, Sendable {
             }
         }
         guard !toolchains.isEmpty || configuration.toolchains.nixEnabled else {
-            throw BuildFailure.farm("detect", "this worker has no Rust toolchain and Nix is disabled, so it can build nothing",
-                                    operatorAction: "install Rust or enable Nix on the workers")
+            throw BuildFailure.farm(
+                "detect", "this worker has no Rust toolchain and Nix is disabled, so it can build nothing",
+                operatorAction: "install Rust or enable Nix on the workers")
         }
 
         let client = try await BusClient.connect(configuration.bus, logger: logger)
@@ -101,8 +102,9 @@ public final class WorkerService: Service, Sendable {
 
             let configuration = self.configuration
             let jobLog = log
-            let pipeline = BuildPipeline(configuration: configuration, request: request, key: key, evidenceProvider: evidenceProvider, sysroot: sysroot,
-                                         client: client, events: events, cancel: cancel, logger: log)
+            let pipeline = BuildPipeline(
+                configuration: configuration, request: request, key: key, evidenceProvider: evidenceProvider, sysroot: sysroot,
+                client: client, events: events, cancel: cancel, logger: log)
             // Control messages are handled by a child task that lives exactly as long as the build.
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {

@@ -1,8 +1,8 @@
-import Crypto
-import KilnAttestation
 import ArgumentParser
+import Crypto
 import Foundation
 import Hummingbird
+import KilnAttestation
 import KilnBusClient
 import KilnPool
 import Logging
@@ -14,9 +14,9 @@ struct KilnPoolCommand: AsyncParsableCommand {
         commandName: "kiln-pool",
         abstract: "Keeps N fresh one-shot workers waiting; starts a new one for every worker that takes a build.",
         discussion: """
-        The launch template runs under /bin/sh -c with {id}, {broker} and {scratch} substituted. The default starts a \
-        local kiln-worker process; cluster/launch-cvm.example.sh shows how an operator would start a confidential VM instead.
-        """)
+            The launch template runs under /bin/sh -c with {id}, {broker} and {scratch} substituted. The default starts a \
+            local kiln-worker process; cluster/launch-cvm.example.sh shows how an operator would start a confidential VM instead.
+            """)
 
     @Option(help: "Broker URL (env KILN_BROKER_URL).") var broker: String?
     @Option(help: "Broker token (env KILN_BROKER_TOKEN).") var brokerToken: String?
@@ -27,7 +27,8 @@ struct KilnPoolCommand: AsyncParsableCommand {
     @Option(help: "Launch command template.") var launch: String?
     @Option(help: "Extra arguments the default template passes to kiln-worker.") var workerArgs = ""
     @Option(help: "Monitor port for /healthz and /metrics (-1 disables).") var monitorPort = -1
-    @Option(help: "Operator's credential signing key (Ed25519 private key, `kiln keys generate`): each worker gets its own short-lived broker credential signed with it.") var credentialSigningKey: String?
+    @Option(help: "Operator's credential signing key (Ed25519 private key, `kiln keys generate`): each worker gets its own short-lived broker credential signed with it.")
+    var credentialSigningKey: String?
     @Option(help: "Seconds a worker credential is valid (default 7200; at least the longest build).") var credentialTtl = 7200
     @Option(help: "Log level.") var logLevel = "info"
 

@@ -11,9 +11,9 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         commandName: "kiln-worker",
         abstract: "Takes exactly one build from the bus, builds it in a sandbox, publishes the attested result, exits.",
         discussion: """
-        Exit status: 0 when the gateway acknowledged the terminal event; 3 when it never did; 4 when no build \
-        arrived before --idle-timeout (or on SIGTERM while idle).
-        """)
+            Exit status: 0 when the gateway acknowledged the terminal event; 3 when it never did; 4 when no build \
+            arrived before --idle-timeout (or on SIGTERM while idle).
+            """)
 
     @Option(help: "Broker URL, kiln://[user:password@]host:port (env KILN_BROKER_URL).") var broker: String?
     @Option(help: "Broker token (env KILN_BROKER_TOKEN).") var token: String?
@@ -27,7 +27,10 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     @Option(help: "Disk limit in MiB: the build's workspace and its /tmp are size-limited file systems of this size.") var diskMb: Int = 10240
     @Option(help: "CPUs the sandbox may use (cgroup v2 cpu.max; 0 = no limit).") var cpus: Double = 0
     @Option(help: "Unprivileged host uid (and gid) the build runs as when the worker is root (default: 200000 + pid mod 100000). Never 0.") var buildUid: Int?
-    @Option(help: "Allow repositories on this host (host or host:port) even if it resolves to a loopback, private, link-local or multicast address. Repeatable; also KILN_ALLOW_SOURCE_HOSTS (comma-separated).") var allowSourceHost: [String] = []
+    @Option(
+        help:
+            "Allow repositories on this host (host or host:port) even if it resolves to a loopback, private, link-local or multicast address. Repeatable; also KILN_ALLOW_SOURCE_HOSTS (comma-separated)."
+    ) var allowSourceHost: [String] = []
     @Flag(help: "Fetch repositories only from the --allow-source-host hosts; refuse every other host without looking it up.") var onlyAllowedSourceHosts = false
     @Option(help: "Largest single artifact in MiB.") var maxArtifactMb: Int = 2048
     @Option(help: "Log bytes shipped as events.") var maxLogBytes: Int = 1 << 20
@@ -74,9 +77,10 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         toolchains.nixEnabled = !noNix
         toolchains.nixDaemonSocket = nixDaemonSocket
         let scratchDir = scratch ?? (FileManager.default.temporaryDirectory.path + "/kiln-worker-" + id)
-        let configuration = WorkerConfiguration(bus: bus, workerID: id, scratchDirectory: scratchDir, keyFile: key, limits: limits,
-                                                toolchains: toolchains, tsmRoot: tsmRoot, builderID: builderID, keepScratch: keepScratch,
-                                                idleTimeout: idleTimeout.map { .seconds($0) })
+        let configuration = WorkerConfiguration(
+            bus: bus, workerID: id, scratchDirectory: scratchDir, keyFile: key, limits: limits,
+            toolchains: toolchains, tsmRoot: tsmRoot, builderID: builderID, keepScratch: keepScratch,
+            idleTimeout: idleTimeout.map { .seconds($0) })
         var configuration2 = configuration
         configuration2.ephemeralKeyInTEE = !farmKeyInTee
         if let buildUid {
@@ -94,9 +98,10 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         logger[metadataKey: "worker_id"] = "\(id)"
         let worker = WorkerService(configuration: configuration2, logger: logger)
         // The worker's run() returning is the normal end: shut the group down, not an error.
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         FileHandle.standardOutput.write(Data("kiln-worker \(id) starting\n".utf8))
         try await group.run()
         if worker.exit != .done { throw ExitCode(worker.exit.rawValue) }

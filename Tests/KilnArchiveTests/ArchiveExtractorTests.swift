@@ -5,8 +5,10 @@ import Testing
 
 @Suite struct ArchiveExtractorTests {
     /// Extracts into `dir/scratch` and checks nothing appeared in `dir` outside it.
-    func extract(_ entries: [ArchiveFixture.Entry], format: ArchiveFixture.Format = .tarGz,
-                 configuration: ArchiveExtractor.Configuration = .init()) throws -> (Result<ArchiveExtractor.Summary, ArchiveError>, TemporaryDirectory) {
+    func extract(
+        _ entries: [ArchiveFixture.Entry], format: ArchiveFixture.Format = .tarGz,
+        configuration: ArchiveExtractor.Configuration = .init()
+    ) throws -> (Result<ArchiveExtractor.Summary, ArchiveError>, TemporaryDirectory) {
         let dir = try TemporaryDirectory()
         let archive = dir.file(format == .zip ? "upload.zip" : "upload.tar.gz")
         try ArchiveFixture.write(entries, format: format, to: archive)
@@ -23,22 +25,28 @@ import Testing
         return (result, dir)
     }
 
-    func refused(_ entries: [ArchiveFixture.Entry], format: ArchiveFixture.Format = .tarGz, _ code: ArchiveError.Code,
-                 containing text: String, configuration: ArchiveExtractor.Configuration = .init()) throws {
+    func refused(
+        _ entries: [ArchiveFixture.Entry], format: ArchiveFixture.Format = .tarGz, _ code: ArchiveError.Code,
+        containing text: String, configuration: ArchiveExtractor.Configuration = .init()
+    ) throws {
         let (result, _) = try extract(entries, format: format, configuration: configuration)
-        guard case .failure(let error) = result else { Issue.record("expected refusal (\(code))"); return }
+        guard case .failure(let error) = result else {
+            Issue.record("expected refusal (\(code))")
+            return
+        }
         #expect(error.code == code, "\(error)")
         #expect(error.message.contains(text), "\(error.message)")
     }
 
     @Test func extractsOrdinaryTree() throws {
         for format in [ArchiveFixture.Format.tarGz, .zip] {
-            let (result, dir) = try extract([
-                .directory("proj/"), .file("proj/Cargo.toml", Array("[package]\n".utf8)),
-                .file("proj/run.sh", Array("#!/bin/sh\n".utf8), mode: 0o4755), .directory("proj/src/"),
-                .file("proj/src/main.rs", Array("fn main(){}".utf8)), .symlink("proj/link", target: "src/main.rs"),
-                .file("proj/ünïcødé.txt", [1, 2, 3]),
-            ], format: format)
+            let (result, dir) = try extract(
+                [
+                    .directory("proj/"), .file("proj/Cargo.toml", Array("[package]\n".utf8)),
+                    .file("proj/run.sh", Array("#!/bin/sh\n".utf8), mode: 0o4755), .directory("proj/src/"),
+                    .file("proj/src/main.rs", Array("fn main(){}".utf8)), .symlink("proj/link", target: "src/main.rs"),
+                    .file("proj/ünïcødé.txt", [1, 2, 3]),
+                ], format: format)
             let summary = try result.get()
             #expect(summary.topLevelNames == ["proj"])
             #expect(summary.newestMTime == 1_700_000_000)
@@ -72,12 +80,15 @@ import Testing
     /// Each link stays inside when read alone; together they climb out (`x -> .`, then a path
     /// through x/x/x that goes up three levels). Order must not matter: the checks run on the tree.
     @Test func refusesLinkChainThatEscapesWhenResolved() throws {
-        try refused([.symlink("x", target: "."), .symlink("chain", target: "x/x/x/../../..")],
-                    .linkEscapes, containing: "symlink 'chain' resolves outside")
-        try refused([.symlink("chain", target: "x/x/x/../../.."), .symlink("x", target: ".")],
-                    .linkEscapes, containing: "symlink 'chain' resolves outside")
-        try refused([.directory("d/"), .symlink("d/up", target: ".."), .symlink("c", target: "d/up/d/up/..")],
-                    .linkEscapes, containing: "resolves outside")
+        try refused(
+            [.symlink("x", target: "."), .symlink("chain", target: "x/x/x/../../..")],
+            .linkEscapes, containing: "symlink 'chain' resolves outside")
+        try refused(
+            [.symlink("chain", target: "x/x/x/../../.."), .symlink("x", target: ".")],
+            .linkEscapes, containing: "symlink 'chain' resolves outside")
+        try refused(
+            [.directory("d/"), .symlink("d/up", target: ".."), .symlink("c", target: "d/up/d/up/..")],
+            .linkEscapes, containing: "resolves outside")
         // Loops are refused too.
         try refused([.symlink("a", target: "b"), .symlink("b", target: "a")], .linkEscapes, containing: "resolves outside")
         // Inside-only chains are fine.
@@ -87,10 +98,12 @@ import Testing
 
     /// A hard link to a symlink re-anchors that link's relative target at the hard link's place.
     @Test func refusesHardLinkToSymlinkOrThroughLink() throws {
-        try refused([.directory("a/"), .directory("a/b/"), .symlink("a/b/l", target: "../.."), .hardlink("l2", target: "a/b/l")],
-                    .linkEscapes, containing: "hard link 'l2' must point at a regular file")
-        try refused([.directory("d/"), .file("d/f", [1]), .symlink("x", target: "d"), .hardlink("h", target: "x/f")],
-                    .linkEscapes, containing: "hard link 'h' points through a link")
+        try refused(
+            [.directory("a/"), .directory("a/b/"), .symlink("a/b/l", target: "../.."), .hardlink("l2", target: "a/b/l")],
+            .linkEscapes, containing: "hard link 'l2' must point at a regular file")
+        try refused(
+            [.directory("d/"), .file("d/f", [1]), .symlink("x", target: "d"), .hardlink("h", target: "x/f")],
+            .linkEscapes, containing: "hard link 'h' points through a link")
     }
 
     @Test func hardLinkInsideIsFine() throws {

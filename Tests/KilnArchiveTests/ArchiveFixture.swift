@@ -53,7 +53,8 @@ final class ArchiveFixture {
             case .device(let name):
                 archive_entry_set_pathname(e, name)
                 archive_entry_set_filetype(e, 0o020000)
-                archive_entry_set_rdevmajor(e, 1); archive_entry_set_rdevminor(e, 3)
+                archive_entry_set_rdevmajor(e, 1)
+                archive_entry_set_rdevminor(e, 3)
             case .fifo(let name):
                 archive_entry_set_pathname(e, name)
                 archive_entry_set_filetype(e, 0o010000)
@@ -114,7 +115,7 @@ final class ArchiveFixture {
     /// members of 1 MiB of zeros, so it takes milliseconds to make and megabytes to store.
     static func bomb(entries: Int, entrySize: Int64, to path: String) throws {
         let mib = gzipMember([UInt8](repeating: 0, count: 1 << 20))
-        FileManager.default.createFile(atPath: path, contents: nil)
+        try FileManager.default.writeFile(atPath: path, contents: nil)
         let fh = FileHandle(forWritingAtPath: path)!
         defer { try? fh.close() }
         for i in 0..<entries {

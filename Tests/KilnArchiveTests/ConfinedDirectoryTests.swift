@@ -20,11 +20,11 @@ import Testing
             try FileManager.default.createDirectory(atPath: t + "/out/target/release", withIntermediateDirectories: true)
             try "real binary".write(toFile: t + "/out/target/release/app", atomically: false, encoding: .utf8)
             try "lock".write(toFile: t + "/Cargo.lock.real", atomically: false, encoding: .utf8)
-            symlink(secret, t + "/Cargo.lock")                              // a link to a host file
-            symlink("Cargo.lock.real", t + "/inside-link")                  // a link that stays inside
-            symlink(outside.path, t + "/dirlink")                           // a directory link out
-            symlink(".", t + "/x")                                          // x -> .
-            symlink("x/x/x/../../../../", t + "/chain")                     // escapes when resolved
+            symlink(secret, t + "/Cargo.lock")  // a link to a host file
+            symlink("Cargo.lock.real", t + "/inside-link")  // a link that stays inside
+            symlink(outside.path, t + "/dirlink")  // a directory link out
+            symlink(".", t + "/x")  // x -> .
+            symlink("x/x/x/../../../../", t + "/chain")  // escapes when resolved
             mkfifo(t + "/fifo", 0o644)
             symlink("/dev/zero", t + "/zero")
         }
@@ -78,14 +78,23 @@ import Testing
         let h = try Hostile()
         let root = try ConfinedDirectory(path: h.tree.path)
         // Opening a FIFO with no writer must not block, and must be refused.
-        do { _ = try root.openFile("fifo"); Issue.record("FIFO opened") } catch { #expect(error.kind == .notRegularFile) }
-        do { _ = try root.openFile("out"); Issue.record("directory opened") } catch { #expect(error.kind == .notRegularFile) }
+        do {
+            _ = try root.openFile("fifo")
+            Issue.record("FIFO opened")
+        } catch { #expect(error.kind == .notRegularFile) }
+        do {
+            _ = try root.openFile("out")
+            Issue.record("directory opened")
+        } catch { #expect(error.kind == .notRegularFile) }
     }
 
     @Test func sizeLimitHoldsAtOpenAndWhileReading() throws {
         let h = try Hostile()
         let root = try ConfinedDirectory(path: h.tree.path)
-        do { _ = try root.openFile("out/target/release/app", maxBytes: 5); Issue.record("over-limit file opened") } catch {
+        do {
+            _ = try root.openFile("out/target/release/app", maxBytes: 5)
+            Issue.record("over-limit file opened")
+        } catch {
             #expect(error.kind == .tooLarge)
         }
     }
@@ -125,11 +134,14 @@ import Testing
         let key = h.tree.file("root-only.pem")
         try "PRIVATE KEY".write(toFile: key, atomically: false, encoding: .utf8)
         chmod(key, 0o600)
-        chmod(h.tree.path, 0o755)   // only the file's own mode stands in the way
+        chmod(h.tree.path, 0o755)  // only the file's own mode stands in the way
         let asRoot = try ConfinedDirectory(path: h.tree.path)
         #expect(try asRoot.openFile("root-only.pem").size == 11)
         let asBuild = try ConfinedDirectory(path: h.tree.path, readAs: .init(uid: 64_999, gid: 64_999))
-        do { _ = try asBuild.openFile("root-only.pem"); Issue.record("a root-only file was read as the build user") } catch {
+        do {
+            _ = try asBuild.openFile("root-only.pem")
+            Issue.record("a root-only file was read as the build user")
+        } catch {
             #expect(error.kind == .io, "\(error)")
         }
         // And the thread's own credentials are restored afterwards.
@@ -146,7 +158,8 @@ import Testing
         #expect(expected > 8192, "this test needs a maps file over two pages")
         // The process's maps can change a little between the two reads; a one-page read would be far off.
         #expect(abs(maps.count - expected) < 2048, "read \(maps.count) of \(expected) bytes")
-        #expect(FileManager.default.contents(atPath: "/proc/self/maps").map { $0.count < expected - 2048 } ?? true,
-                "Foundation's one-page read is what this guards against")
+        #expect(
+            FileManager.default.contents(atPath: "/proc/self/maps").map { $0.count < expected - 2048 } ?? true,
+            "Foundation's one-page read is what this guards against")
     }
 }

@@ -8,10 +8,10 @@ import Testing
         let fm = FileManager.default
         try fm.createDirectory(atPath: root + "/bin", withIntermediateDirectories: true)
         try fm.createDirectory(atPath: root + "/lib/deep", withIntermediateDirectories: true)
-        fm.createFile(atPath: root + "/bin/tool", contents: Data(repeating: 0xAB, count: 300_000))
-        fm.createFile(atPath: root + "/lib/deep/data.txt", contents: Data("hello\n".utf8))
-        fm.createFile(atPath: root + "/README", contents: Data("readme\n".utf8))
-        fm.createFile(atPath: root + "/ünï.txt", contents: Data([1, 2, 3]))
+        try fm.writeFile(atPath: root + "/bin/tool", contents: Data(repeating: 0xAB, count: 300_000))
+        try fm.writeFile(atPath: root + "/lib/deep/data.txt", contents: Data("hello\n".utf8))
+        try fm.writeFile(atPath: root + "/README", contents: Data("readme\n".utf8))
+        try fm.writeFile(atPath: root + "/ünï.txt", contents: Data([1, 2, 3]))
         try fm.createSymbolicLink(atPath: root + "/lib/link", withDestinationPath: "deep/data.txt")
         try fm.setAttributes([.posixPermissions: 0o755], ofItemAtPath: root + "/bin/tool")
         for rel in ["README", "lib/deep/data.txt", "ünï.txt"] {

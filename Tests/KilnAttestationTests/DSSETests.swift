@@ -5,8 +5,9 @@ import Testing
 
 @Suite struct DSSETests {
     static let seed = Hex.decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")!
-    static let payload = Array(("{\"_type\":\"https://in-toto.io/Statement/v1\",\"subject\":[{\"name\":\"artifacts/hello\",\"digest\":{\"sha256\":\""
-        + String(repeating: "0", count: 64) + "\"}}],\"predicateType\":\"https://slsa.dev/provenance/v1\",\"predicate\":{}}").utf8)
+    static let payload = Array(
+        ("{\"_type\":\"https://in-toto.io/Statement/v1\",\"subject\":[{\"name\":\"artifacts/hello\",\"digest\":{\"sha256\":\""
+            + String(repeating: "0", count: 64) + "\"}}],\"predicateType\":\"https://slsa.dev/provenance/v1\",\"predicate\":{}}").utf8)
 
     @Test func designTestVector() throws {
         #expect(Self.payload.count == 233)

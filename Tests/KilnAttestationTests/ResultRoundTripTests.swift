@@ -32,14 +32,15 @@ import Testing
         let dir = try TemporaryDirectory()
         let fm = FileManager.default
         try fm.createDirectory(atPath: dir.file("art/sub"), withIntermediateDirectories: true)
-        fm.createFile(atPath: dir.file("art/hello"), contents: Data(repeating: 0x7f, count: 4096), attributes: [.posixPermissions: 0o755])
-        fm.createFile(atPath: dir.file("art/sub/libhello.so"), contents: Data("lib".utf8))
-        fm.createFile(atPath: dir.file("Cargo.lock"), contents: Data("# lock\n".utf8))
-        fm.createFile(atPath: dir.file("build.log"), contents: Data("   Compiling hello v0.1.0\n".utf8))
+        try fm.writeFile(atPath: dir.file("art/hello"), contents: Data(repeating: 0x7f, count: 4096), attributes: [.posixPermissions: 0o755])
+        try fm.writeFile(atPath: dir.file("art/sub/libhello.so"), contents: Data("lib".utf8))
+        try fm.writeFile(atPath: dir.file("Cargo.lock"), contents: Data("# lock\n".utf8))
+        try fm.writeFile(atPath: dir.file("build.log"), contents: Data("   Compiling hello v0.1.0\n".utf8))
         let key = SigningKey()
         let out = try ResultBuilder(key: key, evidenceProvider: provider)
-            .build(artifactsDirectory: dir.file("art"), buildConfig: ["Cargo.lock": dir.file("Cargo.lock")], buildLog: dir.file("build.log"), inputs: inputs(),
-                   output: dir.file("result.tar.gz"))
+            .build(
+                artifactsDirectory: dir.file("art"), buildConfig: ["Cargo.lock": dir.file("Cargo.lock")], buildLog: dir.file("build.log"), inputs: inputs(),
+                output: dir.file("result.tar.gz"))
         try fm.createDirectory(atPath: dir.file("unpacked"), withIntermediateDirectories: true)
         _ = try ArchiveExtractor().extract(archivePath: dir.file("result.tar.gz"), into: dir.file("unpacked"))
         return Fixture(dir: dir, key: key, tarball: dir.file("result.tar.gz"), unpacked: dir.file("unpacked"), output: out)
@@ -79,8 +80,10 @@ import Testing
         let statement = try CanonicalJSON.decode(Statement.self, from: f.output.provenance)
         #expect(statement.predicate.runDetails.metadata.invocationId == "job-1")
         let text = String(decoding: f.output.provenance, as: UTF8.self)
-        for key in ["\"_type\"", "\"predicateType\"", "\"buildDefinition\"", "\"externalParameters\"", "\"internalParameters\"",
-                    "\"resolvedDependencies\"", "\"runDetails\"", "\"invocationId\"", "\"startedOn\"", "\"finishedOn\"", "\"byproducts\""] {
+        for key in [
+            "\"_type\"", "\"predicateType\"", "\"buildDefinition\"", "\"externalParameters\"", "\"internalParameters\"",
+            "\"resolvedDependencies\"", "\"runDetails\"", "\"invocationId\"", "\"startedOn\"", "\"finishedOn\"", "\"byproducts\"",
+        ] {
             #expect(text.contains(key), "\(key)")
         }
     }
@@ -90,7 +93,7 @@ import Testing
         let dir = try TemporaryDirectory()
         let fm = FileManager.default
         try fm.createDirectory(atPath: dir.file("art"), withIntermediateDirectories: true)
-        fm.createFile(atPath: dir.file("art/x"), contents: Data("x".utf8))
+        try fm.writeFile(atPath: dir.file("art/x"), contents: Data("x".utf8))
         let key = try SigningKey(seed: [UInt8](repeating: 7, count: 32))
         let b = ResultBuilder(key: key, evidenceProvider: NoTEEEvidenceProvider())
         let o1 = try b.build(artifactsDirectory: dir.file("art"), buildConfig: [:], inputs: Self.inputs(), output: dir.file("1.tgz"))
@@ -151,7 +154,7 @@ import Testing
 
     @Test func extraArtifact() throws {
         let f = try Self.make()
-        FileManager.default.createFile(atPath: f.unpacked + "/artifacts/backdoor", contents: Data("evil".utf8))
+        try FileManager.default.writeFile(atPath: f.unpacked + "/artifacts/backdoor", contents: Data("evil".utf8))
         expectFailure(f, .manifest, "artifacts/backdoor is in the result but not in manifest.json")
     }
 
@@ -165,8 +168,9 @@ import Testing
 
     @Test func reportDataSpecification() async throws {
         // report_data = SHA-512("kiln-evidence-v1" 0x00 ‖ u32be(len) ‖ nonce ‖ sha256(prov) ‖ sha256(manifest) ‖ key)
-        let b = Binding(nonce: "a1b2", provenanceSha256: String(repeating: "11", count: 32),
-                        manifestSha256: String(repeating: "22", count: 32), publicKey: String(repeating: "33", count: 32))
+        let b = Binding(
+            nonce: "a1b2", provenanceSha256: String(repeating: "11", count: 32),
+            manifestSha256: String(repeating: "22", count: 32), publicKey: String(repeating: "33", count: 32))
         var input = Array("kiln-evidence-v1".utf8) + [0, 0, 0, 0, 2, 0xa1, 0xb2]
         input += [UInt8](repeating: 0x11, count: 32) + [UInt8](repeating: 0x22, count: 32) + [UInt8](repeating: 0x33, count: 32)
         let expected = try await sha512sum(input)

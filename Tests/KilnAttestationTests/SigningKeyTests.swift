@@ -9,7 +9,7 @@ import Testing
         // with the key that is on disk, never a half-written file or a key of its own.
         let dir = try TemporaryDirectory()
         let path = dir.file("farm.pem")
-        let keys = try (0..<16).map { _ in try SigningKey.loadOrCreate(at: path) }   // warm-up of the sequential path
+        let keys = try (0..<16).map { _ in try SigningKey.loadOrCreate(at: path) }  // warm-up of the sequential path
         #expect(Set(keys.map(\.publicKey.hex)).count == 1)
         let racePath = dir.file("race.pem")
         let results = ResultsBox()

@@ -53,15 +53,20 @@ import Testing
     /// Re-signs the whole result with a key the attacker holds.
     static func resign(_ f: Fixture) throws {
         let builder = ResultBuilder(key: SigningKey(), evidenceProvider: NoTEEEvidenceProvider())
-        let evidence = try builder.makeEvidence(provenance: try bytes(f.unpacked + "/provenance.json"), manifest: try bytes(f.unpacked + "/manifest.json"),
-                                                nonce: nonce, jobID: "job-1")
+        let evidence = try builder.makeEvidence(
+            provenance: try bytes(f.unpacked + "/provenance.json"), manifest: try bytes(f.unpacked + "/manifest.json"),
+            nonce: nonce, jobID: "job-1")
         try Data(evidence).write(to: URL(fileURLWithPath: f.unpacked + "/evidence.json"))
     }
 
     static let cases: [Case] = [
         Case(name: "flip a byte of artifacts/hello", step: .manifest, text: "artifacts/hello has sha256") { try flip($0.unpacked + "/artifacts/hello") },
-        Case(name: "flip a byte of artifacts/sub/libhello.so", step: .manifest, text: "libhello.so has sha256") { try flip($0.unpacked + "/artifacts/sub/libhello.so", at: 0) },
-        Case(name: "flip a byte of build-config/Cargo.lock", step: .manifest, text: "Cargo.lock has sha256") { try flip($0.unpacked + "/build-config/Cargo.lock", at: 0) },
+        Case(name: "flip a byte of artifacts/sub/libhello.so", step: .manifest, text: "libhello.so has sha256") {
+            try flip($0.unpacked + "/artifacts/sub/libhello.so", at: 0)
+        },
+        Case(name: "flip a byte of build-config/Cargo.lock", step: .manifest, text: "Cargo.lock has sha256") {
+            try flip($0.unpacked + "/build-config/Cargo.lock", at: 0)
+        },
         Case(name: "flip a byte of provenance.json", step: .payload, text: "differs from provenance.json") { try flip($0.unpacked + "/provenance.json", at: 40) },
         Case(name: "flip a byte of manifest.json", step: .binding, text: "manifest_sha256") { try flip($0.unpacked + "/manifest.json", at: 30) },
         Case(name: "flip a byte of the provenance signature", step: .signature, text: "does not verify") { f in
@@ -85,10 +90,10 @@ import Testing
             try write(e, f)
         },
         Case(name: "add a file artifacts/extra", step: .manifest, text: "artifacts/extra is in the result but not in manifest.json") {
-            FileManager.default.createFile(atPath: $0.unpacked + "/artifacts/extra", contents: Data("evil".utf8))
+            try FileManager.default.writeFile(atPath: $0.unpacked + "/artifacts/extra", contents: Data("evil".utf8))
         },
         Case(name: "add a top-level file", step: .manifest, text: "README is in the result") {
-            FileManager.default.createFile(atPath: $0.unpacked + "/README", contents: Data("hi".utf8))
+            try FileManager.default.writeFile(atPath: $0.unpacked + "/README", contents: Data("hi".utf8))
         },
         Case(name: "remove artifacts/hello", step: .manifest, text: "artifacts/hello is listed in manifest.json but missing") {
             try FileManager.default.removeItem(atPath: $0.unpacked + "/artifacts/hello")
@@ -100,8 +105,9 @@ import Testing
             try FileManager.default.removeItem(atPath: $0.unpacked + "/artifacts/hello")
             symlink("/etc/hostname", $0.unpacked + "/artifacts/hello")
         },
-        Case(name: "replace build-config/Cargo.lock and re-hash the manifest and binding", step: .claims, text: "is not what the signer signed",
-             tamper: replaceLockAndRehash),
+        Case(
+            name: "replace build-config/Cargo.lock and re-hash the manifest and binding", step: .claims, text: "is not what the signer signed",
+            tamper: replaceLockAndRehash),
         Case(name: "change tee none → sev-snp with a hand-made report", step: .claims, text: "tee is not what the signer signed") { f in
             var e = try evidence(f)
             e.tee = "sev-snp"
@@ -178,8 +184,11 @@ import Testing
         #expect(report.verdict == .noTEE && report.keyTrust == .pinned && report.keyFingerprint == f.key.publicKey.keyID)
         let nobody = ResultVerifier(options: .init(expectedNonce: Self.nonce, allowTEENone: true)).appraise(path: f.tarball)
         #expect(nobody.failedStep == .trust)
-        let measured = ResultVerifier(options: .init(expectedNonce: Self.nonce, trustedKeys: [f.key.publicKey], allowTEENone: true,
-                                                     expectedMeasurement: String(repeating: "ab", count: 48))).appraise(path: f.tarball)
+        let measured = ResultVerifier(
+            options: .init(
+                expectedNonce: Self.nonce, trustedKeys: [f.key.publicKey], allowTEENone: true,
+                expectedMeasurement: String(repeating: "ab", count: 48))
+        ).appraise(path: f.tarball)
         #expect(measured.failedStep == .measurement)
     }
 }
@@ -188,7 +197,7 @@ extension TamperTableTests {
     @Test func aByproductThatDoesNotShipIsRefused() throws {
         let dir = try TemporaryDirectory()
         try FileManager.default.createDirectory(atPath: dir.file("art"), withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: dir.file("art/x"), contents: Data("x".utf8))
+        try FileManager.default.writeFile(atPath: dir.file("art/x"), contents: Data("x".utf8))
         var inputs = ResultRoundTripTests.inputs()
         inputs.byproducts = [ResourceDescriptor(name: "ghost.log", digest: ["sha256": String(repeating: "b", count: 64)])]
         let key = SigningKey()

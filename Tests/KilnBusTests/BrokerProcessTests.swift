@@ -9,8 +9,14 @@ import Testing
     @Test func clientReconnectsAndResubscribesAcrossRestart() async throws {
         let port = try FreePort.pick()
         var broker = try await BrokerProcess(port: port)
-        let sub = try await client(port) { $0.reconnectInitialDelay = .milliseconds(20); $0.reconnectMaxDelay = .milliseconds(200) }
-        let pub = try await client(port) { $0.reconnectInitialDelay = .milliseconds(20); $0.reconnectMaxDelay = .milliseconds(200) }
+        let sub = try await client(port) {
+            $0.reconnectInitialDelay = .milliseconds(20)
+            $0.reconnectMaxDelay = .milliseconds(200)
+        }
+        let pub = try await client(port) {
+            $0.reconnectInitialDelay = .milliseconds(20)
+            $0.reconnectMaxDelay = .milliseconds(200)
+        }
         let events = try sub.subscribe("job.*.events")
         let spent = try sub.subscribe("once.a", max: 1)
         let unspent = try sub.subscribe("once.b", max: 2)
@@ -44,7 +50,8 @@ import Testing
         await #expect(throws: BusClientError.noResponders(subject: "once.a")) {
             _ = try await pub.request("once.a", payload: [UInt8]())
         }
-        await sub.close(); await pub.close()
+        await sub.close()
+        await pub.close()
     }
 
     @Test func sigtermDrainsConnections() async throws {

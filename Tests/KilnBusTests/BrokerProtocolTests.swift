@@ -1,10 +1,10 @@
-import Synchronization
 import Foundation
 import KilnBroker
 import KilnBus
 import KilnBusClient
 import KilnTestSupport
 import NIOCore
+import Synchronization
 import Testing
 
 /// Bad input, auth, permissions, flow control and keepalive, over real TCP.
@@ -97,7 +97,12 @@ import Testing
             #expect(try wrong.read(op: .err)?.header.code == 401)
             #expect(try wrong.waitForClose())
             // Client library: wrong and right.
-            await #expect(throws: BusClientError.self) { _ = try await client(port) { $0.token = "bad"; $0.reconnect = false } }
+            await #expect(throws: BusClientError.self) {
+                _ = try await client(port) {
+                    $0.token = "bad"
+                    $0.reconnect = false
+                }
+            }
             let ok = try await client(port) { $0.token = "s3cret" }
             try await ok.flush()
             await ok.close()
@@ -106,12 +111,16 @@ import Testing
 
     @Test func userPermissions() async throws {
         let users: [Authenticator.User] = [
-            .init(user: "gateway", password: "gw", permissions: .init(
-                publish: .init(allow: ["kiln.build.request", "kiln.*.control"]),
-                subscribe: .init(allow: ["kiln.>", "_INBOX.>"], deny: ["kiln.secret"]))),
-            .init(user: "worker", password: "wk", permissions: .init(
-                publish: .init(allow: ["kiln.workers.ready"]),
-                subscribe: .init(allow: ["kiln.build.request"]), allowResponses: true)),
+            .init(
+                user: "gateway", password: "gw",
+                permissions: .init(
+                    publish: .init(allow: ["kiln.build.request", "kiln.*.control"]),
+                    subscribe: .init(allow: ["kiln.>", "_INBOX.>"], deny: ["kiln.secret"]))),
+            .init(
+                user: "worker", password: "wk",
+                permissions: .init(
+                    publish: .init(allow: ["kiln.workers.ready"]),
+                    subscribe: .init(allow: ["kiln.build.request"]), allowResponses: true)),
         ]
         try await withBroker({ $0.authenticator = Authenticator(.users(users)) }) { _, port in
             let gw = try RawBusConnection(port: port)
@@ -128,7 +137,10 @@ import Testing
             // A wildcard subscription that is allowed still doesn't see the denied subject.
             try gw.send(.sub("kiln.*", sid: "1"))
             #expect(try gw.roundTrip())
-            let admin = try await client(port) { $0.user = "gateway"; $0.password = "gw" }
+            let admin = try await client(port) {
+                $0.user = "gateway"
+                $0.password = "gw"
+            }
             _ = admin
             let wk = try RawBusConnection(port: port)
             try wk.handshake(user: "worker", password: "wk")
@@ -150,7 +162,10 @@ import Testing
     }
 
     @Test func slowConsumerIsCutOff() async throws {
-        try await withBroker({ $0.maxFrame = 64 * 1024; $0.outboundCap = 16 << 20 }) { broker, port in
+        try await withBroker({
+            $0.maxFrame = 64 * 1024
+            $0.outboundCap = 16 << 20
+        }) { broker, port in
             let slow = try RawBusConnection(port: port, receiveBuffer: 16 * 1024)
             try slow.handshake()
             try slow.send(.sub("flood", sid: "1"))
@@ -176,7 +191,10 @@ import Testing
                 let deadline = ContinuousClock.now + .seconds(30)
                 while received.value < batch, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
             }
-            let timeout = Task { try await Task.sleep(for: .seconds(30)); drain.cancel() }
+            let timeout = Task {
+                try await Task.sleep(for: .seconds(30))
+                drain.cancel()
+            }
             let drained = await drain.value
             timeout.cancel()
             #expect(drained == n, "a healthy subscriber gets everything")
@@ -188,7 +206,8 @@ import Testing
             #expect(sawErr?.code == 429)
             #expect(sawErr?.message?.contains("slow consumer") == true)
             #expect(broker.metrics.render().contains("kiln_broker_slow_consumers_total 1"))
-            await healthy.close(); await pub.close()
+            await healthy.close()
+            await pub.close()
         }
     }
 
@@ -233,5 +252,10 @@ import Testing
 final class ReceivedCount: Sendable {
     private let count = Mutex(0)
     var value: Int { count.withLock { $0 } }
-    func increment() -> Int { count.withLock { $0 += 1; return $0 } }
+    func increment() -> Int {
+        count.withLock {
+            $0 += 1
+            return $0
+        }
+    }
 }

@@ -40,8 +40,10 @@ import Testing
             let a = try await client(port)
             let b = try await client(port)
             let pub = try await client(port)
-            let members = [try a.subscribe("jobs", queue: "g"), try a.subscribe("jobs", queue: "g"),
-                           try b.subscribe("jobs", queue: "g"), try b.subscribe("jobs", queue: "g")]
+            let members = [
+                try a.subscribe("jobs", queue: "g"), try a.subscribe("jobs", queue: "g"),
+                try b.subscribe("jobs", queue: "g"), try b.subscribe("jobs", queue: "g"),
+            ]
             let plain = try b.subscribe("jobs")
             try await a.flush()
             try await b.flush()
@@ -61,7 +63,9 @@ import Testing
             #expect(total.count == n)
             #expect(Set(total).count == n)
             #expect(counts.allSatisfy { !$0.isEmpty }, "\(counts.map(\.count))")
-            await a.close(); await b.close(); await pub.close()
+            await a.close()
+            await b.close()
+            await pub.close()
         }
     }
 
@@ -69,10 +73,13 @@ import Testing
     /// every request answered by exactly one subscriber, none answered twice, none lost.
     @Test func exactlyOnceUnderContention() async throws {
         try await withBroker { broker, port in
-            let connections = 60, perConnection = 10, requesters = 5, perRequester = 100
+            let connections = 60
+            let perConnection = 10
+            let requesters = 5
+            let perRequester = 100
             var responders: [BusClient] = []
             for _ in 0..<connections { responders.append(try await client(port)) }
-            let received = NIOLockedValueBox<[String: [String]]>([:])   // responder id -> request ids
+            let received = NIOLockedValueBox<[String: [String]]>([:])  // responder id -> request ids
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for (c, conn) in responders.enumerated() {
                     for s in 0..<perConnection {

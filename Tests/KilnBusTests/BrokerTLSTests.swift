@@ -44,8 +44,10 @@ import Testing
         let pki = try await TestCertificates(directory: dir.path, clients: ["alice"])
         try #"{"users": [{"user": "alice", "permissions": {}}, {"user": "bob", "password": "pb", "permissions": {}}]}"#
             .write(toFile: dir.file("users.json"), atomically: true, encoding: .utf8)
-        let broker = try await BrokerProcess(arguments: ["--tls-cert", pki.serverCert, "--tls-key", pki.serverKey,
-                                                         "--tls-client-ca", pki.caCert, "--users", dir.file("users.json")])
+        let broker = try await BrokerProcess(arguments: [
+            "--tls-cert", pki.serverCert, "--tls-key", pki.serverKey,
+            "--tls-client-ca", pki.caCert, "--users", dir.file("users.json"),
+        ])
         defer { broker.stop() }
         let alice = try await client(broker.port, tls: .init(caFile: pki.caCert, certificateFile: pki.clientCert("alice"), keyFile: pki.clientKey("alice")))
         let listener = try await client(broker.port, tls: .init(caFile: pki.caCert, certificateFile: pki.clientCert("alice"), keyFile: pki.clientKey("alice")))

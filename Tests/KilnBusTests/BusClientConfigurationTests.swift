@@ -28,8 +28,10 @@ import Testing
         #expect(query.token == "xyz")
     }
 
-    @Test(arguments: ["kiln://broker", "kiln://:4222", "kiln://broker:0", "kiln://broker:70000", "kiln://broker:abc",
-                      "http://broker:4222", "kiln://broker:4222/some/path", "", "kiln://"])
+    @Test(arguments: [
+        "kiln://broker", "kiln://:4222", "kiln://broker:0", "kiln://broker:70000", "kiln://broker:abc",
+        "http://broker:4222", "kiln://broker:4222/some/path", "", "kiln://",
+    ])
     func badURLsAreRefusedWithTheReason(url: String) {
         #expect(throws: BusClientError.self) { try BusClient.Configuration(url: url) }
     }

@@ -1,5 +1,6 @@
-@testable import KilnBusClient
 import Testing
+
+@testable import KilnBusClient
 
 /// The bus client's bookkeeping, driven event by event with no socket.
 @Suite struct BusClientStateMachineTests {
@@ -25,14 +26,29 @@ import Testing
     @Test func aMaxSubscriptionFinishesOnItsLastMessageAndIsRenewedOnlyForWhatRemains() throws {
         var m = try connected()
         let (sid, _) = try m.subscribe(subject: "s", queue: nil, max: 3, subscriber: "S")
-        guard case .deliver("S") = m.messageArrived(sid: sid) else { Issue.record("first"); return }
+        guard case .deliver("S") = m.messageArrived(sid: sid) else {
+            Issue.record("first")
+            return
+        }
         // Lost and reconnected: two deliveries remain.
-        guard case .reconnect = m.connectionLost(generation: 1, reconnect: true) else { Issue.record("loss"); return }
+        guard case .reconnect = m.connectionLost(generation: 1, reconnect: true) else {
+            Issue.record("loss")
+            return
+        }
         let (_, resubscribe) = try m.connectionEstablished()
         #expect(resubscribe == [.subscribe(sid: sid, subject: "s", queue: nil, max: 2)])
-        guard case .deliver = m.messageArrived(sid: sid) else { Issue.record("second"); return }
-        guard case .deliverAndFinish("S") = m.messageArrived(sid: sid) else { Issue.record("third"); return }
-        guard case .drop = m.messageArrived(sid: sid) else { Issue.record("after the end"); return }
+        guard case .deliver = m.messageArrived(sid: sid) else {
+            Issue.record("second")
+            return
+        }
+        guard case .deliverAndFinish("S") = m.messageArrived(sid: sid) else {
+            Issue.record("third")
+            return
+        }
+        guard case .drop = m.messageArrived(sid: sid) else {
+            Issue.record("after the end")
+            return
+        }
         // A spent one-shot is not renewed.
         _ = m.connectionLost(generation: 2, reconnect: true)
         let renewed = try m.connectionEstablished().resubscribe
@@ -43,23 +59,39 @@ import Testing
         var m = try connected()
         let (sid, _) = try m.subscribe(subject: "s", queue: nil, max: nil, subscriber: "S")
         _ = m.messageArrived(sid: sid)
-        guard case .limit(.unsubscribe(sid, 3)?) = try m.unsubscribe(sid: sid, max: 3) else { Issue.record("limit"); return }
-        guard case .finish("S", .unsubscribe(sid, nil)?) = try m.unsubscribe(sid: sid, max: nil) else { Issue.record("finish"); return }
-        guard case .none = try m.unsubscribe(sid: sid, max: nil) else { Issue.record("twice"); return }
+        guard case .limit(.unsubscribe(sid, 3)?) = try m.unsubscribe(sid: sid, max: 3) else {
+            Issue.record("limit")
+            return
+        }
+        guard case .finish("S", .unsubscribe(sid, nil)?) = try m.unsubscribe(sid: sid, max: nil) else {
+            Issue.record("finish")
+            return
+        }
+        guard case .none = try m.unsubscribe(sid: sid, max: nil) else {
+            Issue.record("twice")
+            return
+        }
         // A max already reached ends it now.
         let (other, _) = try m.subscribe(subject: "t", queue: nil, max: nil, subscriber: "T")
         _ = m.messageArrived(sid: other)
         _ = m.messageArrived(sid: other)
-        guard case .finish("T", _) = try m.unsubscribe(sid: other, max: 2) else { Issue.record("reached"); return }
+        guard case .finish("T", _) = try m.unsubscribe(sid: other, max: 2) else {
+            Issue.record("reached")
+            return
+        }
     }
 
     @Test func pongsAnswerPingsInOrderAndALostConnectionFailsTheRest() throws {
         var m = try connected()
-        let first = m.ping(1), second = m.ping(2)
+        let first = m.ping(1)
+        let second = m.ping(2)
         #expect(try first.get() == .ping && second.get() == .ping)
         let answered = m.pongArrived()
         #expect(answered == 1)
-        guard case .reconnect(let failing) = m.connectionLost(generation: 1, reconnect: true) else { Issue.record("loss"); return }
+        guard case .reconnect(let failing) = m.connectionLost(generation: 1, reconnect: true) else {
+            Issue.record("loss")
+            return
+        }
         #expect(failing == [2])
         let late = m.pongArrived()
         #expect(late == nil)
@@ -72,9 +104,15 @@ import Testing
         var m = try connected()
         _ = m.connectionLost(generation: 1, reconnect: true)
         _ = try m.connectionEstablished()  // generation 2
-        guard case .ignore = m.connectionLost(generation: 1, reconnect: true) else { Issue.record("stale"); return }
+        guard case .ignore = m.connectionLost(generation: 1, reconnect: true) else {
+            Issue.record("stale")
+            return
+        }
         #expect(m.status == .connected)
-        guard case .close = m.connectionLost(generation: 2, reconnect: false) else { Issue.record("close"); return }
+        guard case .close = m.connectionLost(generation: 2, reconnect: false) else {
+            Issue.record("close")
+            return
+        }
     }
 
     @Test func aFailedHandshakeFailsTheFlushesWaitingOnIt() throws {
@@ -102,7 +140,10 @@ import Testing
         let establish = Result { () throws(BusClientError) in try m.connectionEstablished() }
         #expect(throws: BusClientError.closed) { try subscribe.get() }
         #expect(throws: BusClientError.closed) { try establish.get() }
-        guard case .ignore = m.connectionLost(generation: 1, reconnect: true) else { Issue.record("closed"); return }
+        guard case .ignore = m.connectionLost(generation: 1, reconnect: true) else {
+            Issue.record("closed")
+            return
+        }
     }
 
     /// SplitMix64: a seeded generator, so a run is repeatable.

@@ -13,7 +13,10 @@ import Testing
     @Test func anythingBeforeConnectIsRefusedWhenAuthRequired() {
         var m = machine(.token("s3cret"))
         let action = m.frameReceived(.pub("a"), now: t0)
-        guard case .fail(let e) = action else { Issue.record("expected fail"); return }
+        guard case .fail(let e) = action else {
+            Issue.record("expected fail")
+            return
+        }
         #expect(e.code == 401 && e.isFatal)
         #expect(m.state == .closed)
     }
@@ -27,14 +30,18 @@ import Testing
 
         var bad = machine(.token("s3cret"))
         c.token = "nope"
-        guard case .fail(let e) = bad.frameReceived(c, now: t0) else { Issue.record("expected fail"); return }
+        guard case .fail(let e) = bad.frameReceived(c, now: t0) else {
+            Issue.record("expected fail")
+            return
+        }
         #expect(e.code == 401)
         #expect(e.message.contains("wrong token"))
     }
 
     @Test func permissions() {
-        let perms = SubjectPermissions(publish: .init(allow: ["kiln.>"], deny: ["kiln.secret"]),
-                                       subscribe: .init(allow: ["kiln.*.events"]), allowResponses: true)
+        let perms = SubjectPermissions(
+            publish: .init(allow: ["kiln.>"], deny: ["kiln.secret"]),
+            subscribe: .init(allow: ["kiln.*.events"]), allowResponses: true)
         var m = machine(.users([.init(user: "w", password: "p", permissions: perms)]))
         var c = BusHeader(op: .connect)
         c.user = "w"
@@ -44,7 +51,10 @@ import Testing
         // Denied by the list but allow_responses: the router decides.
         #expect(m.frameReceived(.pub("kiln.secret"), now: t0) == .publishIfResponseAllowed(subject: "kiln.secret", reply: nil, headers: nil))
         #expect(m.frameReceived(.sub("kiln.1.events", sid: "1"), now: t0) == .subscribe(sid: "1", subject: "kiln.1.events", queue: nil, max: nil))
-        guard case .fail(let e) = m.frameReceived(.sub("kiln.>", sid: "2"), now: t0) else { Issue.record("expected fail"); return }
+        guard case .fail(let e) = m.frameReceived(.sub("kiln.>", sid: "2"), now: t0) else {
+            Issue.record("expected fail")
+            return
+        }
         #expect(e.code == 403 && !e.isFatal)
     }
 
@@ -99,7 +109,10 @@ extension ConnectionStateMachineTests {
         // Pings and trickled bytes do not extend it; only connect does.
         _ = m.invalidFrame(.badRequest("partial"), now: t0 + .seconds(1))
         var fresh = ConnectionStateMachine(configuration: .init(authenticator: Authenticator(.token("s")), handshakeTimeout: .seconds(5)), now: t0)
-        guard case .close(let e) = fresh.handshakeTick(now: t0 + .seconds(5)) else { Issue.record("expected close"); return }
+        guard case .close(let e) = fresh.handshakeTick(now: t0 + .seconds(5)) else {
+            Issue.record("expected close")
+            return
+        }
         #expect(e.code == 408 && e.isFatal && e.message.contains("connect"))
         #expect(fresh.state == .closed)
     }

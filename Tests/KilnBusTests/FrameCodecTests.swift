@@ -20,7 +20,10 @@ import Testing
     func decodeAll(_ decoder: inout FrameDecoder) throws -> [BusFrame] {
         var out: [BusFrame] = []
         while let d = try decoder.next() {
-            guard case .frame(let f) = d else { Issue.record("unexpected invalid frame"); continue }
+            guard case .frame(let f) = d else {
+                Issue.record("unexpected invalid frame")
+                continue
+            }
             out.append(f)
         }
         return out

@@ -1,5 +1,6 @@
-@testable import KilnBroker
 import Testing
+
+@testable import KilnBroker
 
 @Suite struct SubjectIndexTests {
     func sub(_ subject: String, queue: String? = nil, sid: String = "1") -> Subscription {
@@ -8,7 +9,11 @@ import Testing
 
     @Test func wildcardsMatch() {
         var index = SubjectIndex()
-        let exact = sub("a.b.c"), star = sub("a.*.c"), full = sub("a.>"), all = sub(">"), other = sub("x.y")
+        let exact = sub("a.b.c")
+        let star = sub("a.*.c")
+        let full = sub("a.>")
+        let all = sub(">")
+        let other = sub("x.y")
         for s in [exact, star, full, all, other] { index.insert(s) }
         let m = index.match("a.b.c")
         #expect(Set(m.plain.map(ObjectIdentifier.init)) == Set([exact, star, full, all].map(ObjectIdentifier.init)))
@@ -19,7 +24,10 @@ import Testing
 
     @Test func queueGroupsAreSeparated() {
         var index = SubjectIndex()
-        let q1 = sub("jobs", queue: "w"), q2 = sub("jobs", queue: "w"), q3 = sub("jobs", queue: "v"), p = sub("jobs")
+        let q1 = sub("jobs", queue: "w")
+        let q2 = sub("jobs", queue: "w")
+        let q3 = sub("jobs", queue: "v")
+        let p = sub("jobs")
         for s in [q1, q2, q3, p] { index.insert(s) }
         let m = index.match("jobs")
         #expect(m.plain.count == 1)

@@ -45,8 +45,10 @@ import Testing
         let auth = Authenticator(.none, credentialKey: operatorKey.publicKey)
         var m = ConnectionStateMachine(configuration: .init(authenticator: auth), now: .now())
         var connect = BusHeader(op: .connect)
-        connect.token = try WorkerCredential(workerID: "w1", issuedAt: Int64(Date().timeIntervalSince1970),
-                                             expiresAt: Int64(Date().timeIntervalSince1970) + 60).mint(key: operatorKey)
+        connect.token = try WorkerCredential(
+            workerID: "w1", issuedAt: Int64(Date().timeIntervalSince1970),
+            expiresAt: Int64(Date().timeIntervalSince1970) + 60
+        ).mint(key: operatorKey)
         #expect(m.frameReceived(connect, now: .now()) == .none)
         func sub(_ subject: String, queue: String? = nil) -> Bool {
             if case .subscribe = m.frameReceived(.sub(subject, sid: UUID().uuidString, queue: queue), now: .now()) { return true }
@@ -74,7 +76,10 @@ import Testing
         var c2 = BusHeader(op: .connect)
         c2.user = "gateway"
         c2.password = "x"
-        guard case .fail(let e) = plain.frameReceived(c2, now: .now()) else { Issue.record("expected refusal"); return }
+        guard case .fail(let e) = plain.frameReceived(c2, now: .now()) else {
+            Issue.record("expected refusal")
+            return
+        }
         #expect(e.code == 401)
     }
 }

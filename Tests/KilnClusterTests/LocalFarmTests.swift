@@ -30,8 +30,13 @@ import Testing
         env["KILN_WORKER_ARGS"] = "--allow-source-host 127.0.0.1 --log-level debug"
         // Launched with an empty signal mask, as from a terminal: processes spawned from Swift's worker
         // threads inherit blocked signals, and bash can neither unblock them nor trap them then.
-        let farm = try await LaunchedProcess("/usr/bin/python3", ["-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
-            + "os.execv(sys.argv[1], sys.argv[1:])", Self.packageRoot + "/cluster/farm.sh"], environment: env)
+        let farm = try await LaunchedProcess(
+            "/usr/bin/python3",
+            [
+                "-c",
+                "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
+                    + "os.execv(sys.argv[1], sys.argv[1:])", Self.packageRoot + "/cluster/farm.sh",
+            ], environment: env)
         defer {
             // SIGTERM lets the farm stop its own children (SIGKILL would orphan them).
             farm.signal(SIGTERM)
@@ -61,8 +66,12 @@ import Testing
         form += Data("--B\r\nContent-Disposition: form-data; name=\"source\"; filename=\"m.zip\"\r\n\r\n".utf8) + Data(zip) + Data("\r\n--B--\r\n".utf8)
         let jobs = [
             try await post(Array(try JSONSerialization.data(withJSONObject: ["nonce": nonce, "repo_url": git.url("hello"), "repo_ref": "main"])), "application/json"),
-            try await post(Array(try JSONSerialization.data(withJSONObject: ["nonce": nonce, "source_data": Data(archive).base64EncodedString(),
-                                                                           "source_name": "fromjson.tar.gz"])), "application/json"),
+            try await post(
+                Array(
+                    try JSONSerialization.data(withJSONObject: [
+                        "nonce": nonce, "source_data": Data(archive).base64EncodedString(),
+                        "source_name": "fromjson.tar.gz",
+                    ])), "application/json"),
             try await post(Array(form), "multipart/form-data; boundary=B"),
         ]
         var results: [String] = []
@@ -80,8 +89,9 @@ import Testing
         try Fixtures.write(Fixtures.helloCrate(name: "fromcli"), to: src)
         var cliEnv = env
         cliEnv["KILN_GATEWAY"] = gateway
-        let submit = try await LaunchedProcess(BuiltProducts.path("kiln"), ["submit", src, "--nonce", nonce, "--follow", "-o", dir.file("result-cli.tar.gz")],
-                                         environment: cliEnv)
+        let submit = try await LaunchedProcess(
+            BuiltProducts.path("kiln"), ["submit", src, "--nonce", nonce, "--follow", "-o", dir.file("result-cli.tar.gz")],
+            environment: cliEnv)
         #expect(try await submit.waitForExit(timeout: .seconds(180)) == 0, "\(submit.output.suffix(10))")
         #expect(submit.output.contains { $0.contains("phase build") })
         results.append(dir.file("result-cli.tar.gz"))

@@ -27,30 +27,39 @@ import Testing
         let broker = try await BrokerProcess(arguments: ["--users", Self.usersFile, "--credential-key", dir.file("cred.pub")])
         defer { broker.stop() }
         let farmKey = dir.file("farm.pem")
-        let gateway = try await GatewayProcess(brokerPort: broker.port, dataDirectory: dir.file("gw"), arguments: [
-            "--broker", "kiln://gateway:change-me-gateway@127.0.0.1:\(broker.port)", "--inline-source-limit", "1024", "--source-chunk-size", "1024",
-        ])
+        let gateway = try await GatewayProcess(
+            brokerPort: broker.port, dataDirectory: dir.file("gw"),
+            arguments: [
+                "--broker", "kiln://gateway:change-me-gateway@127.0.0.1:\(broker.port)", "--inline-source-limit", "1024", "--source-chunk-size", "1024",
+            ])
         defer { gateway.stop() }
-        let pool = try await LaunchedProcess(BuiltProducts.path("kiln-pool"), [
-            "--broker", "kiln://pool:change-me-pool@127.0.0.1:\(broker.port)", "--idle", "1", "--max", "2", "--state", dir.file("pool"),
-            "--key", farmKey, "--credential-signing-key", dir.file("cred.pem"), "--credential-ttl", "600",
-        ])
+        let pool = try await LaunchedProcess(
+            BuiltProducts.path("kiln-pool"),
+            [
+                "--broker", "kiln://pool:change-me-pool@127.0.0.1:\(broker.port)", "--idle", "1", "--max", "2", "--state", dir.file("pool"),
+                "--key", farmKey, "--credential-signing-key", dir.file("cred.pem"), "--credential-ttl", "600",
+            ])
         defer {
             pool.signal(SIGTERM)
             for _ in 0..<200 where pool.isRunning { usleep(50_000) }
         }
         // A source well above the inline limit: the worker fetches it in chunks over kiln.build.*.source.
         // Its build script takes a few seconds, so a leaked credential can be tried while it runs.
-        var files = Fixtures.helloCrate(name: "big", message: "hello from a production farm",
-                                        buildRS: "fn main() { std::thread::sleep(std::time::Duration::from_secs(4)); }\n")
+        var files = Fixtures.helloCrate(
+            name: "big", message: "hello from a production farm",
+            buildRS: "fn main() { std::thread::sleep(std::time::Duration::from_secs(4)); }\n")
         files["assets/blob.txt"] = (0..<4000).map { "line \($0) of padding so the upload is fetched in chunks\n" }.joined()
         let archive = try await Fixtures.archive(files, root: "big", zip: false)
         #expect(archive.count > 4 * 1024, "the upload must exceed the 1 KiB inline limit several times over")
         let source = Data(archive).base64EncodedString()
         let body = try JSONSerialization.data(withJSONObject: ["nonce": "abcd1234", "source_data": source, "source_name": "big.tar.gz"])
         try body.write(to: URL(fileURLWithPath: dir.file("body.json")))
-        let curl = try await LaunchedProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "Content-Type: application/json",
-                                                         "--data-binary", "@" + dir.file("body.json"), "-o", dir.file("submitted.json"), gateway.url + "/build"])
+        let curl = try await LaunchedProcess(
+            "/usr/bin/curl",
+            [
+                "-sS", "-X", "POST", "-H", "Content-Type: application/json",
+                "--data-binary", "@" + dir.file("body.json"), "-o", dir.file("submitted.json"), gateway.url + "/build",
+            ])
         _ = try await curl.waitForExit()
         let submitted = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir.file("submitted.json")))) as? [String: Any]
         let id = try #require(submitted?["job_id"] as? String, "\(curl.output)")
@@ -70,8 +79,10 @@ import Testing
         bus.inboxNamespace = "wleaked"
         let attacker = try await BusClient.connect(bus, logger: Logger(label: "attacker"))
         var errors = attacker.asyncErrors.makeAsyncIterator()
-        for (subject, queue) in [("kiln.build.request", nil), ("kiln.build.request", "mine"), ("_INBOX.>", nil), ("kiln.build.*.source", nil),
-                                 ("kiln.build.*.events", nil), ("kiln.worker.\(realWorker).request", nil)] as [(String, String?)] {
+        for (subject, queue) in [
+            ("kiln.build.request", nil), ("kiln.build.request", "mine"), ("_INBOX.>", nil), ("kiln.build.*.source", nil),
+            ("kiln.build.*.events", nil), ("kiln.worker.\(realWorker).request", nil),
+        ] as [(String, String?)] {
             _ = try attacker.subscribe(subject, queue: queue)
             let denied = await errors.next()
             #expect(denied?.code == 403, "subscribe \(subject) \(queue ?? ""): \(String(describing: denied))")
@@ -84,10 +95,12 @@ import Testing
         }
         let stolen = try await attacker.request(Subjects.source(id), payload: [UInt8](), headers: ["index": "0"], timeout: .seconds(5))
         #expect(stolen.status == "403")
-        let chunk = try await attacker.request(Subjects.result(id), payload: [UInt8](repeating: 0, count: 10), headers: [
-            ResultChunkHeaders.index: "0", ResultChunkHeaders.count: "1", ResultChunkHeaders.sha256: String(repeating: "0", count: 64),
-            ResultChunkHeaders.size: "10", ResultChunkHeaders.workerID: realWorker,
-        ], timeout: .seconds(5))
+        let chunk = try await attacker.request(
+            Subjects.result(id), payload: [UInt8](repeating: 0, count: 10),
+            headers: [
+                ResultChunkHeaders.index: "0", ResultChunkHeaders.count: "1", ResultChunkHeaders.sha256: String(repeating: "0", count: 64),
+                ResultChunkHeaders.size: "10", ResultChunkHeaders.workerID: realWorker,
+            ], timeout: .seconds(5))
         #expect(String(decoding: chunk.payloadBytes, as: UTF8.self).contains("403"))
         await attacker.close()
 

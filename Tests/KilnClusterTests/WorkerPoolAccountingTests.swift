@@ -1,10 +1,11 @@
 import Foundation
 import KilnBusClient
-@testable import KilnPool
 import KilnProcess
 import KilnTestSupport
 import Logging
 import Testing
+
+@testable import KilnPool
 
 /// The pool's bookkeeping, with real (harmless) processes standing in for workers.
 @Suite struct WorkerPoolAccountingTests {

@@ -14,9 +14,12 @@ import Testing
         let broker = try await BrokerProcess()
         defer { broker.stop() }
         let monitor = try FreePort.pick()
-        let pool = try await LaunchedProcess(BuiltProducts.path("kiln-pool"),
-                                       ["--broker", "kiln://127.0.0.1:\(broker.port)", "--idle", "2", "--max", "4", "--state", dir.file("pool"),
-                                        "--key", dir.file("farm.pem"), "--monitor-port", String(monitor)])
+        let pool = try await LaunchedProcess(
+            BuiltProducts.path("kiln-pool"),
+            [
+                "--broker", "kiln://127.0.0.1:\(broker.port)", "--idle", "2", "--max", "4", "--state", dir.file("pool"),
+                "--key", dir.file("farm.pem"), "--monitor-port", String(monitor),
+            ])
         defer {
             pool.signal(SIGTERM)
             for _ in 0..<200 where pool.isRunning { usleep(50_000) }
@@ -50,9 +53,12 @@ import Testing
         defer { broker.stop() }
         let gateway = try await GatewayProcess(brokerPort: broker.port, dataDirectory: dir.file("gw"))
         defer { gateway.stop() }
-        let pool = try await LaunchedProcess(BuiltProducts.path("kiln-pool"),
-                                       ["--broker", "kiln://127.0.0.1:\(broker.port)", "--idle", "1", "--max", "2", "--state", dir.file("pool"),
-                                        "--key", dir.file("farm.pem")])
+        let pool = try await LaunchedProcess(
+            BuiltProducts.path("kiln-pool"),
+            [
+                "--broker", "kiln://127.0.0.1:\(broker.port)", "--idle", "1", "--max", "2", "--state", dir.file("pool"),
+                "--key", dir.file("farm.pem"),
+            ])
         defer {
             pool.signal(SIGTERM)
             for _ in 0..<200 where pool.isRunning { usleep(50_000) }
@@ -67,26 +73,32 @@ import Testing
         try await waitFor("a ready worker") { Self.workerPIDs(dir.path).count == 1 && pool.output.contains { $0.contains("idle=1") } }
         let marker = "kiln-orphan-\(UInt32.random(in: 0...UInt32.max))"
         let buildRS = """
-        fn main() {
-            let _ = std::process::Command::new("/bin/sh").arg("-c").arg("sleep 600; : \(marker)").spawn();
-            std::thread::sleep(std::time::Duration::from_secs(600));
-        }
-        """
+            fn main() {
+                let _ = std::process::Command::new("/bin/sh").arg("-c").arg("sleep 600; : \(marker)").spawn();
+                std::thread::sleep(std::time::Duration::from_secs(600));
+            }
+            """
         let source = Data(try await Fixtures.archive(Fixtures.helloCrate(name: "slow", buildRS: buildRS), root: "slow", zip: false)).base64EncodedString()
         let body = try JSONSerialization.data(withJSONObject: ["nonce": "abcd1234", "source_data": source, "source_name": "slow.tar.gz"])
         try body.write(to: URL(fileURLWithPath: dir.file("body.json")))
-        let curl = try await LaunchedProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "Content-Type: application/json",
-                                                         "--data-binary", "@" + dir.file("body.json"), gateway.url + "/build"])
+        let curl = try await LaunchedProcess(
+            "/usr/bin/curl",
+            [
+                "-sS", "-X", "POST", "-H", "Content-Type: application/json",
+                "--data-binary", "@" + dir.file("body.json"), gateway.url + "/build",
+            ])
         _ = try await curl.waitForExit()
         // Wait until the build script runs (its orphan-to-be exists), then kill the busy worker.
         try await waitFor("the build script") { !Self.pids(matching: marker).isEmpty }
         let scratchRoot = dir.file("pool/scratch")
         // The busy worker is the one whose scratch directory has a workspace.
-        let building = try #require(((try? FileManager.default.contentsOfDirectory(atPath: scratchRoot)) ?? [])
-            .first { FileManager.default.fileExists(atPath: scratchRoot + "/" + $0 + "/job/src") })
-        let busy = try #require(Self.workerPIDs(dir.path).first { pid in
-            String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data(), as: UTF8.self).contains(building)
-        })
+        let building = try #require(
+            ((try? FileManager.default.contentsOfDirectory(atPath: scratchRoot)) ?? [])
+                .first { FileManager.default.fileExists(atPath: scratchRoot + "/" + $0 + "/job/src") })
+        let busy = try #require(
+            Self.workerPIDs(dir.path).first { pid in
+                String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data(), as: UTF8.self).contains(building)
+            })
         let mountsBefore = String(decoding: FileManager.default.contents(atPath: "/proc/self/mountinfo") ?? Data(), as: UTF8.self)
         #expect(geteuid() != 0 || mountsBefore.contains(scratchRoot), "the busy worker's workspace is mounted")
         kill(busy, SIGKILL)

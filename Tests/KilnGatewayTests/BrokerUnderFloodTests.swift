@@ -7,9 +7,12 @@ import Testing
 /// against the farm's broker stay within its limits while a real build goes through.
 @Suite(.serialized) struct BrokerUnderFloodTests {
     @Test func aBuildCompletesWhileTheBrokerIsFlooded() async throws {
-        let c = try await TestCluster(brokerArgs: ["--token", "s3cret", "--handshake-timeout", "1", "--max-connections-per-address", "40",
-                                                   "--max-subscriptions", "100"],
-                                      brokerURLForGateway: { "kiln://s3cret@127.0.0.1:\($0)" })
+        let c = try await TestCluster(
+            brokerArgs: [
+                "--token", "s3cret", "--handshake-timeout", "1", "--max-connections-per-address", "40",
+                "--max-subscriptions", "100",
+            ],
+            brokerURLForGateway: { "kiln://s3cret@127.0.0.1:\($0)" })
         defer { c.stop() }
         try await c.startWorker(["--broker", "kiln://s3cret@127.0.0.1:\(c.broker.port)"])
         // A subscription flood on an authenticated connection stops at the limit.

@@ -11,17 +11,19 @@ import Testing
 /// worker login with no permission limits at all, and knows the job id and the real worker's id.
 @Suite(.serialized) struct BusIdentityTests {
     static let users = """
-    {"users": [
-      {"user": "gateway", "password": "gw-pass", "permissions": {}},
-      {"user": "worker-a", "password": "a-pass", "permissions": {}},
-      {"user": "worker-b", "password": "b-pass", "permissions": {}}
-    ]}
-    """
+        {"users": [
+          {"user": "gateway", "password": "gw-pass", "permissions": {}},
+          {"user": "worker-a", "password": "a-pass", "permissions": {}},
+          {"user": "worker-b", "password": "b-pass", "permissions": {}}
+        ]}
+        """
 
     @Test func anotherWorkersLoginCannotInjectIntoOrFinishAJobItDidNotAccept() async throws {
         let pre = try TemporaryDirectory(prefix: "kiln-identity")
         try Self.users.write(toFile: pre.file("users.json"), atomically: true, encoding: .utf8)
-        let c = try await TestCluster(gatewayArgs: ["--inline-source-limit", "16"], brokerArgs: ["--users", pre.file("users.json")], brokerURLForGateway: { "kiln://gateway:gw-pass@127.0.0.1:\($0)" })
+        let c = try await TestCluster(
+            gatewayArgs: ["--inline-source-limit", "16"], brokerArgs: ["--users", pre.file("users.json")],
+            brokerURLForGateway: { "kiln://gateway:gw-pass@127.0.0.1:\($0)" })
         defer { c.stop() }
         try await c.startWorker(["--broker", "kiln://worker-a:a-pass@127.0.0.1:\(c.broker.port)"])
         // A build that takes a few seconds, so the attack lands while it runs.
@@ -29,8 +31,9 @@ import Testing
         let building = try await c.waitForStatus(id, ["building"], timeout: .seconds(30))
         let realWorker = try #require(building["worker_id"] as? String)
 
-        let attacker = try await BusClient.connect(.init(host: "127.0.0.1", port: c.broker.port, user: "worker-b", password: "b-pass"),
-                                                   logger: Logger(label: "attacker"))
+        let attacker = try await BusClient.connect(
+            .init(host: "127.0.0.1", port: c.broker.port, user: "worker-b", password: "b-pass"),
+            logger: Logger(label: "attacker"))
         // Forged events in the real worker's name, with a spoofed sender header the broker must overwrite.
         for seq in 1...60 {
             var e = BuildEvent(jobID: id, seq: seq, type: .failed)
@@ -39,10 +42,12 @@ import Testing
             try await attacker.publish(Subjects.events(id), payload: e.encoded(), headers: [BusHeader.senderHeader: "worker-a"])
         }
         // A result for the job, and its source.
-        let chunk = try await attacker.request(Subjects.result(id), payload: [UInt8](repeating: 0, count: 10), headers: [
-            ResultChunkHeaders.index: "0", ResultChunkHeaders.count: "1", ResultChunkHeaders.sha256: String(repeating: "0", count: 64),
-            ResultChunkHeaders.size: "10", ResultChunkHeaders.workerID: realWorker,
-        ], timeout: .seconds(5))
+        let chunk = try await attacker.request(
+            Subjects.result(id), payload: [UInt8](repeating: 0, count: 10),
+            headers: [
+                ResultChunkHeaders.index: "0", ResultChunkHeaders.count: "1", ResultChunkHeaders.sha256: String(repeating: "0", count: 64),
+                ResultChunkHeaders.size: "10", ResultChunkHeaders.workerID: realWorker,
+            ], timeout: .seconds(5))
         #expect(String(decoding: chunk.payloadBytes, as: UTF8.self).contains("403"))
         let source = try await attacker.request(Subjects.source(id), payload: [UInt8](), headers: ["index": "0"], timeout: .seconds(5))
         #expect(source.status == "403" && source.payloadBytes.isEmpty, "\(source.status ?? "")")

@@ -50,11 +50,11 @@ import Testing
         // Published while the route replays stored events 1...2: held back.
         hub.publish(event("j1", 2))
         hub.publish(event("j1", 3))
-        hub.publish(event("j2", 1))   // another job: not this stream's
+        hub.publish(event("j2", 1))  // another job: not this stream's
         #expect(try s.body() == "")
         s.relay.goLiveForTesting(after: 2)
         #expect(try s.body() == String(buffer: SSEFrame(event("j1", 3)).bytes))
-        hub.publish(event("j1", 3))   // a duplicate: dropped
+        hub.publish(event("j1", 3))  // a duplicate: dropped
         hub.publish(event("j1", 4, "done"))
         #expect(try s.body() == String(buffer: SSEFrame(event("j1", 4, "done")).bytes))
         // The terminal event ends the stream; nothing after it.
@@ -93,7 +93,7 @@ import Testing
         let s = try Stream(backlog: 5)
         _ = hub.subscribe(job: "j", relay: s.relay, on: s.channel.eventLoop)
         s.relay.goLiveForTesting(after: 0)
-        s.channel.isWritable = false   // the client stopped reading
+        s.channel.isWritable = false  // the client stopped reading
         for seq in 1...5 { hub.publish(event("j", seq)) }
         _ = try s.body()
         #expect(s.channel.isActive, "within the backlog it is still served")

@@ -23,9 +23,12 @@ import Testing
             e["KILN_BROKER_KEY"] = pki.clientKey(who)
             return e
         }
-        let c = try await TestCluster(brokerArgs: ["--tls-cert", pki.serverCert, "--tls-key", pki.serverKey, "--tls-client-ca", pki.caCert,
-                                                   "--users", pre.file("users.json")],
-                                      brokerURLForGateway: { "kilns://127.0.0.1:\($0)" }, gatewayEnvironment: env("gateway"))
+        let c = try await TestCluster(
+            brokerArgs: [
+                "--tls-cert", pki.serverCert, "--tls-key", pki.serverKey, "--tls-client-ca", pki.caCert,
+                "--users", pre.file("users.json"),
+            ],
+            brokerURLForGateway: { "kilns://127.0.0.1:\($0)" }, gatewayEnvironment: env("gateway"))
         defer { c.stop() }
         try await c.startWorker(["--broker", "kilns://127.0.0.1:\(c.broker.port)"], environment: env("worker-1"))
         let id = try await c.submit(Fixtures.helloCrate())
@@ -36,9 +39,18 @@ import Testing
         let v = try await LaunchedProcess(BuiltProducts.path("kiln"), ["verify", file, "--nonce", "c0ffee00", "--key", c.keyFile, "--allow-tee-none"])
         #expect(try await v.waitForExit() == 0, "\(v.output)")
         // Without a certificate the worker cannot join.
-        let stranger = try await LaunchedProcess(BuiltProducts.path("kiln-worker"), ["--broker", "kilns://127.0.0.1:\(c.broker.port)", "--scratch", c.dir.file("s2"),
-                                                                              "--key", c.keyFile, "--idle-timeout", "5"],
-                                           environment: { var e = env("worker-1"); e["KILN_BROKER_CERT"] = nil; e["KILN_BROKER_KEY"] = nil; return e }())
+        let stranger = try await LaunchedProcess(
+            BuiltProducts.path("kiln-worker"),
+            [
+                "--broker", "kilns://127.0.0.1:\(c.broker.port)", "--scratch", c.dir.file("s2"),
+                "--key", c.keyFile, "--idle-timeout", "5",
+            ],
+            environment: {
+                var e = env("worker-1")
+                e["KILN_BROKER_CERT"] = nil
+                e["KILN_BROKER_KEY"] = nil
+                return e
+            }())
         #expect(try await stranger.waitForExit(timeout: .seconds(30)) != 0)
     }
 }

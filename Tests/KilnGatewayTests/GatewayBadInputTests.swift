@@ -1,11 +1,12 @@
 import Foundation
-@testable import KilnGateway
 import KilnBusClient
 import KilnMessages
-import Logging
 import KilnTestSupport
+import Logging
 import NIOHTTP1
 import Testing
+
+@testable import KilnGateway
 
 /// Every 400/401/404/409/413/415 case of the API, against a real gateway; nothing is stored for a rejected request.
 @Suite(.serialized) struct GatewayBadInputTests {
@@ -120,11 +121,11 @@ import Testing
 
     @Test(arguments: [
         (Int.max - 1, Int.max, Int64(1 << 20), 1 << 20),  // index × bytes overflows
-        (5, 2, Int64(100), 10),                           // index past count
-        (0, 2, Int64.max, 10),                            // size over the limit
-        (1, 2, Int64(5), 10),                             // last chunk longer than the file
-        (0, 1, Int64(-1), 1),                             // negative size
-        (3, 5, Int64(20), 10),                            // ends past the file
+        (5, 2, Int64(100), 10),  // index past count
+        (0, 2, Int64.max, 10),  // size over the limit
+        (1, 2, Int64(5), 10),  // last chunk longer than the file
+        (0, 1, Int64(-1), 1),  // negative size
+        (3, 5, Int64(20), 10),  // ends past the file
     ])
     func impossibleChunksAreRefused(index: Int, count: Int, size: Int64, bytes: Int) {
         #expect(ChunkBounds.resultChunkOffset(index: index, count: count, size: size, bytes: bytes, maxSize: 1 << 30) == nil)
@@ -149,10 +150,12 @@ import Testing
         }
         let good = try await client.request(Subjects.source(id), payload: [UInt8](), headers: ["index": "0"], timeout: .seconds(5))
         #expect(good.status == "200" && !good.payloadBytes.isEmpty)
-        let chunk = try await client.request(Subjects.result(id), payload: [UInt8](repeating: 1, count: 64), headers: [
-            ResultChunkHeaders.index: String(Int64.max - 1), ResultChunkHeaders.count: String(Int64.max), ResultChunkHeaders.sha256: "00",
-            ResultChunkHeaders.size: String(Int64.max), ResultChunkHeaders.workerID: "nobody",
-        ], timeout: .seconds(5))
+        let chunk = try await client.request(
+            Subjects.result(id), payload: [UInt8](repeating: 1, count: 64),
+            headers: [
+                ResultChunkHeaders.index: String(Int64.max - 1), ResultChunkHeaders.count: String(Int64.max), ResultChunkHeaders.sha256: "00",
+                ResultChunkHeaders.size: String(Int64.max), ResultChunkHeaders.workerID: "nobody",
+            ], timeout: .seconds(5))
         #expect(!chunk.payloadBytes.isEmpty)
         // Still serving, and it counted what it refused.
         #expect(try await c.http(.GET, "/build/\(id)").status == 200)

@@ -152,7 +152,7 @@ import Testing
         try await Task.sleep(for: .seconds(1))
         c.gateway.process.signal(SIGKILL)
         _ = try await c.gateway.process.waitForExit()
-        try await Task.sleep(for: .seconds(3))   // the worker keeps building and publishing meanwhile
+        try await Task.sleep(for: .seconds(3))  // the worker keeps building and publishing meanwhile
         try await c.restartGateway()
         let s = try await c.waitForStatus(id, ["ready", "error"], timeout: .seconds(60))
         #expect(s["status"] as? String == "ready", "\(s)")
@@ -182,7 +182,7 @@ import Testing
         accepted.workerID = "early-bird"
         try await worker.publish(Subjects.events(id), payload: accepted.encoded())
         try await worker.flush()
-        try await Task.sleep(for: .milliseconds(200))   // the event is at the gateway well before the reply
+        try await Task.sleep(for: .milliseconds(200))  // the event is at the gateway well before the reply
         try await worker.publish(try #require(message.reply), payload: Array(try JSONEncoder().encode(DispatchReply.accept(workerID: "early-bird"))))
         var cancelled = BuildEvent(jobID: id, seq: 2, type: .cancelled)
         cancelled.workerID = "early-bird"

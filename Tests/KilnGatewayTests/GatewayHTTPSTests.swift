@@ -30,8 +30,12 @@ import Testing
         #expect(!String(decoding: try plain.readAll(timeout: 3), as: UTF8.self).contains("HTTP/1.1 200"))
 
         let result = pre.file("result.tar.gz")
-        let submit = try await LaunchedProcess(BuiltProducts.path("kiln"), ["submit", src, "--nonce", "c0ffee00", "--follow", "-o", result,
-                                                                      "--ca-file", pki.caCert], environment: env)
+        let submit = try await LaunchedProcess(
+            BuiltProducts.path("kiln"),
+            [
+                "submit", src, "--nonce", "c0ffee00", "--follow", "-o", result,
+                "--ca-file", pki.caCert,
+            ], environment: env)
         #expect(try await submit.waitForExit(timeout: .seconds(180)) == 0, "\(submit.output.suffix(10))")
         let verify = try await LaunchedProcess(BuiltProducts.path("kiln"), ["verify", result, "--nonce", "c0ffee00", "--key", c.keyFile, "--allow-tee-none"])
         #expect(try await verify.waitForExit() == 0, "\(verify.output)")

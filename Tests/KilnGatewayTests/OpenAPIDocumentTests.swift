@@ -13,7 +13,11 @@ import Testing
         var path: String?
         var inPaths = false
         for line in yaml.split(separator: "\n", omittingEmptySubsequences: false) {
-            if !line.hasPrefix(" ") { inPaths = line == "paths:"; path = nil; continue }
+            if !line.hasPrefix(" ") {
+                inPaths = line == "paths:"
+                path = nil
+                continue
+            }
             guard inPaths else { continue }
             if line.hasPrefix("  /"), !line.hasPrefix("   "), line.hasSuffix(":") {
                 path = String(line.dropFirst(2).dropLast())
@@ -30,10 +34,11 @@ import Testing
     @Test func theRoutesTheGatewayRegistersAreExactlyTheDocumentedOnes() async throws {
         let c = try await TestCluster()
         defer { c.stop() }
-        let registered = Set(c.gateway.process.output.compactMap { line -> String? in
-            guard let r = line.range(of: "serves ") else { return nil }
-            return String(line[r.upperBound...]).trimmingCharacters(in: .whitespaces)
-        })
+        let registered = Set(
+            c.gateway.process.output.compactMap { line -> String? in
+                guard let r = line.range(of: "serves ") else { return nil }
+                return String(line[r.upperBound...]).trimmingCharacters(in: .whitespaces)
+            })
         let yaml = try String(contentsOfFile: Self.packageRoot + "/docs/openapi.yaml", encoding: .utf8)
         let documented = Self.documentedOperations(yaml)
         #expect(registered.count >= 10, "\(registered)")

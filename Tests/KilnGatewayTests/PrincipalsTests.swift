@@ -23,8 +23,9 @@ import Testing
         func auth(_ token: String) -> [(String, String)] { [("Authorization", "Bearer \(token)")] }
         func submit(_ token: String) async throws -> String {
             let archive = try await Fixtures.archive(Fixtures.helloCrate(), root: "p", zip: false)
-            let r = try await c.http(.POST, "/build", json: ["nonce": "c0ffee00", "source_data": Data(archive).base64EncodedString(), "source_name": "p.tar.gz"],
-                                     headers: auth(token))
+            let r = try await c.http(
+                .POST, "/build", json: ["nonce": "c0ffee00", "source_data": Data(archive).base64EncodedString(), "source_name": "p.tar.gz"],
+                headers: auth(token))
             return try #require(r.json["job_id"] as? String, "\(r.status) \(r.body)")
         }
         let a = try await submit("alice-token")
@@ -46,7 +47,8 @@ import Testing
         #expect(ids(try await c.http(.GET, "/builds?triggered_by=bob", headers: auth("alice-token"))) == [a], "a user cannot list others")
         #expect(try await c.http(.GET, "/build/\(b)", headers: auth("root-token")).status == 200)
         // Pagination, newest first.
-        let a2 = try await submit("alice-token"), a3 = try await submit("alice-token")
+        let a2 = try await submit("alice-token")
+        let a3 = try await submit("alice-token")
         let page1 = try await c.http(.GET, "/builds?limit=2", headers: auth("alice-token"))
         #expect(ids(page1) == [a3, a2])
         let cursor = try #require(page1.json["next_cursor"] as? String)
@@ -64,8 +66,12 @@ import Testing
 
     @Test func anOpenGatewayRefusesToListenBeyondLoopback() async throws {
         let dir = try TemporaryDirectory()
-        let p = try await LaunchedProcess(BuiltProducts.path("kiln-gateway"), ["--host", "0.0.0.0", "--port", "0", "--data", dir.file("gw"),
-                                                                         "--broker", "kiln://127.0.0.1:1"])
+        let p = try await LaunchedProcess(
+            BuiltProducts.path("kiln-gateway"),
+            [
+                "--host", "0.0.0.0", "--port", "0", "--data", dir.file("gw"),
+                "--broker", "kiln://127.0.0.1:1",
+            ])
         #expect(try await p.waitForExit() != 0)
         #expect(p.output.joined().contains("--insecure-no-auth"), "\(p.output)")
     }

@@ -6,8 +6,10 @@ import Testing
 /// #12 item 2: event streams per caller and submissions per minute answer 429 with Retry-After.
 @Suite(.serialized) struct RequestLimitsTests {
     @Test func eventStreamsAndSubmissionsPerCallerAreBounded() async throws {
-        let c = try await TestCluster(gatewayArgs: ["--token", "alice:user:a-token", "--token", "bob:user:b-token",
-                                                    "--max-event-streams-per-caller", "2", "--submissions-per-minute", "3", "--sse-keepalive", "1"])
+        let c = try await TestCluster(gatewayArgs: [
+            "--token", "alice:user:a-token", "--token", "bob:user:b-token",
+            "--max-event-streams-per-caller", "2", "--submissions-per-minute", "3", "--sse-keepalive", "1",
+        ])
         defer { c.stop() }
         func auth(_ t: String) -> [(String, String)] { [("Authorization", "Bearer \(t)")] }
         let archive = Data(try await Fixtures.archive(Fixtures.helloCrate(), root: "p", zip: false)).base64EncodedString()
@@ -30,7 +32,8 @@ import Testing
             guard case .bytes(let head) = s.readSome(timeout: 5) else { return (s, "") }
             return (s, String(decoding: head, as: UTF8.self))
         }
-        let first = try openStream(), second = try openStream()
+        let first = try openStream()
+        let second = try openStream()
         #expect(first.1.hasPrefix("HTTP/1.1 200") && second.1.hasPrefix("HTTP/1.1 200"))
         let third = try openStream()
         #expect(third.1.hasPrefix("HTTP/1.1 429") && third.1.lowercased().contains("retry-after:"), "\(third.1)")

@@ -1,9 +1,10 @@
 import Crypto
 import Foundation
-@testable import KilnGateway
 import KilnArchive
 import KilnTestSupport
 import Testing
+
+@testable import KilnGateway
 
 /// Result assembly off the coordinator's actor (#16 item 1): chunks in any order and twice, the
 /// digest checked before the file is moved into place, storage failures as storage errors.

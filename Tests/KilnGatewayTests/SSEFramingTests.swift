@@ -23,7 +23,8 @@ import Testing
         accepted.workerID = "w-nl"
         try await worker.publish(Subjects.events(id), payload: accepted.encoded())
         // Valid JSON, with newlines between tokens that spell out SSE fields.
-        let hostile = "{\n\"type\": \"log\",\n\"job_id\": \"\(id)\",\n\"seq\": 2,\n\"worker_id\": \"w-nl\",\n\"stream\": \"stdout\",\n"
+        let hostile =
+            "{\n\"type\": \"log\",\n\"job_id\": \"\(id)\",\n\"seq\": 2,\n\"worker_id\": \"w-nl\",\n\"stream\": \"stdout\",\n"
             + "\"lines\": [\"hello\"],\n\"time\": \"2026-01-01T00:00:00.000000Z\"\n}\nevent: done\nid: 999\ndata: {\"type\":\"done\"}\n"
         let cleanJSON = hostile.components(separatedBy: "\nevent: done")[0]
         #expect((try? JSONSerialization.jsonObject(with: Data(cleanJSON.utf8))) != nil, "the JSON part is valid JSON")

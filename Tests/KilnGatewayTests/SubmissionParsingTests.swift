@@ -1,7 +1,8 @@
 import Foundation
-@testable import KilnGateway
 import NIOCore
 import Testing
+
+@testable import KilnGateway
 
 /// The streaming readers behind `POST /build` (#12 item 2): whatever the chunking, they produce what a
 /// whole-body parse would, and every hostile shape is refused with a 400 while memory stays bounded.
@@ -28,8 +29,10 @@ struct SubmissionParsingTests {
     @Test(arguments: [1, 2, 3, 7, 64, 4096, 1 << 20])
     func jsonArchivesDecodeTheSameWhateverTheChunking(pieces: Int) throws {
         let archive = Self.randomBytes(70_001, seed: UInt64(pieces))
-        let body: [String: Any] = ["nonce": "ab\u{00e9}\"\\n", "source_data": Data(archive).base64EncodedString(),
-                                   "source_name": "p.tar.gz", "extra": ["nested": [1, 2, ["x": "}]\""]], "n": -1.5e3, "t": true, "z": NSNull()]]
+        let body: [String: Any] = [
+            "nonce": "ab\u{00e9}\"\\n", "source_data": Data(archive).base64EncodedString(),
+            "source_name": "p.tar.gz", "extra": ["nested": [1, 2, ["x": "}]\""]], "n": -1.5e3, "t": true, "z": NSNull()],
+        ]
         let bytes = Array(try JSONSerialization.data(withJSONObject: body, options: [.withoutEscapingSlashes]))
         let r = try Self.scanJSON(bytes, pieces: pieces)
         #expect(r.archive == archive)
@@ -80,12 +83,16 @@ struct SubmissionParsingTests {
     @Test func unknownFieldsAreSkippedWithoutBeingKeptAndKnownFieldsAreBounded() throws {
         // A 5 MiB unknown string and a deep unknown array are skipped; the scanner keeps nothing of them.
         let filler = String(repeating: "x", count: 5 << 20)
-        let r = try Self.scanJSON(Array("{\"pad\": \"\(filler)\", \"deep\": \(String(repeating: "[", count: 60))\(String(repeating: "]", count: 60)), \"nonce\": \"abcd\"}".utf8), pieces: 65536)
+        let r = try Self.scanJSON(
+            Array("{\"pad\": \"\(filler)\", \"deep\": \(String(repeating: "[", count: 60))\(String(repeating: "]", count: 60)), \"nonce\": \"abcd\"}".utf8), pieces: 65536
+        )
         #expect(r.fields == ["nonce": "abcd"])
-        for (body, message) in [("{\"nonce\": \"\(String(repeating: "a", count: 70_000))\"}", "longer than"),
-                                ("{\"\(String(repeating: "k", count: 300))\": 1}", "key is longer"),
-                                ("{\"deep\": \(String(repeating: "[", count: 70))}", "deeper than 64"),
-                                ("{" + (0..<70).map { "\"f\($0)\": 1" }.joined(separator: ",") + "}", "more than 64 fields")] {
+        for (body, message) in [
+            ("{\"nonce\": \"\(String(repeating: "a", count: 70_000))\"}", "longer than"),
+            ("{\"\(String(repeating: "k", count: 300))\": 1}", "key is longer"),
+            ("{\"deep\": \(String(repeating: "[", count: 70))}", "deeper than 64"),
+            ("{" + (0..<70).map { "\"f\($0)\": 1" }.joined(separator: ",") + "}", "more than 64 fields"),
+        ] {
             #expect(throws: GatewayError.self, "\(message)") { _ = try Self.scanJSON(Array(body.utf8), pieces: 4096) }
             do { _ = try Self.scanJSON(Array(body.utf8), pieces: 4096) } catch let error as GatewayError { #expect(error.message.contains(message), "\(error.message)") }
         }
@@ -119,8 +126,10 @@ struct SubmissionParsingTests {
     func multipartArchivesStreamTheSameWhateverTheChunking(pieces: Int) throws {
         // Bytes that look like a boundary's start inside the archive must stay archive bytes.
         let archive = Self.randomBytes(50_000, seed: 3) + Array("\r\n--KiLnB0un".utf8) + Self.randomBytes(10, seed: 4)
-        let body = Self.form([("nonce", nil, Array("abcd".utf8)), ("junk", nil, Self.randomBytes(30_000, seed: 5)),
-                              ("source", "p.zip", archive), ("source_name", nil, Array("q.zip".utf8))])
+        let body = Self.form([
+            ("nonce", nil, Array("abcd".utf8)), ("junk", nil, Self.randomBytes(30_000, seed: 5)),
+            ("source", "p.zip", archive), ("source_name", nil, Array("q.zip".utf8)),
+        ])
         let (reader, out) = try Self.readForm(body, pieces: pieces)
         #expect(out == archive)
         #expect(reader.fields == ["nonce": "abcd", "source_name": "q.zip"])

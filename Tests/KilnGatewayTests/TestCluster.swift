@@ -14,8 +14,10 @@ final class TestCluster: @unchecked Sendable {
     let gatewayArgs: [String]
 
     /// `brokerURLForGateway` gives the gateway credentials (from the broker's port) when the broker needs them.
-    init(gatewayArgs: [String] = [], brokerArgs: [String] = [], brokerURLForGateway: ((Int) -> String)? = nil,
-         gatewayEnvironment: [String: String]? = nil) async throws {
+    init(
+        gatewayArgs: [String] = [], brokerArgs: [String] = [], brokerURLForGateway: ((Int) -> String)? = nil,
+        gatewayEnvironment: [String: String]? = nil
+    ) async throws {
         dir = try TemporaryDirectory(prefix: "kiln-cluster")
         broker = try await BrokerProcess(arguments: brokerArgs)
         keyFile = dir.file("farm.pem")
@@ -23,25 +25,30 @@ final class TestCluster: @unchecked Sendable {
         _ = try await gen.waitForExit()
         let brokerPort = broker.port
         self.gatewayArgs = gatewayArgs + (brokerURLForGateway.map { ["--broker", $0(brokerPort)] } ?? [])
-        gateway = try await GatewayProcess(brokerPort: broker.port, dataDirectory: dir.file("gw"), arguments: ["--public-key", keyFile] + self.gatewayArgs,
-                                           environment: gatewayEnvironment)
+        gateway = try await GatewayProcess(
+            brokerPort: broker.port, dataDirectory: dir.file("gw"), arguments: ["--public-key", keyFile] + self.gatewayArgs,
+            environment: gatewayEnvironment)
     }
 
     /// Restarts the gateway on the same port and data directory (after a SIGKILL, say).
     func restartGateway() async throws {
         let port = gateway.port
         gateway.stop()
-        gateway = try await GatewayProcess(brokerPort: broker.port, dataDirectory: dir.file("gw"), port: port,
-                                           arguments: ["--public-key", keyFile] + gatewayArgs)
+        gateway = try await GatewayProcess(
+            brokerPort: broker.port, dataDirectory: dir.file("gw"), port: port,
+            arguments: ["--public-key", keyFile] + gatewayArgs)
     }
 
     @discardableResult
     func startWorker(_ extra: [String] = [], environment: [String: String]? = nil) async throws -> LaunchedProcess {
         let id = "w" + UUID().uuidString.prefix(8).lowercased()
-        let w = try await LaunchedProcess(BuiltProducts.path("kiln-worker"),
-                                    ["--broker", "kiln://127.0.0.1:\(broker.port)", "--worker-id", id, "--scratch", dir.file("scratch-\(id)"),
-                                     "--key", keyFile, "--idle-timeout", "300", "--allow-source-host", "127.0.0.1"] + extra,
-                                    environment: environment)
+        let w = try await LaunchedProcess(
+            BuiltProducts.path("kiln-worker"),
+            [
+                "--broker", "kiln://127.0.0.1:\(broker.port)", "--worker-id", id, "--scratch", dir.file("scratch-\(id)"),
+                "--key", keyFile, "--idle-timeout", "300", "--allow-source-host", "127.0.0.1",
+            ] + extra,
+            environment: environment)
         workers.append(w)
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
@@ -59,8 +66,10 @@ final class TestCluster: @unchecked Sendable {
         var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]) ?? [:] }
     }
 
-    func http(_ method: HTTPMethod, _ path: String, json: Any? = nil, body: [UInt8]? = nil, contentType: String? = nil,
-              headers: [(String, String)] = []) async throws -> HTTPResult {
+    func http(
+        _ method: HTTPMethod, _ path: String, json: Any? = nil, body: [UInt8]? = nil, contentType: String? = nil,
+        headers: [(String, String)] = []
+    ) async throws -> HTTPResult {
         var request = HTTPClientRequest(url: gateway.url + path)
         request.method = method
         for (k, v) in headers { request.headers.add(name: k, value: v) }

@@ -10,11 +10,13 @@ import Testing
 
     /// An upload's bytes up to the archive, and after it.
     static func multipart(nonce: String = "abcd", archiveBytes: Int, token: String? = nil) -> (head: [UInt8], tail: [UInt8]) {
-        let preamble = "--\(boundary)\r\nContent-Disposition: form-data; name=\"nonce\"\r\n\r\n\(nonce)\r\n"
+        let preamble =
+            "--\(boundary)\r\nContent-Disposition: form-data; name=\"nonce\"\r\n\r\n\(nonce)\r\n"
             + "--\(boundary)\r\nContent-Disposition: form-data; name=\"source\"; filename=\"big.tar.gz\"\r\nContent-Type: application/gzip\r\n\r\n"
         let tail = "\r\n--\(boundary)--\r\n"
         let length = preamble.utf8.count + archiveBytes + tail.utf8.count
-        let head = "POST /build HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=\(boundary)\r\nContent-Length: \(length)\r\n"
+        let head =
+            "POST /build HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=\(boundary)\r\nContent-Length: \(length)\r\n"
             + (token.map { "Authorization: Bearer \($0)\r\n" } ?? "") + "\r\n" + preamble
         return (Array(head.utf8), Array(tail.utf8))
     }
@@ -54,7 +56,9 @@ import Testing
         defer { c.stop() }
         let body: [UInt8] = Array("--B\r\n".utf8) + [0xBD] + Array("ontent-Disposition: form-data; name=\"nonce\"\r\n\r\nabcd\r\n--B--\r\n".utf8)
         let s = try RawSocket(port: c.gateway.port)
-        try s.send(Array("POST /build HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body)
+        try s.send(
+            Array("POST /build HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: \(body.count)\r\n\r\n".utf8)
+                + body)
         let (code, text) = try Self.status(s, timeout: 10)
         #expect(code == 400 && text.contains("header"), "\(text)")
         #expect(c.gateway.process.isRunning, "the gateway died: \(c.gateway.process.output.suffix(5))")
@@ -62,8 +66,10 @@ import Testing
     }
 
     @Test func concurrentUploadsAreBoundedPerCallerAndInTotal() async throws {
-        let c = try await TestCluster(gatewayArgs: ["--token", "alice:user:a-token", "--token", "bob:user:b-token",
-                                                    "--max-uploads-per-caller", "2", "--max-uploads", "3"])
+        let c = try await TestCluster(gatewayArgs: [
+            "--token", "alice:user:a-token", "--token", "bob:user:b-token",
+            "--max-uploads-per-caller", "2", "--max-uploads", "3",
+        ])
         defer { c.stop() }
         let archive = try await Fixtures.archive(Fixtures.helloCrate(), root: "p", zip: false)
         func start(_ token: String) throws -> RawSocket {
@@ -84,7 +90,8 @@ import Testing
             }
             Issue.record("uploads in progress never reached \(n)")
         }
-        let a1 = try start("a-token"), a2 = try start("a-token")
+        let a1 = try start("a-token")
+        let a2 = try start("a-token")
         try await inProgress(2)
         let a3 = try start("a-token")
         let (code3, text3) = try Self.status(a3, timeout: 5)
@@ -115,12 +122,16 @@ import Testing
     @Test func fiftyConcurrentUploadsKeepTheGatewaySmall() async throws {
         let c = try await TestCluster(gatewayArgs: ["--max-uploads", "50", "--max-uploads-per-caller", "50"])
         defer { c.stop() }
-        let clients = 50, archiveBytes = 3 << 20
+        let clients = 50
+        let archiveBytes = 3 << 20
         var rng = SeededGenerator(seed: 50)
         let archive: [UInt8] = [0x1F, 0x8B] + (0..<archiveBytes - 2).map { _ in UInt8.random(in: 0...255, using: &rng) }
         let text = Array(Data(archive).base64EncodedString().utf8)
-        let prefix = Array("{\"nonce\":\"abcd\",\"source_data\":\"".utf8), suffix = Array("\"}".utf8)
-        let head = Array("POST /build HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(prefix.count + text.count + suffix.count)\r\n\r\n".utf8)
+        let prefix = Array("{\"nonce\":\"abcd\",\"source_data\":\"".utf8)
+        let suffix = Array("\"}".utf8)
+        let head = Array(
+            "POST /build HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(prefix.count + text.count + suffix.count)\r\n\r\n"
+                .utf8)
         let sockets = try (0..<clients).map { _ in try RawSocket(port: c.gateway.port) }
         for s in sockets { try s.send(head + prefix) }
         // Round robin, 64 KiB at a time, so all fifty bodies are in flight together.
@@ -152,7 +163,8 @@ import Testing
     static func peakRSSKiB(pid: Int32) throws -> Int {
         let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
         guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-              let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) else { throw LaunchError("no VmHWM for \(pid)") }
+            let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])
+        else { throw LaunchError("no VmHWM for \(pid)") }
         return kib
     }
 }

@@ -5,9 +5,10 @@ import Testing
 @Suite struct SEVSNPVerifierTests {
     let report = TEEVectors.bytes("sev-gcp.bin")
     var table: SEVCertificateTable {
-        SEVCertificateTable(vcek: TEEVectors.der(TEEVectors.text("sev-gcp-vcek.pem")),
-                            ask: TEEVectors.der(TEEVectors.text("sev-gcp-cert-chain.pem"), index: 0),
-                            ark: TEEVectors.der(TEEVectors.text("sev-gcp-cert-chain.pem"), index: 1))
+        SEVCertificateTable(
+            vcek: TEEVectors.der(TEEVectors.text("sev-gcp-vcek.pem")),
+            ask: TEEVectors.der(TEEVectors.text("sev-gcp-cert-chain.pem"), index: 0),
+            ark: TEEVectors.der(TEEVectors.text("sev-gcp-cert-chain.pem"), index: 1))
     }
     let verifier = SEVSNPVerifier(now: TEEVectors.now)
 
@@ -113,7 +114,10 @@ import Testing
         badAlgo[0x34] = 2
         expectRefused("report") { () throws(TEEVerificationError) in try verifier.appraise(report: badAlgo, evidenceTable: nil) }
         var table = self.table.encoded()
-        table[16] = 0xff; table[17] = 0xff; table[18] = 0xff; table[19] = 0x7f  // first entry's offset
+        table[16] = 0xff
+        table[17] = 0xff
+        table[18] = 0xff
+        table[19] = 0x7f  // first entry's offset
         #expect(throws: TEEVerificationError.self) { try SEVCertificateTable(parsing: table) }
         #expect(throws: TEEVerificationError.self) { try SEVCertificateTable(parsing: [UInt8](repeating: 1, count: 30)) }
     }

@@ -33,8 +33,10 @@ import Testing
         let q = TEEVectors.bytes("tdx-v4-edgeless.dat")
         let sigData = 48 + 584 + 4
         let qeReport = sigData + 64 + 64 + 6
-        for (offset, check) in [(sigData + 10, "signature"), (sigData + 64 + 5, "signature"), (qeReport + 10, "qe-report"),
-                                (qeReport + 330, "qe-binding"), (qeReport + 384 + 3, "qe-report")] {
+        for (offset, check) in [
+            (sigData + 10, "signature"), (sigData + 64 + 5, "signature"), (qeReport + 10, "qe-report"),
+            (qeReport + 330, "qe-binding"), (qeReport + 384 + 3, "qe-report"),
+        ] {
             do {
                 _ = try verifier.appraise(quote: TEEVectors.flipping(q, at: offset))
                 Issue.record("offset \(offset) verified")
@@ -52,7 +54,7 @@ import Testing
         let forged = Array((certs.dropLast().map { pem($0.der) } + [pem(root)]).joined().utf8)
         var spoiled = Array(q[..<parsed.pckChainDataOffset]) + [5, 0] + le32(forged.count) + forged
         let delta = spoiled.count - q.count
-        patch(&spoiled, at: 48 + 584, add: delta)           // signature data length (v4)
+        patch(&spoiled, at: 48 + 584, add: delta)  // signature data length (v4)
         patch(&spoiled, at: 48 + 584 + 4 + 128 + 2, add: delta)  // QE certification data size
         return spoiled
     }

@@ -36,28 +36,35 @@ public final class FakeTSM: @unchecked Sendable {
                 let e = root + "/" + name
                 if !initialised.contains(name) {
                     initialised.insert(name)
-                    fm.createFile(atPath: e + "/inblob", contents: Data())
-                    fm.createFile(atPath: e + "/outblob", contents: Data())
-                    fm.createFile(atPath: e + "/provider", contents: Data("sev_guest\n".utf8))
-                    fm.createFile(atPath: e + "/auxblob", contents: Data(aux))
-                    fm.createFile(atPath: e + "/generation", contents: Data("0\n".utf8))
+                    // The test may already be removing the directory: then there is nothing to serve.
+                    let made = [
+                        fm.createFile(atPath: e + "/inblob", contents: Data()),
+                        fm.createFile(atPath: e + "/outblob", contents: Data()),
+                        fm.createFile(atPath: e + "/provider", contents: Data("sev_guest\n".utf8)),
+                        fm.createFile(atPath: e + "/auxblob", contents: Data(aux)),
+                        fm.createFile(atPath: e + "/generation", contents: Data("0\n".utf8)),
+                    ]
+                    if made.contains(false) { continue }
                     continue
                 }
                 guard let inblob = fm.contents(atPath: e + "/inblob").map(Array.init), inblob.count == 64, seen[name] != inblob else { continue }
                 seen[name] = inblob
                 var report = [UInt8](repeating: 0, count: 1184)
                 report[0] = 5
-                report[0x08] = 0x00; report[0x09] = 0x00; report[0x0A] = 0x03  // policy 0x30000
+                report[0x08] = 0x00
+                report[0x09] = 0x00
+                report[0x0A] = 0x03  // policy 0x30000
                 report[0x34] = 1
                 report[0x50..<0x90] = inblob[...]
-                fm.createFile(atPath: e + "/outblob", contents: Data(report))
-                let g = Int(String(decoding: fm.contents(atPath: e + "/generation") ?? Data("0".utf8), as: UTF8.self)
-                    .trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
-                fm.createFile(atPath: e + "/generation", contents: Data("\(g + generationStep)\n".utf8))
+                guard fm.createFile(atPath: e + "/outblob", contents: Data(report)) else { continue }
+                let g =
+                    Int(
+                        String(decoding: fm.contents(atPath: e + "/generation") ?? Data("0".utf8), as: UTF8.self)
+                            .trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+                guard fm.createFile(atPath: e + "/generation", contents: Data("\(g + generationStep)\n".utf8)) else { continue }
                 reports.withLockedValue { $0 += 1 }
             }
             usleep(500)
         }
     }
 }
-

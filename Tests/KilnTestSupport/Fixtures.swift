@@ -35,7 +35,7 @@ public enum Fixtures {
           args = [ "-c" "echo hello from nix > $out" ];
         }
 
-        """,
+        """
     ]
 
     public static let nixFlake: [String: String] = [
@@ -52,7 +52,7 @@ public enum Fixtures {
           };
         }
 
-        """,
+        """
     ]
 
     /// Writes `files` under `dir`.

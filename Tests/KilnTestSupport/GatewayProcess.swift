@@ -9,10 +9,13 @@ public final class GatewayProcess: @unchecked Sendable {
 
     public init(brokerPort: Int, dataDirectory: String, port: Int = 0, arguments: [String] = [], environment: [String: String]? = nil) async throws {
         self.dataDirectory = dataDirectory
-        process = try await LaunchedProcess(BuiltProducts.path("kiln-gateway"),
-                                      ["--host", "127.0.0.1", "--port", String(port), "--data", dataDirectory,
-                                       "--broker", "kiln://127.0.0.1:\(brokerPort)", "--log-level", "debug"] + arguments,
-                                      environment: environment)
+        process = try await LaunchedProcess(
+            BuiltProducts.path("kiln-gateway"),
+            [
+                "--host", "127.0.0.1", "--port", String(port), "--data", dataDirectory,
+                "--broker", "kiln://127.0.0.1:\(brokerPort)", "--log-level", "debug",
+            ] + arguments,
+            environment: environment)
         let addr = try await process.waitForLine(prefix: "kiln-gateway listening on ")
         self.port = Int(addr.split(separator: ":").last!)!
     }
@@ -55,8 +58,14 @@ public enum SSEClient {
             var e = SSEEvent(id: nil, event: nil, data: "")
             var isEvent = false
             for line in block.split(separator: "\n") {
-                if line.hasPrefix("id: ") { e.id = Int(line.dropFirst(4)); isEvent = true }
-                if line.hasPrefix("event: ") { e.event = String(line.dropFirst(7)); isEvent = true }
+                if line.hasPrefix("id: ") {
+                    e.id = Int(line.dropFirst(4))
+                    isEvent = true
+                }
+                if line.hasPrefix("event: ") {
+                    e.event = String(line.dropFirst(7))
+                    isEvent = true
+                }
                 if line.hasPrefix("data: ") { e.data += String(line.dropFirst(6)) }
             }
             if isEvent { events.append(e) }

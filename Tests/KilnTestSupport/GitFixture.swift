@@ -11,8 +11,12 @@ public final class GitFixture: @unchecked Sendable {
         dir = try TemporaryDirectory(prefix: "kiln-git")
         try FileManager.default.createDirectory(atPath: dir.file("repos"), withIntermediateDirectories: true)
         port = try FreePort.pick()
-        daemon = try await LaunchedProcess("/usr/lib/git-core/git-daemon", ["--reuseaddr", "--export-all", "--listen=127.0.0.1", "--port=\(port)",
-                                                      "--base-path=\(dir.file("repos"))", "--informative-errors", dir.file("repos")])
+        daemon = try await LaunchedProcess(
+            "/usr/lib/git-core/git-daemon",
+            [
+                "--reuseaddr", "--export-all", "--listen=127.0.0.1", "--port=\(port)",
+                "--base-path=\(dir.file("repos"))", "--informative-errors", dir.file("repos"),
+            ])
         // Wait until it accepts connections.
         for _ in 0..<100 {
             if (try? RawSocket(port: port)) != nil { return }
@@ -45,10 +49,13 @@ public final class GitFixture: @unchecked Sendable {
 
     @discardableResult
     public func git(_ args: [String]) async throws -> String {
-        try await Command.run("/usr/bin/git", args, environment: [
-            "PATH": "/usr/bin:/bin", "HOME": dir.path, "GIT_AUTHOR_NAME": "Kiln Test", "GIT_AUTHOR_EMAIL": "test@kiln.invalid",
-            "GIT_COMMITTER_NAME": "Kiln Test", "GIT_COMMITTER_EMAIL": "test@kiln.invalid",
-            "GIT_AUTHOR_DATE": "2024-01-02T03:04:05Z", "GIT_COMMITTER_DATE": "2024-01-02T03:04:05Z"])
+        try await Command.run(
+            "/usr/bin/git", args,
+            environment: [
+                "PATH": "/usr/bin:/bin", "HOME": dir.path, "GIT_AUTHOR_NAME": "Kiln Test", "GIT_AUTHOR_EMAIL": "test@kiln.invalid",
+                "GIT_COMMITTER_NAME": "Kiln Test", "GIT_COMMITTER_EMAIL": "test@kiln.invalid",
+                "GIT_AUTHOR_DATE": "2024-01-02T03:04:05Z", "GIT_COMMITTER_DATE": "2024-01-02T03:04:05Z",
+            ])
     }
 
     public func stop() { daemon.stop() }

@@ -38,4 +38,3 @@ public enum HTTPGet {
         return String(decoding: out, as: UTF8.self)
     }
 }
-

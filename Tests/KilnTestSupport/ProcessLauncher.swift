@@ -39,8 +39,9 @@ public final class LaunchedProcess: Sendable {
         let pipe = try PipeReader.pipe()
         defer { close(pipe.write) }
         do {
-            child = try ChildProcess(executable: executable, arguments: arguments, environment: environment,
-                                     stdout: pipe.write, stderr: pipe.write)
+            child = try ChildProcess(
+                executable: executable, arguments: arguments, environment: environment,
+                stdout: pipe.write, stderr: pipe.write)
         } catch {
             close(pipe.read)
             throw error
@@ -104,8 +105,9 @@ public final class BrokerProcess: @unchecked Sendable {
     public let monitorPort: Int
 
     public init(arguments: [String] = [], port: Int = 0) async throws {
-        process = try await LaunchedProcess(BuiltProducts.path("kiln-broker"),
-                                      ["--host", "127.0.0.1", "--port", String(port), "--monitor-port", "0"] + arguments)
+        process = try await LaunchedProcess(
+            BuiltProducts.path("kiln-broker"),
+            ["--host", "127.0.0.1", "--port", String(port), "--monitor-port", "0"] + arguments)
         let addr = try await process.waitForLine(prefix: "kiln-broker listening on ")
         self.port = Int(addr.split(separator: ":").last!)!
         let mon = try await process.waitForLine(prefix: "kiln-broker monitor on ")

@@ -19,7 +19,10 @@ public final class RawSocket: @unchecked Sendable {
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard rc == 0 else { close(fd); throw POSIXError(.ECONNREFUSED) }
+        guard rc == 0 else {
+            close(fd)
+            throw POSIXError(.ECONNREFUSED)
+        }
     }
 
     deinit { close(fd) }
@@ -36,7 +39,10 @@ public final class RawSocket: @unchecked Sendable {
         }
     }
 
-    public enum ReadResult { case bytes([UInt8]), timeout, eof }
+    public enum ReadResult {
+        case bytes([UInt8])
+        case timeout, eof
+    }
 
     /// One read of whatever is available within `timeout`.
     /// A signal arriving (SIGCHLD from the test's child processes) is retried, never taken for the end.

@@ -18,7 +18,8 @@ public final class TemporaryDirectory: @unchecked Sendable {
     /// workspace tmpfs mounted; the pool cleans that up in production, a test cleans up after itself).
     public func remove() {
         if geteuid() == 0, let handle = FileHandle(forReadingAtPath: "/proc/self/mountinfo"),
-           let data = try? handle.readToEnd() {
+            let data = try? handle.readToEnd()
+        {
             try? handle.close()
             let mounts = String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { line -> String? in
                 let fields = line.split(separator: " ")
@@ -33,4 +34,11 @@ public final class TemporaryDirectory: @unchecked Sendable {
     }
 
     deinit { remove() }
+}
+
+extension FileManager {
+    /// `createFile` that fails loudly: a test that could not write its fixture must not go on.
+    public func writeFile(atPath path: String, contents: Data?, attributes: [FileAttributeKey: Any]? = nil) throws {
+        guard createFile(atPath: path, contents: contents, attributes: attributes) else { throw LaunchError("cannot write \(path)") }
+    }
 }

@@ -23,17 +23,21 @@ import Testing
             symlink(secret, out + "/target/release/evil-link")
             symlink(secret, src + "/Cargo.lock")
             symlink("..", out + "/up")
-            symlink(dir.path, out + "/result")          // an out-link outside the store
+            symlink(dir.path, out + "/result")  // an out-link outside the store
             mkfifo(src + "/flake.lock", 0o644)
         }
         func collector() throws -> OutputCollector {
-            OutputCollector(roots: .init(output: try ConfinedDirectory(path: out), source: try ConfinedDirectory(path: src), nixStore: nil),
-                            maxFileBytes: 1 << 20, maxFiles: 10)
+            OutputCollector(
+                roots: .init(output: try ConfinedDirectory(path: out), source: try ConfinedDirectory(path: src), nixStore: nil),
+                maxFileBytes: 1 << 20, maxFiles: 10)
         }
     }
 
     func failure(_ body: () throws -> Void) -> BuildFailure? {
-        do { try body(); return nil } catch { return error as? BuildFailure }
+        do {
+            try body()
+            return nil
+        } catch { return error as? BuildFailure }
     }
 
     @Test func aRealArtifactIsCopied() throws {

@@ -1,32 +1,33 @@
 import Foundation
 import KilnArchive
 import KilnAttestation
-@testable import KilnWorker
 import KilnTestSupport
 import Testing
+
+@testable import KilnWorker
 
 /// What the worker writes into provenance is a fact or absent, never a placeholder.
 @Suite struct ProvenanceFactsTests {
     @Test func aDependencyWithoutARealChecksumGetsNoDigest() {
         let lock = """
-        version = 3
+            version = 3
 
-        [[package]]
-        name = "memchr"
-        version = "2.5.0"
-        source = "registry+https://github.com/rust-lang/crates.io-index"
-        checksum = "Could not get crate checksum"
+            [[package]]
+            name = "memchr"
+            version = "2.5.0"
+            source = "registry+https://github.com/rust-lang/crates.io-index"
+            checksum = "Could not get crate checksum"
 
-        [[package]]
-        name = "regex"
-        version = "1.7.0"
-        source = "registry+https://github.com/rust-lang/crates.io-index"
-        checksum = "48aaa5748ba571fb95cd2c85c09f629215d3a6ece942baa100950af03a34f733"
+            [[package]]
+            name = "regex"
+            version = "1.7.0"
+            source = "registry+https://github.com/rust-lang/crates.io-index"
+            checksum = "48aaa5748ba571fb95cd2c85c09f629215d3a6ece942baa100950af03a34f733"
 
-        [[package]]
-        name = "hello"
-        version = "0.1.0"
-        """
+            [[package]]
+            name = "hello"
+            version = "0.1.0"
+            """
         let deps = CargoBuilder.lockDependencies(lock)
         #expect(deps.map(\.uri) == ["pkg:cargo/memchr@2.5.0", "pkg:cargo/regex@1.7.0"])
         #expect(deps[0].digest == nil)
@@ -38,12 +39,12 @@ import Testing
     @Test func theBuilderRecordsItsOwnDigestAndTheStampedCommit() throws {
         let dir = try TemporaryDirectory()
         let exe = dir.file("kiln-worker")
-        FileManager.default.createFile(atPath: exe, contents: Data("binary".utf8))
+        try FileManager.default.writeFile(atPath: exe, contents: Data("binary".utf8))
         let unstamped = BuilderIdentity(executable: exe).version
         #expect(unstamped["kiln-worker-sha256"] == FileDigest.of(bytes: Array("binary".utf8)).sha256)
         #expect(unstamped["kiln-source-commit"] == "unknown")
         let commit = String(repeating: "ab", count: 20)
-        FileManager.default.createFile(atPath: dir.file("kiln-source.json"), contents: Data("{\"commit\":\"\(commit)\",\"dirty\":false}".utf8))
+        try FileManager.default.writeFile(atPath: dir.file("kiln-source.json"), contents: Data("{\"commit\":\"\(commit)\",\"dirty\":false}".utf8))
         let stamped = BuilderIdentity(executable: exe).version
         #expect(stamped["kiln-source-commit"] == commit)
         #expect(stamped["kiln-source-dirty"] == "false")

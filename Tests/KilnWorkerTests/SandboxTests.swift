@@ -1,15 +1,17 @@
 import Foundation
-@testable import KilnWorker
 import KilnArchive
 import KilnTestSupport
 import NIOConcurrencyHelpers
 import Testing
 
+@testable import KilnWorker
+
 @Suite struct SandboxTests {
     static let buildUser = WorkerConfiguration.defaultBuildUser()
 
     func run(_ script: String, dir: TemporaryDirectory? = nil, limits: (inout WorkerConfiguration.Limits) -> Void = { _ in }) async throws
-        -> (Sandbox.Outcome, [String]) {
+        -> (Sandbox.Outcome, [String])
+    {
         let dir = try dir ?? TemporaryDirectory(prefix: "kiln-sandbox")
         for sub in ["src", "out"] {
             try FileManager.default.createDirectory(atPath: dir.file(sub), withIntermediateDirectories: true)
@@ -20,9 +22,11 @@ import Testing
         limits(&l)
         let lines = NIOLockedValueBox<[String]>([])
         let sandbox = Sandbox(limits: l, buildUser: Self.buildUser, privateDirectory: dir.path)
-        let outcome = try await sandbox.run(name: "t\(UInt32.random(in: 0...UInt32.max))", command: ["/bin/sh", "-c", script],
-                                            environment: ["PATH": "/usr/bin:/bin"],
-                                            mounts: .init(source: dir.file("src"), output: dir.file("out")), cancel: nil) { _, line in
+        let outcome = try await sandbox.run(
+            name: "t\(UInt32.random(in: 0...UInt32.max))", command: ["/bin/sh", "-c", script],
+            environment: ["PATH": "/usr/bin:/bin"],
+            mounts: .init(source: dir.file("src"), output: dir.file("out")), cancel: nil
+        ) { _, line in
             lines.withLockedValue { $0.append(line) }
         }
         return (outcome, lines.withLockedValue { $0 })
@@ -66,23 +70,23 @@ import Testing
     /// No nested user namespaces, no mounts, no keyrings, no io_uring, no ptrace of others.
     @Test func kernelSurfaceIsNarrowed() async throws {
         let script = """
-        unshare -U true 2>/dev/null && echo PROBE userns=ALLOWED || echo PROBE userns=refused
-        unshare -r true 2>/dev/null && echo PROBE rootmap=ALLOWED || echo PROBE rootmap=refused
-        python3 - <<'PY'
-        import ctypes, os
-        libc = ctypes.CDLL(None, use_errno=True)
-        def probe(name, nr, *args):
-            r = libc.syscall(nr, *args)
-            print("PROBE %s=%s" % (name, "ALLOWED" if r >= 0 else "refused(%d)" % ctypes.get_errno()), flush=True)
-        probe("keyctl", 250, 0, -3, 0, 0, 0)       # KEYCTL_GET_KEYRING_ID of the session keyring
-        probe("add_key", 248, b"user", b"kiln", b"x", 1, -3)
-        probe("io_uring_setup", 425, 8, ctypes.create_string_buffer(120))
-        probe("bpf", 321, 0, 0, 0)
-        probe("mount", 165, b"none", b"/tmp", b"tmpfs", 0, 0)
-        probe("ptrace", 101, 16, 1, 0, 0)          # PTRACE_ATTACH to pid 1
-        probe("perf_event_open", 298, 0, 0, -1, -1, 0)
-        PY
-        """
+            unshare -U true 2>/dev/null && echo PROBE userns=ALLOWED || echo PROBE userns=refused
+            unshare -r true 2>/dev/null && echo PROBE rootmap=ALLOWED || echo PROBE rootmap=refused
+            python3 - <<'PY'
+            import ctypes, os
+            libc = ctypes.CDLL(None, use_errno=True)
+            def probe(name, nr, *args):
+                r = libc.syscall(nr, *args)
+                print("PROBE %s=%s" % (name, "ALLOWED" if r >= 0 else "refused(%d)" % ctypes.get_errno()), flush=True)
+            probe("keyctl", 250, 0, -3, 0, 0, 0)       # KEYCTL_GET_KEYRING_ID of the session keyring
+            probe("add_key", 248, b"user", b"kiln", b"x", 1, -3)
+            probe("io_uring_setup", 425, 8, ctypes.create_string_buffer(120))
+            probe("bpf", 321, 0, 0, 0)
+            probe("mount", 165, b"none", b"/tmp", b"tmpfs", 0, 0)
+            probe("ptrace", 101, 16, 1, 0, 0)          # PTRACE_ATTACH to pid 1
+            probe("perf_event_open", 298, 0, 0, -1, -1, 0)
+            PY
+            """
         let (o, lines) = try await run(script)
         #expect(o.process.succeeded, "\(lines)")
         let probes = lines.filter { $0.hasPrefix("PROBE ") }
@@ -132,10 +136,12 @@ import Testing
 @Suite struct CgroupV2Tests {
     @Test func limitsAreWrittenAndEventsRead() throws {
         let root = try TemporaryDirectory(prefix: "kiln-fake-cgroup")
-        FileManager.default.createFile(atPath: root.file("cgroup.controllers"), contents: Data("cpu memory pids".utf8))
+        try FileManager.default.writeFile(atPath: root.file("cgroup.controllers"), contents: Data("cpu memory pids".utf8))
         try FileManager.default.createDirectory(atPath: root.file("system.slice/kiln-worker.service"), withIntermediateDirectories: true)
-        let c = try #require(CgroupLimits.create(name: "kiln-job", memoryBytes: 256 << 20, maxProcesses: 64, cpuQuota: 1.5,
-                                                 root: root.path, ownCgroup: "/system.slice/kiln-worker.service"))
+        let c = try #require(
+            CgroupLimits.create(
+                name: "kiln-job", memoryBytes: 256 << 20, maxProcesses: 64, cpuQuota: 1.5,
+                root: root.path, ownCgroup: "/system.slice/kiln-worker.service"))
         let dir = root.file("system.slice/kiln-worker.service/kiln-job")
         #expect(c.version == .v2(dir))
         func read(_ f: String) -> String? { CgroupLimits.read(f) }

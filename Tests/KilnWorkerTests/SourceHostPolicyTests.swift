@@ -1,5 +1,6 @@
-@testable import KilnWorker
 import Testing
+
+@testable import KilnWorker
 
 struct SourceHostPolicyTests {
     /// With only-allowed hosts, any other host is refused before a DNS lookup (a test farm, or one

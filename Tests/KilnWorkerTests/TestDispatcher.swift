@@ -31,36 +31,38 @@ final class TestDispatcher: @unchecked Sendable {
         try await client.flush()
         let client = self.client
         let jobID = self.jobID
-        tasks.append(Task { [state, terminal, autoAck] in
-            for await m in events {
-                guard let e = try? BuildEvent.decode(m.payloadBytes) else { continue }
-                let isNew = state.withLockedValue { s -> Bool in
-                    if s.events.contains(where: { $0.seq == e.seq }) { return false }
-                    s.events.append(e)
-                    s.events.sort { $0.seq < $1.seq }
-                    return true
-                }
-                if e.type.isTerminal {
-                    if isNew { terminal.withLockedValue { $0 = e } }
-                    if autoAck {
-                        let ack = ControlMessage(action: .ack, seq: e.seq)
-                        try? await client.publish(Subjects.control(jobID), payload: Array(try! JSONEncoder().encode(ack)))
+        tasks.append(
+            Task { [state, terminal, autoAck] in
+                for await m in events {
+                    guard let e = try? BuildEvent.decode(m.payloadBytes) else { continue }
+                    let isNew = state.withLockedValue { s -> Bool in
+                        if s.events.contains(where: { $0.seq == e.seq }) { return false }
+                        s.events.append(e)
+                        s.events.sort { $0.seq < $1.seq }
+                        return true
+                    }
+                    if e.type.isTerminal {
+                        if isNew { terminal.withLockedValue { $0 = e } }
+                        if autoAck {
+                            let ack = ControlMessage(action: .ack, seq: e.seq)
+                            try? await client.publish(Subjects.control(jobID), payload: Array(try! JSONEncoder().encode(ack)))
+                        }
                     }
                 }
-            }
-        })
-        tasks.append(Task { [state] in
-            for await m in results {
-                let index = Int(m.headers?[ResultChunkHeaders.index] ?? "") ?? -1
-                let count = Int(m.headers?[ResultChunkHeaders.count] ?? "") ?? 0
-                state.withLockedValue { s in
-                    s.chunks[index] = m.payloadBytes
-                    s.count = count
-                    s.sha = m.headers?[ResultChunkHeaders.sha256]
+            })
+        tasks.append(
+            Task { [state] in
+                for await m in results {
+                    let index = Int(m.headers?[ResultChunkHeaders.index] ?? "") ?? -1
+                    let count = Int(m.headers?[ResultChunkHeaders.count] ?? "") ?? 0
+                    state.withLockedValue { s in
+                        s.chunks[index] = m.payloadBytes
+                        s.count = count
+                        s.sha = m.headers?[ResultChunkHeaders.sha256]
+                    }
+                    if let reply = m.reply { try? await client.publish(reply, string: "{\"ok\":true}") }
                 }
-                if let reply = m.reply { try? await client.publish(reply, string: "{\"ok\":true}") }
-            }
-        })
+            })
     }
 
     func dispatch(_ request: BuildRequest, subject: String = Subjects.buildRequest) async throws -> DispatchReply {
@@ -124,9 +126,12 @@ final class WorkerProcess: @unchecked Sendable {
         self.id = id
         scratch = dir.file("scratch-\(id)")
         keyFile = dir.file("farm-key.pem")
-        process = try await LaunchedProcess(BuiltProducts.path("kiln-worker"),
-                                      ["--broker", "kiln://127.0.0.1:\(brokerPort)", "--worker-id", id, "--scratch", scratch,
-                                       "--key", keyFile, "--idle-timeout", "120", "--log-level", "debug"] + extra)
+        process = try await LaunchedProcess(
+            BuiltProducts.path("kiln-worker"),
+            [
+                "--broker", "kiln://127.0.0.1:\(brokerPort)", "--worker-id", id, "--scratch", scratch,
+                "--key", keyFile, "--idle-timeout", "120", "--log-level", "debug",
+            ] + extra)
     }
 
     func waitUntilReady(_ client: BusClient) async throws {

@@ -9,8 +9,10 @@ import Testing
 let testNonce = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 
 /// Runs one build through a real broker and a real kiln-worker process; returns the dispatcher and worker.
-func runBuild(_ request: (String) -> BuildRequest, workerArgs: [String] = [], broker: BrokerProcess? = nil,
-              dir: TemporaryDirectory? = nil) async throws -> (TestDispatcher, WorkerProcess, BuildEvent, TemporaryDirectory) {
+func runBuild(
+    _ request: (String) -> BuildRequest, workerArgs: [String] = [], broker: BrokerProcess? = nil,
+    dir: TemporaryDirectory? = nil
+) async throws -> (TestDispatcher, WorkerProcess, BuildEvent, TemporaryDirectory) {
     let dir = try dir ?? TemporaryDirectory(prefix: "kiln-worker-test")
     let brokerProcess: BrokerProcess
     if let broker { brokerProcess = broker } else { brokerProcess = try await BrokerProcess() }
@@ -75,9 +77,10 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
         defer { broker.stop() }
         var digests: Set<String> = []
         for ref in ["main", "release", "v1.0", commit, String(commit.prefix(10))] {
-            let (d, w, terminal, dir) = try await runBuild({ job in
-                BuildRequest(jobID: job, nonce: testNonce, repoURL: git.url("hello"), repoRef: ref)
-            }, workerArgs: ["--allow-source-host", "127.0.0.1"], broker: broker)
+            let (d, w, terminal, dir) = try await runBuild(
+                { job in
+                    BuildRequest(jobID: job, nonce: testNonce, repoURL: git.url("hello"), repoRef: ref)
+                }, workerArgs: ["--allow-source-host", "127.0.0.1"], broker: broker)
             #expect(terminal.type == .done, "ref \(ref): \(terminal.message ?? "") \(d.logLines.suffix(5))")
             let result = try d.resultFile()
             let (status, output) = try await kilnVerify(result, key: w.keyFile)
@@ -102,13 +105,17 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
         try await git.createRepository("hello", files: Fixtures.helloCrate())
         let broker = try await BrokerProcess()
         defer { broker.stop() }
-        let (d1, _, t1, _) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, repoURL: git.url("hello"), repoRef: "no-such-branch") }, workerArgs: ["--allow-source-host", "127.0.0.1"], broker: broker)
+        let (d1, _, t1, _) = try await runBuild(
+            { BuildRequest(jobID: $0, nonce: testNonce, repoURL: git.url("hello"), repoRef: "no-such-branch") }, workerArgs: ["--allow-source-host", "127.0.0.1"],
+            broker: broker)
         #expect(t1.type == .failed)
         #expect(t1.failurePhase == "source")
         #expect(t1.message?.contains("ref 'no-such-branch' was not found") == true, "\(t1.message ?? "")")
         await d1.close()
         let closedPort = try FreePort.pick()
-        let (d2, _, t2, _) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, repoURL: "git://127.0.0.1:\(closedPort)/nothing.git", repoRef: "main") }, workerArgs: ["--allow-source-host", "127.0.0.1"], broker: broker)
+        let (d2, _, t2, _) = try await runBuild(
+            { BuildRequest(jobID: $0, nonce: testNonce, repoURL: "git://127.0.0.1:\(closedPort)/nothing.git", repoRef: "main") },
+            workerArgs: ["--allow-source-host", "127.0.0.1"], broker: broker)
         #expect(t2.type == .failed)
         #expect(t2.failurePhase == "source")
         #expect(t2.message?.contains("cannot reach") == true, "\(t2.message ?? "")")
@@ -134,9 +141,10 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
         defer { broker.stop() }
         for (files, expected) in [(Fixtures.nixDefault, "hello from nix"), (Fixtures.nixFlake, "hello from a flake")] {
             let archive = try await Fixtures.archive(files, root: "nixproj", zip: false)
-            let (d, w, terminal, dir) = try await runBuild({ job in
-                BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "nix.tar.gz")
-            }, broker: broker)
+            let (d, w, terminal, dir) = try await runBuild(
+                { job in
+                    BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "nix.tar.gz")
+                }, broker: broker)
             #expect(terminal.type == .done, "\(terminal.message ?? "") \(d.logLines.suffix(10))")
             let result = try d.resultFile()
             let (status, output) = try await kilnVerify(result, key: w.keyFile)
@@ -154,16 +162,18 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
     /// "nix-build failed … fix the build errors"); the worker says so at start-up too.
     @Test func aMissingNixDaemonIsTheFarmsProblemNotTheUsers() async throws {
         let archive = try await Fixtures.archive(Fixtures.nixDefault, root: "nixproj", zip: false)
-        let (d, w, terminal, _) = try await runBuild({ job in
-            BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "nix.tar.gz")
-        }, workerArgs: ["--nix-daemon-socket", "/nonexistent/kiln-test/daemon-socket"])
+        let (d, w, terminal, _) = try await runBuild(
+            { job in
+                BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "nix.tar.gz")
+            }, workerArgs: ["--nix-daemon-socket", "/nonexistent/kiln-test/daemon-socket"])
         #expect(terminal.type == .failed)
         #expect(terminal.failurePhase == "detect", "\(terminal.failurePhase ?? "")")
         #expect(terminal.message?.contains("the farm cannot build this") == true, "\(terminal.message ?? "")")
         #expect(terminal.message?.contains("the nix-daemon does not answer at /nonexistent/kiln-test/daemon-socket") == true, "\(terminal.message ?? "")")
         #expect(terminal.retryable == true)
-        #expect(terminal.suggestedAction?.contains("not your project's") == true && terminal.suggestedAction?.contains("operator: start the nix-daemon") == true,
-                "\(terminal.suggestedAction ?? "")")
+        #expect(
+            terminal.suggestedAction?.contains("not your project's") == true && terminal.suggestedAction?.contains("operator: start the nix-daemon") == true,
+            "\(terminal.suggestedAction ?? "")")
         #expect(w.process.output.contains { $0.contains("Nix projects will fail here until this is fixed") }, "\(w.process.output.prefix(10))")
         await d.close()
     }

@@ -15,27 +15,29 @@ import Testing
     /// A hello crate whose build.rs runs `body` (Rust, with `std::os::unix::fs::symlink` in scope).
     static func crate(_ name: String, body: String) async throws -> String {
         let buildRS = """
-        #![allow(unused_imports)]
-        use std::os::unix::fs::symlink;
-        use std::io::Write;
-        fn report_artifact(path: &str) {
-            // Write a fake cargo message straight into cargo's own stdout, as a build script or a
-            // proc-macro can: /proc/<cargo>/fd/1.
-            let line = format!("{{\\"reason\\":\\"compiler-artifact\\",\\"package_id\\":\\"path+file:///build/src#evil@0.1.0\\",\\"target\\":{{\\"kind\\":[\\"bin\\"],\\"name\\":\\"evil\\"}},\\"filenames\\":[],\\"executable\\":\\"{}\\"}}\\n", path);
-            let ppid = std::os::unix::process::parent_id();
-            let mut f = std::fs::OpenOptions::new().write(true).open(format!("/proc/{}/fd/1", ppid)).unwrap();
-            f.write_all(line.as_bytes()).unwrap();
-        }
-        fn main() {
-            \(body)
-        }
-        """
+            #![allow(unused_imports)]
+            use std::os::unix::fs::symlink;
+            use std::io::Write;
+            fn report_artifact(path: &str) {
+                // Write a fake cargo message straight into cargo's own stdout, as a build script or a
+                // proc-macro can: /proc/<cargo>/fd/1.
+                let line = format!("{{\\"reason\\":\\"compiler-artifact\\",\\"package_id\\":\\"path+file:///build/src#evil@0.1.0\\",\\"target\\":{{\\"kind\\":[\\"bin\\"],\\"name\\":\\"evil\\"}},\\"filenames\\":[],\\"executable\\":\\"{}\\"}}\\n", path);
+                let ppid = std::os::unix::process::parent_id();
+                let mut f = std::fs::OpenOptions::new().write(true).open(format!("/proc/{}/fd/1", ppid)).unwrap();
+                f.write_all(line.as_bytes()).unwrap();
+            }
+            fn main() {
+                \(body)
+            }
+            """
         return Data(try await Fixtures.archive(Fixtures.helloCrate(name: name, buildRS: buildRS), root: name, zip: false)).base64EncodedString()
     }
 
     /// Runs one hostile build and checks the common promises; returns the terminal event.
-    func hostile(_ name: String, body: String, broker: BrokerProcess, workerArgs: [String] = [],
-                 expectPhase: String, expectMessage: [String], expectLog: String? = nil) async throws {
+    func hostile(
+        _ name: String, body: String, broker: BrokerProcess, workerArgs: [String] = [],
+        expectPhase: String, expectMessage: [String], expectLog: String? = nil
+    ) async throws {
         let dir = try TemporaryDirectory(prefix: "kiln-contain")
         let secret = dir.file("host-secret")
         try Self.marker.write(toFile: secret, atomically: false, encoding: .utf8)
@@ -46,9 +48,10 @@ import Testing
         chmod(dir.file("farm-key.pem"), 0o644)
         let body = body.replacingOccurrences(of: "SECRET", with: secret).replacingOccurrences(of: "KEYFILE", with: dir.file("farm-key.pem"))
         let source = try await Self.crate(name, body: body)
-        let (d, _, terminal, _) = try await runBuild({ job in
-            BuildRequest(jobID: job, nonce: testNonce, sourceData: source, sourceName: "\(name).tar.gz")
-        }, workerArgs: workerArgs, broker: broker, dir: dir)
+        let (d, _, terminal, _) = try await runBuild(
+            { job in
+                BuildRequest(jobID: job, nonce: testNonce, sourceData: source, sourceName: "\(name).tar.gz")
+            }, workerArgs: workerArgs, broker: broker, dir: dir)
         #expect(terminal.type == .failed, "\(name): \(terminal.type) \(terminal.message ?? "") \(d.logLines.suffix(8))")
         #expect(terminal.failurePhase == expectPhase, "\(name): \(terminal.failurePhase ?? "") \(terminal.message ?? "")")
         for text in expectMessage {
@@ -68,35 +71,47 @@ import Testing
         let broker = try await BrokerProcess()
         defer { broker.stop() }
         // Cargo.lock replaced by a link to a root-only host file, to the farm key, through a chain of directory links.
-        try await hostile("lock-to-secret", body: """
-            let _ = std::fs::remove_file("/build/src/Cargo.lock"); symlink("SECRET", "/build/src/Cargo.lock").unwrap();
-            """, broker: broker, expectPhase: "package", expectMessage: ["Cargo.lock", "symbolic link"])
-        try await hostile("lock-to-key", body: """
-            let _ = std::fs::remove_file("/build/src/Cargo.lock"); symlink("KEYFILE", "/build/src/Cargo.lock").unwrap();
-            """, broker: broker, expectPhase: "package", expectMessage: ["Cargo.lock", "symbolic link"])
-        try await hostile("lock-chain", body: """
-            symlink(".", "/build/src/x").unwrap();
-            let _ = std::fs::remove_file("/build/src/Cargo.lock");
-            symlink("x/x/x/../../../../../../../../../../../../..SECRET", "/build/src/Cargo.lock").unwrap();
-            """, broker: broker, expectPhase: "package", expectMessage: ["Cargo.lock", "symbolic link"])
+        try await hostile(
+            "lock-to-secret",
+            body: """
+                let _ = std::fs::remove_file("/build/src/Cargo.lock"); symlink("SECRET", "/build/src/Cargo.lock").unwrap();
+                """, broker: broker, expectPhase: "package", expectMessage: ["Cargo.lock", "symbolic link"])
+        try await hostile(
+            "lock-to-key",
+            body: """
+                let _ = std::fs::remove_file("/build/src/Cargo.lock"); symlink("KEYFILE", "/build/src/Cargo.lock").unwrap();
+                """, broker: broker, expectPhase: "package", expectMessage: ["Cargo.lock", "symbolic link"])
+        try await hostile(
+            "lock-chain",
+            body: """
+                symlink(".", "/build/src/x").unwrap();
+                let _ = std::fs::remove_file("/build/src/Cargo.lock");
+                symlink("x/x/x/../../../../../../../../../../../../..SECRET", "/build/src/Cargo.lock").unwrap();
+                """, broker: broker, expectPhase: "package", expectMessage: ["Cargo.lock", "symbolic link"])
         // A FIFO where Cargo.lock should be: refused, and nothing hangs on it.
-        try await hostile("lock-fifo", body: """
-            let _ = std::fs::remove_file("/build/src/Cargo.lock");
-            std::process::Command::new("mkfifo").arg("/build/src/Cargo.lock").status().unwrap();
-            """, broker: broker, expectPhase: "package", expectMessage: ["Cargo.lock", "not a regular file"])
+        try await hostile(
+            "lock-fifo",
+            body: """
+                let _ = std::fs::remove_file("/build/src/Cargo.lock");
+                std::process::Command::new("mkfifo").arg("/build/src/Cargo.lock").status().unwrap();
+                """, broker: broker, expectPhase: "package", expectMessage: ["Cargo.lock", "not a regular file"])
         // Fake artifact messages written into cargo's own stdout (/proc/<cargo>/fd/1): that pipe is
         // the root-owned worker's, and the build is no longer host root, so the write is refused by
         // the kernel (before this change it succeeded). OutputCollectorTests checks what the package
         // phase does with such paths should one get through anyway.
-        try await hostile("artifact-dotdot", body: """
-            report_artifact("/build/out/../../../../../../../../../../../../..KEYFILE");
-            """, broker: broker, expectPhase: "build", expectMessage: ["cargo build failed"], expectLog: "Permission denied")
+        try await hostile(
+            "artifact-dotdot",
+            body: """
+                report_artifact("/build/out/../../../../../../../../../../../../..KEYFILE");
+                """, broker: broker, expectPhase: "build", expectMessage: ["cargo build failed"], expectLog: "Permission denied")
         // The next build on the same farm works.
         let hello = Data(try await Fixtures.archive(Fixtures.helloCrate(), root: "hello", zip: false)).base64EncodedString()
-        let (d, _, terminal, _) = try await runBuild({ job in
-            BuildRequest(jobID: job, nonce: testNonce, sourceData: hello,
-                         sourceName: "hello.tar.gz")
-        }, broker: broker)
+        let (d, _, terminal, _) = try await runBuild(
+            { job in
+                BuildRequest(
+                    jobID: job, nonce: testNonce, sourceData: hello,
+                    sourceName: "hello.tar.gz")
+            }, broker: broker)
         #expect(terminal.type == .done, "\(terminal.message ?? "")")
         await d.close()
     }
@@ -107,11 +122,13 @@ import Testing
         defer { broker.stop() }
         var before = statvfs()
         statvfs(FileManager.default.temporaryDirectory.path, &before)
-        try await hostile("disk-hog", body: """
-            let mut f = std::fs::File::create("/build/out/hog").unwrap();
-            let block = vec![7u8; 1 << 20];
-            for _ in 0..4096 { f.write_all(&block).unwrap(); }
-            """, broker: broker, workerArgs: ["--disk-mb", "48"], expectPhase: "build", expectMessage: ["disk limit of 48 MiB"])
+        try await hostile(
+            "disk-hog",
+            body: """
+                let mut f = std::fs::File::create("/build/out/hog").unwrap();
+                let block = vec![7u8; 1 << 20];
+                for _ in 0..4096 { f.write_all(&block).unwrap(); }
+                """, broker: broker, workerArgs: ["--disk-mb", "48"], expectPhase: "build", expectMessage: ["disk limit of 48 MiB"])
         var after = statvfs()
         statvfs(FileManager.default.temporaryDirectory.path, &after)
         let lost = (Int64(before.f_bavail) - Int64(after.f_bavail)) * Int64(after.f_frsize)
@@ -125,17 +142,23 @@ import Testing
         let broker = try await BrokerProcess()
         defer { broker.stop() }
         let port = try FreePort.pick()
-        let listener = try await LaunchedProcess("/usr/bin/python3", ["-c", """
-            import socket
-            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", \(port))); s.listen(5)
-            print("listening", flush=True)
-            while True:
-                c, a = s.accept(); print("CONNECTION", a, flush=True); c.close()
-            """])
+        let listener = try await LaunchedProcess(
+            "/usr/bin/python3",
+            [
+                "-c",
+                """
+                import socket
+                s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", \(port))); s.listen(5)
+                print("listening", flush=True)
+                while True:
+                    c, a = s.accept(); print("CONNECTION", a, flush=True); c.close()
+                """,
+            ])
         defer { listener.stop() }
         _ = try await listener.waitForLine(prefix: "listening")
         let nonce = UUID().uuidString
-        let files = ["default.nix": """
+        let files = [
+            "default.nix": """
             let fetch = derivation {
               name = "fetch-\(nonce)"; system = builtins.currentSystem; builder = "/bin/sh";
               args = [ "-c" "echo hi | nc 127.0.0.1 \(port) > $out; echo x >> $out" ];
@@ -144,7 +167,8 @@ import Testing
             };
             in derivation { name = "uses-fetch"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "cat ${fetch} > $out" ]; }
 
-            """]
+            """
+        ]
         let archive = Data(try await Fixtures.archive(files, root: "fod", zip: false)).base64EncodedString()
         let (d, _, t, _) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, sourceData: archive, sourceName: "fod.tar.gz") }, broker: broker)
         #expect(t.type == .failed, "\(t.message ?? "") \(d.logLines.suffix(8))")
@@ -164,8 +188,10 @@ import Testing
         defer { broker.stop() }
         let closed = try FreePort.pick()
         var messages: [String] = []
-        for url in [git.url("hello"), "git://127.0.0.1:\(closed)/hello.git", "http://169.254.169.254/latest/meta-data.git",
-                    "https://[::ffff:127.0.0.1]/x.git", "http://localhost:\(closed)/x.git"] {
+        for url in [
+            git.url("hello"), "git://127.0.0.1:\(closed)/hello.git", "http://169.254.169.254/latest/meta-data.git",
+            "https://[::ffff:127.0.0.1]/x.git", "http://localhost:\(closed)/x.git",
+        ] {
             let (d, _, t, _) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, repoURL: url, repoRef: "main") }, broker: broker)
             #expect(t.type == .failed)
             #expect(t.failurePhase == "source")
@@ -175,8 +201,9 @@ import Testing
         }
         #expect(messages[0] == messages[1], "open and closed ports must be indistinguishable: \(messages)")
         // With the allowance, the same repository builds.
-        let (d, _, t, _) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, repoURL: git.url("hello"), repoRef: "main") },
-                                              workerArgs: ["--allow-source-host", "127.0.0.1:\(git.port)"], broker: broker)
+        let (d, _, t, _) = try await runBuild(
+            { BuildRequest(jobID: $0, nonce: testNonce, repoURL: git.url("hello"), repoRef: "main") },
+            workerArgs: ["--allow-source-host", "127.0.0.1:\(git.port)"], broker: broker)
         #expect(t.type == .done, "\(t.message ?? "")")
         await d.close()
     }
@@ -191,9 +218,10 @@ import Testing
         let fake = FakeTSM(root: tsm)
         defer { fake.stop() }
         let archive = try await Fixtures.archive(Fixtures.helloCrate(), root: "hello", zip: false)
-        let (d, w, terminal, _) = try await runBuild({ job in
-            BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "hello.tar.gz")
-        }, workerArgs: ["--tsm-root", tsm], dir: dir)
+        let (d, w, terminal, _) = try await runBuild(
+            { job in
+                BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "hello.tar.gz")
+            }, workerArgs: ["--tsm-root", tsm], dir: dir)
         #expect(terminal.type == .done, "\(terminal.message ?? "") \(d.logLines.suffix(5))")
         #expect(fake.reports.withLockedValue { $0 } == 1)
         // No key file was read or created.
@@ -209,8 +237,12 @@ import Testing
         let refused = try await LaunchedProcess(BuiltProducts.path("kiln"), ["verify", result, "--nonce", testNonce, "--key-fingerprint", signer.keyID])
         #expect(try await refused.waitForExit() == 1)
         #expect(refused.output.joined().contains("--allow-unverified-tee"), "\(refused.output)")
-        let accepted = try await LaunchedProcess(BuiltProducts.path("kiln"), ["verify", result, "--nonce", testNonce, "--key-fingerprint", signer.keyID,
-                                                                         "--allow-unverified-tee", "--json"])
+        let accepted = try await LaunchedProcess(
+            BuiltProducts.path("kiln"),
+            [
+                "verify", result, "--nonce", testNonce, "--key-fingerprint", signer.keyID,
+                "--allow-unverified-tee", "--json",
+            ])
         #expect(try await accepted.waitForExit() == 0, "\(accepted.output)")
         let report = try JSONDecoder().decode(VerificationReport.self, from: Data(accepted.output.joined().utf8))
         #expect(report.verdict == .teeUnverified && report.keyTrust == .pinned)

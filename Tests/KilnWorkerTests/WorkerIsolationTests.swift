@@ -23,7 +23,7 @@ import Testing
                 var sin = UnsafeRawPointer(sa).load(as: sockaddr_in.self)
                 var buf = [CChar](repeating: 0, count: 64)
                 inet_ntop(AF_INET, &sin.sin_addr, &buf, 64)
-                let s = String(cString: buf)
+                let s = String(decoding: buf.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
                 if !s.hasPrefix("127.") { return s }
             }
             p = a.pointee.ifa_next
@@ -37,39 +37,45 @@ import Testing
         let dir = try TemporaryDirectory(prefix: "kiln-hostile")
         // A listener on all interfaces: reachable from the host, so only the sandbox can stop the build script.
         let outsidePort = try FreePort.pick()
-        let listener = try await LaunchedProcess("/usr/bin/python3", ["-c", """
-            import socket, time
-            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", \(outsidePort))); s.listen(5)
-            print("listening", flush=True); time.sleep(600)
-            """])
+        let listener = try await LaunchedProcess(
+            "/usr/bin/python3",
+            [
+                "-c",
+                """
+                import socket, time
+                s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", \(outsidePort))); s.listen(5)
+                print("listening", flush=True); time.sleep(600)
+                """,
+            ])
         defer { listener.stop() }
         _ = try await listener.waitForLine(prefix: "listening")
         let hostIP = Self.hostAddress() ?? "127.0.0.1"
         let keyPath = dir.file("farm-key.pem")
         let escape = dir.file("escaped-\(UUID().uuidString)")
         let buildRS = """
-        use std::net::{TcpStream, SocketAddr};
-        use std::time::Duration;
-        fn probe(addr: &str) -> &'static str {
-            let a: SocketAddr = addr.parse().unwrap();
-            if TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok() { "CONNECTED" } else { "blocked" }
-        }
-        fn main() {
-            println!("cargo:warning=PROBE broker={}", probe("127.0.0.1:\(broker.port)"));
-            println!("cargo:warning=PROBE outside={}", probe("\(hostIP):\(outsidePort)"));
-            println!("cargo:warning=PROBE key={}", if std::fs::read("\(keyPath)").is_ok() { "READ" } else { "absent" });
-            println!("cargo:warning=PROBE workerdir={}", if std::fs::read_dir("\(dir.path)").is_ok() { "VISIBLE" } else { "absent" });
-            println!("cargo:warning=PROBE etc_shadow={}", if std::fs::read("/etc/shadow").is_ok() { "READ" } else { "absent" });
-            let _ = std::fs::create_dir_all("\(dir.path)");
-            println!("cargo:warning=PROBE write_escape={}", if std::fs::write("\(escape)", b"x").is_ok() { "wrote-in-sandbox" } else { "refused" });
-            println!("cargo:warning=PROBE write_usr={}", if std::fs::write("/usr/kiln-escape", b"x").is_ok() { "WROTE" } else { "refused" });
-            println!("cargo:warning=PROBE env_home={}", std::env::var("HOME").unwrap_or_default());
-        }
-        """
+            use std::net::{TcpStream, SocketAddr};
+            use std::time::Duration;
+            fn probe(addr: &str) -> &'static str {
+                let a: SocketAddr = addr.parse().unwrap();
+                if TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok() { "CONNECTED" } else { "blocked" }
+            }
+            fn main() {
+                println!("cargo:warning=PROBE broker={}", probe("127.0.0.1:\(broker.port)"));
+                println!("cargo:warning=PROBE outside={}", probe("\(hostIP):\(outsidePort)"));
+                println!("cargo:warning=PROBE key={}", if std::fs::read("\(keyPath)").is_ok() { "READ" } else { "absent" });
+                println!("cargo:warning=PROBE workerdir={}", if std::fs::read_dir("\(dir.path)").is_ok() { "VISIBLE" } else { "absent" });
+                println!("cargo:warning=PROBE etc_shadow={}", if std::fs::read("/etc/shadow").is_ok() { "READ" } else { "absent" });
+                let _ = std::fs::create_dir_all("\(dir.path)");
+                println!("cargo:warning=PROBE write_escape={}", if std::fs::write("\(escape)", b"x").is_ok() { "wrote-in-sandbox" } else { "refused" });
+                println!("cargo:warning=PROBE write_usr={}", if std::fs::write("/usr/kiln-escape", b"x").is_ok() { "WROTE" } else { "refused" });
+                println!("cargo:warning=PROBE env_home={}", std::env::var("HOME").unwrap_or_default());
+            }
+            """
         let source = try await Self.archive(buildRS: buildRS)
-        let (d, _, terminal, _) = try await runBuild({ job in
-            BuildRequest(jobID: job, nonce: testNonce, sourceData: source, sourceName: "hostile.tar.gz")
-        }, broker: broker, dir: dir)
+        let (d, _, terminal, _) = try await runBuild(
+            { job in
+                BuildRequest(jobID: job, nonce: testNonce, sourceData: source, sourceName: "hostile.tar.gz")
+            }, broker: broker, dir: dir)
         #expect(terminal.type == .done, "\(terminal.message ?? "")")
         let probes = d.logLines.filter { $0.contains("PROBE ") }
         func probe(_ name: String) -> String? {
@@ -93,20 +99,21 @@ import Testing
         let broker = try await BrokerProcess()
         defer { broker.stop() }
         let forkBomb = """
-        fn main() {
-            let mut children = Vec::new();
-            loop {
-                match std::process::Command::new("/bin/sleep").arg("7").spawn() {
-                    Ok(c) => children.push(c),
-                    Err(e) => panic!("fork failed after {} children: {}", children.len(), e),
+            fn main() {
+                let mut children = Vec::new();
+                loop {
+                    match std::process::Command::new("/bin/sleep").arg("7").spawn() {
+                        Ok(c) => children.push(c),
+                        Err(e) => panic!("fork failed after {} children: {}", children.len(), e),
+                    }
                 }
             }
-        }
-        """
+            """
         let source = try await Self.archive(buildRS: forkBomb, name: "forkbomb")
-        let (d1, _, t1, _) = try await runBuild({ job in
-            BuildRequest(jobID: job, nonce: testNonce, sourceData: source, sourceName: "fb.tar.gz")
-        }, workerArgs: ["--max-processes", "64", "--build-timeout", "60"], broker: broker)
+        let (d1, _, t1, _) = try await runBuild(
+            { job in
+                BuildRequest(jobID: job, nonce: testNonce, sourceData: source, sourceName: "fb.tar.gz")
+            }, workerArgs: ["--max-processes", "64", "--build-timeout", "60"], broker: broker)
         #expect(t1.type == .failed)
         #expect(t1.failurePhase == "build")
         #expect(t1.message?.contains("limit of 64 processes") == true, "\(t1.message ?? "")")
@@ -114,16 +121,17 @@ import Testing
         #expect(try Self.processes(matching: "/bin/sleep 7").isEmpty, "fork bomb children survived")
 
         let hog = """
-        fn main() {
-            let mut v: Vec<Vec<u8>> = Vec::new();
-            for _ in 0..64 { v.push(vec![1u8; 64 << 20]); }
-            println!("cargo:warning=allocated {}", v.len());
-        }
-        """
+            fn main() {
+                let mut v: Vec<Vec<u8>> = Vec::new();
+                for _ in 0..64 { v.push(vec![1u8; 64 << 20]); }
+                println!("cargo:warning=allocated {}", v.len());
+            }
+            """
         let hogSource = try await Self.archive(buildRS: hog, name: "hog")
-        let (d2, _, t2, _) = try await runBuild({ job in
-            BuildRequest(jobID: job, nonce: testNonce, sourceData: hogSource, sourceName: "hog.tar.gz")
-        }, workerArgs: ["--memory-mb", "256"], broker: broker)
+        let (d2, _, t2, _) = try await runBuild(
+            { job in
+                BuildRequest(jobID: job, nonce: testNonce, sourceData: hogSource, sourceName: "hog.tar.gz")
+            }, workerArgs: ["--memory-mb", "256"], broker: broker)
         #expect(t2.type == .failed)
         #expect(t2.failurePhase == "build")
         #expect(t2.message?.contains("memory limit of 256 MiB") == true, "\(t2.message ?? "") \(d2.logLines.suffix(15))")
@@ -135,15 +143,17 @@ import Testing
         defer { broker.stop() }
         let dir = try TemporaryDirectory(prefix: "kiln-cancel")
         let slow = """
-        fn main() {
-            let _ = std::process::Command::new("/bin/sleep").arg("977").status();
-        }
-        """
+            fn main() {
+                let _ = std::process::Command::new("/bin/sleep").arg("977").status();
+            }
+            """
         let dispatcher = try await TestDispatcher(port: broker.port)
         let worker = try await WorkerProcess(brokerPort: broker.port, dir: dir)
         try await worker.waitUntilReady(dispatcher.client)
-        let reply = try await dispatcher.dispatch(BuildRequest(jobID: dispatcher.jobID, nonce: testNonce,
-                                                               sourceData: try Self.archive(buildRS: slow, name: "slow"), sourceName: "slow.tar.gz"))
+        let reply = try await dispatcher.dispatch(
+            BuildRequest(
+                jobID: dispatcher.jobID, nonce: testNonce,
+                sourceData: try Self.archive(buildRS: slow, name: "slow"), sourceName: "slow.tar.gz"))
         #expect(reply.accepted)
         // Wait until the build script's child is running, then cancel.
         let deadline = ContinuousClock.now + .seconds(60)
@@ -177,8 +187,9 @@ import Testing
             _ = try await second.dispatch(BuildRequest(jobID: second.jobID, nonce: testNonce, sourceData: Data(archive).base64EncodedString()))
         }
         // …and one addressed to this worker directly is refused with 409.
-        let r2 = try await second.dispatch(BuildRequest(jobID: second.jobID, nonce: testNonce, sourceData: Data(archive).base64EncodedString()),
-                                           subject: Subjects.workerRequest(worker.id))
+        let r2 = try await second.dispatch(
+            BuildRequest(jobID: second.jobID, nonce: testNonce, sourceData: Data(archive).base64EncodedString()),
+            subject: Subjects.workerRequest(worker.id))
         #expect(r2 == .alreadyBusy(workerID: worker.id))
         #expect(r2.code == 409 && r2.message == "this worker has already accepted a build")
         let t1 = try await first.waitForTerminal()
@@ -195,8 +206,9 @@ import Testing
         let archive = Data(try await Fixtures.archive(Fixtures.helloCrate(name: "repro"), root: "repro", zip: false)).base64EncodedString()
         var subjects: [[ResourceDescriptor]] = []
         for _ in 0..<2 {
-            let (d, _, terminal, dir) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, sourceData: archive, sourceName: "repro.tar.gz") },
-                                                         broker: broker)
+            let (d, _, terminal, dir) = try await runBuild(
+                { BuildRequest(jobID: $0, nonce: testNonce, sourceData: archive, sourceName: "repro.tar.gz") },
+                broker: broker)
             #expect(terminal.type == .done)
             let unpacked = dir.file("u")
             try FileManager.default.createDirectory(atPath: unpacked, withIntermediateDirectories: true)

@@ -18,7 +18,8 @@ struct AttestBench: AsyncParsableCommand {
         var bytes: Int64 = 0
         for rel in try TarballWriter.sortedEntries(of: dir) {
             if let size = try FileManager.default.attributesOfItem(atPath: dir + "/" + rel)[.size] as? Int,
-               (try FileManager.default.attributesOfItem(atPath: dir + "/" + rel)[.type] as? FileAttributeType) == .typeRegular {
+                (try FileManager.default.attributesOfItem(atPath: dir + "/" + rel)[.type] as? FileAttributeType) == .typeRegular
+            {
                 bytes += Int64(size)
             }
         }
@@ -36,7 +37,9 @@ struct AttestBench: AsyncParsableCommand {
         }
         times.sort()
         let median = times[times.count / 2]
-        print(String(format: "{\"case\":\"attest+package\",\"tool\":\"kiln\",\"bytes\":%lld,\"seconds\":%.3f,\"mb_per_s\":%.1f}",
-                     bytes, median, Double(bytes) / median / 1e6))
+        print(
+            String(
+                format: "{\"case\":\"attest+package\",\"tool\":\"kiln\",\"bytes\":%lld,\"seconds\":%.3f,\"mb_per_s\":%.1f}",
+                bytes, median, Double(bytes) / median / 1e6))
     }
 }

@@ -58,9 +58,10 @@ struct BusBench: AsyncParsableCommand {
         }
         latencies.sort()
         responder.cancel()
-        let line = String(format: "{\"server\":\"kiln-broker\",\"msgs\":%d,\"size\":%d,\"msgs_per_s\":%.0f,\"mb_per_s\":%.1f,\"rr_p50_us\":%.1f,\"rr_p99_us\":%.1f}",
-                          msgs, size, Double(msgs) / elapsed, Double(msgs * size) / elapsed / 1e6,
-                          latencies[requests / 2] * 1e6, latencies[requests * 99 / 100] * 1e6)
+        let line = String(
+            format: "{\"server\":\"kiln-broker\",\"msgs\":%d,\"size\":%d,\"msgs_per_s\":%.0f,\"mb_per_s\":%.1f,\"rr_p50_us\":%.1f,\"rr_p99_us\":%.1f}",
+            msgs, size, Double(msgs) / elapsed, Double(msgs * size) / elapsed / 1e6,
+            latencies[requests / 2] * 1e6, latencies[requests * 99 / 100] * 1e6)
         print(line)
         await pub.close()
         await sub.close()

@@ -29,7 +29,8 @@ struct FakeWorker: AsyncParsableCommand {
         say("fake-worker ready \(id)")
         var iterator = sub.makeAsyncIterator()
         guard let msg = await iterator.next(), let reply = msg.reply,
-              let request = try? JSONDecoder().decode(BuildRequest.self, from: Data(msg.payloadBytes)) else { return }
+            let request = try? JSONDecoder().decode(BuildRequest.self, from: Data(msg.payloadBytes))
+        else { return }
         let control = try client.subscribe(Subjects.control(request.jobID))
         try await client.flush()
         try await client.publish(reply, payload: Array(try JSONEncoder().encode(DispatchReply.accept(workerID: id))))
@@ -81,10 +82,13 @@ struct FakeWorker: AsyncParsableCommand {
             let count = (bytes.count + chunk - 1) / chunk
             for index in 0..<count {
                 let part = Array(bytes[(index * chunk)..<min(bytes.count, (index + 1) * chunk)])
-                _ = try await client.request(Subjects.result(request.jobID), payload: part,
-                                             headers: [ResultChunkHeaders.index: String(index), ResultChunkHeaders.count: String(count),
-                                                       ResultChunkHeaders.sha256: digest.sha256, ResultChunkHeaders.size: String(digest.size),
-                                                       ResultChunkHeaders.workerID: id], timeout: .seconds(30))
+                _ = try await client.request(
+                    Subjects.result(request.jobID), payload: part,
+                    headers: [
+                        ResultChunkHeaders.index: String(index), ResultChunkHeaders.count: String(count),
+                        ResultChunkHeaders.sha256: digest.sha256, ResultChunkHeaders.size: String(digest.size),
+                        ResultChunkHeaders.workerID: id,
+                    ], timeout: .seconds(30))
             }
             try await emit(.done) {
                 $0.sha256 = digest.sha256

@@ -38,7 +38,7 @@ struct SSEClients: AsyncParsableCommand {
         try await Task.sleep(for: .milliseconds(500))
         let cpuBefore = processCPUSeconds()
         let gatewayCPUBefore = gatewayPid.map(cpuSeconds(pid:)) ?? 0
-        if let goFile { FileManager.default.createFile(atPath: goFile, contents: Data("go".utf8)) }
+        if let goFile { try Data("go".utf8).write(to: URL(fileURLWithPath: goFile)) }
         let deadline = ContinuousClock.now + .seconds(timeout)
         while results.finished < clients, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
         let clientCPU = processCPUSeconds() - cpuBefore
@@ -59,7 +59,9 @@ struct SSEClients: AsyncParsableCommand {
         lat.sort()
         func pct(_ p: Double) -> Double { lat.isEmpty ? -1 : lat[min(lat.count - 1, Int(Double(lat.count) * p / 100))] }
         func r(_ v: Double) -> Double { (v * 100).rounded() / 100 }
-        print(#"{"case": "sse_fanout", "clients": \#(clients), "clients_finished": \#(results.finished), "events_received": \#(lat.count), "p50_ms": \#(r(pct(50))), "p99_ms": \#(r(pct(99))), "max_ms": \#(r(lat.last ?? -1)), "gateway_peak_rss_mib": \#(r(rss)), "client_cpu_s": \#(r(clientCPU)), "gateway_cpu_s": \#(r(gatewayCPU))}"#)
+        print(
+            #"{"case": "sse_fanout", "clients": \#(clients), "clients_finished": \#(results.finished), "events_received": \#(lat.count), "p50_ms": \#(r(pct(50))), "p99_ms": \#(r(pct(99))), "max_ms": \#(r(lat.last ?? -1)), "gateway_peak_rss_mib": \#(r(rss)), "client_cpu_s": \#(r(clientCPU)), "gateway_cpu_s": \#(r(gatewayCPU))}"#
+        )
     }
 }
 
@@ -202,7 +204,8 @@ func processCPUSeconds() -> Double {
 /// utime + stime of another process, from /proc/<pid>/stat.
 func cpuSeconds(pid: Int) -> Double {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-          let close = stat.lastIndex(of: ")") else { return 0 }
+        let close = stat.lastIndex(of: ")")
+    else { return 0 }
     let fields = stat[stat.index(after: close)...].split(separator: " ")
     // After the command: state is field 3, utime 14, stime 15 (1-based over the whole line).
     guard fields.count > 13, let u = Double(fields[11]), let s = Double(fields[12]) else { return 0 }

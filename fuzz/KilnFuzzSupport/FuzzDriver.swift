@@ -18,10 +18,11 @@ public enum FuzzDriver {
             Self.body = body
             var argc = CommandLine.argc
             var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
-            exit(kiln_fuzz_run(&argc, &argv) { data, size in
-                FuzzDriver.body(data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? [])
-                return 0
-            })
+            exit(
+                kiln_fuzz_run(&argc, &argv) { data, size in
+                    FuzzDriver.body(data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? [])
+                    return 0
+                })
         }
         exit(replay(body))
     }
