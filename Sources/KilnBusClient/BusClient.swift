@@ -32,14 +32,18 @@ public final class BusClient: @unchecked Sendable {
     private var requests: [String: PendingRequest] = [:]
     private var nextRequest = 0
     private var reconnectTask: Task<Void, Never>?
-    private(set) var serverInfo: BusHeader?
+    /// The largest frame the connected broker accepts (from its greeting).
+    private var serverMaxFrame: Int?
+    /// How bytes look on the wire; everything else in the client is protocol-neutral.
+    let wire: any BusWireProtocol
     private let inboxPrefix: String
     private let errorContinuation: AsyncStream<BusError>.Continuation
     /// `err` frames the broker sent that were not part of a handshake (e.g. permission denied).
     public let asyncErrors: AsyncStream<BusError>
 
-    init(configuration: Configuration, logger: Logger, group: any EventLoopGroup) {
+    init(configuration: Configuration, logger: Logger, group: any EventLoopGroup, wire: any BusWireProtocol = KilnWireProtocol()) {
         self.configuration = configuration
+        self.wire = wire
         self.logger = logger
         self.group = group
         self.outbound = OutboundBuffer(lowWater: configuration.pendingLimit / 2)
@@ -68,7 +72,7 @@ public final class BusClient: @unchecked Sendable {
     public var isConnected: Bool { lock.withLock { machine.status == .connected } }
 
     /// The broker's `max_frame` (from `info`).
-    public var maxFrame: Int { lock.withLock { serverInfo?.maxFrame ?? BusFrame.defaultMaxFrame } }
+    public var maxFrame: Int { lock.withLock { serverMaxFrame ?? wire.defaultMaxFrame } }
 
     // MARK: - publish / subscribe
 
@@ -97,38 +101,30 @@ public final class BusClient: @unchecked Sendable {
         }
     }
 
-    /// The non-generic core of `publish`: validates, encodes straight into the outbound buffer.
-    private func enqueuePublish(
-        _ subject: String, payload: UnsafeRawBufferPointer, reply: String?,
-        headers: [String: String]?
-    ) throws -> Int {
+    /// The non-generic core of `publish`: validates, encodes straight into the outbound buffer unless
+    /// the frame would exceed the broker's `max_frame`; returns the backlog in bytes.
+    private func enqueuePublish(_ subject: String, payload: UnsafeRawBufferPointer, reply: String?, headers: [String: String]?) throws -> Int {
         try Subject.validatePublish(subject)
-        return try enqueueFrame(header: .pub(subject, reply: reply, headers: headers), payload: payload)
+        let max = maxFrame
+        let wire = self.wire
+        var tooLarge = 0
+        let result = outbound.enqueue { buffer in
+            let start = buffer.writerIndex
+            let size = wire.writePublish(subject: subject, reply: reply, headers: headers, payload: payload, to: &buffer)
+            if size > max {
+                tooLarge = size
+                buffer.moveWriterIndex(to: start)
+            }
+        }
+        if tooLarge > 0 { throw BusClientError.frameTooLarge(size: tooLarge, max: max) }
+        switch result {
+        case .closed: throw BusClientError.closed
+        case .queued(let backlog): return backlog
+        }
     }
 
     public func publish(_ subject: String, string: String, reply: String? = nil, headers: [String: String]? = nil) async throws {
         try await publish(subject, payload: Array(string.utf8), reply: reply, headers: headers)
-    }
-
-    /// Queues one frame unless it would exceed the broker's `max_frame`; returns the backlog in bytes.
-    @discardableResult
-    private func enqueueFrame<Payload: Collection>(header: BusHeader, payload: Payload) throws(BusClientError) -> Int
-    where Payload.Element == UInt8 {
-        let max = maxFrame
-        var tooLarge = 0
-        let result = outbound.enqueue { buffer in
-            let start = buffer.writerIndex
-            BusFrame.write(header: header, payload: payload, to: &buffer)
-            if buffer.writerIndex - start - 4 > max {
-                tooLarge = buffer.writerIndex - start - 4
-                buffer.moveWriterIndex(to: start)
-            }
-        }
-        if tooLarge > 0 { throw .frameTooLarge(size: tooLarge, max: max) }
-        switch result {
-        case .closed: throw .closed
-        case .queued(let backlog): return backlog
-        }
     }
 
     /// Subscribes to `subject` (wildcards allowed). `queue` joins a queue group; `max` makes the
@@ -204,7 +200,11 @@ public final class BusClient: @unchecked Sendable {
                 }
                 lock.withLock { requests[token]?.timeout = scheduled }
                 do {
-                    try enqueueFrame(header: .pub(subject, reply: inboxPrefix + "." + token, headers: headers), payload: payload)
+                    let reply = inboxPrefix + "." + token
+                    _ =
+                        try payload.withContiguousStorageIfAvailable { bytes in
+                            try enqueuePublish(subject, payload: UnsafeRawBufferPointer(bytes), reply: reply, headers: headers)
+                        } ?? Array(payload).withUnsafeBytes { try enqueuePublish(subject, payload: $0, reply: reply, headers: headers) }
                 } catch {
                     finishRequest(token, with: .failure(error))
                 }
@@ -268,7 +268,7 @@ public final class BusClient: @unchecked Sendable {
 
     /// Opens a connection and completes the handshake; on success the channel becomes current.
     func establish() async throws {
-        let handler = BusClientHandler(client: self)
+        let handler = BusClientHandler(client: self, wire: wire)
         let tlsContext: NIOSSLContext?
         do { tlsContext = try configuration.tls.map { try $0.makeContext() } } catch {
             throw BusClientError.connectFailed("TLS set-up for \(configuration.host): \(error)")
@@ -298,23 +298,16 @@ public final class BusClient: @unchecked Sendable {
                 handler.failHandshake(BusClientError.connectFailed("handshake timed out"))
             }
             defer { timeout.cancel() }
-            let info = try await handler.info.futureResult.get()
+            let announcedMaxFrame = try await handler.hello.futureResult.get()
             let thisGeneration: Int = try lock.withLock {
                 let (generation, resubscribe) = try machine.connectionEstablished()
-                serverInfo = info
+                serverMaxFrame = announcedMaxFrame
                 handler.generation = generation
                 var hello = ByteBuffer()
-                var connect = BusHeader(op: .connect)
-                connect.name = configuration.name
-                connect.token = configuration.token
-                connect.user = configuration.user
-                connect.password = configuration.password
-                connect.verbose = false
-                connect.proto = 1
-                BusFrame.write(header: connect, payload: EmptyCollection(), to: &hello)
+                wire.writeGreeting(configuration, to: &hello)
                 // Re-subscribe what is still live, for its remaining deliveries only.
-                for command in resubscribe { Self.encode(command, into: &hello) }
-                Self.encode(.ping, into: &hello)
+                for command in resubscribe { wire.write(command, to: &hello) }
+                wire.write(.ping, to: &hello)
                 channel.writeAndFlush(hello, promise: nil)
                 self.channel = channel
                 outbound.attach(channel)
@@ -392,32 +385,19 @@ public final class BusClient: @unchecked Sendable {
 
     /// Queues a state-machine command for the broker. Call with `lock` held (the order of commands is
     /// the order of state changes).
-    private func send(_ command: StateMachine.Command) {
-        outbound.enqueue { Self.encode(command, into: &$0) }
-    }
-
-    /// The Kiln bus v1 encoding of a command.
-    static func encode(_ command: StateMachine.Command, into buffer: inout ByteBuffer) {
-        let header: BusHeader
-        switch command {
-        case .subscribe(let sid, let subject, let queue, let max): header = .sub(subject, sid: sid, queue: queue, max: max)
-        case .unsubscribe(let sid, let max?): header = .unsub(sid: sid, max: max)
-        case .unsubscribe(let sid, nil): header = .unsub(sid: sid)
-        case .ping: header = BusHeader(op: .ping)
-        }
-        BusFrame.write(header: header, payload: EmptyCollection(), to: &buffer)
+    private func send(_ command: BusCommand) {
+        let wire = self.wire
+        outbound.enqueue { wire.write(command, to: &$0) }
     }
 
     // MARK: - inbound (called on the channel's event loop by BusClientHandler)
 
-    func received(_ frame: BusFrame) {
-        switch frame.header.op {
-        case .msg:
-            guard let sid = frame.header.sid, let subject = frame.header.subject else { return }
-            let message = BusMessage(subject: subject, reply: frame.header.reply, headers: frame.header.headers, payload: frame.payload)
+    func received(_ inbound: BusInbound) {
+        switch inbound {
+        case .message(let sid, let message):
             if sid == StateMachine.inboxSID {
-                if let dot = subject.lastIndex(of: ".") {
-                    finishRequest(String(subject[subject.index(after: dot)...]), with: .success(message))
+                if let dot = message.subject.lastIndex(of: ".") {
+                    finishRequest(String(message.subject[message.subject.index(after: dot)...]), with: .success(message))
                 }
                 return
             }
@@ -432,18 +412,13 @@ public final class BusClient: @unchecked Sendable {
             }
         case .pong:
             lock.withLock { machine.pongArrived() }?.resume()
-        case .err:
-            let error = BusError(code: frame.header.code ?? 0, message: frame.header.message ?? "")
+        case .error(let error):
             logger.warning("broker error \(error.code): \(error.message)")
             errorContinuation.yield(error)
-        case .info:
-            lock.withLock { serverInfo = frame.header }
-        case .ping, .ok, .connect, .pub, .sub, .unsub:
+        case .hello(let maxFrame):
+            lock.withLock { serverMaxFrame = maxFrame }
+        case .ping, .ignored:
             break
         }
     }
-}
-
-extension TimeAmount {
-    static func * (lhs: TimeAmount, rhs: Int) -> TimeAmount { .nanoseconds(lhs.nanoseconds * Int64(rhs)) }
 }

@@ -8,22 +8,27 @@ final class BusClientHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias OutboundOut = ByteBuffer
 
     private let client: BusClient
-    private var decoder = FrameDecoder(maxFrame: Int(UInt32.max))
-    /// Completed by the broker's `info` frame.
-    private(set) var info: EventLoopPromise<BusHeader>!
+    private let wire: any BusWireProtocol
+    private var decoder: any BusInboundDecoder
+    /// Completed by the broker's greeting, with the largest frame it accepts.
+    private(set) var hello: EventLoopPromise<Int?>!
     /// Completed by the pong answering the handshake's ping (proves `connect` was accepted).
     private(set) var handshakePong: EventLoopPromise<Void>!
     private var handshakeDone = false
-    private var infoSeen = false
+    private var helloSeen = false
     /// Set under the client's lock before the handshake frames are written.
     var generation = 0
     private var context: ChannelHandlerContext?
 
-    init(client: BusClient) { self.client = client }
+    init(client: BusClient, wire: any BusWireProtocol) {
+        self.client = client
+        self.wire = wire
+        decoder = wire.makeDecoder()
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        info = context.eventLoop.makePromise()
+        hello = context.eventLoop.makePromise()
         handshakePong = context.eventLoop.makePromise()
     }
 
@@ -32,7 +37,7 @@ final class BusClientHandler: ChannelInboundHandler, @unchecked Sendable {
     /// seconds to connect), and it must not close the connection the client now uses.
     func failHandshake(_ error: any Error) {
         guard !handshakeDone else { return }
-        info.fail(error)
+        hello.fail(error)
         handshakePong.fail(error)
         context?.close(promise: nil)
     }
@@ -40,30 +45,28 @@ final class BusClientHandler: ChannelInboundHandler, @unchecked Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         decoder.append(unwrapInboundIn(data))
         while true {
-            let decoded: FrameDecoder.Decoded?
-            do { decoded = try decoder.next() } catch {
+            let inbound: BusInbound?
+            do { inbound = try decoder.next() } catch {
                 failHandshake(BusClientError.broker(error))
                 context.close(promise: nil)
                 return
             }
-            guard let decoded else { break }
-            guard case .frame(let frame) = decoded else { continue }
-            switch frame.header.op {
-            case .info where !infoSeen:
-                infoSeen = true
-                info.succeed(frame.header)
+            guard let inbound else { break }
+            switch inbound {
+            case .hello(let maxFrame) where !helloSeen:
+                helloSeen = true
+                hello.succeed(maxFrame)
             case .ping:
                 var pong = ByteBuffer()
-                BusFrame.write(header: BusHeader(op: .pong), payload: EmptyCollection(), to: &pong)
+                wire.writePong(to: &pong)
                 context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
             case .pong where !handshakeDone:
                 handshakeDone = true
                 handshakePong.succeed(())
-            case .err where !handshakeDone:
-                let error = BusError(code: frame.header.code ?? 0, message: frame.header.message ?? "", isFatal: true)
-                failHandshake(BusClientError.broker(error))
+            case .error(let error) where !handshakeDone:
+                failHandshake(BusClientError.broker(BusError(code: error.code, message: error.message, isFatal: true)))
             default:
-                client.received(frame)
+                client.received(inbound)
             }
         }
         decoder.compact()

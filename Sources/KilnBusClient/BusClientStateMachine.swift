@@ -8,12 +8,8 @@
 struct BusClientStateMachine<Subscriber, PongWaiter> {
     enum Status: Equatable { case connecting, connected, reconnecting, closed }
 
-    /// What goes to the broker. The wire protocol encodes it.
-    enum Command: Equatable {
-        case subscribe(sid: String, subject: String, queue: String?, max: Int?)
-        case unsubscribe(sid: String, max: Int?)
-        case ping
-    }
+    /// What goes to the broker; the wire protocol encodes it.
+    typealias Command = BusCommand
 
     struct Subscription {
         var subject: String
