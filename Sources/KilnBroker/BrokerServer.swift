@@ -9,7 +9,7 @@ import ServiceLifecycle
 
 /// kiln-broker's TCP listener: accepts connections, gives each a `BrokerConnectionHandler`, and on
 /// graceful shutdown drains every connection (pending bytes flushed, `err 503`, close).
-public final class BrokerServer: Service, @unchecked Sendable {
+public final class BrokerServer: Service, Sendable {
     public struct Configuration: Sendable {
         public var host: String
         public var port: Int
@@ -52,7 +52,7 @@ public final class BrokerServer: Service, @unchecked Sendable {
     }
 
     /// State every connection handler shares.
-    final class Shared: @unchecked Sendable {
+    final class Shared: Sendable {
         let configuration: Configuration
         let connectionConfiguration: ConnectionStateMachine.Configuration
         let router: MessageRouter

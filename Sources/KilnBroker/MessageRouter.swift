@@ -7,6 +7,7 @@ import NIOCore
 /// One lock guards the index, the per-connection subscription tables and the response allowances.
 /// Matching, queue-group choice, counting a delivery against `max` and removing a spent subscription
 /// happen in one critical section: that is the whole exactly-once guarantee for `max: 1`.
+// @unchecked: every mutable field is accessed with `lock` held.
 public final class MessageRouter: @unchecked Sendable {
     struct ConnectionEntry {
         var subscriptions: [String: Subscription] = [:]

@@ -3,6 +3,7 @@ import NIOCore
 
 /// A live subscription held by the broker. Mutable state (`delivered`, `isRemoved`) is only touched
 /// under the router's lock, which is what makes one-shot (`max: 1`) delivery atomic.
+// @unchecked: see above: mutation only under `MessageRouter`'s lock.
 public final class Subscription: @unchecked Sendable {
     public let connectionID: Int
     public let sid: String

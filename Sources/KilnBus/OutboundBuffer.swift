@@ -9,6 +9,7 @@ import NIOCore
 /// `pendingBytes` is the real backlog: the broker cuts a connection off when it passes a cap; the
 /// client makes publishers wait until it drains (`waitForRoom`). With no channel attached (a client
 /// between reconnects) frames simply accumulate.
+// @unchecked: every mutable field is accessed with `lock` held.
 public final class OutboundBuffer: @unchecked Sendable {
     public enum EnqueueResult: Sendable, Equatable {
         /// `backlog`: bytes pending while the connection cannot take them (channel unwritable or

@@ -12,6 +12,8 @@ import NIOSSL
 /// If the connection drops, the client reconnects with exponential backoff and re-subscribes every
 /// live subscription (a `max` subscription is renewed only for its remaining deliveries; spent
 /// one-shots are gone for good), then sends what was queued meanwhile.
+// @unchecked: the mutable state (state machine, channel, requests, reconnect task) is accessed
+// with `lock` held only; everything else is immutable or Sendable.
 public final class BusClient: @unchecked Sendable {
     typealias StateMachine = BusClientStateMachine<MessageQueue, CheckedContinuation<Void, any Error>>
 

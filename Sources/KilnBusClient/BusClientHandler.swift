@@ -3,6 +3,8 @@ import NIOCore
 
 /// The client's channel handler: decodes frames, answers pings, runs the handshake, and hands
 /// everything else to `BusClient`.
+// @unchecked: a channel handler, confined to its channel's event loop; `generation` is written
+// under the client's lock before the handshake frames go out and only read on the loop after.
 final class BusClientHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer

@@ -5,6 +5,7 @@ import NIOConcurrencyHelpers
 /// A consumer that is waiting is handed messages directly; otherwise they accumulate and the
 /// consumer takes the whole backlog in one lock acquisition, so a busy subscription costs one
 /// wake-up per batch instead of one per message (what `AsyncStream` would cost).
+// @unchecked: every mutable field is accessed with `lock` held.
 final class MessageQueue: @unchecked Sendable {
     private let lock = NIOLock()
     private var buffer: [BusMessage] = []

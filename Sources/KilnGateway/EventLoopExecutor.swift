@@ -4,6 +4,7 @@ import NIOCore
 /// a live event reaches the socket without crossing threads: the hub wakes the stream's task on
 /// that loop, and the task's write goes straight into the channel (NIO's async writer skips its
 /// hop when called on the loop).
+// @unchecked: holds only an EventLoop (itself thread-safe); no mutable state.
 final class EventLoopExecutor: TaskExecutor, @unchecked Sendable {
     let eventLoop: any EventLoop
 

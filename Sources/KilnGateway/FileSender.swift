@@ -6,6 +6,7 @@ import NIOHTTP1
 /// file server sends it. Hummingbird's body writer only takes byte buffers, so this handler sits
 /// just below its HTTP codec (installed by `SSERelay` when the connection is set up) and writes
 /// a `FileRegion` as a body part; the response must carry `Content-Length` (no chunk framing).
+// @unchecked: a channel handler, used on its channel's event loop only.
 final class FileSender: ChannelOutboundHandler, RemovableChannelHandler, @unchecked Sendable {
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart

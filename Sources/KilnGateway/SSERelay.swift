@@ -17,6 +17,8 @@ import NIOHTTPTypesHTTP1
 /// `begin` buffers live events while the route replays stored ones, `goLive` sends what was
 /// buffered past the replay and everything after it, `finished` completes after the terminal
 /// event, when the client is cut off, or when the connection closes.
+// @unchecked: a channel handler; its mutable state is touched on its channel's event loop only
+// (calls from tasks hop there with `eventLoop.execute`).
 public final class SSERelay: ChannelDuplexHandler, RemovableChannelHandler, @unchecked Sendable {
     public typealias InboundIn = HTTPRequestPart
     public typealias InboundOut = HTTPRequestPart
