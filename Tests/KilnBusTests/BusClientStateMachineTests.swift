@@ -1,3 +1,4 @@
+import KilnTestSupport
 import Testing
 
 @testable import KilnBusClient
@@ -146,21 +147,9 @@ import Testing
         }
     }
 
-    /// SplitMix64: a seeded generator, so a run is repeatable.
-    struct SeededRandom: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     @Test func backoffDoublesUpToTheMaximumWithBoundedJitterAndGivesUpAfterTheLimit() {
         var backoff = ReconnectBackoff(initialNanoseconds: 1000, maximumNanoseconds: 7000, maxAttempts: 5)
-        var random = SeededRandom(state: 42)
+        var random = SeededGenerator(seed: 42)
         var delays: [Int64] = []
         for _ in 0..<4 {
             delays.append(backoff.nextDelay(using: &random))
