@@ -50,6 +50,7 @@ fuzz:
 	scripts/fuzz.sh
 
 ## Benchmarks (release build), one JSON line per case, peers side by side.
+bench: export KILN_BENCH = 1
 bench:
 	@scripts/install-deps.sh bench
 	swift build -c release
