@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$(pwd)/.build/release}
+[ -x "$BIN/kiln-bench" ] || { echo "no $BIN/kiln-bench: build it with KILN_BENCH=1 swift build -c release (make bench does)" >&2; exit 1; }
 ulimit -n 65536 2>/dev/null || true
 work=$(mktemp -d)
 pids=()
