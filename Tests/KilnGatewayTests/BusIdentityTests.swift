@@ -58,6 +58,20 @@ import Testing
         #expect(done["status"] as? String == "ready", "\(done)")
         let events = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
         #expect(!events.events.contains { $0.data.contains("injected by worker-b") })
+        // Once the job is over its upload is deleted; a stranger still learns nothing: the same 403 for
+        // that job and for one that never existed (before, both were 404 — an existence oracle).
+        let upload = c.dir.file("gw") + "/uploads/" + id
+        let goneBy = ContinuousClock.now + .seconds(30)
+        while FileManager.default.fileExists(atPath: upload), ContinuousClock.now < goneBy { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(!FileManager.default.fileExists(atPath: upload), "the finished job's upload was not removed")
+        let prober = try await BusClient.connect(
+            .init(host: "127.0.0.1", port: c.broker.port, user: "worker-b", password: "b-pass"),
+            logger: Logger(label: "prober"))
+        for job in [id, "j0000000000000000000"] {
+            let answer = try await prober.request(Subjects.source(job), payload: [UInt8](), headers: ["index": "0"], timeout: .seconds(5))
+            #expect(answer.status == "403", "\(job): \(answer.status ?? "")")
+        }
+        await prober.close()
         let metrics = try HTTPGet.get(port: c.gateway.port, path: "/metrics").body
         let line = metrics.split(separator: "\n").first { $0.hasPrefix("kiln_gateway_bus_messages_rejected_total{reason=\"wrong_sender\"}") }
         #expect((line?.split(separator: " ").last.flatMap { Int($0) } ?? 0) >= 60, "\(line ?? "no metric")")
