@@ -27,6 +27,7 @@ test: deps lint $(VENV)/.installed test-swift test-python test-contract
 ## Formatting and lint rules (.swift-format); `swift format format -i -r Sources Tests bench fuzz` fixes most findings.
 lint:
 	swift format lint --strict -r Sources Tests bench fuzz Package.swift
+	KILN_BENCH=1 python3 scripts/check-package-deps.py
 
 test-swift:
 	swift build --build-tests

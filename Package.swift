@@ -38,10 +38,27 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.0"),
     ],
     targets: [
+        // What several modules need and none should re-implement: constant-time compare, hex, base64,
+        // timestamps, the retry backoff, the version and the logging set-up. No dependencies but swift-log.
+        .target(
+            name: "KilnCore",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log")
+            ], swiftSettings: swiftSettings),
+        // The executables' metrics backend (Prometheus) and the /healthz + /metrics monitor server.
+        .target(
+            name: "KilnMonitor",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ], swiftSettings: swiftSettings),
         // Bus v1 wire protocol: frames, headers, subjects. Shared by broker and client.
         .target(
             name: "KilnBus",
             dependencies: [
+                "KilnCore",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -49,18 +66,17 @@ let package = Package(
         .target(
             name: "KilnBusClient",
             dependencies: [
-                "KilnBus",
+                "KilnBus", "KilnCore",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ], swiftSettings: swiftSettings),
         .target(
             name: "KilnBroker",
             dependencies: [
-                "KilnBus",
+                "KilnBus", "KilnCore",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -68,16 +84,15 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ], swiftSettings: swiftSettings),
         .executableTarget(
             name: "Broker",
             dependencies: [
-                "KilnBroker",
+                "KilnBroker", "KilnCore", "KilnMonitor",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -89,7 +104,7 @@ let package = Package(
         .target(
             name: "KilnArchive",
             dependencies: [
-                "CArchive", "CKilnSystem",
+                "CArchive", "CKilnSystem", "KilnCore",
                 .product(name: "Crypto", package: "swift-crypto"),
             ], swiftSettings: swiftSettings),
         // Offline checks of SEV-SNP reports and TDX quotes against pinned vendor roots.
@@ -103,7 +118,7 @@ let package = Package(
         .target(
             name: "KilnAttestation",
             dependencies: [
-                "KilnArchive", "KilnTEE",
+                "KilnArchive", "KilnTEE", "KilnCore",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
             ], swiftSettings: swiftSettings),
@@ -121,18 +136,15 @@ let package = Package(
         .target(
             name: "KilnWorker",
             dependencies: [
-                "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnProcess",
-                .product(name: "Subprocess", package: "swift-subprocess"),
-                .product(name: "SystemPackage", package: "swift-system"),
+                "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnProcess", "KilnCore", "CKilnSystem",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ], swiftSettings: swiftSettings),
         .executableTarget(
             name: "Worker",
             dependencies: [
-                "KilnWorker",
+                "KilnWorker", "KilnBusClient", "KilnCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -140,7 +152,7 @@ let package = Package(
         .target(
             name: "KilnGateway",
             dependencies: [
-                "KilnMessages", "KilnBus", "KilnBusClient", "KilnAttestation", "KilnArchive",
+                "KilnMessages", "KilnBus", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
@@ -154,15 +166,15 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ], resources: [.embedInCode("Resources/openapi.yaml")], swiftSettings: swiftSettings),
         .executableTarget(
             name: "Gateway",
             dependencies: [
-                "KilnGateway",
+                "KilnGateway", "KilnBusClient", "KilnCore", "KilnMonitor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -172,16 +184,15 @@ let package = Package(
             dependencies: [
                 "KilnMessages", "KilnBus", "KilnBusClient", "KilnWorker", "KilnProcess",
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ], swiftSettings: swiftSettings),
         .executableTarget(
             name: "Pool",
             dependencies: [
-                "KilnPool", "KilnBusClient", "KilnAttestation",
+                "KilnPool", "KilnBusClient", "KilnAttestation", "KilnCore", "KilnMonitor",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -190,9 +201,11 @@ let package = Package(
         .executableTarget(
             name: "KilnCLI",
             dependencies: [
-                "KilnAttestation", "KilnArchive", "KilnMessages", "KilnTEE",
+                "KilnAttestation", "KilnArchive", "KilnTEE", "KilnCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ], swiftSettings: swiftSettings),
@@ -220,19 +233,39 @@ let package = Package(
             dependencies: [
                 "KilnBus", "KilnProcess",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ], path: "Tests/KilnTestSupport", swiftSettings: swiftSettings),
-        .testTarget(name: "KilnBusTests", dependencies: ["KilnBus", "KilnBroker", "KilnBusClient", "KilnTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "KilnCoreTests", dependencies: ["KilnCore", "KilnMonitor", "KilnTestSupport", .product(name: "Metrics", package: "swift-metrics")],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "KilnBusTests",
+            dependencies: [
+                "KilnBus", "KilnBroker", "KilnBusClient", "KilnMonitor", "KilnTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ], swiftSettings: swiftSettings),
         .testTarget(name: "KilnArchiveTests", dependencies: ["KilnArchive", "CArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "KilnWorkerTests", dependencies: ["KilnWorker", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport"],
+            name: "KilnWorkerTests",
+            dependencies: [
+                "KilnWorker", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnCore", "KilnTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "KilnGatewayTests",
             dependencies: [
-                "KilnGateway", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport",
-                .product(name: "NIOPosix", package: "swift-nio"),
+                "KilnGateway", "KilnMessages", "KilnBus", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -244,9 +277,16 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ], swiftSettings: swiftSettings),
-        .testTarget(name: "KilnAttestationTests", dependencies: ["KilnAttestation", "KilnArchive", "KilnTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "KilnTEETests", dependencies: ["KilnTEE", "KilnTestSupport"], exclude: ["Vectors"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "KilnAttestationTests",
+            dependencies: [
+                "KilnAttestation", "KilnArchive", "KilnTEE", "KilnCore", "KilnTestSupport",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ], swiftSettings: swiftSettings),
+        .testTarget(name: "KilnTEETests", dependencies: ["KilnTEE"], exclude: ["Vectors"], swiftSettings: swiftSettings),
     ]
 )
 
@@ -258,8 +298,9 @@ if Context.environment["KILN_BENCH"] == "1" {
         .executableTarget(
             name: "KilnBench",
             dependencies: [
-                "KilnBusClient", "KilnBroker", "KilnAttestation", "KilnArchive", "KilnMessages",
+                "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnMessages",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

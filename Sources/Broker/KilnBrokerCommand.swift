@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import KilnBroker
+import KilnCore
+import KilnMonitor
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -10,7 +12,8 @@ struct KilnBrokerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kiln-broker",
         abstract: "Kiln's message broker: subjects, wildcards, queue groups, one-shot subscriptions, request/reply.",
-        discussion: "Flags override the config file. Prints 'kiln-broker listening on HOST:PORT' once ready (useful with --port 0).")
+        discussion: "Flags override the config file. Prints 'kiln-broker listening on HOST:PORT' once ready (useful with --port 0).",
+        version: KilnVersion.current.description)
 
     @Option(help: "Address to listen on.") var host: String?
     @Option(help: "Port to listen on (0 picks a free one).") var port: Int?
@@ -38,12 +41,9 @@ struct KilnBrokerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let file = try config.map { try BrokerConfigFile.load(path: $0) } ?? BrokerConfigFile()
-        let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
+        KilnLogging.bootstrap(level: logLevel)
+        let exporter = PrometheusExporter()
+        exporter.bootstrap()
         let logger = Logger(label: "kiln.broker")
 
         var cfg = BrokerServer.Configuration()
@@ -91,14 +91,13 @@ struct KilnBrokerCommand: AsyncParsableCommand {
         }
         cfg.authenticator = Authenticator(mode, credentialKey: credential)
 
-        let metrics = BrokerMetrics()
-        let broker = BrokerServer(configuration: cfg, metrics: metrics, logger: logger)
+        let broker = BrokerServer(configuration: cfg, metrics: BrokerMetrics(), logger: logger)
         var services: [any Service] = [broker]
         let mPort = monitorPort ?? file.monitorPort ?? 8222
         let mHost = monitorHost ?? file.monitorHost ?? cfg.host
         if mPort >= 0 {
             services.append(
-                MonitorServer.makeApplication(host: mHost, port: mPort, metrics: metrics, logger: logger) { port in
+                MonitorServer.makeApplication(host: mHost, port: mPort, exporter: exporter, serverName: "kiln-broker-monitor", logger: logger) { port in
                     announce("kiln-broker monitor on http://\(mHost):\(port)")
                 })
         }

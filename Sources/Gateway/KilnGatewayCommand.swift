@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
 import KilnBusClient
+import KilnCore
 import KilnGateway
+import KilnMonitor
 import Logging
 import ServiceLifecycle
 
@@ -10,7 +12,8 @@ struct KilnGatewayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kiln-gateway",
         abstract: "Kiln's HTTP API: takes builds, dispatches each to one worker over the bus, stores events and results, relays SSE.",
-        discussion: "Prints 'kiln-gateway listening on http://HOST:PORT' once ready (useful with --port 0).")
+        discussion: "Prints 'kiln-gateway listening on http://HOST:PORT' once ready (useful with --port 0).",
+        version: KilnVersion.current.description)
 
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port (0 picks a free one).") var port = 8080
@@ -41,7 +44,9 @@ struct KilnGatewayCommand: AsyncParsableCommand {
     @Option(help: "Log level.") var logLevel = "info"
 
     func run() async throws {
-        bootstrapKilnLogging(level: logLevel)
+        KilnLogging.bootstrap(level: logLevel)
+        let exporter = PrometheusExporter(timerBuckets: GatewayMetrics.timerBuckets)
+        exporter.bootstrap()
         let env = ProcessInfo.processInfo.environment
         let bus = try BusClient.Configuration.fromCommandLine(url: broker, token: brokerToken, name: "kiln-gateway")
         var cfg = GatewayConfiguration(dataDirectory: data, bus: bus)
@@ -89,7 +94,7 @@ struct KilnGatewayCommand: AsyncParsableCommand {
         let logger = Logger(label: "kiln.gateway")
         let host = self.host
         let scheme = cfg.tls == nil ? "http" : "https"
-        let gateway = try await Gateway.make(configuration: cfg, logger: logger) { port in
+        let gateway = try await Gateway.make(configuration: cfg, logger: logger, metricsExposition: exporter.exposition) { port in
             FileHandle.standardOutput.write(Data("kiln-gateway listening on \(scheme)://\(host):\(port)\n".utf8))
         }
         let group = ServiceGroup(

@@ -1,6 +1,7 @@
 import CKilnSystem
 import Crypto
 import Foundation
+import KilnCore
 
 /// The one audited way host-side code reads what a build or an upload produced.
 ///

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KilnCore
 
 /// The SHA-256 and size of a file's exact bytes.
 public struct FileDigest: Sendable, Equatable, Hashable, Codable {
@@ -28,19 +29,5 @@ public struct FileDigest: Sendable, Equatable, Hashable, Codable {
 
     public static func of<D: DataProtocol>(bytes: D) -> FileDigest {
         FileDigest(sha256: SHA256.hash(data: bytes).hexString, size: Int64(bytes.count))
-    }
-}
-
-extension Sequence where Element == UInt8 {
-    /// Lowercase hex.
-    public var hexString: String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(underestimatedCount * 2)
-        for b in self {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0xF)])
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 }

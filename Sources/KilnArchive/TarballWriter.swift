@@ -1,6 +1,7 @@
 import CArchive
 import Crypto
 import Foundation
+import KilnCore
 
 /// Writes a deterministic `.tar.gz` (design §5 step 6): the same inputs give the same bytes.
 ///

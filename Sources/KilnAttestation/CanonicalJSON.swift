@@ -16,13 +16,3 @@ public enum CanonicalJSON {
         try JSONDecoder().decode(type, from: Data(bytes))
     }
 }
-
-/// RFC 3339 UTC timestamps with whole seconds, as SLSA expects.
-public enum Timestamp {
-    public static func string(_ date: Date) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime]
-        f.timeZone = TimeZone(identifier: "UTC")
-        return f.string(from: date)
-    }
-}

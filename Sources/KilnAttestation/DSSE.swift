@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KilnCore
 
 /// Dead Simple Signing Envelope (https://github.com/secure-systems-lab/dsse), so standard tools
 /// (securesystemslib, cosign, in-toto verifiers) can check Kiln's signatures.
@@ -69,15 +70,5 @@ public struct DSSEEnvelope: Codable, Sendable, Equatable {
         }
         let ids = signatures.map(\.keyid).joined(separator: ", ")
         throw .init(.signature, "the \(payloadType) DSSE signature (keyid \(ids)) does not verify with key \(trustedKeys.map(\.keyID).joined(separator: ", "))")
-    }
-}
-
-/// Base64 that also accepts the URL-safe alphabet and missing padding.
-public enum Base64 {
-    public static func decode(_ text: String) -> [UInt8]? {
-        var s = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            .replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        while s.count % 4 != 0 { s += "=" }
-        return Data(base64Encoded: s).map { Array($0) }
     }
 }

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import KilnArchive
+import KilnCore
 
 /// `evidence.json`: the DSSE envelope over provenance.json, the TEE report, the binding that ties
 /// the report to this exact result and the user's nonce (design §6), and a second DSSE envelope over

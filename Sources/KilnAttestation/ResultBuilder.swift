@@ -1,5 +1,6 @@
 import Foundation
 import KilnArchive
+import KilnCore
 
 /// Assembles the result tarball of design §6 in one pass: artifacts are hashed while they are packed,
 /// then provenance.json, manifest.json and evidence.json are generated from those digests and appended

@@ -1,5 +1,6 @@
 import Foundation
 import KilnArchive
+import KilnCore
 import KilnTEE
 
 /// Offline verification of a Kiln result, every verdict-changing field checked against a signature:

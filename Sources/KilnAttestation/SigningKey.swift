@@ -2,6 +2,7 @@ import Crypto
 import CryptoExtras
 import Foundation
 import KilnArchive
+import KilnCore
 
 /// The farm's Ed25519 signing key.
 public struct SigningKey: Sendable {
@@ -127,29 +128,4 @@ public struct PublicKey: Sendable, Equatable {
 public struct KeyError: Error, CustomStringConvertible, Sendable {
     public let description: String
     public init(_ d: String) { description = d }
-}
-
-public enum Hex {
-    public static func decode(_ text: String) -> [UInt8]? {
-        let chars = Array(text.utf8)
-        guard chars.count % 2 == 0 else { return nil }
-        var out = [UInt8]()
-        out.reserveCapacity(chars.count / 2)
-        var i = 0
-        while i < chars.count {
-            guard let hi = nibble(chars[i]), let lo = nibble(chars[i + 1]) else { return nil }
-            out.append(hi << 4 | lo)
-            i += 2
-        }
-        return out
-    }
-
-    private static func nibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
-        default: nil
-        }
-    }
 }

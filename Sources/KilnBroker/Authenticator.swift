@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import KilnBus
+import KilnCore
 
 /// Decides who a `connect` frame is, and with which permissions.
 public struct Authenticator: Sendable {

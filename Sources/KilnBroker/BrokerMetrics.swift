@@ -1,11 +1,11 @@
-import Prometheus
+import Metrics
 
-/// The broker's Prometheus metrics (design §2 "Monitoring").
+/// The broker's metrics (design §2 "Monitoring"), recorded through swift-metrics: the executable
+/// picks the backend (Prometheus, exported on the monitor port); tests hand in a factory of their own.
 public final class BrokerMetrics: Sendable {
-    public let registry: PrometheusCollectorRegistry
-    let connections: Gauge
+    let connections: Meter
     let connectionsTotal: Counter
-    let subscriptions: Gauge
+    let subscriptions: Meter
     let messagesIn: Counter
     let bytesIn: Counter
     let messagesOut: Counter
@@ -26,50 +26,28 @@ public final class BrokerMetrics: Sendable {
 
     func limitRefusals(_ limit: Limit) { refusals[limit]?.increment() }
 
-    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
-        self.registry = registry
-        connections = registry.makeGauge(
-            descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "connections", unitName: "", helpText: "Open client connections"))
-        connectionsTotal = registry.makeCounter(
-            descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "connections", unitName: "total", helpText: "Client connections accepted"))
-        subscriptions = registry.makeGauge(
-            descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "subscriptions", unitName: "", helpText: "Live subscriptions"))
-        messagesIn = registry.makeCounter(
-            descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "messages_in", unitName: "total", helpText: "Messages published by clients"))
-        bytesIn = registry.makeCounter(
-            descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "bytes_in", unitName: "total", helpText: "Payload bytes published by clients"))
-        messagesOut = registry.makeCounter(
-            descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "messages_out", unitName: "total", helpText: "Messages delivered to subscribers"))
-        bytesOut = registry.makeCounter(
-            descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "bytes_out", unitName: "total", helpText: "Payload bytes delivered to subscribers"))
-        slowConsumers = registry.makeCounter(
-            descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "slow_consumers", unitName: "total", helpText: "Connections cut off as slow consumers"))
-        staleConnections = registry.makeCounter(
-            descriptor: .init(
-                namespace: "kiln", subsystem: "broker", metricName: "stale_connections", unitName: "total", helpText: "Connections closed for unanswered pings"))
-        protocolErrors = registry.makeCounter(
-            descriptor: .init(namespace: "kiln", subsystem: "broker", metricName: "protocol_errors", unitName: "total", helpText: "err frames sent to clients"))
+    public init(factory: any MetricsFactory = MetricsSystem.factory) {
+        func counter(_ name: String) -> Counter { Counter(label: "kiln_broker_" + name + "_total", factory: factory) }
+        connections = Meter(label: "kiln_broker_connections", factory: factory)
+        connectionsTotal = counter("connections")
+        subscriptions = Meter(label: "kiln_broker_subscriptions", factory: factory)
+        messagesIn = counter("messages_in")
+        bytesIn = counter("bytes_in")
+        messagesOut = counter("messages_out")
+        bytesOut = counter("bytes_out")
+        slowConsumers = counter("slow_consumers")
+        staleConnections = counter("stale_connections")
+        protocolErrors = counter("protocol_errors")
         var r: [Limit: Counter] = [:]
         for limit in Limit.allCases {
-            r[limit] = registry.makeCounter(
-                descriptor: .init(
-                    namespace: "kiln", subsystem: "broker", metricName: "limit_refusals", unitName: "total",
-                    helpText: "Connections or requests refused by a configured limit"), labels: [("limit", limit.rawValue)])
+            r[limit] = Counter(label: "kiln_broker_limit_refusals_total", dimensions: [("limit", limit.rawValue)], factory: factory)
         }
         refusals = r
     }
 
     @inline(__always)
     func recordDeliveries(_ count: Int, bytes: Int) {
-        messagesOut.increment(by: Int64(count))
-        bytesOut.increment(by: Int64(bytes))
+        messagesOut.increment(by: count)
+        bytesOut.increment(by: bytes)
     }
-
-    /// Prometheus text exposition.
-    public func render() -> String { registry.emitToString() }
-}
-
-extension Gauge {
-    func increment(by amount: Int) { increment(by: Double(amount)) }
-    func decrement(by amount: Int) { decrement(by: Double(amount)) }
 }

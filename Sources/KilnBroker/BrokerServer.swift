@@ -1,5 +1,6 @@
 import Foundation
 import KilnBus
+import KilnCore
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -73,7 +74,7 @@ public final class BrokerServer: Service, Sendable {
             self.logger = logger
             var info = BusHeader(op: .info)
             info.serverID = UUID().uuidString.lowercased()
-            info.version = KilnBrokerVersion.string
+            info.version = KilnVersion.release
             info.maxFrame = configuration.maxFrame
             info.authRequired = configuration.authenticator.isRequired
             info.proto = 1
@@ -224,8 +225,4 @@ public final class BrokerServer: Service, Sendable {
             timeout.cancel()
         }
     }
-}
-
-public enum KilnBrokerVersion {
-    public static let string = "0.1.0"
 }

@@ -55,7 +55,7 @@ public final class MessageRouter: @unchecked Sendable {
                 sub.isRemoved = true
                 index.remove(sub)
             }
-            metrics?.subscriptions.decrement(by: entry.subscriptions.count)
+            metrics?.subscriptions.decrement(by: Double(entry.subscriptions.count))
         }
     }
 

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KilnCore
 
 /// A bus credential for one worker, minted by the pool and checked by the broker: who (the worker
 /// id), until when, signed with the operator's Ed25519 credential key. A leaked credential is one
@@ -32,16 +33,16 @@ public struct WorkerCredential: Sendable, Equatable {
 
     public func mint(key: Curve25519.Signing.PrivateKey) throws -> String {
         let claims = try JSONEncoder().encode(Claims(wid: workerID, iat: issuedAt, exp: expiresAt))
-        let head = Self.prefix + Self.base64url(Array(claims))
+        let head = Self.prefix + Base64.encodeURLSafe(Array(claims))
         let signature = try key.signature(for: Array(head.utf8))
-        return head + "." + Self.base64url(Array(signature))
+        return head + "." + Base64.encodeURLSafe(Array(signature))
     }
 
     /// Checks the signature first, then the claims; every failure is an `authorizationRequired` error.
     public static func verify(_ text: String, key: Curve25519.Signing.PublicKey, now: Int64) throws(BusError) -> WorkerCredential {
         guard text.utf8.count <= 4096, text.hasPrefix(prefix) else { throw .authorizationRequired("authorization failed: not a worker credential") }
         let parts = text.dropFirst(prefix.count).split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 2, let claimsBytes = decode(parts[0]), let signature = decode(parts[1]) else {
+        guard parts.count == 2, let claimsBytes = Base64.decode(parts[0]), let signature = Base64.decode(parts[1]) else {
             throw .authorizationRequired("authorization failed: malformed worker credential")
         }
         let head = text.utf8.prefix(prefix.utf8.count + parts[0].utf8.count)
@@ -55,17 +56,6 @@ public struct WorkerCredential: Sendable, Equatable {
         guard claims.exp > now else { throw .authorizationRequired("authorization failed: the worker credential expired") }
         guard claims.iat <= now + 300 else { throw .authorizationRequired("authorization failed: the worker credential is issued in the future") }
         return WorkerCredential(workerID: claims.wid, issuedAt: claims.iat, expiresAt: claims.exp)
-    }
-
-    static func base64url(_ bytes: [UInt8]) -> String {
-        Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
-    }
-
-    static func decode(_ text: Substring) -> [UInt8]? {
-        var s = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        while s.count % 4 != 0 { s += "=" }
-        return Data(base64Encoded: s).map(Array.init)
     }
 }
 

@@ -1,5 +1,4 @@
 import Foundation
-import Logging
 
 extension BusClient.Configuration {
     /// What every Kiln executable does with its `--broker`/`--broker-token` flags: the flag, else
@@ -15,15 +14,5 @@ extension BusClient.Configuration {
         }
         bus.name = name
         return bus
-    }
-}
-
-/// Logs to stderr at `level` (every Kiln executable's logging set-up).
-public func bootstrapKilnLogging(level: String) {
-    let parsed = Logger.Level(rawValue: level) ?? .info
-    LoggingSystem.bootstrap { label in
-        var h = StreamLogHandler.standardError(label: label)
-        h.logLevel = parsed
-        return h
     }
 }

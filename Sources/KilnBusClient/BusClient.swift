@@ -1,4 +1,5 @@
 import KilnBus
+import KilnCore
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -360,14 +361,13 @@ public final class BusClient: @unchecked Sendable {
     }
 
     private func reconnectLoop() async {
-        var backoff = ReconnectBackoff(
-            initialNanoseconds: configuration.reconnectInitialDelay.nanoseconds,
-            maximumNanoseconds: configuration.reconnectMaxDelay.nanoseconds,
+        var backoff = Backoff(
+            initial: .nanoseconds(configuration.reconnectInitialDelay.nanoseconds),
+            maximum: .nanoseconds(configuration.reconnectMaxDelay.nanoseconds),
             maxAttempts: configuration.maxReconnectAttempts)
-        var random = SystemRandomNumberGenerator()
         while !Task.isCancelled {
             if lock.withLock({ machine.status == .closed }) { return }
-            try? await Task.sleep(nanoseconds: UInt64(backoff.nextDelay(using: &random)))
+            try? await Task.sleep(for: backoff.nextDelay())
             if Task.isCancelled { return }
             do {
                 try await establish()

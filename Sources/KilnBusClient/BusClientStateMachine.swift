@@ -165,33 +165,3 @@ struct BusClientStateMachine<Subscriber, PongWaiter> {
         return (subscriptions.values.map(\.subscriber), pongWaiters)
     }
 }
-
-/// Exponential reconnect backoff with up to 25 % jitter, and an optional limit on attempts. The random
-/// source is injected so tests see exact delays.
-struct ReconnectBackoff {
-    let initial: Int64
-    let maximum: Int64
-    let maxAttempts: Int?
-    private(set) var attempts = 0
-    private var delay: Int64
-
-    init(initialNanoseconds: Int64, maximumNanoseconds: Int64, maxAttempts: Int?) {
-        initial = max(0, initialNanoseconds)
-        maximum = max(initial, maximumNanoseconds)
-        self.maxAttempts = maxAttempts
-        delay = initial
-    }
-
-    /// How long to wait before the next attempt.
-    func nextDelay(using random: inout some RandomNumberGenerator) -> Int64 {
-        delay + Int64.random(in: 0...(delay / 4 + 1), using: &random)
-    }
-
-    /// An attempt failed: returns false when it was the last one allowed.
-    mutating func attemptFailed() -> Bool {
-        attempts += 1
-        delay = min(delay > maximum / 2 ? maximum : delay * 2, maximum)
-        if let maxAttempts, attempts >= maxAttempts { return false }
-        return true
-    }
-}

@@ -1,6 +1,7 @@
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
+import KilnCore
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -86,16 +87,16 @@ struct GatewayClient: Sendable {
     /// Streams `GET /build/{id}/events`, calling `onEvent(type, json)` per event; returns at the stream's end.
     func follow(_ id: String, onEvent: (String, [String: Any]) async throws -> Void) async throws {
         var lastID: Int?
-        for attempt in 0..<20 {
+        // A gateway restart or a dropped stream is resumed where it stopped (Last-Event-ID).
+        var backoff = Backoff(initial: .milliseconds(500), maximum: .seconds(5), maxAttempts: 20)
+        while true {
             var r = request(.GET, "/build/\(id)/events")
             if let lastID { r.headers.add(name: "Last-Event-ID", value: String(lastID)) }
             let response: HTTPClientResponse
             do { response = try await http.execute(r, timeout: .hours(24)) } catch {
-                if attempt < 19 {
-                    try await Task.sleep(for: .seconds(1))
-                    continue
-                }
-                throw unreachable(error)
+                guard backoff.attemptFailed() else { throw unreachable(error) }
+                try await Task.sleep(for: backoff.nextDelay())
+                continue
             }
             guard response.status == .ok else {
                 let body = try await response.body.collect(upTo: 1 << 20)
@@ -132,7 +133,10 @@ struct GatewayClient: Sendable {
                 // Dropped (e.g. a slow terminal): resume from the last event seen.
             }
             if terminal { return }
-            try await Task.sleep(for: .milliseconds(500))
+            guard backoff.attemptFailed() else {
+                throw CLIError("the event stream of \(id) kept ending before the build did (\(backoff.attempts) times); see `kiln status \(id)`")
+            }
+            try await Task.sleep(for: backoff.nextDelay())
         }
     }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import AsyncHTTPClient
 import Foundation
 import KilnAttestation
+import KilnCore
 import KilnTEE
 import NIOCore
 

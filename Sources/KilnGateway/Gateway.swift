@@ -17,6 +17,7 @@ public struct Gateway {
 
     public static func make(
         configuration: GatewayConfiguration, logger: Logger,
+        metrics: GatewayMetrics = GatewayMetrics(), metricsExposition: @escaping @Sendable () -> String,
         onListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) async throws -> Gateway {
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
@@ -29,7 +30,6 @@ public struct Gateway {
             }
         }
         let client = try await BusClient.connect(configuration.bus, logger: logger)
-        let metrics = GatewayMetrics()
         let coordinator = BuildCoordinator(
             store: store, files: files, hub: EventHub(), client: client,
             configuration: configuration, metrics: metrics, logger: logger)
@@ -39,7 +39,7 @@ public struct Gateway {
         router.middlewares.add(UnmatchedRouteMiddleware(table: routeTable))
         let endpoints = GatewayRoutes(
             coordinator: coordinator, store: store, files: files, configuration: configuration, metrics: metrics,
-            keys: KeySet(keys), limiter: RequestLimiter(configuration: configuration.requestLimits, metrics: metrics)
+            metricsExposition: metricsExposition, keys: KeySet(keys), limiter: RequestLimiter(configuration: configuration.requestLimits, metrics: metrics)
         ).register(on: router)
         routeTable.set(endpoints)
         for endpoint in endpoints { logger.debug("serves \(endpoint)") }

@@ -1,18 +1,30 @@
-import Prometheus
+import Metrics
 
-/// The gateway's Prometheus metrics.
+/// The gateway's metrics, recorded through swift-metrics: the executable picks the backend
+/// (Prometheus, exported at `/metrics`); tests hand in a factory of their own.
 public final class GatewayMetrics: Sendable {
-    public let registry = PrometheusCollectorRegistry()
-    let dispatchLatency: DurationHistogram
-    let sseClients: Gauge
-    let uploadsInProgress: Gauge
+    /// From dispatch request to the worker's acceptance.
+    let dispatchLatency: Timer
+    let sseClients: Meter
+    /// `POST /build` bodies being received (upload slots held).
+    let uploadsInProgress: Meter
     /// Request-body bytes received by `POST /build`, and archive bytes spooled to disk from them.
     let uploadBytesReceived: Counter
     let uploadBytesSpooled: Counter
+    /// Bytes written to SSE clients.
     let bytesRelayed: Counter
     let eventsStored: Counter
-    let jobsByStatus: [Job.Status: Gauge]
+    let jobsByStatus: [Job.Status: Meter]
     private let rejected: [RejectedBusMessage: Counter]
+
+    /// The dispatch-latency buckets a histogram backend should use: dispatch is promised in
+    /// milliseconds, so the default buckets (5 ms and up) would hide it.
+    public static let timerBuckets: [String: [Duration]] = [
+        "kiln_gateway_dispatch_latency_seconds": [
+            .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(50),
+            .milliseconds(250), .seconds(1), .seconds(5),
+        ]
+    ]
 
     /// Why a message from the bus was dropped.
     enum RejectedBusMessage: String, CaseIterable {
@@ -34,60 +46,27 @@ public final class GatewayMetrics: Sendable {
     private let limited: [RequestLimit: Counter]
     func requestsLimited(_ limit: RequestLimit) { limited[limit]?.increment() }
 
-    public init() {
-        dispatchLatency = registry.makeDurationHistogram(
-            descriptor: .init(
-                namespace: "kiln", subsystem: "gateway", metricName: "dispatch_latency", unitName: "seconds",
-                helpText: "From dispatch request to the worker's acceptance"),
-            buckets: [
-                .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(50),
-                .milliseconds(250), .seconds(1), .seconds(5),
-            ])
-        sseClients = registry.makeGauge(
-            descriptor: .init(
-                namespace: "kiln", subsystem: "gateway", metricName: "sse_clients", unitName: "",
-                helpText: "Connected SSE clients"))
-        uploadsInProgress = registry.makeGauge(
-            descriptor: .init(
-                namespace: "kiln", subsystem: "gateway", metricName: "uploads_in_progress", unitName: "",
-                helpText: "POST /build bodies being received (upload slots held)"))
-        uploadBytesReceived = registry.makeCounter(
-            descriptor: .init(
-                namespace: "kiln", subsystem: "gateway", metricName: "upload_bytes_received", unitName: "total",
-                helpText: "Request-body bytes received by POST /build"))
-        uploadBytesSpooled = registry.makeCounter(
-            descriptor: .init(
-                namespace: "kiln", subsystem: "gateway", metricName: "upload_bytes_spooled", unitName: "total",
-                helpText: "Source-archive bytes written to the upload spool"))
-        bytesRelayed = registry.makeCounter(
-            descriptor: .init(
-                namespace: "kiln", subsystem: "gateway", metricName: "sse_bytes_relayed", unitName: "total",
-                helpText: "Bytes written to SSE clients"))
-        eventsStored = registry.makeCounter(
-            descriptor: .init(
-                namespace: "kiln", subsystem: "gateway", metricName: "events_stored", unitName: "total",
-                helpText: "Build events stored"))
-        var gauges: [Job.Status: Gauge] = [:]
+    public init(factory: any MetricsFactory = MetricsSystem.factory) {
+        dispatchLatency = Timer(label: "kiln_gateway_dispatch_latency_seconds", factory: factory)
+        sseClients = Meter(label: "kiln_gateway_sse_clients", factory: factory)
+        uploadsInProgress = Meter(label: "kiln_gateway_uploads_in_progress", factory: factory)
+        uploadBytesReceived = Counter(label: "kiln_gateway_upload_bytes_received_total", factory: factory)
+        uploadBytesSpooled = Counter(label: "kiln_gateway_upload_bytes_spooled_total", factory: factory)
+        bytesRelayed = Counter(label: "kiln_gateway_sse_bytes_relayed_total", factory: factory)
+        eventsStored = Counter(label: "kiln_gateway_events_stored_total", factory: factory)
+        var meters: [Job.Status: Meter] = [:]
         for s in [Job.Status.waiting, .building, .ready, .error, .cancelled] {
-            gauges[s] = registry.makeGauge(
-                descriptor: .init(namespace: "kiln", subsystem: "gateway", metricName: "jobs", unitName: "", helpText: "Jobs by status"), labels: [("status", s.rawValue)]
-            )
+            meters[s] = Meter(label: "kiln_gateway_jobs", dimensions: [("status", s.rawValue)], factory: factory)
         }
-        jobsByStatus = gauges
+        jobsByStatus = meters
         var counters: [RejectedBusMessage: Counter] = [:]
         for r in RejectedBusMessage.allCases {
-            counters[r] = registry.makeCounter(
-                descriptor: .init(
-                    namespace: "kiln", subsystem: "gateway", metricName: "bus_messages_rejected", unitName: "total",
-                    helpText: "Bus messages dropped by the gateway, by reason"), labels: [("reason", r.rawValue)])
+            counters[r] = Counter(label: "kiln_gateway_bus_messages_rejected_total", dimensions: [("reason", r.rawValue)], factory: factory)
         }
         rejected = counters
         var l: [RequestLimit: Counter] = [:]
         for r in RequestLimit.allCases {
-            l[r] = registry.makeCounter(
-                descriptor: .init(
-                    namespace: "kiln", subsystem: "gateway", metricName: "requests_limited", unitName: "total",
-                    helpText: "Requests answered 429 by a per-caller limit"), labels: [("limit", r.rawValue)])
+            l[r] = Counter(label: "kiln_gateway_requests_limited_total", dimensions: [("limit", r.rawValue)], factory: factory)
         }
         limited = l
     }

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import KilnCore
 
 /// A build job as the gateway keeps it (design §4 lifecycle fields).
 public struct Job: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
@@ -77,7 +78,7 @@ public struct StoredEvent: Codable, Sendable, Equatable, FetchableRecord, Persis
 extension Job {
     /// `GET /build/{id}` body.
     public var statusDocument: [String: AnyCodable] {
-        func t(_ d: Date?) -> AnyCodable { d.map { .string(ISO8601DateFormatter.kiln.string(from: $0)) } ?? .null }
+        func t(_ d: Date?) -> AnyCodable { d.map { .string(Timestamp.preciseString($0)) } ?? .null }
         var doc: [String: AnyCodable] = [
             "job_id": .string(id), "status": .string(status.rawValue), "phase": phase.map(AnyCodable.string) ?? .null,
             "queued_at": t(queuedAt), "started_at": t(startedAt), "finished_at": t(finishedAt),
@@ -138,12 +139,4 @@ public enum AnyCodable: Codable, Sendable, Equatable {
             self = .object(try c.decode([String: AnyCodable].self))
         }
     }
-}
-
-extension ISO8601DateFormatter {
-    nonisolated(unsafe) static let kiln: ISO8601DateFormatter = {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f
-    }()
 }

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import KilnAttestation
 import KilnBus
+import KilnCore
 import NIOConcurrencyHelpers
 
 /// Who is calling the HTTP API.

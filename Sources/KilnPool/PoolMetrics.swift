@@ -1,33 +1,22 @@
-import Prometheus
+import Metrics
 
+/// The pool's metrics, recorded through swift-metrics (the executable exports them as Prometheus).
 public final class PoolMetrics: Sendable {
-    public let registry = PrometheusCollectorRegistry()
-    let idle: Gauge
-    let busy: Gauge
-    let ready: Gauge
+    /// Workers started and waiting for a build.
+    let idle: Meter
+    /// Idle workers that have announced themselves ready (subscribed).
+    let ready: Meter
+    /// Workers building.
+    let busy: Meter
     let started: Counter
+    /// Workers that died leaving cgroups, mounts or scratch behind, cleaned up by the pool.
     let cleanedUp: Counter
 
-    public init() {
-        idle = registry.makeGauge(
-            descriptor: .init(
-                namespace: "kiln", subsystem: "pool", metricName: "idle_workers", unitName: "",
-                helpText: "Workers started and waiting for a build"))
-        ready = registry.makeGauge(
-            descriptor: .init(
-                namespace: "kiln", subsystem: "pool", metricName: "ready_workers", unitName: "",
-                helpText: "Idle workers that have announced themselves ready (subscribed)"))
-        busy = registry.makeGauge(
-            descriptor: .init(
-                namespace: "kiln", subsystem: "pool", metricName: "busy_workers", unitName: "",
-                helpText: "Workers building"))
-        started = registry.makeCounter(
-            descriptor: .init(
-                namespace: "kiln", subsystem: "pool", metricName: "workers_started", unitName: "total",
-                helpText: "Workers started"))
-        cleanedUp = registry.makeCounter(
-            descriptor: .init(
-                namespace: "kiln", subsystem: "pool", metricName: "workers_cleaned_up", unitName: "total",
-                helpText: "Workers that died leaving cgroups, mounts or scratch behind, cleaned up by the pool"))
+    public init(factory: any MetricsFactory = MetricsSystem.factory) {
+        idle = Meter(label: "kiln_pool_idle_workers", factory: factory)
+        ready = Meter(label: "kiln_pool_ready_workers", factory: factory)
+        busy = Meter(label: "kiln_pool_busy_workers", factory: factory)
+        started = Counter(label: "kiln_pool_workers_started_total", factory: factory)
+        cleanedUp = Counter(label: "kiln_pool_workers_cleaned_up_total", factory: factory)
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import KilnArchive
 import KilnAttestation
 import KilnBusClient
+import KilnCore
 import KilnMessages
 import KilnProcess
 import Logging
@@ -281,24 +282,18 @@ final class BuildPipeline: Sendable {
         let count = Int((ref.size + Int64(ref.chunkSize) - 1) / Int64(ref.chunkSize))
         for index in 0..<count {
             if cancel.isFired { throw BuildCancelled() }
-            var attempt = 0
-            while true {
-                do {
-                    let reply = try await client.request(
-                        Subjects.source(request.jobID), payload: [UInt8](),
-                        headers: ["index": String(index)], timeout: .seconds(10))
-                    if let status = reply.status, status != "200" {
-                        throw BuildFailure.source("the gateway has no source for this job (\(status))", retryable: true, fix: "submit again")
-                    }
-                    bytes += reply.payloadBytes
-                    break
-                } catch let f as BuildFailure {
-                    throw f
-                } catch {
-                    attempt += 1
-                    if attempt > 10 { throw BuildFailure.source("cannot fetch the uploaded source: \(error)", retryable: true, fix: "submit again") }
-                    try await Task.sleep(for: .milliseconds(200 * attempt))
+            // A lost reply or a restarting gateway is retried; an answer that there is no source is final.
+            bytes += try await Backoff(initial: .milliseconds(200), maximum: .seconds(2), maxAttempts: 10).retrying(
+                shouldRetry: { !($0 is BuildFailure || $0 is CancellationError) },
+                giveUp: { error, _ in BuildFailure.source("cannot fetch the uploaded source: \(error)", retryable: true, fix: "submit again") }
+            ) {
+                let reply = try await client.request(
+                    Subjects.source(request.jobID), payload: [UInt8](),
+                    headers: ["index": String(index)], timeout: .seconds(10))
+                if let status = reply.status, status != "200" {
+                    throw BuildFailure.source("the gateway has no source for this job (\(status))", retryable: true, fix: "submit again")
                 }
+                return reply.payloadBytes
             }
         }
         guard FileDigest.of(bytes: bytes).sha256 == ref.sha256 else {
@@ -315,8 +310,4 @@ final class PhaseBox: Sendable {
         get { phase.withLock { $0 } }
         set { phase.withLock { $0 = newValue } }
     }
-}
-
-public enum KilnWorkerVersion {
-    public static let string = "0.1.0"
 }

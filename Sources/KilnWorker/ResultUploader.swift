@@ -1,6 +1,7 @@
 import Foundation
 import KilnArchive
 import KilnBusClient
+import KilnCore
 import KilnMessages
 import Logging
 
@@ -50,28 +51,24 @@ public struct ResultUploader: Sendable {
             ResultChunkHeaders.sha256: digest.sha256, ResultChunkHeaders.size: String(digest.size),
             ResultChunkHeaders.workerID: workerID,
         ]
-        var delay = Duration.milliseconds(200)
-        while true {
-            do {
-                let reply = try await client.request(Subjects.result(jobID), payload: chunk, headers: headers, timeout: .seconds(10))
-                let ack = try JSONDecoder().decode(Ack.self, from: Data(reply.payloadBytes))
-                if ack.ok { return }
-                throw BuildFailure(
-                    phase: "upload", message: "the gateway refused result chunk \(index): \(ack.message ?? "code \(ack.code ?? 0)")",
-                    retryable: ack.code != 403, suggestedAction: "retry the build")
-            } catch let failure as BuildFailure {
-                throw failure
-            } catch {
-                // No gateway right now (restart) or a lost reply: try again until the deadline.
-                if ContinuousClock.now + delay > deadline {
-                    throw BuildFailure(
-                        phase: "upload", message: "could not deliver the result to the gateway: \(error)", retryable: true,
-                        suggestedAction: "retry the build")
-                }
-                logger.debug("result chunk \(index) not acknowledged (\(error)); retrying", metadata: ["job_id": "\(jobID)"])
-                try await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(5))
+        // No gateway right now (restart) or a lost reply: try again until the deadline. A refusal
+        // (a BuildFailure) is final.
+        try await Backoff(initial: .milliseconds(200), maximum: .seconds(5)).retrying(
+            until: deadline,
+            shouldRetry: { !($0 is BuildFailure || $0 is CancellationError) },
+            onRetry: { _, error in logger.debug("result chunk \(index) not acknowledged (\(error)); retrying", metadata: ["job_id": "\(jobID)"]) },
+            giveUp: { error, _ in
+                BuildFailure(
+                    phase: "upload", message: "could not deliver the result to the gateway: \(error)", retryable: true,
+                    suggestedAction: "retry the build")
             }
+        ) {
+            let reply = try await client.request(Subjects.result(jobID), payload: chunk, headers: headers, timeout: .seconds(10))
+            let ack = try JSONDecoder().decode(Ack.self, from: Data(reply.payloadBytes))
+            if ack.ok { return }
+            throw BuildFailure(
+                phase: "upload", message: "the gateway refused result chunk \(index): \(ack.message ?? "code \(ack.code ?? 0)")",
+                retryable: ack.code != 403, suggestedAction: "retry the build")
         }
     }
 

@@ -1,9 +1,10 @@
 import ArgumentParser
 import Crypto
 import Foundation
-import Hummingbird
 import KilnAttestation
 import KilnBusClient
+import KilnCore
+import KilnMonitor
 import KilnPool
 import Logging
 import ServiceLifecycle
@@ -16,7 +17,8 @@ struct KilnPoolCommand: AsyncParsableCommand {
         discussion: """
             The launch template runs under /bin/sh -c with {id}, {broker} and {scratch} substituted. The default starts a \
             local kiln-worker process; cluster/launch-cvm.example.sh shows how an operator would start a confidential VM instead.
-            """)
+            """,
+        version: KilnVersion.current.description)
 
     @Option(help: "Broker URL (env KILN_BROKER_URL).") var broker: String?
     @Option(help: "Broker token (env KILN_BROKER_TOKEN).") var brokerToken: String?
@@ -33,7 +35,9 @@ struct KilnPoolCommand: AsyncParsableCommand {
     @Option(help: "Log level.") var logLevel = "info"
 
     func run() async throws {
-        bootstrapKilnLogging(level: logLevel)
+        KilnLogging.bootstrap(level: logLevel)
+        let exporter = PrometheusExporter()
+        exporter.bootstrap()
         let env = ProcessInfo.processInfo.environment
         let brokerURL = broker ?? env["KILN_BROKER_URL"] ?? "kiln://127.0.0.1:4222"
         let bus = try BusClient.Configuration.fromCommandLine(url: brokerURL, token: brokerToken, name: "kiln-pool")
@@ -53,10 +57,8 @@ struct KilnPoolCommand: AsyncParsableCommand {
         let pool = WorkerPool(configuration: cfg, bus: bus, logger: logger)
         var services: [any Service] = [pool]
         if monitorPort >= 0 {
-            let router = Router()
-            router.get("/healthz") { _, _ in "ok\n" }
-            router.get("/metrics") { _, _ in pool.metrics.registry.emitToString() }
-            services.insert(Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: monitorPort)), logger: logger), at: 0)
+            services.insert(
+                MonitorServer.makeApplication(host: "127.0.0.1", port: monitorPort, exporter: exporter, serverName: "kiln-pool-monitor", logger: logger), at: 0)
         }
         try await ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)).run()
     }

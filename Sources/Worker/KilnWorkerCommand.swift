@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KilnBusClient
+import KilnCore
 import KilnWorker
 import Logging
 import ServiceLifecycle
@@ -13,7 +14,8 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         discussion: """
             Exit status: 0 when the gateway acknowledged the terminal event; 3 when it never did; 4 when no build \
             arrived before --idle-timeout (or on SIGTERM while idle).
-            """)
+            """,
+        version: KilnVersion.current.description)
 
     @Option(help: "Broker URL, kiln://[user:password@]host:port (env KILN_BROKER_URL).") var broker: String?
     @Option(help: "Broker token (env KILN_BROKER_TOKEN).") var token: String?
@@ -50,7 +52,7 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     @Option(help: "Log level.") var logLevel: String = "info"
 
     func run() async throws {
-        bootstrapKilnLogging(level: logLevel)
+        KilnLogging.bootstrap(level: logLevel)
         let id = workerID ?? "w-" + UUID().uuidString.prefix(13).lowercased().replacingOccurrences(of: "-", with: "")
         var bus = try BusClient.Configuration.fromCommandLine(url: broker, token: token, name: "kiln-worker \(id)")
         // A worker credential permits this worker's own inbox subjects only.

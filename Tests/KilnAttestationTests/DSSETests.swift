@@ -1,6 +1,7 @@
 import Foundation
 import KilnArchive
 import KilnAttestation
+import KilnCore
 import Testing
 
 @Suite struct DSSETests {

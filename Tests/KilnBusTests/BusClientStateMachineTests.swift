@@ -146,22 +146,4 @@ import Testing
             return
         }
     }
-
-    @Test func backoffDoublesUpToTheMaximumWithBoundedJitterAndGivesUpAfterTheLimit() {
-        var backoff = ReconnectBackoff(initialNanoseconds: 1000, maximumNanoseconds: 7000, maxAttempts: 5)
-        var random = SeededGenerator(seed: 42)
-        var delays: [Int64] = []
-        for _ in 0..<4 {
-            delays.append(backoff.nextDelay(using: &random))
-            let more = backoff.attemptFailed()
-            #expect(more)
-        }
-        delays.append(backoff.nextDelay(using: &random))
-        let bases: [Int64] = [1000, 2000, 4000, 7000, 7000]
-        for (delay, base) in zip(delays, bases) {
-            #expect(delay >= base && delay <= base + base / 4 + 1, "\(delays)")
-        }
-        let more = backoff.attemptFailed()
-        #expect(!more, "the fifth failure is the last")
-    }
 }

@@ -1,18 +1,20 @@
 import KilnBroker
 import KilnBusClient
+import KilnMonitor
 import Logging
 import NIOCore
 
 /// Runs an in-process kiln-broker on 127.0.0.1, port 0, for the duration of `body`.
 func withBroker<T: Sendable>(
     _ configure: (inout BrokerServer.Configuration) -> Void = { _ in },
+    metrics: PrometheusExporter = PrometheusExporter(),
     _ body: @Sendable (BrokerServer, Int) async throws -> T
 ) async throws -> T {
     var configuration = BrokerServer.Configuration(host: "127.0.0.1", port: 0)
     configure(&configuration)
     var logger = Logger(label: "test.broker")
     logger.logLevel = .warning
-    let broker = BrokerServer(configuration: configuration, logger: logger)
+    let broker = BrokerServer(configuration: configuration, metrics: BrokerMetrics(factory: metrics.factory), logger: logger)
     return try await withThrowingTaskGroup(of: T?.self) { group in
         group.addTask {
             try await broker.run()

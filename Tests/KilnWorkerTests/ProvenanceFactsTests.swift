@@ -1,6 +1,7 @@
 import Foundation
 import KilnArchive
 import KilnAttestation
+import KilnCore
 import KilnTestSupport
 import Testing
 
@@ -48,7 +49,7 @@ import Testing
         let stamped = BuilderIdentity(executable: exe).version
         #expect(stamped["kiln-source-commit"] == commit)
         #expect(stamped["kiln-source-dirty"] == "false")
-        #expect(stamped["kiln-worker"] == KilnWorkerVersion.string)
+        #expect(stamped["kiln-worker"] == KilnVersion.release)
         // The running test binary is found through /proc/self/exe.
         #expect(BuilderIdentity.current.version["kiln-worker-sha256"]?.count == 64)
     }
