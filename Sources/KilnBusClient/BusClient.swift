@@ -13,16 +13,12 @@ import NIOSSL
 /// If the connection drops, the client reconnects with exponential backoff and re-subscribes every
 /// live subscription (a `max` subscription is renewed only for its remaining deliveries; spent
 /// one-shots are gone for good), then sends what was queued meanwhile.
-// @unchecked: the mutable state (state machine, channel, requests, reconnect task) is accessed
-// with `lock` held only; everything else is immutable or Sendable.
+// @unchecked: the mutable state (state machine, channel, deadline timer, reconnect task) is
+// accessed with `lock` held only; everything else is immutable or Sendable.
 public final class BusClient: @unchecked Sendable {
-    typealias StateMachine = BusClientStateMachine<MessageQueue, CheckedContinuation<Void, any Error>>
-
-    struct PendingRequest {
-        var continuation: CheckedContinuation<BusMessage, any Error>
-        var timeout: Scheduled<Void>?
-        var subject: String
-    }
+    typealias StateMachine = BusClientStateMachine<
+        MessageQueue, CheckedContinuation<Void, any Error>, CheckedContinuation<BusMessage, any Error>
+    >
 
     public let configuration: Configuration
     let logger: Logger
@@ -32,8 +28,8 @@ public final class BusClient: @unchecked Sendable {
     // Everything below is guarded by `lock`.
     private var machine = StateMachine()
     private var channel: (any Channel)?
-    private var requests: [String: PendingRequest] = [:]
-    private var nextRequest = 0
+    /// One timer for every request and flush deadline: armed for the machine's earliest.
+    private var deadlineTimer: (deadline: NIODeadline, task: Scheduled<Void>)?
     private var reconnectTask: Task<Void, Never>?
     /// The largest frame the connected broker accepts (from its greeting).
     private var serverMaxFrame: Int?
@@ -165,11 +161,13 @@ public final class BusClient: @unchecked Sendable {
     /// Round trip to the broker: when it returns, everything sent before has been processed by the
     /// broker (subscriptions are live, publishes routed).
     public func flush(timeout: TimeAmount = .seconds(5)) async throws {
+        let deadline = NIODeadline.now() + timeout
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let failure: BusClientError? = lock.withLock {
-                switch machine.ping(continuation) {
+                switch machine.ping(continuation, deadline: deadline) {
                 case .success(let command):
                     send(command)
+                    armDeadlineTimer()
                     return nil
                 case .failure(let error):
                     return error
@@ -187,21 +185,24 @@ public final class BusClient: @unchecked Sendable {
     ) async throws -> BusMessage
     where Payload.Element == UInt8 {
         try Subject.validatePublish(subject)
-        let token: String = try lock.withLock {
-            if let command = try machine.subscribeInbox(subject: inboxPrefix + ".*", subscriber: { MessageQueue() }) { send(command) }
-            nextRequest += 1
-            return String(nextRequest, radix: 36)
-        }
-        let loop = group.any()
+        let token = lock.withLock { machine.makeRequestToken() }
+        let deadline = NIODeadline.now() + timeout
         let message: BusMessage = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<BusMessage, any Error>) in
-                lock.withLock {
-                    requests[token] = PendingRequest(continuation: continuation, timeout: nil, subject: subject)
+                do {
+                    try lock.withLock {
+                        let command = try machine.startRequest(
+                            token: token, subject: subject, requester: continuation, deadline: deadline,
+                            inbox: inboxPrefix + ".*", inboxSubscriber: { MessageQueue() })
+                        if let command { send(command) }
+                        armDeadlineTimer()
+                    }
+                } catch {
+                    continuation.resume(throwing: error)
+                    return
                 }
-                let scheduled = loop.scheduleTask(in: timeout) { [weak self] () -> Void in
-                    self?.finishRequest(token, with: .failure(BusClientError.timeout(subject: subject)))
-                }
-                lock.withLock { requests[token]?.timeout = scheduled }
+                // Cancelled before the request was registered: the cancellation handler found nothing.
+                if Task.isCancelled { return finishRequest(token, with: .failure(CancellationError())) }
                 do {
                     let reply = inboxPrefix + "." + token
                     _ =
@@ -219,11 +220,31 @@ public final class BusClient: @unchecked Sendable {
         return message
     }
 
-    private func finishRequest(_ token: String, with result: Result<BusMessage, any Error>) {
-        let pending: PendingRequest? = lock.withLock { requests.removeValue(forKey: token) }
-        guard let pending else { return }
-        pending.timeout?.cancel()
-        pending.continuation.resume(with: result)
+    private func finishRequest(_ token: some StringProtocol, with result: Result<BusMessage, any Error>) {
+        lock.withLock { machine.finishRequest(token: token) }?.resume(with: result)
+    }
+
+    // MARK: - deadlines
+
+    /// Makes sure the timer fires by the machine's earliest deadline. Call with `lock` held.
+    private func armDeadlineTimer() {
+        guard let next = machine.nextDeadline else { return }
+        if let current = deadlineTimer, current.deadline <= next { return }
+        deadlineTimer?.task.cancel()
+        let task = group.any().scheduleTask(deadline: next) { [weak self] () -> Void in self?.deadlinePassed() }
+        deadlineTimer = (next, task)
+    }
+
+    /// The timer fired: fail what is overdue, re-arm for what is left.
+    private func deadlinePassed() {
+        let expired = lock.withLock {
+            deadlineTimer = nil
+            let expired = machine.expire(now: .now())
+            armDeadlineTimer()
+            return expired
+        }
+        for (requester, subject) in expired.requests { requester.resume(throwing: BusClientError.timeout(subject: subject)) }
+        for waiter in expired.pongs { waiter.resume(throwing: BusClientError.flushTimeout) }
     }
 
     // MARK: - shutdown
@@ -238,13 +259,15 @@ public final class BusClient: @unchecked Sendable {
 
     /// Closes at once: streams end, waiters fail with `.closed`.
     public func close() async {
-        let (channel, subs, waiters, reqs, task):
+        let (channel, subs, waiters, requesters, task):
             (
-                (any Channel)?, [MessageQueue], [CheckedContinuation<Void, any Error>], [PendingRequest], Task<Void, Never>?
+                (any Channel)?, [MessageQueue], [CheckedContinuation<Void, any Error>], [CheckedContinuation<BusMessage, any Error>],
+                Task<Void, Never>?
             ) = lock.withLock {
-                let (subscribers, waiters) = machine.close()
-                let result = (self.channel, subscribers, waiters, Array(requests.values), reconnectTask)
-                requests = [:]
+                let (subscribers, waiters, requesters) = machine.close()
+                let result = (self.channel, subscribers, waiters, requesters, reconnectTask)
+                deadlineTimer?.task.cancel()
+                deadlineTimer = nil
                 self.channel = nil
                 reconnectTask = nil
                 return result
@@ -260,10 +283,7 @@ public final class BusClient: @unchecked Sendable {
         }
         for s in subs { s.finish() }
         for w in waiters { w.resume(throwing: BusClientError.closed) }
-        for r in reqs {
-            r.timeout?.cancel()
-            r.continuation.resume(throwing: BusClientError.closed)
-        }
+        for r in requesters { r.resume(throwing: BusClientError.closed) }
         errorContinuation.finish()
     }
 
@@ -399,7 +419,7 @@ public final class BusClient: @unchecked Sendable {
         case .message(let sid, let message):
             if sid == StateMachine.inboxSID {
                 if let dot = message.subject.lastIndex(of: ".") {
-                    finishRequest(String(message.subject[message.subject.index(after: dot)...]), with: .success(message))
+                    finishRequest(message.subject[message.subject.index(after: dot)...], with: .success(message))
                 }
                 return
             }

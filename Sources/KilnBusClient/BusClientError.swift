@@ -10,6 +10,8 @@ public enum BusClientError: Error, Sendable, Equatable, CustomStringConvertible 
     case closed
     /// The connection dropped while waiting (a flush's pong, the handshake).
     case connectionLost
+    /// No pong answered a flush within its timeout.
+    case flushTimeout
     /// Could not reach the broker.
     case connectFailed(String)
     /// The broker refused us (auth failure, protocol error).
@@ -23,6 +25,7 @@ public enum BusClientError: Error, Sendable, Equatable, CustomStringConvertible 
         case .noResponders(let s): "no responders on '\(s)'"
         case .closed: "bus connection is closed"
         case .connectionLost: "bus connection lost"
+        case .flushTimeout: "the broker did not answer a flush in time"
         case .connectFailed(let m): "cannot connect to the broker: \(m)"
         case .broker(let e): "broker error \(e.code): \(e.message)"
         case .frameTooLarge(let size, let max): "frame of \(size) bytes exceeds the broker's max_frame of \(max)"

@@ -1,11 +1,14 @@
+import NIOCore
+
 /// Everything the bus client knows about its connection and subscriptions, with no sockets, locks or
 /// clocks: each event (a subscribe call, a message, a pong, a lost connection) is a mutating call that
 /// returns what the client must do — send a command, deliver to a subscriber, fail waiters, reconnect.
 /// `BusClient` holds one under its lock and carries out the actions; tests drive it directly.
 ///
-/// Generic over what a subscription delivers to and what waits for a pong, so tests can use plain
-/// values where the client uses message queues and continuations.
-struct BusClientStateMachine<Subscriber, PongWaiter> {
+/// Generic over what a subscription delivers to, what waits for a pong and what waits for a reply,
+/// so tests can use plain values where the client uses message queues and continuations. Time is an
+/// argument (`now`, deadlines), never read from a clock here: tests expire waiters at will.
+struct BusClientStateMachine<Subscriber, PongWaiter, Requester> {
     enum Status: Equatable { case connecting, connected, reconnecting, closed }
 
     /// What goes to the broker; the wire protocol encodes it.
@@ -45,6 +48,26 @@ struct BusClientStateMachine<Subscriber, PongWaiter> {
         case close(failing: [PongWaiter])
     }
 
+    /// A request waiting for its reply on the inbox.
+    struct PendingRequest {
+        var requester: Requester
+        var subject: String
+        var deadline: NIODeadline
+    }
+
+    /// A flush waiting for its pong. A flush that timed out leaves its slot (waiter nil) so that the
+    /// pong that answers it later is not taken for the next flush's.
+    struct PendingPong {
+        var waiter: PongWaiter?
+        var deadline: NIODeadline
+    }
+
+    /// Waiters whose deadline passed, to be failed with a timeout.
+    struct Expired {
+        var requests: [(requester: Requester, subject: String)] = []
+        var pongs: [PongWaiter] = []
+    }
+
     static var inboxSID: String { "_inbox" }
 
     private(set) var status: Status = .connecting
@@ -52,9 +75,12 @@ struct BusClientStateMachine<Subscriber, PongWaiter> {
     private(set) var generation = 0
     private var subscriptions: [String: Subscription] = [:]
     private var nextSID = 0
-    private var pongWaiters: [PongWaiter] = []
+    private var pongWaiters: [PendingPong] = []
+    private var requests: [String: PendingRequest] = [:]
+    private var nextRequest = 0
 
     var subscriptionCount: Int { subscriptions.count }
+    var pendingRequestCount: Int { requests.count }
     var sids: [String] { Array(subscriptions.keys) }
 
     // MARK: subscriptions
@@ -105,17 +131,67 @@ struct BusClientStateMachine<Subscriber, PongWaiter> {
 
     // MARK: flush
 
-    /// A flush: when connected the waiter is queued and a ping must go out; otherwise it fails at once
-    /// (the waiter is handed back).
-    mutating func ping(_ waiter: PongWaiter) -> Result<Command, BusClientError> {
+    /// A flush: when connected the waiter is queued until `deadline` and a ping must go out;
+    /// otherwise it fails at once.
+    mutating func ping(_ waiter: PongWaiter, deadline: NIODeadline) -> Result<Command, BusClientError> {
         guard status == .connected else { return .failure(.connectionLost) }
-        pongWaiters.append(waiter)
+        pongWaiters.append(PendingPong(waiter: waiter, deadline: deadline))
         return .success(.ping)
     }
 
-    /// Pongs answer pings in order.
+    /// Pongs answer pings in order; the pong of a flush that timed out answers nobody.
     mutating func pongArrived() -> PongWaiter? {
-        pongWaiters.isEmpty ? nil : pongWaiters.removeFirst()
+        pongWaiters.isEmpty ? nil : pongWaiters.removeFirst().waiter
+    }
+
+    // MARK: request/reply
+
+    /// A new request's token: the last token of its reply subject under the inbox.
+    mutating func makeRequestToken() -> String {
+        nextRequest += 1
+        return String(nextRequest, radix: 36)
+    }
+
+    /// The request `token` to `subject` waits for its reply until `deadline`. Returns the inbox
+    /// subscription to send if this is the first request.
+    mutating func startRequest(
+        token: String, subject: String, requester: Requester, deadline: NIODeadline, inbox: String, inboxSubscriber: () -> Subscriber
+    ) throws(BusClientError) -> Command? {
+        let subscribe = try subscribeInbox(subject: inbox, subscriber: inboxSubscriber)
+        requests[token] = PendingRequest(requester: requester, subject: subject, deadline: deadline)
+        return subscribe
+    }
+
+    /// The reply for `token` arrived (or the request ended otherwise: cancelled, not sent). Nil when
+    /// it already ended (timed out, answered twice, never existed).
+    mutating func finishRequest(token: some StringProtocol) -> Requester? {
+        requests.removeValue(forKey: String(token))?.requester
+    }
+
+    // MARK: deadlines
+
+    /// The earliest deadline of anything still waiting: when the client's timer must next fire.
+    var nextDeadline: NIODeadline? {
+        let request = requests.values.lazy.map(\.deadline).min()
+        let pong = pongWaiters.lazy.filter { $0.waiter != nil }.map(\.deadline).min()
+        switch (request, pong) {
+        case (let r?, let p?): return min(r, p)
+        case (let r, let p): return r ?? p
+        }
+    }
+
+    /// Takes out every request and flush whose deadline is at or before `now`.
+    mutating func expire(now: NIODeadline) -> Expired {
+        var expired = Expired()
+        for (token, request) in requests where request.deadline <= now {
+            requests[token] = nil
+            expired.requests.append((request.requester, request.subject))
+        }
+        for i in pongWaiters.indices where pongWaiters[i].deadline <= now {
+            if let waiter = pongWaiters[i].waiter { expired.pongs.append(waiter) }
+            pongWaiters[i].waiter = nil
+        }
+        return expired
     }
 
     // MARK: connection lifecycle
@@ -140,13 +216,15 @@ struct BusClientStateMachine<Subscriber, PongWaiter> {
         guard failed == generation, status == .connected else { return [] }
         status = .connecting
         defer { pongWaiters = [] }
-        return pongWaiters
+        return pongWaiters.compactMap(\.waiter)
     }
 
     /// The connection of `generation` closed.
     mutating func connectionLost(generation lost: Int, reconnect: Bool) -> LossAction {
         guard lost == generation, status == .connected else { return .ignore }
-        let failing = pongWaiters
+        // Requests stay: their replies may still come on the next connection (the inbox is
+        // re-subscribed), and each has its own deadline.
+        let failing = pongWaiters.compactMap(\.waiter)
         pongWaiters = []
         if reconnect {
             status = .reconnecting
@@ -156,12 +234,13 @@ struct BusClientStateMachine<Subscriber, PongWaiter> {
     }
 
     /// Closes for good: every subscriber is finished and every waiter failed.
-    mutating func close() -> (subscribers: [Subscriber], waiters: [PongWaiter]) {
+    mutating func close() -> (subscribers: [Subscriber], waiters: [PongWaiter], requesters: [Requester]) {
         status = .closed
         defer {
             subscriptions = [:]
             pongWaiters = []
+            requests = [:]
         }
-        return (subscriptions.values.map(\.subscriber), pongWaiters)
+        return (subscriptions.values.map(\.subscriber), pongWaiters.compactMap(\.waiter), requests.values.map(\.requester))
     }
 }

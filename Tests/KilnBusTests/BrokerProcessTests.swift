@@ -54,6 +54,31 @@ import Testing
         await pub.close()
     }
 
+    /// A broker that stops answering (SIGSTOP: the TCP connection stays up, nothing is read) must not
+    /// hang a flush or a request past its timeout. Before the deadlines moved into the client's state
+    /// machine, `flush(timeout:)` ignored its timeout and waited for ever.
+    @Test func aSilentBrokerTimesOutFlushesAndRequests() async throws {
+        let broker = try await BrokerProcess()
+        defer { broker.stop() }
+        let bus = try await client(broker.port)
+        let responder = try await client(broker.port)
+        let service = try responder.subscribe("svc")
+        try await responder.flush()
+        broker.process.signal(SIGSTOP)
+        defer { broker.process.signal(SIGCONT) }
+        await #expect(throws: BusClientError.flushTimeout) { try await bus.flush(timeout: .milliseconds(300)) }
+        await #expect(throws: BusClientError.timeout(subject: "svc")) {
+            _ = try await bus.request("svc", payload: [UInt8](), timeout: .milliseconds(300))
+        }
+        // Once the broker is back, the late pong of the timed-out flush is not mistaken for the next one's.
+        broker.process.signal(SIGCONT)
+        try await bus.flush(timeout: .seconds(10))
+        try await bus.flush(timeout: .seconds(10))
+        try await service.unsubscribe()
+        await bus.close()
+        await responder.close()
+    }
+
     @Test func sigtermDrainsConnections() async throws {
         let broker = try await BrokerProcess()
         let conn = try RawBusConnection(port: broker.port)

@@ -1,11 +1,15 @@
 import KilnTestSupport
+import NIOCore
 import Testing
 
 @testable import KilnBusClient
 
 /// The bus client's bookkeeping, driven event by event with no socket.
 @Suite struct BusClientStateMachineTests {
-    typealias Machine = BusClientStateMachine<String, Int>
+    typealias Machine = BusClientStateMachine<String, Int, String>
+    /// The injected clock: every deadline is relative to this instant.
+    let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000)
+    var later: NIODeadline { t0 + .seconds(5) }
 
     func connected() throws -> Machine {
         var m = Machine()
@@ -84,8 +88,8 @@ import Testing
 
     @Test func pongsAnswerPingsInOrderAndALostConnectionFailsTheRest() throws {
         var m = try connected()
-        let first = m.ping(1)
-        let second = m.ping(2)
+        let first = m.ping(1, deadline: later)
+        let second = m.ping(2, deadline: later)
         #expect(try first.get() == .ping && second.get() == .ping)
         let answered = m.pongArrived()
         #expect(answered == 1)
@@ -97,7 +101,7 @@ import Testing
         let late = m.pongArrived()
         #expect(late == nil)
         // Not connected: a flush fails at once instead of waiting for a pong that cannot come.
-        let third = m.ping(3)
+        let third = m.ping(3, deadline: later)
         #expect(throws: BusClientError.connectionLost) { try third.get() }
     }
 
@@ -119,7 +123,7 @@ import Testing
     @Test func aFailedHandshakeFailsTheFlushesWaitingOnIt() throws {
         var m = Machine()
         let (generation, _) = try m.connectionEstablished()
-        _ = m.ping(7)
+        _ = m.ping(7, deadline: later)
         let other = m.handshakeFailed(generation: generation + 1)  // not this connection
         let this = m.handshakeFailed(generation: generation)
         #expect(other.isEmpty)
@@ -133,8 +137,8 @@ import Testing
         _ = try m.subscribeInbox(subject: "_INBOX.x.*") { "inbox" }
         let again = try m.subscribeInbox(subject: "_INBOX.x.*") { "again" }
         #expect(again == nil, "one inbox subscription")
-        _ = m.ping(1)
-        let (subscribers, waiters) = m.close()
+        _ = m.ping(1, deadline: later)
+        let (subscribers, waiters, _) = m.close()
         #expect(Set(subscribers) == ["A", "inbox"])
         #expect(waiters == [1])
         let subscribe = Result { () throws(BusClientError) in try m.subscribe(subject: "b", queue: nil, max: nil, subscriber: "B") }
@@ -145,5 +149,68 @@ import Testing
             Issue.record("closed")
             return
         }
+    }
+
+    // MARK: request/reply and deadlines
+
+    @Test func aRequestIsAnsweredOnceAndTheFirstRequestSubscribesTheInbox() throws {
+        var m = try connected()
+        let token = m.makeRequestToken()
+        let inbox = try m.startRequest(token: token, subject: "svc", requester: "R1", deadline: later, inbox: "_INBOX.x.*") { "inbox" }
+        #expect(inbox == .subscribe(sid: Machine.inboxSID, subject: "_INBOX.x.*", queue: nil, max: nil))
+        let second = m.makeRequestToken()
+        #expect(second != token)
+        let again = try m.startRequest(token: second, subject: "svc", requester: "R2", deadline: later, inbox: "_INBOX.x.*") { "inbox" }
+        #expect(again == nil, "one inbox for all requests")
+        #expect(m.finishRequest(token: token) == "R1")
+        #expect(m.finishRequest(token: token) == nil, "a second reply answers nobody")
+        #expect(m.finishRequest(token: "never") == nil)
+        #expect(m.pendingRequestCount == 1)
+    }
+
+    @Test func requestsAndFlushesExpireAtTheirDeadlinesOnTheInjectedClock() throws {
+        var m = try connected()
+        let soon = m.makeRequestToken()
+        _ = try m.startRequest(token: soon, subject: "fast", requester: "soon", deadline: t0 + .seconds(1), inbox: "_INBOX.x.*") { "inbox" }
+        let slow = m.makeRequestToken()
+        _ = try m.startRequest(token: slow, subject: "slow", requester: "slow", deadline: t0 + .seconds(10), inbox: "_INBOX.x.*") { "inbox" }
+        _ = m.ping(1, deadline: t0 + .seconds(2))
+        _ = m.ping(2, deadline: t0 + .seconds(20))
+        #expect(m.nextDeadline == t0 + .seconds(1))
+
+        let early = m.expire(now: t0 + .milliseconds(999))
+        #expect(early.requests.isEmpty && early.pongs.isEmpty, "nothing is overdue before its deadline")
+        let first = m.expire(now: t0 + .seconds(2))
+        #expect(first.requests.map(\.requester) == ["soon"])
+        #expect(first.requests.map(\.subject) == ["fast"])
+        #expect(first.pongs == [1])
+        #expect(m.nextDeadline == t0 + .seconds(10))
+        #expect(m.finishRequest(token: soon) == nil, "a reply after the timeout answers nobody")
+
+        // The timed-out flush's pong arrives late: it must not be taken for the next flush's.
+        #expect(m.pongArrived() == nil)
+        #expect(m.pongArrived() == 2)
+        let rest = m.expire(now: t0 + .seconds(60))
+        #expect(rest.requests.map(\.requester) == ["slow"])
+        #expect(rest.pongs.isEmpty)
+        #expect(m.nextDeadline == nil)
+    }
+
+    @Test func requestsOutliveALostConnectionButNotClose() throws {
+        var m = try connected()
+        let token = m.makeRequestToken()
+        _ = try m.startRequest(token: token, subject: "svc", requester: "R", deadline: later, inbox: "_INBOX.x.*") { "inbox" }
+        _ = m.connectionLost(generation: 1, reconnect: true)
+        let (_, resubscribe) = try m.connectionEstablished()
+        #expect(resubscribe.contains(.subscribe(sid: Machine.inboxSID, subject: "_INBOX.x.*", queue: nil, max: nil)), "the inbox is re-subscribed")
+        #expect(m.pendingRequestCount == 1, "the reply may still come")
+        let (_, _, requesters) = m.close()
+        #expect(requesters == ["R"])
+        #expect(m.nextDeadline == nil)
+        let token2 = m.makeRequestToken()
+        let refused = Result { () throws(BusClientError) in
+            try m.startRequest(token: token2, subject: "svc", requester: "late", deadline: later, inbox: "_INBOX.x.*") { "inbox" }
+        }
+        #expect(throws: BusClientError.closed) { try refused.get() }
     }
 }
