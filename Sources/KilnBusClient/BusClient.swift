@@ -167,7 +167,7 @@ public final class BusClient: @unchecked Sendable {
                 switch machine.ping(continuation, deadline: deadline) {
                 case .success(let command):
                     send(command)
-                    armDeadlineTimer()
+                    armDeadlineTimer(for: deadline)
                     return nil
                 case .failure(let error):
                     return error
@@ -195,7 +195,7 @@ public final class BusClient: @unchecked Sendable {
                             token: token, subject: subject, requester: continuation, deadline: deadline,
                             inbox: inboxPrefix + ".*", inboxSubscriber: { MessageQueue() })
                         if let command { send(command) }
-                        armDeadlineTimer()
+                        armDeadlineTimer(for: deadline)
                     }
                 } catch {
                     continuation.resume(throwing: error)
@@ -226,9 +226,10 @@ public final class BusClient: @unchecked Sendable {
 
     // MARK: - deadlines
 
-    /// Makes sure the timer fires by the machine's earliest deadline. Call with `lock` held.
-    private func armDeadlineTimer() {
-        guard let next = machine.nextDeadline else { return }
+    /// Makes sure the timer fires by `next` (a new waiter's deadline: O(1) on the request path; the
+    /// timer computes the machine's earliest when it fires). Call with `lock` held.
+    private func armDeadlineTimer(for next: NIODeadline?) {
+        guard let next else { return }
         if let current = deadlineTimer, current.deadline <= next { return }
         deadlineTimer?.task.cancel()
         let task = group.any().scheduleTask(deadline: next) { [weak self] () -> Void in self?.deadlinePassed() }
@@ -240,7 +241,7 @@ public final class BusClient: @unchecked Sendable {
         let expired = lock.withLock {
             deadlineTimer = nil
             let expired = machine.expire(now: .now())
-            armDeadlineTimer()
+            armDeadlineTimer(for: machine.nextDeadline)
             return expired
         }
         for (requester, subject) in expired.requests { requester.resume(throwing: BusClientError.timeout(subject: subject)) }
