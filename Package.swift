@@ -260,9 +260,12 @@ let package = Package(
         .testTarget(
             name: "KilnGatewayTests",
             dependencies: [
-                "KilnGateway", "KilnMessages", "KilnBus", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport",
+                "KilnGateway", "KilnMessages", "KilnBus", "KilnBroker", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

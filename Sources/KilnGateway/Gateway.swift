@@ -9,10 +9,14 @@ import ServiceLifecycle
 
 /// Assembles the gateway: store, result files, bus client, coordinator and HTTP application, as
 /// services for one `ServiceGroup` (SIGTERM stops HTTP first, then the coordinator).
-public struct Gateway {
+public struct Gateway: Sendable {
     public let configuration: GatewayConfiguration
     public let store: any JobStore
     public let coordinator: BuildCoordinator
+    /// The HTTP application (also one of `services`): tests drive it in-process with HummingbirdTesting.
+    public let application: Application<RouterResponder<GatewayRequestContext>>
+    /// The gateway's bus connection (drained by the coordinator's service at shutdown).
+    public let bus: BusClient
     public let services: [any Service]
 
     public static func make(
@@ -53,7 +57,9 @@ public struct Gateway {
             logger: logger)
         let coordinatorService = CoordinatorService(coordinator: coordinator, client: client, keepalive: configuration.sseKeepalive)
         let housekeeping = GatewayHousekeeping(coordinator: coordinator, store: store, files: files, logger: logger)
-        return Gateway(configuration: configuration, store: store, coordinator: coordinator, services: [coordinatorService, housekeeping, app])
+        return Gateway(
+            configuration: configuration, store: store, coordinator: coordinator, application: app, bus: client,
+            services: [coordinatorService, housekeeping, app])
     }
 }
 

@@ -28,7 +28,7 @@ struct KilnPoolCommand: AsyncParsableCommand {
     @Option(help: "Signing key the default template passes to workers.") var key = ".state/keys/farm.pem"
     @Option(help: "Launch command template.") var launch: String?
     @Option(help: "Extra arguments the default template passes to kiln-worker.") var workerArgs = ""
-    @Option(help: "Monitor port for /healthz and /metrics (-1 disables).") var monitorPort = -1
+    @Option(help: "Monitor port for /healthz and /metrics on 127.0.0.1 (0 picks one and prints it; -1 disables).") var monitorPort = -1
     @Option(help: "Operator's credential signing key (Ed25519 private key, `kiln keys generate`): each worker gets its own short-lived broker credential signed with it.")
     var credentialSigningKey: String?
     @Option(help: "Seconds a worker credential is valid (default 7200; at least the longest build).") var credentialTtl = 7200
@@ -58,7 +58,10 @@ struct KilnPoolCommand: AsyncParsableCommand {
         var services: [any Service] = [pool]
         if monitorPort >= 0 {
             services.insert(
-                MonitorServer.makeApplication(host: "127.0.0.1", port: monitorPort, exporter: exporter, serverName: "kiln-pool-monitor", logger: logger), at: 0)
+                MonitorServer.makeApplication(host: "127.0.0.1", port: monitorPort, exporter: exporter, serverName: "kiln-pool-monitor", logger: logger) {
+                    // The port is known once bound (`--monitor-port 0` picks one).
+                    FileHandle.standardOutput.write(Data("kiln-pool monitor on http://127.0.0.1:\($0)\n".utf8))
+                }, at: 0)
         }
         try await ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)).run()
     }

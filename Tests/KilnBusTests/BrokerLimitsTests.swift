@@ -58,16 +58,10 @@ import Testing
         #expect(try metric(broker, "connections_per_address") == 1)
         // Close one: a new client gets in and works.
         held.removeLast().close()
-        let deadline = ContinuousClock.now + .seconds(5)
-        var admitted = false
-        while !admitted, ContinuousClock.now < deadline {
-            // Until the broker has seen the close, a new connection may still be refused (err, then EOF).
+        // Until the broker has seen the close, a new connection may still be refused (err, then EOF).
+        let admitted = try await eventually(within: .seconds(5), every: .milliseconds(50)) {
             let c = try RawBusConnection(port: broker.port)
-            if (try? c.handshake()) != nil {
-                admitted = try c.roundTrip()
-            } else {
-                try await Task.sleep(for: .milliseconds(50))
-            }
+            return (try? c.handshake()) != nil ? try c.roundTrip() : false
         }
         #expect(admitted)
     }

@@ -192,8 +192,7 @@ import Testing
             for batch in stride(from: 0, to: n, by: 50) {
                 for _ in 0..<50 { try await pub.publish("flood", payload: chunk) }
                 try await pub.flush()
-                let deadline = ContinuousClock.now + .seconds(30)
-                while received.value < batch, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+                await eventually(within: .seconds(30), every: .milliseconds(5)) { received.value >= batch }
             }
             let timeout = Task {
                 try await Task.sleep(for: .seconds(30))

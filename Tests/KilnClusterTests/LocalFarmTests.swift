@@ -39,8 +39,7 @@ import Testing
             ], environment: env)
         defer {
             // SIGTERM lets the farm stop its own children (SIGKILL would orphan them).
-            farm.signal(SIGTERM)
-            for _ in 0..<300 where farm.isRunning { usleep(50_000) }
+            farm.terminate(grace: .seconds(15))
         }
         _ = try await farm.waitForLine(prefix: "Kiln is running.", timeout: .seconds(60))
         let gateway = "http://127.0.0.1:\(ports[2])"
@@ -119,22 +118,23 @@ import Testing
             builds += accepted
         }
         #expect(builds == 4)
-        let deadline = ContinuousClock.now + .seconds(30)
         var metrics = ""
-        while ContinuousClock.now < deadline {
+        await eventually(within: .seconds(30), every: .milliseconds(200)) {
             metrics = (try? HTTPGet.get(port: ports[3], path: "/metrics").body) ?? ""
-            if metrics.contains("kiln_pool_idle_workers 2.0") && metrics.contains("kiln_pool_busy_workers 0.0") { break }
-            try await Task.sleep(for: .milliseconds(200))
+            return metrics.contains("kiln_pool_idle_workers 2.0") && metrics.contains("kiln_pool_busy_workers 0.0")
         }
         #expect(metrics.contains("kiln_pool_idle_workers 2.0") && metrics.contains("kiln_pool_busy_workers 0.0"), "\(metrics)")
         #expect(metrics.contains("kiln_pool_workers_started_total 6"), "\(metrics)")
         // Ctrl-C / SIGTERM stops everything, with no orphan.
         farm.signal(SIGTERM)
         _ = try await farm.waitForExit(timeout: .seconds(30))
-        try await Task.sleep(for: .seconds(1))
-        let leftovers = try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap { Int32($0) }.filter { pid in
-            let cmd = String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data(), as: UTF8.self)
-            return cmd.contains(dir.path) || cmd.contains("--port\u{0}\(ports[2])")
+        var leftovers: [Int32] = []
+        try await eventually(within: .seconds(5)) {
+            leftovers = try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap { Int32($0) }.filter { pid in
+                let cmd = String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data(), as: UTF8.self)
+                return cmd.contains(dir.path) || cmd.contains("--port\u{0}\(ports[2])")
+            }
+            return leftovers.isEmpty
         }
         #expect(leftovers.isEmpty, "processes left after SIGTERM: \(leftovers)")
         withExtendedLifetime(dir) {}

@@ -39,10 +39,7 @@ import Testing
                 "--broker", "kiln://pool:change-me-pool@127.0.0.1:\(broker.port)", "--idle", "1", "--max", "2", "--state", dir.file("pool"),
                 "--key", farmKey, "--credential-signing-key", dir.file("cred.pem"), "--credential-ttl", "600",
             ])
-        defer {
-            pool.signal(SIGTERM)
-            for _ in 0..<200 where pool.isRunning { usleep(50_000) }
-        }
+        defer { pool.terminate() }
         // A source well above the inline limit: the worker fetches it in chunks over kiln.build.*.source.
         // Its build script takes a few seconds, so a leaked credential can be tried while it runs.
         var files = Fixtures.helloCrate(
@@ -65,11 +62,9 @@ import Testing
         let id = try #require(submitted?["job_id"] as? String, "\(curl.output)")
         // A leaked credential of another worker (validly signed, not expired) tries everything.
         var building: [String: Any] = [:]
-        let buildingBy = ContinuousClock.now + .seconds(60)
-        while ContinuousClock.now < buildingBy {
+        await eventually(within: .seconds(60), every: .milliseconds(50)) {
             building = (try? JSONSerialization.jsonObject(with: Data(try HTTPGet.get(port: gateway.port, path: "/build/\(id)").body.utf8)) as? [String: Any]) ?? [:]
-            if building["status"] as? String == "building" { break }
-            try await Task.sleep(for: .milliseconds(50))
+            return building["status"] as? String == "building"
         }
         let realWorker = try #require(building["worker_id"] as? String, "\(building)")
         let operatorKey = try Curve25519.Signing.PrivateKey(rawRepresentation: SigningKey(contentsOf: dir.file("cred.pem")).seed)
@@ -105,12 +100,10 @@ import Testing
         await attacker.close()
 
         var status = ""
-        let deadline = ContinuousClock.now + .seconds(120)
-        while ContinuousClock.now < deadline {
+        try await eventually(within: .seconds(120), every: .milliseconds(200)) {
             let r = try HTTPGet.get(port: gateway.port, path: "/build/\(id)")
             status = (try? JSONSerialization.jsonObject(with: Data(r.body.utf8)) as? [String: Any])?["status"] as? String ?? ""
-            if ["ready", "error", "cancelled"].contains(status) { break }
-            try await Task.sleep(for: .milliseconds(200))
+            return ["ready", "error", "cancelled"].contains(status)
         }
         let logs = ((try? FileManager.default.contentsOfDirectory(atPath: dir.file("pool/workers"))) ?? [])
             .compactMap { try? String(contentsOfFile: dir.file("pool/workers/") + $0, encoding: .utf8) }.joined(separator: "\n")

@@ -27,8 +27,7 @@ import Testing
         // Forty real threads, released together: tasks on two cooperative threads rarely overlap.
         let threads = (0..<40).map { _ in Thread { pool.replenish() } }
         for t in threads { t.start() }
-        let deadline = ContinuousClock.now + .seconds(10)
-        while threads.contains(where: { !$0.isFinished }), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(await eventually { threads.allSatisfy(\.isFinished) })
         let counts = pool.counts
         #expect(counts.starting == 2 && counts.started == 2, "\(counts)")
     }

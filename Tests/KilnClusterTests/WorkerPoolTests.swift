@@ -13,22 +13,17 @@ import Testing
         let dir = try TemporaryDirectory(prefix: "kiln-pool")
         let broker = try await BrokerProcess()
         defer { broker.stop() }
-        let monitor = try FreePort.pick()
         let pool = try await LaunchedProcess(
             BuiltProducts.path("kiln-pool"),
             [
                 "--broker", "kiln://127.0.0.1:\(broker.port)", "--idle", "2", "--max", "4", "--state", dir.file("pool"),
-                "--key", dir.file("farm.pem"), "--monitor-port", String(monitor),
+                "--key", dir.file("farm.pem"), "--monitor-port", "0",
             ])
-        defer {
-            pool.signal(SIGTERM)
-            for _ in 0..<200 where pool.isRunning { usleep(50_000) }
-        }
+        defer { pool.terminate() }
+        let monitor = try #require(Int(try await pool.waitForLine(prefix: "kiln-pool monitor on http://127.0.0.1:")))
         func waitFor(_ what: String, _ check: () -> Bool) async throws {
-            let deadline = ContinuousClock.now + .seconds(30)
-            while !check() {
-                if ContinuousClock.now > deadline { throw LaunchError("timed out waiting for \(what): \(pool.output.suffix(10))") }
-                try await Task.sleep(for: .milliseconds(100))
+            guard await eventually(within: .seconds(30), every: .milliseconds(100), check) else {
+                throw LaunchError("timed out waiting for \(what): \(pool.output.suffix(10))")
             }
         }
         try await waitFor("2 ready") { metric(monitor, "kiln_pool_ready_workers") == 2 && Self.workerPIDs(dir.path).count == 2 }
@@ -41,8 +36,7 @@ import Testing
         // SIGTERM stops the pool and its workers.
         pool.signal(SIGTERM)
         _ = try await pool.waitForExit(timeout: .seconds(20))
-        try await Task.sleep(for: .milliseconds(500))
-        #expect(Self.workerPIDs(dir.path).isEmpty)
+        #expect(await eventually { Self.workerPIDs(dir.path).isEmpty })
     }
 
     /// A worker SIGKILLed mid-build leaves its sandbox cgroups (with a process still in them), its
@@ -59,15 +53,10 @@ import Testing
                 "--broker", "kiln://127.0.0.1:\(broker.port)", "--idle", "1", "--max", "2", "--state", dir.file("pool"),
                 "--key", dir.file("farm.pem"),
             ])
-        defer {
-            pool.signal(SIGTERM)
-            for _ in 0..<200 where pool.isRunning { usleep(50_000) }
-        }
+        defer { pool.terminate() }
         func waitFor(_ what: String, timeout: Duration = .seconds(60), _ check: () -> Bool) async throws {
-            let deadline = ContinuousClock.now + timeout
-            while !check() {
-                if ContinuousClock.now > deadline { throw LaunchError("timed out waiting for \(what): \(pool.output.suffix(10))") }
-                try await Task.sleep(for: .milliseconds(100))
+            guard await eventually(within: timeout, every: .milliseconds(100), check) else {
+                throw LaunchError("timed out waiting for \(what): \(pool.output.suffix(10))")
             }
         }
         try await waitFor("a ready worker") { Self.workerPIDs(dir.path).count == 1 && pool.output.contains { $0.contains("idle=1") } }

@@ -61,9 +61,7 @@ import Testing
         // Once the job is over its upload is deleted; a stranger still learns nothing: the same 403 for
         // that job and for one that never existed (before, both were 404 — an existence oracle).
         let upload = c.dir.file("gw") + "/uploads/" + id
-        let goneBy = ContinuousClock.now + .seconds(30)
-        while FileManager.default.fileExists(atPath: upload), ContinuousClock.now < goneBy { try await Task.sleep(for: .milliseconds(100)) }
-        #expect(!FileManager.default.fileExists(atPath: upload), "the finished job's upload was not removed")
+        #expect(await eventually(within: .seconds(30)) { !FileManager.default.fileExists(atPath: upload) }, "the finished job's upload was not removed")
         let prober = try await BusClient.connect(
             .init(host: "127.0.0.1", port: c.broker.port, user: "worker-b", password: "b-pass"),
             logger: Logger(label: "prober"))

@@ -16,7 +16,7 @@ import Testing
         let id = try await c.submit(Fixtures.helloCrate(), nonce: "0badc0de")
         // Subscribe before any worker exists: what follows is live.
         async let live = Task.detached { try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 120) }.value
-        try await Task.sleep(for: .milliseconds(300))
+        #expect(await eventually { (try? HTTPGet.get(port: c.gateway.port, path: "/metrics").body.contains("kiln_gateway_sse_clients 1.0")) == true })
         #expect((try await c.status(id))["status"] as? String == "waiting")
         try await c.startWorker()
         let stream = try await live
@@ -95,9 +95,7 @@ import Testing
         try await c.startWorker()
         let s = try await c.waitForStatus(id, ["ready", "error"])
         #expect(s["status"] as? String == "ready", "\(s)")
-        let deadline = ContinuousClock.now + .seconds(10)
-        while FileManager.default.fileExists(atPath: upload), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
-        #expect(!FileManager.default.fileExists(atPath: upload), "the upload of an ended job is deleted")
+        #expect(await eventually { !FileManager.default.fileExists(atPath: upload) }, "the upload of an ended job is deleted")
     }
 
     @Test func waitingJobsGoFIFOToWorkersAsTheyArrive() async throws {

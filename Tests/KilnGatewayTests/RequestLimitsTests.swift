@@ -45,13 +45,8 @@ import Testing
         }
         // Closing one frees its slot (at the latest when the next keepalive finds the client gone).
         first.0.shutdown()
-        var reopened = ""
-        let deadline = ContinuousClock.now + .seconds(10)
-        while !reopened.hasPrefix("HTTP/1.1 200"), ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(50))
-            reopened = try openStream().1
-        }
-        #expect(reopened.hasPrefix("HTTP/1.1 200"))
+        let reopened = try await eventually(every: .milliseconds(50)) { try openStream().1.hasPrefix("HTTP/1.1 200") }
+        #expect(reopened)
         let metrics = try HTTPGet.get(port: c.gateway.port, path: "/metrics").body
         #expect(metrics.contains("kiln_gateway_requests_limited_total{limit=\"submissions\"} 1"))
         #expect(metrics.contains("kiln_gateway_requests_limited_total{limit=\"event_streams\"}"))

@@ -50,13 +50,8 @@ final class TestCluster: @unchecked Sendable {
             ] + extra,
             environment: environment)
         workers.append(w)
-        let deadline = ContinuousClock.now + .seconds(30)
-        while ContinuousClock.now < deadline {
-            if w.output.contains(where: { $0.contains("ready") && $0.contains("toolchains") }) { return w }
-            if !w.isRunning { throw LaunchError("worker exited: \(w.output.suffix(10))") }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        throw LaunchError("worker not ready")
+        try await w.waitUntilWorkerReady()
+        return w
     }
 
     struct HTTPResult {
@@ -103,14 +98,13 @@ final class TestCluster: @unchecked Sendable {
     func status(_ id: String) async throws -> [String: Any] { try await http(.GET, "/build/\(id)").json }
 
     func waitForStatus(_ id: String, _ accept: Set<String>, timeout: Duration = .seconds(120)) async throws -> [String: Any] {
-        let deadline = ContinuousClock.now + timeout
         var last: [String: Any] = [:]
-        while ContinuousClock.now < deadline {
+        let reached = try await eventually(within: timeout, every: .milliseconds(100)) { () async throws -> [String: Any]? in
             last = try await status(id)
-            if let s = last["status"] as? String, accept.contains(s) { return last }
-            try await Task.sleep(for: .milliseconds(100))
+            return (last["status"] as? String).map(accept.contains) == true ? last : nil
         }
-        throw LaunchError("job \(id) not in \(accept) within \(timeout): \(last)")
+        guard let reached else { throw LaunchError("job \(id) not in \(accept) within \(timeout): \(last)") }
+        return reached
     }
 
     func stop() {

@@ -18,11 +18,9 @@ public final class GitFixture: @unchecked Sendable {
                 "--base-path=\(dir.file("repos"))", "--informative-errors", dir.file("repos"),
             ])
         // Wait until it accepts connections.
-        for _ in 0..<100 {
-            if (try? RawSocket(port: port)) != nil { return }
-            try await Task.sleep(for: .milliseconds(50))
+        guard await eventually(within: .seconds(5), every: .milliseconds(50), { (try? RawSocket(port: port)) != nil }) else {
+            throw LaunchError("git daemon did not start")
         }
-        throw LaunchError("git daemon did not start")
     }
 
     public func url(_ name: String) -> String { "git://127.0.0.1:\(port)/\(name).git" }

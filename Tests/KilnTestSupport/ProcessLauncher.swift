@@ -55,17 +55,29 @@ public final class LaunchedProcess: Sendable {
 
     /// Waits for an output line with `prefix` and returns the rest of it.
     public func waitForLine(prefix: String, timeout: Duration = .seconds(30)) async throws -> String {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let line = output.first(where: { $0.hasPrefix(prefix) }) { return String(line.dropFirst(prefix.count)) }
+        let line = try await waitForLine(what: "'\(prefix)'", timeout: timeout) { $0.hasPrefix(prefix) }
+        return String(line.dropFirst(prefix.count))
+    }
+
+    /// Waits for an output line `matches` accepts; fails as soon as the process exits without one.
+    @discardableResult
+    public func waitForLine(what: String, timeout: Duration = .seconds(30), where matches: (String) -> Bool) async throws -> String {
+        let seen = try await eventually(within: timeout) { () throws -> String? in
+            if let line = output.first(where: matches) { return line }
             if let ended = child.termination {
-                try await Task.sleep(for: .milliseconds(50))  // its last lines may still be in the pipe
-                if let line = output.first(where: { $0.hasPrefix(prefix) }) { return String(line.dropFirst(prefix.count)) }
-                throw LaunchError("\(name) exited (\(ended)) before printing '\(prefix)': \(output.suffix(20).joined(separator: "\n"))")
+                try? await Task.sleep(for: .milliseconds(50))  // its last lines may still be in the pipe
+                if let line = output.first(where: matches) { return line }
+                throw LaunchError("\(name) exited (\(ended)) before printing \(what): \(output.suffix(20).joined(separator: "\n"))")
             }
-            try await Task.sleep(for: .milliseconds(20))
+            return nil
         }
-        throw LaunchError("\(name) did not print '\(prefix)' within \(timeout): \(output.suffix(20).joined(separator: "\n"))")
+        guard let seen else { throw LaunchError("\(name) did not print \(what) within \(timeout): \(output.suffix(20).joined(separator: "\n"))") }
+        return seen
+    }
+
+    /// A kiln-worker is ready when it has subscribed for work (it logs "ready … toolchains").
+    public func waitUntilWorkerReady(timeout: Duration = .seconds(30)) async throws {
+        try await waitForLine(what: "that it is ready", timeout: timeout) { $0.contains("ready") && $0.contains("toolchains") }
     }
 
     public func signal(_ sig: Int32) { child.signal(sig) }
@@ -73,21 +85,25 @@ public final class LaunchedProcess: Sendable {
     /// Waits for the process to exit and returns its exit code (or the signal that killed it).
     @discardableResult
     public func waitForExit(timeout: Duration = .seconds(30)) async throws -> Int32 {
-        let deadline = ContinuousClock.now + timeout
-        while child.isRunning {
-            if ContinuousClock.now > deadline { throw LaunchError("\(name) still running after \(timeout)") }
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        guard await eventually(within: timeout, { !child.isRunning }) else { throw LaunchError("\(name) still running after \(timeout)") }
         // Its last output may still be in the pipe: wait (briefly; a grandchild may hold the pipe) for EOF.
-        let drained = ContinuousClock.now + .seconds(1)
-        while !reader.ended, ContinuousClock.now < drained { try await Task.sleep(for: .milliseconds(5)) }
+        await eventually(within: .seconds(1), every: .milliseconds(5)) { reader.ended }
         return child.termination?.code ?? -1
+    }
+
+    /// SIGTERM, and SIGKILL if it is still running after `grace`: for `defer`, where nothing can await.
+    public func terminate(grace: Duration = .seconds(10)) {
+        child.signal(SIGTERM)
+        let deadline = ContinuousClock.now + grace
+        while child.isRunning, ContinuousClock.now < deadline { usleep(20_000) }
+        stop()
     }
 
     /// SIGKILL, then wait (bounded) until its reaper thread has reaped it.
     public func stop() {
         child.signal(SIGKILL)
-        for _ in 0..<250 where child.isRunning { usleep(20_000) }
+        let deadline = ContinuousClock.now + .seconds(5)
+        while child.isRunning, ContinuousClock.now < deadline { usleep(20_000) }
     }
 
     deinit { stop() }

@@ -78,20 +78,12 @@ final class TestDispatcher: @unchecked Sendable {
 
     /// Waits for the terminal event.
     func waitForTerminal(timeout: Duration = .seconds(120)) async throws -> BuildEvent {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let t = terminal.withLockedValue({ $0 }) { return t }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        if let t = await eventually(within: timeout, every: .milliseconds(50), { terminal.withLockedValue { $0 } }) { return t }
         throw LaunchError("no terminal event within \(timeout); events: \(events.map { "\($0.seq):\($0.type.rawValue)" })")
     }
 
     func waitForEvent(_ predicate: (BuildEvent) -> Bool, timeout: Duration = .seconds(60)) async throws -> BuildEvent {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let e = events.first(where: predicate) { return e }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        if let e = await eventually(within: timeout, every: .milliseconds(50), { events.first(where: predicate) }) { return e }
         throw LaunchError("event not seen within \(timeout); events: \(events.map { "\($0.seq):\($0.type.rawValue)" })")
     }
 
@@ -137,12 +129,6 @@ final class WorkerProcess: @unchecked Sendable {
     func waitUntilReady(_ client: BusClient) async throws {
         _ = try await process.waitForLine(prefix: "kiln-worker \(id) starting")
         // Ready = its one-shot subscription exists; the worker logs it.
-        let deadline = ContinuousClock.now + .seconds(30)
-        while ContinuousClock.now < deadline {
-            if process.output.contains(where: { $0.contains("ready") && $0.contains("toolchains") }) { return }
-            if !process.isRunning { throw LaunchError("worker exited: \(process.output.suffix(20).joined(separator: "\n"))") }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        throw LaunchError("worker not ready: \(process.output.suffix(20).joined(separator: "\n"))")
+        try await process.waitUntilWorkerReady()
     }
 }

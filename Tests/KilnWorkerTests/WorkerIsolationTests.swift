@@ -156,11 +156,7 @@ import Testing
                 sourceData: try Self.archive(buildRS: slow, name: "slow"), sourceName: "slow.tar.gz"))
         #expect(reply.accepted)
         // Wait until the build script's child is running, then cancel.
-        let deadline = ContinuousClock.now + .seconds(60)
-        while try Self.processes(matching: "/bin/sleep 977").isEmpty, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        #expect(try !Self.processes(matching: "/bin/sleep 977").isEmpty)
+        #expect(try await eventually(within: .seconds(60), every: .milliseconds(100)) { try !Self.processes(matching: "/bin/sleep 977").isEmpty })
         let start = ContinuousClock.now
         try await dispatcher.control(ControlMessage(action: .cancel))
         let terminal = try await dispatcher.waitForTerminal(timeout: .seconds(10))

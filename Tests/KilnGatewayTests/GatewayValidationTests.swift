@@ -1,0 +1,106 @@
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import KilnGateway
+import KilnTestSupport
+import NIOCore
+import Testing
+
+/// Every 400/401/404/405/409/413/415 the HTTP layer decides on its own, in-process (HummingbirdTesting,
+/// no sockets or processes); nothing is stored for a rejected request.
+@Suite struct GatewayValidationTests {
+    @Test func badJSONSubmissionsAreRefusedWithAPlainTextReason() async throws {
+        let archive = Data(try await Fixtures.archive(Fixtures.helloCrate(), root: "proj", zip: false)).base64EncodedString()
+        try await InProcessGateway.test({ $0.maxBodyBytes = 1 << 20 }) { client, gateway in
+            let cases: [(String, [String: Any], String)] = [
+                ("nonce missing", ["repo_url": "https://example.invalid/x.git"], "nonce is missing"),
+                ("nonce not hex", ["nonce": "zz11", "repo_url": "https://example.invalid/x.git"], "nonce must be hex"),
+                ("nonce odd", ["nonce": "abc", "repo_url": "https://example.invalid/x.git"], "odd number"),
+                ("nonce too long", ["nonce": String(repeating: "ab", count: 17), "repo_url": "https://example.invalid/x.git"], "at most 16 bytes"),
+                ("neither", ["nonce": "abcd"], "not neither"),
+                ("both", ["nonce": "abcd", "repo_url": "https://example.invalid/x.git", "source_data": archive], "not both"),
+                ("wrong type", ["nonce": 1234, "repo_url": "https://example.invalid/x.git"], "must be a string"),
+                ("bad base64", ["nonce": "abcd", "source_data": "@@not base64@@"], "not valid base64"),
+                ("empty archive", ["nonce": "abcd", "source_data": ""], "archive is empty"),
+                ("not an archive", ["nonce": "abcd", "source_data": Data("plain text".utf8).base64EncodedString()], "ZIP or a gzip"),
+                ("file url", ["nonce": "abcd", "repo_url": "file:///etc/passwd"], "scheme 'file' is not allowed"),
+                ("ssh url", ["nonce": "abcd", "repo_url": "ssh://git@example.invalid/x.git"], "scheme 'ssh' is not allowed"),
+                ("local path", ["nonce": "abcd", "repo_url": "/srv/repo.git"], "local paths are not allowed"),
+                ("credentials", ["nonce": "abcd", "repo_url": "https://user:pw@example.invalid/x.git"], "must not embed credentials"),
+            ]
+            for (name, body, text) in cases {
+                let r = try await client.submit(json: body)
+                #expect(r.status == .badRequest, "\(name): \(r.status) \(r.text)")
+                #expect(r.text.contains(text), "\(name): \(r.text)")
+                #expect(r.headers[.contentType]?.hasPrefix("text/plain") == true, "\(name)")
+            }
+            func post(_ body: [UInt8], _ contentType: String) async throws -> TestResponse {
+                try await client.execute(uri: "/build", method: .post, headers: [.contentType: contentType], body: ByteBuffer(bytes: body))
+            }
+            let malformed = try await post(Array("{\"nonce\": ".utf8), "application/json")
+            #expect(malformed.status == .badRequest && malformed.text.contains("not valid JSON"))
+            let array = try await post(Array("[1,2]".utf8), "application/json")
+            #expect(array.status == .badRequest && array.text.contains("must be an object"))
+            let type = try await post(Array("nonce=ab".utf8), "text/plain")
+            #expect(type.status == .unsupportedMediaType)
+            let big = try await post([UInt8](repeating: 0x20, count: 2 << 20), "application/json")
+            #expect(big.status == .contentTooLarge, "\(big.text)")
+            // Multipart without boundary / without a source part.
+            let noBoundary = try await post(Array("x".utf8), "multipart/form-data")
+            #expect(noBoundary.status == .badRequest && noBoundary.text.contains("boundary"))
+            let form = "--XyZ\r\nContent-Disposition: form-data; name=\"nonce\"\r\n\r\nabcd\r\n--XyZ--\r\n"
+            let noSource = try await post(Array(form.utf8), "multipart/form-data; boundary=XyZ")
+            #expect(noSource.status == .badRequest && noSource.text.contains("'source' file part"), "\(noSource.text)")
+            // Nothing was stored.
+            let counts = try await gateway.store.countByStatus()
+            #expect(counts.values.allSatisfy { $0 == 0 }, "\(counts)")
+        }
+    }
+
+    /// #18 item 4: no route matches → a plain-text 404 naming the path; a known path with another
+    /// method → 405 with `Allow`.
+    @Test func unknownRoutesAndMethodsAnswerInPlainText() async throws {
+        try await InProcessGateway.test { client, _ in
+            let missing = try await client.execute(uri: "/nope/deeper", method: .get)
+            #expect(missing.status == .notFound && missing.text.contains("no endpoint GET /nope/deeper") && missing.text.contains("openapi.yaml"), "\(missing.text)")
+            #expect(missing.headers[.contentType]?.hasPrefix("text/plain") == true)
+            let wrongMethod = try await client.execute(uri: "/build/j123", method: .delete)
+            #expect(wrongMethod.status == .methodNotAllowed && wrongMethod.text.contains("answers GET, not DELETE"), "\(wrongMethod.status) \(wrongMethod.text)")
+            #expect(wrongMethod.headers[.allow] == "GET")
+            let put = try await client.execute(uri: "/build", method: .put)
+            #expect(put.status == .methodNotAllowed && put.headers[.allow] == "POST", "\(put.text)")
+        }
+    }
+
+    @Test func unknownJobsAreNotFoundAndAWaitingJobsResultIsNotReady() async throws {
+        try await InProcessGateway.test { client, _ in
+            for (method, path) in [(HTTPRequest.Method.get, "/build/nope"), (.get, "/build/nope/result"), (.post, "/build/nope/cancel")] {
+                let r = try await client.execute(uri: path, method: method)
+                #expect(r.status == .notFound, "\(path)")
+                #expect(r.text.contains("no job with id 'nope'"), "\(path): \(r.text)")
+            }
+            // No workers: the job waits; its result is not ready.
+            let archive = Data(try await Fixtures.archive(Fixtures.helloCrate(), root: "proj", zip: false)).base64EncodedString()
+            let submitted = try await client.submit(json: ["nonce": "abcd", "source_data": archive])
+            #expect(submitted.status == .ok, "\(submitted.text)")
+            let id = try #require((try JSONSerialization.jsonObject(with: Data(buffer: submitted.body)) as? [String: Any])?["job_id"] as? String)
+            let r = try await client.execute(uri: "/build/\(id)/result", method: .get)
+            #expect(r.status == .conflict)
+            #expect(r.text.contains("not ready") && r.text.contains("waiting"), "\(r.text)")
+        }
+    }
+
+    @Test func bearerTokensAreRequiredAndCheckedButKeysArePublic() async throws {
+        try await InProcessGateway.test({ $0.principals = try PrincipalDirectory(tokens: ["s3cret-token"], file: nil) }) { client, _ in
+            let none = try await client.execute(uri: "/build/x", method: .get)
+            #expect(none.status == .unauthorized)
+            #expect(none.headers[.wwwAuthenticate]?.hasPrefix("Bearer") == true)
+            let wrong = try await client.execute(uri: "/build/x", method: .get, headers: [.authorization: "Bearer nope"])
+            #expect(wrong.status == .unauthorized)
+            let right = try await client.execute(uri: "/build/x", method: .get, headers: [.authorization: "Bearer s3cret-token"])
+            #expect(right.status == .notFound)
+            let keys = try await client.execute(uri: "/keys", method: .get)
+            #expect(keys.status == .ok, "keys are public")
+        }
+    }
+}
