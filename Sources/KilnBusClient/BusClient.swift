@@ -13,7 +13,8 @@ import NIOSSL
 /// If the connection drops, the client reconnects with exponential backoff and re-subscribes every
 /// live subscription (a `max` subscription is renewed only for its remaining deliveries; spent
 /// one-shots are gone for good), then sends what was queued meanwhile.
-// @unchecked: the mutable state (state machine, channel, deadline timer, reconnect task) is
+// @unchecked: the mutable state (state machine, channel, deadline timer, reconnect task; internal for
+// the extensions in BusClient+Connection and +RequestReply) is
 // accessed with `lock` held only; everything else is immutable or Sendable.
 public final class BusClient: @unchecked Sendable {
     typealias StateMachine = BusClientStateMachine<
@@ -24,19 +25,19 @@ public final class BusClient: @unchecked Sendable {
     let logger: Logger
     let group: any EventLoopGroup
     let outbound: OutboundBuffer
-    private let lock = NIOLock()
+    let lock = NIOLock()
     // Everything below is guarded by `lock`.
-    private var machine = StateMachine()
-    private var channel: (any Channel)?
+    var machine = StateMachine()
+    var channel: (any Channel)?
     /// One timer for every request and flush deadline: armed for the machine's earliest.
-    private var deadlineTimer: (deadline: NIODeadline, task: Scheduled<Void>)?
-    private var reconnectTask: Task<Void, Never>?
+    var deadlineTimer: (deadline: NIODeadline, task: Scheduled<Void>)?
+    var reconnectTask: Task<Void, Never>?
     /// The largest frame the connected broker accepts (from its greeting).
-    private var serverMaxFrame: Int?
+    var serverMaxFrame: Int?
     /// How bytes look on the wire; everything else in the client is protocol-neutral.
     let wire: any BusWireProtocol
-    private let inboxPrefix: String
-    private let errorContinuation: AsyncStream<BusError>.Continuation
+    let inboxPrefix: String
+    let errorContinuation: AsyncStream<BusError>.Continuation
     /// `err` frames the broker sent that were not part of a handshake (e.g. permission denied).
     public let asyncErrors: AsyncStream<BusError>
 
@@ -102,7 +103,7 @@ public final class BusClient: @unchecked Sendable {
 
     /// The non-generic core of `publish`: validates, encodes straight into the outbound buffer unless
     /// the frame would exceed the broker's `max_frame`; returns the backlog in bytes.
-    private func enqueuePublish(_ subject: String, payload: UnsafeRawBufferPointer, reply: String?, headers: [String: String]?) throws -> Int {
+    func enqueuePublish(_ subject: String, payload: UnsafeRawBufferPointer, reply: String?, headers: [String: String]?) throws -> Int {
         try Subject.validatePublish(subject)
         let max = maxFrame
         let wire = self.wire
@@ -158,96 +159,6 @@ public final class BusClient: @unchecked Sendable {
         finished?.finish()
     }
 
-    /// Round trip to the broker: when it returns, everything sent before has been processed by the
-    /// broker (subscriptions are live, publishes routed).
-    public func flush(timeout: TimeAmount = .seconds(5)) async throws {
-        let deadline = NIODeadline.now() + timeout
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let failure: BusClientError? = lock.withLock {
-                switch machine.ping(continuation, deadline: deadline) {
-                case .success(let command):
-                    send(command)
-                    armDeadlineTimer(for: deadline)
-                    return nil
-                case .failure(let error):
-                    return error
-                }
-            }
-            if let failure { continuation.resume(throwing: failure) }
-        }
-    }
-
-    /// Sends a request and waits for the first reply.
-    /// - Throws: `BusClientError.noResponders` at once if nobody is subscribed, `.timeout` after `timeout`.
-    public func request<Payload: Collection & Sendable>(
-        _ subject: String, payload: Payload, headers: [String: String]? = nil,
-        timeout: TimeAmount = .seconds(5)
-    ) async throws -> BusMessage
-    where Payload.Element == UInt8 {
-        try Subject.validatePublish(subject)
-        let token = lock.withLock { machine.makeRequestToken() }
-        let deadline = NIODeadline.now() + timeout
-        let message: BusMessage = try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<BusMessage, any Error>) in
-                do {
-                    try lock.withLock {
-                        let command = try machine.startRequest(
-                            token: token, subject: subject, requester: continuation, deadline: deadline,
-                            inbox: inboxPrefix + ".*", inboxSubscriber: { MessageQueue() })
-                        if let command { send(command) }
-                        armDeadlineTimer(for: deadline)
-                    }
-                } catch {
-                    continuation.resume(throwing: error)
-                    return
-                }
-                // Cancelled before the request was registered: the cancellation handler found nothing.
-                if Task.isCancelled { return finishRequest(token, with: .failure(CancellationError())) }
-                do {
-                    let reply = inboxPrefix + "." + token
-                    _ =
-                        try payload.withContiguousStorageIfAvailable { bytes in
-                            try enqueuePublish(subject, payload: UnsafeRawBufferPointer(bytes), reply: reply, headers: headers)
-                        } ?? Array(payload).withUnsafeBytes { try enqueuePublish(subject, payload: $0, reply: reply, headers: headers) }
-                } catch {
-                    finishRequest(token, with: .failure(error))
-                }
-            }
-        } onCancel: {
-            self.finishRequest(token, with: .failure(CancellationError()))
-        }
-        if message.status == "503" { throw BusClientError.noResponders(subject: subject) }
-        return message
-    }
-
-    private func finishRequest(_ token: some StringProtocol, with result: Result<BusMessage, any Error>) {
-        lock.withLock { machine.finishRequest(token: token) }?.resume(with: result)
-    }
-
-    // MARK: - deadlines
-
-    /// Makes sure the timer fires by `next` (a new waiter's deadline: O(1) on the request path; the
-    /// timer computes the machine's earliest when it fires). Call with `lock` held.
-    private func armDeadlineTimer(for next: NIODeadline?) {
-        guard let next else { return }
-        if let current = deadlineTimer, current.deadline <= next { return }
-        deadlineTimer?.task.cancel()
-        let task = group.any().scheduleTask(deadline: next) { [weak self] () -> Void in self?.deadlinePassed() }
-        deadlineTimer = (next, task)
-    }
-
-    /// The timer fired: fail what is overdue, re-arm for what is left.
-    private func deadlinePassed() {
-        let expired = lock.withLock {
-            deadlineTimer = nil
-            let expired = machine.expire(now: .now())
-            armDeadlineTimer(for: machine.nextDeadline)
-            return expired
-        }
-        for (requester, subject) in expired.requests { requester.resume(throwing: BusClientError.timeout(subject: subject)) }
-        for waiter in expired.pongs { waiter.resume(throwing: BusClientError.flushTimeout) }
-    }
-
     // MARK: - shutdown
 
     /// Unsubscribes everything, waits until the broker has processed it, then closes.
@@ -288,160 +199,4 @@ public final class BusClient: @unchecked Sendable {
         errorContinuation.finish()
     }
 
-    // MARK: - connection management
-
-    /// Opens a connection and completes the handshake; on success the channel becomes current.
-    func establish() async throws {
-        let handler = BusClientHandler(client: self, wire: wire)
-        let tlsContext: NIOSSLContext?
-        do { tlsContext = try configuration.tls.map { try $0.makeContext() } } catch {
-            throw BusClientError.connectFailed("TLS set-up for \(configuration.host): \(error)")
-        }
-        // SNI and hostname checks take a name; for an IP address NIOSSL checks the certificate's IP SANs.
-        let serverHostname = configuration.host.allSatisfy({ $0.isNumber || $0 == "." || $0 == ":" }) ? nil : configuration.host
-        let bootstrap = ClientBootstrap(group: group)
-            .connectTimeout(configuration.connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1024 * 1024))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let tlsContext {
-                        try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname))
-                    }
-                    try channel.pipeline.syncOperations.addHandler(handler)
-                }
-            }
-        let channel: any Channel
-        do {
-            channel = try await bootstrap.connect(host: configuration.host, port: configuration.port).get()
-        } catch {
-            throw BusClientError.connectFailed("\(configuration.host):\(configuration.port): \(error)")
-        }
-        do {
-            let timeout = channel.eventLoop.scheduleTask(in: configuration.connectTimeout) {
-                handler.failHandshake(BusClientError.connectFailed("handshake timed out"))
-            }
-            defer { timeout.cancel() }
-            let announcedMaxFrame = try await handler.hello.futureResult.get()
-            let thisGeneration: Int = try lock.withLock {
-                let (generation, resubscribe) = try machine.connectionEstablished()
-                serverMaxFrame = announcedMaxFrame
-                handler.generation = generation
-                var hello = ByteBuffer()
-                wire.writeGreeting(configuration, to: &hello)
-                // Re-subscribe what is still live, for its remaining deliveries only.
-                for command in resubscribe { wire.write(command, to: &hello) }
-                wire.write(.ping, to: &hello)
-                channel.writeAndFlush(hello, promise: nil)
-                self.channel = channel
-                outbound.attach(channel)
-                return generation
-            }
-            try await handler.handshakePong.futureResult.get()
-            logger.debug("connected", metadata: ["broker": "\(configuration.host):\(configuration.port)", "generation": "\(thisGeneration)"])
-        } catch {
-            // A flush issued between `status = .connected` and the handshake's pong waits on this
-            // channel; it must fail now rather than be answered by a later connection's pong.
-            let stranded: [CheckedContinuation<Void, any Error>] = lock.withLock {
-                guard self.channel === channel else { return [] }
-                self.channel = nil
-                outbound.detach()
-                return machine.handshakeFailed(generation: handler.generation)
-            }
-            for waiter in stranded { waiter.resume(throwing: BusClientError.connectionLost) }
-            channel.close(promise: nil)
-            if let e = error as? BusClientError { throw e }
-            throw BusClientError.connectFailed("\(error)")
-        }
-    }
-
-    /// The current channel closed.
-    func connectionLost(generation lost: Int) {
-        let action: StateMachine.LossAction = lock.withLock {
-            let action = machine.connectionLost(generation: lost, reconnect: configuration.reconnect)
-            if case .ignore = action { return action }
-            channel = nil
-            outbound.detach()
-            return action
-        }
-        switch action {
-        case .ignore:
-            break
-        case .reconnect(let waiters):
-            for w in waiters { w.resume(throwing: BusClientError.connectionLost) }
-            logger.info("connection to broker lost; reconnecting")
-            // Tracked in `reconnectTask` and cancelled by `close()`.
-            let task = Task { await self.reconnectLoop() }
-            lock.withLock {
-                if machine.status == .reconnecting { reconnectTask = task } else { task.cancel() }
-            }
-        case .close(let waiters):
-            for w in waiters { w.resume(throwing: BusClientError.connectionLost) }
-            Task { await self.close() }
-        }
-    }
-
-    private func reconnectLoop() async {
-        var backoff = Backoff(
-            initial: .nanoseconds(configuration.reconnectInitialDelay.nanoseconds),
-            maximum: .nanoseconds(configuration.reconnectMaxDelay.nanoseconds),
-            maxAttempts: configuration.maxReconnectAttempts)
-        while !Task.isCancelled {
-            if lock.withLock({ machine.status == .closed }) { return }
-            try? await Task.sleep(for: backoff.nextDelay())
-            if Task.isCancelled { return }
-            do {
-                try await establish()
-                logger.info("reconnected to broker")
-                lock.withLock { reconnectTask = nil }
-                return
-            } catch {
-                logger.debug("reconnect attempt \(backoff.attempts + 1) failed: \(error)")
-                if !backoff.attemptFailed() {
-                    logger.warning("giving up reconnecting after \(backoff.attempts) attempts")
-                    await close()
-                    return
-                }
-            }
-        }
-    }
-
-    /// Queues a state-machine command for the broker. Call with `lock` held (the order of commands is
-    /// the order of state changes).
-    private func send(_ command: BusCommand) {
-        let wire = self.wire
-        outbound.enqueue { wire.write(command, to: &$0) }
-    }
-
-    // MARK: - inbound (called on the channel's event loop by BusClientHandler)
-
-    func received(_ inbound: BusInbound) {
-        switch inbound {
-        case .message(let sid, let message):
-            if sid == StateMachine.inboxSID {
-                if let dot = message.subject.lastIndex(of: ".") {
-                    finishRequest(message.subject[message.subject.index(after: dot)...], with: .success(message))
-                }
-                return
-            }
-            switch lock.withLock({ machine.messageArrived(sid: sid) }) {
-            case .drop:
-                break
-            case .deliver(let queue):
-                queue.push(message)
-            case .deliverAndFinish(let queue):
-                queue.push(message)
-                queue.finish()
-            }
-        case .pong:
-            lock.withLock { machine.pongArrived() }?.resume()
-        case .error(let error):
-            logger.warning("broker error \(error.code): \(error.message)")
-            errorContinuation.yield(error)
-        case .hello(let maxFrame):
-            lock.withLock { serverMaxFrame = maxFrame }
-        case .ping, .ignored:
-            break
-        }
-    }
 }
