@@ -137,6 +137,10 @@ let package = Package(
             name: "KilnWorker",
             dependencies: [
                 "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnProcess", "KilnCore", "CKilnSystem",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -231,7 +235,8 @@ let package = Package(
         .target(
             name: "KilnTestSupport",
             dependencies: [
-                "KilnBus", "KilnProcess",
+                "KilnBus", "KilnProcess", "KilnCore",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ], path: "Tests/KilnTestSupport", swiftSettings: swiftSettings),

@@ -83,5 +83,5 @@ public struct BuildEvent: Codable, Sendable, Equatable {
 
 /// The phases a build goes through, in order (also `failure_phase` values, plus "worker").
 public enum BuildPhase: String, Sendable, CaseIterable {
-    case source, detect, build, package, attest, upload
+    case source, detect, fetch, build, package, attest, upload
 }

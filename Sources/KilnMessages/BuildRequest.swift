@@ -10,6 +10,8 @@ public struct BuildRequest: Codable, Sendable, Equatable {
     public var sourceName: String?
     /// A larger upload: fetched in chunks from `Subjects.source(job)`.
     public var source: SourceReference?
+    /// Fetch every dependency from the registry even if the host's crate cache has it.
+    public var skipCache: Bool?
 
     enum CodingKeys: String, CodingKey {
         case nonce, source
@@ -18,6 +20,7 @@ public struct BuildRequest: Codable, Sendable, Equatable {
         case repoRef = "repo_ref"
         case sourceData = "source_data"
         case sourceName = "source_name"
+        case skipCache = "skip_cache"
     }
 
     public init(

@@ -8,7 +8,7 @@ import KilnProcess
 import Logging
 import Synchronization
 
-/// The stages of one build: source → detect → build → package → attest → upload, each announced by a
+/// The stages of one build: source → detect → fetch → build → package → attest → upload, each announced by a
 /// `phase` event, ending in exactly one terminal event: `done`, `failed` or `cancelled`.
 final class BuildPipeline: Sendable {
     let configuration: WorkerConfiguration
@@ -22,6 +22,8 @@ final class BuildPipeline: Sendable {
     let logger: Logger
     /// Set when SIGTERM (not a user's cancel) stopped the build.
     let shutdownRequested = Flag()
+    /// What the fetch phase did (nil when it fetched nothing).
+    let fetchSummary = Mutex<CargoFetcher.Summary?>(nil)
 
     init(
         configuration: WorkerConfiguration, request: BuildRequest, key: SigningKey, evidenceProvider: any EvidenceProvider, sysroot: String?, client: BusClient,
@@ -97,7 +99,7 @@ final class BuildPipeline: Sendable {
     private let currentPhase = PhaseBox()
 
     /// Starts a phase: the previous phase's log lines go out first, in the same step (#18).
-    private func phase(_ p: BuildPhase, _ batcher: LogBatcher) async throws {
+    func phase(_ p: BuildPhase, _ batcher: LogBatcher) async throws {
         if cancel.isFired { throw BuildCancelled() }
         currentPhase.value = p.rawValue
         await events.flushLogs(batcher, then: .phase) { $0.name = p.rawValue }
@@ -161,7 +163,8 @@ final class BuildPipeline: Sendable {
                     "detect", "this is a Cargo project and this worker has no Rust toolchain",
                     operatorAction: "install Rust on the workers (rustup, or Debian's cargo and rustc) or pass --rust-sysroot")
             }
-            builder = CargoBuilder(sysroot: sysroot, vendorDirectory: configuration.toolchains.cargoVendorDirectory, limits: configuration.limits)
+            let registry = try await fetchCargoDependencies(sourceTree, into: scratch + "/registry", batcher: batcher)
+            builder = CargoBuilder(sysroot: sysroot, vendorDirectory: registry ?? configuration.toolchains.cargoVendorDirectory, limits: configuration.limits)
         case .nix, .nixFlake:
             guard configuration.toolchains.nixEnabled else {
                 throw BuildFailure.farm(
@@ -172,6 +175,7 @@ final class BuildPipeline: Sendable {
                 throw BuildFailure.farm("detect", "this is a Nix project and \(problem)", operatorAction: action)
             }
             builder = NixBuilder(flake: kind == .nixFlake, daemonSocket: configuration.toolchains.nixDaemonSocket, limits: configuration.limits)
+            try await phase(.fetch, batcher)
         }
 
         // Build.

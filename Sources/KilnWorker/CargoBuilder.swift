@@ -53,6 +53,10 @@ public struct CargoBuilder: ProjectBuilder {
         let out = context.outputDirectory
         try fm.createDirectory(atPath: out + "/home", withIntermediateDirectories: true)
         try fm.createDirectory(atPath: out + "/cargo-home", withIntermediateDirectories: true)
+        // The build writes there (cargo unpacks registry crates into its home): it must own them.
+        if let user = context.sandbox.buildUser {
+            for dir in [out + "/home", out + "/cargo-home"] { chown(dir, user.uid, user.gid) }
+        }
         var mounts = Sandbox.Mounts(source: context.sourceRoot, output: out)
         mounts.readOnly.append((sysroot, Self.toolchainPath))
         if let vendorDirectory {

@@ -103,8 +103,14 @@ public struct WorkerConfiguration: Sendable {
     public struct Toolchains: Sendable {
         /// The Rust toolchain's sysroot (contains bin/cargo, bin/rustc); nil → found via `rustc --print sysroot`.
         public var rustSysroot: String?
-        /// `cargo vendor` output or a local registry, mounted read-only and used via source replacement.
+        /// `cargo vendor` output or a local registry, mounted read-only and used via source replacement
+        /// (then nothing is fetched).
         public var cargoVendorDirectory: String?
+        /// The sparse-HTTP index the fetch phase downloads locked crates from (crates.io's by default,
+        /// or an operator's mirror).
+        public var cargoRegistry = "https://index.crates.io/"
+        /// Where fetched crates are kept for the next builds on this host; nil: no cache.
+        public var crateCache: CrateCache.Configuration?
         /// Nix (through the nix-daemon at its default socket); nil disables Nix builds.
         public var nixEnabled = true
         /// The nix-daemon's socket (Nix's default unless the operator moved it).

@@ -40,7 +40,13 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     @Option(help: "Seconds to keep trying to deliver the result and terminal event to the gateway.") var deliveryTimeout: Int = 600
     @Option(help: "Largest uploaded archive, unpacked, in MiB.") var maxSourceMb: Int = 2048
     @Option(help: "Most entries in an uploaded archive.") var maxSourceEntries: Int = 50_000
-    @Option(help: "Cargo registry mirror: a `cargo vendor` directory or a local registry, mounted read-only.") var cargoVendor: String?
+    @Option(help: "Cargo registry mirror: a `cargo vendor` directory or a local registry, mounted read-only (nothing is fetched).")
+    var cargoVendor: String?
+    @Option(help: "Sparse-HTTP Cargo index the fetch phase downloads locked crates from (a mirror of crates.io).")
+    var cargoRegistry = "https://index.crates.io/"
+    @Option(help: "Directory of verified crate files shared by the workers of this host (\"none\" disables the cache).")
+    var crateCache = "/var/cache/kiln/crates"
+    @Option(help: "Largest size of the crate cache in MiB (least recently used evicted first).") var crateCacheMb: Int64 = 4096
     @Option(help: "Rust toolchain sysroot (default: `rustc --print sysroot`).") var rustSysroot: String?
     @Flag(help: "Disable Nix builds.") var noNix = false
     @Option(help: "The nix-daemon's socket.") var nixDaemonSocket = NixDaemon.defaultSocket
@@ -75,6 +81,9 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         limits.archive.maxEntries = maxSourceEntries
         var toolchains = WorkerConfiguration.Toolchains()
         toolchains.cargoVendorDirectory = cargoVendor
+        toolchains.cargoRegistry = cargoRegistry
+        guard crateCacheMb > 0 else { throw ValidationError("--crate-cache-mb must be positive") }
+        toolchains.crateCache = crateCache == "none" ? nil : .init(directory: crateCache, maxBytes: crateCacheMb << 20)
         toolchains.rustSysroot = rustSysroot
         toolchains.nixEnabled = !noNix
         toolchains.nixDaemonSocket = nixDaemonSocket

@@ -47,7 +47,7 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
         let types = d.events.map(\.type)
         #expect(types.first == .accepted)
         let phases = d.events.filter { $0.type == .phase }.compactMap(\.name)
-        #expect(phases == ["source", "detect", "build", "package", "attest", "upload"])
+        #expect(phases == ["source", "detect", "fetch", "build", "package", "attest", "upload"])
         // #18: every line reaches the client before the next phase event. The detect phase's note is
         // written just before `build` starts; the log pump alone would ship it up to 100 ms later.
         let detected = try #require(d.events.first { $0.type == .log && ($0.lines ?? []).contains { $0.contains("detected a cargo project") } })

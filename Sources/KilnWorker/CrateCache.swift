@@ -1,0 +1,110 @@
+import Crypto
+import Foundation
+import KilnCore
+
+/// Crate files fetched for builds, kept per host and shared by every worker on it, addressed by the
+/// SHA-256 that `Cargo.lock` pins. Nothing in it is trusted: every read re-hashes the file, and an entry
+/// that no longer matches its name (corrupted, swapped, truncated) is evicted and reported as a miss,
+/// so the caller fetches it again. Builds never see the cache itself: the fetch phase copies verified
+/// crates into the build's own read-only registry.
+///
+/// Entries are written to a temporary file and renamed into place, so concurrent workers never see a
+/// half-written crate; the size is bounded, oldest-used first out.
+public final class CrateCache: Sendable {
+    public struct Configuration: Sendable {
+        public var directory: String
+        /// Evict (least recently used first) when the cache grows past this many bytes.
+        public var maxBytes: Int64 = 4 << 30
+
+        public init(directory: String, maxBytes: Int64 = 4 << 30) {
+            self.directory = directory
+            self.maxBytes = maxBytes
+        }
+    }
+
+    public let configuration: Configuration
+
+    public init(configuration: Configuration) throws {
+        self.configuration = configuration
+        try FileManager.default.createDirectory(atPath: configuration.directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    }
+
+    /// What a lookup found.
+    public enum Lookup: Equatable, Sendable {
+        case hit([UInt8])
+        case miss
+        /// The entry did not match its checksum and was removed.
+        case evicted
+    }
+
+    func path(_ sha256: String, _ suffix: String) -> String { configuration.directory + "/" + sha256 + suffix }
+
+    /// The crate whose SHA-256 is `sha256`, verified now.
+    public func crate(sha256: String) -> Lookup {
+        guard Hex.isLowercase(sha256, bytes: 32) else { return .miss }
+        let file = path(sha256, ".crate")
+        guard let data = FileManager.default.contents(atPath: file) else { return .miss }
+        let bytes = [UInt8](data)
+        guard SHA256.hash(data: bytes).hexString == sha256 else {
+            try? FileManager.default.removeItem(atPath: file)
+            try? FileManager.default.removeItem(atPath: path(sha256, ".json"))
+            return .evicted
+        }
+        touch(file)
+        return .hit(bytes)
+    }
+
+    /// The registry index line kept beside the crate (its `cksum` must name the crate).
+    public func indexLine(sha256: String) -> String? {
+        guard Hex.isLowercase(sha256, bytes: 32), let data = FileManager.default.contents(atPath: path(sha256, ".json")), data.count <= 1 << 20 else { return nil }
+        return String(data: data, encoding: .utf8)
+    }
+
+    /// Stores a crate (its digest checked here too) and its index line.
+    public func store(sha256: String, crate bytes: [UInt8], indexLine: String) throws {
+        guard Hex.isLowercase(sha256, bytes: 32), SHA256.hash(data: bytes).hexString == sha256 else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSLocalizedDescriptionKey: "refusing to cache a crate that does not match \(sha256)"])
+        }
+        try write(Data(bytes), to: path(sha256, ".crate"))
+        try write(Data(indexLine.utf8), to: path(sha256, ".json"))
+    }
+
+    private func write(_ data: Data, to file: String) throws {
+        let temporary = file + ".tmp-" + UUID().uuidString
+        guard FileManager.default.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: 0o600]) else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSLocalizedDescriptionKey: "cannot write \(temporary)"])
+        }
+        guard rename(temporary, file) == 0 else {
+            let error = errno
+            unlink(temporary)
+            throw POSIXError(POSIXErrorCode(rawValue: error) ?? .EIO)
+        }
+    }
+
+    private func touch(_ file: String) {
+        _ = utimensat(AT_FDCWD, file, nil, 0)  // both times now: the entry was just used
+    }
+
+    /// Removes the least recently used crates until the cache is within `maxBytes`. Returns the bytes freed.
+    @discardableResult
+    public func evictToLimit() -> Int64 {
+        let fm = FileManager.default
+        guard let names = try? fm.contentsOfDirectory(atPath: configuration.directory) else { return 0 }
+        var entries: [(sha: String, size: Int64, used: Date)] = []
+        var total: Int64 = 0
+        for name in names where name.hasSuffix(".crate") {
+            let file = configuration.directory + "/" + name
+            guard let attributes = try? fm.attributesOfItem(atPath: file) else { continue }
+            let size = (attributes[.size] as? NSNumber)?.int64Value ?? 0
+            entries.append((String(name.dropLast(6)), size, attributes[.modificationDate] as? Date ?? .distantPast))
+            total += size
+        }
+        var freed: Int64 = 0
+        for entry in entries.sorted(by: { $0.used < $1.used }) where total - freed > configuration.maxBytes {
+            try? fm.removeItem(atPath: path(entry.sha, ".crate"))
+            try? fm.removeItem(atPath: path(entry.sha, ".json"))
+            freed += entry.size
+        }
+        return freed
+    }
+}

@@ -1,0 +1,122 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// A Cargo registry spoken over the sparse HTTP protocol (RFC 2789, what crates.io serves at
+/// `https://index.crates.io/`): `config.json` names where crates are downloaded, and one index file per
+/// crate lists its versions as JSON lines. The worker talks to exactly two hosts here — the index's
+/// and the one its `config.json` names for downloads — and to nothing else.
+///
+/// Everything read is bounded (index files, crates) and nothing downloaded is trusted: crates are
+/// checked against `Cargo.lock` by the caller, index lines must name the locked version and checksum.
+struct SparseRegistry: Sendable {
+    /// The index URL as configured (`sparse+` prefix allowed), always ending in `/`.
+    let indexURL: String
+    let http: HTTPClient
+    var maxIndexBytes = 16 << 20
+    var maxCrateBytes = 256 << 20
+    var timeout: TimeAmount = .seconds(60)
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+        /// A network problem (worth retrying), as opposed to an answer (a 404, a bad config).
+        var retryable: Bool
+    }
+
+    init(url: String, http: HTTPClient) throws(Failure) {
+        var s = url.hasPrefix("sparse+") ? String(url.dropFirst(7)) : url
+        if !s.hasSuffix("/") { s += "/" }
+        guard let parsed = URL(string: s), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil else {
+            throw Failure(description: "the Cargo registry '\(url)' is not an http(s) sparse index URL", retryable: false)
+        }
+        indexURL = s
+        self.http = http
+    }
+
+    /// The index file path of a crate (the layout crates.io uses: 1/a, 2/ab, 3/a/abc, ab/cd/abcd…).
+    static func indexPath(_ name: String) -> String {
+        let n = name.lowercased()
+        switch n.count {
+        case 1: return "1/" + n
+        case 2: return "2/" + n
+        case 3: return "3/" + n.prefix(1) + "/" + n
+        default: return n.prefix(2) + "/" + n.dropFirst(2).prefix(2) + "/" + n
+        }
+    }
+
+    /// Crate names are ASCII letters, digits, `-` and `_` (at most 64): anything else never reaches a URL.
+    static func isValidCrateName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 64
+            && name.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95 }
+    }
+
+    static func isValidVersion(_ version: String) -> Bool {
+        !version.isEmpty && version.utf8.count <= 128
+            && version.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 46 || $0 == 43 }
+    }
+
+    /// The download URL template from `config.json`.
+    func downloadTemplate() async throws(Failure) -> String {
+        let bytes = try await get(indexURL + "config.json", limit: 1 << 16, what: "the registry's config.json")
+        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any], let dl = object["dl"] as? String,
+            let url = URL(string: dl.replacingOccurrences(of: "{", with: "").replacingOccurrences(of: "}", with: "")),
+            ["http", "https"].contains(url.scheme ?? "")
+        else {
+            throw Failure(description: "the registry's config.json at \(indexURL) has no http(s) 'dl'", retryable: false)
+        }
+        return dl
+    }
+
+    /// The index line of `name` `version`, checked to name that version with `checksum`.
+    func indexLine(name: String, version: String, checksum: String) async throws(Failure) -> String {
+        let bytes = try await get(indexURL + Self.indexPath(name), limit: maxIndexBytes, what: "the index entry of \(name)")
+        for line in bytes.split(separator: UInt8(ascii: "\n")) {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
+                object["vers"] as? String == version, object["name"] as? String == name
+            else { continue }
+            guard object["cksum"] as? String == checksum else {
+                throw Failure(description: "the registry lists \(name) \(version) with another checksum than Cargo.lock pins", retryable: false)
+            }
+            return String(decoding: line, as: UTF8.self)
+        }
+        throw Failure(description: "the registry has no \(name) \(version)", retryable: false)
+    }
+
+    /// Downloads a crate file (the caller checks its digest).
+    func download(name: String, version: String, checksum: String, template: String) async throws(Failure) -> [UInt8] {
+        var url = template
+        let markers = ["{crate}", "{version}", "{prefix}", "{lowerprefix}", "{sha256-checksum}"]
+        if markers.contains(where: template.contains) {
+            let prefix = Self.indexPath(name).split(separator: "/").dropLast().joined(separator: "/")
+            url = url.replacingOccurrences(of: "{crate}", with: name).replacingOccurrences(of: "{version}", with: version)
+                .replacingOccurrences(of: "{prefix}", with: prefix).replacingOccurrences(of: "{lowerprefix}", with: prefix.lowercased())
+                .replacingOccurrences(of: "{sha256-checksum}", with: checksum)
+        } else {
+            url = (url.hasSuffix("/") ? url : url + "/") + name + "/" + version + "/download"
+        }
+        return try await get(url, limit: maxCrateBytes, what: "\(name) \(version)")
+    }
+
+    private func get(_ url: String, limit: Int, what: String) async throws(Failure) -> [UInt8] {
+        let response: HTTPClientResponse
+        do {
+            var request = HTTPClientRequest(url: url)
+            request.headers.add(name: "User-Agent", value: "kiln-worker")
+            response = try await http.execute(request, timeout: timeout)
+        } catch {
+            throw Failure(description: "cannot reach the Cargo registry for \(what) (\(url)): \(error)", retryable: true)
+        }
+        guard response.status == .ok else {
+            // 404/410: the registry does not have it; 5xx/429: it may later.
+            let transient = response.status.code >= 500 || response.status == .tooManyRequests
+            throw Failure(description: "the Cargo registry answered \(response.status.code) for \(what) (\(url))", retryable: transient)
+        }
+        do {
+            let body = try await response.body.collect(upTo: limit)
+            return Array(body.readableBytesView)
+        } catch {
+            throw Failure(description: "\(what) from the Cargo registry is larger than \(limit) bytes or broke off: \(error)", retryable: true)
+        }
+    }
+}

@@ -1,0 +1,110 @@
+import Foundation
+import KilnAttestation
+import KilnMessages
+import KilnTestSupport
+import Testing
+
+/// #13: the fetch phase against a real sparse-HTTP registry on loopback, with real cargo.
+@Suite(.serialized) struct CargoFetchTests {
+    /// A registry with `leaf` and `mid` (which depends on `leaf`), and an app using both.
+    static func registry() async throws -> CrateRegistryFixture {
+        let registry = try CrateRegistryFixture()
+        try await registry.publish("kiln_leaf", "0.1.0", source: "pub fn value() -> u32 { 40 }\n")
+        try await registry.publish("kiln_mid", "0.2.0", source: "pub fn value() -> u32 { kiln_leaf::value() + 2 }\n", dependencies: [("kiln_leaf", "^0.1")])
+        try await registry.start()
+        return registry
+    }
+
+    static func app(_ registry: CrateRegistryFixture, checksums: [String: String] = [:]) -> [String: String] {
+        [
+            "Cargo.toml": """
+            [package]
+            name = "app"
+            version = "0.1.0"
+            edition = "2021"
+
+            [dependencies]
+            kiln_leaf = "0.1"
+            kiln_mid = "0.2"
+
+            """,
+            "src/main.rs": "fn main() { println!(\"{} {}\", kiln_leaf::value(), kiln_mid::value()); }\n",
+            "Cargo.lock": registry.lockFile(app: "app", dependencies: ["kiln_leaf", "kiln_mid"], checksums: checksums),
+        ]
+    }
+
+    static func build(
+        _ files: [String: String], registry: CrateRegistryFixture, dir: TemporaryDirectory, skipCache: Bool = false
+    ) async throws -> (TestDispatcher, BuildEvent) {
+        let archive = try await Fixtures.archive(files, root: "app", zip: false)
+        let (d, _, terminal, _) = try await runBuild(
+            { job in
+                var r = BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "app.tar.gz")
+                r.skipCache = skipCache
+                return r
+            }, workerArgs: ["--cargo-registry", registry.indexURL], dir: dir)
+        return (d, terminal)
+    }
+
+    static func fetchNote(_ d: TestDispatcher) -> String { d.logLines.first { $0.contains("[kiln] fetched:") } ?? "no fetch summary in \(d.logLines.suffix(20))" }
+
+    @Test func dependenciesAreFetchedVerifiedCachedAndAPoisonedCacheEntryIsRefetched() async throws {
+        let registry = try await Self.registry()
+        defer { registry.stop() }
+        let dir = try TemporaryDirectory(prefix: "kiln-fetch")
+        // Cold: both crates downloaded, the build uses them offline.
+        let (cold, coldEnd) = try await Self.build(Self.app(registry), registry: registry, dir: dir)
+        #expect(coldEnd.type == .done, "\(coldEnd.message ?? "") \(cold.logLines.suffix(20))")
+        #expect(Self.fetchNote(cold).contains("2 crates, 0 from the cache"), "\(Self.fetchNote(cold))")
+        let phases = cold.events.filter { $0.type == .phase }.compactMap(\.name)
+        #expect(phases.firstIndex(of: "fetch").map { $0 < phases.firstIndex(of: "build")! } == true, "\(phases)")
+        // Warm: both from the cache.
+        let (warm, warmEnd) = try await Self.build(Self.app(registry), registry: registry, dir: dir)
+        #expect(warmEnd.type == .done)
+        #expect(Self.fetchNote(warm).contains("2 crates, 2 from the cache"), "\(Self.fetchNote(warm))")
+        // Poisoned: a cache entry swapped for other bytes is detected, evicted and fetched again.
+        let leaf = try #require(registry.crates.first { $0.name == "kiln_leaf" })
+        try FileManager.default.writeFile(atPath: dir.file("crate-cache/\(leaf.checksum).crate"), contents: Data("poisoned".utf8))
+        let (poisoned, poisonedEnd) = try await Self.build(Self.app(registry), registry: registry, dir: dir)
+        #expect(poisonedEnd.type == .done, "\(poisonedEnd.message ?? "")")
+        #expect(
+            Self.fetchNote(poisoned).contains("1 from the cache") && Self.fetchNote(poisoned).contains("1 corrupt cache entries evicted"), "\(Self.fetchNote(poisoned))")
+        let refetched = try Data(contentsOf: URL(fileURLWithPath: dir.file("crate-cache/\(leaf.checksum).crate")))
+        #expect(refetched != Data("poisoned".utf8), "the cache holds the real crate again")
+        // skip_cache: everything downloaded although cached.
+        let (skipped, _) = try await Self.build(Self.app(registry), registry: registry, dir: dir, skipCache: true)
+        #expect(Self.fetchNote(skipped).contains("0 from the cache (0 bytes), 2 downloaded"), "\(Self.fetchNote(skipped))")
+    }
+
+    @Test func aCrateTheRegistryDoesNotHaveFailsInFetchNamingIt() async throws {
+        let registry = try await Self.registry()
+        defer { registry.stop() }
+        var files = Self.app(registry)
+        files["Cargo.lock"]! +=
+            "[[package]]\nname = \"kiln_missing\"\nversion = \"9.9.9\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\nchecksum = \"\(String(repeating: "ab", count: 32))\"\n"
+        let (d, end) = try await Self.build(files, registry: registry, dir: try TemporaryDirectory(prefix: "kiln-fetch"))
+        #expect(end.type == .failed)
+        #expect(end.failurePhase == "fetch", "\(end.failurePhase ?? "") \(end.message ?? "")")
+        #expect(end.message?.contains("kiln_missing 9.9.9") == true && end.message?.contains("127.0.0.1") == true, "\(end.message ?? "")")
+        #expect(end.retryable == false, "a 404 will not heal")
+        _ = d
+    }
+
+    @Test func aLockFileChecksumTheRegistryDoesNotMatchIsRefused() async throws {
+        let registry = try await Self.registry()
+        defer { registry.stop() }
+        let (_, end) = try await Self.build(
+            Self.app(registry, checksums: ["kiln_leaf": String(repeating: "cd", count: 32)]), registry: registry, dir: try TemporaryDirectory(prefix: "kiln-fetch"))
+        #expect(end.type == .failed && end.failurePhase == "fetch", "\(end.message ?? "")")
+        #expect(end.message?.contains("another checksum") == true, "\(end.message ?? "")")
+    }
+
+    @Test func aTamperedDownloadIsRefusedBeforeTheBuildSeesIt() async throws {
+        let registry = try await Self.registry()
+        defer { registry.stop() }
+        try registry.tamper("kiln_mid", "0.2.0")
+        let (_, end) = try await Self.build(Self.app(registry), registry: registry, dir: try TemporaryDirectory(prefix: "kiln-fetch"))
+        #expect(end.type == .failed && end.failurePhase == "fetch", "\(end.message ?? "")")
+        #expect(end.message?.contains("does not match the checksum Cargo.lock pins") == true, "\(end.message ?? "")")
+    }
+}
