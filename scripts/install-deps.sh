@@ -3,6 +3,8 @@
 set -euo pipefail
 profile="${1:-test}"
 pkgs=(libarchive-dev pkg-config git bubblewrap libssl-dev libsqlite3-dev nix-bin busybox-static python3-venv util-linux curl openssl)
+# A real crate set for the directory-mirror tests (#13): clap and serde_json with their dependencies.
+pkgs+=(librust-clap-dev librust-serde-json-dev)
 case "$profile" in
   bench) pkgs+=(nats-server libnats-dev nginx) ;;
 esac

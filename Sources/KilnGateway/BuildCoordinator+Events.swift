@@ -76,6 +76,9 @@ extension BuildCoordinator {
             var updated = try await store.update(job.id) { j in
                 j.lastSeenAt = now
                 if event.type == .phase, let name = event.name { j.phase = name }
+                if event.type.isTerminal, let summary = event.cacheSummary, let json = try? JSONEncoder().encode(summary) {
+                    j.cacheSummary = String(decoding: json, as: UTF8.self)
+                }
                 switch event.type {
                 case .failed:
                     j.status = .error

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import KilnCore
+import KilnMessages
 
 /// A build job as the gateway keeps it (design §4 lifecycle fields).
 public struct Job: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
@@ -39,6 +40,8 @@ public struct Job: Codable, Sendable, Equatable, FetchableRecord, PersistableRec
     public var retentionExpiresAt: Date?
     public var lastSeenAt: Date?
     public var dispatchAttempts: Int
+    /// The fetch phase's `CacheSummary`, as JSON (nil when nothing was fetched).
+    public var cacheSummary: String?
 
     public init(id: String, nonce: String, request: String, position: Int64, queuedAt: Date, sourceDigest: String?) {
         self.id = id
@@ -97,6 +100,13 @@ extension Job {
                 "message": .string(error ?? ""), "retryable": .bool(retryable ?? false),
                 "suggested_action": suggestedAction.map(AnyCodable.string) ?? .null,
             ])
+        doc["cache_summary"] =
+            cacheSummary.flatMap { try? JSONDecoder().decode(CacheSummary.self, from: Data($0.utf8)) }.map { s in
+                .object([
+                    "crates": .int(s.crates), "hits": .int(s.hits), "misses": .int(s.misses), "evicted": .int(s.evicted),
+                    "bytes_fetched": .int(Int(s.bytesFetched)), "bytes_from_cache": .int(Int(s.bytesFromCache)),
+                ])
+            } ?? .null
         doc["result"] = resultSha256.map { .object(["sha256": .string($0), "size": .int(Int(resultSize ?? 0))]) } ?? .null
         return doc
     }

@@ -66,6 +66,9 @@ public final class SQLiteJobStore: JobStore {
             try db.alter(table: "job") { t in t.add(column: "triggeredBy", .text) }
             try db.create(index: "job_triggered_position", on: "job", columns: ["triggeredBy", "position"])
         }
+        migrator.registerMigration("v5: cache summary") { db in
+            try db.alter(table: "job") { t in t.add(column: "cacheSummary", .text) }
+        }
         try migrator.migrate(pool)
     }
 

@@ -35,9 +35,12 @@ public struct BuildEvent: Codable, Sendable, Equatable {
     public var message: String?
     public var retryable: Bool?
     public var suggestedAction: String?
+    // done / failed, when dependencies were fetched
+    public var cacheSummary: CacheSummary?
 
     enum CodingKeys: String, CodingKey {
         case seq, time, type, name, stream, lines, path, sha256, size, message, retryable
+        case cacheSummary = "cache_summary"
         case jobID = "job_id"
         case workerID = "worker_id"
         case failurePhase = "failure_phase"

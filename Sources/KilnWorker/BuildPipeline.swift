@@ -69,9 +69,11 @@ final class BuildPipeline: Sendable {
 
         switch outcome {
         case .success(let (tarball, _)):
+            let cacheSummary = fetchSummary.withLock { $0 }
             await events.emit(.done) {
                 $0.sha256 = tarball.sha256
                 $0.size = tarball.size
+                $0.cacheSummary = cacheSummary
             }
         case .failure(let error):
             if shutdownRequested.isSet {
@@ -86,7 +88,9 @@ final class BuildPipeline: Sendable {
             } else {
                 let failure = (error as? BuildFailure) ?? .internalError(currentPhase.value, "\(error)")
                 logger.info("build failed: \(failure)")
+                let cacheSummary = fetchSummary.withLock { $0 }
                 await events.emit(.failed) {
+                    $0.cacheSummary = cacheSummary
                     $0.failurePhase = failure.phase
                     $0.message = failure.message
                     $0.retryable = failure.retryable

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Crypto
 import Foundation
 import KilnCore
+import KilnMessages
 
 /// The fetch phase of a Cargo build: every registry crate `Cargo.lock` pins is taken from the host's
 /// verified cache or downloaded from the configured registry, checked against the lock file's
@@ -19,21 +20,7 @@ struct CargoFetcher {
     let cache: CrateCache?
     let skipCache: Bool
 
-    /// What the fetch did, reported to the user as the job's `cache_summary`.
-    struct Summary: Codable, Equatable, Sendable {
-        var crates = 0
-        var hits = 0
-        var misses = 0
-        var evicted = 0
-        var bytesFetched: Int64 = 0
-        var bytesFromCache: Int64 = 0
-
-        enum CodingKeys: String, CodingKey {
-            case crates, hits, misses, evicted
-            case bytesFetched = "bytes_fetched"
-            case bytesFromCache = "bytes_from_cache"
-        }
-    }
+    typealias Summary = CacheSummary
 
     /// The registry crates of `lock`, or a fetch failure naming the first package Kiln cannot fetch.
     static func registryPackages(_ lock: CargoLock) throws -> [CargoLock.Package] {

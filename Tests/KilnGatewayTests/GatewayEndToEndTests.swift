@@ -208,3 +208,32 @@ import Testing
         #expect(sse.ended && sse.events.last?.event == "failed")
     }
 }
+
+/// #13: a build with registry dependencies through the whole farm shows what its fetch did.
+@Suite struct FetchThroughTheGatewayTests {
+    @Test func theJobCarriesItsCacheSummary() async throws {
+        let registry = try await CrateRegistryFixture.twoCrates()
+        defer { registry.stop() }
+        let c = try await TestCluster()
+        defer { c.stop() }
+        let summaries = try await [1, 2].asyncMap { _ in
+            let id = try await c.submit(registry.appProject())
+            try await c.startWorker(["--cargo-registry", registry.indexURL])
+            let s = try await c.waitForStatus(id, ["ready", "error"])
+            #expect(s["status"] as? String == "ready", "\(s)")
+            return try #require(s["cache_summary"] as? [String: Any], "\(s)")
+        }
+        #expect(summaries[0]["crates"] as? Int == 2 && summaries[0]["misses"] as? Int == 2 && summaries[0]["hits"] as? Int == 0, "\(summaries[0])")
+        #expect((summaries[0]["bytes_fetched"] as? Int ?? 0) > 0)
+        #expect(summaries[1]["hits"] as? Int == 2 && summaries[1]["misses"] as? Int == 0, "the second build reads the cache: \(summaries[1])")
+        #expect((summaries[1]["bytes_from_cache"] as? Int) == (summaries[0]["bytes_fetched"] as? Int))
+    }
+}
+
+extension Array {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var out: [T] = []
+        for element in self { out.append(try await transform(element)) }
+        return out
+    }
+}

@@ -47,6 +47,7 @@ final class TestCluster: @unchecked Sendable {
             [
                 "--broker", "kiln://127.0.0.1:\(broker.port)", "--worker-id", id, "--scratch", dir.file("scratch-\(id)"),
                 "--key", keyFile, "--idle-timeout", "300", "--allow-source-host", "127.0.0.1",
+                "--crate-cache", dir.file("crate-cache"),
             ] + extra,
             environment: environment)
         workers.append(w)

@@ -107,5 +107,33 @@ public final class CrateRegistryFixture: @unchecked Sendable {
         return text
     }
 
+    /// A started registry with `kiln_leaf` and `kiln_mid` (which depends on `kiln_leaf`).
+    public static func twoCrates() async throws -> CrateRegistryFixture {
+        let registry = try CrateRegistryFixture()
+        try await registry.publish("kiln_leaf", "0.1.0", source: "pub fn value() -> u32 { 40 }\n")
+        try await registry.publish("kiln_mid", "0.2.0", source: "pub fn value() -> u32 { kiln_leaf::value() + 2 }\n", dependencies: [("kiln_leaf", "^0.1")])
+        try await registry.start()
+        return registry
+    }
+
+    /// An app using both crates of `twoCrates`, with its Cargo.lock (checksums overridable).
+    public func appProject(checksums: [String: String] = [:]) -> [String: String] {
+        [
+            "Cargo.toml": """
+            [package]
+            name = "app"
+            version = "0.1.0"
+            edition = "2021"
+
+            [dependencies]
+            kiln_leaf = "0.1"
+            kiln_mid = "0.2"
+
+            """,
+            "src/main.rs": "fn main() { println!(\"{} {}\", kiln_leaf::value(), kiln_mid::value()); }\n",
+            "Cargo.lock": lockFile(app: "app", dependencies: ["kiln_leaf", "kiln_mid"], checksums: checksums),
+        ]
+    }
+
     deinit { stop() }
 }

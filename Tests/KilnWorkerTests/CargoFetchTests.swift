@@ -6,31 +6,10 @@ import Testing
 
 /// #13: the fetch phase against a real sparse-HTTP registry on loopback, with real cargo.
 @Suite(.serialized) struct CargoFetchTests {
-    /// A registry with `leaf` and `mid` (which depends on `leaf`), and an app using both.
-    static func registry() async throws -> CrateRegistryFixture {
-        let registry = try CrateRegistryFixture()
-        try await registry.publish("kiln_leaf", "0.1.0", source: "pub fn value() -> u32 { 40 }\n")
-        try await registry.publish("kiln_mid", "0.2.0", source: "pub fn value() -> u32 { kiln_leaf::value() + 2 }\n", dependencies: [("kiln_leaf", "^0.1")])
-        try await registry.start()
-        return registry
-    }
+    static func registry() async throws -> CrateRegistryFixture { try await CrateRegistryFixture.twoCrates() }
 
     static func app(_ registry: CrateRegistryFixture, checksums: [String: String] = [:]) -> [String: String] {
-        [
-            "Cargo.toml": """
-            [package]
-            name = "app"
-            version = "0.1.0"
-            edition = "2021"
-
-            [dependencies]
-            kiln_leaf = "0.1"
-            kiln_mid = "0.2"
-
-            """,
-            "src/main.rs": "fn main() { println!(\"{} {}\", kiln_leaf::value(), kiln_mid::value()); }\n",
-            "Cargo.lock": registry.lockFile(app: "app", dependencies: ["kiln_leaf", "kiln_mid"], checksums: checksums),
-        ]
+        registry.appProject(checksums: checksums)
     }
 
     static func build(
@@ -106,5 +85,48 @@ import Testing
         let (_, end) = try await Self.build(Self.app(registry), registry: registry, dir: try TemporaryDirectory(prefix: "kiln-fetch"))
         #expect(end.type == .failed && end.failurePhase == "fetch", "\(end.message ?? "")")
         #expect(end.message?.contains("does not match the checksum Cargo.lock pins") == true, "\(end.message ?? "")")
+    }
+}
+
+/// #13: a farm whose mirror is Debian's crate directory builds a real project with its dependencies.
+@Suite(.serialized) struct DirectoryMirrorTests {
+    static let debianRegistry = "/usr/share/cargo/registry"
+
+    @Test func aProjectWithTwentyDependenciesBuildsFromDebiansCrateDirectory() async throws {
+        let files = [
+            "Cargo.toml": """
+            [package]
+            name = "debapp"
+            version = "0.1.0"
+            edition = "2021"
+
+            [dependencies]
+            clap = { version = "4", features = ["derive"] }
+            serde_json = "1"
+
+            """,
+            "src/main.rs": """
+            use clap::Parser;
+            #[derive(Parser)]
+            struct Args { #[arg(long, default_value = "kiln")] name: String }
+            fn main() { let a = Args::parse(); println!("{}", serde_json::json!({"hello": a.name})); }
+
+            """,
+        ]
+        let archive = try await Fixtures.archive(files, root: "debapp", zip: false)
+        let (d, _, terminal, dir) = try await runBuild(
+            { job in BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "debapp.tar.gz") },
+            workerArgs: ["--cargo-vendor", Self.debianRegistry])
+        #expect(terminal.type == .done, "\(terminal.message ?? "") \(d.logLines.suffix(25))")
+        // The lock file generated offline from the mirror is shipped, and pins 20 or more crates.
+        let result = try d.resultFile()
+        let unpacked = dir.file("unpacked")
+        try FileManager.default.createDirectory(atPath: unpacked, withIntermediateDirectories: true)
+        try await Command.run("/bin/tar", ["-xzf", result, "-C", unpacked])
+        let lockPath = try #require(FileManager.default.enumerator(atPath: unpacked)?.compactMap { $0 as? String }.first { $0.hasSuffix("Cargo.lock") })
+        let lock = try String(contentsOfFile: unpacked + "/" + lockPath, encoding: .utf8)
+        let pinned = lock.components(separatedBy: "source = \"registry+").count - 1
+        #expect(pinned >= 20, "only \(pinned) registry crates in \(lockPath)")
+        #expect(d.logLines.contains { $0.contains("Compiling clap") })
     }
 }
