@@ -118,7 +118,7 @@ let package = Package(
         .target(
             name: "KilnAttestation",
             dependencies: [
-                "KilnArchive", "KilnTEE", "KilnCore",
+                "KilnArchive", "KilnTEE", "KilnCore", "KilnMessages",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
             ], swiftSettings: swiftSettings),
@@ -205,7 +205,7 @@ let package = Package(
         .executableTarget(
             name: "KilnCLI",
             dependencies: [
-                "KilnAttestation", "KilnArchive", "KilnTEE", "KilnCore",
+                "KilnAttestation", "KilnArchive", "KilnTEE", "KilnCore", "KilnMessages",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

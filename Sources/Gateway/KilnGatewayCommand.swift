@@ -41,6 +41,12 @@ struct KilnGatewayCommand: AsyncParsableCommand {
     var inlineSourceLimit = 2 << 20
     @Option(help: "Chunk size in bytes for sources fetched by workers.") var sourceChunkSize = 1 << 20
     @Option(help: "Largest result tarball a worker may upload, in MiB.") var maxResultMb: Int64 = 16 << 10
+    @Option(help: "Most vCPUs a build may ask for in build_config.") var maxBuildVcpus = 64
+    @Option(help: "Most memory in MiB a build may ask for in build_config.") var maxBuildMemoryMib = 64 << 10
+    @Option(help: "Most disk in MB a build may ask for in build_config.") var maxBuildDiskMb = 200 << 10
+    @Option(help: "Longest timeout_s a build may ask for in build_config.") var maxBuildTimeout = 6 * 3600
+    @Flag(help: "Let builds ask for network (build_config.internet_access); they are then not hermetic. Workers must allow it too.")
+    var allowInternetBuilds = false
     @Option(help: "Log level.") var logLevel = "info"
 
     func run() async throws {
@@ -91,6 +97,14 @@ struct KilnGatewayCommand: AsyncParsableCommand {
         cfg.requestLimits.submissionsPerMinute = submissionsPerMinute
         guard maxResultMb > 0, maxResultMb <= 1 << 30 else { throw ValidationError("--max-result-mb must be positive") }
         cfg.maxResultBytes = maxResultMb << 20
+        guard maxBuildVcpus > 0, maxBuildMemoryMib > 0, maxBuildDiskMb > 0, maxBuildTimeout > 0 else {
+            throw ValidationError("--max-build-vcpus, --max-build-memory-mib, --max-build-disk-mb and --max-build-timeout must be positive")
+        }
+        cfg.buildMaxima.vcpus = maxBuildVcpus
+        cfg.buildMaxima.memoryMiB = maxBuildMemoryMib
+        cfg.buildMaxima.diskMB = maxBuildDiskMb
+        cfg.buildMaxima.timeoutSeconds = maxBuildTimeout
+        cfg.buildMaxima.internetAccess = allowInternetBuilds
         let logger = Logger(label: "kiln.gateway")
         let host = self.host
         let scheme = cfg.tls == nil ? "http" : "https"

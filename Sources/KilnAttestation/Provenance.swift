@@ -1,3 +1,5 @@
+import KilnMessages
+
 /// in-toto Statement v1 carrying a SLSA Provenance v1 predicate, in the specs' exact casing.
 /// https://github.com/in-toto/attestation/blob/main/spec/v1/statement.md
 /// https://slsa.dev/spec/v1.0/provenance
@@ -70,13 +72,26 @@ public struct SLSAProvenance: Codable, Sendable, Equatable {
         public var ref: String?
         public var source: ResourceDescriptor?
         public var nonce: String
+        /// The resources the build asked for (`build_config`); `internetAccess` true means the build
+        /// had network and is not hermetic.
+        public var buildConfig: BuildConfig?
+        /// What was built (`build_options`): features, package, target, profile, Nix attribute.
+        public var buildOptions: BuildOptions?
 
-        public init(repository: String? = nil, ref: String? = nil, source: ResourceDescriptor? = nil, nonce: String) {
+        public init(
+            repository: String? = nil, ref: String? = nil, source: ResourceDescriptor? = nil, nonce: String, buildConfig: BuildConfig? = nil,
+            buildOptions: BuildOptions? = nil
+        ) {
             self.repository = repository
             self.ref = ref
             self.source = source
             self.nonce = nonce
+            self.buildConfig = buildConfig
+            self.buildOptions = buildOptions
         }
+
+        /// Whether the build had network access (a build_config asked for it and the farm allowed it).
+        public var hadNetwork: Bool { buildConfig?.internetAccess == true }
     }
 
     public struct RunDetails: Codable, Sendable, Equatable {

@@ -211,6 +211,11 @@ public struct ResultVerifier: Sendable {
             throw .init(.nonce, "nonce in manifest.json is \(manifest.inputs.nonce), expected \(options.expectedNonce)")
         }
         report.checks.append(.init("nonce", .pass, "evidence, provenance and manifest carry your nonce"))
+        // Signed with the provenance: what the build asked for, and whether it had network.
+        let external = statement.predicate.buildDefinition.externalParameters
+        report.buildConfig = external.buildConfig
+        report.buildOptions = external.buildOptions
+        report.hermetic = !external.hadNetwork
         guard manifest.jobID == claims.jobID else { throw .init(.claims, "the claims name job \(claims.jobID), the manifest \(manifest.jobID)") }
         report.jobID = manifest.jobID
         try checkFiles(directory, manifest)

@@ -1,3 +1,4 @@
+import KilnMessages
 import KilnTEE
 
 /// What `kiln verify` established about a result: the verdict, what the hardware report says, which
@@ -37,9 +38,15 @@ public struct VerificationReport: Sendable, Codable, Equatable {
     public var checks: [Check]
     public var failedStep: VerificationError.Step?
     public var error: String?
+    /// False when the signed provenance says the build had network (`build_config.internet_access`).
+    public var hermetic: Bool?
+    public var buildConfig: BuildConfig?
+    public var buildOptions: BuildOptions?
 
     enum CodingKeys: String, CodingKey {
-        case ok, verdict, tee, measurement, registers, tcb, attributes, artifacts, checks, error
+        case ok, verdict, tee, measurement, registers, tcb, attributes, artifacts, checks, error, hermetic
+        case buildConfig = "build_config"
+        case buildOptions = "build_options"
         case jobID = "job_id"
         case keyFingerprint = "key_fingerprint"
         case keyTrust = "key_trust"

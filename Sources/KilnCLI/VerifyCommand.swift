@@ -3,6 +3,7 @@ import AsyncHTTPClient
 import Foundation
 import KilnAttestation
 import KilnCore
+import KilnMessages
 import KilnTEE
 import NIOCore
 
@@ -95,7 +96,17 @@ struct VerifyCommand: AsyncParsableCommand {
         case .teeUnverified?: lines.append("OK: tee-unverified (\(report.tee ?? "?")): a report binds this result, but its chain was NOT checked")
         case .noTEE?, nil: lines.append("OK: no-tee: only the farm key vouches for this result")
         }
+        if report.hermetic == false {
+            lines.append("  NOT HERMETIC: the build had network access (build_config.internet_access); its output may depend on what it downloaded")
+        }
         lines.append("  job          \(report.jobID ?? "?")")
+        if let c = report.buildConfig {
+            let parts = [("vcpus", c.vcpus), ("memory_mib", c.memoryMiB), ("disk_mb", c.diskMB), ("timeout_s", c.timeoutSeconds)].compactMap { k, v in
+                v.map { "\(k)=\($0)" }
+            }
+            lines.append("  build_config " + (parts + ["internet_access=\(c.internetAccess ?? false)"]).joined(separator: " "))
+        }
+        if let o = report.buildOptions, let json = try? JSONEncoder().encode(o) { lines.append("  build_options " + String(decoding: json, as: UTF8.self)) }
         let trust = report.keyTrust == .hardwareBound ? "bound into the hardware report (no farm key needed)" : "pinned by you"
         lines.append("  signing key  \(report.keyFingerprint ?? "?") (\(trust))")
         if let m = report.measurement { lines.append("  measurement  \(m)") }

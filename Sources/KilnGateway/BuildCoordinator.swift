@@ -112,6 +112,9 @@ public actor BuildCoordinator {
     public func submit(_ s: BuildSubmission, triggeredBy: String? = nil) async throws -> Job {
         let id = "j" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(20).lowercased()
         var request = BuildRequest(jobID: id, nonce: s.nonce, repoURL: s.repoURL, repoRef: s.repoRef)
+        request.skipCache = s.skipCache ? true : nil
+        request.buildConfig = s.buildConfig
+        request.buildOptions = s.buildOptions
         var digest: String?
         if let archive = s.archive {
             digest = archive.sha256
@@ -141,6 +144,8 @@ public actor BuildCoordinator {
         }
         let encoded = String(decoding: try JSONEncoder().encode(request), as: UTF8.self)
         var new = Job(id: id, nonce: s.nonce, request: encoded, position: 0, queuedAt: Date(), sourceDigest: digest)
+        let asked = BuildRequestOptions(skipCache: request.skipCache, buildConfig: s.buildConfig, buildOptions: s.buildOptions)
+        if asked != BuildRequestOptions(), let json = try? JSONEncoder().encode(asked) { new.options = String(decoding: json, as: UTF8.self) }
         new.triggeredBy = triggeredBy
         let job = try await store.enqueue(new)
         logger.info("job queued", metadata: ["job_id": "\(id)"])

@@ -1,6 +1,7 @@
 import Foundation
 import KilnArchive
 import KilnAttestation
+import KilnMessages
 
 /// A validated `POST /build`: exactly one source, a good nonce. Parsing never trusts the input; every
 /// rejection says what to fix. An uploaded archive is already on disk (`SubmissionReader` streamed
@@ -11,6 +12,38 @@ public struct BuildSubmission: Sendable {
     public var repoRef: String?
     public var archive: SpooledArchive?
     public var sourceName: String?
+    public var skipCache = false
+    public var buildConfig: BuildConfig?
+    public var buildOptions: BuildOptions?
+
+    /// Reads `skip_cache`, `build_config` and `build_options` (raw JSON text from the JSON body or
+    /// the form) and checks them: a 400 names the field and, for resources, the farm's limit.
+    mutating func readOptions(from fields: [String: String], maxima: BuildConfig.Maxima) throws(GatewayError) {
+        func decode<T: Decodable>(_ type: T.Type, _ name: String) throws(GatewayError) -> T? {
+            guard let text = fields[name] else { return nil }
+            do { return try JSONDecoder().decode(T.self, from: Data(text.utf8)) } catch {
+                throw GatewayError.badRequest("\(name) is not valid: \(Self.describe(error))")
+            }
+        }
+        skipCache = try decode(Bool.self, "skip_cache") ?? false
+        if let config = try decode(BuildConfig.self, "build_config") {
+            if let problem = config.violation(of: maxima) { throw GatewayError.badRequest(problem) }
+            buildConfig = config
+        }
+        if let options = try decode(BuildOptions.self, "build_options"), !options.isEmpty {
+            if let problem = options.violation() { throw GatewayError.badRequest(problem) }
+            buildOptions = options
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        switch error as? DecodingError {
+        case .typeMismatch(let type, let context)?:
+            "\(context.codingPath.map(\.stringValue).joined(separator: ".")) must be \(type == Bool.self ? "true or false" : type == Int.self ? "an integer" : type == String.self ? "a string" : "\(type)")"
+        case .dataCorrupted?: "not JSON"
+        default: "\(error)"
+        }
+    }
 
     static func validated(nonce: String?, repoURL: String?, repoRef: String?, archive: SpooledArchive?, sourceName: String?) throws(GatewayError) -> BuildSubmission {
         guard let nonce, !nonce.isEmpty else { throw GatewayError.badRequest("nonce is missing: send 2 to 32 hex characters (up to 16 bytes)") }

@@ -1,5 +1,6 @@
 import Foundation
 import KilnBusClient
+import KilnMessages
 
 public struct GatewayConfiguration: Sendable {
     public var host = "127.0.0.1"
@@ -14,6 +15,8 @@ public struct GatewayConfiguration: Sendable {
     /// Public key files served at /keys.
     public var keyFiles: [String] = []
     public var maxBodyBytes = 256 << 20
+    /// The most a build may ask for in `build_config` (and whether it may ask for network).
+    public var buildMaxima = BuildConfig.Maxima()
     public var retention: Duration = .seconds(7 * 24 * 3600)
     /// How long a dispatched worker has to accept.
     public var ackTimeout: Duration = .seconds(5)

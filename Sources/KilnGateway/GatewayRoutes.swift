@@ -114,6 +114,7 @@ struct GatewayRoutes: Sendable {
         try limiter.acquire(.upload, for: context.principal.name)
         defer { limiter.release(.upload, for: context.principal.name) }
         var reader = SubmissionReader(spoolDirectory: files.incomingDirectory, maxBodyBytes: configuration.maxBodyBytes, metrics: metrics)
+        reader.buildMaxima = configuration.buildMaxima
         reader.memoryLimit = min(reader.memoryLimit, configuration.inlineSourceLimit)
         let submission = try await reader.read(contentType: request.headers[.contentType], body: request.body)
         let job: Job

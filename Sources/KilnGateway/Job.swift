@@ -42,6 +42,8 @@ public struct Job: Codable, Sendable, Equatable, FetchableRecord, PersistableRec
     public var dispatchAttempts: Int
     /// The fetch phase's `CacheSummary`, as JSON (nil when nothing was fetched).
     public var cacheSummary: String?
+    /// What the submitter asked for beyond the source (`BuildRequestOptions` as JSON), echoed on the job.
+    public var options: String?
 
     public init(id: String, nonce: String, request: String, position: Int64, queuedAt: Date, sourceDigest: String?) {
         self.id = id
@@ -107,6 +109,26 @@ extension Job {
                     "bytes_fetched": .int(Int(s.bytesFetched)), "bytes_from_cache": .int(Int(s.bytesFromCache)),
                 ])
             } ?? .null
+        let asked = options.flatMap { try? JSONDecoder().decode(BuildRequestOptions.self, from: Data($0.utf8)) } ?? BuildRequestOptions()
+        doc["skip_cache"] = .bool(asked.skipCache ?? false)
+        doc["build_config"] =
+            asked.buildConfig.map { c in
+                .object([
+                    "vcpus": c.vcpus.map(AnyCodable.int) ?? .null, "memory_mib": c.memoryMiB.map(AnyCodable.int) ?? .null,
+                    "disk_mb": c.diskMB.map(AnyCodable.int) ?? .null, "timeout_s": c.timeoutSeconds.map(AnyCodable.int) ?? .null,
+                    "internet_access": .bool(c.internetAccess ?? false),
+                ])
+            } ?? .null
+        doc["build_options"] =
+            asked.buildOptions.map { o in
+                var object: [String: AnyCodable] = [:]
+                if let f = o.features { object["features"] = .array(f.map(AnyCodable.string)) }
+                if let n = o.noDefaultFeatures { object["no_default_features"] = .bool(n) }
+                for (k, v) in [("package", o.package), ("bin", o.bin), ("target", o.target), ("profile", o.profile), ("attribute", o.attribute)] {
+                    if let v { object[k] = .string(v) }
+                }
+                return .object(object)
+            } ?? .null
         doc["result"] = resultSha256.map { .object(["sha256": .string($0), "size": .int(Int(resultSize ?? 0))]) } ?? .null
         return doc
     }
@@ -148,5 +170,25 @@ public enum AnyCodable: Codable, Sendable, Equatable {
         } else {
             self = .object(try c.decode([String: AnyCodable].self))
         }
+    }
+}
+
+/// The options of a submission that the job echoes (stored apart from the request, which may carry
+/// megabytes of inline source).
+public struct BuildRequestOptions: Codable, Sendable, Equatable {
+    public var skipCache: Bool?
+    public var buildConfig: BuildConfig?
+    public var buildOptions: BuildOptions?
+
+    public init(skipCache: Bool? = nil, buildConfig: BuildConfig? = nil, buildOptions: BuildOptions? = nil) {
+        self.skipCache = skipCache
+        self.buildConfig = buildConfig
+        self.buildOptions = buildOptions
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case skipCache = "skip_cache"
+        case buildConfig = "build_config"
+        case buildOptions = "build_options"
     }
 }

@@ -69,6 +69,9 @@ public final class SQLiteJobStore: JobStore {
         migrator.registerMigration("v5: cache summary") { db in
             try db.alter(table: "job") { t in t.add(column: "cacheSummary", .text) }
         }
+        migrator.registerMigration("v6: submission options") { db in
+            try db.alter(table: "job") { t in t.add(column: "options", .text) }
+        }
         try migrator.migrate(pool)
     }
 

@@ -8,7 +8,8 @@ import NIOCore
 /// in memory whatever its size.
 public struct SubmissionFormReader: Sendable {
     static let archivePart = "source"
-    static let textParts: Set<String> = ["nonce", "repo_url", "ref", "repo_ref", "source_name"]
+    /// `skip_cache`, `build_config` and `build_options` are JSON text (`true`, `{"vcpus": 2}`).
+    static let textParts: Set<String> = ["nonce", "repo_url", "ref", "repo_ref", "source_name", "skip_cache", "build_config", "build_options"]
     static let maxFieldBytes = 64 << 10
     static let maxParts = 64
     /// Bytes the parser may take without reporting a header, body bytes or a part's end.

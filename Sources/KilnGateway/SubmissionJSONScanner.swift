@@ -1,6 +1,7 @@
 import Foundation
 
-/// Reads a JSON `POST /build` body as it arrives: a flat object of string fields, one of which
+/// Reads a JSON `POST /build` body as it arrives: an object of string fields (and a few structured
+/// ones, kept as raw JSON), one of which
 /// (`source_data`) may be a base64 archive of hundreds of MiB. That field is decoded straight into
 /// the caller's output as bytes arrive; every other field is kept only up to `maxFieldBytes`, and
 /// values of fields Kiln does not know are skipped without being stored. A pure state machine:
@@ -9,6 +10,9 @@ import Foundation
 public struct SubmissionJSONScanner: Sendable {
     static let archiveField = "source_data"
     static let knownFields: Set<String> = ["nonce", "repo_url", "repo_ref", "source_data", "source_name"]
+    /// Fields whose value is any JSON (an object, a boolean): kept as their raw JSON text, bounded like
+    /// strings, and decoded by `BuildSubmission`.
+    static let structuredFields: Set<String> = ["skip_cache", "build_config", "build_options"]
     static let maxFieldBytes = 64 << 10
     static let maxKeyBytes = 256
     static let maxFields = 64
@@ -29,6 +33,7 @@ public struct SubmissionJSONScanner: Sendable {
         case literal
         case skipString
         case skipNested(depth: Int, inString: Bool)
+        case captureNested(depth: Int, inString: Bool)
         case afterValue
         case end
     }
@@ -93,12 +98,18 @@ public struct SubmissionJSONScanner: Sendable {
                 fieldCount += 1
                 guard fieldCount <= Self.maxFields else { throw GatewayError.badRequest("the JSON body has more than \(Self.maxFields) fields") }
                 let known = Self.knownFields.contains(key)
-                if known && (fields[key] != nil || key == Self.archiveField && sawArchive) {
+                let structured = Self.structuredFields.contains(key)
+                if (known || structured) && (fields[key] != nil || key == Self.archiveField && sawArchive) {
                     throw GatewayError.badRequest("field '\(key)' appears more than once")
                 }
                 scratch.removeAll(keepingCapacity: true)
                 escaped = false
-                if byte == UInt8(ascii: "\"") {
+                if structured && (byte == UInt8(ascii: "{") || byte == UInt8(ascii: "[")) {
+                    scratch.append(byte)
+                    state = .captureNested(depth: 1, inString: false)
+                } else if structured && byte == UInt8(ascii: "\"") {
+                    throw GatewayError.badRequest("field '\(key)' must be \(key == "skip_cache" ? "true or false" : "an object"), not a string")
+                } else if byte == UInt8(ascii: "\"") {
                     if key == Self.archiveField {
                         sawArchive = true
                         state = .archive
@@ -169,6 +180,30 @@ public struct SubmissionJSONScanner: Sendable {
                 } else if byte == UInt8(ascii: "}") || byte == UInt8(ascii: "]") {
                     state = depth == 1 ? .afterValue : .skipNested(depth: depth - 1, inString: false)
                 }
+            case .captureNested(let depth, let inString):
+                guard scratch.count < Self.maxFieldBytes else { throw GatewayError.badRequest("field '\(key)' is longer than \(Self.maxFieldBytes) bytes") }
+                scratch.append(byte)
+                if inString {
+                    if escaped {
+                        escaped = false
+                    } else if byte == UInt8(ascii: "\\") {
+                        escaped = true
+                    } else if byte == UInt8(ascii: "\"") {
+                        state = .captureNested(depth: depth, inString: false)
+                    }
+                } else if byte == UInt8(ascii: "\"") {
+                    state = .captureNested(depth: depth, inString: true)
+                } else if byte == UInt8(ascii: "{") || byte == UInt8(ascii: "[") {
+                    guard depth < 8 else { throw GatewayError.badRequest("field '\(key)' nests deeper than 8 levels") }
+                    state = .captureNested(depth: depth + 1, inString: false)
+                } else if byte == UInt8(ascii: "}") || byte == UInt8(ascii: "]") {
+                    if depth == 1 {
+                        fields[key] = String(decoding: scratch, as: UTF8.self)
+                        state = .afterValue
+                    } else {
+                        state = .captureNested(depth: depth - 1, inString: false)
+                    }
+                }
             case .afterValue:
                 if Self.isWhitespace(byte) { break }
                 if byte == UInt8(ascii: ",") {
@@ -233,6 +268,10 @@ public struct SubmissionJSONScanner: Sendable {
         let token = String(decoding: scratch, as: UTF8.self)
         let isNull = token == "null"
         guard isNull || token == "true" || token == "false" || Double(token) != nil else { throw Self.notJSON }
+        if Self.structuredFields.contains(key) {
+            if !isNull { fields[key] = token }
+            return
+        }
         if Self.knownFields.contains(key) && !isNull { throw GatewayError.badRequest("field '\(key)' must be a string") }
     }
 

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import KilnArchive
+import KilnMessages
 import NIOCore
 import _NIOFileSystem
 
@@ -14,6 +15,8 @@ struct SubmissionReader {
     let spoolDirectory: String
     let maxBodyBytes: Int
     let metrics: GatewayMetrics
+    /// The most a build may ask for in `build_config`.
+    var buildMaxima = BuildConfig.Maxima()
     /// Bytes gathered before each write to the spool file.
     var writeBufferBytes = 128 << 10
     /// Archives up to this size stay in memory (most sources are small; they never touch the disk).
@@ -76,10 +79,12 @@ struct SubmissionReader {
             await spool.discard()
         }
         do {
-            return try BuildSubmission.validated(
+            var submission = try BuildSubmission.validated(
                 nonce: fields["nonce"], repoURL: fields["repo_url"],
                 repoRef: fields["ref"] ?? fields["repo_ref"], archive: archive,
                 sourceName: fields["source_name"] ?? form?.archiveFilename)
+            try submission.readOptions(from: fields, maxima: buildMaxima)
+            return submission
         } catch {
             await spool.discard()
             throw error

@@ -12,6 +12,8 @@ public struct BuildRequest: Codable, Sendable, Equatable {
     public var source: SourceReference?
     /// Fetch every dependency from the registry even if the host's crate cache has it.
     public var skipCache: Bool?
+    public var buildConfig: BuildConfig?
+    public var buildOptions: BuildOptions?
 
     enum CodingKeys: String, CodingKey {
         case nonce, source
@@ -21,6 +23,8 @@ public struct BuildRequest: Codable, Sendable, Equatable {
         case sourceData = "source_data"
         case sourceName = "source_name"
         case skipCache = "skip_cache"
+        case buildConfig = "build_config"
+        case buildOptions = "build_options"
     }
 
     public init(

@@ -116,6 +116,8 @@ final class BuildPipeline: Sendable {
     private func stages(started: Date, batcher: LogBatcher) async throws -> (FileDigest, [String: FileDigest]) {
         let fm = FileManager.default
         let note: @Sendable (String) -> Void = { batcher.append("stderr", "[kiln] " + $0) }
+        let limits = try configuration.limits(for: request.buildConfig)
+        if limits.network { note("this build has network access (build_config.internet_access): it is not hermetic") }
 
         // Source.
         try await phase(.source, batcher)
@@ -125,7 +127,7 @@ final class BuildPipeline: Sendable {
             onlyAllowedHosts: configuration.onlyAllowedSourceHosts)
         // The build's workspace: a size-limited file system (the disk limit) holding src/ and out/.
         // Everything else in the scratch directory stays root-only and outside the sandbox.
-        let workspace = try Workspace.create(at: scratch + "/job", diskLimitBytes: configuration.limits.diskBytes, note: note)
+        let workspace = try Workspace.create(at: scratch + "/job", diskLimitBytes: limits.diskBytes, note: note)
         defer { workspace.remove() }
         let sourceDir = workspace.path + "/src"
         let fetched: SourceFetcher.Fetched
@@ -168,7 +170,8 @@ final class BuildPipeline: Sendable {
                     operatorAction: "install Rust on the workers (rustup, or Debian's cargo and rustc) or pass --rust-sysroot")
             }
             let registry = try await fetchCargoDependencies(sourceTree, into: scratch + "/registry", batcher: batcher)
-            builder = CargoBuilder(sysroot: sysroot, vendorDirectory: registry ?? configuration.toolchains.cargoVendorDirectory, limits: configuration.limits)
+            builder = CargoBuilder(
+                sysroot: sysroot, vendorDirectory: registry ?? configuration.toolchains.cargoVendorDirectory, limits: limits, options: request.buildOptions)
         case .nix, .nixFlake:
             guard configuration.toolchains.nixEnabled else {
                 throw BuildFailure.farm(
@@ -178,7 +181,8 @@ final class BuildPipeline: Sendable {
             if let (problem, action) = NixDaemon.unavailability(socket: configuration.toolchains.nixDaemonSocket) {
                 throw BuildFailure.farm("detect", "this is a Nix project and \(problem)", operatorAction: action)
             }
-            builder = NixBuilder(flake: kind == .nixFlake, daemonSocket: configuration.toolchains.nixDaemonSocket, limits: configuration.limits)
+            builder = NixBuilder(
+                flake: kind == .nixFlake, daemonSocket: configuration.toolchains.nixDaemonSocket, limits: limits, attribute: request.buildOptions?.attribute)
             try await phase(.fetch, batcher)
         }
 
@@ -194,7 +198,7 @@ final class BuildPipeline: Sendable {
             sourceRoot: fetched.root, sourceTree: sourceTree, outputDirectory: out, artifactsDirectory: artifacts,
             sourceDateEpoch: fetched.sourceDateEpoch, jobID: request.jobID,
             sandbox: Sandbox(
-                bwrap: configuration.toolchains.bwrap, limits: configuration.limits,
+                bwrap: configuration.toolchains.bwrap, limits: limits,
                 buildUser: buildUser, stageDirectory: configuration.sandboxStageDirectory,
                 privateDirectory: scratch),
             cancel: cancel, log: { batcher.append($0.rawValue, $1) })
@@ -202,7 +206,7 @@ final class BuildPipeline: Sendable {
         do { built = try await builder.build(context) } catch let failure as BuildFailure where failure.phase == "build" {
             if workspace.isFull {
                 throw BuildFailure.build(
-                    "the build hit its disk limit of \(configuration.limits.diskBytes >> 20) MiB (\(failure.message))",
+                    "the build hit its disk limit of \(limits.diskBytes >> 20) MiB (\(failure.message))",
                     fix: "write less into /build, or ask the operator for a larger --disk-mb")
             }
             throw failure
@@ -217,7 +221,7 @@ final class BuildPipeline: Sendable {
                 roots: .init(
                     output: try ConfinedDirectory(path: out, readAs: buildUser), source: sourceTree,
                     nixStore: kind == .cargo ? nil : try ConfinedDirectory(path: "/nix/store", readAs: buildUser)),
-                maxFileBytes: configuration.limits.maxArtifactBytes, maxFiles: configuration.limits.maxArtifacts)
+                maxFileBytes: limits.maxArtifactBytes, maxFiles: limits.maxArtifacts)
         } catch {
             throw BuildFailure.internalError("package", "cannot open the build's output: \(error)")
         }
@@ -231,7 +235,7 @@ final class BuildPipeline: Sendable {
         // Attest (signing, evidence) and write the deterministic tarball.
         try await phase(.attest, batcher)
         let nonce = try Nonce.validate(request.nonce).get()
-        var external = SLSAProvenance.ExternalParameters(nonce: nonce)
+        var external = SLSAProvenance.ExternalParameters(nonce: nonce, buildConfig: request.buildConfig, buildOptions: request.buildOptions)
         var resolved = built.resolvedDependencies
         let manifestInputs: Manifest.Inputs
         if let url = request.repoURL {

@@ -1,5 +1,6 @@
 import Foundation
 import KilnAttestation
+import KilnMessages
 import KilnProcess
 import Synchronization
 
@@ -11,13 +12,37 @@ public struct CargoBuilder: ProjectBuilder {
     public let sysroot: String
     public let vendorDirectory: String?
     public let limits: WorkerConfiguration.Limits
+    public let options: BuildOptions
     static let toolchainPath = "/opt/rust"
     static let vendorPath = "/build/vendor"
 
-    public init(sysroot: String, vendorDirectory: String?, limits: WorkerConfiguration.Limits) {
+    public init(sysroot: String, vendorDirectory: String?, limits: WorkerConfiguration.Limits, options: BuildOptions? = nil) {
         self.sysroot = sysroot
         self.vendorDirectory = vendorDirectory
         self.limits = limits
+        self.options = options ?? BuildOptions()
+    }
+
+    /// `cargo build` with the request's `build_options` (validated at the gateway and again here by
+    /// `BuildOptions.violation`, so each is one plain token).
+    func buildArguments() throws -> [String] {
+        if let problem = options.violation() { throw BuildFailure(phase: "build", message: problem, suggestedAction: "fix build_options") }
+        var a = ["build", "--locked", "--offline", "--message-format=json-render-diagnostics"]
+        if let profile = options.profile, profile != "release" { a += ["--profile", profile] } else { a.append("--release") }
+        if let features = options.features, !features.isEmpty { a += ["--features", features.joined(separator: ",")] }
+        if options.noDefaultFeatures == true { a.append("--no-default-features") }
+        if let package = options.package { a += ["--package", package] }
+        if let bin = options.bin { a += ["--bin", bin] }
+        if let target = options.target {
+            // Only a target this toolchain has (its standard library installed): otherwise the farm says so.
+            guard FileManager.default.fileExists(atPath: sysroot + "/lib/rustlib/" + target + "/lib") else {
+                throw BuildFailure.farm(
+                    "build", "the workers' Rust toolchain has no standard library for target \(target)",
+                    operatorAction: "install it on the workers (rustup target add \(target))", retryable: false)
+            }
+            a += ["--target", target]
+        }
+        return a
     }
 
     /// The active toolchain's sysroot, as rustup's `rustc` proxy reports it.
@@ -101,7 +126,7 @@ public struct CargoBuilder: ProjectBuilder {
 
         let artifacts = ArtifactCollector()
         let result = try await context.sandbox.run(
-            name: context.jobID, command: [cargo, "build", "--release", "--locked", "--offline", "--message-format=json-render-diagnostics"],
+            name: context.jobID, command: [cargo] + (try buildArguments()),
             environment: env, mounts: mounts, cancel: context.cancel
         ) { stream, line in
             if stream == .stdout, line.hasPrefix("{") {

@@ -11,12 +11,19 @@ public struct NixBuilder: ProjectBuilder {
     public let flake: Bool
     public let daemonSocket: String
     public let limits: WorkerConfiguration.Limits
+    /// `build_options.attribute`: the attribute (`-A`) or the flake package to build.
+    public let attribute: String?
 
-    public init(flake: Bool, daemonSocket: String = NixDaemon.defaultSocket, limits: WorkerConfiguration.Limits) {
+    public init(flake: Bool, daemonSocket: String = NixDaemon.defaultSocket, limits: WorkerConfiguration.Limits, attribute: String? = nil) {
         self.flake = flake
         self.daemonSocket = daemonSocket
         self.limits = limits
+        self.attribute = attribute
     }
+
+    /// The flake reference (`/build/src#` or `/build/src#attr`) and nix-build's attribute arguments.
+    var flakeReference: String { "\(Sandbox.sourcePath)#" + (attribute ?? "") }
+    var attributeArguments: [String] { attribute.map { ["-A", $0] } ?? [] }
 
     public func build(_ context: BuildContext) async throws -> BuiltProject {
         let fm = FileManager.default
@@ -33,8 +40,8 @@ public struct NixBuilder: ProjectBuilder {
         let command: [String] =
             flake
             ? ["/usr/bin/nix", "--extra-experimental-features", "nix-command flakes", "build", "-L"] + offline
-                + ["--out-link", "\(Sandbox.outputPath)/result", "\(Sandbox.sourcePath)#"]
-            : ["/usr/bin/nix-build"] + offline + ["--out-link", "\(Sandbox.outputPath)/result", "\(Sandbox.sourcePath)/default.nix"]
+                + ["--out-link", "\(Sandbox.outputPath)/result", flakeReference]
+            : ["/usr/bin/nix-build"] + offline + attributeArguments + ["--out-link", "\(Sandbox.outputPath)/result", "\(Sandbox.sourcePath)/default.nix"]
         try await refuseNetworkedDerivations(context: context, environment: env, mounts: mounts)
         let result = try await context.sandbox.run(
             name: context.jobID, command: command, environment: env, mounts: mounts,
@@ -75,12 +82,12 @@ extension NixBuilder {
         let features = ["--extra-experimental-features", "nix-command flakes"]
         let command: [String] =
             flake
-            ? ["/usr/bin/nix"] + features + ["show-derivation", "-r", "\(Sandbox.sourcePath)#"]
+            ? ["/usr/bin/nix"] + features + ["show-derivation", "-r", flakeReference]
             : [
                 "/bin/sh", "-c",
-                "set -e; drvs=$(/usr/bin/nix-instantiate --option substituters '' \"$0\"); exec /usr/bin/nix --extra-experimental-features nix-command show-derivation -r $drvs",
-                "\(Sandbox.sourcePath)/default.nix",
-            ]
+                "set -e; f=$1; shift; drvs=$(/usr/bin/nix-instantiate --option substituters '' \"$@\" \"$f\"); exec /usr/bin/nix --extra-experimental-features nix-command show-derivation -r $drvs",
+                "sh", "\(Sandbox.sourcePath)/default.nix",
+            ] + attributeArguments
         let json = OutputBuffer(limit: 32 << 20)
         let r = try await context.sandbox.run(
             name: context.jobID + "-plan", command: command, environment: environment, mounts: mounts,

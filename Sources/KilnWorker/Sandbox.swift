@@ -75,10 +75,17 @@ public struct Sandbox: Sendable {
             "--symlink", "usr/sbin", "/sbin",
         ]
         // The few files of /etc that compilers and linkers need (no secrets: not shadow, not ssl keys).
-        for f in [
+        var etc = [
             "/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/passwd", "/etc/group",
             "/etc/nsswitch.conf", "/etc/localtime",
-        ] where FileManager.default.fileExists(atPath: f) {
+        ]
+        if limits.network {
+            // A build that asked for network (and was allowed it) keeps the host's network namespace,
+            // with what name resolution and TLS need: it is not hermetic, and its provenance says so.
+            a.insert("--share-net", at: 2)
+            etc += ["/etc/resolv.conf", "/etc/hosts", "/etc/ssl/certs", "/etc/ca-certificates"]
+        }
+        for f in etc where FileManager.default.fileExists(atPath: f) {
             a += ["--ro-bind", f, f]
         }
         if mounts.nix {

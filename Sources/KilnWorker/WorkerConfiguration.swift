@@ -33,6 +33,8 @@ public struct WorkerConfiguration: Sendable {
     /// Inside a TEE, sign with a key generated in memory for this one build and bound into the
     /// hardware report (no long-lived key in the VM); `false` uses the key file there too.
     public var ephemeralKeyInTEE: Bool = true
+    /// Whether a build may ask for network (`build_config.internet_access`).
+    public var allowInternetBuilds = false
 
     public static let defaultStageDirectory = "/mnt"
 
@@ -89,6 +91,8 @@ public struct WorkerConfiguration: Sendable {
         public var deliveryTimeout: Duration = .seconds(600)
         public var heartbeatInterval: Duration = .seconds(5)
         public var archive = ArchiveLimits()
+        /// Network for the build (only for a build whose build_config asks for it on a worker that allows it).
+        public var network = false
 
         public struct ArchiveLimits: Sendable {
             public var maxEntries = 50_000

@@ -48,6 +48,8 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     var crateCache = "/var/cache/kiln/crates"
     @Option(help: "Largest size of the crate cache in MiB (least recently used evicted first).") var crateCacheMb: Int64 = 4096
     @Option(help: "Rust toolchain sysroot (default: `rustc --print sysroot`).") var rustSysroot: String?
+    @Flag(help: "Give network to builds whose build_config asks for internet_access (they are then not hermetic; the gateway must allow it too).")
+    var allowInternetBuilds = false
     @Flag(help: "Disable Nix builds.") var noNix = false
     @Option(help: "The nix-daemon's socket.") var nixDaemonSocket = NixDaemon.defaultSocket
     @Option(help: "configfs-tsm report directory.") var tsmRoot: String = "/sys/kernel/config/tsm/report"
@@ -94,6 +96,7 @@ struct KilnWorkerCommand: AsyncParsableCommand {
             idleTimeout: idleTimeout.map { .seconds($0) })
         var configuration2 = configuration
         configuration2.ephemeralKeyInTEE = !farmKeyInTee
+        configuration2.allowInternetBuilds = allowInternetBuilds
         if let buildUid {
             guard buildUid > 0, buildUid < Int(Int32.max) else { throw ValidationError("--build-uid must be a positive uid (builds never run as root)") }
             configuration2.buildUser = .init(uid: uid_t(buildUid), gid: gid_t(buildUid))

@@ -104,3 +104,82 @@ import Testing
         }
     }
 }
+
+/// #13 items 3–4: build_config against the farm's maxima, build_options validated, both echoed.
+@Suite struct BuildConfigValidationTests {
+    static func archive() async throws -> String {
+        Data(try await Fixtures.archive(Fixtures.helloCrate(), root: "proj", zip: false)).base64EncodedString()
+    }
+
+    @Test func aBuildConfigOverTheFarmsMaximaIsRefusedNamingTheLimit() async throws {
+        let source = try await Self.archive()
+        try await InProcessGateway.test({
+            $0.buildMaxima.vcpus = 4
+            $0.buildMaxima.memoryMiB = 2048
+            $0.buildMaxima.timeoutSeconds = 600
+        }) { client, gateway in
+            let cases: [([String: Any], String)] = [
+                (["build_config": ["vcpus": 8]], "build_config.vcpus is 8; this farm allows at most 4"),
+                (["build_config": ["memory_mib": 4096]], "build_config.memory_mib is 4096; this farm allows at most 2048"),
+                (["build_config": ["timeout_s": 0]], "build_config.timeout_s must be at least 1"),
+                (["build_config": ["internet_access": true]], "internet_access is not allowed on this farm"),
+                (["build_config": ["vcpus": "two"]], "vcpus must be an integer"),
+                (["build_config": "big"], "field 'build_config' must be an object"),
+                (["skip_cache": "yes"], "field 'skip_cache' must be true or false"),
+                (["build_options": ["features": ["--all-features"]]], "invalid feature '--all-features'"),
+                (["build_options": ["target": "x86_64 linux"]], "build_options.target 'x86_64 linux' is not a valid name"),
+                (["build_options": ["package": "a;rm"]], "build_options.package 'a;rm' is not a valid name"),
+            ]
+            for (extra, text) in cases {
+                let body = ["nonce": "abcd", "source_data": source].merging(extra) { a, _ in a }
+                let r = try await client.submit(json: body)
+                #expect(r.status == .badRequest, "\(extra): \(r.status) \(r.text)")
+                #expect(r.text.contains(text), "\(extra): \(r.text)")
+            }
+            let counts = try await gateway.store.countByStatus()
+            #expect(counts.values.allSatisfy { $0 == 0 }, "nothing stored: \(counts)")
+        }
+    }
+
+    @Test func anAcceptedBuildConfigAndOptionsAreEchoedOnTheJob() async throws {
+        let source = try await Self.archive()
+        try await InProcessGateway.test({ $0.buildMaxima.internetAccess = true }) { client, _ in
+            let r = try await client.submit(json: [
+                "nonce": "abcd", "source_data": source, "skip_cache": true,
+                "build_config": ["vcpus": 2, "memory_mib": 1024, "timeout_s": 120, "internet_access": true],
+                "build_options": ["features": ["loud"], "no_default_features": true, "bin": "hello", "profile": "release"],
+            ])
+            #expect(r.status == .ok, "\(r.text)")
+            let id = try #require((try JSONSerialization.jsonObject(with: Data(buffer: r.body)) as? [String: Any])?["job_id"] as? String)
+            let job = try await client.execute(uri: "/build/\(id)", method: .get)
+            let doc = try #require(try JSONSerialization.jsonObject(with: Data(buffer: job.body)) as? [String: Any])
+            #expect(doc["skip_cache"] as? Bool == true)
+            let config = try #require(doc["build_config"] as? [String: Any], "\(doc)")
+            #expect(config["vcpus"] as? Int == 2 && config["memory_mib"] as? Int == 1024 && config["timeout_s"] as? Int == 120)
+            #expect(config["internet_access"] as? Bool == true && config["disk_mb"] is NSNull)
+            let options = try #require(doc["build_options"] as? [String: Any], "\(doc)")
+            #expect(options["features"] as? [String] == ["loud"] && options["bin"] as? String == "hello" && options["no_default_features"] as? Bool == true)
+        }
+    }
+
+    @Test func multipartFormsCarryTheSameFieldsAsJSONText() async throws {
+        let tar = try await Fixtures.archive(Fixtures.helloCrate(), root: "proj", zip: false)
+        try await InProcessGateway.test({ $0.buildMaxima.vcpus = 4 }) { client, _ in
+            func form(_ config: String) -> ByteBuffer {
+                var b = ByteBuffer()
+                b.writeString("--XyZ\r\nContent-Disposition: form-data; name=\"nonce\"\r\n\r\nabcd\r\n")
+                b.writeString("--XyZ\r\nContent-Disposition: form-data; name=\"build_config\"\r\n\r\n\(config)\r\n")
+                b.writeString("--XyZ\r\nContent-Disposition: form-data; name=\"source\"; filename=\"p.tar.gz\"\r\nContent-Type: application/gzip\r\n\r\n")
+                b.writeBytes(tar)
+                b.writeString("\r\n--XyZ--\r\n")
+                return b
+            }
+            let over = try await client.execute(
+                uri: "/build", method: .post, headers: [.contentType: "multipart/form-data; boundary=XyZ"], body: form("{\"vcpus\": 9}"))
+            #expect(over.status == .badRequest && over.text.contains("at most 4"), "\(over.text)")
+            let fine = try await client.execute(
+                uri: "/build", method: .post, headers: [.contentType: "multipart/form-data; boundary=XyZ"], body: form("{\"vcpus\": 3}"))
+            #expect(fine.status == .ok, "\(fine.text)")
+        }
+    }
+}
