@@ -20,8 +20,10 @@ public actor BuildCoordinator {
     let configuration: GatewayConfiguration
     let metrics: GatewayMetrics
     let logger: Logger
-    private var dispatching = false
-    private var dispatchAgain = false
+    var dispatching = false
+    var dispatchAgain = false
+    /// The workers that announced themselves, and what they can build.
+    var workers = WorkerDirectory()
     var lastReplay: [String: ContinuousClock.Instant] = [:]
     /// Building jobs whose events are flowing: their worker and last stored seq, so the next event
     /// can be stored without reading the job first. The store stays the authority: the hot path's
@@ -30,13 +32,13 @@ public actor BuildCoordinator {
     /// Events of jobs whose dispatch request is in flight, in arrival order.
     var early: [String: [(BuildEvent, BusMessage)]] = [:]
     /// Source requests that overtook their worker's acceptance, answered once it is recorded.
-    private var earlySourceRequests: [String: [BusMessage]] = [:]
+    var earlySourceRequests: [String: [BusMessage]] = [:]
     /// Jobs whose last chunk is being checked and moved into place (one finisher per job).
     var finishingResults: Set<String> = []
     /// "There may be a job to dispatch": from submissions, idle workers and housekeeping, drained by
     /// one loop in `run()` (a burst of wake-ups is one pass).
     private nonisolated let dispatchWakeups: AsyncStream<Void>
-    private nonisolated let wakeDispatcher: AsyncStream<Void>.Continuation
+    nonisolated let wakeDispatcher: AsyncStream<Void>.Continuation
 
     struct RunningJob {
         let worker: String
@@ -81,7 +83,7 @@ public actor BuildCoordinator {
         try await client.flush()
         await recover()
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { for await _ in ready { self.wakeDispatcher.yield() } }
+            group.addTask { for await m in ready { await self.workerAnnounced(m) } }
             group.addTask { for await _ in self.dispatchWakeups { await self.dispatchWaiting() } }
             group.addTask { for await m in events { await self.handleEvent(m) } }
             group.addTask { for await m in results { await self.handleResultChunk(m) } }
@@ -171,86 +173,6 @@ public actor BuildCoordinator {
         case .ready, .error, .cancelled:
             throw GatewayError(.conflict, "job \(id) is already \(job.status.rawValue)")
         }
-    }
-
-    // MARK: - dispatch
-
-    /// Offers waiting jobs, oldest first, until nobody takes one.
-    func dispatchWaiting() async {
-        if dispatching {
-            dispatchAgain = true
-            return
-        }
-        dispatching = true
-        defer { dispatching = false }
-        repeat {
-            dispatchAgain = false
-            while let job = try? await store.oldestWaiting() {
-                guard await offer(job) else { break }
-            }
-        } while dispatchAgain
-    }
-
-    /// One dispatch attempt; true if the job was placed (or settled) and the next can be tried.
-    func offer(_ job: Job) async -> Bool {
-        // A worker's first events can overtake its acceptance on the way here; they wait until the
-        // assignment is recorded instead of being dropped as coming from an unknown worker.
-        early[job.id] = []
-        let placed = await offerOnce(job)
-        while let queue = early[job.id], let (event, message) = queue.first {
-            early[job.id] = Array(queue.dropFirst())
-            await handleEvent(event, message)
-        }
-        while let queue = earlySourceRequests[job.id], let message = queue.first {
-            earlySourceRequests[job.id] = Array(queue.dropFirst())
-            await sourceChunks.answer(message, jobID: job.id)
-        }
-        earlySourceRequests[job.id] = nil
-        early[job.id] = nil
-        return placed
-    }
-
-    private func offerOnce(_ job: Job) async -> Bool {
-        let start = ContinuousClock.now
-        let reply: BusMessage
-        do {
-            reply = try await client.request(Subjects.buildRequest, payload: Array(job.request.utf8), timeout: configuration.ackTimeout.timeAmount)
-        } catch BusClientError.noResponders {
-            return false
-        } catch {
-            logger.warning("dispatch got no acceptance in time; will retry", metadata: ["job_id": "\(job.id)", "error": "\(error)"])
-            _ = try? await store.update(job.id) { $0.dispatchAttempts += 1 }
-            return false
-        }
-        guard let answer = try? JSONDecoder().decode(DispatchReply.self, from: Data(reply.payloadBytes)) else { return true }
-        guard answer.accepted, let worker = answer.workerID else {
-            if answer.code == 400 {
-                _ = try? await store.update(job.id) {
-                    $0.status = .error
-                    $0.failurePhase = "dispatch"
-                    $0.error = "a worker rejected the request: \(answer.message ?? "")"
-                    $0.finishedAt = Date()
-                }
-            }
-            return true
-        }
-        metrics.dispatchLatency.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
-        let updated = try? await store.update(job.id) { j in
-            guard j.status == .waiting else { return }
-            j.status = .building
-            j.workerID = worker
-            j.workerIdentity = reply.headers?[BusHeader.senderHeader]
-            j.startedAt = Date()
-            j.lastSeenAt = Date()
-            j.dispatchAttempts += 1
-        }
-        if updated?.workerID != worker {
-            // Cancelled (or placed) meanwhile: this worker must not build it.
-            await sendControl(job.id, .init(action: .cancel, workerID: worker))
-        } else {
-            logger.info("job dispatched", metadata: ["job_id": "\(job.id)", "worker_id": "\(worker)"])
-        }
-        return true
     }
 
     func handleSourceRequest(_ message: BusMessage) async {

@@ -88,21 +88,34 @@ public struct DispatchReply: Codable, Sendable, Equatable {
     }
 }
 
-/// `kiln.workers.ready`.
+/// `kiln.workers.ready`: a worker waiting for a build, and what it can build — the gateway sends a job
+/// whose request needs more than any worker offers (a target, network, resources) only to a worker
+/// that announced it.
 public struct WorkerReady: Codable, Sendable, Equatable {
     public var workerID: String
+    /// `cargo`, `nix`.
     public var toolchains: [String]
     public var arch: String
+    /// Rust target triples whose standard library the worker's toolchain has.
+    public var targets: [String]?
+    /// Whether it gives network to builds that ask for it (`--allow-internet-builds`).
+    public var internetAccess: Bool?
+    /// The most it gives one build (a `build_config` may ask for up to this).
+    public var limits: BuildConfig?
 
     enum CodingKeys: String, CodingKey {
-        case toolchains, arch
+        case toolchains, arch, targets, limits
         case workerID = "worker_id"
+        case internetAccess = "internet_access"
     }
 
-    public init(workerID: String, toolchains: [String], arch: String) {
+    public init(workerID: String, toolchains: [String], arch: String, targets: [String]? = nil, internetAccess: Bool? = nil, limits: BuildConfig? = nil) {
         self.workerID = workerID
         self.toolchains = toolchains
         self.arch = arch
+        self.targets = targets
+        self.internetAccess = internetAccess
+        self.limits = limits
     }
 }
 

@@ -18,6 +18,9 @@ final class AcceptanceGate: Sendable {
     let workerID: String
     let client: BusClient
     private let state = NIOLockedValueBox<State>(.waiting)
+    /// What this worker announced it can build: a request that needs more is declined (422), never
+    /// accepted and failed later, even if a spoofed announcement sent it here.
+    private let capabilities = NIOLockedValueBox<WorkerReady?>(nil)
     private let signals: AsyncStream<Signal>
     private let signal: AsyncStream<Signal>.Continuation
     private let subscriptions: AsyncStream<BusSubscription>
@@ -42,6 +45,11 @@ final class AcceptanceGate: Sendable {
         }
     }
 
+    /// Sets what this worker can build (before it subscribes for work).
+    func announce(_ ready: WorkerReady) {
+        capabilities.withLockedValue { $0 = ready }
+    }
+
     /// Answers every request arriving on `subscription`.
     func startAnswering(_ subscription: BusSubscription) {
         newSubscription.yield(subscription)
@@ -51,12 +59,17 @@ final class AcceptanceGate: Sendable {
         let request = try? JSONDecoder().decode(BuildRequest.self, from: Data(message.payloadBytes))
         enum Decision {
             case accept, refuse
-            case invalid(String)
+            case invalid(code: Int, String)
         }
+        let offers = capabilities.withLockedValue { $0 }
         let decision: Decision = state.withLockedValue { s in
             guard case .waiting = s else { return .refuse }
-            guard let request else { return .invalid("the build request is not valid JSON") }
-            guard Subjects.isValidToken(request.jobID) else { return .invalid("job_id '\(request.jobID)' is not a valid token") }
+            guard let request else { return .invalid(code: 400, "the build request is not valid JSON") }
+            guard Subjects.isValidToken(request.jobID) else { return .invalid(code: 400, "job_id '\(request.jobID)' is not a valid token") }
+            if let offers {
+                let unmet = JobRequirements(request).unmet(by: offers)
+                if !unmet.isEmpty { return .invalid(code: 422, "worker \(workerID) cannot build this: it lacks " + unmet.joined(separator: ", ")) }
+            }
             s = .accepted(request, reply: message.reply)
             return .accept
         }
@@ -65,11 +78,13 @@ final class AcceptanceGate: Sendable {
             signal.yield(.accepted)
         case .refuse:
             if let reply = message.reply { try? await client.publish(reply, payload: Self.encode(.alreadyBusy(workerID: workerID))) }
-        case .invalid(let why):
+        case .invalid(let code, let why):
             if let reply = message.reply {
-                try? await client.publish(reply, payload: Self.encode(DispatchReply(accepted: false, workerID: workerID, code: 400, message: why)))
+                try? await client.publish(reply, payload: Self.encode(DispatchReply(accepted: false, workerID: workerID, code: code, message: why)))
             }
-            signal.yield(.invalid)
+            // Only a request from the queue group spent the one-shot subscription; one on the direct
+            // subject did not, and a second one-shot would let two queue requests reach this worker.
+            if message.subject == Subjects.buildRequest { signal.yield(.invalid) }
         }
     }
 

@@ -81,7 +81,7 @@ public final class WorkerService: Service, Sendable {
             group.addTask { await gate.run() }
             defer { gate.stop() }
             let accepted: BuildRequest? = try await withGracefulShutdownHandler {
-                try await waitForRequest(client: client, gate: gate, toolchains: toolchains)
+                try await waitForRequest(client: client, gate: gate, toolchains: toolchains, sysroot: sysroot)
             } onGracefulShutdown: {
                 gate.shutdown()
             }
@@ -143,14 +143,17 @@ public final class WorkerService: Service, Sendable {
     }
 
     /// Subscribes once (plus the direct subject), announces readiness, and returns the first valid request.
-    private func waitForRequest(client: BusClient, gate: AcceptanceGate, toolchains: [String]) async throws -> BuildRequest? {
+    private func waitForRequest(client: BusClient, gate: AcceptanceGate, toolchains: [String], sysroot: String?) async throws -> BuildRequest? {
+        let ready = WorkerReady(
+            workerID: configuration.workerID, toolchains: toolchains, arch: Self.arch, targets: Self.rustTargets(sysroot: sysroot),
+            internetAccess: configuration.allowInternetBuilds, limits: Self.offeredLimits(configuration))
+        gate.announce(ready)
         let direct = try client.subscribe(Subjects.workerRequest(configuration.workerID))
         gate.startAnswering(direct)
         let oneShot = try client.subscribe(Subjects.buildRequest, queue: Subjects.workersQueue, max: 1)
         gate.startAnswering(oneShot)
         // The subscription must be live before anyone is told this worker is ready.
         try await client.flush()
-        let ready = WorkerReady(workerID: configuration.workerID, toolchains: toolchains, arch: Self.arch)
         try await client.publish(Subjects.workersReady, payload: Array(try JSONEncoder().encode(ready)))
         logger.info("ready", metadata: ["worker_id": "\(configuration.workerID)", "toolchains": "\(toolchains.joined(separator: ","))"])
         let request = await gate.waitForRequest(idleTimeout: configuration.idleTimeout)
@@ -166,6 +169,22 @@ public final class WorkerService: Service, Sendable {
         guard lstat(configuration.keyFile, &st) == 0, (st.st_mode & 0o077) != 0 else { return }
         logger.warning("key file \(configuration.keyFile) was readable by others (mode \(String(st.st_mode & 0o777, radix: 8))); now 0600")
         chmod(configuration.keyFile, 0o600)
+    }
+
+    /// Target triples whose standard library the toolchain has (`lib/rustlib/<triple>/lib`).
+    static func rustTargets(sysroot: String?) -> [String]? {
+        guard let sysroot, let names = try? FileManager.default.contentsOfDirectory(atPath: sysroot + "/lib/rustlib") else { return nil }
+        return names.filter {
+            Subjects.isValidToken($0.replacingOccurrences(of: ".", with: "_")) && FileManager.default.fileExists(atPath: sysroot + "/lib/rustlib/" + $0 + "/lib")
+        }.sorted()
+    }
+
+    /// The most one build may have here (what a build_config may ask for).
+    static func offeredLimits(_ configuration: WorkerConfiguration) -> BuildConfig {
+        let l = configuration.limits
+        return BuildConfig(
+            vcpus: l.cpuQuota > 0 ? Int(l.cpuQuota) : ProcessInfo.processInfo.activeProcessorCount, memoryMiB: Int(l.memoryBytes >> 20),
+            diskMB: Int(l.diskBytes >> 20), timeoutSeconds: Int(l.buildTimeout.components.seconds))
     }
 
     static var arch: String {

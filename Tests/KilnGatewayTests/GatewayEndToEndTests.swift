@@ -237,3 +237,34 @@ extension Array {
         return out
     }
 }
+
+/// #13 item 5 / #18 item 3: jobs go only to workers that can build them.
+@Suite(.serialized) struct DispatchByCapabilityTests {
+    @Test func aJobNoWorkerCanBuildFailsInDispatchNotOnAWorker() async throws {
+        let c = try await TestCluster()
+        defer { c.stop() }
+        let worker = try await c.startWorker()
+        let id = try await c.submit(Fixtures.helloCrate(), extra: ["build_options": ["target": "riscv64gc-unknown-none-elf"]])
+        let s = try await c.waitForStatus(id, ["error", "ready"], timeout: .seconds(30))
+        #expect(s["failure_phase"] as? String == "dispatch", "\(s)")
+        #expect((s["error"] as? String)?.contains("lack the Rust target riscv64gc-unknown-none-elf") == true, "\(s)")
+        #expect((s["error_detail"] as? [String: Any])?["retryable"] as? Bool == false)
+        #expect(s["worker_id"] is NSNull, "no worker took it")
+        #expect(worker.isRunning, "the worker is still free for other builds")
+        // A plain job still goes to that worker.
+        let plain = try await c.submit(Fixtures.helloCrate())
+        #expect((try await c.waitForStatus(plain, ["ready", "error"]))["status"] as? String == "ready")
+    }
+
+    @Test func aJobThatNeedsNetworkGoesToTheWorkerThatGivesIt() async throws {
+        let c = try await TestCluster(gatewayArgs: ["--allow-internet-builds"])
+        defer { c.stop() }
+        try await c.startWorker()
+        try await c.startWorker(["--allow-internet-builds"])
+        let networkedID = try #require(c.workerIDs.last)
+        let id = try await c.submit(Fixtures.helloCrate(), extra: ["build_config": ["internet_access": true]])
+        let s = try await c.waitForStatus(id, ["ready", "error"])
+        #expect(s["status"] as? String == "ready", "\(s)")
+        #expect(s["worker_id"] as? String == networkedID, "\(s)")
+    }
+}

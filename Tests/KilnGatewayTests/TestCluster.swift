@@ -11,6 +11,8 @@ final class TestCluster: @unchecked Sendable {
     var gateway: GatewayProcess
     let keyFile: String
     var workers: [LaunchedProcess] = []
+    /// The ids of `workers`, in the same order.
+    var workerIDs: [String] = []
     let gatewayArgs: [String]
 
     /// `brokerURLForGateway` gives the gateway credentials (from the broker's port) when the broker needs them.
@@ -51,6 +53,7 @@ final class TestCluster: @unchecked Sendable {
             ] + extra,
             environment: environment)
         workers.append(w)
+        workerIDs.append(id)
         try await w.waitUntilWorkerReady()
         return w
     }
@@ -89,9 +92,10 @@ final class TestCluster: @unchecked Sendable {
         return HTTPResult(status: Int(response.status.code), body: "", headers: response.headers)
     }
 
-    func submit(_ files: [String: String], nonce: String = "c0ffee00") async throws -> String {
+    func submit(_ files: [String: String], nonce: String = "c0ffee00", extra: [String: Any] = [:]) async throws -> String {
         let archive = try await Fixtures.archive(files, root: "proj", zip: false)
-        let r = try await http(.POST, "/build", json: ["nonce": nonce, "source_data": Data(archive).base64EncodedString(), "source_name": "proj.tar.gz"])
+        let body: [String: Any] = ["nonce": nonce, "source_data": Data(archive).base64EncodedString(), "source_name": "proj.tar.gz"]
+        let r = try await http(.POST, "/build", json: body.merging(extra) { a, _ in a })
         guard r.status == 200, let id = r.json["job_id"] as? String else { throw LaunchError("submit failed: \(r.status) \(r.body)") }
         return id
     }

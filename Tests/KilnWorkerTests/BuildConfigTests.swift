@@ -47,13 +47,6 @@ import Testing
         withExtendedLifetime(dir) {}
     }
 
-    @Test func aTargetTheToolchainLacksIsTheFarmsProblem() async throws {
-        let (_, _, end, _) = try await Self.build(Fixtures.helloCrate(), options: BuildOptions(target: "riscv64gc-unknown-none-elf"))
-        #expect(end.type == .failed && end.failurePhase == "build", "\(end.message ?? "")")
-        #expect(end.message?.contains("no standard library for target riscv64gc-unknown-none-elf") == true, "\(end.message ?? "")")
-        #expect(end.suggestedAction?.contains("rustup target add") == true)
-    }
-
     @Test func timeoutFromBuildConfigStopsTheBuild() async throws {
         let slow = Fixtures.helloCrate(name: "slow", buildRS: "fn main() { std::thread::sleep(std::time::Duration::from_secs(60)); }")
         let (_, _, end, _) = try await Self.build(slow, config: BuildConfig(timeoutSeconds: 3))
@@ -61,11 +54,26 @@ import Testing
         #expect(end.message?.contains("build time limit") == true, "\(end.message ?? "")")
     }
 
-    @Test func moreThanTheWorkerAllowsIsRefusedBeforeAnythingRuns() async throws {
-        let (_, _, end, _) = try await Self.build(Fixtures.helloCrate(), config: BuildConfig(memoryMiB: 1 << 20), workerArgs: ["--memory-mb", "4096"])
-        #expect(end.type == .failed && end.failurePhase == "source", "\(end.message ?? "")")
-        #expect(end.message?.contains("memory_mib is 1048576 and this worker allows at most 4096") == true, "\(end.message ?? "")")
-        #expect(end.retryable == false)
+    @Test func moreThanTheWorkerAllowsIsDeclinedBeforeAnythingRuns() async throws {
+        let declined = try await declineReply(BuildConfig(memoryMiB: 1 << 20), workerArgs: ["--memory-mb", "4096"])
+        #expect(!declined.accepted && declined.code == 422, "\(declined)")
+        #expect(declined.message?.contains("memory_mib 1048576 (it gives at most 4096)") == true, "\(declined.message ?? "")")
+    }
+
+    /// Sends one request straight to a fresh worker and returns its answer (the worker is then stopped).
+    func declineReply(_ config: BuildConfig, workerArgs: [String] = []) async throws -> DispatchReply {
+        let broker = try await BrokerProcess()
+        defer { broker.stop() }
+        let dir = try TemporaryDirectory(prefix: "kiln-decline")
+        let dispatcher = try await TestDispatcher(port: broker.port)
+        let worker = try await WorkerProcess(brokerPort: broker.port, dir: dir, extra: workerArgs)
+        defer { worker.process.stop() }
+        try await worker.waitUntilReady(dispatcher.client)
+        var request = BuildRequest(jobID: dispatcher.jobID, nonce: testNonce, sourceData: "", sourceName: "none.tar.gz")
+        request.buildConfig = config
+        let reply = try await dispatcher.dispatch(request, subject: Subjects.workerRequest(worker.id))
+        await dispatcher.close()
+        return reply
     }
 
     /// The build script connects to a port on the host's loopback: only a build with network reaches it.
@@ -84,9 +92,9 @@ import Testing
         let (offline, _, offlineEnd, _) = try await Self.build(probe, workerArgs: ["--allow-internet-builds"])
         #expect(offlineEnd.type == .failed, "an offline build cannot reach the host")
         #expect(offline.logLines.contains { $0.contains("no network") }, "\(offline.logLines.suffix(10))")
-        // Asked for, but the worker keeps builds offline: the farm says no.
-        let (_, _, refusedEnd, _) = try await Self.build(probe, config: BuildConfig(internetAccess: true))
-        #expect(refusedEnd.type == .failed && refusedEnd.failurePhase == "source" && refusedEnd.message?.contains("keeps builds offline") == true)
+        // Asked for, but the worker keeps builds offline: it declines the request.
+        let refused = try await declineReply(BuildConfig(internetAccess: true))
+        #expect(!refused.accepted && refused.code == 422 && refused.message?.contains("network for builds") == true, "\(refused)")
         // Asked for and allowed: it connects, and the signed provenance says the build was not hermetic.
         let (online, w, onlineEnd, dir) = try await Self.build(probe, config: BuildConfig(internetAccess: true), workerArgs: ["--allow-internet-builds"])
         #expect(onlineEnd.type == .done, "\(onlineEnd.message ?? "") \(online.logLines.suffix(10))")
@@ -95,5 +103,31 @@ import Testing
         #expect(output.contains { $0.contains("NOT HERMETIC") }, "\(output)")
         #expect(output.contains { $0.contains("internet_access=true") }, "\(output)")
         withExtendedLifetime(dir) {}
+    }
+}
+
+/// A worker declines what it announced it cannot build, whoever sent it there (#13 item 5).
+@Suite struct WorkerDeclineTests {
+    @Test func aRequestBeyondTheWorkersCapabilitiesIsDeclinedAndTheWorkerStaysAvailable() async throws {
+        let broker = try await BrokerProcess()
+        defer { broker.stop() }
+        let dir = try TemporaryDirectory(prefix: "kiln-decline")
+        let dispatcher = try await TestDispatcher(port: broker.port)
+        let worker = try await WorkerProcess(brokerPort: broker.port, dir: dir)
+        defer { worker.process.stop() }
+        try await worker.waitUntilReady(dispatcher.client)
+        let archive = try await Fixtures.archive(Fixtures.helloCrate(), root: "hello", zip: false)
+        var beyond = BuildRequest(jobID: dispatcher.jobID, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "h.tar.gz")
+        beyond.buildOptions = BuildOptions(target: "riscv64gc-unknown-none-elf")
+        let declined = try await dispatcher.dispatch(beyond, subject: Subjects.workerRequest(worker.id))
+        #expect(!declined.accepted && declined.code == 422, "\(declined)")
+        #expect(declined.message?.contains("lacks the Rust target riscv64gc-unknown-none-elf") == true, "\(declined.message ?? "")")
+        // Still waiting: a request it can build is accepted (through the queue group: it subscribed again).
+        let plain = BuildRequest(jobID: dispatcher.jobID, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "h.tar.gz")
+        let accepted = try await dispatcher.dispatch(plain)
+        #expect(accepted.accepted && accepted.workerID == worker.id, "\(accepted)")
+        let end = try await dispatcher.waitForTerminal()
+        #expect(end.type == .done)
+        await dispatcher.close()
     }
 }
