@@ -170,8 +170,15 @@ final class BuildPipeline: Sendable {
                     operatorAction: "install Rust on the workers (rustup, or Debian's cargo and rustc) or pass --rust-sysroot")
             }
             let registry = try await fetchCargoDependencies(sourceTree, into: scratch + "/registry", batcher: batcher)
-            builder = CargoBuilder(
+            var cargo = CargoBuilder(
                 sysroot: sysroot, vendorDirectory: registry ?? configuration.toolchains.cargoVendorDirectory, limits: limits, options: request.buildOptions)
+            if registry != nil {
+                cargo.dependencySource =
+                    "fetched from \(configuration.toolchains.cargoRegistry), each crate checked against Cargo.lock's SHA-256 (read-only local registry)"
+            } else if let mirror = configuration.toolchains.cargoVendorDirectory {
+                cargo.dependencySource = "the farm's mirror \(mirror) (source replacement, read-only)"
+            }
+            builder = cargo
         case .nix, .nixFlake:
             guard configuration.toolchains.nixEnabled else {
                 throw BuildFailure.farm(

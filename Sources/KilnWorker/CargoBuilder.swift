@@ -13,6 +13,8 @@ public struct CargoBuilder: ProjectBuilder {
     public let vendorDirectory: String?
     public let limits: WorkerConfiguration.Limits
     public let options: BuildOptions
+    /// Where the dependencies came from, for the provenance (the fetch phase's registry, or the farm's mirror).
+    public var dependencySource: String?
     static let toolchainPath = "/opt/rust"
     static let vendorPath = "/build/vendor"
 
@@ -152,11 +154,11 @@ public struct CargoBuilder: ProjectBuilder {
             toolchainDescriptor(name: "rustc", path: sysroot + "/bin/rustc", version: rustcVersion),
         ]
         var params = env.filter { ["CARGO_INCREMENTAL", "CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "RUSTFLAGS", "SOURCE_DATE_EPOCH"].contains($0.key) }
-        params["command"] = "cargo build --release --locked --offline"
+        params["command"] = "cargo " + (try buildArguments()).joined(separator: " ")
         params["cargo"] = cargoVersion
         params["rustc"] = rustcVersion
         params["cargo_lock"] = generatedLock ? "generated offline by the worker" : "from the source"
-        if vendorDirectory != nil { params["dependencies"] = "vendored (source replacement, read-only)" }
+        if vendorDirectory != nil { params["dependencies"] = dependencySource ?? "vendored (source replacement, read-only)" }
         return BuiltProject(
             buildType: BuildType.cargo, buildConfig: ["Cargo.lock"], artifacts: reported,
             internalParameters: params, resolvedDependencies: deps)

@@ -35,6 +35,14 @@ import Testing
         let (cold, coldEnd) = try await Self.build(Self.app(registry), registry: registry, dir: dir)
         #expect(coldEnd.type == .done, "\(coldEnd.message ?? "") \(cold.logLines.suffix(20))")
         #expect(Self.fetchNote(cold).contains("2 crates, 0 from the cache"), "\(Self.fetchNote(cold))")
+        // The provenance says where the dependencies came from.
+        let unpacked = dir.file("cold-result")
+        try FileManager.default.createDirectory(atPath: unpacked, withIntermediateDirectories: true)
+        try await Command.run("/bin/tar", ["-xzf", try cold.resultFile(), "-C", unpacked])
+        let provenance = try #require(FileManager.default.enumerator(atPath: unpacked)?.compactMap { $0 as? String }.first { $0.hasSuffix("provenance.json") })
+        let statement = try String(contentsOfFile: unpacked + "/" + provenance, encoding: .utf8)
+        #expect(statement.contains("fetched from") && statement.contains("127.0.0.1:\(registry.port)"), "\(statement.prefix(2000))")
+        #expect(statement.contains("pkg:cargo/kiln_leaf@0.1.0"), "the locked crates are resolved dependencies")
         let phases = cold.events.filter { $0.type == .phase }.compactMap(\.name)
         #expect(phases.firstIndex(of: "fetch").map { $0 < phases.firstIndex(of: "build")! } == true, "\(phases)")
         // Warm: both from the cache.
