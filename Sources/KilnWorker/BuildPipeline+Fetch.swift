@@ -48,4 +48,31 @@ extension BuildPipeline {
             throw error
         }
     }
+
+    /// The fetch phase of a Nix build: a flake's locked inputs into the store (nothing for a plain
+    /// default.nix, or a flake without inputs).
+    func fetchFlakeInputs(_ flakeTree: ConfinedDirectory?, fetcher: SourceFetcher, scratch: String, batcher: LogBatcher) async throws {
+        try await phase(.fetch, batcher)
+        guard let flakeTree else { return }
+        let note: @Sendable (String) -> Void = { batcher.append("stderr", "[kiln] " + $0) }
+        switch try? flakeTree.kind(of: "flake.lock") {
+        case nil: return
+        case .file?: break
+        default: throw BuildFailure(phase: "fetch", message: "flake.lock is not a regular file", suggestedAction: "commit flake.lock as a regular file")
+        }
+        let bytes: [UInt8]
+        do { bytes = try flakeTree.openFile("flake.lock", maxBytes: 1 << 20).readAll() } catch {
+            throw BuildFailure(phase: "fetch", message: "cannot read flake.lock: \(error)", suggestedAction: "commit a regular flake.lock of at most 1 MiB")
+        }
+        let inputs = try NixFlakeInputs.parse(bytes)
+        guard !inputs.isEmpty else { return }
+        let socket = configuration.toolchains.nixDaemonSocket
+        let environment = [
+            "PATH": "/usr/bin:/bin", "HOME": scratch, "NIX_REMOTE": socket == NixDaemon.defaultSocket ? "daemon" : "unix://" + socket,
+        ]
+        note("providing \(inputs.count) flake inputs")
+        let summary = try await NixFlakeInputs(nixEnvironment: environment, fetcher: fetcher, cancel: cancel).provide(inputs, scratch: scratch, log: note)
+        note("flake inputs: \(summary.crates), \(summary.hits) already in the store, \(summary.misses) fetched (\(summary.bytesFetched) bytes)")
+        fetchSummary.withLock { $0 = summary }
+    }
 }

@@ -190,7 +190,7 @@ final class BuildPipeline: Sendable {
             }
             builder = NixBuilder(
                 flake: kind == .nixFlake, daemonSocket: configuration.toolchains.nixDaemonSocket, limits: limits, attribute: request.buildOptions?.attribute)
-            try await phase(.fetch, batcher)
+            try await fetchFlakeInputs(kind == .nixFlake ? sourceTree : nil, fetcher: fetcher, scratch: scratch, batcher: batcher)
         }
 
         // Build.
