@@ -15,7 +15,15 @@ extension BuildPipeline {
         }
         // Read through the confined view: a link or FIFO named Cargo.lock is refused, not followed.
         switch try? sourceTree.kind(of: "Cargo.lock") {
-        case nil: return nil  // cargo generates one (offline, from the farm's vendored sources) or says what is missing
+        case nil:
+            // With a mirror, cargo generates one offline from it; from a registry Kiln fetches exactly
+            // what a lock file pins, and resolving versions against a whole registry is not done here.
+            if (try? sourceTree.kind(of: "Cargo.toml")) == .file, try Self.hasRegistryDependencies(sourceTree) {
+                throw BuildFailure(
+                    phase: "fetch", message: "Cargo.lock is missing: this farm fetches exactly the crates a lock file pins",
+                    suggestedAction: "run cargo generate-lockfile (or cargo build) and commit Cargo.lock")
+            }
+            return nil
         case .file?: break
         default: throw BuildFailure(phase: "fetch", message: "Cargo.lock is not a regular file", suggestedAction: "commit Cargo.lock as a regular file")
         }
@@ -74,5 +82,22 @@ extension BuildPipeline {
         let summary = try await NixFlakeInputs(nixEnvironment: environment, fetcher: fetcher, cancel: cancel).provide(inputs, scratch: scratch, log: note)
         note("flake inputs: \(summary.crates), \(summary.hits) already in the store, \(summary.misses) fetched (\(summary.bytesFetched) bytes)")
         fetchSummary.withLock { $0 = summary }
+    }
+
+    /// Whether the manifest names any dependency at all (a crate without dependencies needs no lock
+    /// file from the user: cargo writes one offline). A line scan of a manifest of at most 1 MiB.
+    static func hasRegistryDependencies(_ tree: ConfinedDirectory) throws -> Bool {
+        guard let bytes = try? tree.openFile("Cargo.toml", maxBytes: 1 << 20).readAll() else { return false }
+        var inDependencies = false
+        for raw in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix("[") {
+                inDependencies = line.contains("dependencies")
+                if inDependencies && line.hasSuffix("]") && line.split(separator: ".").count > 1 && !line.hasPrefix("[target.") { return true }  // [dependencies.foo]
+                continue
+            }
+            if inDependencies && !line.isEmpty && !line.hasPrefix("#") && !line.contains("path") { return true }
+        }
+        return false
     }
 }

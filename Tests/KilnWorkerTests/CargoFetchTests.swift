@@ -77,6 +77,16 @@ import Testing
         _ = d
     }
 
+    @Test func dependenciesWithoutALockFileAreTheUsersToPin() async throws {
+        let registry = try await Self.registry()
+        defer { registry.stop() }
+        var files = Self.app(registry)
+        files["Cargo.lock"] = nil
+        let (_, end) = try await Self.build(files, registry: registry, dir: try TemporaryDirectory(prefix: "kiln-fetch"))
+        #expect(end.type == .failed && end.failurePhase == "fetch", "\(end.message ?? "")")
+        #expect(end.message?.contains("Cargo.lock is missing") == true && end.suggestedAction?.contains("commit Cargo.lock") == true, "\(end.message ?? "")")
+    }
+
     @Test func aLockFileChecksumTheRegistryDoesNotMatchIsRefused() async throws {
         let registry = try await Self.registry()
         defer { registry.stop() }
