@@ -32,8 +32,7 @@ public struct SubmissionJSONScanner: Sendable {
         case archive
         case literal
         case skipString
-        case skipNested(depth: Int, inString: Bool)
-        case captureNested(depth: Int, inString: Bool)
+        case nested(depth: Int, inString: Bool, capture: Bool)
         case afterValue
         case end
     }
@@ -106,7 +105,7 @@ public struct SubmissionJSONScanner: Sendable {
                 escaped = false
                 if structured && (byte == UInt8(ascii: "{") || byte == UInt8(ascii: "[")) {
                     scratch.append(byte)
-                    state = .captureNested(depth: 1, inString: false)
+                    state = .nested(depth: 1, inString: false, capture: true)
                 } else if structured && byte == UInt8(ascii: "\"") {
                     throw GatewayError.badRequest("field '\(key)' must be \(key == "skip_cache" ? "true or false" : "an object"), not a string")
                 } else if byte == UInt8(ascii: "\"") {
@@ -118,7 +117,7 @@ public struct SubmissionJSONScanner: Sendable {
                     }
                 } else if byte == UInt8(ascii: "{") || byte == UInt8(ascii: "[") {
                     guard !known else { throw GatewayError.badRequest("field '\(key)' must be a string") }
-                    state = .skipNested(depth: 1, inString: false)
+                    state = .nested(depth: 1, inString: false, capture: false)
                 } else if Self.startsLiteral(byte) {
                     scratch.append(byte)
                     state = .literal
@@ -163,45 +162,34 @@ public struct SubmissionJSONScanner: Sendable {
                 }
                 guard scratch.count < 64 else { throw Self.notJSON }
                 scratch.append(byte)
-            case .skipNested(let depth, let inString):
-                if inString {
-                    if escaped {
-                        escaped = false
-                    } else if byte == UInt8(ascii: "\\") {
-                        escaped = true
-                    } else if byte == UInt8(ascii: "\"") {
-                        state = .skipNested(depth: depth, inString: false)
-                    }
-                } else if byte == UInt8(ascii: "\"") {
-                    state = .skipNested(depth: depth, inString: true)
-                } else if byte == UInt8(ascii: "{") || byte == UInt8(ascii: "[") {
-                    guard depth < 64 else { throw GatewayError.badRequest("the JSON body nests deeper than 64 levels") }
-                    state = .skipNested(depth: depth + 1, inString: false)
-                } else if byte == UInt8(ascii: "}") || byte == UInt8(ascii: "]") {
-                    state = depth == 1 ? .afterValue : .skipNested(depth: depth - 1, inString: false)
+            case .nested(let depth, let inString, let capture):
+                // An object or array value: skipped, or for a structured field kept (bounded).
+                if capture {
+                    guard scratch.count < Self.maxFieldBytes else { throw GatewayError.badRequest("field '\(key)' is longer than \(Self.maxFieldBytes) bytes") }
+                    scratch.append(byte)
                 }
-            case .captureNested(let depth, let inString):
-                guard scratch.count < Self.maxFieldBytes else { throw GatewayError.badRequest("field '\(key)' is longer than \(Self.maxFieldBytes) bytes") }
-                scratch.append(byte)
                 if inString {
                     if escaped {
                         escaped = false
                     } else if byte == UInt8(ascii: "\\") {
                         escaped = true
                     } else if byte == UInt8(ascii: "\"") {
-                        state = .captureNested(depth: depth, inString: false)
+                        state = .nested(depth: depth, inString: false, capture: capture)
                     }
                 } else if byte == UInt8(ascii: "\"") {
-                    state = .captureNested(depth: depth, inString: true)
+                    state = .nested(depth: depth, inString: true, capture: capture)
                 } else if byte == UInt8(ascii: "{") || byte == UInt8(ascii: "[") {
-                    guard depth < 8 else { throw GatewayError.badRequest("field '\(key)' nests deeper than 8 levels") }
-                    state = .captureNested(depth: depth + 1, inString: false)
+                    let limit = capture ? 8 : 64
+                    guard depth < limit else {
+                        throw GatewayError.badRequest(capture ? "field '\(key)' nests deeper than 8 levels" : "the JSON body nests deeper than 64 levels")
+                    }
+                    state = .nested(depth: depth + 1, inString: false, capture: capture)
                 } else if byte == UInt8(ascii: "}") || byte == UInt8(ascii: "]") {
-                    if depth == 1 {
-                        fields[key] = String(decoding: scratch, as: UTF8.self)
-                        state = .afterValue
+                    if depth > 1 {
+                        state = .nested(depth: depth - 1, inString: false, capture: capture)
                     } else {
-                        state = .captureNested(depth: depth - 1, inString: false)
+                        if capture { fields[key] = String(decoding: scratch, as: UTF8.self) }
+                        state = .afterValue
                     }
                 }
             case .afterValue:
