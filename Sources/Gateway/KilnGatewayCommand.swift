@@ -47,6 +47,8 @@ struct KilnGatewayCommand: AsyncParsableCommand {
     @Option(help: "Longest timeout_s a build may ask for in build_config.") var maxBuildTimeout = 6 * 3600
     @Flag(help: "Let builds ask for network (build_config.internet_access); they are then not hermetic. Workers must allow it too.")
     var allowInternetBuilds = false
+    @Option(help: "Attempts per job: a failure that is not the build's fault (worker lost, retryable fetch) runs it again, up to this many times.")
+    var maxAttempts = 2
     @Option(help: "Log level.") var logLevel = "info"
 
     func run() async throws {
@@ -100,6 +102,8 @@ struct KilnGatewayCommand: AsyncParsableCommand {
         guard maxBuildVcpus > 0, maxBuildMemoryMib > 0, maxBuildDiskMb > 0, maxBuildTimeout > 0 else {
             throw ValidationError("--max-build-vcpus, --max-build-memory-mib, --max-build-disk-mb and --max-build-timeout must be positive")
         }
+        guard (1...10).contains(maxAttempts) else { throw ValidationError("--max-attempts must be 1 to 10") }
+        cfg.maxAttempts = maxAttempts
         cfg.buildMaxima.vcpus = maxBuildVcpus
         cfg.buildMaxima.memoryMiB = maxBuildMemoryMib
         cfg.buildMaxima.diskMB = maxBuildDiskMb

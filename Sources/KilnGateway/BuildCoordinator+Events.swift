@@ -69,6 +69,14 @@ extension BuildCoordinator {
                 return
             }
             guard !job.status.isTerminal else { return }
+            if Self.isRetriable(event), job.attempt < job.maxAttempts {
+                // Not the build's fault: this attempt ends (the worker may exit), the job runs again.
+                let why = "\(event.failurePhase ?? "?") failed on worker \(worker): \(event.message ?? "")"
+                if await retry(job, seq: event.seq, reason: why, requires: event.requires) {
+                    await sendControl(job.id, .init(action: .ack, seq: event.seq, workerID: worker))
+                    return
+                }
+            }
             let stored = StoredEvent(jobID: job.id, seq: event.seq, type: event.type.rawValue, data: Self.relayable(event))
             // Job state first, event second: whoever sees a terminal event finds the job already terminal
             // (a client that downloads right after `done` gets the result, not a 409).

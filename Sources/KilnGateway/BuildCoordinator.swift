@@ -146,6 +146,7 @@ public actor BuildCoordinator {
         }
         let encoded = String(decoding: try JSONEncoder().encode(request), as: UTF8.self)
         var new = Job(id: id, nonce: s.nonce, request: encoded, position: 0, queuedAt: Date(), sourceDigest: digest)
+        new.maxAttempts = configuration.maxAttempts
         let asked = BuildRequestOptions(skipCache: request.skipCache, buildConfig: s.buildConfig, buildOptions: s.buildOptions)
         if asked != BuildRequestOptions(), let json = try? JSONEncoder().encode(asked) { new.options = String(decoding: json, as: UTF8.self) }
         new.triggeredBy = triggeredBy
@@ -193,6 +194,11 @@ public actor BuildCoordinator {
         let limit = configuration.workerSilenceLimit.seconds
         if let building = try? await store.jobs(status: .building) {
             for job in building where Date().timeIntervalSince(job.lastSeenAt ?? job.startedAt ?? Date()) > limit {
+                let last = (try? await store.lastSeq(job: job.id)) ?? 0
+                if await retry(job, seq: last + 1, reason: "worker \(job.workerID ?? "?") went silent for more than \(Int(limit)) s") {
+                    await sendControl(job.id, .init(action: .cancel, workerID: job.workerID))
+                    continue
+                }
                 let updated = try? await store.update(job.id) { j in
                     guard j.status == .building else { return }
                     j.status = .error

@@ -15,6 +15,9 @@ public struct GatewayConfiguration: Sendable {
     /// Public key files served at /keys.
     public var keyFiles: [String] = []
     public var maxBodyBytes = 256 << 20
+    /// Attempts per job: a failure that is not the build's fault (its worker lost, a retryable fetch
+    /// or farm failure) runs it again on another worker, up to this many times in all.
+    public var maxAttempts = 2
     /// The most a build may ask for in `build_config` (and whether it may ask for network).
     public var buildMaxima = BuildConfig.Maxima()
     public var retention: Duration = .seconds(7 * 24 * 3600)

@@ -42,6 +42,9 @@ public struct Job: Codable, Sendable, Equatable, FetchableRecord, PersistableRec
     public var dispatchAttempts: Int
     /// The fetch phase's `CacheSummary`, as JSON (nil when nothing was fetched).
     public var cacheSummary: String?
+    /// 1 for the first attempt; a job retried after a failure that was not the build's fault runs again.
+    public var attempt = 1
+    public var maxAttempts = 1
     /// What the submitter asked for beyond the source (`BuildRequestOptions` as JSON), echoed on the job.
     public var options: String?
 
@@ -102,6 +105,8 @@ extension Job {
                 "message": .string(error ?? ""), "retryable": .bool(retryable ?? false),
                 "suggested_action": suggestedAction.map(AnyCodable.string) ?? .null,
             ])
+        doc["attempt"] = .int(attempt)
+        doc["max_attempts"] = .int(maxAttempts)
         doc["cache_summary"] =
             cacheSummary.flatMap { try? JSONDecoder().decode(CacheSummary.self, from: Data($0.utf8)) }.map { s in
                 .object([
@@ -179,6 +184,8 @@ public struct BuildRequestOptions: Codable, Sendable, Equatable {
     public var skipCache: Bool?
     public var buildConfig: BuildConfig?
     public var buildOptions: BuildOptions?
+    /// Learnt from an attempt: the toolchain the project needs (its worker lacked it).
+    public var toolchain: String?
 
     public init(skipCache: Bool? = nil, buildConfig: BuildConfig? = nil, buildOptions: BuildOptions? = nil) {
         self.skipCache = skipCache
@@ -190,5 +197,6 @@ public struct BuildRequestOptions: Codable, Sendable, Equatable {
         case skipCache = "skip_cache"
         case buildConfig = "build_config"
         case buildOptions = "build_options"
+        case toolchain
     }
 }

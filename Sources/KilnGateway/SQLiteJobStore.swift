@@ -72,6 +72,12 @@ public final class SQLiteJobStore: JobStore {
         migrator.registerMigration("v6: submission options") { db in
             try db.alter(table: "job") { t in t.add(column: "options", .text) }
         }
+        migrator.registerMigration("v7: attempts") { db in
+            try db.alter(table: "job") { t in
+                t.add(column: "attempt", .integer).notNull().defaults(to: 1)
+                t.add(column: "maxAttempts", .integer).notNull().defaults(to: 1)
+            }
+        }
         try migrator.migrate(pool)
     }
 

@@ -37,10 +37,13 @@ public struct BuildEvent: Codable, Sendable, Equatable {
     public var suggestedAction: String?
     // done / failed, when dependencies were fetched
     public var cacheSummary: CacheSummary?
+    // failed in detect: the toolchain this worker lacked (the next attempt goes to a worker that has it)
+    public var requires: String?
 
     enum CodingKeys: String, CodingKey {
         case seq, time, type, name, stream, lines, path, sha256, size, message, retryable
         case cacheSummary = "cache_summary"
+        case requires
         case jobID = "job_id"
         case workerID = "worker_id"
         case failurePhase = "failure_phase"

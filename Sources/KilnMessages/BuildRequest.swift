@@ -14,6 +14,10 @@ public struct BuildRequest: Codable, Sendable, Equatable {
     public var skipCache: Bool?
     public var buildConfig: BuildConfig?
     public var buildOptions: BuildOptions?
+    /// Which attempt this is (1 for the first); a later attempt numbers its events from `firstSeq`,
+    /// after the earlier attempts' events, so the job's stream stays one sequence.
+    public var attempt: Int?
+    public var firstSeq: Int?
 
     enum CodingKeys: String, CodingKey {
         case nonce, source
@@ -25,6 +29,8 @@ public struct BuildRequest: Codable, Sendable, Equatable {
         case skipCache = "skip_cache"
         case buildConfig = "build_config"
         case buildOptions = "build_options"
+        case attempt
+        case firstSeq = "first_seq"
     }
 
     public init(

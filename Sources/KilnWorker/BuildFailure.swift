@@ -5,12 +5,16 @@ public struct BuildFailure: Error, Sendable, Equatable, CustomStringConvertible 
     public var message: String
     public var retryable: Bool
     public var suggestedAction: String
+    /// The toolchain this worker lacked for the project (`cargo`, `nix`): the gateway sends the next
+    /// attempt only to a worker that has it.
+    public var requires: String?
 
-    public init(phase: String, message: String, retryable: Bool = false, suggestedAction: String) {
+    public init(phase: String, message: String, retryable: Bool = false, suggestedAction: String, requires: String? = nil) {
         self.phase = phase
         self.message = message
         self.retryable = retryable
         self.suggestedAction = suggestedAction
+        self.requires = requires
     }
 
     public var description: String { "\(phase): \(message)" }

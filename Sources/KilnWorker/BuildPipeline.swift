@@ -91,6 +91,7 @@ final class BuildPipeline: Sendable {
                 let cacheSummary = fetchSummary.withLock { $0 }
                 await events.emit(.failed) {
                     $0.cacheSummary = cacheSummary
+                    $0.requires = failure.requires
                     $0.failurePhase = failure.phase
                     $0.message = failure.message
                     $0.retryable = failure.retryable
@@ -165,9 +166,11 @@ final class BuildPipeline: Sendable {
         switch kind {
         case .cargo:
             guard let sysroot else {
-                throw BuildFailure.farm(
+                var failure = BuildFailure.farm(
                     "detect", "this is a Cargo project and this worker has no Rust toolchain",
                     operatorAction: "install Rust on the workers (rustup, or Debian's cargo and rustc) or pass --rust-sysroot")
+                failure.requires = "cargo"
+                throw failure
             }
             let registry = try await fetchCargoDependencies(sourceTree, into: scratch + "/registry", batcher: batcher)
             var cargo = CargoBuilder(
@@ -181,12 +184,18 @@ final class BuildPipeline: Sendable {
             builder = cargo
         case .nix, .nixFlake:
             guard configuration.toolchains.nixEnabled else {
-                throw BuildFailure.farm(
-                    "detect", "this is a Nix project and Nix builds are disabled on this farm's workers",
-                    operatorAction: "run workers without --no-nix to build Nix projects", retryable: false)
+                // Retryable: another worker of the farm may build Nix projects (the gateway sends the
+                // next attempt only to one that announced it can).
+                var failure = BuildFailure.farm(
+                    "detect", "this is a Nix project and this worker does not build Nix projects (--no-nix)",
+                    operatorAction: "run workers without --no-nix to build Nix projects")
+                failure.requires = "nix"
+                throw failure
             }
             if let (problem, action) = NixDaemon.unavailability(socket: configuration.toolchains.nixDaemonSocket) {
-                throw BuildFailure.farm("detect", "this is a Nix project and \(problem)", operatorAction: action)
+                var failure = BuildFailure.farm("detect", "this is a Nix project and \(problem)", operatorAction: action)
+                failure.requires = "nix"
+                throw failure
             }
             builder = NixBuilder(
                 flake: kind == .nixFlake, daemonSocket: configuration.toolchains.nixDaemonSocket, limits: limits, attribute: request.buildOptions?.attribute)

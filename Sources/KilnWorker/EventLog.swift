@@ -3,7 +3,8 @@ import KilnBusClient
 import KilnMessages
 import Logging
 
-/// The worker's event stream for its one job: numbered from 1, published as they happen, kept until
+/// The worker's event stream for its one job: numbered from `firstSeq` (1, or after an earlier
+/// attempt's events), published as they happen, kept until
 /// the gateway has acknowledged them (a `replay` re-sends from any seq), so a gateway restart loses
 /// nothing.
 public actor EventLog {
@@ -12,20 +13,27 @@ public actor EventLog {
     let client: BusClient
     let logger: Logger
     public private(set) var events: [BuildEvent] = []
-    public private(set) var ackedThrough = 0
+    public private(set) var ackedThrough: Int
+    /// The seq of this attempt's first event.
+    public let firstSeq: Int
     private var ackWaiters: [(seq: Int, continuation: CheckedContinuation<Void, Never>)] = []
 
-    public init(jobID: String, workerID: String, client: BusClient, logger: Logger) {
+    /// `firstSeq` outside 1…2^40 (a request from the network) is taken as 1.
+    public init(jobID: String, workerID: String, client: BusClient, logger: Logger, firstSeq: Int = 1) {
         self.jobID = jobID
         self.workerID = workerID
         self.client = client
         self.logger = logger
+        self.firstSeq = (1...(1 << 40)).contains(firstSeq) ? firstSeq : 1
+        ackedThrough = self.firstSeq - 1
     }
+
+    private var nextSeq: Int { firstSeq + events.count }
 
     /// Appends and publishes an event; returns its seq.
     @discardableResult
     public func emit(_ type: BuildEvent.Kind, _ configure: (inout BuildEvent) -> Void = { _ in }) async -> Int {
-        var event = BuildEvent(jobID: jobID, seq: events.count + 1, type: type)
+        var event = BuildEvent(jobID: jobID, seq: nextSeq, type: type)
         event.workerID = workerID
         configure(&event)
         events.append(event)
@@ -42,7 +50,7 @@ public actor EventLog {
     public func flushLogs(_ batcher: LogBatcher, then type: BuildEvent.Kind? = nil, _ configure: (inout BuildEvent) -> Void = { _ in }) async {
         var pending: [BuildEvent] = []
         for batch in batcher.drain() {
-            var event = BuildEvent(jobID: jobID, seq: events.count + 1, type: .log)
+            var event = BuildEvent(jobID: jobID, seq: nextSeq, type: .log)
             event.workerID = workerID
             event.stream = batch.stream
             event.lines = batch.lines
@@ -50,7 +58,7 @@ public actor EventLog {
             pending.append(event)
         }
         if let type {
-            var event = BuildEvent(jobID: jobID, seq: events.count + 1, type: type)
+            var event = BuildEvent(jobID: jobID, seq: nextSeq, type: type)
             event.workerID = workerID
             configure(&event)
             events.append(event)
@@ -69,12 +77,12 @@ public actor EventLog {
         }
     }
 
-    /// Re-sends events from `from` (1-based) on.
+    /// Re-sends events from seq `from` on.
     public func replay(from: Int) async {
-        let start = max(1, from)
-        guard start <= events.count else { return }
-        logger.info("replaying events from \(start)", metadata: ["job_id": "\(jobID)"])
-        for event in events[(start - 1)...] { await publish(event) }
+        let start = max(0, from - firstSeq)
+        guard start < events.count else { return }
+        logger.info("replaying events from \(firstSeq + start)", metadata: ["job_id": "\(jobID)"])
+        for event in events[start...] { await publish(event) }
     }
 
     public func acknowledge(through seq: Int) {

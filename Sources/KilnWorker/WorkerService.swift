@@ -93,7 +93,7 @@ public final class WorkerService: Service, Sendable {
 
             var log = logger
             log[metadataKey: "job_id"] = "\(request.jobID)"
-            let events = EventLog(jobID: request.jobID, workerID: configuration.workerID, client: client, logger: log)
+            let events = EventLog(jobID: request.jobID, workerID: configuration.workerID, client: client, logger: log, firstSeq: request.firstSeq ?? 1)
             // No flush needed before accepting: the broker handles one connection's frames in order, so
             // this subscription is live before the gateway sees the acceptance and can send a control.
             let control = try client.subscribe(Subjects.control(request.jobID))

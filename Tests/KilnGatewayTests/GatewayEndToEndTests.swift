@@ -192,8 +192,8 @@ import Testing
         await worker.close()
     }
 
-    @Test func silentWorkerEndsJobAsRetryableError() async throws {
-        let c = try await TestCluster()
+    @Test func silentWorkerEndsJobAsRetryableErrorWhenNoAttemptIsLeft() async throws {
+        let c = try await TestCluster(gatewayArgs: ["--max-attempts", "1"])
         defer { c.stop() }
         let id = try await c.submit(slowCrate(seconds: 120))
         let worker = try await c.startWorker()
@@ -206,6 +206,34 @@ import Testing
         #expect((s["error_detail"] as? [String: Any])?["retryable"] as? Bool == true)
         let sse = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
         #expect(sse.ended && sse.events.last?.event == "failed")
+    }
+
+    /// #14: the worker is lost mid-build; another worker runs the job again, and the job's stream holds
+    /// both attempts as one sequence.
+    @Test func aJobWhoseWorkerIsLostRunsAgainOnAnotherWorker() async throws {
+        let c = try await TestCluster()
+        defer { c.stop() }
+        let id = try await c.submit(slowCrate(seconds: 2))
+        let first = try await c.startWorker()
+        let building = try await c.waitForStatus(id, ["building"])
+        #expect(building["attempt"] as? Int == 1 && building["max_attempts"] as? Int == 2, "\(building)")
+        first.signal(SIGKILL)
+        let again = try await c.waitForStatus(id, ["waiting"], timeout: .seconds(30))
+        #expect(again["attempt"] as? Int == 2, "\(again)")
+        try await c.startWorker()
+        let s = try await c.waitForStatus(id, ["ready", "error"], timeout: .seconds(60))
+        #expect(s["status"] as? String == "ready", "\(s)")
+        #expect(s["worker_id"] as? String == c.workerIDs.last, "the second worker built it")
+        let sse = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        #expect(sse.events.map(\.id) == Array(1...sse.events.count).map { Optional($0) }, "one sequence across attempts")
+        #expect(sse.events.filter { $0.event == "accepted" }.count == 2)
+        #expect(sse.events.contains { $0.event == "log" && $0.data.contains("attempt 1 of 2 ended") && $0.data.contains("went silent") })
+        #expect(sse.events.last?.event == "done")
+        // The result verifies like any other.
+        let file = c.dir.file("retried.tar.gz")
+        _ = try await c.download("/build/\(id)/result", to: file)
+        let v = try await LaunchedProcess(BuiltProducts.path("kiln"), ["verify", file, "--nonce", "c0ffee00", "--key", c.keyFile, "--allow-tee-none"])
+        #expect(try await v.waitForExit() == 0, "\(v.output)")
     }
 }
 
@@ -254,6 +282,40 @@ extension Array {
         // A plain job still goes to that worker.
         let plain = try await c.submit(Fixtures.helloCrate())
         #expect((try await c.waitForStatus(plain, ["ready", "error"]))["status"] as? String == "ready")
+    }
+
+    /// The project kind is known only on the worker: a Nix job that reached a worker without Nix runs
+    /// again, on a worker that announced Nix — here after waiting for one.
+    @Test func aNixJobOnAWorkerWithoutNixRunsAgainOnOneWithIt() async throws {
+        let c = try await TestCluster()
+        defer { c.stop() }
+        // A Nix-capable worker is seen (then kept busy), so the farm is known to build Nix.
+        let slow = try await c.submit(slowCrate(seconds: 4, name: "busy"))
+        try await c.startWorker()
+        _ = try await c.waitForStatus(slow, ["building"])
+        try await c.startWorker(["--no-nix"])
+        let nix = try await c.submit(Fixtures.nixDefault)
+        let retried = try await eventually(within: .seconds(30)) { () async throws -> [String: Any]? in
+            let s = try await c.status(nix)
+            return s["attempt"] as? Int == 2 && s["status"] as? String == "waiting" ? s : nil
+        }
+        #expect(retried != nil, "the Nix job went back to the queue after the worker without Nix")
+        try await c.startWorker()
+        let s = try await c.waitForStatus(nix, ["ready", "error"], timeout: .seconds(60))
+        #expect(s["status"] as? String == "ready" && s["worker_id"] as? String == c.workerIDs.last, "\(s)")
+        let sse = try SSEClient.read(port: c.gateway.port, path: "/build/\(nix)/events", timeout: 10)
+        #expect(sse.events.contains { $0.event == "log" && $0.data.contains("does not build Nix projects") && $0.data.contains("trying again") })
+    }
+
+    @Test func aNixJobOnAFarmWithoutNixFailsInDispatch() async throws {
+        let c = try await TestCluster()
+        defer { c.stop() }
+        try await c.startWorker(["--no-nix"])
+        let nix = try await c.submit(Fixtures.nixDefault)
+        let s = try await c.waitForStatus(nix, ["error", "ready"], timeout: .seconds(30))
+        #expect(s["failure_phase"] as? String == "dispatch", "\(s)")
+        #expect((s["error"] as? String)?.contains("lack the nix toolchain") == true, "\(s)")
+        #expect(s["attempt"] as? Int == 2)
     }
 
     @Test func aJobThatNeedsNetworkGoesToTheWorkerThatGivesIt() async throws {
