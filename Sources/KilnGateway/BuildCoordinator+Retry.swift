@@ -56,4 +56,38 @@ extension BuildCoordinator {
         wakeDispatcher.yield()
         return true
     }
+
+    /// `POST /build/{id}/retry`: a new job with the same inputs (source, options, build_config) and a
+    /// fresh nonce unless one is given, recording which job it retries and the first of the chain.
+    /// An uploaded source too large to travel inline is kept only while its job runs: such a job
+    /// cannot be retried once it has ended (409, submit again).
+    public func retryJob(_ original: Job, nonce: String, triggeredBy: String?) async throws -> Job {
+        guard original.status.isTerminal else {
+            throw GatewayError(.conflict, "job \(original.id) is still \(original.status.rawValue); retry it once it has ended")
+        }
+        guard var request = try? JSONDecoder().decode(BuildRequest.self, from: Data(original.request.utf8)) else {
+            throw GatewayError(.internalServerError, "job \(original.id)'s stored request is unreadable")
+        }
+        guard request.source == nil else {
+            throw GatewayError(.conflict, "job \(original.id)'s uploaded source is no longer kept (it was larger than the inline limit); submit it again")
+        }
+        let id = Self.newJobID()
+        request.jobID = id
+        request.nonce = nonce
+        request.attempt = nil
+        request.firstSeq = nil
+        let encoded = String(decoding: try JSONEncoder().encode(request), as: UTF8.self)
+        var new = Job(id: id, nonce: nonce, request: encoded, position: 0, queuedAt: Date(), sourceDigest: original.sourceDigest)
+        new.maxAttempts = configuration.maxAttempts
+        var options = original.options.flatMap { try? JSONDecoder().decode(BuildRequestOptions.self, from: Data($0.utf8)) } ?? BuildRequestOptions()
+        options.toolchain = nil  // learnt by the original's attempts, not asked for
+        if options != BuildRequestOptions(), let json = try? JSONEncoder().encode(options) { new.options = String(decoding: json, as: UTF8.self) }
+        new.triggeredBy = triggeredBy
+        new.retryOf = original.id
+        new.originalBuild = original.originalBuild ?? original.id
+        let job = try await store.enqueue(new)
+        logger.info("job queued as a retry", metadata: ["job_id": "\(id)", "retry_of": "\(original.id)"])
+        wakeDispatcher.yield()
+        return job
+    }
 }

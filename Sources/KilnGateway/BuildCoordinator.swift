@@ -111,8 +111,10 @@ public actor BuildCoordinator {
 
     // MARK: - submission
 
+    static func newJobID() -> String { "j" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(20).lowercased() }
+
     public func submit(_ s: BuildSubmission, triggeredBy: String? = nil) async throws -> Job {
-        let id = "j" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(20).lowercased()
+        let id = Self.newJobID()
         var request = BuildRequest(jobID: id, nonce: s.nonce, repoURL: s.repoURL, repoRef: s.repoRef)
         request.skipCache = s.skipCache ? true : nil
         request.buildConfig = s.buildConfig

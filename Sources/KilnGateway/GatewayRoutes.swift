@@ -64,6 +64,12 @@ struct GatewayRoutes: Sendable {
             let job = try await self.coordinator.cancel(try await self.accessibleJob(context).id)
             return try json(job.statusDocument, status: .accepted)
         }
+        route(.post, "/build/:id/retry") { request, context in
+            let original = try await self.accessibleJob(context)
+            let nonce = try await Self.retryNonce(request)
+            let job = try await self.coordinator.retryJob(original, nonce: nonce, triggeredBy: context.principal.name)
+            return try json(["job_id": job.id, "status": job.status.rawValue, "nonce": nonce])
+        }
         route(.get, "/builds") { request, context in try await self.list(request, context) }
         return endpoints
     }
@@ -260,5 +266,27 @@ struct BearerAuth: RouterMiddleware {
         var context = context
         context.principal = principal
         return try await next(request, context)
+    }
+}
+
+extension GatewayRoutes {
+    /// The nonce of a retry: `{"nonce": "…"}` in the body if given (checked like a submission's),
+    /// otherwise 16 fresh random bytes — the caller learns it from the answer.
+    static func retryNonce(_ request: Request) async throws -> String {
+        let body = try await request.body.collect(upTo: 4096)
+        if body.readableBytes > 0 {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any] else {
+                throw GatewayError.badRequest("the body must be a JSON object, e.g. {\"nonce\": \"c0ffee\"}, or empty")
+            }
+            if let given = object["nonce"] {
+                guard let text = given as? String else { throw GatewayError.badRequest("nonce must be a string of hex digits") }
+                switch Nonce.validate(text) {
+                case .success(let n): return n
+                case .failure(let e): throw GatewayError.badRequest(e.description)
+                }
+            }
+        }
+        var random = SystemRandomNumberGenerator()
+        return (0..<16).map { _ in UInt8.random(in: 0...255, using: &random) }.hexString
     }
 }

@@ -42,6 +42,9 @@ public struct Job: Codable, Sendable, Equatable, FetchableRecord, PersistableRec
     public var dispatchAttempts: Int
     /// The fetch phase's `CacheSummary`, as JSON (nil when nothing was fetched).
     public var cacheSummary: String?
+    /// `POST /build/{id}/retry`: the job this one retries, and the first job of the chain.
+    public var retryOf: String?
+    public var originalBuild: String?
     /// 1 for the first attempt; a job retried after a failure that was not the build's fault runs again.
     public var attempt = 1
     public var maxAttempts = 1
@@ -105,6 +108,8 @@ extension Job {
                 "message": .string(error ?? ""), "retryable": .bool(retryable ?? false),
                 "suggested_action": suggestedAction.map(AnyCodable.string) ?? .null,
             ])
+        doc["retry_of_build_id"] = retryOf.map(AnyCodable.string) ?? .null
+        doc["original_build_id"] = originalBuild.map(AnyCodable.string) ?? .null
         doc["attempt"] = .int(attempt)
         doc["max_attempts"] = .int(maxAttempts)
         doc["cache_summary"] =

@@ -78,6 +78,12 @@ public final class SQLiteJobStore: JobStore {
                 t.add(column: "maxAttempts", .integer).notNull().defaults(to: 1)
             }
         }
+        migrator.registerMigration("v8: retries") { db in
+            try db.alter(table: "job") { t in
+                t.add(column: "retryOf", .text)
+                t.add(column: "originalBuild", .text)
+            }
+        }
         try migrator.migrate(pool)
     }
 

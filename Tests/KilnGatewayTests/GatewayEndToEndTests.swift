@@ -330,3 +330,42 @@ extension Array {
         #expect(s["worker_id"] as? String == networkedID, "\(s)")
     }
 }
+
+/// #14 item 2: `POST /build/{id}/retry`.
+@Suite struct RetryEndpointTests {
+    @Test func aRetryIsANewJobWithTheSameInputsAFreshNonceAndItsLineage() async throws {
+        let c = try await TestCluster()
+        defer { c.stop() }
+        try await c.startWorker()
+        let first = try await c.submit(Fixtures.helloCrate(), extra: ["build_options": ["profile": "release"]])
+        let early = try await c.http(.POST, "/build/\(first)/retry")
+        let firstStatus = try await c.status(first)["status"] as? String
+        #expect(early.status == 409 || firstStatus == "ready", "a job still running is not retried: \(early.body)")
+        _ = try await c.waitForStatus(first, ["ready"])
+
+        let retried = try await c.http(.POST, "/build/\(first)/retry")
+        #expect(retried.status == 200, "\(retried.body)")
+        let second = try #require(retried.json["job_id"] as? String)
+        let nonce = try #require(retried.json["nonce"] as? String)
+        #expect(second != first && nonce.count == 32 && nonce != "c0ffee00")
+        try await c.startWorker()
+        let s = try await c.waitForStatus(second, ["ready", "error"])
+        #expect(s["status"] as? String == "ready", "\(s)")
+        #expect(s["retry_of_build_id"] as? String == first && s["original_build_id"] as? String == first)
+        #expect((s["build_options"] as? [String: Any])?["profile"] as? String == "release", "the options carry over")
+        // Verifies with the new nonce, not the old one.
+        let file = c.dir.file("retry.tar.gz")
+        _ = try await c.download("/build/\(second)/result", to: file)
+        let ok = try await LaunchedProcess(BuiltProducts.path("kiln"), ["verify", file, "--nonce", nonce, "--key", c.keyFile, "--allow-tee-none"])
+        #expect(try await ok.waitForExit() == 0, "\(ok.output)")
+
+        // A retry of the retry keeps the chain's first job; a given nonce is used, a bad one refused.
+        let third = try await c.http(.POST, "/build/\(second)/retry", json: ["nonce": "abcdef01"])
+        #expect(third.status == 200 && third.json["nonce"] as? String == "abcdef01", "\(third.body)")
+        let chained = try await c.status(try #require(third.json["job_id"] as? String))
+        #expect(chained["retry_of_build_id"] as? String == second && chained["original_build_id"] as? String == first)
+        let bad = try await c.http(.POST, "/build/\(second)/retry", json: ["nonce": "xyz"])
+        #expect(bad.status == 400, "\(bad.body)")
+        #expect((try await c.http(.POST, "/build/nope/retry")).status == 404)
+    }
+}
