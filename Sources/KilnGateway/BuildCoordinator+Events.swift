@@ -138,10 +138,12 @@ extension BuildCoordinator {
                 }) ?? job
         }
         let retention = configuration.retention
+        let artifacts = await finalArtifacts(job.id)
         let updated = try? await store.update(job.id) {
             $0.status = .ready
             $0.finishedAt = Date()
             $0.retentionExpiresAt = Date().addingTimeInterval(retention.seconds)
+            $0.artifactIDs = artifacts
         }
         logger.info("job ready", metadata: ["job_id": "\(job.id)", "sha256": "\(sha)"])
         return updated ?? job
@@ -155,5 +157,16 @@ extension BuildCoordinator {
         if await finalize(job, done: event).status == .ready {
             await sendControl(job.id, .init(action: .ack, seq: done.seq, workerID: job.workerID))
         }
+    }
+
+    /// The artifacts the final attempt announced (after its `accepted`), as the job's `artifact_ids` JSON.
+    func finalArtifacts(_ jobID: String) async -> String? {
+        guard let events = try? await store.events(job: jobID, after: 0) else { return nil }
+        let start = events.lastIndex { $0.type == BuildEvent.Kind.accepted.rawValue } ?? events.startIndex
+        let ids = events[start...].filter { $0.type == BuildEvent.Kind.artifact.rawValue }.compactMap { stored -> ArtifactID? in
+            guard let e = try? BuildEvent.decode(Array(stored.data.utf8)), let path = e.path, let sha = e.sha256 else { return nil }
+            return ArtifactID(name: path, sha256: sha)
+        }
+        return (try? JSONEncoder().encode(ids)).map { String(decoding: $0, as: UTF8.self) }
     }
 }

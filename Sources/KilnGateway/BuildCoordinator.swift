@@ -113,7 +113,7 @@ public actor BuildCoordinator {
 
     static func newJobID() -> String { "j" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(20).lowercased() }
 
-    public func submit(_ s: BuildSubmission, triggeredBy: String? = nil) async throws -> Job {
+    public func submit(_ s: BuildSubmission, triggeredBy: String? = nil, requestID: String? = nil) async throws -> Job {
         let id = Self.newJobID()
         var request = BuildRequest(jobID: id, nonce: s.nonce, repoURL: s.repoURL, repoRef: s.repoRef)
         request.skipCache = s.skipCache ? true : nil
@@ -152,17 +152,25 @@ public actor BuildCoordinator {
         let asked = BuildRequestOptions(skipCache: request.skipCache, buildConfig: s.buildConfig, buildOptions: s.buildOptions)
         if asked != BuildRequestOptions(), let json = try? JSONEncoder().encode(asked) { new.options = String(decoding: json, as: UTF8.self) }
         new.triggeredBy = triggeredBy
+        new.requestID = requestID
+        new.updatedAt = new.queuedAt
         let job = try await store.enqueue(new)
         logger.info("job queued", metadata: ["job_id": "\(id)"])
         wakeDispatcher.yield()
         return job
     }
 
-    public func cancel(_ id: String) async throws -> Job {
+    public func cancel(_ id: String, by principal: String? = nil, reason: String? = nil) async throws -> Job {
         guard let job = try await store.job(id) else { throw GatewayError.notFound(id) }
+        @Sendable func record(_ j: inout Job) {
+            j.cancelRequestedAt = j.cancelRequestedAt ?? Date()
+            j.cancelledBy = j.cancelledBy ?? principal
+            j.cancellationReason = j.cancellationReason ?? reason
+        }
         switch job.status {
         case .waiting:
             let updated = try await store.update(id) {
+                record(&$0)
                 $0.status = .cancelled
                 $0.finishedAt = Date()
             }
@@ -170,9 +178,10 @@ public actor BuildCoordinator {
             logger.info("waiting job cancelled", metadata: ["job_id": "\(id)"])
             return updated ?? job
         case .building:
+            let updated = try await store.update(id) { record(&$0) }
             await sendControl(id, .init(action: .cancel, workerID: job.workerID))
             logger.info("cancel sent to worker", metadata: ["job_id": "\(id)", "worker_id": "\(job.workerID ?? "")"])
-            return job
+            return updated ?? job
         case .ready, .error, .cancelled:
             throw GatewayError(.conflict, "job \(id) is already \(job.status.rawValue)")
         }

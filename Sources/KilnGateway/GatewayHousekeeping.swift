@@ -49,11 +49,13 @@ struct GatewayHousekeeping: Service {
     func removeExpiredResults() async {
         guard let expired = try? await store.expiredResults(before: Date()) else { return }
         for job in expired {
-            if let sha = job.resultSha256 { unlink(files.resultPath(sha256: sha)) }
             _ = try? await store.update(job.id) {
                 $0.resultSha256 = nil
                 $0.resultSize = nil
             }
+            // Results are content-addressed: should two jobs ever hold the same bytes, the file stays
+            // while either still does.
+            if let sha = job.resultSha256, (try? await store.resultReferences(sha256: sha)) == 0 { unlink(files.resultPath(sha256: sha)) }
         }
     }
 }

@@ -4,6 +4,7 @@ import Hummingbird
 import KilnAttestation
 import KilnBus
 import KilnCore
+import KilnMessages
 import Logging
 import NIOCore
 
@@ -60,8 +61,10 @@ struct GatewayRoutes: Sendable {
         route(.get, "/build/:id") { _, context in try await self.status(context) }
         route(.get, "/build/:id/events") { request, context in try await self.events(request, context) }
         route(.get, "/build/:id/result") { request, context in try await self.result(request, context) }
-        route(.post, "/build/:id/cancel") { _, context in
-            let job = try await self.coordinator.cancel(try await self.accessibleJob(context).id)
+        route(.post, "/build/:id/cancel") { request, context in
+            let id = try await self.accessibleJob(context).id
+            let reason = try await Self.cancellationReason(request)
+            let job = try await self.coordinator.cancel(id, by: context.principal.name, reason: reason)
             return try json(job.statusDocument, status: .accepted)
         }
         route(.post, "/build/:id/retry") { request, context in
@@ -124,11 +127,14 @@ struct GatewayRoutes: Sendable {
         reader.memoryLimit = min(reader.memoryLimit, configuration.inlineSourceLimit)
         let submission = try await reader.read(contentType: request.headers[.contentType], body: request.body)
         let job: Job
-        do { job = try await coordinator.submit(submission, triggeredBy: context.principal.name) } catch {
+        // The caller's request id if it sent one we can quote safely, else our own.
+        let given = request.headers[HTTPField.Name("X-Request-Id")!].flatMap { Subjects.isValidToken($0) ? $0 : nil }
+        let requestID = given ?? "r" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(20).lowercased()
+        do { job = try await coordinator.submit(submission, triggeredBy: context.principal.name, requestID: requestID) } catch {
             if let spooled = submission.archive?.path { unlink(spooled) }
             throw error
         }
-        return try json(["job_id": job.id, "status": job.status.rawValue])
+        return try json(["job_id": job.id, "status": job.status.rawValue, "request_id": requestID])
     }
 
     func status(_ context: GatewayRequestContext) async throws -> Response {
@@ -141,7 +147,7 @@ struct GatewayRoutes: Sendable {
         guard job.status == .ready else {
             throw GatewayError(.conflict, "the result is not ready: job \(id) is \(job.status.rawValue)\(job.error.map { " (\($0))" } ?? "")")
         }
-        guard let sha = job.resultSha256 else { throw GatewayError(.gone, "the result of job \(id) has passed its retention period and was deleted") }
+        guard let sha = job.resultSha256 else { throw GatewayError(.gone, "job \(id): " + (job.resultAvailability ?? "the result was deleted")) }
         let etag = "\"\(sha)\""
         var headers: HTTPFields = [
             .eTag: etag, .contentType: "application/gzip",
@@ -288,5 +294,21 @@ extension GatewayRoutes {
         }
         var random = SystemRandomNumberGenerator()
         return (0..<16).map { _ in UInt8.random(in: 0...255, using: &random) }.hexString
+    }
+}
+
+extension GatewayRoutes {
+    /// `{"reason": "…"}` in a cancel's body, if any (at most 500 characters, no control characters).
+    static func cancellationReason(_ request: Request) async throws -> String? {
+        let body = try await request.body.collect(upTo: 4096)
+        guard body.readableBytes > 0 else { return nil }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any] else {
+            throw GatewayError.badRequest("the body must be a JSON object, e.g. {\"reason\": \"superseded\"}, or empty")
+        }
+        guard let given = object["reason"] else { return nil }
+        guard let reason = given as? String, reason.count <= 500, !reason.unicodeScalars.contains(where: { $0.value < 0x20 }) else {
+            throw GatewayError.badRequest("reason must be a string of at most 500 characters without control characters")
+        }
+        return reason
     }
 }

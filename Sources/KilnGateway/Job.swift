@@ -42,6 +42,16 @@ public struct Job: Codable, Sendable, Equatable, FetchableRecord, PersistableRec
     public var dispatchAttempts: Int
     /// The fetch phase's `CacheSummary`, as JSON (nil when nothing was fetched).
     public var cacheSummary: String?
+    /// When anything about the job last changed (every store update sets it).
+    public var updatedAt: Date?
+    /// `POST /build/{id}/cancel`: when, by whom, and why (the caller's optional reason).
+    public var cancelRequestedAt: Date?
+    public var cancelledBy: String?
+    public var cancellationReason: String?
+    /// The submission's `X-Request-Id` (or one the gateway made): quoted in error_detail for support.
+    public var requestID: String?
+    /// The final attempt's artifacts, `[{"name", "sha256"}]` as JSON, once the job is ready.
+    public var artifactIDs: String?
     /// `POST /build/{id}/retry`: the job this one retries, and the first job of the chain.
     public var retryOf: String?
     public var originalBuild: String?
@@ -92,7 +102,10 @@ extension Job {
         func t(_ d: Date?) -> AnyCodable { d.map { .string(Timestamp.preciseString($0)) } ?? .null }
         var doc: [String: AnyCodable] = [
             "job_id": .string(id), "status": .string(status.rawValue), "phase": phase.map(AnyCodable.string) ?? .null,
-            "queued_at": t(queuedAt), "started_at": t(startedAt), "finished_at": t(finishedAt),
+            "queued_at": t(queuedAt), "created_at": t(queuedAt), "updated_at": t(updatedAt ?? queuedAt),
+            "started_at": t(startedAt), "finished_at": t(finishedAt),
+            "cancel_requested_at": t(cancelRequestedAt), "cancelled_by": cancelledBy.map(AnyCodable.string) ?? .null,
+            "cancellation_reason": cancellationReason.map(AnyCodable.string) ?? .null,
             "duration_ms": (startedAt != nil && finishedAt != nil) ? .int(Int(finishedAt!.timeIntervalSince(startedAt!) * 1000)) : .null,
             "worker_id": workerID.map(AnyCodable.string) ?? .null,
             "triggered_by": triggeredBy.map(AnyCodable.string) ?? .null,
@@ -107,7 +120,12 @@ extension Job {
             : .object([
                 "message": .string(error ?? ""), "retryable": .bool(retryable ?? false),
                 "suggested_action": suggestedAction.map(AnyCodable.string) ?? .null,
+                "attempt": .int(attempt), "max_attempts": .int(maxAttempts),
+                "request_id": requestID.map(AnyCodable.string) ?? .null,
             ])
+        let artifacts = artifactIDs.flatMap { try? JSONDecoder().decode([ArtifactID].self, from: Data($0.utf8)) } ?? []
+        doc["artifact_ids"] = .array(artifacts.map { .object(["name": .string($0.name), "sha256": .string($0.sha256)]) })
+        doc["artifact_availability"] = .object(["available": .bool(resultAvailability == nil), "reason": resultAvailability.map(AnyCodable.string) ?? .null])
         doc["retry_of_build_id"] = retryOf.map(AnyCodable.string) ?? .null
         doc["original_build_id"] = originalBuild.map(AnyCodable.string) ?? .null
         doc["attempt"] = .int(attempt)
@@ -203,5 +221,23 @@ public struct BuildRequestOptions: Codable, Sendable, Equatable {
         case buildConfig = "build_config"
         case buildOptions = "build_options"
         case toolchain
+    }
+}
+
+/// One artifact of a ready job, as the job lists it (`artifact_ids`).
+public struct ArtifactID: Codable, Sendable, Equatable {
+    public var name: String
+    public var sha256: String
+}
+
+extension Job {
+    /// Nil when the result can be downloaded; otherwise why not (also the text of the 409/410 answer).
+    public var resultAvailability: String? {
+        guard status == .ready else { return "the job is \(status.rawValue)" + (status.isTerminal ? "; it has no result" : "; its result is not ready") }
+        guard resultSha256 != nil else {
+            let when = retentionExpiresAt.map { " on " + Timestamp.string($0) } ?? ""
+            return "the result passed its retention period\(when) and was deleted"
+        }
+        return nil
     }
 }

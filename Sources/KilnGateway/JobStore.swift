@@ -28,6 +28,9 @@ public protocol JobStore: Sendable {
     func chunks(job: String) async throws -> Set<Int>
     func clearChunks(job: String) async throws
     func expiredResults(before: Date) async throws -> [Job]
+    /// How many jobs still hold the result file `sha256` (results are content-addressed: identical
+    /// builds share one file).
+    func resultReferences(sha256: String) async throws -> Int
     /// Periodic housekeeping off the request path (SQLite: WAL checkpoints); called every second.
     func maintain() async throws
 }

@@ -84,6 +84,16 @@ public final class SQLiteJobStore: JobStore {
                 t.add(column: "originalBuild", .text)
             }
         }
+        migrator.registerMigration("v9: the whole record") { db in
+            try db.alter(table: "job") { t in
+                t.add(column: "updatedAt", .datetime)
+                t.add(column: "cancelRequestedAt", .datetime)
+                t.add(column: "cancelledBy", .text)
+                t.add(column: "cancellationReason", .text)
+                t.add(column: "requestID", .text)
+                t.add(column: "artifactIDs", .text)
+            }
+        }
         try migrator.migrate(pool)
     }
 
@@ -123,6 +133,7 @@ public final class SQLiteJobStore: JobStore {
         try await pool.write { db in
             guard var job = try Job.fetchOne(db, key: id) else { return nil }
             change(&job)
+            job.updatedAt = Date()
             try job.update(db)
             return job
         }
@@ -205,5 +216,9 @@ public final class SQLiteJobStore: JobStore {
         try await pool.read { db in
             try Job.filter(Column("resultSha256") != nil && Column("retentionExpiresAt") < before).fetchAll(db)
         }
+    }
+
+    public func resultReferences(sha256: String) async throws -> Int {
+        try await pool.read { db in try Job.filter(Column("resultSha256") == sha256).fetchCount(db) }
     }
 }

@@ -369,3 +369,28 @@ extension Array {
         #expect((try await c.http(.POST, "/build/nope/retry")).status == 404)
     }
 }
+
+/// #14 item 3: a ready job lists its artifacts; after retention its result is gone with a reason.
+@Suite struct ResultRetentionTests {
+    @Test func aReadyJobListsItsArtifactsAndAfterRetentionSaysWhyItsResultIsGone() async throws {
+        // About three seconds of retention.
+        let c = try await TestCluster(gatewayArgs: ["--retention-days", "0.000035"])
+        defer { c.stop() }
+        try await c.startWorker()
+        let id = try await c.submit(Fixtures.helloCrate())
+        let ready = try await c.waitForStatus(id, ["ready", "error"])
+        #expect(ready["status"] as? String == "ready", "\(ready)")
+        let artifacts = try #require(ready["artifact_ids"] as? [[String: Any]], "\(ready)")
+        #expect(artifacts.count == 1 && artifacts[0]["name"] as? String == "artifacts/hello" && (artifacts[0]["sha256"] as? String)?.count == 64, "\(artifacts)")
+        #expect((ready["artifact_availability"] as? [String: Any])?["available"] as? Bool == true)
+        let gone = try await eventually(within: .seconds(15), every: .milliseconds(250)) { () async throws -> [String: Any]? in
+            let s = try await c.status(id)
+            return (s["artifact_availability"] as? [String: Any])?["available"] as? Bool == false ? s : nil
+        }
+        let reason = try #require((gone?["artifact_availability"] as? [String: Any])?["reason"] as? String)
+        #expect(reason.contains("passed its retention period"), "\(reason)")
+        let result = try await c.http(.GET, "/build/\(id)/result")
+        #expect(result.status == 410 && result.body.contains("passed its retention period"), "\(result.status) \(result.body)")
+        #expect(gone?["status"] as? String == "ready", "the job itself stays ready; only its result is gone")
+    }
+}

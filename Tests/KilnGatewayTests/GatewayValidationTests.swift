@@ -183,3 +183,37 @@ import Testing
         }
     }
 }
+
+/// #14 item 3: the record of a job — request id, timestamps, who cancelled and why, availability.
+@Suite struct JobRecordTests {
+    @Test func theRecordSaysWhoCancelledWhyAndWhenAndQuotesTheRequestID() async throws {
+        let source = try await BuildConfigValidationTests.archive()
+        try await InProcessGateway.test { client, _ in
+            let submitted = try await client.submit(json: ["nonce": "abcd", "source_data": source], headers: [HTTPField.Name("X-Request-Id")!: "req-42"])
+            let answer = try #require(try JSONSerialization.jsonObject(with: Data(buffer: submitted.body)) as? [String: Any])
+            #expect(answer["request_id"] as? String == "req-42")
+            let id = try #require(answer["job_id"] as? String)
+            let tooLong = try await client.execute(
+                uri: "/build/\(id)/cancel", method: .post, headers: [.contentType: "application/json"],
+                body: ByteBuffer(string: "{\"reason\": \"\(String(repeating: "x", count: 501))\"}"))
+            #expect(tooLong.status == .badRequest, "\(tooLong.text)")
+            let cancelled = try await client.execute(
+                uri: "/build/\(id)/cancel", method: .post, headers: [.contentType: "application/json"],
+                body: ByteBuffer(string: "{\"reason\": \"superseded by a newer commit\"}"))
+            #expect(cancelled.status == .accepted, "\(cancelled.text)")
+            let doc = try #require(try JSONSerialization.jsonObject(with: Data(buffer: cancelled.body)) as? [String: Any])
+            #expect(doc["status"] as? String == "cancelled")
+            #expect(doc["cancellation_reason"] as? String == "superseded by a newer commit")
+            #expect(doc["cancelled_by"] as? String != nil && doc["cancel_requested_at"] as? String != nil, "\(doc)")
+            #expect(doc["created_at"] as? String == doc["queued_at"] as? String)
+            #expect((doc["updated_at"] as? String ?? "") >= (doc["created_at"] as? String ?? "~"))
+            let availability = try #require(doc["artifact_availability"] as? [String: Any])
+            #expect(availability["available"] as? Bool == false && (availability["reason"] as? String)?.contains("cancelled") == true)
+            #expect((doc["artifact_ids"] as? [Any])?.isEmpty == true)
+            // A header that is not a plain token is not quoted back: the gateway makes its own id.
+            let other = try await client.submit(json: ["nonce": "abcd", "source_data": source], headers: [HTTPField.Name("X-Request-Id")!: "a b\u{7f}"])
+            let otherID = (try JSONSerialization.jsonObject(with: Data(buffer: other.body)) as? [String: Any])?["request_id"] as? String
+            #expect(otherID?.hasPrefix("r") == true && otherID?.count == 21, "\(otherID ?? "")")
+        }
+    }
+}
