@@ -2,6 +2,7 @@ import Foundation
 import KilnArchive
 import KilnBus
 import KilnBusClient
+import KilnCore
 import KilnMessages
 import Logging
 import NIOCore
@@ -84,6 +85,13 @@ extension BuildCoordinator {
             var updated = try await store.update(job.id) { j in
                 j.lastSeenAt = now
                 if event.type == .phase, let name = event.name { j.phase = name }
+                // A repository build: the commit and tree it actually built (40 hex each, or ignored).
+                if event.type.isTerminal, j.sourceDigest == nil, let commit = event.sourceCommit, let tree = event.sourceTree,
+                    Hex.isLowercase(commit, bytes: 20), Hex.isLowercase(tree, bytes: 20)
+                {
+                    j.sourceDigest = commit
+                    j.sourceTree = tree
+                }
                 if event.type.isTerminal, let summary = event.cacheSummary, let json = try? JSONEncoder().encode(summary) {
                     j.cacheSummary = String(decoding: json, as: UTF8.self)
                 }

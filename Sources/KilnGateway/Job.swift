@@ -42,6 +42,8 @@ public struct Job: Codable, Sendable, Equatable, FetchableRecord, PersistableRec
     public var dispatchAttempts: Int
     /// The fetch phase's `CacheSummary`, as JSON (nil when nothing was fetched).
     public var cacheSummary: String?
+    /// A repository build's checked-out tree (its commit is `sourceDigest`).
+    public var sourceTree: String?
     /// When anything about the job last changed (every store update sets it).
     public var updatedAt: Date?
     /// `POST /build/{id}/cancel`: when, by whom, and why (the caller's optional reason).
@@ -112,6 +114,7 @@ extension Job {
             "failure_phase": failurePhase.map(AnyCodable.string) ?? .null,
             "error": error.map(AnyCodable.string) ?? .null,
             "source_digest": sourceDigest.map(AnyCodable.string) ?? .null,
+            "source_tree": sourceTree.map(AnyCodable.string) ?? .null,
             "retention_expires_at": t(retentionExpiresAt),
         ]
         doc["error_detail"] =

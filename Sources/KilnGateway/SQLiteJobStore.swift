@@ -94,6 +94,9 @@ public final class SQLiteJobStore: JobStore {
                 t.add(column: "artifactIDs", .text)
             }
         }
+        migrator.registerMigration("v10: source tree") { db in
+            try db.alter(table: "job") { t in t.add(column: "sourceTree", .text) }
+        }
         try migrator.migrate(pool)
     }
 

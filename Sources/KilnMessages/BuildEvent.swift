@@ -37,6 +37,9 @@ public struct BuildEvent: Codable, Sendable, Equatable {
     public var suggestedAction: String?
     // done / failed, when dependencies were fetched
     public var cacheSummary: CacheSummary?
+    // done / failed of a repository build: the commit and tree checked out
+    public var sourceCommit: String?
+    public var sourceTree: String?
     // failed in detect: the toolchain this worker lacked (the next attempt goes to a worker that has it)
     public var requires: String?
 
@@ -44,6 +47,8 @@ public struct BuildEvent: Codable, Sendable, Equatable {
         case seq, time, type, name, stream, lines, path, sha256, size, message, retryable
         case cacheSummary = "cache_summary"
         case requires
+        case sourceCommit = "source_commit"
+        case sourceTree = "source_tree"
         case jobID = "job_id"
         case workerID = "worker_id"
         case failurePhase = "failure_phase"

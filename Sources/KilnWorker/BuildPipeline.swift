@@ -22,6 +22,8 @@ final class BuildPipeline: Sendable {
     let logger: Logger
     /// Set when SIGTERM (not a user's cancel) stopped the build.
     let shutdownRequested = Flag()
+    /// The commit and tree a repository build checked out (for the job's record).
+    let checkedOut = Mutex<(commit: String, tree: String)?>(nil)
     /// What the fetch phase did (nil when it fetched nothing).
     let fetchSummary = Mutex<CargoFetcher.Summary?>(nil)
 
@@ -70,7 +72,10 @@ final class BuildPipeline: Sendable {
         switch outcome {
         case .success(let (tarball, _)):
             let cacheSummary = fetchSummary.withLock { $0 }
+            let source = checkedOut.withLock { $0 }
             await events.emit(.done) {
+                $0.sourceCommit = source?.commit
+                $0.sourceTree = source?.tree
                 $0.sha256 = tarball.sha256
                 $0.size = tarball.size
                 $0.cacheSummary = cacheSummary
@@ -89,7 +94,10 @@ final class BuildPipeline: Sendable {
                 let failure = (error as? BuildFailure) ?? .internalError(currentPhase.value, "\(error)")
                 logger.info("build failed: \(failure)")
                 let cacheSummary = fetchSummary.withLock { $0 }
+                let source = checkedOut.withLock { $0 }
                 await events.emit(.failed) {
+                    $0.sourceCommit = source?.commit
+                    $0.sourceTree = source?.tree
                     $0.cacheSummary = cacheSummary
                     $0.requires = failure.requires
                     $0.failurePhase = failure.phase
@@ -134,6 +142,7 @@ final class BuildPipeline: Sendable {
         let fetched: SourceFetcher.Fetched
         if let url = request.repoURL {
             fetched = try await fetcher.fetchGit(url: url, ref: request.repoRef ?? "HEAD", into: sourceDir, cancel: cancel, log: note)
+            if let commit = fetched.gitCommit, let tree = fetched.gitTree { checkedOut.withLock { $0 = (commit, tree) } }
         } else if let data = request.sourceData {
             guard let bytes = Base64.decode(data) else {
                 throw BuildFailure.source("source_data is not valid base64", fix: "base64-encode the ZIP or tar.gz")

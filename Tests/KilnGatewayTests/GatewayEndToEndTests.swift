@@ -66,7 +66,7 @@ import Testing
         defer { c.stop() }
         let git = try await GitFixture()
         defer { git.stop() }
-        try await git.createRepository("hello", files: Fixtures.helloCrate())
+        let commit = try await git.createRepository("hello", files: Fixtures.helloCrate())
         let archive = try await Fixtures.archive(Fixtures.helloCrate(name: "multi"), root: "multi", zip: true)
         var body = Data("--KilnBoundary\r\nContent-Disposition: form-data; name=\"nonce\"\r\n\r\nfeedface\r\n".utf8)
         body += Data("--KilnBoundary\r\nContent-Disposition: form-data; name=\"source\"; filename=\"multi.zip\"\r\nContent-Type: application/zip\r\n\r\n".utf8)
@@ -81,6 +81,13 @@ import Testing
             let id = r.json["job_id"] as! String
             let s = try await c.waitForStatus(id, ["ready", "error"])
             #expect(s["status"] as? String == "ready", "\(s)")
+            if r.body == g.body {
+                // #14 item 3: a repository build records the commit and tree it built.
+                #expect(s["source_digest"] as? String == commit, "\(s)")
+                #expect((s["source_tree"] as? String)?.count == 40, "\(s)")
+            } else {
+                #expect((s["source_digest"] as? String)?.count == 64 && s["source_tree"] is NSNull, "an upload's digest is its SHA-256")
+            }
         }
     }
 
