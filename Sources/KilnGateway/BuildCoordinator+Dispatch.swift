@@ -95,7 +95,11 @@ extension BuildCoordinator {
         } catch {
             logger.warning("dispatch got no acceptance in time; will retry", metadata: ["job_id": "\(job.id)", "error": "\(error)"])
             _ = try? await store.update(job.id) { $0.dispatchAttempts += 1 }
-            if let chosen { workers.unavailable(chosen) }
+            if let chosen {
+                // It may yet accept, too late: tell it to stop rather than build a job nobody takes from it.
+                workers.unavailable(chosen)
+                await sendControl(job.id, .init(action: .cancel, workerID: chosen))
+            }
             return .noTaker
         }
         guard let answer = try? JSONDecoder().decode(DispatchReply.self, from: Data(reply.payloadBytes)) else { return .placed }

@@ -58,6 +58,18 @@ public struct CargoBuilder: ProjectBuilder {
                 if FileManager.default.isExecutableFile(atPath: path + "/bin/cargo") { return path }
             }
         }
+        // rustup's proxy can fail under load (its own locks and settings): a worker that quietly came up
+        // without Rust would decline every Cargo job. The toolchains rustup installed are plain
+        // directories; take the first complete one.
+        for home in ["/root/.rustup", NSHomeDirectory() + "/.rustup"] {
+            let toolchains = home + "/toolchains"
+            for name in ((try? FileManager.default.contentsOfDirectory(atPath: toolchains)) ?? []).sorted() {
+                let path = toolchains + "/" + name
+                if FileManager.default.isExecutableFile(atPath: path + "/bin/cargo"), FileManager.default.isExecutableFile(atPath: path + "/bin/rustc") {
+                    return path
+                }
+            }
+        }
         return nil
     }
 
