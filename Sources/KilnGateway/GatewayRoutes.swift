@@ -279,7 +279,7 @@ extension GatewayRoutes {
     /// The nonce of a retry: `{"nonce": "…"}` in the body if given (checked like a submission's),
     /// otherwise 16 fresh random bytes — the caller learns it from the answer.
     static func retryNonce(_ request: Request) async throws -> String {
-        let body = try await request.body.collect(upTo: 4096)
+        let body = try await smallBody(request, what: "a retry")
         if body.readableBytes > 0 {
             guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any] else {
                 throw GatewayError.badRequest("the body must be a JSON object, e.g. {\"nonce\": \"c0ffee\"}, or empty")
@@ -300,7 +300,7 @@ extension GatewayRoutes {
 extension GatewayRoutes {
     /// `{"reason": "…"}` in a cancel's body, if any (at most 500 characters, no control characters).
     static func cancellationReason(_ request: Request) async throws -> String? {
-        let body = try await request.body.collect(upTo: 4096)
+        let body = try await smallBody(request, what: "a cancel")
         guard body.readableBytes > 0 else { return nil }
         guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any] else {
             throw GatewayError.badRequest("the body must be a JSON object, e.g. {\"reason\": \"superseded\"}, or empty")
@@ -310,5 +310,15 @@ extension GatewayRoutes {
             throw GatewayError.badRequest("reason must be a string of at most 500 characters without control characters")
         }
         return reason
+    }
+}
+
+extension GatewayRoutes {
+    /// The optional JSON body of a cancel or retry: at most 4 KiB, or a plain-text 413 (not the
+    /// framework's empty one).
+    static func smallBody(_ request: Request, what: String) async throws -> ByteBuffer {
+        do { return try await request.body.collect(upTo: 4096) } catch {
+            throw GatewayError(.contentTooLarge, "the body of \(what) is at most 4096 bytes")
+        }
     }
 }
