@@ -66,7 +66,7 @@ extension BuildCoordinator {
     }
 
     private func offerOnce(_ job: Job) async -> Offer {
-        let asked = job.options.flatMap { try? JSONDecoder().decode(BuildRequestOptions.self, from: Data($0.utf8)) } ?? BuildRequestOptions()
+        let asked = job.requestOptions
         var requirements = JobRequirements(buildConfig: asked.buildConfig, buildOptions: asked.buildOptions)
         if let toolchain = asked.toolchain { requirements.toolchain = toolchain }
         var subject = Subjects.buildRequest

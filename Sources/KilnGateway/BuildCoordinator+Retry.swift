@@ -27,7 +27,7 @@ extension BuildCoordinator {
         request.firstSeq = seq + 1
         guard let encoded = try? JSONEncoder().encode(request) else { return false }
         let attempt = job.attempt
-        var options = job.options.flatMap { try? JSONDecoder().decode(BuildRequestOptions.self, from: Data($0.utf8)) } ?? BuildRequestOptions()
+        var options = job.requestOptions
         if let toolchain, ["cargo", "nix"].contains(toolchain) { options.toolchain = toolchain }
         let optionsJSON = options == BuildRequestOptions() ? nil : (try? JSONEncoder().encode(options)).map { String(decoding: $0, as: UTF8.self) }
         let updated = try? await store.update(job.id) { j in
@@ -79,7 +79,7 @@ extension BuildCoordinator {
         let encoded = String(decoding: try JSONEncoder().encode(request), as: UTF8.self)
         var new = Job(id: id, nonce: nonce, request: encoded, position: 0, queuedAt: Date(), sourceDigest: original.sourceDigest)
         new.maxAttempts = configuration.maxAttempts
-        var options = original.options.flatMap { try? JSONDecoder().decode(BuildRequestOptions.self, from: Data($0.utf8)) } ?? BuildRequestOptions()
+        var options = original.requestOptions
         options.toolchain = nil  // learnt by the original's attempts, not asked for
         if options != BuildRequestOptions(), let json = try? JSONEncoder().encode(options) { new.options = String(decoding: json, as: UTF8.self) }
         new.triggeredBy = triggeredBy

@@ -140,7 +140,7 @@ extension Job {
                     "bytes_fetched": .int(Int(s.bytesFetched)), "bytes_from_cache": .int(Int(s.bytesFromCache)),
                 ])
             } ?? .null
-        let asked = options.flatMap { try? JSONDecoder().decode(BuildRequestOptions.self, from: Data($0.utf8)) } ?? BuildRequestOptions()
+        let asked = requestOptions
         doc["skip_cache"] = .bool(asked.skipCache ?? false)
         doc["build_config"] =
             asked.buildConfig.map { c in
@@ -234,6 +234,11 @@ public struct ArtifactID: Codable, Sendable, Equatable {
 }
 
 extension Job {
+    /// What the submitter asked for beyond the source (and what attempts learnt), decoded from `options`.
+    public var requestOptions: BuildRequestOptions {
+        options.flatMap { try? JSONDecoder().decode(BuildRequestOptions.self, from: Data($0.utf8)) } ?? BuildRequestOptions()
+    }
+
     /// Nil when the result can be downloaded; otherwise why not (also the text of the 409/410 answer).
     public var resultAvailability: String? {
         guard status == .ready else { return "the job is \(status.rawValue)" + (status.isTerminal ? "; it has no result" : "; its result is not ready") }

@@ -76,7 +76,7 @@ extension BuildPipeline {
         guard !inputs.isEmpty else { return }
         let socket = configuration.toolchains.nixDaemonSocket
         let environment = [
-            "PATH": "/usr/bin:/bin", "HOME": scratch, "NIX_REMOTE": socket == NixDaemon.defaultSocket ? "daemon" : "unix://" + socket,
+            "PATH": "/usr/bin:/bin", "HOME": scratch, "NIX_REMOTE": NixDaemon.remote(socket: socket),
         ]
         note("providing \(inputs.count) flake inputs")
         let summary = try await NixFlakeInputs(nixEnvironment: environment, fetcher: fetcher, cancel: cancel).provide(inputs, scratch: scratch, log: note)

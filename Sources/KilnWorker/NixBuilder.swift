@@ -33,7 +33,7 @@ public struct NixBuilder: ProjectBuilder {
         mounts.nix = true
         let env = [
             "PATH": "/usr/bin:/bin", "HOME": "\(Sandbox.outputPath)/home", "XDG_CACHE_HOME": "\(Sandbox.outputPath)/cache",
-            "NIX_REMOTE": daemonSocket == NixDaemon.defaultSocket ? "daemon" : "unix://" + daemonSocket, "SOURCE_DATE_EPOCH": String(context.sourceDateEpoch),
+            "NIX_REMOTE": NixDaemon.remote(socket: daemonSocket), "SOURCE_DATE_EPOCH": String(context.sourceDateEpoch),
             "LANG": "C.UTF-8", "TZ": "UTC", "TMPDIR": "/tmp",
         ]
         let offline = ["--option", "substituters", "", "--option", "fallback", "false"]

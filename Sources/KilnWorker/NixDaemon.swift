@@ -8,6 +8,9 @@ public enum NixDaemon {
     public static let defaultSocket = "/nix/var/nix/daemon-socket/socket"
     static let nix = "/usr/bin/nix"
 
+    /// `NIX_REMOTE` for a client of the daemon at `socket` (the sandboxed build, the fetch phase).
+    static func remote(socket: String) -> String { socket == defaultSocket ? "daemon" : "unix://" + socket }
+
     /// Nil when Nix builds can run; otherwise what is wrong, for the operator.
     static func unavailability(socket: String) -> (problem: String, operatorAction: String)? {
         guard FileManager.default.isExecutableFile(atPath: nix) else {
