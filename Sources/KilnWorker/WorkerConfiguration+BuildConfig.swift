@@ -7,6 +7,14 @@ extension WorkerConfiguration {
     func limits(for config: BuildConfig?) throws(BuildFailure) -> Limits {
         var limits = self.limits
         guard let config else { return limits }
+        // Numbers from the bus: each in range before any arithmetic (a shift of an unchecked MiB count
+        // could wrap to a small number and pass the comparison below).
+        for (name, value) in [("vcpus", config.vcpus), ("memory_mib", config.memoryMiB), ("disk_mb", config.diskMB), ("timeout_s", config.timeoutSeconds)] {
+            if let value, !(1...(1 << 30)).contains(value) {
+                throw .farm(
+                    "source", "build_config.\(name) is \(value), outside 1…\(1 << 30)", operatorAction: "check the gateway's --max-build-* limits", retryable: false)
+            }
+        }
         func refuse(_ what: String, _ asked: Int, _ allowed: Int64) -> BuildFailure {
             .farm(
                 "source", "build_config.\(what) is \(asked) and this worker allows at most \(allowed)",
