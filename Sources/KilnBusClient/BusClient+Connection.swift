@@ -41,23 +41,8 @@ extension BusClient {
                 handler.failHandshake(BusClientError.connectFailed("handshake timed out"))
             }
             defer { timeout.cancel() }
-            let announcedMaxFrame = try await handler.hello.futureResult.get()
-            let thisGeneration: Int = try lock.withLock {
-                let (generation, resubscribe) = try machine.connectionEstablished()
-                serverMaxFrame = announcedMaxFrame
-                handler.generation = generation
-                var hello = ByteBuffer()
-                wire.writeGreeting(configuration, to: &hello)
-                // Re-subscribe what is still live, for its remaining deliveries only.
-                for command in resubscribe { wire.write(command, to: &hello) }
-                wire.write(.ping, to: &hello)
-                channel.writeAndFlush(hello, promise: nil)
-                self.channel = channel
-                outbound.attach(channel)
-                return generation
-            }
             try await handler.handshakePong.futureResult.get()
-            logger.debug("connected", metadata: ["broker": "\(configuration.host):\(configuration.port)", "generation": "\(thisGeneration)"])
+            logger.debug("connected", metadata: ["broker": "\(configuration.host):\(configuration.port)", "generation": "\(handler.generation)"])
         } catch {
             // A flush issued between `status = .connected` and the handshake's pong waits on this
             // channel; it must fail now rather than be answered by a later connection's pong.
@@ -71,6 +56,27 @@ extension BusClient {
             channel.close(promise: nil)
             if let e = error as? BusClientError { throw e }
             throw BusClientError.connectFailed("\(error)")
+        }
+    }
+
+    /// Answers the broker's greeting with `connect`, the re-subscriptions and the handshake's ping.
+    ///
+    /// Called by the handler on the channel's event loop as the greeting is decoded, not from the task
+    /// awaiting `establish`: on a loaded machine the cooperative pool can be busy for seconds, and the
+    /// broker closes a connection that has not sent `connect` within its handshake timeout.
+    func greet(on channel: any Channel, handler: BusClientHandler, serverMaxFrame announcedMaxFrame: Int?) throws {
+        try lock.withLock {
+            let (generation, resubscribe) = try machine.connectionEstablished()
+            serverMaxFrame = announcedMaxFrame
+            handler.generation = generation
+            var hello = ByteBuffer()
+            wire.writeGreeting(configuration, to: &hello)
+            // Re-subscribe what is still live, for its remaining deliveries only.
+            for command in resubscribe { wire.write(command, to: &hello) }
+            wire.write(.ping, to: &hello)
+            channel.writeAndFlush(hello, promise: nil)
+            self.channel = channel
+            outbound.attach(channel)
         }
     }
 

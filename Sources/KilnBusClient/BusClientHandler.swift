@@ -3,8 +3,8 @@ import NIOCore
 
 /// The client's channel handler: decodes frames, answers pings, runs the handshake, and hands
 /// everything else to `BusClient`.
-// @unchecked: a channel handler, confined to its channel's event loop; `generation` is written
-// under the client's lock before the handshake frames go out and only read on the loop after.
+// @unchecked: a channel handler, confined to its channel's event loop; `generation` is written on
+// the loop (in `greet`, under the client's lock) and read by `establish` only after the pong.
 final class BusClientHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -12,8 +12,6 @@ final class BusClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private let client: BusClient
     private let wire: any BusWireProtocol
     private var decoder: any BusInboundDecoder
-    /// Completed by the broker's greeting, with the largest frame it accepts.
-    private(set) var hello: EventLoopPromise<Int?>!
     /// Completed by the pong answering the handshake's ping (proves `connect` was accepted).
     private(set) var handshakePong: EventLoopPromise<Void>!
     private var handshakeDone = false
@@ -30,7 +28,6 @@ final class BusClientHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        hello = context.eventLoop.makePromise()
         handshakePong = context.eventLoop.makePromise()
     }
 
@@ -39,7 +36,6 @@ final class BusClientHandler: ChannelInboundHandler, @unchecked Sendable {
     /// seconds to connect), and it must not close the connection the client now uses.
     func failHandshake(_ error: any Error) {
         guard !handshakeDone else { return }
-        hello.fail(error)
         handshakePong.fail(error)
         context?.close(promise: nil)
     }
@@ -57,7 +53,9 @@ final class BusClientHandler: ChannelInboundHandler, @unchecked Sendable {
             switch inbound {
             case .hello(let maxFrame) where !helloSeen:
                 helloSeen = true
-                hello.succeed(maxFrame)
+                do { try client.greet(on: context.channel, handler: self, serverMaxFrame: maxFrame) } catch {
+                    failHandshake(error)
+                }
             case .ping:
                 var pong = ByteBuffer()
                 wire.writePong(to: &pong)
