@@ -2,7 +2,9 @@
 # Installs the Debian packages Kiln needs, only those missing. Usage: install-deps.sh [run|test|bench]
 set -euo pipefail
 profile="${1:-test}"
-pkgs=(libarchive-dev pkg-config git bubblewrap libssl-dev libsqlite3-dev nix-bin busybox-static python3-venv util-linux curl openssl)
+pkgs=(libarchive-dev pkg-config git bubblewrap libssl-dev libsqlite3-dev nix-bin busybox-static python3-venv util-linux curl openssl socat)
+# socat: the loopback-to-Unix-socket forwarder inside the sandbox that lets cargo generate a lock file
+# from the registry index through the worker's relay (#13), and nothing else.
 # A real crate set for the directory-mirror tests (#13): clap and serde_json with their dependencies.
 pkgs+=(librust-clap-dev librust-serde-json-dev)
 case "$profile" in

@@ -167,6 +167,22 @@ final class BuildPipeline: Sendable {
             throw BuildFailure.internalError("source", "cannot prepare the source tree: \(error)")
         }
 
+        // Where the build runs (the fetch phase's lock generation runs there too).
+        let out = workspace.path + "/out"
+        let artifacts = scratch + "/artifacts"
+        let configCopies = scratch + "/config"
+        try fm.createDirectory(atPath: out, withIntermediateDirectories: true)
+        if let buildUser { chown(out, buildUser.uid, buildUser.gid) }
+        for dir in [artifacts, configCopies] { try fm.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
+        let context = BuildContext(
+            sourceRoot: fetched.root, sourceTree: sourceTree, outputDirectory: out, artifactsDirectory: artifacts,
+            sourceDateEpoch: fetched.sourceDateEpoch, jobID: request.jobID,
+            sandbox: Sandbox(
+                bwrap: configuration.toolchains.bwrap, limits: limits,
+                buildUser: buildUser, stageDirectory: configuration.sandboxStageDirectory,
+                privateDirectory: scratch),
+            cancel: cancel, log: { batcher.append($0.rawValue, $1) })
+
         // Detect.
         try await phase(.detect, batcher)
         let kind = try ProjectKind.detect(sourceTree)
@@ -181,9 +197,11 @@ final class BuildPipeline: Sendable {
                 failure.requires = "cargo"
                 throw failure
             }
-            let registry = try await fetchCargoDependencies(sourceTree, into: scratch + "/registry", batcher: batcher)
+            let fetchedCrates = try await fetchCargoDependencies(context, sysroot: sysroot, into: scratch + "/registry", batcher: batcher)
+            let registry = fetchedCrates.registry
             var cargo = CargoBuilder(
                 sysroot: sysroot, vendorDirectory: registry ?? configuration.toolchains.cargoVendorDirectory, limits: limits, options: request.buildOptions)
+            cargo.lockOrigin = fetchedCrates.lockOrigin
             if registry != nil {
                 cargo.dependencySource =
                     "fetched from \(configuration.toolchains.cargoRegistry), each crate checked against Cargo.lock's SHA-256 (read-only local registry)"
@@ -213,20 +231,6 @@ final class BuildPipeline: Sendable {
 
         // Build.
         try await phase(.build, batcher)
-        let out = workspace.path + "/out"
-        let artifacts = scratch + "/artifacts"
-        let configCopies = scratch + "/config"
-        try fm.createDirectory(atPath: out, withIntermediateDirectories: true)
-        if let buildUser { chown(out, buildUser.uid, buildUser.gid) }
-        for dir in [artifacts, configCopies] { try fm.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
-        let context = BuildContext(
-            sourceRoot: fetched.root, sourceTree: sourceTree, outputDirectory: out, artifactsDirectory: artifacts,
-            sourceDateEpoch: fetched.sourceDateEpoch, jobID: request.jobID,
-            sandbox: Sandbox(
-                bwrap: configuration.toolchains.bwrap, limits: limits,
-                buildUser: buildUser, stageDirectory: configuration.sandboxStageDirectory,
-                privateDirectory: scratch),
-            cancel: cancel, log: { batcher.append($0.rawValue, $1) })
         var built: BuiltProject
         do { built = try await builder.build(context) } catch let failure as BuildFailure where failure.phase == "build" {
             if workspace.isFull {

@@ -15,6 +15,8 @@ public struct CargoBuilder: ProjectBuilder {
     public let options: BuildOptions
     /// Where the dependencies came from, for the provenance (the fetch phase's registry, or the farm's mirror).
     public var dependencySource: String?
+    /// Set when the fetch phase generated Cargo.lock (how, for the provenance).
+    public var lockOrigin: String?
     static let toolchainPath = "/opt/rust"
     static let vendorPath = "/build/vendor"
 
@@ -169,7 +171,7 @@ public struct CargoBuilder: ProjectBuilder {
         params["command"] = "cargo " + (try buildArguments()).joined(separator: " ")
         params["cargo"] = cargoVersion
         params["rustc"] = rustcVersion
-        params["cargo_lock"] = generatedLock ? "generated offline by the worker" : "from the source"
+        params["cargo_lock"] = lockOrigin ?? (generatedLock ? "generated offline by the worker" : "from the source")
         if vendorDirectory != nil { params["dependencies"] = dependencySource ?? "vendored (source replacement, read-only)" }
         return BuiltProject(
             buildType: BuildType.cargo, buildConfig: ["Cargo.lock"], artifacts: reported,

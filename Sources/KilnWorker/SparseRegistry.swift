@@ -22,6 +22,8 @@ struct SparseRegistry: Sendable {
         var description: String
         /// A network problem (worth retrying), as opposed to an answer (a 404, a bad config).
         var retryable: Bool
+        /// The registry's HTTP status when it answered with an error.
+        var status: UInt? = nil
     }
 
     init(url: String, http: HTTPClient) throws(Failure) {
@@ -83,6 +85,17 @@ struct SparseRegistry: Sendable {
         throw Failure(description: "the registry has no \(name) \(version)", retryable: false)
     }
 
+    /// A crate's whole index file, or nil when the registry has no such crate (404/410): what a lock
+    /// file is resolved from (`RegistryIndexRelay`). Only a valid crate name reaches a URL.
+    func indexFile(_ name: String) async throws(Failure) -> [UInt8]? {
+        guard Self.isValidCrateName(name) else { throw Failure(description: "'\(name)' is not a crate name", retryable: false) }
+        do {
+            return try await get(indexURL + Self.indexPath(name), limit: maxIndexBytes, what: "the index entry of \(name)")
+        } catch where error.status == 404 || error.status == 410 {
+            return nil
+        }
+    }
+
     /// Downloads a crate file (the caller checks its digest).
     func download(name: String, version: String, checksum: String, template: String) async throws(Failure) -> [UInt8] {
         var url = template
@@ -110,7 +123,9 @@ struct SparseRegistry: Sendable {
         guard response.status == .ok else {
             // 404/410: the registry does not have it; 5xx/429: it may later.
             let transient = response.status.code >= 500 || response.status == .tooManyRequests
-            throw Failure(description: "the Cargo registry answered \(response.status.code) for \(what) (\(url))", retryable: transient)
+            throw Failure(
+                description: "the Cargo registry answered \(response.status.code) for \(what) (\(url))", retryable: transient,
+                status: response.status.code)
         }
         do {
             let body = try await response.body.collect(upTo: limit)
