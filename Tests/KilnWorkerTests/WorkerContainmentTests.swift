@@ -132,7 +132,9 @@ import Testing
         var after = statvfs()
         statvfs(FileManager.default.temporaryDirectory.path, &after)
         let lost = (Int64(before.f_bavail) - Int64(after.f_bavail)) * Int64(after.f_frsize)
-        #expect(lost < 40 << 20, "the host lost \(lost >> 20) MiB of disk")
+        // Without the limit the hog writes 4 GiB; other tests running in parallel write tens of MiB
+        // (CI measured 46 MiB), so the bound sits far from both.
+        #expect(lost < 1 << 30, "the host lost \(lost >> 20) MiB of disk")
     }
 
     /// A fixed-output derivation would run with the host's network (Nix gives fetchers network even
