@@ -47,6 +47,25 @@ import Testing
         withExtendedLifetime(dir) {}
     }
 
+    /// An explicit `target` (one the worker's toolchain has) builds into cargo's per-target directory;
+    /// the artifact is still found, and the target is signed into the provenance.
+    @Test func anExplicitTargetIsBuiltForAndSignedIntoTheProvenance() async throws {
+        let (d, w, end, dir) = try await Self.build(Self.featureCrate, options: BuildOptions(target: "x86_64-unknown-linux-gnu"))
+        #expect(end.type == .done, "\(end.message ?? "") \(d.logLines.suffix(10))")
+        #expect(d.events.contains { $0.type == .artifact }, "the binary under target/x86_64-unknown-linux-gnu/release is collected")
+        let (status, output) = try await kilnVerify(try d.resultFile(), key: w.keyFile)
+        #expect(status == 0, "\(output)")
+        #expect(output.contains { $0.contains("build_options") && $0.contains("x86_64-unknown-linux-gnu") }, "\(output)")
+        // The worker really passed it to cargo (the command is an internal parameter of the provenance).
+        let unpacked = dir.file("unpacked")
+        try FileManager.default.createDirectory(atPath: unpacked, withIntermediateDirectories: true)
+        try await Command.run("/bin/tar", ["-xzf", try d.resultFile(), "-C", unpacked])
+        let provenance = try #require(FileManager.default.enumerator(atPath: unpacked)?.compactMap { $0 as? String }.first { $0.hasSuffix("provenance.json") })
+        let statement = try String(contentsOfFile: unpacked + "/" + provenance, encoding: .utf8)
+        #expect(statement.contains("--target x86_64-unknown-linux-gnu"), "\(statement.prefix(3000))")
+        withExtendedLifetime(dir) {}
+    }
+
     @Test func timeoutFromBuildConfigStopsTheBuild() async throws {
         let slow = Fixtures.helloCrate(name: "slow", buildRS: "fn main() { std::thread::sleep(std::time::Duration::from_secs(60)); }")
         let (_, _, end, _) = try await Self.build(slow, config: BuildConfig(timeoutSeconds: 3))
