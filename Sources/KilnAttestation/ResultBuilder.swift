@@ -67,7 +67,16 @@ public struct ResultBuilder {
     ///   - artifactsDirectory: its files become `artifacts/…` and the provenance subjects.
     ///   - buildConfig: files for `build-config/` (name → source path), e.g. `Cargo.lock`.
     ///   - buildLog: the full build log (written by the worker, never by the build), shipped as `build.log`.
-    public func build(artifactsDirectory: String, buildConfig: [String: String], buildLog: String? = nil, inputs: Inputs, output: String) throws -> Output {
+    ///   - attachments: documents the worker made (e.g. `rebuild/comparison.json`), listed in the manifest
+    ///     and as byproducts of the signed provenance; their paths must sort after `provenance.json`.
+    public func build(
+        artifactsDirectory: String, buildConfig: [String: String], buildLog: String? = nil, attachments: [String: [UInt8]] = [:],
+        inputs: Inputs, output: String
+    ) throws -> Output {
+        let attachmentPaths = attachments.keys.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
+        guard attachmentPaths.allSatisfy({ Array("provenance.json".utf8).lexicographicallyPrecedes(Array($0.utf8)) && !$0.contains("..") }) else {
+            throw KeyError("attachments must sort after provenance.json: \(attachmentPaths)")
+        }
         guard Nonce.validate(inputs.nonce).isSuccess else { throw KeyError("invalid nonce '\(inputs.nonce)'") }
         let writer = try TarballWriter(path: output, mtime: inputs.sourceDateEpoch)
         var files: [Manifest.File] = []
@@ -90,6 +99,12 @@ public struct ResultBuilder {
             let digest = try writer.addFile("build.log", contentsOf: buildLog)
             files.append(.init(path: "build.log", sha256: digest.sha256, size: digest.size, mode: "0644"))
             byproducts.append(ResourceDescriptor(name: "build.log", digest: ["sha256": digest.sha256]))
+        }
+
+        for path in attachmentPaths {
+            let digest = FileDigest.of(bytes: attachments[path]!)
+            files.append(.init(path: path, sha256: digest.sha256, size: digest.size, mode: "0644"))
+            byproducts.append(ResourceDescriptor(name: path, digest: ["sha256": digest.sha256]))
         }
 
         let subjects = artifacts.keys
@@ -116,6 +131,12 @@ public struct ResultBuilder {
         try writer.addFile("evidence.json", data: evidence)
         try writer.addFile("manifest.json", data: manifest)
         try writer.addFile("provenance.json", data: provenance)
+        var directories: Set<String> = []
+        for path in attachmentPaths {
+            let directory = path.split(separator: "/").dropLast().joined(separator: "/")
+            if !directory.isEmpty, directories.insert(directory).inserted { try writer.addDirectory(directory) }
+            try writer.addFile(path, data: attachments[path]!)
+        }
         try writer.finish()
         return Output(
             tarball: try FileDigest.of(file: output), artifacts: artifacts.mapValues(\.digest),

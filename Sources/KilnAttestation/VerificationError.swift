@@ -2,6 +2,8 @@
 public struct VerificationError: Error, Sendable, Equatable, CustomStringConvertible {
     public enum Step: String, Sendable, Codable {
         case files, signature, claims, payload, binding, tee, trust, measurement, nonce, manifest, subjects
+        /// A rebuild's signed comparison (`kiln verify --rebuilt`).
+        case comparison
     }
 
     public var step: Step

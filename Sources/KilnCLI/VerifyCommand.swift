@@ -33,6 +33,14 @@ struct VerifyCommand: AsyncParsableCommand {
     @Option(help: "SEV-SNP: the chip's VCEK certificate (PEM or DER), when the evidence carries none.") var vcek: String?
     @Option(help: "SEV-SNP: AMD's ASK then ARK (PEM), instead of the pinned ones; the ARK must still be AMD's.") var amdChain: String?
     @Flag(help: "Print a JSON report: verdict, measurement, TCB, key fingerprint and every check.") var json = false
+    @Flag(
+        help: """
+            The result is a rebuild: also check its signed comparison with the original (rebuild/comparison.json) and print it. \
+            Exits 2 when the comparison is authentic but the rebuild did not reproduce the original.
+            """)
+    var rebuilt = false
+    @Option(help: "With --rebuilt: the original result, verified too, and checked to be the one the rebuild was compared with.")
+    var original: String?
 
     func validate() throws {
         if case .failure(let e) = Nonce.validate(nonce) { throw ValidationError(e.description) }
@@ -77,6 +85,10 @@ struct VerifyCommand: AsyncParsableCommand {
             let chain = try Self.certificates(amdChain)
             guard chain.count == 2 else { throw ValidationError("--amd-chain \(amdChain) must hold the ASK then the ARK") }
             (options.sevCertificates.ask, options.sevCertificates.ark) = (chain[0], chain[1])
+        }
+        if rebuilt || original != nil {
+            try verifyRebuild(options: options)
+            return
         }
         let report = ResultVerifier(options: options).appraise(path: result)
         if json {

@@ -92,6 +92,12 @@ extension BuildCoordinator {
                     j.sourceDigest = commit
                     j.sourceTree = tree
                 }
+                // A rebuild's verdict (the signed comparison is in its result; this is the summary).
+                if event.type == .done, j.rebuildOf != nil, let reproducible = event.reproducible {
+                    j.reproducible = reproducible
+                    let names = (event.differingArtifacts ?? []).prefix(1000).map { String($0.prefix(4096)) }
+                    j.differingArtifacts = (try? JSONEncoder().encode(Array(names))).map { String(decoding: $0, as: UTF8.self) }
+                }
                 if event.type.isTerminal, let summary = event.cacheSummary, let json = try? JSONEncoder().encode(summary) {
                     j.cacheSummary = String(decoding: json, as: UTF8.self)
                 }

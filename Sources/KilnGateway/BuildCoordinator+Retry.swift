@@ -84,6 +84,7 @@ extension BuildCoordinator {
         if options != BuildRequestOptions(), let json = try? JSONEncoder().encode(options) { new.options = String(decoding: json, as: UTF8.self) }
         new.triggeredBy = triggeredBy
         new.retryOf = original.id
+        new.rebuildOf = original.rebuildOf  // a retried rebuild still compares with the same original
         new.originalBuild = original.originalBuild ?? original.id
         let job = try await store.enqueue(new)
         logger.info("job queued as a retry", metadata: ["job_id": "\(id)", "retry_of": "\(original.id)"])

@@ -73,6 +73,12 @@ struct GatewayRoutes: Sendable {
             let job = try await self.coordinator.retryJob(original, nonce: nonce, triggeredBy: context.principal.name)
             return try json(["job_id": job.id, "status": job.status.rawValue, "nonce": nonce])
         }
+        route(.post, "/build/:id/rebuild") { request, context in
+            let original = try await self.accessibleJob(context)
+            let nonce = try await Self.retryNonce(request)
+            let job = try await self.coordinator.rebuildJob(original, nonce: nonce, triggeredBy: context.principal.name)
+            return try json(["job_id": job.id, "status": job.status.rawValue, "nonce": nonce, "rebuild_of_build_id": original.id])
+        }
         route(.get, "/builds") { request, context in try await self.list(request, context) }
         return endpoints
     }

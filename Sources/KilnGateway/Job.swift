@@ -57,6 +57,11 @@ public struct Job: Codable, Sendable, Equatable, FetchableRecord, PersistableRec
     /// `POST /build/{id}/retry`: the job this one retries, and the first job of the chain.
     public var retryOf: String?
     public var originalBuild: String?
+    /// `POST /build/{id}/rebuild`: the job whose result this one rebuilds and is compared with, and
+    /// what the comparison found (`reproducible`, and the differing artifacts as a JSON array).
+    public var rebuildOf: String?
+    public var reproducible: Bool?
+    public var differingArtifacts: String?
     /// 1 for the first attempt; a job retried after a failure that was not the build's fault runs again.
     public var attempt = 1
     public var maxAttempts = 1
@@ -131,6 +136,14 @@ extension Job {
         doc["artifact_availability"] = .object(["available": .bool(resultAvailability == nil), "reason": resultAvailability.map(AnyCodable.string) ?? .null])
         doc["retry_of_build_id"] = retryOf.map(AnyCodable.string) ?? .null
         doc["original_build_id"] = originalBuild.map(AnyCodable.string) ?? .null
+        doc["rebuild_of_build_id"] = rebuildOf.map(AnyCodable.string) ?? .null
+        if rebuildOf != nil {
+            let differing = differingArtifacts.flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) } ?? []
+            doc["comparison"] =
+                reproducible.map { r in
+                    .object(["reproducible": .bool(r), "differing_artifacts": .array(differing.map(AnyCodable.string))])
+                } ?? .null
+        }
         doc["attempt"] = .int(attempt)
         doc["max_attempts"] = .int(maxAttempts)
         doc["cache_summary"] =

@@ -55,9 +55,23 @@ public struct ResultFiles: Sendable {
         return Int64(st.st_size)
     }
 
+    func resultExists(sha256: String) -> Bool {
+        var st = stat()
+        return stat(resultPath(sha256: sha256), &st) == 0
+    }
+
     func readUpload(job: String, offset: Int64, length: Int) throws -> [UInt8] {
+        try read(uploadPath(job: job), offset: offset, length: length)
+    }
+
+    /// A chunk of a stored result (a rebuild's worker fetches the original this way).
+    func readResult(sha256: String, offset: Int64, length: Int) throws -> [UInt8] {
+        try read(resultPath(sha256: sha256), offset: offset, length: length)
+    }
+
+    private func read(_ path: String, offset: Int64, length: Int) throws -> [UInt8] {
         guard offset >= 0, length >= 0 else { throw GatewayError(.badRequest, "bad chunk range") }
-        guard let fh = FileHandle(forReadingAtPath: uploadPath(job: job)) else { throw GatewayError(.notFound, "no upload") }
+        guard let fh = FileHandle(forReadingAtPath: path) else { throw GatewayError(.notFound, "no such file") }
         defer { try? fh.close() }
         try fh.seek(toOffset: UInt64(offset))
         return Array(try fh.read(upToCount: length) ?? Data())

@@ -97,6 +97,13 @@ public final class SQLiteJobStore: JobStore {
         migrator.registerMigration("v10: source tree") { db in
             try db.alter(table: "job") { t in t.add(column: "sourceTree", .text) }
         }
+        migrator.registerMigration("v11: rebuilds") { db in
+            try db.alter(table: "job") { t in
+                t.add(column: "rebuildOf", .text)
+                t.add(column: "reproducible", .boolean)
+                t.add(column: "differingArtifacts", .text)
+            }
+        }
         try migrator.migrate(pool)
     }
 

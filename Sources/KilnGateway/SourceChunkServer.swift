@@ -26,16 +26,37 @@ struct SourceChunkServer: Sendable {
                 return
             }
         }
-        guard let (_, index) = BusMessageParsing.sourceRequest(subject: message.subject, headers: message.headers),
-            let size = files.uploadSize(job: jobID)
-        else {
+        guard let (_, index) = BusMessageParsing.sourceRequest(subject: message.subject, headers: message.headers) else {
+            try? await client.publish(reply, payload: [UInt8](), headers: ["status": "404"])
+            return
+        }
+        // The blob: the job's uploaded source, or (`blob: original`) the result a rebuild is compared
+        // with — which one is decided by the job's record, never by the request.
+        let read: @Sendable (Int64) throws -> [UInt8]
+        let size: Int64
+        switch message.headers?["blob"] {
+        case nil:
+            guard let uploaded = files.uploadSize(job: jobID) else {
+                try? await client.publish(reply, payload: [UInt8](), headers: ["status": "404"])
+                return
+            }
+            size = uploaded
+            read = { [files, chunkSize] offset in try files.readUpload(job: jobID, offset: offset, length: chunkSize) }
+        case "original"?:
+            guard let originalID = job?.rebuildOf, let original = try? await store.job(originalID),
+                let sha256 = original.resultSha256, let resultSize = original.resultSize, files.resultExists(sha256: sha256)
+            else {
+                try? await client.publish(reply, payload: [UInt8](), headers: ["status": "404"])
+                return
+            }
+            size = resultSize
+            read = { [files, chunkSize] offset in try files.readResult(sha256: sha256, offset: offset, length: chunkSize) }
+        default:
             try? await client.publish(reply, payload: [UInt8](), headers: ["status": "404"])
             return
         }
         guard let offset = BusMessageParsing.sourceChunkOffset(index: index, chunkSize: chunkSize, size: size),
-            let bytes = try? await NIOThreadPool.singleton.runIfActive({ [files, chunkSize] in
-                try files.readUpload(job: jobID, offset: offset, length: chunkSize)
-            })
+            let bytes = try? await NIOThreadPool.singleton.runIfActive({ try read(offset) })
         else {
             metrics.busMessagesRejected(.badChunk)
             try? await client.publish(reply, payload: [UInt8](), headers: ["status": "416"])

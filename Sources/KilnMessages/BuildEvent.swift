@@ -40,6 +40,9 @@ public struct BuildEvent: Codable, Sendable, Equatable {
     // done / failed of a repository build: the commit and tree checked out
     public var sourceCommit: String?
     public var sourceTree: String?
+    /// A rebuild's `done`: whether every artifact matched the original, and which did not.
+    public var reproducible: Bool?
+    public var differingArtifacts: [String]?
     // failed in detect: the toolchain this worker lacked (the next attempt goes to a worker that has it)
     public var requires: String?
 
@@ -49,6 +52,8 @@ public struct BuildEvent: Codable, Sendable, Equatable {
         case requires
         case sourceCommit = "source_commit"
         case sourceTree = "source_tree"
+        case reproducible
+        case differingArtifacts = "differing_artifacts"
         case jobID = "job_id"
         case workerID = "worker_id"
         case failurePhase = "failure_phase"

@@ -18,6 +18,30 @@ public struct BuildRequest: Codable, Sendable, Equatable {
     /// after the earlier attempts' events, so the job's stream stays one sequence.
     public var attempt: Int?
     public var firstSeq: Int?
+    /// A rebuild (#14): the original result to compare this build's artifacts with, fetched in chunks
+    /// from `Subjects.source(job)` with the `blob: original` header.
+    public var compareWith: OriginalResult?
+
+    /// The result a rebuild is compared with.
+    public struct OriginalResult: Codable, Sendable, Equatable {
+        public var buildID: String
+        public var sha256: String
+        public var size: Int64
+        public var chunkSize: Int
+
+        enum CodingKeys: String, CodingKey {
+            case sha256, size
+            case buildID = "build_id"
+            case chunkSize = "chunk_size"
+        }
+
+        public init(buildID: String, sha256: String, size: Int64, chunkSize: Int) {
+            self.buildID = buildID
+            self.sha256 = sha256
+            self.size = size
+            self.chunkSize = chunkSize
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
         case nonce, source
@@ -31,6 +55,7 @@ public struct BuildRequest: Codable, Sendable, Equatable {
         case buildOptions = "build_options"
         case attempt
         case firstSeq = "first_seq"
+        case compareWith = "compare_with"
     }
 
     public init(

@@ -26,6 +26,8 @@ final class BuildPipeline: Sendable {
     let checkedOut = Mutex<(commit: String, tree: String)?>(nil)
     /// What the fetch phase did (nil when it fetched nothing).
     let fetchSummary = Mutex<CargoFetcher.Summary?>(nil)
+    /// A rebuild's comparison with the original (nil for other builds).
+    let comparison = Mutex<RebuildComparison?>(nil)
 
     init(
         configuration: WorkerConfiguration, request: BuildRequest, key: SigningKey, evidenceProvider: any EvidenceProvider, sysroot: String?, client: BusClient,
@@ -73,7 +75,10 @@ final class BuildPipeline: Sendable {
         case .success(let (tarball, _)):
             let cacheSummary = fetchSummary.withLock { $0 }
             let source = checkedOut.withLock { $0 }
+            let comparison = comparison.withLock { $0 }
             await events.emit(.done) {
+                $0.reproducible = comparison?.reproducible
+                $0.differingArtifacts = comparison?.differingArtifacts
                 $0.sourceCommit = source?.commit
                 $0.sourceTree = source?.tree
                 $0.sha256 = tarball.sha256
@@ -286,11 +291,17 @@ final class BuildPipeline: Sendable {
             internalParameters: built.internalParameters.merging(["worker_id": configuration.workerID, "sandbox": "bubblewrap"]) { a, _ in a },
             resolvedDependencies: resolved, builderID: configuration.builderID, builderVersion: BuilderIdentity.current.version,
             startedOn: started, finishedOn: Date(), manifestInputs: manifestInputs, sourceDateEpoch: fetched.sourceDateEpoch)
+        var attachments: [String: [UInt8]] = [:]
+        if let original = request.compareWith {
+            attachments[RebuildComparison.resultPath] = try await compare(artifacts: artifacts, with: original, note: note)
+        }
         let resultPath = scratch + "/result.tar.gz"
         let output: ResultBuilder.Output
         do {
             output = try ResultBuilder(key: key, evidenceProvider: evidenceProvider)
-                .build(artifactsDirectory: artifacts, buildConfig: buildConfig, buildLog: batcher.path, inputs: inputs, output: resultPath)
+                .build(
+                    artifactsDirectory: artifacts, buildConfig: buildConfig, buildLog: batcher.path, attachments: attachments,
+                    inputs: inputs, output: resultPath)
         } catch {
             throw BuildFailure.internalError("attest", "cannot produce the attested result: \(error)")
         }
@@ -318,28 +329,37 @@ final class BuildPipeline: Sendable {
         guard ref.size >= 0, ref.size <= configuration.limits.archive.maxBytes, ref.chunkSize > 0 else {
             throw BuildFailure.source("the uploaded source is larger than this worker accepts", fix: "send a smaller archive")
         }
+        return try await fetchChunks(size: ref.size, chunkSize: ref.chunkSize, sha256: ref.sha256, blob: nil) {
+            BuildFailure.source("cannot fetch the uploaded source: \($0)", retryable: true, fix: "submit again")
+        }
+    }
+
+    /// Fetches a blob the gateway keeps for this job (`blob`: nil for the uploaded source, `original`
+    /// for a rebuild's original result) chunk by chunk from `Subjects.source(job)`, and checks its
+    /// digest. `size` and `chunkSize` are range-checked by the caller.
+    func fetchChunks(
+        size: Int64, chunkSize: Int, sha256: String, blob: String?, failure: @escaping @Sendable (String) -> BuildFailure
+    ) async throws -> [UInt8] {
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(Int(ref.size))
-        let count = Int((ref.size + Int64(ref.chunkSize) - 1) / Int64(ref.chunkSize))
+        bytes.reserveCapacity(Int(size))
+        let count = Int((size + Int64(chunkSize) - 1) / Int64(chunkSize))
+        var headers: [String: String] = [:]
+        if let blob { headers["blob"] = blob }
         for index in 0..<count {
             if cancel.isFired { throw BuildCancelled() }
-            // A lost reply or a restarting gateway is retried; an answer that there is no source is final.
+            headers["index"] = String(index)
+            let chunkHeaders = headers
+            // A lost reply or a restarting gateway is retried; an answer that there is no such blob is final.
             bytes += try await Backoff(initial: .milliseconds(200), maximum: .seconds(2), maxAttempts: 10).retrying(
                 shouldRetry: { !($0 is BuildFailure || $0 is CancellationError) },
-                giveUp: { error, _ in BuildFailure.source("cannot fetch the uploaded source: \(error)", retryable: true, fix: "submit again") }
+                giveUp: { error, _ in failure("\(error)") }
             ) {
-                let reply = try await client.request(
-                    Subjects.source(request.jobID), payload: [UInt8](),
-                    headers: ["index": String(index)], timeout: .seconds(10))
-                if let status = reply.status, status != "200" {
-                    throw BuildFailure.source("the gateway has no source for this job (\(status))", retryable: true, fix: "submit again")
-                }
+                let reply = try await client.request(Subjects.source(request.jobID), payload: [UInt8](), headers: chunkHeaders, timeout: .seconds(10))
+                if let status = reply.status, status != "200" { throw failure("the gateway answered \(status)") }
                 return reply.payloadBytes
             }
         }
-        guard FileDigest.of(bytes: bytes).sha256 == ref.sha256 else {
-            throw BuildFailure.source("the uploaded source did not arrive intact (sha256 mismatch)", retryable: true, fix: "submit again")
-        }
+        guard bytes.count == size, FileDigest.of(bytes: bytes).sha256 == sha256 else { throw failure("it did not arrive intact (sha256 mismatch)") }
         return bytes
     }
 }

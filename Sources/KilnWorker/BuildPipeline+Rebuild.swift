@@ -1,0 +1,84 @@
+import Foundation
+import KilnArchive
+import KilnAttestation
+import KilnCore
+import KilnMessages
+
+extension BuildPipeline {
+    /// A rebuild (#14): fetches the original result from the gateway, sets its artifacts beside this
+    /// build's, and returns the signed comparison (a DSSE envelope over an in-toto statement) that
+    /// goes into this result as `rebuild/comparison.json`.
+    ///
+    /// The original is untrusted input like any archive: it is extracted by `ArchiveExtractor` and
+    /// read only through `ConfinedDirectory` (no link followed). The comparison states the digests the
+    /// worker computed from the bytes it compared, so a verifier holding the original can check they
+    /// are the original's signed subjects.
+    func compare(artifacts: String, with original: BuildRequest.OriginalResult, note: @escaping @Sendable (String) -> Void) async throws -> [UInt8] {
+        let maxBytes = configuration.limits.maxArtifactBytes
+        guard original.size > 0, original.size <= maxBytes, original.chunkSize > 0, original.chunkSize <= 64 << 20 else {
+            throw BuildFailure(
+                phase: "attest", message: "the original result (\(original.size) bytes) is beyond what this worker compares",
+                suggestedAction: "rebuild a smaller result, or compare the two results yourself")
+        }
+        note("comparing with the original result of build \(original.buildID) (\(original.size) bytes)")
+        let bytes = try await fetchChunks(size: original.size, chunkSize: original.chunkSize, sha256: original.sha256, blob: "original") {
+            BuildFailure(phase: "attest", message: "cannot fetch the original result to compare with: \($0)", retryable: true, suggestedAction: "rebuild again")
+        }
+        let tarball = scratch + "/original.tar.gz"
+        let unpacked = scratch + "/original"
+        let fm = FileManager.default
+        try? fm.removeItem(atPath: unpacked)
+        try fm.createDirectory(atPath: unpacked, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        defer {
+            try? fm.removeItem(atPath: unpacked)
+            try? fm.removeItem(atPath: tarball)
+        }
+        do {
+            try Data(bytes).write(to: URL(fileURLWithPath: tarball))
+            _ = try ArchiveExtractor(
+                configuration: .init(
+                    maxEntries: configuration.limits.archive.maxEntries, maxTotalBytes: maxBytes,
+                    maxCompressionRatio: configuration.limits.archive.maxRatio)).extract(archivePath: tarball, into: unpacked)
+        } catch {
+            throw BuildFailure(phase: "attest", message: "the original result cannot be unpacked: \(error)", suggestedAction: "rebuild a result Kiln produced")
+        }
+        let originals: [String: ConfinedDirectory]
+        let rebuilt: ConfinedDirectory
+        var names: [String: (original: Bool, rebuilt: Bool)] = [:]
+        do {
+            let root = try ConfinedDirectory(path: unpacked)
+            rebuilt = try ConfinedDirectory(path: artifacts)
+            let originalArtifacts = try root.kind(of: "artifacts") == .directory ? try root.subdirectory("artifacts") : nil
+            originals = originalArtifacts.map { ["": $0] } ?? [:]
+            for (path, kind) in try originalArtifacts?.walk() ?? [] where kind == .file { names[path, default: (false, false)].original = true }
+            for (path, kind) in try rebuilt.walk() where kind == .file { names[path, default: (false, false)].rebuilt = true }
+        } catch {
+            throw BuildFailure(phase: "attest", message: "cannot read the artifacts to compare: \(error)", suggestedAction: "rebuild again")
+        }
+        var compared: [RebuildComparison.Artifact] = []
+        for name in names.keys.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }) {
+            let present = names[name]!
+            do {
+                let a = present.original ? try originals[""]!.openFile(name, maxBytes: maxBytes).readAll() : nil
+                let b = present.rebuilt ? try rebuilt.openFile(name, maxBytes: maxBytes).readAll() : nil
+                compared.append(RebuildComparison.compare(name: "artifacts/" + name, original: a, rebuilt: b))
+            } catch {
+                throw BuildFailure(phase: "attest", message: "cannot read artifact \(name) to compare: \(error)", suggestedAction: "rebuild again")
+            }
+        }
+        let comparison = RebuildComparison(
+            originalBuildID: original.buildID, originalResultSha256: original.sha256, rebuildBuildID: request.jobID,
+            nonce: request.nonce, reproducible: !compared.isEmpty && compared.allSatisfy { $0.verdict == .identical }, artifacts: compared)
+        for artifact in compared {
+            var line = "\(artifact.name): \(artifact.verdict.rawValue)"
+            if let offset = artifact.firstDifferenceOffset { line += ", first difference at byte \(offset)" }
+            if let sections = artifact.differingSections { line += sections.isEmpty ? "" : ", sections \(sections.joined(separator: " "))" }
+            note(line)
+        }
+        note(comparison.reproducible ? "reproduced: every artifact is identical to the original's" : "NOT reproduced: \(comparison.differingArtifacts.joined(separator: ", ")) differ")
+        self.comparison.withLock { $0 = comparison }
+        do { return try comparison.signed(with: key) } catch {
+            throw BuildFailure.internalError("attest", "cannot sign the comparison: \(error)")
+        }
+    }
+}
