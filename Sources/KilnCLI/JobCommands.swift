@@ -48,40 +48,6 @@ struct CancelCommand: AsyncParsableCommand {
     }
 }
 
-/// Prints events as lines: elapsed time, phase changes, log lines, the outcome. On a terminal, phases
-/// are highlighted; piped output stays plain.
-struct EventPrinter {
-    let client: GatewayClient
-    let tty = isatty(1) == 1
-
-    func follow(_ id: String) async throws -> String {
-        let start = Date()
-        var terminal = "?"
-        try await client.follow(id) { type, e in
-            let t = String(format: "[%6.1fs]", Date().timeIntervalSince(start))
-            switch type {
-            case "phase": print(tty ? "\(t) \u{1B}[1m▶ \(e["name"] as? String ?? "")\u{1B}[0m" : "\(t) phase \(e["name"] as? String ?? "")")
-            case "log":
-                for line in e["lines"] as? [String] ?? [] { print("\(t)   \(line)") }
-            case "artifact": print("\(t) artifact \(e["path"] as? String ?? "") sha256 \(e["sha256"] as? String ?? "")")
-            case "heartbeat": break
-            case "done":
-                terminal = "done"
-                print("\(t) done: result sha256 \(e["sha256"] as? String ?? "") (\(e["size"] as? Int ?? 0) bytes)")
-            case "failed":
-                terminal = "failed"
-                print("\(t) FAILED in \(e["failure_phase"] as? String ?? "?"): \(e["message"] as? String ?? "")")
-                if let s = e["suggested_action"] as? String { print("\(t)   suggestion: \(s)") }
-            case "cancelled":
-                terminal = "cancelled"
-                print("\(t) cancelled")
-            default: print("\(t) \(type)")
-            }
-        }
-        return terminal
-    }
-}
-
 struct GatewayKeysCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "fetch", abstract: "Print the public keys the gateway serves at /keys.")
     @OptionGroup var gateway: GatewayOptions

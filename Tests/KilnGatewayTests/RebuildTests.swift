@@ -88,4 +88,49 @@ import Testing
         #expect(try await c.http(.POST, "/build/nope/rebuild").status == 404)
         #expect(try await c.http(.POST, "/build/\(waiting)/rebuild", json: ["nonce": "xyz"]).status == 400)
     }
+
+    /// #14 item 4: the CLI follows — `kiln rebuild RESULT.tar.gz`, `kiln retry`, `kiln list`, and the
+    /// progress display on a terminal (under `script`, which gives the CLI a pty).
+    @Test func theCLIRebuildsRetriesListsAndShowsProgressOnATerminal() async throws {
+        let c = try await TestCluster()
+        defer { c.stop() }
+        let env = ["KILN_GATEWAY": c.gateway.url, "PATH": "/usr/bin:/bin"]
+        let kiln = BuiltProducts.path("kiln")
+        let first = try await c.submit(Fixtures.helloCrate())
+        try await c.startWorker()
+        // On a terminal: a line per finished phase with its duration, the status line redrawn in place.
+        let tty = try await LaunchedProcess("/usr/bin/script", ["-qec", "\(kiln) events \(first)", "/dev/null"], environment: env)
+        #expect(try await tty.waitForExit() == 0, "\(tty.output)")
+        let shown = tty.output.joined(separator: "\n")
+        #expect(shown.contains("✔ build") && shown.contains("✔ attest") && shown.contains("\u{1B}[K"), "\(shown)")
+        // Piped: plain lines.
+        let piped = try await LaunchedProcess(kiln, ["events", first], environment: env)
+        #expect(try await piped.waitForExit() == 0)
+        #expect(piped.output.contains { $0.contains("phase build") } && !piped.output.joined().contains("\u{1B}"), "\(piped.output)")
+        let original = c.dir.file("original.tar.gz")
+        _ = try await c.download("/build/\(first)/result", to: original)
+
+        // Rebuild from the result file: the job id comes from its manifest.
+        let rebuiltPath = c.dir.file("rebuilt.tar.gz")
+        let rebuild = try await LaunchedProcess(kiln, ["rebuild", original, "--follow", "-o", rebuiltPath], environment: env)
+        try await c.startWorker()
+        #expect(try await rebuild.waitForExit() == 0, "\(rebuild.output)")
+        #expect(rebuild.output.contains { $0.contains("rebuilds \(first)") }, "\(rebuild.output)")
+        #expect(rebuild.output.contains { $0.contains("rebuild REPRODUCED the original") }, "\(rebuild.output)")
+        #expect(rebuild.output.contains { $0.contains("kiln verify \(rebuiltPath)") && $0.contains("--original \(original)") }, "\(rebuild.output)")
+        #expect(FileManager.default.fileExists(atPath: rebuiltPath))
+
+        let retry = try await LaunchedProcess(kiln, ["retry", first, "--nonce", "abcdef01"], environment: env)
+        #expect(try await retry.waitForExit() == 0, "\(retry.output)")
+        #expect(retry.output.contains { $0.contains("retries \(first); nonce abcdef01") }, "\(retry.output)")
+
+        let list = try await LaunchedProcess(kiln, ["list"], environment: env)
+        #expect(try await list.waitForExit() == 0, "\(list.output)")
+        #expect(list.output.contains { $0.contains("rebuild of \(first) (reproduced)") }, "\(list.output)")
+        #expect(list.output.contains { $0.contains("retry of \(first)") && $0.contains("waiting") }, "\(list.output)")
+        // A job this farm does not hold is refused with a plain reason.
+        let foreign = try await LaunchedProcess(kiln, ["rebuild", "jnosuchjob"], environment: env)
+        #expect(try await foreign.waitForExit() != 0)
+        #expect(foreign.output.contains { $0.contains("does not hold job jnosuchjob") }, "\(foreign.output)")
+    }
 }
