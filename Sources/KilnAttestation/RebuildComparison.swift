@@ -17,6 +17,11 @@ public struct RebuildComparison: Codable, Sendable, Equatable {
     public struct FileFacts: Codable, Sendable, Equatable {
         public var sha256: String
         public var size: Int64
+
+        public init(sha256: String, size: Int64) {
+            self.sha256 = sha256
+            self.size = size
+        }
     }
 
     public struct Artifact: Codable, Sendable, Equatable {
