@@ -258,6 +258,7 @@ let package = Package(
             name: "KilnWorkerTests",
             dependencies: [
                 "KilnWorker", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnCore", "KilnTestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -50,7 +50,12 @@ public struct ELFSectionTable: Sendable, Equatable {
             shentsize >= (is64 ? 64 : 40), shnum <= Self.maxSections, shstrndx < shnum,
             shoff <= bytes.count, shnum * shentsize <= bytes.count - shoff
         else { return nil }
-        struct Raw { var nameOffset: Int; var type: Int; var offset: Int; var size: Int }
+        struct Raw {
+            var nameOffset: Int
+            var type: Int
+            var offset: Int
+            var size: Int
+        }
         var raw: [Raw] = []
         raw.reserveCapacity(shnum)
         for i in 0..<shnum {

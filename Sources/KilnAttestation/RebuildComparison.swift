@@ -25,7 +25,11 @@ public struct RebuildComparison: Codable, Sendable, Equatable {
     }
 
     public struct Artifact: Codable, Sendable, Equatable {
-        public enum Verdict: String, Codable, Sendable { case identical, different, onlyInOriginal = "only_in_original", onlyInRebuild = "only_in_rebuild" }
+        public enum Verdict: String, Codable, Sendable {
+            case identical, different
+            case onlyInOriginal = "only_in_original"
+            case onlyInRebuild = "only_in_rebuild"
+        }
         public var name: String
         public var verdict: Verdict
         public var original: FileFacts?

@@ -60,7 +60,9 @@ struct ProgressDisplay {
             endPhase()
             var line = "\(t) done: result sha256 \(e["sha256"] as? String ?? "") (\(e["size"] as? Int ?? 0) bytes)"
             if let reproducible = e["reproducible"] as? Bool {
-                line += reproducible ? "; rebuild REPRODUCED the original" : "; rebuild did NOT reproduce: " + ((e["differing_artifacts"] as? [String]) ?? []).joined(separator: ", ")
+                line +=
+                    reproducible
+                    ? "; rebuild REPRODUCED the original" : "; rebuild did NOT reproduce: " + ((e["differing_artifacts"] as? [String]) ?? []).joined(separator: ", ")
             }
             print(line)
         case "failed":

@@ -47,7 +47,7 @@ struct RebuildCommand: AsyncParsableCommand {
         let client = try gateway.client
         let doc: [String: Any]
         do { doc = try await client.send(.POST, "/build/\(id)/rebuild", body: options.body, contentType: "application/json") } catch let e as CLIError
-        where e.description.contains("answered 404")
+            where e.description.contains("answered 404")
         {
             throw CLIError("this farm does not hold job \(id): only a result this farm built (and still keeps) can be rebuilt here")
         }
@@ -92,9 +92,11 @@ struct ListCommand: AsyncParsableCommand {
                 lineage = "rebuild of \(r)" + (reproduced.map { $0 ? " (reproduced)" : " (NOT reproduced)" } ?? "")
             }
             print(
-                [field("job_id").padding(toLength: 22, withPad: " ", startingAt: 0), field("status").padding(toLength: 10, withPad: " ", startingAt: 0),
-                 field("phase").padding(toLength: 8, withPad: " ", startingAt: 0), field("created_at").padding(toLength: 29, withPad: " ", startingAt: 0), lineage]
-                    .joined(separator: " "))
+                [
+                    field("job_id").padding(toLength: 22, withPad: " ", startingAt: 0), field("status").padding(toLength: 10, withPad: " ", startingAt: 0),
+                    field("phase").padding(toLength: 8, withPad: " ", startingAt: 0), field("created_at").padding(toLength: 29, withPad: " ", startingAt: 0), lineage,
+                ]
+                .joined(separator: " "))
         }
         if builds.isEmpty { print("(no jobs)") }
     }

@@ -46,11 +46,16 @@ extension VerifyCommand {
         ]
         for a in c.artifacts {
             lines.append("  \(a.verdict.rawValue.padding(toLength: 17, withPad: " ", startingAt: 0))\(a.name)")
-            if a.verdict == .identical { lines.append("      sha256 \(a.rebuilt?.sha256 ?? "?")"); continue }
+            if a.verdict == .identical {
+                lines.append("      sha256 \(a.rebuilt?.sha256 ?? "?")")
+                continue
+            }
             if let o = a.original { lines.append("      original sha256 \(o.sha256) size \(o.size)") }
             if let r = a.rebuilt { lines.append("      rebuilt  sha256 \(r.sha256) size \(r.size)") }
             if let offset = a.firstDifferenceOffset { lines.append("      first difference at byte \(offset)") }
-            if let sections = a.differingSections { lines.append("      ELF sections that differ: " + (sections.isEmpty ? "none (headers only)" : sections.joined(separator: " "))) }
+            if let sections = a.differingSections {
+                lines.append("      ELF sections that differ: " + (sections.isEmpty ? "none (headers only)" : sections.joined(separator: " ")))
+            }
         }
         return lines.joined(separator: "\n")
     }

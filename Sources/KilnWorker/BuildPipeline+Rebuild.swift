@@ -38,7 +38,8 @@ extension BuildPipeline {
             _ = try ArchiveExtractor(
                 configuration: .init(
                     maxEntries: configuration.limits.archive.maxEntries, maxTotalBytes: maxBytes,
-                    maxCompressionRatio: configuration.limits.archive.maxRatio)).extract(archivePath: tarball, into: unpacked)
+                    maxCompressionRatio: configuration.limits.archive.maxRatio)
+            ).extract(archivePath: tarball, into: unpacked)
         } catch {
             throw BuildFailure(phase: "attest", message: "the original result cannot be unpacked: \(error)", suggestedAction: "rebuild a result Kiln produced")
         }
@@ -75,7 +76,9 @@ extension BuildPipeline {
             if let sections = artifact.differingSections { line += sections.isEmpty ? "" : ", sections \(sections.joined(separator: " "))" }
             note(line)
         }
-        note(comparison.reproducible ? "reproduced: every artifact is identical to the original's" : "NOT reproduced: \(comparison.differingArtifacts.joined(separator: ", ")) differ")
+        note(
+            comparison.reproducible
+                ? "reproduced: every artifact is identical to the original's" : "NOT reproduced: \(comparison.differingArtifacts.joined(separator: ", ")) differ")
         self.comparison.withLock { $0 = comparison }
         do { return try comparison.signed(with: key) } catch {
             throw BuildFailure.internalError("attest", "cannot sign the comparison: \(error)")

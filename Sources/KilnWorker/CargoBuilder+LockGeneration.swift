@@ -27,13 +27,13 @@ extension CargoBuilder {
         let home = context.outputDirectory + "/lock-home"
         try fm.createDirectory(atPath: home, withIntermediateDirectories: true)
         try """
-            [source.crates-io]
-            replace-with = "kiln-index-relay"
+        [source.crates-io]
+        replace-with = "kiln-index-relay"
 
-            [source.kiln-index-relay]
-            registry = "\(direct ? "sparse+" + registry.indexURL : "sparse+http://127.0.0.1:\(Self.relayPort)/")"
+        [source.kiln-index-relay]
+        registry = "\(direct ? "sparse+" + registry.indexURL : "sparse+http://127.0.0.1:\(Self.relayPort)/")"
 
-            """.write(toFile: home + "/config.toml", atomically: true, encoding: .utf8)
+        """.write(toFile: home + "/config.toml", atomically: true, encoding: .utf8)
         if let user = context.sandbox.buildUser {
             chown(home, user.uid, user.gid)
             chown(home + "/config.toml", user.uid, user.gid)

@@ -42,7 +42,10 @@ final class RegistryIndexRelay: Sendable {
     var served: Statistics { statistics.withLock { $0 } }
     var firstUpstreamFailure: SparseRegistry.Failure? { upstreamFailure.withLock { $0 } }
 
-    private init(socketPath: String, server: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>, registry: SparseRegistry, configuration: Configuration) {
+    private init(
+        socketPath: String, server: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>, registry: SparseRegistry,
+        configuration: Configuration
+    ) {
         self.socketPath = socketPath
         self.server = server
         self.registry = registry
@@ -111,7 +114,10 @@ final class RegistryIndexRelay: Sendable {
     /// What one request gets: the stub config, an index file from upstream, or a refusal.
     func answer(_ request: HTTPRequestHead) async -> (HTTPResponseStatus, [UInt8]) {
         let admitted: Bool = statistics.withLock { s in
-            guard s.requests < configuration.maxRequests, s.bytes < configuration.maxBytes else { s.refused += 1; return false }
+            guard s.requests < configuration.maxRequests, s.bytes < configuration.maxBytes else {
+                s.refused += 1
+                return false
+            }
             s.requests += 1
             return true
         }

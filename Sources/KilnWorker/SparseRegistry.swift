@@ -91,7 +91,7 @@ struct SparseRegistry: Sendable {
         guard Self.isValidCrateName(name) else { throw Failure(description: "'\(name)' is not a crate name", retryable: false) }
         do {
             return try await get(indexURL + Self.indexPath(name), limit: maxIndexBytes, what: "the index entry of \(name)")
-        } catch where error.status == 404 || error.status == 410 {
+        } catch  where error.status == 404 || error.status == 410 {
             return nil
         }
     }

@@ -22,7 +22,9 @@ import Testing
 
     /// Builds `files`, rebuilds it on a second worker, downloads both results, and runs
     /// `kiln verify --rebuilt --original` on them: (rebuild status, verify exit code, verify output).
-    func buildAndRebuild(_ files: [String: String], in c: TestCluster) async throws -> (status: [String: Any], exit: Int32, output: [String], paths: (String, String), nonce: String) {
+    func buildAndRebuild(_ files: [String: String], in c: TestCluster) async throws -> (
+        status: [String: Any], exit: Int32, output: [String], paths: (String, String), nonce: String
+    ) {
         let first = try await c.submit(files)
         try await c.startWorker()
         _ = try await c.waitForStatus(first, ["ready"])
