@@ -7,8 +7,10 @@ pkgs=(libarchive-dev pkg-config git bubblewrap libssl-dev libsqlite3-dev nix-bin
 # from the registry index through the worker's relay (#13), and nothing else.
 # A real crate set for the directory-mirror tests (#13): clap and serde_json with their dependencies.
 pkgs+=(librust-clap-dev librust-serde-json-dev)
+# nats-server: the NATS transport is tested against the real server, alone and clustered (#15).
+pkgs+=(nats-server)
 case "$profile" in
-  bench) pkgs+=(nats-server libnats-dev nginx) ;;
+  bench) pkgs+=(libnats-dev nginx) ;;
 esac
 missing=()
 for p in "${pkgs[@]}"; do

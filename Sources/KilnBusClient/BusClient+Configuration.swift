@@ -23,6 +23,21 @@ extension BusClient {
         public var inboxNamespace: String?
         /// TLS to the broker (`kilns://` or `tls://`); nil is plain TCP.
         public var tls: TLS?
+        /// Which wire protocol the broker speaks: Kiln bus v1 (kiln-broker) or NATS (nats-server, #15).
+        public var wireProtocol: WireProtocol = .kiln
+        /// Every broker to try, in order, the first being `host`/`port`: a NATS URL may list a cluster's
+        /// members (`nats://a:4222,nats://b:4222`); a lost connection reconnects to the next one.
+        public var servers: [Server] = []
+
+        public enum WireProtocol: String, Sendable, Equatable { case kiln, nats }
+
+        public struct Server: Sendable, Equatable {
+            public var host: String
+            public var port: Int
+        }
+
+        /// `servers`, or the one `host`/`port` names.
+        var members: [Server] { servers.isEmpty ? [Server(host: host, port: port)] : servers }
 
         /// How to check the broker and, for mTLS, who this client is.
         public struct TLS: Sendable, Equatable {
@@ -71,10 +86,29 @@ extension BusClient {
             self.pendingLimit = pendingLimit
         }
 
-        /// Parses `kiln://[user:password@]host:port` (also `tcp://`, `nats://`; `kilns://` and `tls://`
-        /// for TLS), a bare `host:port`, or `token@host:port`; a `?token=…` query sets the token.
+        /// Parses `kiln://[user:password@]host:port` (also `tcp://`; `kilns://` and `tls://` for TLS), a
+        /// bare `host:port`, or `token@host:port`; a `?token=…` query sets the token. `nats://` speaks the
+        /// NATS protocol to a nats-server, and may list several members separated by commas.
         /// IPv6 hosts go in brackets (`kiln://[::1]:4222`).
         public init(url: String) throws(BusClientError) {
+            let urls = url.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard urls.count > 1 else {
+                try self.init(singleURL: url)
+                return
+            }
+            try self.init(singleURL: urls[0])
+            var servers = [Server(host: host, port: port)]
+            for other in urls.dropFirst() {
+                let member = try Configuration(singleURL: other)
+                guard member.wireProtocol == wireProtocol, member.tls == tls else {
+                    throw BusClientError.connectFailed("bad broker URL '\(url)': every member must use the same scheme")
+                }
+                servers.append(Server(host: member.host, port: member.port))
+            }
+            self.servers = servers
+        }
+
+        init(singleURL url: String) throws(BusClientError) {
             self.init()
             let bad = { (why: String) in BusClientError.connectFailed("bad broker URL '\(url)': \(why)") }
             let text = url.contains("://") ? url : "kiln://" + url
@@ -82,7 +116,8 @@ extension BusClient {
                 throw bad("expected kiln://host:port")
             }
             switch scheme {
-            case "kiln", "tcp", "nats": tls = nil
+            case "kiln", "tcp": tls = nil
+            case "nats": wireProtocol = .nats
             case "kilns", "tls": tls = TLS()
             default: throw bad("unknown scheme '\(scheme)' (kiln, kilns, tcp, tls or nats)")
             }

@@ -12,12 +12,13 @@ extension BusClient {
     /// Opens a connection and completes the handshake; on success the channel becomes current.
     func establish() async throws {
         let handler = BusClientHandler(client: self, wire: wire)
+        let server = currentServer
         let tlsContext: NIOSSLContext?
         do { tlsContext = try configuration.tls.map { try $0.makeContext() } } catch {
-            throw BusClientError.connectFailed("TLS set-up for \(configuration.host): \(error)")
+            throw BusClientError.connectFailed("TLS set-up for \(server.host): \(error)")
         }
         // SNI and hostname checks take a name; for an IP address NIOSSL checks the certificate's IP SANs.
-        let serverHostname = configuration.host.allSatisfy({ $0.isNumber || $0 == "." || $0 == ":" }) ? nil : configuration.host
+        let serverHostname = server.host.allSatisfy({ $0.isNumber || $0 == "." || $0 == ":" }) ? nil : server.host
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -32,9 +33,9 @@ extension BusClient {
             }
         let channel: any Channel
         do {
-            channel = try await bootstrap.connect(host: configuration.host, port: configuration.port).get()
+            channel = try await bootstrap.connect(host: server.host, port: server.port).get()
         } catch {
-            throw BusClientError.connectFailed("\(configuration.host):\(configuration.port): \(error)")
+            throw BusClientError.connectFailed("\(server.host):\(server.port): \(error)")
         }
         do {
             let timeout = channel.eventLoop.scheduleTask(in: configuration.connectTimeout) {
@@ -42,7 +43,7 @@ extension BusClient {
             }
             defer { timeout.cancel() }
             try await handler.handshakePong.futureResult.get()
-            logger.debug("connected", metadata: ["broker": "\(configuration.host):\(configuration.port)", "generation": "\(handler.generation)"])
+            logger.debug("connected", metadata: ["broker": "\(server.host):\(server.port)", "generation": "\(handler.generation)"])
         } catch {
             // A flush issued between `status = .connected` and the handshake's pong waits on this
             // channel; it must fail now rather than be answered by a later connection's pong.
@@ -115,6 +116,8 @@ extension BusClient {
             if lock.withLock({ machine.status == .closed }) { return }
             try? await Task.sleep(for: backoff.nextDelay())
             if Task.isCancelled { return }
+            // A cluster: each attempt goes to the next member (the lost one may be down for good).
+            if configuration.members.count > 1 { advanceServer() }
             do {
                 try await establish()
                 logger.info("reconnected to broker")

@@ -34,6 +34,8 @@ public final class BusClient: @unchecked Sendable {
     var reconnectTask: Task<Void, Never>?
     /// The largest frame the connected broker accepts (from its greeting).
     var serverMaxFrame: Int?
+    /// Which of `configuration.members` the next connection attempt goes to.
+    var serverCursor = 0
     /// How bytes look on the wire; everything else in the client is protocol-neutral.
     let wire: any BusWireProtocol
     let inboxPrefix: String
@@ -41,9 +43,9 @@ public final class BusClient: @unchecked Sendable {
     /// `err` frames the broker sent that were not part of a handshake (e.g. permission denied).
     public let asyncErrors: AsyncStream<BusError>
 
-    init(configuration: Configuration, logger: Logger, group: any EventLoopGroup, wire: any BusWireProtocol = KilnWireProtocol()) {
+    init(configuration: Configuration, logger: Logger, group: any EventLoopGroup, wire: (any BusWireProtocol)? = nil) {
         self.configuration = configuration
-        self.wire = wire
+        self.wire = wire ?? (configuration.wireProtocol == .nats ? NATSWireProtocol() : KilnWireProtocol())
         self.logger = logger
         self.group = group
         self.outbound = OutboundBuffer(lowWater: configuration.pendingLimit / 2)
@@ -60,14 +62,30 @@ public final class BusClient: @unchecked Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> BusClient {
         let client = BusClient(configuration: configuration, logger: logger, group: group)
-        do {
-            try await client.establish()
-        } catch {
-            await client.close()
-            throw error
+        // Each member once, in order: a cluster is reachable if any member is.
+        for attempt in 0..<configuration.members.count {
+            do {
+                try await client.establish()
+                return client
+            } catch {
+                if attempt == configuration.members.count - 1 || (error as? BusClientError).map(\.isAuthenticationFailure) == true {
+                    await client.close()
+                    throw error
+                }
+                client.advanceServer()
+            }
         }
         return client
     }
+
+    /// The member the next attempt connects to.
+    var currentServer: Configuration.Server {
+        let members = configuration.members
+        return lock.withLock { members[serverCursor % members.count] }
+    }
+
+    /// The next attempt goes to the next member (a cluster's other servers after one is lost).
+    func advanceServer() { lock.withLock { serverCursor &+= 1 } }
 
     public var isConnected: Bool { lock.withLock { machine.status == .connected } }
 

@@ -19,6 +19,12 @@ public enum BusClientError: Error, Sendable, Equatable, CustomStringConvertible 
     /// The frame would exceed the broker's `max_frame`.
     case frameTooLarge(size: Int, max: Int)
 
+    /// The broker refused the credentials: another cluster member will refuse them too.
+    var isAuthenticationFailure: Bool {
+        if case .broker(let e) = self { return e.code == 401 }
+        return false
+    }
+
     public var description: String {
         switch self {
         case .timeout(let s): "request to '\(s)' timed out"
