@@ -34,6 +34,7 @@ public struct Gateway: Sendable {
             }
         }
         let client = try await BusClient.connect(configuration.bus, logger: logger)
+        let configuration = configuration.fitted(toBrokerFrame: client.maxFrame, logger: logger)
         let coordinator = BuildCoordinator(
             store: store, files: files, hub: EventHub(), client: client,
             configuration: configuration, metrics: metrics, logger: logger)

@@ -1,6 +1,7 @@
 import Foundation
 import KilnBusClient
 import KilnMessages
+import Logging
 
 public struct GatewayConfiguration: Sendable {
     public var host = "127.0.0.1"
@@ -39,5 +40,26 @@ public struct GatewayConfiguration: Sendable {
     public init(dataDirectory: String, bus: BusClient.Configuration) {
         self.dataDirectory = dataDirectory
         self.bus = bus
+    }
+}
+
+extension GatewayConfiguration {
+    /// Room for a frame's headers and the build request's JSON around a source or chunk.
+    static let frameOverhead = 16 * 1024
+
+    /// Source chunks and inline sources sized to fit the broker's largest frame: a nats-server
+    /// accepts 1 MiB by default where kiln-broker accepts 8 MiB, and a request that does not fit is
+    /// refused by the broker, not split. Inline sources travel base64 in JSON (4/3 the size).
+    func fitted(toBrokerFrame maxFrame: Int, logger: Logger) -> GatewayConfiguration {
+        var fitted = self
+        let room = Swift.max(maxFrame - Self.frameOverhead, 4096)
+        fitted.sourceChunkSize = Swift.min(sourceChunkSize, room)
+        fitted.inlineSourceLimit = Swift.min(inlineSourceLimit, room / 4 * 3)
+        if fitted.sourceChunkSize != sourceChunkSize || fitted.inlineSourceLimit != inlineSourceLimit {
+            logger.info(
+                "fitted to the broker's largest frame",
+                metadata: ["max_frame": "\(maxFrame)", "source_chunk_size": "\(fitted.sourceChunkSize)", "inline_source_limit": "\(fitted.inlineSourceLimit)"])
+        }
+        return fitted
     }
 }

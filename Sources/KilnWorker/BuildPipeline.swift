@@ -318,7 +318,8 @@ final class BuildPipeline: Sendable {
         try await phase(.upload, batcher)
         let uploader = ResultUploader(
             client: client, jobID: request.jobID, workerID: configuration.workerID,
-            chunkSize: configuration.limits.chunkSize, window: configuration.limits.chunkWindow,
+            // A chunk and its headers fit the broker's largest frame (a nats-server's is 1 MiB by default).
+            chunkSize: min(configuration.limits.chunkSize, max(client.maxFrame - 16 * 1024, 4096)), window: configuration.limits.chunkWindow,
             deliveryTimeout: configuration.limits.deliveryTimeout, logger: logger)
         try await uploader.upload(path: resultPath, digest: output.tarball)
         return (output.tarball, output.artifacts)

@@ -14,6 +14,8 @@ final class TestCluster: @unchecked Sendable {
     /// The ids of `workers`, in the same order.
     var workerIDs: [String] = []
     let gatewayArgs: [String]
+    /// Where workers connect (default: the Kiln broker); a NATS farm gives its nats-server's URL.
+    var workerBrokerURL: String?
 
     /// `brokerURLForGateway` gives the gateway credentials (from the broker's port) when the broker needs them.
     init(
@@ -47,7 +49,7 @@ final class TestCluster: @unchecked Sendable {
         let w = try await LaunchedProcess(
             BuiltProducts.path("kiln-worker"),
             [
-                "--broker", "kiln://127.0.0.1:\(broker.port)", "--worker-id", id, "--scratch", dir.file("scratch-\(id)"),
+                "--broker", workerBrokerURL ?? "kiln://127.0.0.1:\(broker.port)", "--worker-id", id, "--scratch", dir.file("scratch-\(id)"),
                 "--key", keyFile, "--idle-timeout", "300", "--allow-source-host", "127.0.0.1",
                 "--crate-cache", dir.file("crate-cache"),
             ] + extra,
