@@ -20,4 +20,6 @@ for case in "128 1000000" "4096 200000" "262144 4000"; do
   set -- $case
   "$BIN/kiln-bench" bus --port "$kport" --size "$1" --msgs "$2" --requests 20000
   "$out/natsbench" "nats://127.0.0.1:$nport" "$2" "$1"
+  # Kiln's own NATS client (#15) against the same nats-server: the transport a NATS farm uses.
+  "$BIN/kiln-bench" bus --url "nats://127.0.0.1:$nport" --size "$1" --msgs "$2" --requests 20000
 done

@@ -18,6 +18,8 @@ struct KilnGatewayCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port (0 picks a free one).") var port = 8080
     @Option(help: "Data directory: SQLite, results, uploads.") var data = ".state/gateway"
+    @Option(help: "Keep jobs and events in PostgreSQL instead of SQLite: postgres://user[:password]@host[:port]/database (env KILN_DATABASE).")
+    var database: String?
     @Option(help: "Broker URL, kiln://[user:password@]host:port (env KILN_BROKER_URL).") var broker: String?
     @Option(help: "Broker token (env KILN_BROKER_TOKEN).") var brokerToken: String?
     @Option(help: "Bearer token: name:role:token (role user or admin), or a bare admin token; repeatable (env KILN_TOKENS, comma-separated).") var token: [String] = []
@@ -58,6 +60,7 @@ struct KilnGatewayCommand: AsyncParsableCommand {
         let env = ProcessInfo.processInfo.environment
         let bus = try BusClient.Configuration.fromCommandLine(url: broker, token: brokerToken, name: "kiln-gateway")
         var cfg = GatewayConfiguration(dataDirectory: data, bus: bus)
+        cfg.database = database ?? env["KILN_DATABASE"]
         cfg.host = host
         cfg.port = port
         let principals = try PrincipalDirectory(tokens: token + (env["KILN_TOKENS"]?.split(separator: ",").map(String.init) ?? []), file: tokensFile)

@@ -25,7 +25,15 @@ public struct Gateway: Sendable {
         onListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) async throws -> Gateway {
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
-        let store = try SQLiteJobStore(path: configuration.dataDirectory + "/kiln.sqlite")
+        let store: any JobStore
+        var storeServices: [any Service] = []
+        if let database = configuration.database {
+            let postgres = try await PostgresJobStore.connect(url: database, logger: logger)
+            store = postgres
+            storeServices.append(postgres)
+        } else {
+            store = try SQLiteJobStore(path: configuration.dataDirectory + "/kiln.sqlite")
+        }
         let files = try ResultFiles(root: configuration.dataDirectory)
         var keys: [PublicKey] = []
         for path in configuration.keyFiles {
@@ -60,7 +68,7 @@ public struct Gateway: Sendable {
         let housekeeping = GatewayHousekeeping(coordinator: coordinator, store: store, files: files, logger: logger)
         return Gateway(
             configuration: configuration, store: store, coordinator: coordinator, application: app, bus: client,
-            services: [coordinatorService, housekeeping, app])
+            services: storeServices + [coordinatorService, housekeeping, app])
     }
 }
 

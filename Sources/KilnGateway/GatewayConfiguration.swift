@@ -10,6 +10,8 @@ public struct GatewayConfiguration: Sendable {
     public var tls: GatewayTLS?
     /// SQLite, results and uploads live here.
     public var dataDirectory: String
+    /// `postgres://…` keeps jobs and events in PostgreSQL (#15); nil keeps them in SQLite in `dataDirectory`.
+    public var database: String?
     public var bus: BusClient.Configuration
     /// Bearer tokens and the principals they stand for (`PrincipalDirectory`); nil or open = no auth.
     public var principals: PrincipalDirectory?

@@ -37,7 +37,12 @@ import Testing
         defer { server.stop() }
         let a = try await client(server.url)
         let b = try await client(server.url)
-        defer { Task { await a.close(); await b.close() } }
+        defer {
+            Task {
+                await a.close()
+                await b.close()
+            }
+        }
         #expect(a.maxFrame == 1 << 20, "max_payload from INFO")
 
         // Wildcards and headers, payload bytes untouched (CRLF inside included).
@@ -113,7 +118,12 @@ import Testing
         }
         let subscriber = try await client("nats://127.0.0.1:\(first.port),nats://127.0.0.1:\(second.port)")
         let publisher = try await client(second.url)
-        defer { Task { await subscriber.close(); await publisher.close() } }
+        defer {
+            Task {
+                await subscriber.close()
+                await publisher.close()
+            }
+        }
         let live = try subscriber.subscribe("kiln.workers.ready")
         let spent = try subscriber.subscribe("kiln.spent", max: 1)
         try await subscriber.flush()
@@ -181,7 +191,8 @@ final class Counter: Sendable {
     }
 
     @Test func messagesSplitAnywhereDecodeTheSame() throws {
-        let wire = "INFO {\"server_id\":\"x\",\"max_payload\":2048}\r\nPING\r\nMSG a.b 7 _INBOX.r 5\r\nhello\r\nHMSG a.c 8 18 22\r\nNATS/1.0\r\nk: v\r\n\r\nbody\r\n+OK\r\n"
+        let wire =
+            "INFO {\"server_id\":\"x\",\"max_payload\":2048}\r\nPING\r\nMSG a.b 7 _INBOX.r 5\r\nhello\r\nHMSG a.c 8 18 22\r\nNATS/1.0\r\nk: v\r\n\r\nbody\r\n+OK\r\n"
         let whole = try decode([wire])
         for split in 1..<wire.utf8.count {
             let bytes = Array(wire.utf8)

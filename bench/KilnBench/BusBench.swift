@@ -11,7 +11,8 @@ struct BusBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "bus")
 
     @Option var host = "127.0.0.1"
-    @Option var port: Int
+    @Option var port: Int?
+    @Option(help: "A broker URL instead of --host/--port (nats://… measures Kiln's NATS client against nats-server).") var url: String?
     @Option var msgs = 1_000_000
     @Option var size = 128
     @Option var requests = 20_000
@@ -19,7 +20,12 @@ struct BusBench: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "bench")
         logger.logLevel = .error
-        let cfg = BusClient.Configuration(host: host, port: port, pendingLimit: 32 << 20)
+        var cfg = BusClient.Configuration(host: host, port: port ?? 4222, pendingLimit: 32 << 20)
+        if let url {
+            cfg = try BusClient.Configuration(url: url)
+            cfg.pendingLimit = 32 << 20
+        }
+        let server = cfg.wireProtocol == .nats ? "nats-server (kiln client)" : "kiln-broker"
         let sub = try await BusClient.connect(cfg, logger: logger)
         let pub = try await BusClient.connect(cfg, logger: logger)
         let subscription = try sub.subscribe("bench.t")
@@ -58,10 +64,12 @@ struct BusBench: AsyncParsableCommand {
         }
         latencies.sort()
         responder.cancel()
-        let line = String(
-            format: "{\"server\":\"kiln-broker\",\"msgs\":%d,\"size\":%d,\"msgs_per_s\":%.0f,\"mb_per_s\":%.1f,\"rr_p50_us\":%.1f,\"rr_p99_us\":%.1f}",
-            msgs, size, Double(msgs) / elapsed, Double(msgs * size) / elapsed / 1e6,
-            latencies[requests / 2] * 1e6, latencies[requests * 99 / 100] * 1e6)
+        let line =
+            "{\"server\":\"\(server)\","
+            + String(
+                format: "\"msgs\":%d,\"size\":%d,\"msgs_per_s\":%.0f,\"mb_per_s\":%.1f,\"rr_p50_us\":%.1f,\"rr_p99_us\":%.1f}",
+                msgs, size, Double(msgs) / elapsed, Double(msgs * size) / elapsed / 1e6,
+                latencies[requests / 2] * 1e6, latencies[requests * 99 / 100] * 1e6)
         print(line)
         await pub.close()
         await sub.close()
