@@ -9,6 +9,8 @@ pkgs=(libarchive-dev pkg-config git bubblewrap libssl-dev libsqlite3-dev nix-bin
 pkgs+=(librust-clap-dev librust-serde-json-dev)
 # nats-server: the NATS transport is tested against the real server, alone and clustered (#15).
 pkgs+=(nats-server)
+# postgresql: the PostgreSQL job store is tested against a real server the tests start themselves (#15).
+pkgs+=(postgresql)
 case "$profile" in
   bench) pkgs+=(libnats-dev nginx) ;;
 esac
