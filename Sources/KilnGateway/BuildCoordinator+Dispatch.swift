@@ -41,9 +41,11 @@ extension BuildCoordinator {
         } while dispatchAgain
     }
 
+    /// The next job to offer, claimed for this gateway for as long as an offer can take (another
+    /// gateway on the same store skips it meanwhile).
     private func nextWaiting(skipping: Set<String>) async -> Job? {
-        if skipping.isEmpty { return try? await store.oldestWaiting() }
-        return (try? await store.jobs(status: .waiting))?.first { !skipping.contains($0.id) }
+        let until = Date().addingTimeInterval(configuration.ackTimeout.seconds + 10)
+        return try? await store.claimWaiting(by: configuration.instanceID, until: until, skipping: skipping)
     }
 
     /// One dispatch attempt.
@@ -52,6 +54,8 @@ extension BuildCoordinator {
         // assignment is recorded instead of being dropped as coming from an unknown worker.
         early[job.id] = []
         let outcome = await offerOnce(job)
+        // Placed or not, this gateway is done offering it: a job still waiting is anyone's again.
+        try? await store.releaseClaim(job.id, by: configuration.instanceID)
         while let queue = early[job.id], let (event, message) = queue.first {
             early[job.id] = Array(queue.dropFirst())
             await handleEvent(event, message)

@@ -26,6 +26,8 @@ public struct GatewayConfiguration: Sendable {
     public var retention: Duration = .seconds(7 * 24 * 3600)
     /// How long a dispatched worker has to accept.
     public var ackTimeout: Duration = .seconds(5)
+    /// This gateway among several sharing one job store (its dispatch claims carry it).
+    public var instanceID = "g" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
     /// A building job whose worker is silent this long ends as `error` (3 heartbeats of 5 s).
     public var workerSilenceLimit: Duration = .seconds(15)
     public var sseKeepalive: Duration = .seconds(15)

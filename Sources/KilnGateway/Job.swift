@@ -60,6 +60,10 @@ public struct Job: Codable, Sendable, Equatable, FetchableRecord, PersistableRec
     /// `POST /build/{id}/rebuild`: the job whose result this one rebuilds and is compared with, and
     /// what the comparison found (`reproducible`, and the differing artifacts as a JSON array).
     public var rebuildOf: String?
+    /// Which gateway is offering this waiting job to workers, and until when (several gateways on one
+    /// store: each waiting job is offered by one of them at a time).
+    public var dispatchClaimedBy: String?
+    public var dispatchClaimExpiresAt: Date?
     public var reproducible: Bool?
     public var differingArtifacts: String?
     /// 1 for the first attempt; a job retried after a failure that was not the build's fault runs again.

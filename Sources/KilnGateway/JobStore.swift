@@ -15,6 +15,13 @@ public protocol JobStore: Sendable {
     func list(_ filter: JobListFilter) async throws -> [Job]
     /// The next job to dispatch (FIFO), without reading the whole queue.
     func oldestWaiting() async throws -> Job?
+    /// The oldest waiting job (not in `skipping`) that no gateway holds an unexpired dispatch claim on
+    /// (this one included: it skips what it is offering already), claimed by `claimer` until `until`, atomically: with several gateways on one store,
+    /// each waiting job is offered to workers by exactly one gateway at a time (PostgreSQL: `FOR
+    /// UPDATE SKIP LOCKED`). A gateway that dies mid-offer loses its claim when it expires.
+    func claimWaiting(by claimer: String, until: Date, skipping: Set<String>) async throws -> Job?
+    /// Gives a claim up (nobody took the job): any gateway may offer it again at once.
+    func releaseClaim(_ id: String, by claimer: String) async throws
     func countByStatus() async throws -> [Job.Status: Int]
     /// Stores an event if it is the next in sequence; returns false for duplicates.
     func appendEvent(_ event: StoredEvent) async throws -> Bool

@@ -81,7 +81,14 @@ public final class PostgresJobStore: JobStore, Service {
                 "CREATE TABLE event (job_id text NOT NULL, seq integer NOT NULL, type text NOT NULL, data text NOT NULL, PRIMARY KEY (job_id, seq))",
                 "CREATE TABLE chunk (job_id text NOT NULL, idx integer NOT NULL, PRIMARY KEY (job_id, idx))",
             ]
-        )
+        ),
+        (
+            2,
+            [
+                "ALTER TABLE job ADD COLUMN claimed_by text",
+                "ALTER TABLE job ADD COLUMN claim_expires_at timestamptz",
+            ]
+        ),
     ]
 
     func migrate() async throws {
@@ -137,7 +144,8 @@ public final class PostgresJobStore: JobStore, Service {
             try await connection.query(
                 """
                 UPDATE job SET status = \(job.status.rawValue), triggered_by = \(job.triggeredBy), result_sha256 = \(job.resultSha256),
-                    retention_expires_at = \(job.retentionExpiresAt), doc = \(doc)::jsonb
+                    retention_expires_at = \(job.retentionExpiresAt), claimed_by = \(job.dispatchClaimedBy),
+                    claim_expires_at = \(job.dispatchClaimExpiresAt), doc = \(doc)::jsonb
                 WHERE id = \(job.id)
                 """, logger: logger)
         }
@@ -188,6 +196,35 @@ public final class PostgresJobStore: JobStore, Service {
 
     public func oldestWaiting() async throws -> Job? {
         try await jobs("SELECT doc::text FROM job WHERE status = 'waiting' ORDER BY position LIMIT 1").first
+    }
+
+    public func claimWaiting(by claimer: String, until: Date, skipping: Set<String>) async throws -> Job? {
+        try await client.withTransaction(logger: logger) { connection in
+            // Rows another gateway is claiming right now are skipped, not waited for.
+            guard
+                var job = try await jobs(
+                    """
+                    SELECT doc::text FROM job
+                    WHERE status = 'waiting' AND NOT (id = ANY(\(Array(skipping))))
+                      AND (claimed_by IS NULL OR claim_expires_at < now())
+                    ORDER BY position LIMIT 1 FOR UPDATE SKIP LOCKED
+                    """, on: connection
+                ).first
+            else { return nil }
+            job.dispatchClaimedBy = claimer
+            job.dispatchClaimExpiresAt = until
+            job.updatedAt = Date()
+            try await write(job, insert: false, on: connection)
+            return job
+        }
+    }
+
+    public func releaseClaim(_ id: String, by claimer: String) async throws {
+        _ = try await update(id) { job in
+            guard job.dispatchClaimedBy == claimer else { return }
+            job.dispatchClaimedBy = nil
+            job.dispatchClaimExpiresAt = nil
+        }
     }
 
     public func countByStatus() async throws -> [Job.Status: Int] {

@@ -104,6 +104,12 @@ public final class SQLiteJobStore: JobStore {
                 t.add(column: "differingArtifacts", .text)
             }
         }
+        migrator.registerMigration("v12: dispatch claims") { db in
+            try db.alter(table: "job") { t in
+                t.add(column: "dispatchClaimedBy", .text)
+                t.add(column: "dispatchClaimExpiresAt", .datetime)
+            }
+        }
         try migrator.migrate(pool)
     }
 
@@ -158,6 +164,31 @@ public final class SQLiteJobStore: JobStore {
         // async read, and this sits on the dispatch path whose latency the farm promises.
         try readNow { db in
             try Job.fetchOne(db, SQLRequest(sql: "SELECT * FROM job WHERE status = 'waiting' ORDER BY position LIMIT 1", cached: true))
+        }
+    }
+
+    public func claimWaiting(by claimer: String, until: Date, skipping: Set<String>) async throws -> Job? {
+        try await pool.write { db in
+            let now = Date()
+            let waiting = try Job.filter(Column("status") == Job.Status.waiting.rawValue).order(Column("position")).fetchAll(db)
+            guard
+                var job = waiting.first(where: {
+                    !skipping.contains($0.id) && ($0.dispatchClaimedBy == nil || ($0.dispatchClaimExpiresAt ?? .distantPast) < now)
+                })
+            else { return nil }
+            job.dispatchClaimedBy = claimer
+            job.dispatchClaimExpiresAt = until
+            job.updatedAt = now
+            try job.update(db)
+            return job
+        }
+    }
+
+    public func releaseClaim(_ id: String, by claimer: String) async throws {
+        try await pool.write { db in
+            try db.execute(
+                sql: "UPDATE job SET dispatchClaimedBy = NULL, dispatchClaimExpiresAt = NULL WHERE id = ? AND dispatchClaimedBy = ?",
+                arguments: [id, claimer])
         }
     }
 

@@ -23,11 +23,24 @@ import Testing
 
     func exercise(_ store: any JobStore) async throws {
         // FIFO positions, assigned by the store.
-        let a = try await store.enqueue(Self.job("ja"))
+        var a = try await store.enqueue(Self.job("ja"))
         let b = try await store.enqueue(Self.job("jb", by: "bob"))
         #expect(b.position > a.position)
         #expect(try await store.oldestWaiting()?.id == "ja")
-        #expect(try await store.job("ja").map(Self.essentials) == Self.essentials(a))
+        // Dispatch claims: one gateway at a time per waiting job; released or expired, anyone's again.
+        let later = Date(timeIntervalSinceNow: 60)
+        #expect(try await store.claimWaiting(by: "g1", until: later, skipping: [])?.id == "ja")
+        #expect(try await store.claimWaiting(by: "g2", until: later, skipping: [])?.id == "jb", "g1 holds ja")
+        #expect(try await store.claimWaiting(by: "g3", until: later, skipping: []) == nil)
+        #expect(try await store.claimWaiting(by: "g1", until: later, skipping: []) == nil, "ja is already g1's, jb is g2's")
+        try await store.releaseClaim("ja", by: "g2")  // not g2's: no effect
+        #expect(try await store.claimWaiting(by: "g3", until: later, skipping: []) == nil)
+        try await store.releaseClaim("ja", by: "g1")
+        try await store.update("jb") { $0.dispatchClaimExpiresAt = Date(timeIntervalSinceNow: -1) }
+        #expect(try await store.claimWaiting(by: "g3", until: later, skipping: [])?.id == "ja")
+        #expect(try await store.claimWaiting(by: "g4", until: later, skipping: [])?.id == "jb", "g2's claim expired")
+        for (id, by) in [("ja", "g3"), ("jb", "g4")] { try await store.releaseClaim(id, by: by) }
+        a = try #require(try await store.job("ja"))
         #expect(try await store.job("nope") == nil)
 
         // Concurrent read-modify-writes of one job never lose an update.
@@ -104,6 +117,33 @@ import Testing
     @Test func sqlite() async throws {
         let dir = try TemporaryDirectory(prefix: "kiln-store")
         try await exercise(try SQLiteJobStore(path: dir.file("kiln.sqlite")))
+    }
+
+    /// Two gateways claiming from one PostgreSQL at once: every waiting job is claimed exactly once.
+    @Test func concurrentClaimsOnPostgresNeverOverlap() async throws {
+        let server = try await PostgresProcess()
+        defer { server.stop() }
+        let one = try await PostgresJobStore.connect(url: server.url, logger: Logger(label: "test"))
+        let two = try await PostgresJobStore.connect(url: server.url, logger: Logger(label: "test"))
+        for i in 0..<120 { _ = try await one.enqueue(Self.job("j\(i)")) }
+        let later = Date(timeIntervalSinceNow: 600)
+        let claimed = try await withThrowingTaskGroup(of: [String].self) { group in
+            for (store, name) in [(one, "g1"), (two, "g2"), (one, "g3"), (two, "g4")] as [(PostgresJobStore, String)] {
+                group.addTask {
+                    var mine: [String] = []
+                    while let job = try await store.claimWaiting(by: name, until: later, skipping: []) {
+                        mine.append(job.id)
+                    }
+                    return mine
+                }
+            }
+            var all: [[String]] = []
+            for try await ids in group { all.append(ids) }
+            return all
+        }
+        let flat = claimed.flatMap { $0 }
+        #expect(flat.count == 120 && Set(flat).count == 120, "claimed \(flat.count), distinct \(Set(flat).count)")
+        #expect(claimed.filter { !$0.isEmpty }.count > 1, "the claimers shared the work: \(claimed.map(\.count))")
     }
 
     @Test func postgres() async throws {
