@@ -118,8 +118,12 @@ extension BusClient {
             switch scheme {
             case "kiln", "tcp": tls = nil
             case "nats": wireProtocol = .nats
+            case "nats+tls":
+                // nats-server's own TLS: the greeting in plain text, then the client upgrades.
+                wireProtocol = .nats
+                tls = TLS()
             case "kilns", "tls": tls = TLS()
-            default: throw bad("unknown scheme '\(scheme)' (kiln, kilns, tcp, tls or nats)")
+            default: throw bad("unknown scheme '\(scheme)' (kiln, kilns, tcp, tls, nats or nats+tls)")
             }
             guard var host = components.percentEncodedHost, !host.isEmpty else { throw bad("empty host") }
             if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }

@@ -11,7 +11,6 @@ extension BusClient {
 
     /// Opens a connection and completes the handshake; on success the channel becomes current.
     func establish() async throws {
-        let handler = BusClientHandler(client: self, wire: wire)
         let server = currentServer
         let tlsContext: NIOSSLContext?
         do { tlsContext = try configuration.tls.map { try $0.makeContext() } } catch {
@@ -19,13 +18,19 @@ extension BusClient {
         }
         // SNI and hostname checks take a name; for an IP address NIOSSL checks the certificate's IP SANs.
         let serverHostname = server.host.allSatisfy({ $0.isNumber || $0 == "." || $0 == ":" }) ? nil : server.host
+        // Kiln bus TLS starts with the connection; NATS sends its greeting in plain text and the client
+        // upgrades after reading it (nats-server before 2.10 knows no TLS-first handshake).
+        let upgradeAfterGreeting = configuration.wireProtocol == .nats
+        let handler = BusClientHandler(
+            client: self, wire: wire,
+            tlsAfterGreeting: upgradeAfterGreeting ? tlsContext.map { context in { try NIOSSLClientHandler(context: context, serverHostname: serverHostname) } } : nil)
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1024 * 1024))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let tlsContext {
+                    if let tlsContext, !upgradeAfterGreeting {
                         try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname))
                     }
                     try channel.pipeline.syncOperations.addHandler(handler)

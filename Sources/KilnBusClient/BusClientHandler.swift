@@ -1,5 +1,7 @@
 import KilnBus
 import NIOCore
+import NIOSSL
+import NIOTLS
 
 /// The client's channel handler: decodes frames, answers pings, runs the handshake, and hands
 /// everything else to `BusClient`.
@@ -19,10 +21,15 @@ final class BusClientHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Set under the client's lock before the handshake frames are written.
     var generation = 0
     private var context: ChannelHandlerContext?
+    /// NATS over TLS: the TLS handler to put in front once the plain-text greeting is read.
+    private let tlsAfterGreeting: (() throws -> NIOSSLClientHandler)?
+    /// The greeting's frame limit, kept while the TLS handshake it started runs.
+    private var greetingAwaitingTLS: Int??
 
-    init(client: BusClient, wire: any BusWireProtocol) {
+    init(client: BusClient, wire: any BusWireProtocol, tlsAfterGreeting: (() throws -> NIOSSLClientHandler)? = nil) {
         self.client = client
         self.wire = wire
+        self.tlsAfterGreeting = tlsAfterGreeting
         decoder = wire.makeDecoder()
     }
 
@@ -53,6 +60,15 @@ final class BusClientHandler: ChannelInboundHandler, @unchecked Sendable {
             switch inbound {
             case .hello(let maxFrame) where !helloSeen:
                 helloSeen = true
+                if let makeTLS = tlsAfterGreeting {
+                    do {
+                        greetingAwaitingTLS = .some(maxFrame)
+                        try context.pipeline.syncOperations.addHandler(try makeTLS(), position: .first)
+                    } catch {
+                        failHandshake(BusClientError.connectFailed("TLS: \(error)"))
+                    }
+                    return
+                }
                 do { try client.greet(on: context.channel, handler: self, serverMaxFrame: maxFrame) } catch {
                     failHandshake(error)
                 }
@@ -70,6 +86,16 @@ final class BusClientHandler: ChannelInboundHandler, @unchecked Sendable {
             }
         }
         decoder.compact()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event, let maxFrame = greetingAwaitingTLS {
+            greetingAwaitingTLS = nil
+            do { try client.greet(on: context.channel, handler: self, serverMaxFrame: maxFrame) } catch {
+                failHandshake(error)
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {

@@ -107,6 +107,30 @@ import Testing
         }
     }
 
+    /// nats-server's TLS: the greeting in plain text, then the client upgrades, checking the server's
+    /// certificate against the CA it was given; a server whose certificate another CA signed is refused.
+    @Test func tlsToNATSServerUpgradesAfterTheGreetingAndChecksTheCertificate() async throws {
+        let dir = try TemporaryDirectory(prefix: "kiln-nats-tls")
+        let pki = try await TestCertificates(directory: dir.path)
+        let server = try await NATSServerProcess(arguments: ["--tls", "--tlscert", pki.serverCert, "--tlskey", pki.serverKey])
+        defer { server.stop() }
+        let secure = try await client("nats+tls://127.0.0.1:\(server.port)") { $0.tls = .init(caFile: pki.caCert) }
+        let sub = try secure.subscribe("kiln.tls")
+        try await secure.flush()
+        try await secure.publish("kiln.tls", payload: Array("over tls".utf8))
+        #expect(try await first(sub).map { String(buffer: $0.payload) } == "over tls")
+        await secure.close()
+        await #expect(throws: BusClientError.self, "a certificate from another CA") {
+            _ = try await client("nats+tls://127.0.0.1:\(server.port)") {
+                $0.tls = .init(caFile: pki.rogueCA)
+                $0.reconnect = false
+            }
+        }
+        await #expect(throws: BusClientError.self, "plain text to a server that requires TLS") {
+            _ = try await client("nats://127.0.0.1:\(server.port)") { $0.reconnect = false }
+        }
+    }
+
     /// A cluster member dies: the client reconnects to another member, its live subscriptions come
     /// back (a spent one-shot does not), and messages published through the other member reach it.
     @Test func aLostMemberIsReplacedByAnotherWithSubscriptionsRenewed() async throws {
