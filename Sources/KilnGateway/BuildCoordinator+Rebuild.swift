@@ -15,35 +15,17 @@ extension BuildCoordinator {
         guard let sha256 = original.resultSha256, let size = original.resultSize, files.resultExists(sha256: sha256) else {
             throw GatewayError(.gone, "job \(original.id): " + (original.resultAvailability ?? "the result was deleted") + "; there is nothing to compare with")
         }
-        guard var request = try? JSONDecoder().decode(BuildRequest.self, from: Data(original.request.utf8)) else {
-            throw GatewayError(.internalServerError, "job \(original.id)'s stored request is unreadable")
-        }
-        guard request.source == nil else {
-            throw GatewayError(.conflict, "job \(original.id)'s uploaded source is no longer kept (it was larger than the inline limit); submit it again")
-        }
-        if request.repoURL != nil {
-            guard let commit = original.sourceDigest else {
-                throw GatewayError(.conflict, "job \(original.id) did not record the commit it built; submit the repository at that commit instead")
+        let job = try await enqueueAgain(original, nonce: nonce, triggeredBy: triggeredBy) { request, new in
+            if request.repoURL != nil {
+                guard let commit = original.sourceDigest else {
+                    throw GatewayError(.conflict, "job \(original.id) did not record the commit it built; submit the repository at that commit instead")
+                }
+                request.repoRef = commit
             }
-            request.repoRef = commit
+            request.compareWith = .init(buildID: original.id, sha256: sha256, size: size, chunkSize: configuration.sourceChunkSize)
+            new.rebuildOf = original.id
         }
-        let id = Self.newJobID()
-        request.jobID = id
-        request.nonce = nonce
-        request.attempt = nil
-        request.firstSeq = nil
-        request.compareWith = .init(buildID: original.id, sha256: sha256, size: size, chunkSize: configuration.sourceChunkSize)
-        let encoded = String(decoding: try JSONEncoder().encode(request), as: UTF8.self)
-        var new = Job(id: id, nonce: nonce, request: encoded, position: 0, queuedAt: Date(), sourceDigest: original.sourceDigest)
-        new.maxAttempts = configuration.maxAttempts
-        var options = original.requestOptions
-        options.toolchain = nil
-        if options != BuildRequestOptions(), let json = try? JSONEncoder().encode(options) { new.options = String(decoding: json, as: UTF8.self) }
-        new.triggeredBy = triggeredBy
-        new.rebuildOf = original.id
-        let job = try await store.enqueue(new)
-        logger.info("job queued as a rebuild", metadata: ["job_id": "\(id)", "rebuild_of": "\(original.id)"])
-        wakeDispatcher.yield()
+        logger.info("job queued as a rebuild", metadata: ["job_id": "\(job.id)", "rebuild_of": "\(original.id)"])
         return job
     }
 }

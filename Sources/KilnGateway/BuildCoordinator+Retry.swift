@@ -65,6 +65,21 @@ extension BuildCoordinator {
         guard original.status.isTerminal else {
             throw GatewayError(.conflict, "job \(original.id) is still \(original.status.rawValue); retry it once it has ended")
         }
+        let job = try await enqueueAgain(original, nonce: nonce, triggeredBy: triggeredBy) { _, new in
+            new.retryOf = original.id
+            new.rebuildOf = original.rebuildOf  // a retried rebuild still compares with the same original
+            new.originalBuild = original.originalBuild ?? original.id
+        }
+        logger.info("job queued as a retry", metadata: ["job_id": "\(job.id)", "retry_of": "\(original.id)"])
+        return job
+    }
+
+    /// A new job from an ended one's stored inputs (`POST /build/{id}/retry` and `/rebuild`): a fresh
+    /// id and `nonce`, the same source, build_config and build_options, then `adjust` adds the lineage.
+    /// An uploaded source too large to travel inline is not kept after its job: 409.
+    func enqueueAgain(
+        _ original: Job, nonce: String, triggeredBy: String?, adjust: (inout BuildRequest, inout Job) throws -> Void
+    ) async throws -> Job {
         guard var request = try? JSONDecoder().decode(BuildRequest.self, from: Data(original.request.utf8)) else {
             throw GatewayError(.internalServerError, "job \(original.id)'s stored request is unreadable")
         }
@@ -76,18 +91,15 @@ extension BuildCoordinator {
         request.nonce = nonce
         request.attempt = nil
         request.firstSeq = nil
-        let encoded = String(decoding: try JSONEncoder().encode(request), as: UTF8.self)
-        var new = Job(id: id, nonce: nonce, request: encoded, position: 0, queuedAt: Date(), sourceDigest: original.sourceDigest)
+        var new = Job(id: id, nonce: nonce, request: "", position: 0, queuedAt: Date(), sourceDigest: original.sourceDigest)
         new.maxAttempts = configuration.maxAttempts
         var options = original.requestOptions
         options.toolchain = nil  // learnt by the original's attempts, not asked for
         if options != BuildRequestOptions(), let json = try? JSONEncoder().encode(options) { new.options = String(decoding: json, as: UTF8.self) }
         new.triggeredBy = triggeredBy
-        new.retryOf = original.id
-        new.rebuildOf = original.rebuildOf  // a retried rebuild still compares with the same original
-        new.originalBuild = original.originalBuild ?? original.id
+        try adjust(&request, &new)
+        new.request = String(decoding: try JSONEncoder().encode(request), as: UTF8.self)
         let job = try await store.enqueue(new)
-        logger.info("job queued as a retry", metadata: ["job_id": "\(id)", "retry_of": "\(original.id)"])
         wakeDispatcher.yield()
         return job
     }
