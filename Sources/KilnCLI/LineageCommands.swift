@@ -33,23 +33,28 @@ struct RebuildCommand: AsyncParsableCommand {
         commandName: "rebuild",
         abstract: "Rebuild a result on a fresh worker and compare: the new result carries a signed comparison with the original.",
         discussion: """
-            Give a job id, or a result tarball this farm built (its job id is read from its manifest). The rebuild uses the \
-            inputs the original's record holds (a repository build: the commit it built). Check the outcome with \
-            kiln verify REBUILD --rebuilt --original ORIGINAL. A result from another farm cannot be rebuilt here yet: this \
-            farm holds neither its inputs nor its result.
+            Give a job id, or a result tarball. For a job this farm holds, the rebuild uses the inputs its record holds \
+            (a repository build: the commit it built) and its result carries a signed comparison: check it with \
+            kiln verify REBUILD --rebuilt --original ORIGINAL. For a result from anywhere else, the CLI submits the inputs \
+            the result's provenance names (the repository at the commit it built, or the archive you give with --source) \
+            and compares the two results itself. Exits 2 when the rebuild did not reproduce the original.
             """)
     @Argument(help: "A job id, or RESULT.tar.gz.") var original: String
+    @Option(help: "For a result built elsewhere from an uploaded archive: that archive (its SHA-256 is checked).") var source: String?
     @OptionGroup var options: FollowOptions
     @OptionGroup var gateway: GatewayOptions
 
     func run() async throws {
-        let id = FileManager.default.fileExists(atPath: original) ? try Self.jobID(ofResult: original) : original
+        let isFile = FileManager.default.fileExists(atPath: original)
+        let id = isFile ? try Self.jobID(ofResult: original) : original
         let client = try gateway.client
         let doc: [String: Any]
         do { doc = try await client.send(.POST, "/build/\(id)/rebuild", body: options.body, contentType: "application/json") } catch let e as CLIError
-            where e.description.contains("answered 404")
+            where e.description.contains("answered 404") || e.description.contains("answered 410")
         {
-            throw CLIError("this farm does not hold job \(id): only a result this farm built (and still keeps) can be rebuilt here")
+            guard isFile else { throw CLIError("this farm does not hold job \(id): give its result tarball to rebuild it from its provenance") }
+            try await rebuildElsewhere(original, client: client)
+            return
         }
         guard let job = doc["job_id"] as? String, let nonce = doc["nonce"] as? String else { throw CLIError("the gateway's answer has no job_id") }
         print("job \(job) rebuilds \(id); nonce \(nonce)")

@@ -135,4 +135,40 @@ import Testing
         #expect(try await foreign.waitForExit() != 0)
         #expect(foreign.output.contains { $0.contains("does not hold job jnosuchjob") }, "\(foreign.output)")
     }
+
+    /// `kiln rebuild RESULT.tar.gz` for a result another farm built: the CLI resubmits the inputs its
+    /// provenance names (here an uploaded archive, given back with --source and checked) and compares.
+    @Test func aResultFromAnotherFarmIsRebuiltFromItsProvenanceAndComparedByTheCLI() async throws {
+        let elsewhere = try await TestCluster()
+        defer { elsewhere.stop() }
+        let archive = try await Fixtures.archive(Fixtures.helloCrate(), root: "proj", zip: false)
+        let archivePath = elsewhere.dir.file("proj.tar.gz")
+        try Data(archive).write(to: URL(fileURLWithPath: archivePath))
+        let submitted = try await elsewhere.http(
+            .POST, "/build", json: ["nonce": "c0ffee00", "source_data": Data(archive).base64EncodedString(), "source_name": "proj.tar.gz"])
+        let first = try #require(submitted.json["job_id"] as? String, "\(submitted.body)")
+        try await elsewhere.startWorker()
+        _ = try await elsewhere.waitForStatus(first, ["ready"])
+        let original = elsewhere.dir.file("original.tar.gz")
+        _ = try await elsewhere.download("/build/\(first)/result", to: original)
+
+        let here = try await TestCluster()
+        defer { here.stop() }
+        let env = ["KILN_GATEWAY": here.gateway.url, "PATH": "/usr/bin:/bin"]
+        let kiln = BuiltProducts.path("kiln")
+        let missing = try await LaunchedProcess(kiln, ["rebuild", original], environment: env)
+        #expect(try await missing.waitForExit() != 0)
+        #expect(missing.output.contains { $0.contains("give that archive with --source") }, "\(missing.output)")
+        let wrongPath = elsewhere.dir.file("wrong.tar.gz")
+        try Data(try await Fixtures.archive(Fixtures.helloCrate(message: "other"), root: "proj", zip: false)).write(to: URL(fileURLWithPath: wrongPath))
+        let wrong = try await LaunchedProcess(kiln, ["rebuild", original, "--source", wrongPath], environment: env)
+        #expect(try await wrong.waitForExit() != 0)
+        #expect(wrong.output.contains { $0.contains("is not the archive") }, "\(wrong.output)")
+
+        let rebuild = try await LaunchedProcess(kiln, ["rebuild", original, "--source", archivePath, "-o", here.dir.file("rebuilt.tar.gz")], environment: env)
+        try await here.startWorker()
+        #expect(try await rebuild.waitForExit() == 0, "\(rebuild.output)")
+        #expect(rebuild.output.contains { $0.contains("this farm does not hold job \(first)") }, "\(rebuild.output)")
+        #expect(rebuild.output.contains { $0.hasPrefix("REPRODUCED") } && rebuild.output.contains { $0.contains("compared here by this CLI") }, "\(rebuild.output)")
+    }
 }
