@@ -249,6 +249,45 @@ final class Counter: Sendable {
         }
     }
 
+    /// Mutated server output in random splits: a message, a protocol error or a wait for more bytes —
+    /// never a trap, an out-of-range read or a hang.
+    @Test func mutatedInputNeverCrashesTheDecoder() {
+        let seed = Array(
+            ("INFO {\"max_payload\":2048}\r\nMSG a.b 7 _INBOX.r 5\r\nhello\r\nHMSG a.c 8 18 22\r\nNATS/1.0\r\nk: v\r\n\r\nbody\r\n"
+                + "HMSG _INBOX.x 1 16 16\r\nNATS/1.0 503\r\n\r\n\r\nPING\r\n-ERR 'Permissions Violation'\r\n").utf8)
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<5000 {
+            var bytes = seed
+            for _ in 0..<Int.random(in: 1...6, using: &rng) {
+                let i = Int.random(in: 0..<bytes.count, using: &rng)
+                switch Int.random(in: 0..<3, using: &rng) {
+                case 0: bytes[i] = UInt8.random(in: 0...255, using: &rng)
+                case 1: bytes.insert(Array("0123456789 \r\n".utf8).randomElement(using: &rng)!, at: i)
+                default: if bytes.count > 1 { bytes.remove(at: i) }
+                }
+            }
+            var decoder = NATSInboundDecoder()
+            var offset = 0
+            feeding: while offset < bytes.count {
+                let end = min(bytes.count, offset + Int.random(in: 1...64, using: &rng))
+                decoder.append(ByteBuffer(bytes: bytes[offset..<end]))
+                offset = end
+                var items = 0
+                while true {
+                    let item: BusInbound?
+                    do { item = try decoder.next() } catch { break feeding }  // a protocol error closes the connection
+                    guard item != nil else { break }
+                    items += 1
+                    if items > 10_000 {
+                        Issue.record("the decoder kept yielding on \(bytes.count) bytes")
+                        return
+                    }
+                }
+                decoder.compact()
+            }
+        }
+    }
+
     @Test func publishesAreWhatNATSExpects() {
         var buffer = ByteBuffer()
         let wire = NATSWireProtocol()
