@@ -242,6 +242,25 @@ import Testing
         let v = try await LaunchedProcess(BuiltProducts.path("kiln"), ["verify", file, "--nonce", "c0ffee00", "--key", c.keyFile, "--allow-tee-none"])
         #expect(try await v.waitForExit() == 0, "\(v.output)")
     }
+
+    /// A compile error is the build's fault: the job ends `error` on its first attempt, and a second
+    /// idle worker is not given it again.
+    @Test func aCompileErrorIsNotRetried() async throws {
+        let c = try await TestCluster()
+        defer { c.stop() }
+        let id = try await c.submit(Fixtures.brokenCrate)
+        try await c.startWorker()
+        let s = try await c.waitForStatus(id, ["ready", "error"], timeout: .seconds(60))
+        #expect(s["status"] as? String == "error" && s["failure_phase"] as? String == "build", "\(s)")
+        #expect(s["attempt"] as? Int == 1 && s["max_attempts"] as? Int == 2, "\(s)")
+        #expect((s["error_detail"] as? [String: Any])?["retryable"] as? Bool == false, "\(s)")
+        // Another worker arrives and stays idle: the job is not offered again.
+        try await c.startWorker()
+        #expect(await eventually(within: .seconds(2)) { (try? await c.status(id))?["status"] as? String != "error" } == false)
+        let sse = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        #expect(sse.events.filter { $0.event == "accepted" }.count == 1)
+        #expect(!sse.events.contains { $0.data.contains("trying again") })
+    }
 }
 
 /// #13: a build with registry dependencies through the whole farm shows what its fetch did.
