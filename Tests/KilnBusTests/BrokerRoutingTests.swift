@@ -137,10 +137,12 @@ import Testing
         try await withBroker { _, port in
             let c = try await client(port)
             let start = ContinuousClock.now
+            // No responders, not a timeout: the error says which, and it comes long before the timeout
+            // (the bound leaves room for a loaded CI machine: 6 s were measured there).
             await #expect(throws: BusClientError.noResponders(subject: "nobody.home")) {
-                _ = try await c.request("nobody.home", payload: Array("x".utf8), timeout: .seconds(10))
+                _ = try await c.request("nobody.home", payload: Array("x".utf8), timeout: .seconds(60))
             }
-            #expect(ContinuousClock.now - start < .seconds(5))
+            #expect(ContinuousClock.now - start < .seconds(30))
             await c.close()
         }
     }

