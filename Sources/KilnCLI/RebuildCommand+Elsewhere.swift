@@ -65,20 +65,10 @@ extension RebuildCommand {
         original: ConfinedDirectory, rebuilt: ConfinedDirectory, originalBuildID: String, originalSha256: String, rebuildBuildID: String,
         nonce: String
     ) throws -> RebuildComparison {
-        func artifacts(_ root: ConfinedDirectory) throws -> (ConfinedDirectory?, Set<String>) {
-            guard (try? root.kind(of: "artifacts")) == .directory else { return (nil, []) }
-            let directory = try root.subdirectory("artifacts")
-            return (directory, Set(try directory.walk().filter { $0.kind == .file }.map(\.path)))
+        func artifacts(_ root: ConfinedDirectory) throws -> ConfinedDirectory? {
+            (try? root.kind(of: "artifacts")) == .directory ? try root.subdirectory("artifacts") : nil
         }
-        let (a, aNames) = try artifacts(original)
-        let (b, bNames) = try artifacts(rebuilt)
-        let limit: Int64 = 2 << 30
-        let compared = try aNames.union(bNames).sorted().map { name in
-            RebuildComparison.compare(
-                name: "artifacts/" + name,
-                original: aNames.contains(name) ? try a!.openFile(name, maxBytes: limit).readAll() : nil,
-                rebuilt: bNames.contains(name) ? try b!.openFile(name, maxBytes: limit).readAll() : nil)
-        }
+        let compared = try RebuildComparison.compare(original: try artifacts(original), rebuilt: try artifacts(rebuilt), maxFileBytes: 2 << 30)
         return RebuildComparison(
             originalBuildID: originalBuildID, originalResultSha256: originalSha256, rebuildBuildID: rebuildBuildID, nonce: nonce,
             reproducible: !compared.isEmpty && compared.allSatisfy { $0.verdict == .identical }, artifacts: compared)

@@ -43,29 +43,13 @@ extension BuildPipeline {
         } catch {
             throw BuildFailure(phase: "attest", message: "the original result cannot be unpacked: \(error)", suggestedAction: "rebuild a result Kiln produced")
         }
-        let originals: [String: ConfinedDirectory]
-        let rebuilt: ConfinedDirectory
-        var names: [String: (original: Bool, rebuilt: Bool)] = [:]
+        let compared: [RebuildComparison.Artifact]
         do {
             let root = try ConfinedDirectory(path: unpacked)
-            rebuilt = try ConfinedDirectory(path: artifacts)
             let originalArtifacts = try root.kind(of: "artifacts") == .directory ? try root.subdirectory("artifacts") : nil
-            originals = originalArtifacts.map { ["": $0] } ?? [:]
-            for (path, kind) in try originalArtifacts?.walk() ?? [] where kind == .file { names[path, default: (false, false)].original = true }
-            for (path, kind) in try rebuilt.walk() where kind == .file { names[path, default: (false, false)].rebuilt = true }
+            compared = try RebuildComparison.compare(original: originalArtifacts, rebuilt: try ConfinedDirectory(path: artifacts), maxFileBytes: maxBytes)
         } catch {
             throw BuildFailure(phase: "attest", message: "cannot read the artifacts to compare: \(error)", suggestedAction: "rebuild again")
-        }
-        var compared: [RebuildComparison.Artifact] = []
-        for name in names.keys.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }) {
-            let present = names[name]!
-            do {
-                let a = present.original ? try originals[""]!.openFile(name, maxBytes: maxBytes).readAll() : nil
-                let b = present.rebuilt ? try rebuilt.openFile(name, maxBytes: maxBytes).readAll() : nil
-                compared.append(RebuildComparison.compare(name: "artifacts/" + name, original: a, rebuilt: b))
-            } catch {
-                throw BuildFailure(phase: "attest", message: "cannot read artifact \(name) to compare: \(error)", suggestedAction: "rebuild again")
-            }
         }
         let comparison = RebuildComparison(
             originalBuildID: original.buildID, originalResultSha256: original.sha256, rebuildBuildID: request.jobID,
