@@ -182,7 +182,7 @@ let package = Package(
         .executableTarget(
             name: "Gateway",
             dependencies: [
-                "KilnGateway", "KilnBusClient", "KilnCore", "KilnMonitor",
+                "KilnGateway", "KilnBusClient", "KilnCore", "KilnMessages", "KilnMonitor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

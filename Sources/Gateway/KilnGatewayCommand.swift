@@ -3,6 +3,7 @@ import Foundation
 import KilnBusClient
 import KilnCore
 import KilnGateway
+import KilnMessages
 import KilnMonitor
 import Logging
 import ServiceLifecycle
@@ -37,6 +38,9 @@ struct KilnGatewayCommand: AsyncParsableCommand {
     @Option(help: "Days a result is kept.") var retentionDays: Double = 7
     @Option(help: "Seconds a dispatched worker has to accept.") var ackTimeout: Double = 5
     @Option(help: "Seconds of worker silence before its job fails (3 heartbeats).") var workerSilence: Double = 15
+    @Option(help: "Seconds without a heartbeat in the job store after which another gateway adopts this one's building jobs (several gateways on one PostgreSQL).")
+    var gatewayLease: Double = 5
+    @Option(help: "This gateway's name among several on one job store (default: random per start).") var instanceId: String?
     @Option(help: "Seconds between SSE keepalive comments.") var sseKeepalive: Double = 15
     @Option(help: "Events buffered per SSE client before it is disconnected.") var sseBacklog = 4096
     @Option(help: "Uploaded sources up to this many bytes travel inside the dispatch request; larger ones are fetched by the worker in chunks.")
@@ -86,6 +90,12 @@ struct KilnGatewayCommand: AsyncParsableCommand {
         cfg.retention = .seconds(retentionDays * 86400)
         cfg.ackTimeout = .seconds(ackTimeout)
         cfg.workerSilenceLimit = .seconds(workerSilence)
+        guard gatewayLease >= 2, gatewayLease <= 3600 else { throw ValidationError("--gateway-lease must be 2 to 3600 seconds (heartbeats are 1 s apart)") }
+        cfg.gatewayLease = .seconds(gatewayLease)
+        if let instanceId {
+            guard Subjects.isValidToken(instanceId) else { throw ValidationError("--instance-id must be 1 to 128 of A-Z a-z 0-9 _ -") }
+            cfg.instanceID = instanceId
+        }
         cfg.sseKeepalive = .seconds(sseKeepalive)
         cfg.sseBacklog = sseBacklog
         cfg.inlineSourceLimit = inlineSourceLimit

@@ -53,6 +53,7 @@ extension BuildCoordinator {
         // A worker's first events can overtake its acceptance on the way here; they wait until the
         // assignment is recorded instead of being dropped as coming from an unknown worker.
         early[job.id] = []
+        foreignJobs.remove(job.id)
         let outcome = await offerOnce(job)
         // Placed or not, this gateway is done offering it: a job still waiting is anyone's again.
         try? await store.releaseClaim(job.id, by: configuration.instanceID)
@@ -124,11 +125,13 @@ extension BuildCoordinator {
         }
         metrics.dispatchLatency.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
         workers.busy(worker)
+        let me = configuration.instanceID
         let updated = try? await store.update(job.id) { j in
             guard j.status == .waiting else { return }
             j.status = .building
             j.workerID = worker
             j.workerIdentity = reply.headers?[BusHeader.senderHeader]
+            j.ingestedBy = me
             j.startedAt = Date()
             j.lastSeenAt = Date()
             j.dispatchAttempts += 1

@@ -18,6 +18,7 @@ extension BuildCoordinator {
             early[event.jobID]?.append((event, message))
             return
         }
+        if running[event.jobID] == nil, foreignJobs.contains(event.jobID) { return }  // another gateway ingests it
         await handleEvent(event, message)
     }
 
@@ -28,10 +29,12 @@ extension BuildCoordinator {
             // The hot path (logs, heartbeats, phases of a running build): one transaction, no reads.
             let stored = StoredEvent(jobID: event.jobID, seq: event.seq, type: event.type.rawValue, data: Self.relayable(event))
             do {
-                if try await store.appendBuildingEvent(stored, phase: event.type == .phase ? event.name : nil, seenAt: Date()) {
+                if try await store.appendBuildingEvent(
+                    stored, phase: event.type == .phase ? event.name : nil, seenAt: Date(), gateway: configuration.instanceID)
+                {
                     running[event.jobID]?.lastSeq = event.seq
                     metrics.eventsStored.increment()
-                    hub.publish(stored)
+                    await relay(stored)
                     return
                 }
             } catch {
@@ -46,7 +49,7 @@ extension BuildCoordinator {
 
     /// Every check against the stored job: assignment, duplicates, gaps, state changes, `done`.
     private func handleEventInFull(_ event: BuildEvent, _ message: BusMessage) async {
-        guard let job = try? await store.job(event.jobID) else { return }
+        guard let job = try? await store.job(event.jobID), !isIngestedElsewhere(job) else { return }
         guard senders.accepts(message, identity: job.workerIdentity, job: job.id, what: "a \(event.type.rawValue) event") else { return }
         guard let worker = event.workerID, worker == job.workerID else {
             if let other = event.workerID, job.status != .waiting {
@@ -123,7 +126,7 @@ extension BuildCoordinator {
             } else {
                 running[job.id] = nil
             }
-            hub.publish(stored)
+            await relay(stored)
             switch event.type {
             case .failed, .cancelled:
                 logger.info("job ended: \(event.type.rawValue)", metadata: ["job_id": "\(job.id)"])

@@ -40,6 +40,8 @@ extension BuildCoordinator {
             await answer(Ack(ok: false, code: 404, message: "unknown job"))
             return
         }
+        // Another gateway assembles it: no answer from here (a refusal would be final for the worker).
+        guard !isIngestedElsewhere(job) else { return }
         guard senders.accepts(message, identity: job.workerIdentity, job: jobID, what: "a result chunk") else {
             await answer(Ack(ok: false, code: 403, message: "not the worker assigned to this job"))
             return

@@ -50,7 +50,7 @@ extension BuildCoordinator {
         let stored = StoredEvent(jobID: job.id, seq: seq, type: note.type.rawValue, data: Self.relayable(note))
         if (try? await store.appendEvent(stored)) == true {
             metrics.eventsStored.increment()
-            hub.publish(stored)
+            await relay(stored)
         }
         logger.info("job retried", metadata: ["job_id": "\(job.id)", "attempt": "\(attempt + 1)", "reason": "\(reason)"])
         wakeDispatcher.yield()

@@ -35,6 +35,15 @@ public actor BuildCoordinator {
     var earlySourceRequests: [String: [BusMessage]] = [:]
     /// Jobs whose last chunk is being checked and moved into place (one finisher per job).
     var finishingResults: Set<String> = []
+    /// Jobs another gateway ingests (see `Job.ingestedBy`): their workers' messages are left to it
+    /// without a store read. Only this gateway's own offer or adoption makes such a job its own, and
+    /// both remove it from here. Bounded: cleared when full.
+    var foreignJobs: Set<String> = []
+    /// Other live gateways on the store (from the last heartbeat): stored events are announced to
+    /// them only when there are any.
+    var peerGateways = 0
+    /// Live events of jobs other gateways ingest, for this gateway's SSE clients.
+    let peerRelay: PeerEventRelay
     /// "There may be a job to dispatch": from submissions, idle workers and housekeeping, drained by
     /// one loop in `run()` (a burst of wake-ups is one pass).
     private nonisolated let dispatchWakeups: AsyncStream<Void>
@@ -65,6 +74,7 @@ public actor BuildCoordinator {
             metrics: metrics, senders: senders)
         (dispatchWakeups, wakeDispatcher) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         self.hub = hub
+        self.peerRelay = PeerEventRelay(hub: hub, store: store)
         self.client = client
         self.configuration = configuration
         self.metrics = metrics
@@ -80,6 +90,7 @@ public actor BuildCoordinator {
         let events = try client.subscribe("kiln.build.*.events")
         let results = try client.subscribe("kiln.build.*.result")
         let sources = try client.subscribe("kiln.build.*.source")
+        let peerNotices = try client.subscribe(Subjects.gatewayStoredAll)
         try await client.flush()
         await recover()
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -88,24 +99,18 @@ public actor BuildCoordinator {
             group.addTask { for await m in events { await self.handleEvent(m) } }
             group.addTask { for await m in results { await self.handleResultChunk(m) } }
             group.addTask { for await m in sources { await self.handleSourceRequest(m) } }
+            group.addTask { [peerRelay, instanceID = configuration.instanceID] in
+                for await m in peerNotices { await peerRelay.noticed(m, ownGateway: instanceID) }
+            }
             try await group.next()
             group.cancelAll()
         }
     }
 
-    /// After a restart: building jobs get a replay request (events sent while we were down) and a
-    /// fresh silence clock; waiting jobs are dispatched.
+    /// At start: building jobs no live gateway ingests (this one's before a restart, say) become this
+    /// gateway's, each with a replay request; waiting jobs are dispatched.
     func recover() async {
-        do {
-            for job in try await store.jobs(status: .building) {
-                let last = try await store.lastSeq(job: job.id)
-                try await store.update(job.id) { $0.lastSeenAt = Date() }
-                await sendControl(job.id, .init(action: .replay, fromSeq: last + 1, workerID: job.workerID))
-                logger.info("recovering building job; replay requested", metadata: ["job_id": "\(job.id)", "from_seq": "\(last + 1)"])
-            }
-        } catch {
-            logger.error("recovery failed: \(error)")
-        }
+        await keepIngesting()
         await dispatchWaiting()
     }
 
@@ -194,6 +199,7 @@ public actor BuildCoordinator {
             if earlySourceRequests[jobID, default: []].count < 64 { earlySourceRequests[jobID, default: []].append(message) }
             return
         }
+        guard await !isIngestedElsewhere(jobID) else { return }
         await sourceChunks.answer(message, jobID: jobID)
     }
 
@@ -204,7 +210,10 @@ public actor BuildCoordinator {
     func endSilentJobs() async {
         let limit = configuration.workerSilenceLimit.seconds
         if let building = try? await store.jobs(status: .building) {
-            for job in building where Date().timeIntervalSince(job.lastSeenAt ?? job.startedAt ?? Date()) > limit {
+            for job in building
+            where job.ingestedBy == configuration.instanceID
+                && Date().timeIntervalSince(job.lastSeenAt ?? job.startedAt ?? Date()) > limit
+            {
                 let last = (try? await store.lastSeq(job: job.id)) ?? 0
                 if await retry(job, seq: last + 1, reason: "worker \(job.workerID ?? "?") went silent for more than \(Int(limit)) s") {
                     await sendControl(job.id, .init(action: .cancel, workerID: job.workerID))
@@ -241,7 +250,7 @@ public actor BuildCoordinator {
         var event = BuildEvent(jobID: jobID, seq: last + 1, type: type)
         configure(&event)
         let stored = StoredEvent(jobID: jobID, seq: event.seq, type: type.rawValue, data: String(decoding: event.encoded(), as: UTF8.self))
-        if (try? await store.appendEvent(stored)) == true { hub.publish(stored) }
+        if (try? await store.appendEvent(stored)) == true { await relay(stored) }
     }
 
     func sendControl(_ jobID: String, _ message: ControlMessage) async {

@@ -41,6 +41,9 @@ public final class EventHub: Sendable {
 
     public var clientCount: Int { state.withLockedValue { $0.count } }
 
+    /// Whether any live stream follows `job`.
+    public func hasClients(job: String) -> Bool { state.withLockedValue { $0.jobs[job] != nil } }
+
     /// Live events of `job` go to `relay` from now on; call `unsubscribe` when the stream ends.
     public func subscribe(job: String, relay: SSERelay, on eventLoop: any EventLoop) -> Int {
         state.withLockedValue { s -> Int in

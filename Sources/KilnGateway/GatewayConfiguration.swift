@@ -28,6 +28,9 @@ public struct GatewayConfiguration: Sendable {
     public var ackTimeout: Duration = .seconds(5)
     /// This gateway among several sharing one job store (its dispatch claims carry it).
     public var instanceID = "g" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
+    /// A gateway whose heartbeat in the job store is older than this is presumed gone: another
+    /// gateway (or this one restarted) adopts its building jobs. A graceful stop hands them over at once.
+    public var gatewayLease: Duration = .seconds(5)
     /// A building job whose worker is silent this long ends as `error` (3 heartbeats of 5 s).
     public var workerSilenceLimit: Duration = .seconds(15)
     public var sseKeepalive: Duration = .seconds(15)

@@ -21,9 +21,12 @@ struct GatewayHousekeeping: Service {
                 }
             }
         } catch is CancellationError {}
+        // Stopping: this gateway's building jobs go to another at once, not after the lease.
+        await coordinator.retire()
     }
 
     func once() async {
+        await coordinator.keepIngesting()
         await coordinator.endSilentJobs()
         do { try await store.maintain() } catch { logger.warning("store maintenance failed: \(error)") }
         await removeUnneededUploads()

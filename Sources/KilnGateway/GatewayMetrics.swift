@@ -14,6 +14,8 @@ public final class GatewayMetrics: Sendable {
     /// Bytes written to SSE clients.
     let bytesRelayed: Counter
     let eventsStored: Counter
+    /// Building jobs this gateway took over from one that stopped heartbeating (or from before a restart).
+    let jobsAdopted: Counter
     let jobsByStatus: [Job.Status: Meter]
     private let rejected: [RejectedBusMessage: Counter]
 
@@ -54,6 +56,7 @@ public final class GatewayMetrics: Sendable {
         uploadBytesSpooled = Counter(label: "kiln_gateway_upload_bytes_spooled_total", factory: factory)
         bytesRelayed = Counter(label: "kiln_gateway_sse_bytes_relayed_total", factory: factory)
         eventsStored = Counter(label: "kiln_gateway_events_stored_total", factory: factory)
+        jobsAdopted = Counter(label: "kiln_gateway_jobs_adopted_total", factory: factory)
         var meters: [Job.Status: Meter] = [:]
         for s in [Job.Status.waiting, .building, .ready, .error, .cancelled] {
             meters[s] = Meter(label: "kiln_gateway_jobs", dimensions: [("status", s.rawValue)], factory: factory)

@@ -64,6 +64,10 @@ public struct Job: Codable, Sendable, Equatable, FetchableRecord, PersistableRec
     /// store: each waiting job is offered by one of them at a time).
     public var dispatchClaimedBy: String?
     public var dispatchClaimExpiresAt: Date?
+    /// The gateway that ingests this job's events and result (the one whose offer the worker accepted;
+    /// another takes over when that one stops answering its heartbeat). With several gateways on one
+    /// store, each job's events are stored, checked and acknowledged by exactly one of them.
+    public var ingestedBy: String?
     public var reproducible: Bool?
     public var differingArtifacts: String?
     /// 1 for the first attempt; a job retried after a failure that was not the build's fault runs again.

@@ -25,10 +25,10 @@ public protocol JobStore: Sendable {
     func countByStatus() async throws -> [Job.Status: Int]
     /// Stores an event if it is the next in sequence; returns false for duplicates.
     func appendEvent(_ event: StoredEvent) async throws -> Bool
-    /// The hot path of a running build: stores a non-terminal event of a `building` job and notes
-    /// the worker as seen (and the phase, if given), in one transaction. False for a duplicate or a
-    /// job no longer building.
-    func appendBuildingEvent(_ event: StoredEvent, phase: String?, seenAt: Date) async throws -> Bool
+    /// The hot path of a running build: stores a non-terminal event of a `building` job that `gateway`
+    /// ingests and notes the worker as seen (and the phase, if given), in one transaction. False for a
+    /// duplicate, a job no longer building, or one another gateway has taken over.
+    func appendBuildingEvent(_ event: StoredEvent, phase: String?, seenAt: Date, gateway: String) async throws -> Bool
     func events(job: String, after seq: Int) async throws -> [StoredEvent]
     func lastSeq(job: String) async throws -> Int
     func recordChunk(job: String, index: Int) async throws
@@ -38,6 +38,16 @@ public protocol JobStore: Sendable {
     /// How many jobs still hold the result file `sha256` (results are content-addressed: identical
     /// builds share one file).
     func resultReferences(sha256: String) async throws -> Int
+    /// `gateway` is alive now (every second, from its housekeeping); returns how many other
+    /// gateways have sent a heartbeat within `lease`.
+    @discardableResult
+    func heartbeat(gateway: String, lease: Duration) async throws -> Int
+    /// `gateway` is stopping: its jobs may be taken over at once instead of after its lease.
+    func retire(gateway: String) async throws
+    /// Building jobs whose ingesting gateway has not sent a heartbeat within `lease` (or that none
+    /// ingests), now ingested by `gateway`, atomically: two gateways adopting at once take disjoint
+    /// sets. The store's clock judges the lease, so gateways' clocks need not agree.
+    func adoptOrphans(by gateway: String, lease: Duration) async throws -> [Job]
     /// Periodic housekeeping off the request path (SQLite: WAL checkpoints); called every second.
     func maintain() async throws
 }

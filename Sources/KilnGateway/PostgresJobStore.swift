@@ -89,6 +89,13 @@ public final class PostgresJobStore: JobStore, Service {
                 "ALTER TABLE job ADD COLUMN claim_expires_at timestamptz",
             ]
         ),
+        (
+            3,
+            [
+                "ALTER TABLE job ADD COLUMN ingested_by text",
+                "CREATE TABLE gateway (id text PRIMARY KEY, seen_at timestamptz NOT NULL)",
+            ]
+        ),
     ]
 
     func migrate() async throws {
@@ -136,16 +143,16 @@ public final class PostgresJobStore: JobStore, Service {
         if insert {
             try await connection.query(
                 """
-                INSERT INTO job (id, position, status, triggered_by, queued_at, result_sha256, retention_expires_at, doc)
+                INSERT INTO job (id, position, status, triggered_by, queued_at, result_sha256, retention_expires_at, ingested_by, doc)
                 VALUES (\(job.id), \(job.position), \(job.status.rawValue), \(job.triggeredBy), \(job.queuedAt), \(job.resultSha256),
-                        \(job.retentionExpiresAt), \(doc)::jsonb)
+                        \(job.retentionExpiresAt), \(job.ingestedBy), \(doc)::jsonb)
                 """, logger: logger)
         } else {
             try await connection.query(
                 """
                 UPDATE job SET status = \(job.status.rawValue), triggered_by = \(job.triggeredBy), result_sha256 = \(job.resultSha256),
                     retention_expires_at = \(job.retentionExpiresAt), claimed_by = \(job.dispatchClaimedBy),
-                    claim_expires_at = \(job.dispatchClaimExpiresAt), doc = \(doc)::jsonb
+                    claim_expires_at = \(job.dispatchClaimExpiresAt), ingested_by = \(job.ingestedBy), doc = \(doc)::jsonb
                 WHERE id = \(job.id)
                 """, logger: logger)
         }
@@ -242,13 +249,13 @@ public final class PostgresJobStore: JobStore, Service {
             "INSERT INTO event (job_id, seq, type, data) VALUES (\(event.jobID), \(event.seq), \(event.type), \(event.data)) ON CONFLICT DO NOTHING RETURNING seq")
     }
 
-    public func appendBuildingEvent(_ event: StoredEvent, phase: String?, seenAt: Date) async throws -> Bool {
+    public func appendBuildingEvent(_ event: StoredEvent, phase: String?, seenAt: Date, gateway: String) async throws -> Bool {
         try await client.withTransaction(logger: logger) { connection in
             let stored = try await self.inserted(
                 """
                 INSERT INTO event (job_id, seq, type, data)
                 SELECT \(event.jobID), \(event.seq), \(event.type), \(event.data)
-                WHERE EXISTS (SELECT 1 FROM job WHERE id = \(event.jobID) AND status = 'building')
+                WHERE EXISTS (SELECT 1 FROM job WHERE id = \(event.jobID) AND status = 'building' AND ingested_by = \(gateway))
                 ON CONFLICT DO NOTHING RETURNING seq
                 """, on: connection)
             guard stored else { return false }
@@ -307,6 +314,42 @@ public final class PostgresJobStore: JobStore, Service {
         var n = 0
         for try await c in try await client.query("SELECT count(*)::bigint FROM job WHERE result_sha256 = \(sha256)", logger: logger).decode(Int.self) { n = c }
         return n
+    }
+
+    @discardableResult
+    public func heartbeat(gateway: String, lease: Duration) async throws -> Int {
+        try await client.query(
+            "INSERT INTO gateway (id, seen_at) VALUES (\(gateway), now()) ON CONFLICT (id) DO UPDATE SET seen_at = now()", logger: logger)
+        var peers = 0
+        let rows = try await client.query(
+            "SELECT count(*)::bigint FROM gateway WHERE id <> \(gateway) AND seen_at >= now() - make_interval(secs => \(lease.seconds))", logger: logger)
+        for try await n in rows.decode(Int.self) { peers = n }
+        return peers
+    }
+
+    public func retire(gateway: String) async throws {
+        try await client.query("DELETE FROM gateway WHERE id = \(gateway)", logger: logger)
+    }
+
+    public func adoptOrphans(by gateway: String, lease: Duration) async throws -> [Job] {
+        try await client.withTransaction(logger: logger) { connection in
+            // Rows another gateway is adopting (or updating) right now are skipped, not waited for.
+            var adopted: [Job] = []
+            for var job in try await jobs(
+                """
+                SELECT doc::text FROM job
+                WHERE status = 'building' AND (ingested_by IS NULL OR (ingested_by <> \(gateway) AND ingested_by NOT IN
+                    (SELECT id FROM gateway WHERE seen_at >= now() - make_interval(secs => \(lease.seconds)))))
+                ORDER BY position FOR UPDATE SKIP LOCKED
+                """, on: connection)
+            {
+                job.ingestedBy = gateway
+                job.updatedAt = Date()
+                try await write(job, insert: false, on: connection)
+                adopted.append(job)
+            }
+            return adopted
+        }
     }
 
     /// PostgreSQL vacuums on its own.

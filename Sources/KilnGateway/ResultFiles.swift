@@ -12,11 +12,18 @@ public struct ResultFiles: Sendable {
         for d in ["results", "partial", "uploads", "incoming"] {
             try FileManager.default.createDirectory(atPath: root + "/" + d, withIntermediateDirectories: true)
         }
-        // A body that was streaming in when the gateway stopped belongs to no job: its client got no answer.
+        // A body that was streaming in when the gateway stopped belongs to no job: its client got no
+        // answer. Only old ones: gateways sharing this directory (#15) may be receiving theirs right now.
+        let now = Date().timeIntervalSince1970
         for leftover in (try? FileManager.default.contentsOfDirectory(atPath: incomingDirectory)) ?? [] {
-            unlink(incomingDirectory + "/" + leftover)
+            var st = stat()
+            let path = incomingDirectory + "/" + leftover
+            if stat(path, &st) == 0, now - TimeInterval(st.st_mtim.tv_sec) > Self.abandonedUploadAge { unlink(path) }
         }
     }
+
+    /// An upload in `incoming/` untouched this long (seconds) was abandoned.
+    static let abandonedUploadAge: TimeInterval = 3600
 
     /// Request bodies' archives while they stream in (`SubmissionReader`).
     public var incomingDirectory: String { root + "/incoming" }

@@ -110,6 +110,13 @@ public final class SQLiteJobStore: JobStore {
                 t.add(column: "dispatchClaimExpiresAt", .datetime)
             }
         }
+        migrator.registerMigration("v13: ingesting gateways") { db in
+            try db.alter(table: "job") { t in t.add(column: "ingestedBy", .text) }
+            try db.create(table: "gateway") { t in
+                t.primaryKey("id", .text)
+                t.column("seenAt", .datetime).notNull()
+            }
+        }
         try migrator.migrate(pool)
     }
 
@@ -210,15 +217,15 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
-    public func appendBuildingEvent(_ event: StoredEvent, phase: String?, seenAt: Date) async throws -> Bool {
+    public func appendBuildingEvent(_ event: StoredEvent, phase: String?, seenAt: Date, gateway: String) async throws -> Bool {
         try await pool.write { db in
             // Cached statements: no SQL generation or parsing per event.
             let insert = try db.cachedStatement(
                 sql: """
                     INSERT OR IGNORE INTO event (job_id, seq, type, data)
-                    SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM job WHERE id = ? AND status = 'building')
+                    SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM job WHERE id = ? AND status = 'building' AND ingestedBy = ?)
                     """)
-            try insert.execute(arguments: [event.jobID, event.seq, event.type, event.data, event.jobID])
+            try insert.execute(arguments: [event.jobID, event.seq, event.type, event.data, event.jobID, gateway])
             guard db.changesCount == 1 else { return false }
             let seen = try db.cachedStatement(sql: "UPDATE job SET lastSeenAt = ?, phase = COALESCE(?, phase) WHERE id = ?")
             try seen.execute(arguments: [seenAt, phase, event.jobID])
@@ -246,6 +253,37 @@ public final class SQLiteJobStore: JobStore {
 
     public func clearChunks(job: String) async throws {
         try await pool.write { db in try db.execute(sql: "DELETE FROM chunk WHERE job_id = ?", arguments: [job]) }
+    }
+
+    @discardableResult
+    public func heartbeat(gateway: String, lease: Duration) async throws -> Int {
+        try await pool.write { db in
+            let now = Date()
+            try db.execute(
+                sql: "INSERT INTO gateway (id, seenAt) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET seenAt = excluded.seenAt",
+                arguments: [gateway, now])
+            return try Int.fetchOne(
+                db, sql: "SELECT COUNT(*) FROM gateway WHERE id <> ? AND seenAt >= ?", arguments: [gateway, now.addingTimeInterval(-lease.seconds)]) ?? 0
+        }
+    }
+
+    public func retire(gateway: String) async throws {
+        try await pool.write { db in try db.execute(sql: "DELETE FROM gateway WHERE id = ?", arguments: [gateway]) }
+    }
+
+    public func adoptOrphans(by gateway: String, lease: Duration) async throws -> [Job] {
+        try await pool.write { db in
+            let live = Set(try String.fetchAll(db, sql: "SELECT id FROM gateway WHERE seenAt >= ?", arguments: [Date().addingTimeInterval(-lease.seconds)]))
+            var adopted: [Job] = []
+            for var job in try Job.filter(Column("status") == Job.Status.building.rawValue).fetchAll(db) {
+                if let owner = job.ingestedBy, owner == gateway || live.contains(owner) { continue }
+                job.ingestedBy = gateway
+                job.updatedAt = Date()
+                try job.update(db)
+                adopted.append(job)
+            }
+            return adopted
+        }
     }
 
     public func maintain() async throws {

@@ -18,6 +18,12 @@ public enum Subjects {
     /// already accepted a build answers 409 here.
     public static func workerRequest(_ workerID: String) -> String { "kiln.worker.\(workerID).request" }
 
+    /// Gateway → the other gateways: "job's event `seq` (ASCII payload) is stored". A hint only: a
+    /// gateway relaying it to its own SSE clients reads the events from the shared store, so a forged
+    /// notice can cause a read, never a false event.
+    public static func gatewayStored(_ job: String) -> String { "kiln.gateway.stored.\(job)" }
+    public static let gatewayStoredAll = "kiln.gateway.stored.*"
+
     /// Job ids and worker ids become subject tokens: keep them to [A-Za-z0-9_-].
     public static func isValidToken(_ s: String) -> Bool {
         !s.isEmpty && s.count <= 128

@@ -16,7 +16,7 @@ import Testing
     static func essentials(_ j: Job) -> String {
         func ms(_ d: Date?) -> String { d.map { String(Int64(($0.timeIntervalSince1970 * 1000).rounded())) } ?? "-" }
         return [
-            j.id, j.status.rawValue, String(j.position), j.nonce, j.request, j.triggeredBy ?? "-", j.workerID ?? "-", j.rebuildOf ?? "-",
+            j.id, j.status.rawValue, String(j.position), j.nonce, j.request, j.triggeredBy ?? "-", j.workerID ?? "-", j.rebuildOf ?? "-", j.ingestedBy ?? "-",
             j.differingArtifacts ?? "-", String(j.dispatchAttempts), ms(j.queuedAt), ms(j.startedAt),
         ].joined(separator: "|")
     }
@@ -59,6 +59,7 @@ import Testing
                 $0.startedAt = Date(timeIntervalSince1970: 1_800_000_000.25)
                 $0.rebuildOf = "jold"
                 $0.differingArtifacts = "[\"artifacts/x\"]"
+                $0.ingestedBy = "g1"
             })
         #expect(try await store.job("ja").map(Self.essentials) == Self.essentials(building))
         #expect(try await store.oldestWaiting()?.id == "jb")
@@ -68,16 +69,36 @@ import Testing
         #expect(try await store.appendEvent(StoredEvent(jobID: "jb", seq: 1, type: "accepted", data: "{}")))
         #expect(try await store.appendEvent(StoredEvent(jobID: "jb", seq: 1, type: "accepted", data: "{}")) == false)
         let seen = Date(timeIntervalSince1970: 1_800_000_100)
-        #expect(try await store.appendBuildingEvent(StoredEvent(jobID: "ja", seq: 1, type: "phase", data: "{\"name\":\"build\"}"), phase: "build", seenAt: seen))
-        #expect(try await store.appendBuildingEvent(StoredEvent(jobID: "ja", seq: 1, type: "phase", data: "{}"), phase: nil, seenAt: seen) == false)
-        #expect(try await store.appendBuildingEvent(StoredEvent(jobID: "jb", seq: 2, type: "log", data: "{}"), phase: nil, seenAt: seen) == false, "jb is not building")
-        #expect(try await store.appendBuildingEvent(StoredEvent(jobID: "ja", seq: 2, type: "log", data: "{}"), phase: nil, seenAt: seen))
+        #expect(
+            try await store.appendBuildingEvent(
+                StoredEvent(jobID: "ja", seq: 1, type: "phase", data: "{\"name\":\"build\"}"), phase: "build", seenAt: seen, gateway: "g1"))
+        #expect(try await store.appendBuildingEvent(StoredEvent(jobID: "ja", seq: 1, type: "phase", data: "{}"), phase: nil, seenAt: seen, gateway: "g1") == false)
+        #expect(
+            try await store.appendBuildingEvent(StoredEvent(jobID: "jb", seq: 2, type: "log", data: "{}"), phase: nil, seenAt: seen, gateway: "g1") == false,
+            "jb is not building")
+        #expect(
+            try await store.appendBuildingEvent(StoredEvent(jobID: "ja", seq: 2, type: "log", data: "{}"), phase: nil, seenAt: seen, gateway: "g2") == false,
+            "g1 ingests ja, not g2")
+        #expect(try await store.appendBuildingEvent(StoredEvent(jobID: "ja", seq: 2, type: "log", data: "{}"), phase: nil, seenAt: seen, gateway: "g1"))
         let afterEvents = try #require(try await store.job("ja"))
         #expect(afterEvents.phase == "build" && afterEvents.lastSeenAt.map { abs($0.timeIntervalSince(seen)) < 0.001 } == true, "\(afterEvents)")
         #expect(try await store.events(job: "ja", after: 0).map(\.seq) == [1, 2])
         #expect(try await store.events(job: "ja", after: 1).map(\.type) == ["log"])
         #expect(try await store.lastSeq(job: "ja") == 2)
         #expect(try await store.lastSeq(job: "none") == 0)
+
+        // Ingesting gateways: a live one keeps its jobs; a silent or retired one's are adopted, once.
+        #expect(try await store.heartbeat(gateway: "g1", lease: .seconds(30)) == 0)
+        #expect(try await store.heartbeat(gateway: "g2", lease: .seconds(30)) == 1, "g1 is a live peer")
+        #expect(try await store.adoptOrphans(by: "g2", lease: .seconds(30)).isEmpty, "g1 is alive")
+        try await store.retire(gateway: "g1")
+        #expect(try await store.adoptOrphans(by: "g2", lease: .seconds(30)).map(\.id) == ["ja"])
+        #expect(try await store.job("ja")?.ingestedBy == "g2")
+        #expect(try await store.adoptOrphans(by: "g3", lease: .seconds(30)).isEmpty, "g2 is alive and holds it")
+        #expect(try await store.adoptOrphans(by: "g2", lease: .seconds(30)).isEmpty, "already g2's")
+        try await Task.sleep(for: .milliseconds(1100))
+        #expect(try await store.adoptOrphans(by: "g3", lease: .seconds(1)).map(\.id) == ["ja"], "g2's heartbeat is older than the lease")
+        try await store.update("ja") { $0.ingestedBy = "g1" }
 
         // Chunks.
         for i in [0, 2, 2, 1] { try await store.recordChunk(job: "ja", index: i) }
@@ -144,6 +165,26 @@ import Testing
         let flat = claimed.flatMap { $0 }
         #expect(flat.count == 120 && Set(flat).count == 120, "claimed \(flat.count), distinct \(Set(flat).count)")
         #expect(claimed.filter { !$0.isEmpty }.count > 1, "the claimers shared the work: \(claimed.map(\.count))")
+
+        // The same for adopting a dead gateway's building jobs: each exactly once.
+        for i in 0..<120 {
+            try await one.update("j\(i)") {
+                $0.status = .building
+                $0.ingestedBy = "dead"
+            }
+        }
+        let adopted = try await withThrowingTaskGroup(of: [String].self) { group in
+            for (store, name) in [(one, "g1"), (two, "g2"), (one, "g3"), (two, "g4")] as [(PostgresJobStore, String)] {
+                group.addTask {
+                    try await store.heartbeat(gateway: name, lease: .seconds(60))
+                    return try await store.adoptOrphans(by: name, lease: .seconds(60)).map(\.id)
+                }
+            }
+            var all: [String] = []
+            for try await ids in group { all += ids }
+            return all
+        }
+        #expect(adopted.count == 120 && Set(adopted).count == 120, "adopted \(adopted.count), distinct \(Set(adopted).count)")
     }
 
     @Test func postgres() async throws {

@@ -1,0 +1,62 @@
+import KilnBusClient
+import KilnMessages
+
+/// Relays events of jobs another gateway ingests to this gateway's SSE clients. The ingesting gateway
+/// announces each stored event on `kiln.gateway.stored.<job>`; here, for a job this gateway has
+/// clients for, the events after the last one relayed are read from the shared store and published
+/// to the hub in order. The notice is only a hint: what clients see is what the store holds, so a
+/// forged or duplicated notice costs one read at most, never a false event. Reads for one job are
+/// coalesced (notices arriving during a read extend it).
+actor PeerEventRelay {
+    static let gatewayHeader = "kiln-gateway"
+
+    private struct Follow {
+        var relayed: Int
+        var wanted: Int
+        var reading = false
+    }
+
+    private let hub: EventHub
+    private let store: any JobStore
+    private var follows: [String: Follow] = [:]
+
+    init(hub: EventHub, store: any JobStore) {
+        self.hub = hub
+        self.store = store
+    }
+
+    func noticed(_ message: BusMessage, ownGateway: String) async {
+        guard message.headers?[Self.gatewayHeader] != ownGateway else { return }
+        let parts = message.subject.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4, Subjects.isValidToken(String(parts[3])), message.payload.readableBytes <= 20,
+            let seq = Int(String(decoding: message.payloadBytes, as: UTF8.self)), seq > 0
+        else { return }
+        await noticed(job: String(parts[3]), seq: seq)
+    }
+
+    /// Event `seq` of `job` is in the store.
+    func noticed(job: String, seq: Int) async {
+        guard hub.hasClients(job: job) else {
+            follows[job] = nil
+            return
+        }
+        var follow = follows[job] ?? Follow(relayed: seq - 1, wanted: seq)
+        guard seq > follow.relayed else { return }
+        follow.wanted = max(follow.wanted, seq)
+        guard !follow.reading else {
+            follows[job] = follow
+            return
+        }
+        follow.reading = true
+        follows[job] = follow
+        var ended = false
+        while let current = follows[job], current.wanted > current.relayed, !ended {
+            guard let events = try? await store.events(job: job, after: current.relayed), let last = events.last else { break }
+            for event in events { hub.publish(event) }
+            follows[job]?.relayed = last.seq
+            ended = last.isTerminal
+        }
+        follows[job]?.reading = false
+        if ended || follows.count > 10_000 { follows[job] = nil }
+    }
+}
