@@ -136,6 +136,12 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ], swiftSettings: swiftSettings),
         .target(
+            name: "KilnStandInWorker",
+            dependencies: [
+                "KilnMessages", "KilnBusClient", "KilnArchive",
+                .product(name: "Logging", package: "swift-log"),
+            ], swiftSettings: swiftSettings),
+        .target(
             name: "KilnWorker",
             dependencies: [
                 "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnProcess", "KilnCore", "CKilnSystem",
@@ -271,6 +277,7 @@ let package = Package(
             name: "KilnGatewayTests",
             dependencies: [
                 "KilnGateway", "KilnMessages", "KilnBus", "KilnBroker", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport",
+                "KilnStandInWorker",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -61,12 +61,15 @@ extension BuildCoordinator {
             early[job.id] = Array(queue.dropFirst())
             await handleEvent(event, message)
         }
-        while let queue = earlySourceRequests[job.id], let message = queue.first {
-            earlySourceRequests[job.id] = Array(queue.dropFirst())
-            await sourceChunks.answer(message, jobID: job.id)
-        }
-        earlySourceRequests[job.id] = nil
+        // Then the requests held back; any arriving from now on are answered directly.
         early[job.id] = nil
+        for message in earlyRequests.removeValue(forKey: job.id) ?? [] {
+            if message.subject == Subjects.result(job.id) {
+                await handleResultChunk(message)
+            } else {
+                await sourceChunks.answer(message, jobID: job.id)
+            }
+        }
         return outcome
     }
 

@@ -22,7 +22,13 @@ extension BuildCoordinator {
     }
 
     func isIngestedElsewhere(_ job: Job) -> Bool {
-        guard let owner = job.ingestedBy, owner != configuration.instanceID else { return false }
+        let me = configuration.instanceID
+        if job.status == .waiting, let offering = job.dispatchClaimedBy, offering != me, (job.dispatchClaimExpiresAt ?? .distantPast) > Date() {
+            // Another gateway is offering it right now: what its worker sends first is that gateway's to
+            // answer (it holds it until the acceptance is recorded). Not remembered: it may come back here.
+            return true
+        }
+        guard let owner = job.ingestedBy, owner != me else { return false }
         if foreignJobs.count >= 10_000 { foreignJobs.removeAll() }
         foreignJobs.insert(job.id)
         running[job.id] = nil

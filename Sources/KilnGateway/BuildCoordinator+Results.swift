@@ -9,15 +9,9 @@ import NIOCore
 /// Result chunks from workers: checked against the job and its bound sender, written by the
 /// `ResultAssembler` off the actor, and the job finalized once the whole result checks out.
 extension BuildCoordinator {
-    struct Ack: Encodable {
-        var ok: Bool
-        var code: Int?
-        var message: String?
-    }
-
     func handleResultChunk(_ message: BusMessage) async {
         guard let reply = message.reply else { return }
-        func answer(_ ack: Ack) async { try? await client.publish(reply, payload: Array((try? JSONEncoder().encode(ack)) ?? Data())) }
+        func answer(_ ack: ResultChunkAck) async { try? await client.publish(reply, payload: Array((try? JSONEncoder().encode(ack)) ?? Data())) }
         let h = message.headers ?? [:]
         let bytes = message.payloadBytes
         let chunk: BusMessageParsing.ResultChunk
@@ -27,27 +21,39 @@ extension BuildCoordinator {
         {
         case .success(let c): chunk = c
         case .failure(.malformed(let why)):
-            await answer(Ack(ok: false, code: 400, message: why))
+            await answer(ResultChunkAck(ok: false, code: 400, message: why))
             return
         case .failure(.outOfRange(let why)):
             metrics.busMessagesRejected(.badChunk)
             logger.warning("\(why)", metadata: ["subject": "\(message.subject)"])
-            await answer(Ack(ok: false, code: 400, message: why))
+            await answer(ResultChunkAck(ok: false, code: 400, message: why))
             return
         }
         let (jobID, index, count, sha, size, offset) = (chunk.jobID, chunk.index, chunk.count, chunk.sha256, chunk.size, chunk.offset)
-        guard let job = try? await store.job(jobID) else {
-            await answer(Ack(ok: false, code: 404, message: "unknown job"))
+        if early[jobID] != nil {
+            // It overtook its worker's acceptance: answered once that is recorded (bounded like the events).
+            if earlyRequests[jobID, default: []].count < 64 { earlyRequests[jobID, default: []].append(message) }
+            return
+        }
+        let job: Job
+        do {
+            guard let known = try await store.job(jobID) else {
+                await answer(ResultChunkAck(ok: false, code: 404, message: "unknown job"))
+                return
+            }
+            job = known
+        } catch {
+            await answer(ResultChunkAck(ok: false, code: 503, message: "the gateway cannot read its job store right now"))
             return
         }
         // Another gateway assembles it: no answer from here (a refusal would be final for the worker).
         guard !isIngestedElsewhere(job) else { return }
         guard senders.accepts(message, identity: job.workerIdentity, job: jobID, what: "a result chunk") else {
-            await answer(Ack(ok: false, code: 403, message: "not the worker assigned to this job"))
+            await answer(ResultChunkAck(ok: false, code: 403, message: "not the worker assigned to this job"))
             return
         }
         guard job.workerID == h[ResultChunkHeaders.workerID], job.status == .building else {
-            await answer(Ack(ok: false, code: 403, message: "not the worker assigned to this job"))
+            await answer(ResultChunkAck(ok: false, code: 403, message: "not the worker assigned to this job"))
             if let w = h[ResultChunkHeaders.workerID], w != job.workerID { await sendControl(jobID, .init(action: .cancel, workerID: w)) }
             return
         }
@@ -62,7 +68,7 @@ extension BuildCoordinator {
                 defer { finishingResults.remove(jobID) }
                 try await store.clearChunks(job: jobID)
                 guard try await assembler.finish(job: jobID, sha256: sha, size: size) else {
-                    await answer(Ack(ok: false, code: 422, message: "the assembled result does not match sha256 \(sha)"))
+                    await answer(ResultChunkAck(ok: false, code: 422, message: "the assembled result does not match sha256 \(sha)"))
                     return
                 }
                 if let updated = try await store.update(
@@ -75,10 +81,11 @@ extension BuildCoordinator {
                     await finalizeAfterResult(updated)
                 }
             }
-            await answer(Ack(ok: true))
+            await answer(ResultChunkAck(ok: true))
         } catch {
             logger.error("cannot store result chunk: \(error)", metadata: ["job_id": "\(jobID)"])
-            await answer(Ack(ok: false, code: 500, message: "the gateway could not store the chunk"))
+            // The store or disk failing for a moment (a database restart, say): the worker sends it again.
+            await answer(ResultChunkAck(ok: false, code: 503, message: "the gateway could not store the chunk right now"))
         }
     }
 }

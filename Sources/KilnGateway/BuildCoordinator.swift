@@ -31,8 +31,9 @@ public actor BuildCoordinator {
     var running: [String: RunningJob] = [:]
     /// Events of jobs whose dispatch request is in flight, in arrival order.
     var early: [String: [(BuildEvent, BusMessage)]] = [:]
-    /// Source requests that overtook their worker's acceptance, answered once it is recorded.
-    var earlySourceRequests: [String: [BusMessage]] = [:]
+    /// Source requests and result chunks that overtook their worker's acceptance, answered once it is
+    /// recorded (a worker with nothing to build uploads at once).
+    var earlyRequests: [String: [BusMessage]] = [:]
     /// Jobs whose last chunk is being checked and moved into place (one finisher per job).
     var finishingResults: Set<String> = []
     /// Jobs another gateway ingests (see `Job.ingestedBy`): their workers' messages are left to it
@@ -196,7 +197,7 @@ public actor BuildCoordinator {
         guard message.reply != nil, let jobID = BusMessageParsing.jobID(subject: message.subject) else { return }
         if early[jobID] != nil {
             // The worker asked before its acceptance was recorded: answer once it is (bounded like the events).
-            if earlySourceRequests[jobID, default: []].count < 64 { earlySourceRequests[jobID, default: []].append(message) }
+            if earlyRequests[jobID, default: []].count < 64 { earlyRequests[jobID, default: []].append(message) }
             return
         }
         guard await !isIngestedElsewhere(jobID) else { return }

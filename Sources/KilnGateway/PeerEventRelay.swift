@@ -40,7 +40,9 @@ actor PeerEventRelay {
             follows[job] = nil
             return
         }
-        var follow = follows[job] ?? Follow(relayed: seq - 1, wanted: seq)
+        // A job newly followed here is read from its first event: where each client stands is its
+        // relay's business (it skips what it has), and a notice missed earlier leaves no gap.
+        var follow = follows[job] ?? Follow(relayed: 0, wanted: seq)
         guard seq > follow.relayed else { return }
         follow.wanted = max(follow.wanted, seq)
         guard !follow.reading else {

@@ -182,6 +182,31 @@ public struct ControlMessage: Codable, Sendable, Equatable {
     }
 }
 
+/// The gateway's answer to a result chunk. A refusal below 500 is final (the job, the worker or the
+/// chunk is wrong); 500 and above is the gateway's store or disk failing for a moment, and the chunk
+/// is sent again.
+public struct ResultChunkAck: Codable, Sendable, Equatable {
+    public var ok: Bool
+    public var code: Int?
+    public var message: String?
+
+    public init(ok: Bool, code: Int? = nil, message: String? = nil) {
+        self.ok = ok
+        self.code = code
+        self.message = message
+    }
+
+    /// Whether the chunk should be sent again rather than the upload given up.
+    public var isTransient: Bool { !ok && (code ?? 0) >= 500 }
+
+    /// The error a sender throws for a transient refusal (and retries on).
+    public struct Unavailable: Error, CustomStringConvertible {
+        public var message: String?
+        public init(message: String? = nil) { self.message = message }
+        public var description: String { "the gateway could not store the chunk right now" + (message.map { ": \($0)" } ?? "") }
+    }
+}
+
 /// Headers of a result chunk request on `kiln.build.<job>.result` (design §3).
 public enum ResultChunkHeaders {
     public static let index = "index"

@@ -9,12 +9,6 @@ import Logging
 /// `kiln.build.<job>.result` with headers `{index, count, sha256, size, worker_id}`, a window of
 /// several in flight, each retried until acknowledged or `deliveryTimeout` passes.
 public struct ResultUploader: Sendable {
-    public struct Ack: Codable, Sendable {
-        public var ok: Bool
-        public var code: Int?
-        public var message: String?
-    }
-
     let client: BusClient
     let jobID: String
     let workerID: String
@@ -64,8 +58,9 @@ public struct ResultUploader: Sendable {
             }
         ) {
             let reply = try await client.request(Subjects.result(jobID), payload: chunk, headers: headers, timeout: .seconds(10))
-            let ack = try JSONDecoder().decode(Ack.self, from: Data(reply.payloadBytes))
+            let ack = try JSONDecoder().decode(ResultChunkAck.self, from: Data(reply.payloadBytes))
             if ack.ok { return }
+            if ack.isTransient { throw ResultChunkAck.Unavailable(message: ack.message) }
             throw BuildFailure(
                 phase: "upload", message: "the gateway refused result chunk \(index): \(ack.message ?? "code \(ack.code ?? 0)")",
                 retryable: ack.code != 403, suggestedAction: "retry the build")

@@ -60,58 +60,28 @@ final class TestCluster: @unchecked Sendable {
         return w
     }
 
-    struct HTTPResult {
-        var status: Int
-        var body: String
-        var headers: HTTPHeaders
-        var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]) ?? [:] }
-    }
+    typealias HTTPResult = GatewayHTTP.Result
+
+    /// The gateway's HTTP API (a new value after `restartGateway`).
+    var api: GatewayHTTP { GatewayHTTP(url: gateway.url) }
 
     func http(
         _ method: HTTPMethod, _ path: String, json: Any? = nil, body: [UInt8]? = nil, contentType: String? = nil,
         headers: [(String, String)] = []
     ) async throws -> HTTPResult {
-        var request = HTTPClientRequest(url: gateway.url + path)
-        request.method = method
-        for (k, v) in headers { request.headers.add(name: k, value: v) }
-        if let json {
-            request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: json)))
-            request.headers.add(name: "Content-Type", value: contentType ?? "application/json")
-        } else if let body {
-            request.body = .bytes(ByteBuffer(bytes: body))
-            if let contentType { request.headers.add(name: "Content-Type", value: contentType) }
-        }
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
-        let bytes = try await response.body.collect(upTo: 512 << 20)
-        return HTTPResult(status: Int(response.status.code), body: String(buffer: bytes), headers: response.headers)
+        try await api.http(method, path, json: json, body: body, contentType: contentType, headers: headers)
     }
 
-    func download(_ path: String, to file: String) async throws -> HTTPResult {
-        let request = HTTPClientRequest(url: gateway.url + path)
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
-        let bytes = try await response.body.collect(upTo: 512 << 20)
-        try Data(bytes.readableBytesView).write(to: URL(fileURLWithPath: file))
-        return HTTPResult(status: Int(response.status.code), body: "", headers: response.headers)
-    }
+    func download(_ path: String, to file: String) async throws -> HTTPResult { try await api.download(path, to: file) }
 
     func submit(_ files: [String: String], nonce: String = "c0ffee00", extra: [String: Any] = [:]) async throws -> String {
-        let archive = try await Fixtures.archive(files, root: "proj", zip: false)
-        let body: [String: Any] = ["nonce": nonce, "source_data": Data(archive).base64EncodedString(), "source_name": "proj.tar.gz"]
-        let r = try await http(.POST, "/build", json: body.merging(extra) { a, _ in a })
-        guard r.status == 200, let id = r.json["job_id"] as? String else { throw LaunchError("submit failed: \(r.status) \(r.body)") }
-        return id
+        try await api.submit(files, nonce: nonce, extra: extra)
     }
 
-    func status(_ id: String) async throws -> [String: Any] { try await http(.GET, "/build/\(id)").json }
+    func status(_ id: String) async throws -> [String: Any] { try await api.status(id) }
 
     func waitForStatus(_ id: String, _ accept: Set<String>, timeout: Duration = .seconds(120)) async throws -> [String: Any] {
-        var last: [String: Any] = [:]
-        let reached = try await eventually(within: timeout, every: .milliseconds(100)) { () async throws -> [String: Any]? in
-            last = try await status(id)
-            return (last["status"] as? String).map(accept.contains) == true ? last : nil
-        }
-        guard let reached else { throw LaunchError("job \(id) not in \(accept) within \(timeout): \(last)") }
-        return reached
+        try await api.waitForStatus(id, accept, timeout: timeout)
     }
 
     func stop() {

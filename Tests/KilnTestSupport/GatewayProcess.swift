@@ -28,6 +28,31 @@ public struct SSEEvent: Sendable, Equatable {
     public var id: Int?
     public var event: String?
     public var data: String
+
+    public init(id: Int?, event: String?, data: String) {
+        self.id = id
+        self.event = event
+        self.data = data
+    }
+
+    /// One event from its block of `field: value` lines (nil for a comment or keepalive).
+    public init?(block: String) {
+        var e = SSEEvent(id: nil, event: nil, data: "")
+        var isEvent = false
+        for line in block.split(separator: "\n") {
+            if line.hasPrefix("id: ") {
+                e.id = Int(line.dropFirst(4))
+                isEvent = true
+            }
+            if line.hasPrefix("event: ") {
+                e.event = String(line.dropFirst(7))
+                isEvent = true
+            }
+            if line.hasPrefix("data: ") { e.data += String(line.dropFirst(6)) }
+        }
+        guard isEvent else { return nil }
+        self = e
+    }
 }
 
 /// Reads an SSE stream over a raw socket until the server ends it (or `timeout`).
@@ -53,23 +78,7 @@ public enum SSEClient {
         let status = Int(text[..<headEnd.lowerBound].split(separator: " ").dropFirst().first ?? "") ?? 0
         var body = String(text[headEnd.upperBound...])
         if text[..<headEnd.lowerBound].lowercased().contains("transfer-encoding: chunked") { body = HTTPGet.dechunk(body) }
-        var events: [SSEEvent] = []
-        for block in body.components(separatedBy: "\n\n") {
-            var e = SSEEvent(id: nil, event: nil, data: "")
-            var isEvent = false
-            for line in block.split(separator: "\n") {
-                if line.hasPrefix("id: ") {
-                    e.id = Int(line.dropFirst(4))
-                    isEvent = true
-                }
-                if line.hasPrefix("event: ") {
-                    e.event = String(line.dropFirst(7))
-                    isEvent = true
-                }
-                if line.hasPrefix("data: ") { e.data += String(line.dropFirst(6)) }
-            }
-            if isEvent { events.append(e) }
-        }
+        let events = body.components(separatedBy: "\n\n").compactMap(SSEEvent.init(block:))
         return (status, events, ended)
     }
 }
