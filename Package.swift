@@ -318,8 +318,9 @@ if Context.environment["KILN_BENCH"] == "1" {
         .executableTarget(
             name: "KilnBench",
             dependencies: [
-                "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnMessages",
+                "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnMessages", "KilnStandInWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -5,5 +5,5 @@ struct KilnBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kiln-bench",
         abstract: "Kiln's benchmarks; each case prints one JSON line.",
-        subcommands: [BusBench.self, AttestBench.self, FakeWorker.self, SSEClients.self])
+        subcommands: [BusBench.self, AttestBench.self, FakeWorker.self, SSEClients.self, ScaleBench.self])
 }

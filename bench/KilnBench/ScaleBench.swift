@@ -1,0 +1,126 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import KilnBusClient
+import KilnStandInWorker
+import Logging
+import NIOCore
+import Synchronization
+
+/// #15's benchmark: submissions through one or more gateways (round-robin over HTTP), taken by
+/// stand-in workers on the bus, until every job is ready. Prints one JSON line: submissions per second,
+/// jobs per second to ready, and dispatch latency (submission answered → a worker accepted) p50/p99.
+struct ScaleBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "scale")
+
+    @Option(help: "Gateway URLs, comma-separated (submissions go round-robin).") var gateways: String
+    @Option(help: "Bus URL(s) for the stand-in workers; comma-separated lists spread workers over members.") var bus: String
+    @Option(help: "A label for the JSON line.") var name: String
+    @Option var archive: String
+    @Option var jobs = 400
+    @Option var workers = 16
+    @Option(help: "Submissions in flight at once.") var concurrency = 32
+
+    func run() async throws {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        let urls = gateways.split(separator: ",").map(String.init)
+        let members = bus.split(separator: ",").map(String.init)
+        let body = try JSONSerialization.data(withJSONObject: [
+            "nonce": "b0b0b0b0", "source_data": try Data(contentsOf: URL(fileURLWithPath: archive)).base64EncodedString(),
+        ])
+        let tally = Tally()
+        let jobs = self.jobs
+        var clients: [BusClient] = []
+        for i in 0..<workers {
+            var configuration = try BusClient.Configuration(url: members[i % members.count])
+            configuration.pendingLimit = 8 << 20
+            clients.append(try await BusClient.connect(configuration, logger: logger))
+        }
+        let standIns = Task { [clients, logger] in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (i, client) in clients.enumerated() {
+                    group.addTask {
+                        var c = StandInWorker.Configuration(workerID: "bench\(i)")
+                        c.logEvents = 2
+                        c.resultBytes = 1024
+                        try await StandInWorker(client: client, configuration: c, logger: logger).run { tally.accepted($0) }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        defer { standIns.cancel() }
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(connectionPool: .init(idleTimeout: .seconds(60))))
+        let start = ContinuousClock.now
+        let ids = try await withThrowingTaskGroup(of: [String].self) { group in
+            for _ in 0..<concurrency {
+                group.addTask {
+                    var mine: [String] = []
+                    while true {
+                        let n = tally.nextSubmission()
+                        guard n < jobs else { return mine }
+                        var request = HTTPClientRequest(url: urls[n % urls.count] + "/build")
+                        request.method = .POST
+                        request.headers.add(name: "Content-Type", value: "application/json")
+                        request.body = .bytes(ByteBuffer(bytes: body))
+                        let response = try await http.execute(request, timeout: .seconds(60))
+                        let text = String(buffer: try await response.body.collect(upTo: 1 << 20))
+                        guard response.status == .ok, let id = (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])?["job_id"] as? String
+                        else { throw ValidationError("submission refused: \(response.status) \(text)") }
+                        tally.answered(id)
+                        mine.append(id)
+                    }
+                }
+            }
+            var all: [String] = []
+            for try await some in group { all += some }
+            return all
+        }
+        let submitted = ContinuousClock.now - start
+        // Every job ready: poll the first gateway's metrics (jobs by status) until all are.
+        var ready = 0
+        while ready < jobs {
+            try await Task.sleep(for: .milliseconds(50))
+            let response = try await http.execute(HTTPClientRequest(url: urls[0] + "/metrics"), timeout: .seconds(10))
+            let text = String(buffer: try await response.body.collect(upTo: 4 << 20))
+            ready = text.split(separator: "\n").first { $0.hasPrefix("kiln_gateway_jobs{status=\"ready\"}") }
+                .flatMap { Double($0.split(separator: " ").last ?? "") }.map(Int.init) ?? 0
+            if ContinuousClock.now - start > .seconds(600) { throw ValidationError("only \(ready) of \(jobs) ready after 600 s") }
+        }
+        let total = ContinuousClock.now - start
+        try await http.shutdown()
+        let sorted = tally.latencies.sorted()
+        func ms(_ d: Duration) -> Double { (Double(d.components.attoseconds) / 1e15 + Double(d.components.seconds) * 1000).rounded() / 1 }
+        func pct(_ p: Double) -> Double { sorted.isEmpty ? 0 : ms(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) }
+        let line: [String: Any] = [
+            "bench": "scale", "name": name, "jobs": ids.count, "gateways": urls.count, "workers": workers,
+            "submissions_per_s": (Double(jobs) / submitted.seconds).rounded(),
+            "jobs_ready_per_s": (Double(jobs) / total.seconds).rounded(),
+            "dispatch_p50_ms": pct(0.5), "dispatch_p99_ms": pct(0.99), "accepted": tally.latencies.count,
+        ]
+        print(String(decoding: try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]), as: UTF8.self))
+    }
+}
+
+/// What the submitters and stand-in workers record, from many tasks.
+private final class Tally: Sendable {
+    private let state = Mutex<(next: Int, answered: [String: ContinuousClock.Instant], latencies: [Duration])>((0, [:], []))
+
+    func nextSubmission() -> Int {
+        state.withLock { s in
+            defer { s.next += 1 }
+            return s.next
+        }
+    }
+
+    func answered(_ id: String) { state.withLock { $0.answered[id] = ContinuousClock.now } }
+
+    /// A worker can accept before the submitter has read its answer: that dispatch counts as 0.
+    func accepted(_ id: String) {
+        let now = ContinuousClock.now
+        state.withLock { $0.latencies.append($0.answered[id].map { now - $0 } ?? .zero) }
+    }
+
+    var latencies: [Duration] { state.withLock { $0.latencies } }
+}
