@@ -44,7 +44,7 @@ pids+=($!)
 wait_for "$STATE/logs/gateway.log" "kiln-gateway listening on"
 
 "$BIN/kiln-pool" --broker "kiln://127.0.0.1:$BROKER_PORT" --idle "$POOL_IDLE" --max "$POOL_MAX" --state "$STATE/pool" \
-  --key "$STATE/keys/farm.pem" --monitor-port "$POOL_MONITOR_PORT" --worker-args="${KILN_WORKER_ARGS:-}" > "$STATE/logs/pool.log" 2>&1 &
+  --key "$STATE/keys/farm.pem" --monitor-port "$POOL_MONITOR_PORT" ${KILN_WORKER_ARGS:+"--worker-args=$KILN_WORKER_ARGS"} > "$STATE/logs/pool.log" 2>&1 &
 pids+=($!)
 wait_for "$STATE/logs/pool.log" "started worker"
 

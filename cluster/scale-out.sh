@@ -81,9 +81,9 @@ for i in "${!GATEWAY_PORTS[@]}"; do wait_for "$STATE/logs/gateway-$i.log" "kiln-
 
 # 4. A pool on the third member.
 "$BIN/kiln-pool" --broker "$(bus 2)" --idle "$POOL_IDLE" --max "$POOL_MAX" --state "$STATE/pool" \
-  --key "$STATE/keys/farm.pem" --monitor-port "$POOL_MONITOR_PORT" --worker-args="${KILN_WORKER_ARGS:-}" > "$STATE/logs/pool.log" 2>&1 &
+  --key "$STATE/keys/farm.pem" --monitor-port "$POOL_MONITOR_PORT" ${KILN_WORKER_ARGS:+"--worker-args=$KILN_WORKER_ARGS"} > "$STATE/logs/pool.log" 2>&1 &
 pids+=($!)
-wait_for "$STATE/logs/pool.log" "started worker"
+wait_for "$STATE/logs/pool.log" "started worker" 1200
 
 cat <<INFO
 A scaled-out Kiln farm is running.

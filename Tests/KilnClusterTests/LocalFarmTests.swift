@@ -15,6 +15,31 @@ import Testing
         return url.path
     }
 
+    /// `make run` as it is typed, without KILN_WORKER_ARGS: the pool starts (an empty `--worker-args=`
+    /// once made it exit with "Missing value").
+    @Test func startsWithoutExtraWorkerArguments() async throws {
+        let dir = try TemporaryDirectory(prefix: "kiln-farm")
+        let ports = try (0..<4).map { _ in try FreePort.pick() }
+        var env = ProcessInfo.processInfo.environment
+        env["KILN_WORKER_ARGS"] = nil
+        env["BIN"] = BuiltProducts.directory
+        env["KILN_STATE"] = dir.file("state")
+        env["KILN_BROKER_PORT"] = String(ports[0])
+        env["KILN_BROKER_MONITOR_PORT"] = String(ports[1])
+        env["KILN_GATEWAY_PORT"] = String(ports[2])
+        env["KILN_POOL_MONITOR_PORT"] = String(ports[3])
+        env["KILN_POOL_IDLE"] = "1"
+        let farm = try await LaunchedProcess(
+            "/usr/bin/python3",
+            [
+                "-c",
+                "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
+                    + "os.execv(sys.argv[1], sys.argv[1:])", Self.packageRoot + "/cluster/farm.sh",
+            ], environment: env)
+        defer { farm.terminate(grace: .seconds(15)) }
+        _ = try await farm.waitForLine(prefix: "Kiln is running.", timeout: .seconds(60))
+    }
+
     @Test func newcomerFlow() async throws {
         let dir = try TemporaryDirectory(prefix: "kiln-farm")
         let ports = try (0..<5).map { _ in try FreePort.pick() }

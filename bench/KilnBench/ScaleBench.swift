@@ -84,7 +84,8 @@ struct ScaleBench: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(50))
             let response = try await http.execute(HTTPClientRequest(url: urls[0] + "/metrics"), timeout: .seconds(10))
             let text = String(buffer: try await response.body.collect(upTo: 4 << 20))
-            ready = text.split(separator: "\n").first { $0.hasPrefix("kiln_gateway_jobs{status=\"ready\"}") }
+            ready =
+                text.split(separator: "\n").first { $0.hasPrefix("kiln_gateway_jobs{status=\"ready\"}") }
                 .flatMap { Double($0.split(separator: " ").last ?? "") }.map(Int.init) ?? 0
             if ContinuousClock.now - start > .seconds(600) { throw ValidationError("only \(ready) of \(jobs) ready after 600 s") }
         }
