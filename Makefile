@@ -61,6 +61,7 @@ bench:
 	scripts/with-nix-daemon.sh bash bench/fetch.sh
 	scripts/with-nix-daemon.sh bash bench/gateway.sh
 	scripts/with-nix-daemon.sh bash bench/farm.sh
+	bash bench/scale.sh
 
 clean:
 	rm -rf .build $(VENV)

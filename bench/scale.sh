@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# #15's benchmark: submissions → stand-in workers → ready, through one gateway vs two, kiln-broker vs a
+# #15's benchmark: a burst of submissions → stand-in workers → ready, then dispatch latency one job at a
+# time with idle workers, through one gateway vs two, kiln-broker vs a
 # three-member nats-server cluster, SQLite vs PostgreSQL — one JSON line per configuration, same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,7 @@ runuser -u postgres -- "$PG_BIN/initdb" -D "$work/pg/data" -A trust -U kiln > /d
 runuser -u postgres -- "$PG_BIN/postgres" -D "$work/pg/data" -k "$work/pg/socket" -c listen_addresses= -c max_connections=300 > "$work/pg.log" 2>&1 &
 wait_for "$work/pg.log" "ready to accept connections"
 n=0
-database() { n=$((n + 1)); runuser -u postgres -- psql -h "$work/pg/socket" -U kiln -d postgres -qc "CREATE DATABASE bench$n" > /dev/null; echo "postgres://kiln@localhost/bench$n?host=$work/pg/socket"; }
+database() { runuser -u postgres -- psql -h "$work/pg/socket" -U kiln -d postgres -qc "CREATE DATABASE bench$1" > /dev/null; echo "postgres://kiln@localhost/bench$1?host=$work/pg/socket"; }
 
 # run NAME BUS(kiln|nats) STORE(sqlite|postgres) GATEWAYS
 run() {
@@ -48,7 +49,7 @@ run() {
     sleep 1  # routes up
     for i in 0 1 2; do busurls+=("nats://127.0.0.1:${cp[$i]},nats://127.0.0.1:${cp[$(( (i + 1) % 3 ))]},nats://127.0.0.1:${cp[$(( (i + 2) % 3 ))]}"); done
   fi
-  local db=""; [ "$store" = postgres ] && db=$(database)
+  local db=""; n=$((n + 1)); [ "$store" = postgres ] && db=$(database "$n")
   for (( g=0; g<count; g++ )); do
     local gp; gp=$(port)
     "$BIN/kiln-gateway" --port "$gp" --data "$dir/shared" ${db:+--database "$db"} --broker "${busurls[$(( g % ${#busurls[@]} ))]}" \

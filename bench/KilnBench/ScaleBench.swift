@@ -7,9 +7,10 @@ import Logging
 import NIOCore
 import Synchronization
 
-/// #15's benchmark: submissions through one or more gateways (round-robin over HTTP), taken by
-/// stand-in workers on the bus, until every job is ready. Prints one JSON line: submissions per second,
-/// jobs per second to ready, and dispatch latency (submission answered → a worker accepted) p50/p99.
+/// #15's benchmark: a burst of submissions through one or more gateways (round-robin over HTTP), taken
+/// by stand-in workers on the bus, until every job is ready; then `--probes` jobs one at a time while
+/// workers wait idle. Prints one JSON line: submissions per second and jobs per second to ready in the
+/// burst, and dispatch latency (submission sent → a worker accepted it) p50/p99 of the probes.
 struct ScaleBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "scale")
 
@@ -20,6 +21,7 @@ struct ScaleBench: AsyncParsableCommand {
     @Option var jobs = 400
     @Option var workers = 16
     @Option(help: "Submissions in flight at once.") var concurrency = 32
+    @Option(help: "Jobs submitted one at a time afterwards, to measure dispatch with idle workers.") var probes = 100
 
     func run() async throws {
         var logger = Logger(label: "bench")
@@ -68,7 +70,6 @@ struct ScaleBench: AsyncParsableCommand {
                         let text = String(buffer: try await response.body.collect(upTo: 1 << 20))
                         guard response.status == .ok, let id = (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])?["job_id"] as? String
                         else { throw ValidationError("submission refused: \(response.status) \(text)") }
-                        tally.answered(id)
                         mine.append(id)
                     }
                 }
@@ -90,15 +91,39 @@ struct ScaleBench: AsyncParsableCommand {
             if ContinuousClock.now - start > .seconds(600) { throw ValidationError("only \(ready) of \(jobs) ready after 600 s") }
         }
         let total = ContinuousClock.now - start
+        // Dispatch latency with idle workers: one job at a time, the next once a worker has it.
+        var probeLatencies: [Duration] = []
+        for i in 0..<probes {
+            try await Task.sleep(for: .milliseconds(20))  // the last worker is back in the queue group
+            var request = HTTPClientRequest(url: urls[i % urls.count] + "/build")
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: body))
+            let sent = ContinuousClock.now
+            let response = try await http.execute(request, timeout: .seconds(60))
+            let text = String(buffer: try await response.body.collect(upTo: 1 << 20))
+            guard let id = (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])?["job_id"] as? String else {
+                throw ValidationError("probe refused: \(text)")
+            }
+            let deadline = ContinuousClock.now + .seconds(30)
+            while true {
+                if let at = tally.acceptedAt(id) {
+                    probeLatencies.append(at - sent)
+                    break
+                }
+                guard ContinuousClock.now < deadline else { throw ValidationError("probe \(id) not accepted within 30 s") }
+                try await Task.sleep(for: .milliseconds(1))
+            }
+        }
         try await http.shutdown()
-        let sorted = tally.latencies.sorted()
-        func ms(_ d: Duration) -> Double { (Double(d.components.attoseconds) / 1e15 + Double(d.components.seconds) * 1000).rounded() / 1 }
+        let sorted = probeLatencies.sorted()
+        func ms(_ d: Duration) -> Double { ((Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15) * 10).rounded() / 10 }
         func pct(_ p: Double) -> Double { sorted.isEmpty ? 0 : ms(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) }
         let line: [String: Any] = [
             "bench": "scale", "name": name, "jobs": ids.count, "gateways": urls.count, "workers": workers,
             "submissions_per_s": (Double(jobs) / submitted.seconds).rounded(),
             "jobs_ready_per_s": (Double(jobs) / total.seconds).rounded(),
-            "dispatch_p50_ms": pct(0.5), "dispatch_p99_ms": pct(0.99), "accepted": tally.latencies.count,
+            "dispatch_p50_ms": pct(0.5), "dispatch_p99_ms": pct(0.99), "accepted": tally.acceptedCount, "probes": sorted.count,
         ]
         print(String(decoding: try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]), as: UTF8.self))
     }
@@ -106,7 +131,7 @@ struct ScaleBench: AsyncParsableCommand {
 
 /// What the submitters and stand-in workers record, from many tasks.
 private final class Tally: Sendable {
-    private let state = Mutex<(next: Int, answered: [String: ContinuousClock.Instant], latencies: [Duration])>((0, [:], []))
+    private let state = Mutex<(next: Int, accepted: [String: ContinuousClock.Instant])>((0, [:]))
 
     func nextSubmission() -> Int {
         state.withLock { s in
@@ -115,13 +140,12 @@ private final class Tally: Sendable {
         }
     }
 
-    func answered(_ id: String) { state.withLock { $0.answered[id] = ContinuousClock.now } }
-
-    /// A worker can accept before the submitter has read its answer: that dispatch counts as 0.
     func accepted(_ id: String) {
         let now = ContinuousClock.now
-        state.withLock { $0.latencies.append($0.answered[id].map { now - $0 } ?? .zero) }
+        state.withLock { $0.accepted[id] = now }
     }
 
-    var latencies: [Duration] { state.withLock { $0.latencies } }
+    func acceptedAt(_ id: String) -> ContinuousClock.Instant? { state.withLock { $0.accepted[id] } }
+
+    var acceptedCount: Int { state.withLock { $0.accepted.count } }
 }
