@@ -9,6 +9,32 @@ import Testing
 /// following the README: curl-style JSON with repo_url and with source_data, a multipart upload, and
 /// `kiln submit --follow`; every result checked with `kiln verify` and the securesystemslib verifier.
 @Suite(.serialized) struct LocalFarmTests {
+    /// Starts one of the repository's scripts with an empty signal mask, as from a terminal: processes
+    /// spawned from Swift's worker threads inherit blocked signals, and bash can neither unblock them
+    /// nor trap them then (SIGTERM must reach the script so that it stops its own children).
+    static func launchScript(_ path: String, environment: [String: String]) async throws -> LaunchedProcess {
+        try await LaunchedProcess(
+            "/usr/bin/python3",
+            [
+                "-c",
+                "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
+                    + "os.execv(sys.argv[1], sys.argv[1:])", packageRoot + "/" + path,
+            ], environment: environment)
+    }
+
+    /// cluster/farm.sh's environment on free ports: broker, broker monitor, gateway, pool monitor.
+    static func farmEnvironment(state: String, idle: Int) throws -> (environment: [String: String], ports: [Int]) {
+        let ports = try (0..<4).map { _ in try FreePort.pick() }
+        var env = ProcessInfo.processInfo.environment
+        env["BIN"] = BuiltProducts.directory
+        env["KILN_STATE"] = state
+        for (name, port) in zip(["KILN_BROKER_PORT", "KILN_BROKER_MONITOR_PORT", "KILN_GATEWAY_PORT", "KILN_POOL_MONITOR_PORT"], ports) {
+            env[name] = String(port)
+        }
+        env["KILN_POOL_IDLE"] = String(idle)
+        return (env, ports)
+    }
+
     static var packageRoot: String {
         var url = URL(fileURLWithPath: #filePath)
         for _ in 0..<3 { url.deleteLastPathComponent() }
@@ -19,49 +45,20 @@ import Testing
     /// once made it exit with "Missing value").
     @Test func startsWithoutExtraWorkerArguments() async throws {
         let dir = try TemporaryDirectory(prefix: "kiln-farm")
-        let ports = try (0..<4).map { _ in try FreePort.pick() }
-        var env = ProcessInfo.processInfo.environment
+        var env = try Self.farmEnvironment(state: dir.file("state"), idle: 1).environment
         env["KILN_WORKER_ARGS"] = nil
-        env["BIN"] = BuiltProducts.directory
-        env["KILN_STATE"] = dir.file("state")
-        env["KILN_BROKER_PORT"] = String(ports[0])
-        env["KILN_BROKER_MONITOR_PORT"] = String(ports[1])
-        env["KILN_GATEWAY_PORT"] = String(ports[2])
-        env["KILN_POOL_MONITOR_PORT"] = String(ports[3])
-        env["KILN_POOL_IDLE"] = "1"
-        let farm = try await LaunchedProcess(
-            "/usr/bin/python3",
-            [
-                "-c",
-                "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
-                    + "os.execv(sys.argv[1], sys.argv[1:])", Self.packageRoot + "/cluster/farm.sh",
-            ], environment: env)
+        let farm = try await Self.launchScript("cluster/farm.sh", environment: env)
         defer { farm.terminate(grace: .seconds(15)) }
         _ = try await farm.waitForLine(prefix: "Kiln is running.", timeout: .seconds(60))
     }
 
     @Test func newcomerFlow() async throws {
         let dir = try TemporaryDirectory(prefix: "kiln-farm")
-        let ports = try (0..<5).map { _ in try FreePort.pick() }
-        var env = ProcessInfo.processInfo.environment
-        env["BIN"] = BuiltProducts.directory
-        env["KILN_STATE"] = dir.file("state")
-        env["KILN_BROKER_PORT"] = String(ports[0])
-        env["KILN_BROKER_MONITOR_PORT"] = String(ports[1])
-        env["KILN_GATEWAY_PORT"] = String(ports[2])
-        env["KILN_POOL_MONITOR_PORT"] = String(ports[3])
-        env["KILN_POOL_IDLE"] = "2"
+        let (farmEnv, ports) = try Self.farmEnvironment(state: dir.file("state"), idle: 2)
+        var env = farmEnv
         // The documented way to give workers extra flags (#18): here, allowing the test's git server.
         env["KILN_WORKER_ARGS"] = "--allow-source-host 127.0.0.1 --log-level debug"
-        // Launched with an empty signal mask, as from a terminal: processes spawned from Swift's worker
-        // threads inherit blocked signals, and bash can neither unblock them nor trap them then.
-        let farm = try await LaunchedProcess(
-            "/usr/bin/python3",
-            [
-                "-c",
-                "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
-                    + "os.execv(sys.argv[1], sys.argv[1:])", Self.packageRoot + "/cluster/farm.sh",
-            ], environment: env)
+        let farm = try await Self.launchScript("cluster/farm.sh", environment: env)
         defer {
             // SIGTERM lets the farm stop its own children (SIGKILL would orphan them).
             farm.terminate(grace: .seconds(15))

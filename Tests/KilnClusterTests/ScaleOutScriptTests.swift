@@ -20,13 +20,7 @@ import Testing
         env["KILN_GATEWAY_PORTS"] = "\(ports[6]) \(ports[7])"
         env["KILN_POOL_MONITOR_PORT"] = String(ports[8])
         env["KILN_POOL_IDLE"] = "1"
-        let farm = try await LaunchedProcess(
-            "/usr/bin/python3",
-            [
-                "-c",
-                "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
-                    + "os.execv(sys.argv[1], sys.argv[1:])", LocalFarmTests.packageRoot + "/cluster/scale-out.sh",
-            ], environment: env)
+        let farm = try await LocalFarmTests.launchScript("cluster/scale-out.sh", environment: env)
         defer { farm.terminate(grace: .seconds(15)) }
         _ = try await farm.waitForLine(prefix: "scale-out farm ready", timeout: .seconds(90))
         let (a, b) = ("http://127.0.0.1:\(ports[6])", "http://127.0.0.1:\(ports[7])")
