@@ -55,6 +55,7 @@ struct ScaleBench: AsyncParsableCommand {
         defer { standIns.cancel() }
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(connectionPool: .init(idleTimeout: .seconds(60))))
         let start = ContinuousClock.now
+        let cpuBefore = CPUTimes.now()
         let ids = try await withThrowingTaskGroup(of: [String].self) { group in
             for _ in 0..<concurrency {
                 group.addTask {
@@ -79,6 +80,7 @@ struct ScaleBench: AsyncParsableCommand {
             return all
         }
         let submitted = ContinuousClock.now - start
+        let cpuBusy = CPUTimes.now().busyPercent(since: cpuBefore)
         // Every job ready: poll the first gateway's metrics (jobs by status) until all are.
         var ready = 0
         while ready < jobs {
@@ -123,7 +125,8 @@ struct ScaleBench: AsyncParsableCommand {
             "bench": "scale", "name": name, "jobs": ids.count, "gateways": urls.count, "workers": workers,
             "submissions_per_s": (Double(jobs) / submitted.seconds).rounded(),
             "jobs_ready_per_s": (Double(jobs) / total.seconds).rounded(),
-            "dispatch_p50_ms": pct(0.5), "dispatch_p99_ms": pct(0.99), "accepted": tally.acceptedCount, "probes": sorted.count,
+            "dispatch_p50_ms": pct(0.5), "dispatch_p99_ms": pct(0.99), "accepted": tally.acceptedCount, "cpu_busy_pct_during_submissions": cpuBusy,
+            "probes": sorted.count,
         ]
         print(String(decoding: try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]), as: UTF8.self))
     }
@@ -148,4 +151,25 @@ private final class Tally: Sendable {
     func acceptedAt(_ id: String) -> ContinuousClock.Instant? { state.withLock { $0.accepted[id] } }
 
     var acceptedCount: Int { state.withLock { $0.accepted.count } }
+}
+
+/// The machine's CPU time from /proc/stat: how busy all cores were between two readings (the burst of
+/// submissions is CPU-bound when this is near 100 on a machine that runs the whole farm).
+private struct CPUTimes {
+    var busy: Double
+    var total: Double
+
+    static func now() -> CPUTimes {
+        let line = (try? String(contentsOfFile: "/proc/stat", encoding: .utf8))?.split(separator: "\n").first ?? ""
+        let fields = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+        guard fields.count >= 5 else { return CPUTimes(busy: 0, total: 0) }
+        let idle = fields[3] + fields[4]
+        let total = fields.prefix(8).reduce(0, +)
+        return CPUTimes(busy: total - idle, total: total)
+    }
+
+    func busyPercent(since earlier: CPUTimes) -> Double {
+        let total = self.total - earlier.total
+        return total > 0 ? ((busy - earlier.busy) / total * 1000).rounded() / 10 : 0
+    }
 }
