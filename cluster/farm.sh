@@ -18,21 +18,7 @@ POOL_MONITOR_PORT=${KILN_POOL_MONITOR_PORT:-8223}
 mkdir -p "$STATE/keys" "$STATE/logs"
 STATE=$(cd "$STATE" && pwd)
 
-if [ ! -f "$STATE/keys/farm.pem" ]; then "$BIN/kiln" keys generate "$STATE/keys/farm.pem" > /dev/null; fi
-"$BIN/kiln" keys show "$STATE/keys/farm.pem" | sed -n '/BEGIN PUBLIC KEY/,$p' > "$STATE/keys/farm.pub.pem"
-
-pids=()
-cleanup() {
-  trap - EXIT INT TERM
-  for (( i=${#pids[@]}-1; i>=0; i-- )); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT INT TERM
-
-wait_for() {  # file pattern
-  for _ in $(seq 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-  echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
-}
+source cluster/common.sh
 
 "$BIN/kiln-broker" --host 127.0.0.1 --port "$BROKER_PORT" --monitor-port "$BROKER_MONITOR_PORT" > "$STATE/logs/broker.log" 2>&1 &
 pids+=($!)

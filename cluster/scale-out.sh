@@ -25,22 +25,9 @@ NATS_SERVER=$(command -v nats-server || echo /usr/sbin/nats-server)
 mkdir -p "$STATE/keys" "$STATE/logs" "$STATE/shared"
 STATE=$(cd "$STATE" && pwd)
 
-if [ ! -f "$STATE/keys/farm.pem" ]; then "$BIN/kiln" keys generate "$STATE/keys/farm.pem" > /dev/null; fi
-"$BIN/kiln" keys show "$STATE/keys/farm.pem" | sed -n '/BEGIN PUBLIC KEY/,$p' > "$STATE/keys/farm.pub.pem"
-
-pids=()
-cleanup() {
-  trap - EXIT INT TERM
-  for (( i=${#pids[@]}-1; i>=0; i-- )); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  # runuser does not pass signals on: stop the postmaster itself.
+source cluster/common.sh
+stop_extra() {  # runuser does not pass signals on: stop the postmaster itself.
   if [ -f "$STATE/postgres/data/postmaster.pid" ]; then kill -TERM "$(head -1 "$STATE/postgres/data/postmaster.pid")" 2>/dev/null || true; fi
-}
-trap cleanup EXIT INT TERM
-
-wait_for() {  # file pattern [tries]
-  for _ in $(seq "${3:-300}"); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-  echo "timed out waiting for '$2' in $1" >&2; tail -20 "$1" >&2; return 1
 }
 
 # 1. Three nats-servers in one cluster, each told of the others' route ports.
