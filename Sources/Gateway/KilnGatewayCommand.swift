@@ -40,6 +40,8 @@ struct KilnGatewayCommand: AsyncParsableCommand {
     @Option(help: "Seconds of worker silence before its job fails (3 heartbeats).") var workerSilence: Double = 15
     @Option(help: "Seconds without a heartbeat in the job store after which another gateway adopts this one's building jobs (several gateways on one PostgreSQL).")
     var gatewayLease: Double = 5
+    @Option(help: "Seconds a PostgreSQL operation may take before it fails and the gateway reconnects (with --database postgres://…).")
+    var databaseTimeout: Double = 10
     @Option(help: "This gateway's name among several on one job store (default: random per start).") var instanceId: String?
     @Option(help: "Seconds between SSE keepalive comments.") var sseKeepalive: Double = 15
     @Option(help: "Events buffered per SSE client before it is disconnected.") var sseBacklog = 4096
@@ -92,6 +94,8 @@ struct KilnGatewayCommand: AsyncParsableCommand {
         cfg.workerSilenceLimit = .seconds(workerSilence)
         guard gatewayLease >= 2, gatewayLease <= 3600 else { throw ValidationError("--gateway-lease must be 2 to 3600 seconds (heartbeats are 1 s apart)") }
         cfg.gatewayLease = .seconds(gatewayLease)
+        guard databaseTimeout >= 1, databaseTimeout <= 600 else { throw ValidationError("--database-timeout must be 1 to 600 seconds") }
+        cfg.databaseTimeout = .seconds(databaseTimeout)
         if let instanceId {
             guard Subjects.isValidToken(instanceId) else { throw ValidationError("--instance-id must be 1 to 128 of A-Z a-z 0-9 _ -") }
             cfg.instanceID = instanceId

@@ -49,7 +49,16 @@ extension BuildCoordinator {
 
     /// Every check against the stored job: assignment, duplicates, gaps, state changes, `done`.
     private func handleEventInFull(_ event: BuildEvent, _ message: BusMessage) async {
-        guard let job = try? await store.job(event.jobID), !isIngestedElsewhere(job) else { return }
+        let job: Job
+        do {
+            guard let found = try await store.job(event.jobID) else { return }
+            job = found
+        } catch {
+            // Not stored: the worker sends it again (its unacknowledged events are replayed).
+            logger.warning("cannot read the job for event \(event.seq): \(error)", metadata: ["job_id": "\(event.jobID)"])
+            return
+        }
+        guard !isIngestedElsewhere(job) else { return }
         guard senders.accepts(message, identity: job.workerIdentity, job: job.id, what: "a \(event.type.rawValue) event") else { return }
         guard let worker = event.workerID, worker == job.workerID else {
             if let other = event.workerID, job.status != .waiting {

@@ -58,6 +58,16 @@ extension BuildCoordinator {
         }
     }
 
+    /// Every second: streams here of jobs other gateways ingest read the store when they have been quiet,
+    /// in case a notice was lost (`PeerEventRelay.catchUp`). Only with other gateways alive: alone, a
+    /// gateway ingests every job it streams.
+    func catchUpPeerStreams() async {
+        guard peerGateways > 0 else { return }
+        let jobs = hub.followedJobs().filter { running[$0] == nil }
+        guard !jobs.isEmpty else { return }
+        await peerRelay.catchUp(jobs: jobs, quietFor: .seconds(1))
+    }
+
     /// At shutdown: this gateway's jobs may be adopted at once rather than after the lease.
     func retire() async {
         do { try await store.retire(gateway: configuration.instanceID) } catch { logger.warning("cannot retire from the store: \(error)") }

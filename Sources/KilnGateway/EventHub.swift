@@ -44,6 +44,9 @@ public final class EventHub: Sendable {
     /// Whether any live stream follows `job`.
     public func hasClients(job: String) -> Bool { state.withLockedValue { $0.jobs[job] != nil } }
 
+    /// The jobs live streams follow right now.
+    public func followedJobs() -> [String] { state.withLockedValue { Array($0.jobs.keys) } }
+
     /// Live events of `job` go to `relay` from now on; call `unsubscribe` when the stream ends.
     public func subscribe(job: String, relay: SSERelay, on eventLoop: any EventLoop) -> Int {
         state.withLockedValue { s -> Int in

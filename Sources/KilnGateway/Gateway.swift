@@ -28,7 +28,7 @@ public struct Gateway: Sendable {
         let store: any JobStore
         var storeServices: [any Service] = []
         if let database = configuration.database {
-            let postgres = try await PostgresJobStore.connect(url: database, logger: logger)
+            let postgres = try await PostgresJobStore.connect(url: database, operationTimeout: configuration.databaseTimeout, logger: logger)
             store = postgres
             storeServices.append(postgres)
         } else {

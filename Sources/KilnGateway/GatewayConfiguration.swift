@@ -31,6 +31,9 @@ public struct GatewayConfiguration: Sendable {
     /// A gateway whose heartbeat in the job store is older than this is presumed gone: another
     /// gateway (or this one restarted) adopts its building jobs. A graceful stop hands them over at once.
     public var gatewayLease: Duration = .seconds(5)
+    /// The longest a PostgreSQL operation may take before it fails and the connection pool is replaced
+    /// (`PostgresPool`).
+    public var databaseTimeout: Duration = .seconds(10)
     /// A building job whose worker is silent this long ends as `error` (3 heartbeats of 5 s).
     public var workerSilenceLimit: Duration = .seconds(15)
     public var sseKeepalive: Duration = .seconds(15)

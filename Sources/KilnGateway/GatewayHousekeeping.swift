@@ -27,6 +27,7 @@ struct GatewayHousekeeping: Service {
 
     func once() async {
         await coordinator.keepIngesting()
+        await coordinator.catchUpPeerStreams()
         await coordinator.endSilentJobs()
         do { try await store.maintain() } catch { logger.warning("store maintenance failed: \(error)") }
         await removeUnneededUploads()

@@ -7,6 +7,10 @@ import KilnMessages
 /// to the hub in order. The notice is only a hint: what clients see is what the store holds, so a
 /// forged or duplicated notice costs one read at most, never a false event. Reads for one job are
 /// coalesced (notices arriving during a read extend it).
+///
+/// Notices can be lost — the ingesting gateway announces only to gateways it has seen heartbeat, and a
+/// bus member can die with a notice in flight — so `catchUp` also reads, about once a second, every
+/// followed job that has been quiet: a lost notice delays an event by that much, never strands a stream.
 actor PeerEventRelay {
     static let gatewayHeader = "kiln-gateway"
 
@@ -14,6 +18,7 @@ actor PeerEventRelay {
         var relayed: Int
         var wanted: Int
         var reading = false
+        var lastRead: ContinuousClock.Instant = .now
     }
 
     private let hub: EventHub
@@ -53,6 +58,7 @@ actor PeerEventRelay {
         follows[job] = follow
         var ended = false
         while let current = follows[job], current.wanted > current.relayed, !ended {
+            follows[job]?.lastRead = .now
             guard let events = try? await store.events(job: job, after: current.relayed), let last = events.last else { break }
             for event in events { hub.publish(event) }
             follows[job]?.relayed = last.seq
@@ -60,5 +66,16 @@ actor PeerEventRelay {
         }
         follows[job]?.reading = false
         if ended || follows.count > 10_000 { follows[job] = nil }
+    }
+
+    /// Reads each of `jobs` (followed here, ingested elsewhere) that has had no read for `quietFor`:
+    /// what a lost notice would have brought.
+    func catchUp(jobs: [String], quietFor: Duration) async {
+        let now = ContinuousClock.now
+        for job in jobs {
+            let follow = follows[job]
+            if let follow, follow.reading || now - follow.lastRead < quietFor { continue }
+            await noticed(job: job, seq: (follow?.relayed ?? 0) + 1)
+        }
     }
 }

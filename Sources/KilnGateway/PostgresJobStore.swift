@@ -13,36 +13,36 @@ import ServiceLifecycle
 /// changes to one job. Migrations are numbered and recorded in `kiln_migration`; concurrent gateways
 /// starting at once serialise on an advisory lock.
 ///
-/// The client's connection pool runs in a child task this store owns; `run()` (the store is a
-/// `Service` in the gateway's group) keeps it until shutdown.
+/// Connections come from a `PostgresPool`, which bounds every operation (`operationTimeout`) and
+/// replaces a pool that stopped answering; `run()` (the store is a `Service` in the gateway's group)
+/// keeps it until shutdown.
 public final class PostgresJobStore: JobStore, Service {
-    let client: PostgresClient
+    let pool: PostgresPool
     let logger: Logger
-    private let clientTask: Task<Void, Never>
     private static let encoder = JSONEncoder()
     private static let decoder = JSONDecoder()
 
     /// Connects (`postgres://user[:password]@host[:port]/database`, or `?host=/socket/dir`) and
-    /// migrates.
-    public static func connect(url: String, logger: Logger) async throws -> PostgresJobStore {
-        let store = PostgresJobStore(client: PostgresClient(configuration: try configuration(url: url)), logger: logger)
+    /// migrates. No operation waits longer than `operationTimeout` for the database.
+    public static func connect(url: String, operationTimeout: Duration = .seconds(10), logger: Logger) async throws -> PostgresJobStore {
+        let pool = PostgresPool(configuration: try configuration(url: url), operationTimeout: operationTimeout, logger: logger)
+        let store = PostgresJobStore(pool: pool, logger: logger)
         do { try await store.migrate() } catch {
-            store.clientTask.cancel()
+            pool.shutdown()
             throw error
         }
         return store
     }
 
-    private init(client: PostgresClient, logger: Logger) {
-        self.client = client
+    private init(pool: PostgresPool, logger: Logger) {
+        self.pool = pool
         self.logger = logger
-        clientTask = Task { await client.run() }
     }
 
     public func run() async throws {
         // Until the gateway shuts down; then the pool's connections close.
         try? await gracefulShutdown()
-        clientTask.cancel()
+        pool.shutdown()
     }
 
     static func configuration(url: String) throws -> PostgresClient.Configuration {
@@ -99,7 +99,7 @@ public final class PostgresJobStore: JobStore, Service {
     ]
 
     func migrate() async throws {
-        try await client.withTransaction(logger: logger) { connection in
+        try await pool.withTransaction { [self] connection in
             // One gateway migrates at a time; the others then find the work done.
             try await connection.query("SELECT pg_advisory_xact_lock(7104515)", logger: logger)
             try await connection.query("CREATE TABLE IF NOT EXISTS kiln_migration (version integer PRIMARY KEY, applied_at timestamptz NOT NULL)", logger: logger)
@@ -120,15 +120,15 @@ public final class PostgresJobStore: JobStore, Service {
     static func decode(_ text: String) throws -> Job { try decoder.decode(Job.self, from: Data(text.utf8)) }
 
     func jobs(_ query: PostgresQuery, on connection: PostgresConnection? = nil) async throws -> [Job] {
-        let rows: PostgresRowSequence
-        if let connection { rows = try await connection.query(query, logger: logger) } else { rows = try await client.query(query, logger: logger) }
+        guard let connection else { return try await pool.withConnection { [self] in try await jobs(query, on: $0) } }
+        let rows = try await connection.query(query, logger: logger)
         var out: [Job] = []
         for try await text in rows.decode(String.self) { out.append(try Self.decode(text)) }
         return out
     }
 
     public func enqueue(_ job: Job) async throws -> Job {
-        try await client.withTransaction(logger: logger) { connection in
+        try await pool.withTransaction { [self] connection in
             var job = job
             for try await position in try await connection.query("SELECT nextval('job_position')", logger: logger).decode(Int64.self) {
                 job.position = position
@@ -164,7 +164,7 @@ public final class PostgresJobStore: JobStore, Service {
 
     @discardableResult
     public func update(_ id: String, _ change: @escaping @Sendable (inout Job) -> Void) async throws -> Job? {
-        try await client.withTransaction(logger: logger) { connection in
+        try await pool.withTransaction { [self] connection in
             guard var job = try await jobs("SELECT doc::text FROM job WHERE id = \(id) FOR UPDATE", on: connection).first else { return nil }
             change(&job)
             job.updatedAt = Date()
@@ -206,7 +206,7 @@ public final class PostgresJobStore: JobStore, Service {
     }
 
     public func claimWaiting(by claimer: String, until: Date, skipping: Set<String>) async throws -> Job? {
-        try await client.withTransaction(logger: logger) { connection in
+        try await pool.withTransaction { [self] connection in
             // Rows another gateway is claiming right now are skipped, not waited for.
             guard
                 var job = try await jobs(
@@ -235,11 +235,14 @@ public final class PostgresJobStore: JobStore, Service {
     }
 
     public func countByStatus() async throws -> [Job.Status: Int] {
-        var out: [Job.Status: Int] = [:]
-        for try await (status, n) in try await client.query("SELECT status, count(*)::bigint FROM job GROUP BY status", logger: logger).decode((String, Int).self) {
-            if let s = Job.Status(rawValue: status) { out[s] = n }
+        try await pool.withConnection { [logger] connection in
+            var out: [Job.Status: Int] = [:]
+            for try await (status, n) in try await connection.query("SELECT status, count(*)::bigint FROM job GROUP BY status", logger: logger).decode((String, Int).self)
+            {
+                if let s = Job.Status(rawValue: status) { out[s] = n }
+            }
+            return out
         }
-        return out
     }
 
     // MARK: - events and chunks
@@ -250,7 +253,7 @@ public final class PostgresJobStore: JobStore, Service {
     }
 
     public func appendBuildingEvent(_ event: StoredEvent, phase: String?, seenAt: Date, gateway: String) async throws -> Bool {
-        try await client.withTransaction(logger: logger) { connection in
+        try await pool.withTransaction { [self] connection in
             let stored = try await self.inserted(
                 """
                 INSERT INTO event (job_id, seq, type, data)
@@ -272,38 +275,54 @@ public final class PostgresJobStore: JobStore, Service {
     }
 
     private func inserted(_ query: PostgresQuery, on connection: PostgresConnection? = nil) async throws -> Bool {
-        let rows: PostgresRowSequence
-        if let connection { rows = try await connection.query(query, logger: logger) } else { rows = try await client.query(query, logger: logger) }
+        guard let connection else { return try await pool.withConnection { [self] in try await inserted(query, on: $0) } }
+        let rows = try await connection.query(query, logger: logger)
         var any = false
         for try await _ in rows.decode(Int.self) { any = true }
         return any
     }
 
     public func events(job: String, after seq: Int) async throws -> [StoredEvent] {
-        var out: [StoredEvent] = []
-        let rows = try await client.query("SELECT seq, type, data FROM event WHERE job_id = \(job) AND seq > \(seq) ORDER BY seq", logger: logger)
-        for try await (s, type, data) in rows.decode((Int, String, String).self) { out.append(StoredEvent(jobID: job, seq: s, type: type, data: data)) }
-        return out
+        try await pool.withConnection { [logger] connection in
+            var out: [StoredEvent] = []
+            let rows = try await connection.query("SELECT seq, type, data FROM event WHERE job_id = \(job) AND seq > \(seq) ORDER BY seq", logger: logger)
+            for try await (s, type, data) in rows.decode((Int, String, String).self) { out.append(StoredEvent(jobID: job, seq: s, type: type, data: data)) }
+            return out
+        }
     }
 
     public func lastSeq(job: String) async throws -> Int {
-        var last = 0
-        for try await s in try await client.query("SELECT coalesce(max(seq), 0) FROM event WHERE job_id = \(job)", logger: logger).decode(Int.self) { last = s }
-        return last
+        try await count("SELECT coalesce(max(seq), 0) FROM event WHERE job_id = \(job)")
+    }
+
+    /// A query answering one number.
+    private func count(_ query: PostgresQuery) async throws -> Int {
+        try await pool.withConnection { [logger] connection in
+            var n = 0
+            for try await value in try await connection.query(query, logger: logger).decode(Int.self) { n = value }
+            return n
+        }
+    }
+
+    /// A statement whose rows, if any, are not needed.
+    private func execute(_ statement: PostgresQuery) async throws {
+        try await pool.withConnection { [logger] connection in _ = try await connection.query(statement, logger: logger) }
     }
 
     public func recordChunk(job: String, index: Int) async throws {
-        try await client.query("INSERT INTO chunk (job_id, idx) VALUES (\(job), \(index)) ON CONFLICT DO NOTHING", logger: logger)
+        try await execute("INSERT INTO chunk (job_id, idx) VALUES (\(job), \(index)) ON CONFLICT DO NOTHING")
     }
 
     public func chunks(job: String) async throws -> Set<Int> {
-        var out: Set<Int> = []
-        for try await i in try await client.query("SELECT idx FROM chunk WHERE job_id = \(job)", logger: logger).decode(Int.self) { out.insert(i) }
-        return out
+        try await pool.withConnection { [logger] connection in
+            var out: Set<Int> = []
+            for try await i in try await connection.query("SELECT idx FROM chunk WHERE job_id = \(job)", logger: logger).decode(Int.self) { out.insert(i) }
+            return out
+        }
     }
 
     public func clearChunks(job: String) async throws {
-        try await client.query("DELETE FROM chunk WHERE job_id = \(job)", logger: logger)
+        try await execute("DELETE FROM chunk WHERE job_id = \(job)")
     }
 
     public func expiredResults(before: Date) async throws -> [Job] {
@@ -311,28 +330,22 @@ public final class PostgresJobStore: JobStore, Service {
     }
 
     public func resultReferences(sha256: String) async throws -> Int {
-        var n = 0
-        for try await c in try await client.query("SELECT count(*)::bigint FROM job WHERE result_sha256 = \(sha256)", logger: logger).decode(Int.self) { n = c }
-        return n
+        try await count("SELECT count(*)::bigint FROM job WHERE result_sha256 = \(sha256)")
     }
 
     @discardableResult
     public func heartbeat(gateway: String, lease: Duration) async throws -> Int {
-        try await client.query(
-            "INSERT INTO gateway (id, seen_at) VALUES (\(gateway), now()) ON CONFLICT (id) DO UPDATE SET seen_at = now()", logger: logger)
-        var peers = 0
-        let rows = try await client.query(
-            "SELECT count(*)::bigint FROM gateway WHERE id <> \(gateway) AND seen_at >= now() - make_interval(secs => \(lease.seconds))", logger: logger)
-        for try await n in rows.decode(Int.self) { peers = n }
-        return peers
+        try await execute("INSERT INTO gateway (id, seen_at) VALUES (\(gateway), now()) ON CONFLICT (id) DO UPDATE SET seen_at = now()")
+        return try await count(
+            "SELECT count(*)::bigint FROM gateway WHERE id <> \(gateway) AND seen_at >= now() - make_interval(secs => \(lease.seconds))")
     }
 
     public func retire(gateway: String) async throws {
-        try await client.query("DELETE FROM gateway WHERE id = \(gateway)", logger: logger)
+        try await execute("DELETE FROM gateway WHERE id = \(gateway)")
     }
 
     public func adoptOrphans(by gateway: String, lease: Duration) async throws -> [Job] {
-        try await client.withTransaction(logger: logger) { connection in
+        try await pool.withTransaction { [self] connection in
             // Rows another gateway is adopting (or updating) right now are skipped, not waited for.
             var adopted: [Job] = []
             for var job in try await jobs(

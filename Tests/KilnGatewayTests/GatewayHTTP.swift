@@ -73,30 +73,46 @@ struct GatewayHTTP: Sendable {
     /// stream, the connection breaks (a gateway killed), or `timeout`; `onEvent` sees each event as it
     /// arrives. Returns the events and whether the stream ended normally.
     func follow(
-        _ id: String, lastEventID: Int? = nil, timeout: Duration = .seconds(120), onEvent: @Sendable (SSEEvent) async -> Void = { _ in }
+        _ id: String, lastEventID: Int? = nil, timeout: Duration = .seconds(120), onEvent: @escaping @Sendable (SSEEvent) async -> Void = { _ in }
     ) async -> (events: [SSEEvent], ended: Bool) {
-        var request = HTTPClientRequest(url: url + "/build/\(id)/events")
-        request.headers.add(name: "Accept", value: "text/event-stream")
-        if let lastEventID { request.headers.add(name: "Last-Event-ID", value: String(lastEventID)) }
-        var events: [SSEEvent] = []
-        var pending = ""
-        do {
-            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(Int64(timeout.components.seconds)))
-            for try await chunk in response.body {
-                pending += String(buffer: chunk)
-                while let end = pending.range(of: "\n\n") {
-                    let block = String(pending[..<end.lowerBound])
-                    pending.removeSubrange(..<end.upperBound)
-                    if let event = SSEEvent(block: block) {
-                        events.append(event)
-                        await onEvent(event)
+        var head = HTTPClientRequest(url: url + "/build/\(id)/events")
+        head.headers.add(name: "Accept", value: "text/event-stream")
+        if let lastEventID { head.headers.add(name: "Last-Event-ID", value: String(lastEventID)) }
+        let request = head
+        let events = Recorded<SSEEvent>()
+        // The client's own timeout bounds only the response head; keepalives would hold the body open
+        // for ever, so the whole stream races a timer.
+        let ended = await withTaskGroup(of: Bool?.self) { group in
+            group.addTask {
+                do {
+                    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(Int64(timeout.components.seconds)))
+                    var pending = ""
+                    for try await chunk in response.body {
+                        pending += String(buffer: chunk)
+                        while let end = pending.range(of: "\n\n") {
+                            let block = String(pending[..<end.lowerBound])
+                            pending.removeSubrange(..<end.upperBound)
+                            if let event = SSEEvent(block: block) {
+                                events.append(event)
+                                await onEvent(event)
+                            }
+                        }
                     }
+                    return true
+                } catch {
+                    lastFollowError.withLock { $0 = "\(error)" }
+                    return false
                 }
             }
-            return (events, true)
-        } catch {
-            lastFollowError.withLock { $0 = "\(error)" }
-            return (events, false)
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            if first == nil { lastFollowError.withLock { $0 = "no end of stream within \(timeout)" } }
+            return first ?? false
         }
+        return (events.all, ended)
     }
 }

@@ -25,4 +25,17 @@ import Testing
         let listed = try await c.http(.GET, "/builds")
         #expect(listed.body.contains(id))
     }
+
+    /// The scale-out limits are range-checked at start: a zero or absurd database deadline or gateway
+    /// lease is refused with a message naming the flag.
+    @Test func outOfRangeScaleOutLimitsAreRefusedAtStart() async throws {
+        let dir = try TemporaryDirectory()
+        for (flag, value) in [("--database-timeout", "0"), ("--database-timeout", "601"), ("--gateway-lease", "1"), ("--gateway-lease", "3601")] {
+            let p = try await LaunchedProcess(
+                BuiltProducts.path("kiln-gateway"),
+                ["--port", "0", "--data", dir.file("gw"), "--broker", "kiln://127.0.0.1:1", flag, value])
+            #expect(try await p.waitForExit() != 0)
+            #expect(p.output.joined().contains(flag), "\(flag) \(value): \(p.output)")
+        }
+    }
 }

@@ -47,8 +47,12 @@ final class ScaleOutFarm: @unchecked Sendable {
     private func startGateway(preferring member: Int, port: Int = 0) async throws -> GatewayProcess {
         try await GatewayProcess(
             brokerPort: 0, dataDirectory: dir.file("shared"), port: port,
-            arguments: ["--broker", busURL(preferring: member), "--database", database.url, "--public-key", keyFile] + gatewayArguments)
+            arguments: ["--broker", busURL(preferring: member), "--database", database.url, "--public-key", keyFile, "--instance-id", instanceID(member)]
+                + gatewayArguments)
     }
+
+    /// Gateway `index`'s `--instance-id`: what it stamps on the notices it publishes.
+    func instanceID(_ index: Int) -> String { "gw\(index)" }
 
     /// Gateway `index` killed (SIGKILL: no graceful hand-over).
     func killGateway(_ index: Int) {

@@ -160,4 +160,40 @@ import Testing
         #expect(try await farm.b.waitForStatus(id, ["ready", "error"], timeout: .seconds(60))["status"] as? String == "ready")
         #expect(accepted.all == [id])
     }
+
+    /// Anyone on the bus can publish `kiln.gateway.stored.<job>` (NATS has no sender stamping). A
+    /// forged notice must never change what a follower on another gateway sees: huge, zero, negative
+    /// and non-numeric seqs, oversized payloads, notices claiming to come from the follower's own
+    /// gateway and notices for jobs that do not exist, all while the build streams. The follower's
+    /// stream is still exactly the stored one, 1…n, ending `done`.
+    @Test func forgedStoredNoticesChangeNothingAFollowerSees() async throws {
+        let farm = try await ScaleOutFarm()
+        defer { farm.stop() }
+        let id = try await farm.a.submit(slowCrate(seconds: 4), nonce: "5ca1e0a7")
+        try await farm.startWorker(preferring: 2)
+        let ingesting = try #require(await eventually(within: .seconds(30)) { farm.dispatcher(of: id) })
+        let (owner, follower) = ingesting == 0 ? (farm.a, farm.b) : (farm.b, farm.a)
+        let forger = try await BusClient.connect(try BusClient.Configuration(url: farm.nats[1].url), logger: Logger(label: "forger"))
+        defer { Task { await forger.close() } }
+        let forging = Task {
+            let seqs = ["9223372036854775807", "1000000", "0", "-3", "1e9", "abc", String(repeating: "9", count: 25), "2", "1"]
+            while !Task.isCancelled {
+                for seq in seqs {
+                    let from = ["gw-forged", farm.instanceID(0), farm.instanceID(1)].randomElement()!
+                    try? await forger.publish(Subjects.gatewayStored(id), string: seq, headers: ["kiln-gateway": from])
+                    try? await forger.publish(Subjects.gatewayStored("j\(UInt64.random(in: 0...UInt64.max))"), string: seq)
+                }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        defer { forging.cancel() }
+        let (events, ended) = await follower.follow(id, timeout: .seconds(60))
+        forging.cancel()
+        #expect(ended && events.isCompleteStream, "\(events.map { "\($0.id ?? 0) \($0.event ?? "")" })\n\(farm.logs(about: id))")
+        #expect(events.last?.event == "done")
+        // Exactly what the store holds, as the ingesting gateway replays it.
+        let (replayed, _) = await owner.follow(id)
+        #expect(events.map(\.id) == replayed.map(\.id) && events.map(\.data) == replayed.map(\.data))
+        try await verify(farm, follower, id, nonce: "5ca1e0a7")
+    }
 }
