@@ -24,10 +24,11 @@ stop_all() {
 }
 # cap PID CORES: the process (all its threads) gets CORES of CPU time per period, in a cgroup of its own.
 cap() {
-  local g="$CPU_CGROUP/kiln-bench-$$-$1"
+  local g="$CPU_CGROUP/kiln-bench-$$-$1" period
+  period=$(cat "$CPU_CGROUP/cpu.cfs_period_us")
   mkdir "$g" && groups+=("$g")
-  cat "$CPU_CGROUP/cpu.cfs_period_us" > "$g/cpu.cfs_period_us"
-  python3 -c "import sys; print(int(float(sys.argv[1]) * int(sys.argv[2])))" "$2" "$(cat "$CPU_CGROUP/cpu.cfs_period_us")" > "$g/cpu.cfs_quota_us"
+  echo "$period" > "$g/cpu.cfs_period_us"
+  awk -v c="$2" -v p="$period" 'BEGIN { printf "%d\n", c * p }' > "$g/cpu.cfs_quota_us"
   echo "$1" > "$g/cgroup.procs"
 }
 cleanup() { stop_all; [ -f "$work/pg/data/postmaster.pid" ] && kill -TERM "$(head -1 "$work/pg/data/postmaster.pid")" 2>/dev/null; sleep 1; rm -rf "$work"; }
