@@ -6,6 +6,10 @@ public final class PoolMetrics: Sendable {
     let idle: Meter
     /// Idle workers that have announced themselves ready (subscribed).
     let ready: Meter
+    /// Workers launched that have not announced themselves yet (a VM still booting).
+    let starting: Meter
+    /// Launch to announcement, per worker: a process worker's start-up, a VM worker's boot.
+    let bootTime: Timer
     /// Workers building.
     let busy: Meter
     let started: Counter
@@ -16,6 +20,8 @@ public final class PoolMetrics: Sendable {
         idle = Meter(label: "kiln_pool_idle_workers", factory: factory)
         ready = Meter(label: "kiln_pool_ready_workers", factory: factory)
         busy = Meter(label: "kiln_pool_busy_workers", factory: factory)
+        starting = Meter(label: "kiln_pool_starting_workers", factory: factory)
+        bootTime = Timer(label: "kiln_pool_worker_boot_seconds", factory: factory)
         started = Counter(label: "kiln_pool_workers_started_total", factory: factory)
         cleanedUp = Counter(label: "kiln_pool_workers_cleaned_up_total", factory: factory)
     }

@@ -138,12 +138,15 @@ public final class WorkerPool: Service, Sendable {
     }
 
     private func mark(_ id: String, _ new: WorkerState) {
-        let changed = state.withLockedValue { s -> Bool in
-            guard var w = s.workers[id], w.state != .busy else { return false }
+        let (changed, booted) = state.withLockedValue { s -> (Bool, Date?) in
+            guard var w = s.workers[id], w.state != .busy else { return (false, nil) }
+            let booted = w.state == .starting && new == .idle ? w.startedAt : nil
             w.state = new
             s.workers[id] = w
-            return true
+            return (true, booted)
         }
+        // Launch to ready: for a VM worker, its boot (`cluster/vm/launch-vm.sh`).
+        if let booted { metrics.bootTime.recordNanoseconds(Int64(Date().timeIntervalSince(booted) * 1e9)) }
         if changed { report() }
     }
 
@@ -215,6 +218,7 @@ public final class WorkerPool: Service, Sendable {
         let c = counts
         metrics.idle.set(Double(c.idle + c.starting))
         metrics.ready.set(Double(c.idle))
+        metrics.starting.set(Double(c.starting))
         metrics.busy.set(Double(c.busy))
         logger.info("pool", metadata: ["idle": "\(c.idle)", "starting": "\(c.starting)", "busy": "\(c.busy)", "started_total": "\(c.started)"])
     }

@@ -20,9 +20,16 @@ import Testing
     @Test func restartsUnderLoadNeverStrandTheStore() async throws {
         let server = try await PostgresProcess()
         defer { server.stop() }
-        let timeout = Duration.seconds(2)
+        let timeout = Duration.seconds(5)
         let store = try await PostgresJobStore.connect(url: server.url, operationTimeout: timeout, logger: Logger(label: "test"))
-        for i in 0..<8 { _ = try await store.enqueue(JobStoreContractTests.job("jr\(i)")) }
+        // Set-up may be slow on a loaded machine: each enqueue is retried until it lands.
+        for i in 0..<8 {
+            let enqueued = await eventually(within: .seconds(60)) {
+                if case .some(.some) = try? await store.job("jr\(i)") { return true }
+                return (try? await store.enqueue(JobStoreContractTests.job("jr\(i)"))) != nil
+            }
+            try #require(enqueued)
+        }
         let tally = Tally()
         let load = Task {
             defer { tally.ended.withLock { $0 = true } }

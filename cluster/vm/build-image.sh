@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Builds a Kiln worker VM image (#19 item 1) from Debian's packages and this checkout's kiln-worker:
+# the cloud kernel (linux-image-cloud-amd64) and an initramfs holding busybox-static, the virtio
+# modules, kiln-worker with the shared libraries it links, and cluster/vm/init as PID 1.
+#
+#   cluster/vm/build-image.sh OUT_DIR [KILN_WORKER]
+#
+# Reproducible: the same inputs give the same bytes (sorted cpio entries, every mtime 0, root-owned,
+# no compression: the kernel unpacks it as is). Prints and writes OUT_DIR/image.json with the SHA-256 of each part.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:?usage: build-image.sh OUT_DIR [KILN_WORKER]}
+worker=${2:-$here/../../.build/release/kiln-worker}
+[ -x "$worker" ] || { echo "no kiln-worker at $worker (swift build -c release)" >&2; exit 1; }
+kernel=$(ls /boot/vmlinuz-*-cloud-amd64 2>/dev/null | sort -V | tail -1)
+[ -n "$kernel" ] || { echo "no cloud kernel: apt-get install linux-image-cloud-amd64" >&2; exit 1; }
+[ -x /bin/busybox ] && file -L /bin/busybox | grep -q 'statically linked' || { echo "busybox-static is needed" >&2; exit 1; }
+release=${kernel#/boot/vmlinuz-}
+modules=/lib/modules/$release/kernel
+mkdir -p "$out"
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+
+mkdir -p "$root"/{bin,usr/bin,proc,sys,dev,tmp,run,etc,lib/modules}
+cp /bin/busybox "$root/bin/busybox"
+for applet in sh mount insmod ip poweroff cat cut echo sleep mkdir nc tr timeout true; do ln -s busybox "$root/bin/$applet"; done
+cp "$worker" "$root/usr/bin/kiln-worker"
+# The worker's shared libraries (and the dynamic loader) at the paths it was linked against.
+ldd "$worker" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u | while read -r lib; do
+  mkdir -p "$root$(dirname "$lib")"
+  cp -L "$lib" "$root$lib"
+done
+# virtio modules, in dependency order (modules.dep), for the network card and the entropy source.
+order="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net virtio-rng"
+for m in $order; do
+  file=$(find "$modules" -name "$m.ko" | head -1)
+  [ -n "$file" ] || { echo "module $m not found under $modules" >&2; exit 1; }
+  cp "$file" "$root/lib/modules/$m.ko"
+done
+echo "$order" > "$root/lib/modules/load-order"
+printf 'root:x:0:0::/:/bin/sh\n' > "$root/etc/passwd"
+cp "$here/init" "$root/init"
+chmod 755 "$root/init"
+
+find "$root" -exec touch -h -d @0 {} +
+(cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet) > "$out/initramfs.cpio"
+cp "$kernel" "$out/vmlinuz"
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+cat > "$out/image.json" <<JSON
+{"kernel": {"file": "vmlinuz", "sha256": "$(sha "$out/vmlinuz")", "release": "$release"},
+ "initramfs": {"file": "initramfs.cpio", "sha256": "$(sha "$out/initramfs.cpio")"},
+ "kiln_worker_sha256": "$(sha "$worker")"}
+JSON
+cat "$out/image.json"
