@@ -10,6 +10,8 @@ public final class PoolMetrics: Sendable {
     let starting: Meter
     /// Launch to announcement, per worker: a process worker's start-up, a VM worker's boot.
     let bootTime: Timer
+    /// Workers killed because they never announced themselves within the boot timeout.
+    let bootTimeouts: Counter
     /// Workers building.
     let busy: Meter
     let started: Counter
@@ -22,6 +24,7 @@ public final class PoolMetrics: Sendable {
         busy = Meter(label: "kiln_pool_busy_workers", factory: factory)
         starting = Meter(label: "kiln_pool_starting_workers", factory: factory)
         bootTime = Timer(label: "kiln_pool_worker_boot_seconds", factory: factory)
+        bootTimeouts = Counter(label: "kiln_pool_boot_timeouts_total", factory: factory)
         started = Counter(label: "kiln_pool_workers_started_total", factory: factory)
         cleanedUp = Counter(label: "kiln_pool_workers_cleaned_up_total", factory: factory)
     }

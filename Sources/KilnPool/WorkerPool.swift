@@ -27,6 +27,9 @@ public final class WorkerPool: Service, Sendable {
         /// key and valid for `credentialLifetime`: a leaked one is one worker's, for one job's time.
         public var credentialKey: Curve25519.Signing.PrivateKey?
         public var credentialLifetime: Duration = .seconds(2 * 3600)
+        /// A worker that has not announced itself this long after its launch (a VM that never boots, a
+        /// process stuck before connecting) is killed, and replaced like any worker that exits.
+        public var bootTimeout: Duration = .seconds(300)
 
         public init(launchTemplate: String, broker: String, stateDirectory: String) {
             self.launchTemplate = launchTemplate
@@ -109,6 +112,9 @@ public final class WorkerPool: Service, Sendable {
                     }
                 }
                 group.addTask {
+                    while (try? await Task.sleep(for: .seconds(1))) != nil { self.killWorkersThatNeverBooted() }
+                }
+                group.addTask {
                     for await exit in self.exits {
                         let removed = self.state.withLockedValue { $0.workers.removeValue(forKey: exit.id) }
                         // Whatever the reason, nothing of the worker may stay behind: its sandbox
@@ -135,6 +141,19 @@ public final class WorkerPool: Service, Sendable {
         exitContinuation.finish()
         await stopAll()
         await client.close()
+    }
+
+    /// Workers still `starting` past `bootTimeout` get SIGKILL; their exit replaces them.
+    func killWorkersThatNeverBooted(now: Date = Date()) {
+        let limit = Double(configuration.bootTimeout.components.seconds)
+        let stuck = state.withLockedValue { s in
+            s.workers.filter { $0.value.state == .starting && now.timeIntervalSince($0.value.startedAt) > limit }.map { ($0.key, $0.value.process) }
+        }
+        for (id, process) in stuck {
+            logger.warning("worker did not announce itself within \(Int(limit)) s of its launch; killing it", metadata: ["worker_id": "\(id)"])
+            metrics.bootTimeouts.increment()
+            process.signal(SIGKILL)
+        }
     }
 
     private func mark(_ id: String, _ new: WorkerState) {

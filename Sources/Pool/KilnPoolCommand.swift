@@ -32,6 +32,7 @@ struct KilnPoolCommand: AsyncParsableCommand {
     @Option(help: "Operator's credential signing key (Ed25519 private key, `kiln keys generate`): each worker gets its own short-lived broker credential signed with it.")
     var credentialSigningKey: String?
     @Option(help: "Seconds a worker credential is valid (default 7200; at least the longest build).") var credentialTtl = 7200
+    @Option(help: "Seconds a launched worker has to announce itself (a VM's boot) before it is killed and replaced.") var bootTimeout = 300
     @Option(help: "Log level.") var logLevel = "info"
 
     func run() async throws {
@@ -51,6 +52,8 @@ struct KilnPoolCommand: AsyncParsableCommand {
             cfg.credentialKey = try Curve25519.Signing.PrivateKey(rawRepresentation: SigningKey(contentsOf: credentialSigningKey).seed)
             cfg.credentialLifetime = .seconds(credentialTtl)
         }
+        guard bootTimeout >= 1, bootTimeout <= 86400 else { throw ValidationError("--boot-timeout must be 1 to 86400 seconds") }
+        cfg.bootTimeout = .seconds(bootTimeout)
         cfg.idleTarget = idle
         cfg.maxWorkers = max
         let logger = Logger(label: "kiln.pool")

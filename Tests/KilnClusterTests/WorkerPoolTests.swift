@@ -39,6 +39,38 @@ import Testing
         #expect(await eventually { Self.workerPIDs(dir.path).isEmpty })
     }
 
+    /// A launched worker that never announces itself (a VM that never boots) is killed at the boot
+    /// timeout and replaced; the kill is counted. An out-of-range timeout is refused at start.
+    @Test func aWorkerThatNeverJoinsIsKilledAtItsBootTimeoutAndReplaced() async throws {
+        let dir = try TemporaryDirectory(prefix: "kiln-pool")
+        let broker = try await BrokerProcess()
+        defer { broker.stop() }
+        // A launch that never connects, with a command line no other process has.
+        let marker = "sleep 1000.\(UInt32.random(in: 1...UInt32.max))"
+        let pool = try await LaunchedProcess(
+            BuiltProducts.path("kiln-pool"),
+            [
+                "--broker", "kiln://127.0.0.1:\(broker.port)", "--idle", "1", "--max", "1", "--state", dir.file("pool"),
+                "--key", dir.file("farm.pem"), "--monitor-port", "0", "--boot-timeout", "2",
+                "--launch", marker,
+            ])
+        defer { pool.terminate() }
+        let monitor = try #require(Int(try await pool.waitForLine(prefix: "kiln-pool monitor on http://127.0.0.1:")))
+        let replaced = await eventually(within: .seconds(30), every: .milliseconds(200)) {
+            (metric(monitor, "kiln_pool_boot_timeouts_total") ?? 0) >= 1 && (metric(monitor, "kiln_pool_workers_started_total") ?? 0) >= 2
+        }
+        #expect(replaced, "\(pool.output.suffix(10))")
+        #expect(pool.output.contains { $0.contains("did not announce itself within 2 s") })
+        // One stand-in at a time (max 1): the killed one is gone.
+        let running = try await Command.run("/bin/sh", ["-c", "pgrep -fc '^\(marker)' || true"])
+        #expect(Int(running.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 99 <= 1)
+
+        let refused = try await LaunchedProcess(
+            BuiltProducts.path("kiln-pool"), ["--broker", "kiln://127.0.0.1:1", "--state", dir.file("p2"), "--boot-timeout", "0"])
+        #expect(try await refused.waitForExit() != 0)
+        #expect(refused.output.joined().contains("--boot-timeout"))
+    }
+
     /// A worker SIGKILLed mid-build leaves its sandbox cgroups (with a process still in them), its
     /// workspace mount and its scratch directory; the pool removes all of them and logs the real cause.
     @Test func cleansUpAfterABusyWorkerKilledWithSIGKILL() async throws {
