@@ -99,7 +99,7 @@ public final class PostgresJobStore: JobStore, Service {
     ]
 
     func migrate() async throws {
-        try await pool.withTransaction { [self] connection in
+        try await pool.withTransaction(timeout: .seconds(120)) { [self] connection in
             // One gateway migrates at a time; the others then find the work done.
             try await connection.query("SELECT pg_advisory_xact_lock(7104515)", logger: logger)
             try await connection.query("CREATE TABLE IF NOT EXISTS kiln_migration (version integer PRIMARY KEY, applied_at timestamptz NOT NULL)", logger: logger)

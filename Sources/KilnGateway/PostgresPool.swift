@@ -47,15 +47,21 @@ final class PostgresPool: Sendable {
         try await supervised { client in try await client.withConnection { try await body($0) } }
     }
 
-    func withTransaction<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+    /// `timeout` overrides `operationTimeout` for work that may legitimately take longer (migrations,
+    /// which also wait for another gateway migrating).
+    func withTransaction<T: Sendable>(
+        timeout: Duration? = nil, _ body: @escaping @Sendable (PostgresConnection) async throws -> T
+    ) async throws -> T {
         let logger = self.logger
-        return try await supervised { client in try await client.withTransaction(logger: logger) { try await body($0) } }
+        return try await supervised(timeout: timeout) { client in try await client.withTransaction(logger: logger) { try await body($0) } }
     }
 
-    private func supervised<T: Sendable>(_ operation: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
+    private func supervised<T: Sendable>(
+        timeout: Duration? = nil, _ operation: @escaping @Sendable (PostgresClient) async throws -> T
+    ) async throws -> T {
         let (client, generation) = current.withLock { ($0.client, $0.generation) }
         let outcome = Outcome<T>()
-        let timeout = operationTimeout
+        let timeout = timeout ?? operationTimeout
         // Both tasks end on their own: the timer when the operation finishes or the deadline passes, the
         // operation when postgres-nio lets it (see the type's comment for why it cannot be a child).
         let timer = Task { [self] in

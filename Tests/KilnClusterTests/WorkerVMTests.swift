@@ -55,12 +55,18 @@ import Testing
         defer { other.stop() }
         let id = "wvm" + UUID().uuidString.prefix(8).lowercased()
         let probes = ["10.0.2.100:4222", "10.0.2.2:\(other.port)", "10.0.2.2:\(broker.port)", "10.0.2.3:53", "192.0.2.1:443"]
-        let vm = try await LaunchedProcess(
-            Self.root + "/launch-vm.sh",
-            [
-                "--image", dir.file("image"), "--id", id, "--mode", "check", "--accel", "tcg", "--deadline", "120",
-                "--broker", "kiln://127.0.0.1:\(broker.port)", "--probe", probes.joined(separator: ","),
-            ])
+        // The worker's broker credential reaches the guest through fw_cfg, never the command line.
+        let token = "kiln-token-" + UUID().uuidString
+        var environment = ProcessInfo.processInfo.environment
+        environment["KILN_BROKER_TOKEN"] = token
+        let arguments = [
+            "--image", dir.file("image"), "--id", id, "--mode", "check", "--accel", "tcg", "--deadline", "120",
+            "--broker", "kiln://127.0.0.1:\(broker.port)", "--probe", probes.joined(separator: ","),
+        ]
+        let printed = try await LaunchedProcess(Self.root + "/launch-vm.sh", arguments + ["--print-command"], environment: environment)
+        #expect(try await printed.waitForExit() == 0)
+        #expect(!printed.output.joined().contains(token) && printed.output.joined().contains("opt/kiln/token"), "\(printed.output)")
+        let vm = try await LaunchedProcess(Self.root + "/launch-vm.sh", arguments, environment: environment)
         defer { vm.stop() }
         #expect(try await vm.waitForExit() == 0, "\(vm.output.suffix(20))")
         // The guest's serial console ends its lines with CR LF.
@@ -70,6 +76,7 @@ import Testing
             #expect(lines.contains("kiln-vm: probe \(probe) unreachable"), "\(probe): \(lines)")
         }
         #expect(vm.output.contains { $0.contains("kiln-vm: init at") })
+        #expect(vm.output.contains { $0.contains("kiln-vm: broker credential received (\(token.utf8.count) bytes)") }, "\(vm.output.suffix(20))")
         #expect(try await Self.qemuProcesses(worker: id).isEmpty)
     }
 

@@ -30,8 +30,9 @@ ldd "$worker" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1
   mkdir -p "$root$(dirname "$lib")"
   cp -L "$lib" "$root$lib"
 done
-# virtio modules, in dependency order (modules.dep), for the network card and the entropy source.
-order="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net virtio-rng"
+# virtio modules, in dependency order (modules.dep), for the network card and the entropy source;
+# qemu_fw_cfg for the broker credential the launch passes outside the kernel command line.
+order="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net virtio-rng qemu_fw_cfg"
 for m in $order; do
   file=$(find "$modules" -name "$m.ko" | head -1)
   [ -n "$file" ] || { echo "module $m not found under $modules" >&2; exit 1; }

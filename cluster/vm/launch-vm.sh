@@ -5,7 +5,9 @@
 #
 # Direct kernel boot of the image cluster/vm/build-image.sh made; nothing writable is shared with the
 # host (no disk at all: the guest runs from its initramfs in RAM, which vanishes with it). The worker id
-# and broker go on the kernel command line. The guest's only network is qemu's user-mode stack with
+# and broker go on the kernel command line; the worker's broker credential (KILN_BROKER_TOKEN, which
+# kiln-pool sets per worker) goes through fw_cfg from a file only root can read, removed when the VM
+# ends, so it is in no process list and on no shared disk. The guest's only network is qemu's user-mode stack with
 # restrict=on: it can reach exactly one address, 10.0.2.100:4222, forwarded to the broker, and nothing
 # else on the host or beyond. The VM is destroyed when the worker exits (the guest powers off) or at
 # --deadline, whichever comes first.
@@ -83,8 +85,23 @@ qemu=(qemu-system-x86_64 -accel "$accel" -machine "$machine" -cpu "$cpu" -m "$me
   -kernel "$image/vmlinuz" -initrd "$image/initramfs.cpio" -append "$cmdline"
   -netdev "$netdev" -device virtio-net-pci,netdev=n0,romfile=
   -device virtio-rng-pci "${tee_args[@]}")
-if [ "$print" = 1 ]; then printf '%q ' "${qemu[@]}"; echo; exit 0; fi
+secret=""
+if [ -n "${KILN_BROKER_TOKEN:-}" ]; then
+  secret=$(mktemp -d)
+  (umask 077 && printf '%s' "$KILN_BROKER_TOKEN" > "$secret/token")
+  qemu+=(-fw_cfg "name=opt/kiln/token,file=$secret/token")
+fi
+if [ "$print" = 1 ]; then printf '%q ' "${qemu[@]}"; echo; [ -z "$secret" ] || rm -rf "$secret"; exit 0; fi
 echo "launch-vm.sh: worker $id in a fresh VM (accel $accel, tee $tee, deadline ${deadline}s)" >&2
-# The VM ends when its worker powers it off; past the deadline it is killed, and so are its files
-# (there are none: the guest lives in RAM).
-exec timeout --signal=KILL "$deadline" "${qemu[@]}"
+# The VM ends when its worker powers it off; past the deadline it is killed. It leaves no files (the
+# guest lives in RAM); the credential file goes with it. A SIGTERM (the pool stopping) is passed on.
+unset KILN_BROKER_TOKEN
+timeout --signal=KILL "$deadline" "${qemu[@]}" &
+vm=$!
+trap 'kill -TERM "$vm" 2>/dev/null' TERM INT
+status=0
+wait "$vm" || status=$?
+# A trapped signal interrupts the first wait; the second collects the VM's real end.
+kill -0 "$vm" 2>/dev/null && { wait "$vm" || status=$?; }
+[ -z "$secret" ] || rm -rf "$secret"
+exit "$status"
