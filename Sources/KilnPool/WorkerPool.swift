@@ -51,6 +51,8 @@ public final class WorkerPool: Service, Sendable {
         var state: WorkerState
         var startedAt: Date
         var scratch: String
+        /// Past the boot timeout and told to stop.
+        var bootTimedOut = false
     }
 
     /// How a worker process ended.
@@ -143,16 +145,28 @@ public final class WorkerPool: Service, Sendable {
         await client.close()
     }
 
-    /// Workers still `starting` past `bootTimeout` get SIGKILL; their exit replaces them.
+    /// Workers still `starting` past `bootTimeout` get SIGTERM (a VM launch passes it on to qemu), and
+    /// SIGKILL to their process group 10 s later; their exit replaces them.
     func killWorkersThatNeverBooted(now: Date = Date()) {
         let limit = Double(configuration.bootTimeout.components.seconds)
         let stuck = state.withLockedValue { s in
-            s.workers.filter { $0.value.state == .starting && now.timeIntervalSince($0.value.startedAt) > limit }.map { ($0.key, $0.value.process) }
+            var stuck: [(id: String, process: ChildProcess, first: Bool, overdue: Double)] = []
+            for (id, w) in s.workers where w.state == .starting && now.timeIntervalSince(w.startedAt) > limit {
+                stuck.append((id, w.process, !w.bootTimedOut, now.timeIntervalSince(w.startedAt) - limit))
+                s.workers[id]?.bootTimedOut = true
+            }
+            return stuck
         }
-        for (id, process) in stuck {
-            logger.warning("worker did not announce itself within \(Int(limit)) s of its launch; killing it", metadata: ["worker_id": "\(id)"])
-            metrics.bootTimeouts.increment()
-            process.signal(SIGKILL)
+        for worker in stuck {
+            if worker.first {
+                logger.warning("worker did not announce itself within \(Int(limit)) s of its launch; stopping it", metadata: ["worker_id": "\(worker.id)"])
+                metrics.bootTimeouts.increment()
+            }
+            if worker.overdue > 10 {
+                worker.process.signal(SIGKILL, toProcessGroup: true)
+            } else {
+                worker.process.signal(SIGTERM)
+            }
         }
     }
 
