@@ -132,4 +132,38 @@ import Testing
         _ = try await pool.waitForExit(timeout: .seconds(30))
         #expect(await eventually(within: .seconds(15)) { ((try? await Command.run("/bin/sh", ["-c", "pgrep -f 'qemu-syste[m].*\(dir.path)' || true"])) ?? "x").isEmpty })
     }
+
+    /// The confidential launch command lines (#19 item 4; no SEV-SNP or TDX host here, so only what
+    /// launch-vm.sh generates is checked): the qemu objects and firmware for each, KVM required, and
+    /// bad values refused with a message naming the option.
+    @Test func confidentialLaunchCommandLines() async throws {
+        let dir = try TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir.file("image"), withIntermediateDirectories: true)
+        for part in ["vmlinuz", "initramfs.cpio"] { try FileManager.default.writeFile(atPath: dir.file("image/\(part)"), contents: Data()) }
+        func launch(_ extra: [String]) async throws -> (Int32, String) {
+            let p = try await LaunchedProcess(
+                Self.root + "/launch-vm.sh",
+                ["--image", dir.file("image"), "--id", "w1", "--broker", "kiln://127.0.0.1:4222", "--print-command"] + extra)
+            let status = try await p.waitForExit()
+            return (status, p.output.joined(separator: "\n"))
+        }
+        let (snpStatus, snp) = try await launch(["--accel", "kvm", "--tee", "sev-snp"])
+        #expect(snpStatus == 0, "\(snp)")
+        for piece in ["-accel kvm", "confidential-guest-support=sev0", "sev-snp-guest", "kernel-hashes=on", "memory-backend-memfd", "-cpu EPYC-v4", "OVMF"] {
+            #expect(snp.contains(piece), "sev-snp command lacks \(piece): \(snp)")
+        }
+        let (tdxStatus, tdx) = try await launch(["--accel", "kvm", "--tee", "tdx"])
+        #expect(tdxStatus == 0, "\(tdx)")
+        for piece in ["confidential-guest-support=tdx0", "tdx-guest", "kernel-irqchip=split"] { #expect(tdx.contains(piece), "tdx command lacks \(piece)") }
+        let (plainStatus, plain) = try await launch(["--accel", "tcg"])
+        #expect(plainStatus == 0 && plain.contains("restrict=on") && plain.contains("guestfwd=tcp:10.0.2.100:4222-tcp:127.0.0.1:4222"), "\(plain)")
+        #expect(!plain.contains("sev") && !plain.contains("tdx"))
+        for (bad, flag) in [
+            (["--accel", "tcg", "--tee", "sev-snp"], "--tee sev-snp"), (["--tee", "sgx"], "--tee"), (["--deadline", "1"], "--deadline"),
+            (["--id", "bad id"], "--id"), (["--broker", "http://x:1"], "--broker"), (["--probe", "x;y"], "--probe"),
+        ] {
+            let (status, output) = try await launch(bad)
+            #expect(status != 0 && output.contains(flag), "\(bad): \(output)")
+        }
+    }
 }
