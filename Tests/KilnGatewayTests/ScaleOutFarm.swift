@@ -64,6 +64,17 @@ final class ScaleOutFarm: @unchecked Sendable {
         gateways.indices.first { i in gateways[i].process.output.contains { $0.contains("job dispatched") && $0.contains(job) } }
     }
 
+    /// A slow build submitted through A and under way on a worker: its id, the index of the gateway
+    /// ingesting it, that gateway and the other one.
+    func startSlowBuild(seconds: Int, nonce: String) async throws -> (id: String, ingesting: Int, owner: GatewayHTTP, other: GatewayHTTP) {
+        let id = try await a.submit(slowCrate(seconds: seconds), nonce: nonce)
+        try await startWorker(preferring: 2)
+        guard let ingesting = await eventually(within: .seconds(30), { self.dispatcher(of: id) }) else {
+            throw LaunchError("no gateway dispatched \(id) within 30 s:\n\(logs(about: id))")
+        }
+        return ingesting == 0 ? (id, 0, a, b) : (id, 1, b, a)
+    }
+
     /// What the gateways and workers logged about `job`, and their warnings: for failure messages.
     func logs(about job: String) -> String {
         let named = gateways.map { ("gateway \($0.port)", $0.process) } + workers.map { ("worker", $0) }

@@ -41,10 +41,7 @@ import Testing
     @Test func aGatewayKilledMidBuildLosesNothing() async throws {
         let farm = try await ScaleOutFarm()
         defer { farm.stop() }
-        let id = try await farm.a.submit(slowCrate(seconds: 8), nonce: "5ca1e0a2")
-        try await farm.startWorker(preferring: 2)
-        let ingesting = try #require(await eventually(within: .seconds(30)) { farm.dispatcher(of: id) })
-        let (dead, survivor) = ingesting == 0 ? (farm.a, farm.b) : (farm.b, farm.a)
+        let (id, ingesting, dead, survivor) = try await farm.startSlowBuild(seconds: 8, nonce: "5ca1e0a2")
         // Follow on the ingesting gateway until the build is under way, then kill it.
         let phases = Recorded<String>()
         async let first = dead.follow(id) { event in
@@ -169,10 +166,7 @@ import Testing
     @Test func forgedStoredNoticesChangeNothingAFollowerSees() async throws {
         let farm = try await ScaleOutFarm()
         defer { farm.stop() }
-        let id = try await farm.a.submit(slowCrate(seconds: 4), nonce: "5ca1e0a7")
-        try await farm.startWorker(preferring: 2)
-        let ingesting = try #require(await eventually(within: .seconds(30)) { farm.dispatcher(of: id) })
-        let (owner, follower) = ingesting == 0 ? (farm.a, farm.b) : (farm.b, farm.a)
+        let (id, _, owner, follower) = try await farm.startSlowBuild(seconds: 4, nonce: "5ca1e0a7")
         let forger = try await BusClient.connect(try BusClient.Configuration(url: farm.nats[1].url), logger: Logger(label: "forger"))
         defer { Task { await forger.close() } }
         let forging = Task {
