@@ -160,7 +160,7 @@ import Testing
         #expect(!plain.contains("sev") && !plain.contains("tdx"))
         for (bad, flag) in [
             (["--accel", "tcg", "--tee", "sev-snp"], "--tee sev-snp"), (["--tee", "sgx"], "--tee"), (["--deadline", "1"], "--deadline"),
-            (["--id", "bad id"], "--id"), (["--broker", "http://x:1"], "--broker"), (["--probe", "x;y"], "--probe"),
+            (["--id", "bad id"], "--id"), (["--broker", "http://x:1"], "--broker"), (["--probe", "x;y"], "--probe"), (["--memory", "050"], "--memory"),
         ] {
             let (status, output) = try await launch(bad)
             #expect(status != 0 && output.contains(flag), "\(bad): \(output)")

@@ -38,7 +38,7 @@ fail() { echo "launch-vm.sh: $*" >&2; exit 2; }
 [ -f "$image/vmlinuz" ] && [ -f "$image/initramfs.cpio" ] || fail "--image must name a directory made by build-image.sh"
 [[ "$id" =~ ^[A-Za-z0-9_-]{1,64}$ ]] || fail "--id must be 1 to 64 of A-Z a-z 0-9 _ -"
 [[ "$deadline" =~ ^[0-9]{1,6}$ ]] && [ "$deadline" -ge 5 ] || fail "--deadline must be 5 to 999999 seconds"
-[[ "$memory" =~ ^[0-9]{3,6}$ ]] || fail "--memory must be 100 to 999999 MiB"
+[[ "$memory" =~ ^[0-9]{3,6}$ ]] && [ "$memory" -ge 100 ] || fail "--memory must be 100 to 999999 MiB"
 case "$mode" in run|check) ;; *) fail "--mode must be run or check" ;; esac
 [[ "$probe" =~ ^([0-9.]+:[0-9]{1,5}(,[0-9.]+:[0-9]{1,5})*)?$ ]] || fail "--probe must be ADDR:PORT[,ADDR:PORT…]"
 guest_broker=""
