@@ -12,7 +12,8 @@ import Testing
     /// Builds the image from this build's kiln-worker into `dir`; returns image.json's text.
     static func buildImage(into dir: String) async throws -> String {
         let p = try await LaunchedProcess(root + "/build-image.sh", [dir, BuiltProducts.path("kiln-worker")])
-        let status = try await p.waitForExit()
+        // Copying ~200 MB of worker and libraries: seconds alone, over a minute beside the whole suite in CI.
+        let status = try await p.waitForExit(timeout: .seconds(300))
         guard status == 0 else { throw LaunchError("build-image.sh failed (\(status)): \(p.output.suffix(10))") }
         return try String(contentsOfFile: dir + "/image.json", encoding: .utf8)
     }
