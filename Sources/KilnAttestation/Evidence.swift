@@ -30,15 +30,18 @@ public struct Evidence: Codable, Sendable, Equatable {
     /// Hex of the 64 bytes placed in the report: `Binding.reportData`.
     public var reportData: String
     public var binding: Binding
+    /// The farm's `WorkerCertificate` over the signing key, when the worker's key was made in memory
+    /// and certified by its pool (a VM worker); absent when the farm key itself signed.
+    public var certificate: DSSEEnvelope?
 
     enum CodingKeys: String, CodingKey {
-        case version, dsse, claims, tee, provider, report, aux, binding
+        case version, dsse, claims, tee, provider, report, aux, binding, certificate
         case reportData = "report_data"
     }
 
     public init(
         dsse: DSSEEnvelope, claims: DSSEEnvelope, tee: String, provider: String, report: String?, aux: String?,
-        reportData: String, binding: Binding
+        reportData: String, binding: Binding, certificate: DSSEEnvelope? = nil
     ) {
         self.version = Evidence.version
         self.dsse = dsse
@@ -49,6 +52,7 @@ public struct Evidence: Codable, Sendable, Equatable {
         self.aux = aux
         self.reportData = reportData
         self.binding = binding
+        self.certificate = certificate
     }
 }
 
@@ -66,6 +70,8 @@ public struct EvidenceClaims: Codable, Sendable, Equatable {
     public var auxSha256: String?
     public var reportData: String
     public var binding: Binding
+    /// sha256 of the canonical JSON of `Evidence.certificate`, or null when there is none.
+    public var certificateSha256: String?
 
     enum CodingKeys: String, CodingKey {
         case scheme, tee, provider, binding
@@ -73,9 +79,13 @@ public struct EvidenceClaims: Codable, Sendable, Equatable {
         case reportSha256 = "report_sha256"
         case auxSha256 = "aux_sha256"
         case reportData = "report_data"
+        case certificateSha256 = "certificate_sha256"
     }
 
-    public init(jobID: String, tee: String, provider: String, report: [UInt8]?, aux: [UInt8]?, reportData: String, binding: Binding) {
+    public init(
+        jobID: String, tee: String, provider: String, report: [UInt8]?, aux: [UInt8]?, reportData: String, binding: Binding,
+        certificate: DSSEEnvelope? = nil
+    ) throws {
         self.scheme = EvidenceClaims.scheme
         self.jobID = jobID
         self.tee = tee
@@ -84,6 +94,12 @@ public struct EvidenceClaims: Codable, Sendable, Equatable {
         self.auxSha256 = aux.map { FileDigest.of(bytes: $0).sha256 }
         self.reportData = reportData
         self.binding = binding
+        self.certificateSha256 = try certificate.map(Self.digest(of:))
+    }
+
+    /// How the claims name a certificate: the sha256 of its canonical JSON.
+    public static func digest(of certificate: DSSEEnvelope) throws -> String {
+        FileDigest.of(bytes: try CanonicalJSON.encode(certificate)).sha256
     }
 }
 

@@ -109,10 +109,14 @@ public struct SLSAProvenance: Codable, Sendable, Equatable {
     public struct Builder: Codable, Sendable, Equatable {
         public var id: String
         public var version: [String: String]?
+        /// SLSA's `builderDependencies`: for a VM worker, the image it booted (kernel, initramfs,
+        /// kiln-worker) with their digests.
+        public var builderDependencies: [ResourceDescriptor]?
 
-        public init(id: String, version: [String: String]? = nil) {
+        public init(id: String, version: [String: String]? = nil, builderDependencies: [ResourceDescriptor]? = nil) {
             self.id = id
             self.version = version
+            self.builderDependencies = builderDependencies
         }
     }
 

@@ -16,6 +16,9 @@ public struct ResultBuilder {
         public var resolvedDependencies: [ResourceDescriptor]
         public var builderID: String
         public var builderVersion: [String: String]?
+        /// What ran the workload without being part of it: a VM worker's image (kernel, initramfs,
+        /// kiln-worker), as its certificate names them.
+        public var builderDependencies: [ResourceDescriptor] = []
         public var startedOn: Date
         public var finishedOn: Date
         public var manifestInputs: Manifest.Inputs
@@ -57,10 +60,14 @@ public struct ResultBuilder {
 
     public let key: SigningKey
     public let evidenceProvider: any EvidenceProvider
+    /// The farm's certificate over `key` (a worker whose key was made in memory), shipped in the
+    /// evidence and named in the signed claims.
+    public let certificate: DSSEEnvelope?
 
-    public init(key: SigningKey, evidenceProvider: any EvidenceProvider) {
+    public init(key: SigningKey, evidenceProvider: any EvidenceProvider, certificate: DSSEEnvelope? = nil) {
         self.key = key
         self.evidenceProvider = evidenceProvider
+        self.certificate = certificate
     }
 
     /// - Parameters:
@@ -117,7 +124,9 @@ public struct ResultBuilder {
                     buildType: inputs.buildType, externalParameters: inputs.externalParameters,
                     internalParameters: inputs.internalParameters, resolvedDependencies: inputs.resolvedDependencies),
                 runDetails: .init(
-                    builder: .init(id: inputs.builderID, version: inputs.builderVersion),
+                    builder: .init(
+                        id: inputs.builderID, version: inputs.builderVersion,
+                        builderDependencies: inputs.builderDependencies.isEmpty ? nil : inputs.builderDependencies),
                     metadata: .init(
                         invocationId: inputs.jobID, startedOn: Timestamp.string(inputs.startedOn),
                         finishedOn: Timestamp.string(inputs.finishedOn)),
@@ -153,15 +162,15 @@ public struct ResultBuilder {
             manifestSha256: FileDigest.of(bytes: manifest).sha256, publicKey: key.publicKey.hex)
         let reportData = try binding.reportData()
         let report = try evidenceProvider.report(reportData: reportData)
-        let claims = EvidenceClaims(
+        let claims = try EvidenceClaims(
             jobID: jobID, tee: report.tee, provider: report.provider, report: report.report, aux: report.aux,
-            reportData: reportData.hexString, binding: binding)
+            reportData: reportData.hexString, binding: binding, certificate: certificate)
         let claimsEnvelope = try DSSEEnvelope.sign(payload: try CanonicalJSON.encode(claims), payloadType: EvidenceClaims.payloadType, key: key)
         let evidence = Evidence(
             dsse: envelope, claims: claimsEnvelope, tee: report.tee, provider: report.provider,
             report: report.report.map { Data($0).base64EncodedString() },
             aux: report.aux.map { Data($0).base64EncodedString() },
-            reportData: reportData.hexString, binding: binding)
+            reportData: reportData.hexString, binding: binding, certificate: certificate)
         return try CanonicalJSON.encode(evidence)
     }
 }

@@ -136,12 +136,13 @@ public struct ResultVerifier: Sendable {
             ("report", reportBytes.map { FileDigest.of(bytes: $0).sha256 } == claims.reportSha256),
             ("aux", auxBytes.map { FileDigest.of(bytes: $0).sha256 } == claims.auxSha256),
             ("report_data", evidence.reportData == claims.reportData), ("binding", evidence.binding == claims.binding),
+            ("certificate", (try? evidence.certificate.map(EvidenceClaims.digest(of:))) == claims.certificateSha256),
         ]
         if let (field, _) = unsigned.first(where: { !$0.1 }) {
             throw .init(.claims, "evidence.json's \(field) is not what the signer signed")
         }
         report.tee = claims.tee
-        report.checks.append(.init("claims", .pass, "tee, provider, report, aux, report_data and binding equal the signed claims"))
+        report.checks.append(.init("claims", .pass, "tee, provider, report, aux, report_data, binding and certificate equal the signed claims"))
 
         guard payload == provenanceBytes else { throw .init(.payload, "the signed payload differs from provenance.json") }
         report.checks.append(.init("payload", .pass, "provenance.json is the signed payload"))
@@ -166,10 +167,20 @@ public struct ResultVerifier: Sendable {
         let verdict = try appraiseTEE(claims: claims, report: reportBytes, aux: auxBytes, reportData: reportData, into: &report)
         report.verdict = verdict
 
+        let statement: Statement
+        do { statement = try CanonicalJSON.decode(Statement.self, from: provenanceBytes) } catch {
+            throw .init(.payload, "provenance.json is not an in-toto Statement with a SLSA v1 predicate: \(error)")
+        }
+        guard statement.type == Statement.type, statement.predicateType == Statement.slsaPredicateType else {
+            throw .init(.payload, "provenance.json has _type '\(statement.type)' / predicateType '\(statement.predicateType)'")
+        }
+
         // Trust in the signing key.
         if options.trustedKeys.contains(where: { $0.keyID == signer.keyID }) || options.trustedKeyFingerprints.contains(signer.keyID) {
             report.keyTrust = .pinned
             report.checks.append(.init("trust", .pass, "the signing key \(signer.keyID) is one you pinned"))
+        } else if let certificate = evidence.certificate, !(options.trustedKeys.isEmpty && options.trustedKeyFingerprints.isEmpty) {
+            try checkCertificate(certificate, signer: signer, statement: statement, into: &report)
         } else if verdict == .hardwareVerified {
             report.keyTrust = .hardwareBound
             report.checks.append(.init("trust", .pass, "the signing key is bound into a hardware-verified report: no farm key needed"))
@@ -188,13 +199,6 @@ public struct ResultVerifier: Sendable {
         }
 
         // Nonce.
-        let statement: Statement
-        do { statement = try CanonicalJSON.decode(Statement.self, from: provenanceBytes) } catch {
-            throw .init(.payload, "provenance.json is not an in-toto Statement with a SLSA v1 predicate: \(error)")
-        }
-        guard statement.type == Statement.type, statement.predicateType == Statement.slsaPredicateType else {
-            throw .init(.payload, "provenance.json has _type '\(statement.type)' / predicateType '\(statement.predicateType)'")
-        }
         guard binding.nonce == options.expectedNonce else {
             throw .init(.nonce, "nonce in the evidence is \(binding.nonce), expected \(options.expectedNonce)")
         }

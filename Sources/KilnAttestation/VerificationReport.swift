@@ -20,6 +20,34 @@ public struct VerificationReport: Sendable, Codable, Equatable {
         case pinned
         /// A hardware-verified report binds it: no farm key needed.
         case hardwareBound = "hardware-bound"
+        /// A worker certificate signed by a key the user pinned vouches for it (a VM worker's key).
+        case certified = "farm-certified"
+    }
+
+    /// What a worker certificate established (`key_trust: farm-certified`).
+    public struct CertifiedWorker: Sendable, Codable, Equatable {
+        public var workerID: String
+        public var issuerKeyID: String
+        public var notBefore: String
+        public var notAfter: String
+        /// File name → sha256 of the VM image the worker booted (empty for a process worker).
+        public var image: [String: String]
+
+        enum CodingKeys: String, CodingKey {
+            case image
+            case workerID = "worker_id"
+            case issuerKeyID = "issuer_key_id"
+            case notBefore = "not_before"
+            case notAfter = "not_after"
+        }
+
+        init(_ certificate: WorkerCertificate, issuer: PublicKey) {
+            workerID = certificate.workerID
+            issuerKeyID = issuer.keyID
+            notBefore = certificate.notBefore
+            notAfter = certificate.notAfter
+            image = Dictionary(certificate.image.compactMap { d in d.name.flatMap { n in d.digest?["sha256"].map { (n, $0) } } }, uniquingKeysWith: { a, _ in a })
+        }
     }
 
     public typealias Check = VerificationCheck
@@ -30,6 +58,7 @@ public struct VerificationReport: Sendable, Codable, Equatable {
     public var tee: String?
     public var keyFingerprint: String?
     public var keyTrust: KeyTrust?
+    public var workerCertificate: CertifiedWorker?
     public var measurement: String?
     public var registers: [String: String]?
     public var tcb: [String: String]?
@@ -50,6 +79,7 @@ public struct VerificationReport: Sendable, Codable, Equatable {
         case jobID = "job_id"
         case keyFingerprint = "key_fingerprint"
         case keyTrust = "key_trust"
+        case workerCertificate = "worker_certificate"
         case failedStep = "failed_step"
     }
 

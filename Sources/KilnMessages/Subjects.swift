@@ -17,6 +17,11 @@ public enum Subjects {
     /// Gateway → one worker: a request addressed to a specific worker (re-dispatch). A worker that has
     /// already accepted a build answers 409 here.
     public static func workerRequest(_ workerID: String) -> String { "kiln.worker.\(workerID).request" }
+    /// Worker → the pool that launched it, as a request: "certify this in-memory key"
+    /// (`WorkerCertificateRequest` → `WorkerCertificateReply`). The broker lets a worker publish only
+    /// on its own id's subject and stamps its identity, which the pool checks.
+    public static func workerCertify(_ workerID: String) -> String { "kiln.worker.\(workerID).certify" }
+    public static let workerCertifyAll = "kiln.worker.*.certify"
 
     /// Gateway → the other gateways: "job's event `seq` (ASCII payload) is stored". A hint only: a
     /// gateway relaying it to its own SSE clients reads the events from the shared store, so a forged

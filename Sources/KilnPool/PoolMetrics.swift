@@ -17,6 +17,9 @@ public final class PoolMetrics: Sendable {
     let started: Counter
     /// Workers that died leaving cgroups, mounts or scratch behind, cleaned up by the pool.
     let cleanedUp: Counter
+    /// Worker keys certified with the farm key, and certification requests refused.
+    let certificatesIssued: Counter
+    let certificatesRefused: Counter
 
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
         idle = Meter(label: "kiln_pool_idle_workers", factory: factory)
@@ -27,5 +30,7 @@ public final class PoolMetrics: Sendable {
         bootTimeouts = Counter(label: "kiln_pool_boot_timeouts_total", factory: factory)
         started = Counter(label: "kiln_pool_workers_started_total", factory: factory)
         cleanedUp = Counter(label: "kiln_pool_workers_cleaned_up_total", factory: factory)
+        certificatesIssued = Counter(label: "kiln_pool_certificates_issued_total", factory: factory)
+        certificatesRefused = Counter(label: "kiln_pool_certificates_refused_total", factory: factory)
     }
 }

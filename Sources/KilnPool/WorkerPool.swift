@@ -30,6 +30,10 @@ public final class WorkerPool: Service, Sendable {
         /// A worker that has not announced itself this long after its launch (a VM that never boots, a
         /// process stuck before connecting) is killed, and replaced like any worker that exits.
         public var bootTimeout: Duration = .seconds(300)
+        /// When set, the pool certifies the in-memory key of each worker it launched (`kiln-worker
+        /// --certified-key`, a VM worker) with the farm key; needs `credentialKey`, whose per-worker
+        /// bus identity is what ties a request to the worker the pool launched.
+        public var certifier: WorkerCertifier.Configuration?
 
         public init(launchTemplate: String, broker: String, stateDirectory: String) {
             self.launchTemplate = launchTemplate
@@ -53,6 +57,8 @@ public final class WorkerPool: Service, Sendable {
         var scratch: String
         /// Past the boot timeout and told to stop.
         var bootTimedOut = false
+        /// Its key has been certified: a second request (another key) is refused.
+        var certified = false
     }
 
     /// How a worker process ended.
@@ -66,7 +72,7 @@ public final class WorkerPool: Service, Sendable {
     let bus: BusClient.Configuration
     let logger: Logger
     public let metrics: PoolMetrics
-    private let state = NIOLockedValueBox<(workers: [String: Managed], started: Int)>(([:], 0))
+    let state = NIOLockedValueBox<(workers: [String: Managed], started: Int)>(([:], 0))
     private let exits: AsyncStream<Exit>
     private let exitContinuation: AsyncStream<Exit>.Continuation
 
@@ -92,6 +98,7 @@ public final class WorkerPool: Service, Sendable {
         let client = try await BusClient.connect(bus, logger: logger)
         let ready = try client.subscribe(Subjects.workersReady)
         let events = try client.subscribe("kiln.build.*.events")
+        let certifications = try configuration.certifier.map { _ in try client.subscribe(Subjects.workerCertifyAll) }
         try await client.flush()
         replenish()
         // Cannot fail; a graceful shutdown cancels it.
@@ -115,6 +122,16 @@ public final class WorkerPool: Service, Sendable {
                 }
                 group.addTask {
                     while (try? await Task.sleep(for: .seconds(1))) != nil { self.killWorkersThatNeverBooted() }
+                }
+                if let certifications {
+                    group.addTask {
+                        for await m in certifications {
+                            guard let reply = m.reply, let answer = try? JSONEncoder().encode(self.certify(m)) else { continue }
+                            do { try await client.publish(reply, payload: Array(answer)) } catch {
+                                self.logger.warning("cannot answer a certification request: \(error)")
+                            }
+                        }
+                    }
                 }
                 group.addTask {
                     for await exit in self.exits {

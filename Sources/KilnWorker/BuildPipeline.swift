@@ -14,6 +14,8 @@ final class BuildPipeline: Sendable {
     let configuration: WorkerConfiguration
     let request: BuildRequest
     let key: SigningKey
+    /// The pool's certificate over `key`, for a worker whose key was made in memory.
+    let certificate: CertifiedKey?
     let evidenceProvider: any EvidenceProvider
     let sysroot: String?
     let client: BusClient
@@ -30,12 +32,13 @@ final class BuildPipeline: Sendable {
     let comparison = Mutex<RebuildComparison?>(nil)
 
     init(
-        configuration: WorkerConfiguration, request: BuildRequest, key: SigningKey, evidenceProvider: any EvidenceProvider, sysroot: String?, client: BusClient,
-        events: EventLog, cancel: CancelSwitch, logger: Logger
+        configuration: WorkerConfiguration, request: BuildRequest, key: SigningKey, certificate: CertifiedKey? = nil,
+        evidenceProvider: any EvidenceProvider, sysroot: String?, client: BusClient, events: EventLog, cancel: CancelSwitch, logger: Logger
     ) {
         self.configuration = configuration
         self.request = request
         self.key = key
+        self.certificate = certificate
         self.evidenceProvider = evidenceProvider
         self.sysroot = sysroot
         self.client = client
@@ -286,11 +289,12 @@ final class BuildPipeline: Sendable {
             resolved.insert(ResourceDescriptor(name: name, digest: ["sha256": fetched.archiveSha256 ?? ""]), at: 0)
             manifestInputs = .init(source: name, archiveSha256: fetched.archiveSha256, nonce: nonce)
         }
-        let inputs = ResultBuilder.Inputs(
+        var inputs = ResultBuilder.Inputs(
             jobID: request.jobID, nonce: nonce, buildType: built.buildType, externalParameters: external,
             internalParameters: built.internalParameters.merging(["worker_id": configuration.workerID, "sandbox": "bubblewrap"]) { a, _ in a },
             resolvedDependencies: resolved, builderID: configuration.builderID, builderVersion: BuilderIdentity.current.version,
             startedOn: started, finishedOn: Date(), manifestInputs: manifestInputs, sourceDateEpoch: fetched.sourceDateEpoch)
+        inputs.builderDependencies = certificate?.certificate.image ?? []
         var attachments: [String: [UInt8]] = [:]
         if let original = request.compareWith {
             attachments[RebuildComparison.resultPath] = try await compare(artifacts: artifacts, with: original, note: note)
@@ -298,7 +302,7 @@ final class BuildPipeline: Sendable {
         let resultPath = scratch + "/result.tar.gz"
         let output: ResultBuilder.Output
         do {
-            output = try ResultBuilder(key: key, evidenceProvider: evidenceProvider)
+            output = try ResultBuilder(key: key, evidenceProvider: evidenceProvider, certificate: certificate?.envelope)
                 .build(
                     artifactsDirectory: artifacts, buildConfig: buildConfig, buildLog: batcher.path, attachments: attachments,
                     inputs: inputs, output: resultPath)

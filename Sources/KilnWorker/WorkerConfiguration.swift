@@ -33,6 +33,9 @@ public struct WorkerConfiguration: Sendable {
     /// Inside a TEE, sign with a key generated in memory for this one build and bound into the
     /// hardware report (no long-lived key in the VM); `false` uses the key file there too.
     public var ephemeralKeyInTEE: Bool = true
+    /// Make the signing key in memory and have the pool that launched this worker certify it (a VM
+    /// worker: no key file, no farm key, nothing that outlives the VM).
+    public var certifiedKey = false
     /// Whether a build may ask for network (`build_config.internet_access`).
     public var allowInternetBuilds = false
 

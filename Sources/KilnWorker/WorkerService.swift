@@ -44,7 +44,9 @@ public final class WorkerService: Service, Sendable {
         // host-side read acting as it can open it.
         let evidenceProvider = EvidenceProviders.detect(tsmRoot: configuration.tsmRoot)
         let key: SigningKey
-        if evidenceProvider.tee != "none", configuration.ephemeralKeyInTEE {
+        if configuration.certifiedKey {
+            key = SigningKey()  // replaced by the certified one once connected
+        } else if evidenceProvider.tee != "none", configuration.ephemeralKeyInTEE {
             key = SigningKey()
             logger.info("in a TEE: signing with a per-build key made in memory (\(key.publicKey.keyID)), bound into the hardware report; the key file is not used")
         } else {
@@ -74,6 +76,9 @@ public final class WorkerService: Service, Sendable {
         }
 
         let client = try await BusClient.connect(configuration.bus, logger: logger)
+        // Certified before it announces itself, so a worker that cannot sign never takes a job.
+        let certified = configuration.certifiedKey ? try await CertifiedKey.obtain(client: client, workerID: configuration.workerID, logger: logger) : nil
+        let signingKey = certified?.key ?? key
         let gate = AcceptanceGate(workerID: configuration.workerID, client: client)
         let cancel = CancelSwitch()
 
@@ -103,7 +108,7 @@ public final class WorkerService: Service, Sendable {
             let configuration = self.configuration
             let jobLog = log
             let pipeline = BuildPipeline(
-                configuration: configuration, request: request, key: key, evidenceProvider: evidenceProvider, sysroot: sysroot,
+                configuration: configuration, request: request, key: signingKey, certificate: certified, evidenceProvider: evidenceProvider, sysroot: sysroot,
                 client: client, events: events, cancel: cancel, logger: log)
             // Control messages are handled by a child task that lives exactly as long as the build.
             await withTaskGroup(of: Void.self) { group in

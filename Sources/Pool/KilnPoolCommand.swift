@@ -32,6 +32,11 @@ struct KilnPoolCommand: AsyncParsableCommand {
     @Option(help: "Operator's credential signing key (Ed25519 private key, `kiln keys generate`): each worker gets its own short-lived broker credential signed with it.")
     var credentialSigningKey: String?
     @Option(help: "Seconds a worker credential is valid (default 7200; at least the longest build).") var credentialTtl = 7200
+    @Option(help: "The farm's signing key (PEM): certify the in-memory key of each worker this pool launches (kiln-worker --certified-key); needs --credential-signing-key.")
+    var farmKey: String?
+    @Option(help: "The VM image's image.json (cluster/vm/build-image.sh): its parts are named in every certificate and in the provenance of builds signed under it.")
+    var vmImage: String?
+    @Option(help: "Seconds a worker certificate is valid (60 to 86400; boot, one build and its delivery).") var certificateLifetime = 3 * 3600
     @Option(help: "Seconds a launched worker has to announce itself (a VM's boot) before it is killed and replaced.") var bootTimeout = 300
     @Option(help: "Log level.") var logLevel = "info"
 
@@ -51,6 +56,17 @@ struct KilnPoolCommand: AsyncParsableCommand {
             guard credentialTtl > 0 else { throw ValidationError("--credential-ttl must be positive") }
             cfg.credentialKey = try Curve25519.Signing.PrivateKey(rawRepresentation: SigningKey(contentsOf: credentialSigningKey).seed)
             cfg.credentialLifetime = .seconds(credentialTtl)
+        }
+        if let farmKey {
+            guard cfg.credentialKey != nil else {
+                throw ValidationError("--farm-key needs --credential-signing-key: a certification request is tied to the worker by its own bus credential")
+            }
+            guard certificateLifetime >= 60, certificateLifetime <= 86400 else { throw ValidationError("--certificate-lifetime must be 60 to 86400 seconds") }
+            cfg.certifier = .init(
+                farmKey: try SigningKey(contentsOf: farmKey), image: try vmImage.map(WorkerCertifier.image(manifest:)) ?? [],
+                lifetime: .seconds(certificateLifetime))
+        } else if vmImage != nil {
+            throw ValidationError("--vm-image is named in worker certificates: it needs --farm-key")
         }
         guard bootTimeout >= 1, bootTimeout <= 86400 else { throw ValidationError("--boot-timeout must be 1 to 86400 seconds") }
         cfg.bootTimeout = .seconds(bootTimeout)

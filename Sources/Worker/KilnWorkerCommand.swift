@@ -53,6 +53,8 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     @Flag(help: "Disable Nix builds.") var noNix = false
     @Option(help: "The nix-daemon's socket.") var nixDaemonSocket = NixDaemon.defaultSocket
     @Option(help: "configfs-tsm report directory.") var tsmRoot: String = "/sys/kernel/config/tsm/report"
+    @Flag(help: "Make the signing key in memory and have the pool that launched this worker certify it with the farm key (a VM worker); --key is not used.")
+    var certifiedKey = false
     @Flag(help: "In a TEE, sign with the --key file instead of a per-build key made in memory and bound into the report.") var farmKeyInTee = false
     @Option(help: "Builder identity recorded in provenance (the worker image).") var builderID: String = "https://kiln.build/worker/local@v1"
     @Option(help: "Give up waiting for a build after this many seconds (default: wait forever).") var idleTimeout: Int?
@@ -96,6 +98,7 @@ struct KilnWorkerCommand: AsyncParsableCommand {
             idleTimeout: idleTimeout.map { .seconds($0) })
         var configuration2 = configuration
         configuration2.ephemeralKeyInTEE = !farmKeyInTee
+        configuration2.certifiedKey = certifiedKey
         configuration2.allowInternetBuilds = allowInternetBuilds
         if let buildUid {
             guard buildUid > 0, buildUid < Int(Int32.max) else { throw ValidationError("--build-uid must be a positive uid (builds never run as root)") }
