@@ -196,7 +196,7 @@ let package = Package(
         .target(
             name: "KilnPool",
             dependencies: [
-                "KilnMessages", "KilnBus", "KilnBusClient", "KilnWorker", "KilnProcess",
+                "KilnMessages", "KilnBus", "KilnBusClient", "KilnWorker", "KilnProcess", "KilnAttestation", "KilnCore",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -27,7 +27,9 @@ extension ResultVerifier {
         }
         report.keyTrust = .certified
         report.workerCertificate = .init(certificate, issuer: issuer)
-        let image = certificate.image.isEmpty ? "no VM image (a process worker)" : "image " + certificate.image.map { "\($0.name ?? "?")=\($0.digest?["sha256"] ?? "?")" }.joined(separator: ", ")
+        let image =
+            certificate.image.isEmpty
+            ? "no VM image (a process worker)" : "image " + certificate.image.map { "\($0.name ?? "?")=\($0.digest?["sha256"] ?? "?")" }.joined(separator: ", ")
         report.checks.append(
             .init(
                 "trust", .pass,

@@ -73,7 +73,11 @@ public struct WorkerCertificate: Codable, Sendable, Equatable {
         guard !candidates.isEmpty else {
             throw .init(.trust, "the result carries a worker certificate, but you pinned no farm key (--key, --gateway) to check it with")
         }
-        let (issuer, body) = try envelope.verify(trustedKeys: candidates, payloadType: payloadType)
+        let issuer: PublicKey
+        let body: [UInt8]
+        do { (issuer, body) = try envelope.verify(trustedKeys: candidates, payloadType: payloadType) } catch {
+            throw .init(.trust, "the worker certificate is not signed by a farm key you pinned: \(error.message)")
+        }
         let certificate: WorkerCertificate
         do { certificate = try CanonicalJSON.decode(WorkerCertificate.self, from: body) } catch {
             throw .init(.trust, "the worker certificate is signed but unreadable: \(error)")

@@ -119,8 +119,17 @@ struct VerifyCommand: AsyncParsableCommand {
             lines.append("  build_config " + (parts + ["internet_access=\(c.internetAccess ?? false)"]).joined(separator: " "))
         }
         if let o = report.buildOptions, let json = try? JSONEncoder().encode(o) { lines.append("  build_options " + String(decoding: json, as: UTF8.self)) }
-        let trust = report.keyTrust == .hardwareBound ? "bound into the hardware report (no farm key needed)" : "pinned by you"
+        let trust: String
+        switch report.keyTrust {
+        case .hardwareBound?: trust = "bound into the hardware report (no farm key needed)"
+        case .certified?: trust = "a worker's in-memory key, certified by the farm key you pinned"
+        case .pinned?, nil: trust = "pinned by you"
+        }
         lines.append("  signing key  \(report.keyFingerprint ?? "?") (\(trust))")
+        if let c = report.workerCertificate {
+            lines.append("  certified    by farm key \(c.issuerKeyID) for worker \(c.workerID), \(c.notBefore) … \(c.notAfter)")
+            for (name, digest) in c.image.sorted(by: { $0.key < $1.key }) { lines.append("  worker image \(digest)  \(name)") }
+        }
         if let m = report.measurement { lines.append("  measurement  \(m)") }
         if let tcb = report.tcb, !tcb.isEmpty { lines.append("  tcb          " + tcb.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")) }
         for check in report.checks where check.outcome == .skipped { lines.append("  not checked  \(check.name): \(check.detail)") }

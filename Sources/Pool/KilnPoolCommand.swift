@@ -32,7 +32,8 @@ struct KilnPoolCommand: AsyncParsableCommand {
     @Option(help: "Operator's credential signing key (Ed25519 private key, `kiln keys generate`): each worker gets its own short-lived broker credential signed with it.")
     var credentialSigningKey: String?
     @Option(help: "Seconds a worker credential is valid (default 7200; at least the longest build).") var credentialTtl = 7200
-    @Option(help: "The farm's signing key (PEM): certify the in-memory key of each worker this pool launches (kiln-worker --certified-key); needs --credential-signing-key.")
+    @Option(
+        help: "The farm's signing key (PEM): certify the in-memory key of each worker this pool launches (kiln-worker --certified-key); needs --credential-signing-key.")
     var farmKey: String?
     @Option(help: "The VM image's image.json (cluster/vm/build-image.sh): its parts are named in every certificate and in the provenance of builds signed under it.")
     var vmImage: String?

@@ -12,13 +12,22 @@
 # else on the host or beyond. The VM is destroyed when the worker exits (the guest powers off) or at
 # --deadline, whichever comes first.
 #
+# Toolchains (--toolchain host|DIR) are shared read-only over virtiofs (tag kiln-toolchain): a
+# virtiofsd serves a tree holding usr/ (a Debian /usr: compilers, linker, libc, bwrap, git), rust/ (a
+# Rust sysroot) and etc/ (alternatives, ld.so.cache), every part a read-only bind mount in a mount
+# namespace of its own, so the host refuses writes whatever the guest's kernel does. `host` assembles
+# it from this host's /usr, /etc and Rust sysroot (KILN_RUST_SYSROOT, else `rustc --print sysroot`);
+# DIR is an operator's tree of the same shape. A host-shared toolchain is outside the VM's launch
+# measurement, so --tee refuses it: a confidential VM must carry its toolchains in its measured image.
+#
 # Options: --image DIR  --id ID  --broker URL (kiln://host:port or nats://host:port)
 #          --deadline SECONDS (default 3600)  --mode run|check  --memory MiB (default 2048)
 #          --accel auto|kvm|tcg (default auto: KVM when /dev/kvm is usable and KILN_VM_ACCEL is not tcg)
 #          --tee none|sev-snp|tdx  --print-command (print the qemu command line and exit)
 #          --probe ADDR:PORT[,…] (check mode: the guest tries each address and prints what it reached)
+#          --toolchain host|DIR (share toolchains read-only; without it the guest can build nothing)
 set -euo pipefail
-image="" id="" broker="" deadline=3600 mode=run memory=2048 accel=${KILN_VM_ACCEL:-auto} tee=none print=0 probe=""
+image="" id="" broker="" deadline=3600 mode=run memory=2048 accel=${KILN_VM_ACCEL:-auto} tee=none print=0 probe="" toolchain=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --image) image=$2; shift 2 ;;
@@ -31,6 +40,7 @@ while [ $# -gt 0 ]; do
     --tee) tee=$2; shift 2 ;;
     --print-command) print=1; shift ;;
     --probe) probe=$2; shift 2 ;;
+    --toolchain) toolchain=$2; shift 2 ;;
     *) echo "launch-vm.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -49,13 +59,23 @@ if [ -n "$broker" ]; then
   [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || fail "--broker port out of range"
   guest_broker="$scheme://10.0.2.100:4222"
 fi
+if [ -n "$toolchain" ]; then
+  [ "$tee" = none ] || fail "--toolchain shares host files the launch measurement does not cover; a confidential VM needs its toolchains in its image"
+  [ -x "${KILN_VIRTIOFSD:=/usr/lib/qemu/virtiofsd}" ] || fail "no virtiofsd at $KILN_VIRTIOFSD (qemu-system-common)"
+  if [ "$toolchain" = host ]; then
+    rust_sysroot=${KILN_RUST_SYSROOT:-$( (rustc --print sysroot || "$HOME/.cargo/bin/rustc" --print sysroot) 2>/dev/null || true)}
+    [ -x "$rust_sysroot/bin/cargo" ] || fail "--toolchain host: no Rust sysroot with bin/cargo (set KILN_RUST_SYSROOT)"
+  else
+    [ -d "$toolchain/usr/bin" ] || fail "--toolchain must be host or a directory holding usr/ (and rust/, etc/)"
+  fi
+fi
 case "$accel" in
   auto) if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then accel=kvm; else accel=tcg; fi ;;
   kvm|tcg) ;;
   *) fail "--accel must be auto, kvm or tcg" ;;
 esac
 
-cmdline="console=ttyS0 quiet panic=-1 kiln.mode=$mode kiln.worker_id=$id${guest_broker:+ kiln.broker=$guest_broker}${probe:+ kiln.probe=$probe}"
+cmdline="console=ttyS0 quiet panic=-1 kiln.mode=$mode kiln.worker_id=$id${guest_broker:+ kiln.broker=$guest_broker}${probe:+ kiln.probe=$probe}${toolchain:+ kiln.toolchain=1}"
 netdev="user,id=n0,restrict=on"
 [ -n "$guest_broker" ] && netdev+=",guestfwd=tcp:10.0.2.100:4222-tcp:$host:$port"
 machine=q35
@@ -85,14 +105,48 @@ qemu=(qemu-system-x86_64 -accel "$accel" -machine "$machine" -cpu "$cpu" -m "$me
   -kernel "$image/vmlinuz" -initrd "$image/initramfs.cpio" -append "$cmdline"
   -netdev "$netdev" -device virtio-net-pci,netdev=n0,romfile=
   -device virtio-rng-pci "${tee_args[@]}")
-secret=""
+# A root-only directory of this launch's own (credential file, virtiofs socket), removed at the end.
+work=$(umask 077 && mktemp -d)
+share=""
+cleanup() { [ -z "$share" ] || kill "$share" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
 if [ -n "${KILN_BROKER_TOKEN:-}" ]; then
-  secret=$(mktemp -d)
-  (umask 077 && printf '%s' "$KILN_BROKER_TOKEN" > "$secret/token")
-  qemu+=(-fw_cfg "name=opt/kiln/token,file=$secret/token")
+  (umask 077 && printf '%s' "$KILN_BROKER_TOKEN" > "$work/token")
+  qemu+=(-fw_cfg "name=opt/kiln/token,file=$work/token")
 fi
-if [ "$print" = 1 ]; then printf '%q ' "${qemu[@]}"; echo; [ -z "$secret" ] || rm -rf "$secret"; exit 0; fi
-echo "launch-vm.sh: worker $id in a fresh VM (accel $accel, tee $tee, deadline ${deadline}s)" >&2
+if [ -n "$toolchain" ]; then
+  # vhost-user needs guest memory qemu can share with virtiofsd.
+  qemu+=(-object "memory-backend-memfd,id=mem,size=${memory}M,share=on" -numa node,memdev=mem)
+  qemu+=(-chardev "socket,id=tc,path=$work/toolchain.sock" -device vhost-user-fs-pci,chardev=tc,tag=kiln-toolchain)
+fi
+if [ "$print" = 1 ]; then printf '%q ' "${qemu[@]}"; echo; exit 0; fi
+if [ -n "$toolchain" ]; then
+  # The shared tree, assembled in a private mount namespace (the host's mount table never sees it):
+  # each part bound read-only, then virtiofsd serves it from inside that namespace.
+  stage=$work/toolchain
+  mkdir "$stage"
+  if [ "$toolchain" = host ]; then
+    parts="/usr=usr $rust_sysroot=rust /etc/alternatives=etc/alternatives /etc/ld.so.cache=etc/ld.so.cache /etc/ld.so.conf=etc/ld.so.conf /etc/ld.so.conf.d=etc/ld.so.conf.d"
+  else
+    parts="$toolchain=."
+  fi
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  script='set -e; stage=$1; sock=$2; shift 2
+    mount -t tmpfs -o mode=755 kiln-toolchain "$stage"
+    for part in "$@"; do
+      src=${part%%=*}; dst=$stage/${part#*=}
+      if [ -d "$src" ]; then mkdir -p "$dst"; else mkdir -p "$(dirname "$dst")"; : > "$dst"; fi
+      mount --bind "$src" "$dst"; mount -o remount,bind,ro "$dst"
+    done
+    mount -o remount,ro "$stage"
+    exec "$KILN_VIRTIOFSD" --socket-path="$sock" -o source="$stage" -o cache=always -o sandbox=namespace -o log_level=warn'
+  # shellcheck disable=SC2086 # parts are space-separated on purpose
+  KILN_VIRTIOFSD=$KILN_VIRTIOFSD unshare --mount --propagation private -- /bin/sh -c "$script" share "$stage" "$work/toolchain.sock" $parts &
+  share=$!
+  for _ in $(seq 100); do [ -S "$work/toolchain.sock" ] && break; kill -0 "$share" 2>/dev/null || fail "virtiofsd did not start"; sleep 0.05; done
+  [ -S "$work/toolchain.sock" ] || fail "virtiofsd did not open its socket"
+fi
+echo "launch-vm.sh: worker $id in a fresh VM (accel $accel, tee $tee, toolchain ${toolchain:-none}, deadline ${deadline}s)" >&2
 # The VM ends when its worker powers it off; past the deadline it is killed. It leaves no files (the
 # guest lives in RAM); the credential file goes with it. A SIGTERM (the pool stopping) is passed on.
 unset KILN_BROKER_TOKEN
@@ -103,5 +157,4 @@ status=0
 wait "$vm" || status=$?
 # A trapped signal interrupts the first wait; the second collects the VM's real end.
 kill -0 "$vm" 2>/dev/null && { wait "$vm" || status=$?; }
-[ -z "$secret" ] || rm -rf "$secret"
 exit "$status"
