@@ -11,8 +11,9 @@ pkgs+=(librust-clap-dev librust-serde-json-dev)
 pkgs+=(nats-server)
 # postgresql: the PostgreSQL job store is tested against a real server the tests start themselves (#15).
 pkgs+=(postgresql)
-# A worker VM per build (#19): qemu, Debian's cloud kernel for the guest, cpio for its initramfs.
-pkgs+=(qemu-system-x86 linux-image-cloud-amd64 cpio)
+# A worker VM per build (#19): qemu, Debian's cloud kernel for the guest, cpio for its initramfs, socat to relay
+# each guest connection to the broker.
+pkgs+=(qemu-system-x86 linux-image-cloud-amd64 cpio socat)
 case "$profile" in
   bench) pkgs+=(libnats-dev nginx) ;;
 esac

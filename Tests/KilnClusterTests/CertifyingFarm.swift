@@ -21,7 +21,9 @@ struct CertifyingFarm {
 
     var farmPublicKeyFile: String { dir.file("farm.pub") }
 
-    static func start(dir: TemporaryDirectory, launch: String? = nil, poolArguments: [String] = []) async throws -> CertifyingFarm {
+    static func start(
+        dir: TemporaryDirectory, launch: String? = nil, poolArguments: [String] = [], poolEnvironment: [String: String]? = nil
+    ) async throws -> CertifyingFarm {
         let credential = SigningKey()
         try credential.write(to: dir.file("cred.pem"))
         try credential.publicKey.hex.write(toFile: dir.file("cred.pub"), atomically: true, encoding: .utf8)
@@ -40,7 +42,7 @@ struct CertifyingFarm {
                 "--broker", "kiln://pool:change-me-pool@127.0.0.1:\(broker.port)", "--idle", "1", "--max", "2", "--state", dir.file("pool"),
                 "--credential-signing-key", dir.file("cred.pem"), "--credential-ttl", "900", "--farm-key", dir.file("farm.pem"),
                 "--monitor-port", "0",
-            ] + template + poolArguments)
+            ] + template + poolArguments, environment: poolEnvironment)
         let monitor = try #require(Int(try await pool.waitForLine(prefix: "kiln-pool monitor on http://127.0.0.1:")))
         return CertifyingFarm(
             dir: dir, broker: broker, gateway: gateway, pool: pool, monitorPort: monitor, farmKey: farm,
@@ -66,9 +68,9 @@ struct CertifyingFarm {
     }
 
     /// Submits a hello crate through the CLI, follows it and downloads the result; returns its path.
-    func buildHello(name: String, nonce: String, timeout: Duration = .seconds(180)) async throws -> String {
+    func buildHello(name: String, nonce: String, buildRS: String? = nil, timeout: Duration = .seconds(180)) async throws -> String {
         let src = dir.file("src-\(name)")
-        try Fixtures.write(Fixtures.helloCrate(name: name), to: src)
+        try Fixtures.write(Fixtures.helloCrate(name: name, buildRS: buildRS), to: src)
         var env = ProcessInfo.processInfo.environment
         env["KILN_GATEWAY"] = gateway.url
         let out = dir.file("result-\(name).tar.gz")

@@ -1,6 +1,9 @@
 import Crypto
 import Foundation
+import KilnBusClient
+import KilnMessages
 import KilnTestSupport
+import Logging
 import Testing
 
 /// #19, first slice: a worker VM image built from Debian's packages, booted by `cluster/vm/launch-vm.sh`
@@ -37,12 +40,12 @@ import Testing
         let second = try await Self.buildImage(into: dir.file("b"))
         #expect(first == second, "two builds of the same inputs differ:\n\(first)\n\(second)")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(first.utf8)) as? [String: Any])
-        for part in ["kernel", "initramfs"] {
-            let entry = try #require(json[part] as? [String: Any])
-            let file = dir.file("a/\(try #require(entry["file"] as? String))")
-            #expect(entry["sha256"] as? String == (try Self.sha256(file)), "\(part)")
-        }
-        #expect(json["kiln_worker_sha256"] as? String == (try Self.sha256(BuiltProducts.path("kiln-worker"))))
+        let parts = try #require(json["parts"] as? [[String: Any]])
+        var digests: [String: String] = [:]
+        for part in parts { digests[part["name"] as? String ?? "?"] = (part["digest"] as? [String: String])?["sha256"] }
+        #expect(digests["vmlinuz"] == (try Self.sha256(dir.file("a/vmlinuz"))))
+        #expect(digests["initramfs.cpio"] == (try Self.sha256(dir.file("a/initramfs.cpio"))))
+        #expect(digests["kiln-worker"] == (try Self.sha256(BuiltProducts.path("kiln-worker"))))
     }
 
     /// The guest reaches the broker through the one forwarded address and nothing else: not the
@@ -62,7 +65,7 @@ import Testing
         environment["KILN_BROKER_TOKEN"] = token
         let arguments = [
             "--image", dir.file("image"), "--id", id, "--mode", "check", "--accel", "tcg", "--deadline", "120",
-            "--broker", "kiln://127.0.0.1:\(broker.port)", "--probe", probes.joined(separator: ","),
+            "--broker", "kiln://127.0.0.1:\(broker.port)", "--probe", probes.joined(separator: ","), "--toolchain", "host",
         ]
         let printed = try await LaunchedProcess(Self.root + "/launch-vm.sh", arguments + ["--print-command"], environment: environment)
         #expect(try await printed.waitForExit() == 0)
@@ -77,61 +80,109 @@ import Testing
             #expect(lines.contains("kiln-vm: probe \(probe) unreachable"), "\(probe): \(lines)")
         }
         #expect(vm.output.contains { $0.contains("kiln-vm: init at") })
+        // The toolchain share holds cargo and refuses writes even once the guest remounts it read-write
+        // (the host side binds every part read-only; without that, the probe file lands in the host's /usr).
+        #expect(lines.isEmpty == false && vm.output.contains { $0.contains("kiln-vm: toolchain has cargo") }, "\(vm.output.suffix(20))")
+        #expect(vm.output.contains { $0.contains("kiln-vm: toolchain share is read-only") }, "\(vm.output.suffix(20))")
+        #expect(!FileManager.default.fileExists(atPath: "/usr/kiln-write-probe"))
         #expect(vm.output.contains { $0.contains("kiln-vm: broker credential received (\(token.utf8.count) bytes)") }, "\(vm.output.suffix(20))")
         #expect(try await Self.qemuProcesses(worker: id).isEmpty)
     }
 
-    /// A worker boots in a fresh VM, connects to the broker through the forward and announces itself
-    /// ready; with no build coming, the VM is killed at its deadline and nothing of it remains.
-    @Test func aWorkerBootsJoinsTheBusAndIsKilledAtItsDeadline() async throws {
+    /// A worker boots in a fresh VM, connects to the broker through the forward and asks for its
+    /// in-memory key to be certified (it announces itself only once certified); nobody answers here,
+    /// so the VM is killed at its deadline and nothing of it remains.
+    @Test func aWorkerBootsAsksForItsCertificateAndIsKilledAtItsDeadline() async throws {
         let dir = try TemporaryDirectory()
         _ = try await Self.buildImage(into: dir.file("image"))
         let broker = try await BrokerProcess()
         defer { broker.stop() }
         let id = "wvm" + UUID().uuidString.prefix(8).lowercased()
+        let listener = try await BusClient.connect(.init(host: "127.0.0.1", port: broker.port, reconnect: false), logger: Logger(label: "test"))
+        defer { Task { await listener.close() } }
+        let requests = try listener.subscribe(Subjects.workerCertify(id))
+        try await listener.flush()
         let started = ContinuousClock.now
         let vm = try await LaunchedProcess(
             Self.root + "/launch-vm.sh",
-            ["--image", dir.file("image"), "--id", id, "--broker", "kiln://127.0.0.1:\(broker.port)", "--accel", "tcg", "--deadline", "25"])
+            [
+                "--image", dir.file("image"), "--id", id, "--broker", "kiln://127.0.0.1:\(broker.port)", "--accel", "tcg", "--deadline", "25",
+                "--toolchain", "host",
+            ])
         defer { vm.stop() }
-        _ = try await vm.waitForLine(what: "the worker ready", timeout: .seconds(60)) { $0.contains("kiln.worker") && $0.contains(" ready") }
-        print("worker VM (TCG): launch to ready in \(ContinuousClock.now - started)")
+        var iterator = requests.makeAsyncIterator()
+        let request = try #require(await iterator.next())
+        print("worker VM (TCG): launch to certification request in \(ContinuousClock.now - started)")
+        let body = try JSONDecoder().decode(WorkerCertificateRequest.self, from: Data(request.payloadBytes))
+        #expect(body.workerID == id && body.publicKey.count == 64)
         #expect(try await Self.qemuProcesses(worker: id).count == 1)
-        let status = try await vm.waitForExit()
+        let status = try await vm.waitForExit(timeout: .seconds(60))
         #expect(status != 0, "killed at the deadline")
-        #expect(ContinuousClock.now - started < .seconds(40))
+        #expect(ContinuousClock.now - started < .seconds(45))
         #expect(try await Self.qemuProcesses(worker: id).isEmpty)
+        #expect(try await Command.run("/bin/sh", ["-c", "pgrep -f 'virtiof[s]d.*\\.sock' || true"]).isEmpty, "no virtiofsd left")
     }
 
-    /// kiln-pool with the VM launch template keeps one VM worker ready, counts it like a process worker,
-    /// exports its boot time, and a stopped pool leaves no VM behind.
-    @Test func thePoolKeepsAVMWorkerReadyAndStopsIt() async throws {
-        let dir = try TemporaryDirectory(prefix: "kiln-vm-pool")
+    /// The whole path in VMs (TCG here): kiln-pool boots a fresh VM per worker with the toolchains
+    /// shared read-only, certifies each VM's in-memory key, and a hello crate builds inside one and
+    /// verifies with only the farm key pinned (farm key → VM key → provenance, which names the image).
+    /// Two jobs get two VMs and two keys; a file the first build leaves for the next is not there; no
+    /// qemu, no virtiofsd and no launch files remain once the pool stops.
+    @Test func helloCratesBuildInFreshVMsAndVerifyThroughTheCertificateChain() async throws {
+        let dir = try TemporaryDirectory(prefix: "kiln-vm-farm")
         _ = try await Self.buildImage(into: dir.file("image"))
-        let broker = try await BrokerProcess()
-        defer { broker.stop() }
-        let launch = "\(Self.root)/launch-vm.sh --image \(dir.file("image")) --id {id} --broker {broker} --accel tcg --deadline 300"
-        let pool = try await LaunchedProcess(
-            BuiltProducts.path("kiln-pool"),
-            [
-                "--broker", "kiln://127.0.0.1:\(broker.port)", "--idle", "1", "--max", "1", "--state", dir.file("pool"),
-                "--key", dir.file("farm.pem"), "--monitor-port", "0", "--launch", launch,
-            ])
-        defer { pool.terminate() }
-        let monitor = try #require(Int(try await pool.waitForLine(prefix: "kiln-pool monitor on http://127.0.0.1:")))
-        let metrics = WorkerPoolTests()
-        let ready = await eventually(within: .seconds(90), every: .milliseconds(200)) { metrics.metric(monitor, "kiln_pool_ready_workers") == 1 }
-        #expect(ready, "\(pool.output.suffix(10))")
-        let boots = metrics.metric(monitor, "kiln_pool_worker_boot_seconds_count")
-        let bootSeconds = metrics.metric(monitor, "kiln_pool_worker_boot_seconds_sum")
-        #expect(boots == 1, "boot time recorded once")
-        print("VM worker through kiln-pool (TCG): launch to ready \(bootSeconds ?? -1) s")
-        // (The bracket keeps the pattern from matching the shell that runs pgrep.)
-        let vms = try await Command.run("/bin/sh", ["-c", "pgrep -f 'qemu-syste[m].*\(dir.path)' || true"])
-        #expect(!vms.isEmpty, "a qemu process for the worker")
-        pool.signal(SIGTERM)
-        _ = try await pool.waitForExit(timeout: .seconds(30))
-        #expect(await eventually(within: .seconds(15)) { ((try? await Command.run("/bin/sh", ["-c", "pgrep -f 'qemu-syste[m].*\(dir.path)' || true"])) ?? "x").isEmpty })
+        try FileManager.default.createDirectory(atPath: dir.file("tmp"), withIntermediateDirectories: true)
+        var environment = ProcessInfo.processInfo.environment
+        environment["TMPDIR"] = dir.file("tmp")
+        let launch = "\(Self.root)/launch-vm.sh --image \(dir.file("image")) --id {id} --broker {broker} --accel tcg --deadline 900 --toolchain host"
+        let farm = try await CertifyingFarm.start(
+            dir: dir, launch: launch, poolArguments: ["--vm-image", dir.file("image/image.json"), "--boot-timeout", "180"],
+            poolEnvironment: environment)
+        defer { farm.stop() }
+        func workerLogs() -> String {
+            ((try? FileManager.default.contentsOfDirectory(atPath: dir.file("pool/workers"))) ?? [])
+                .compactMap { try? String(contentsOfFile: dir.file("pool/workers/") + $0, encoding: .utf8) }.joined(separator: "\n")
+        }
+        let ready = await eventually(within: .seconds(120), every: .milliseconds(200)) { farm.metric("kiln_pool_ready_workers") == 1 }
+        #expect(ready, "\(workerLogs().suffix(3000))")
+        print("VM worker through kiln-pool (TCG): launch to ready \(farm.metric("kiln_pool_worker_boot_seconds_sum") ?? -1) s")
+        // Each build checks for the other's leftovers before leaving one of its own.
+        let buildRS = """
+            fn main() {
+                let marks: Vec<_> = ["/tmp", "/build", "/build/out"].iter().map(|d| std::path::Path::new(d).join("left-by-a-previous-build")).collect();
+                for mark in &marks { if mark.exists() { panic!("found {} from a previous build", mark.display()); } }
+                for mark in &marks { let _ = std::fs::write(mark, "for the next job"); }
+            }
+
+            """
+        var keys: Set<String> = []
+        var workers: Set<String> = []
+        for name in ["invm1", "invm2"] {
+            let started = ContinuousClock.now
+            let result: String
+            do { result = try await farm.buildHello(name: name, nonce: WorkerCertificationTests.nonce, buildRS: buildRS, timeout: .seconds(600)) } catch {
+                Issue.record("\(error)\n\(workerLogs().suffix(4000))")
+                return
+            }
+            print("hello crate in a VM worker (TCG): submit to result \(ContinuousClock.now - started)")
+            let (status, report, text) = try await farm.verify(result, nonce: WorkerCertificationTests.nonce)
+            #expect(status == 0, "\(text)")
+            #expect(report?["key_trust"] as? String == "farm-certified", "\(text)")
+            let certificate = try #require(report?["worker_certificate"] as? [String: Any], "\(text)")
+            let image = certificate["image"] as? [String: String]
+            #expect(image?["vmlinuz"] == (try Self.sha256(dir.file("image/vmlinuz"))))
+            #expect(image?["initramfs.cpio"] == (try Self.sha256(dir.file("image/initramfs.cpio"))))
+            keys.insert(report?["key_fingerprint"] as? String ?? "")
+            workers.insert(certificate["worker_id"] as? String ?? "")
+        }
+        #expect(keys.count == 2 && workers.count == 2, "two VMs, two keys: \(keys) \(workers)")
+        #expect(!keys.contains(farm.farmKey.publicKey.keyID))
+        #expect(farm.metric("kiln_pool_certificates_issued_total") ?? 0 >= 2)
+        farm.pool.signal(SIGTERM)
+        _ = try await farm.pool.waitForExit(timeout: .seconds(40))
+        let leftovers = "pgrep -af 'qemu-syste[m].*\(dir.path)|virtiof[s]d.*\(dir.path)' || true"
+        #expect(await eventually(within: .seconds(15)) { ((try? await Command.run("/bin/sh", ["-c", leftovers])) ?? "x").isEmpty })
+        #expect((try FileManager.default.contentsOfDirectory(atPath: dir.file("tmp"))).isEmpty, "the launches left files behind")
     }
 
     /// The confidential launch command lines (#19 item 4; no SEV-SNP or TDX host here, so only what
@@ -157,7 +208,7 @@ import Testing
         #expect(tdxStatus == 0, "\(tdx)")
         for piece in ["confidential-guest-support=tdx0", "tdx-guest", "kernel-irqchip=split"] { #expect(tdx.contains(piece), "tdx command lacks \(piece)") }
         let (plainStatus, plain) = try await launch(["--accel", "tcg"])
-        #expect(plainStatus == 0 && plain.contains("restrict=on") && plain.contains("guestfwd=tcp:10.0.2.100:4222-tcp:127.0.0.1:4222"), "\(plain)")
+        #expect(plainStatus == 0 && plain.contains("restrict=on") && plain.contains("guestfwd=tcp:10.0.2.100:4222-cmd:socat") && plain.contains("TCP:127.0.0.1:4222"), "\(plain)")
         #expect(!plain.contains("sev") && !plain.contains("tdx"))
         for (bad, flag) in [
             (["--accel", "tcg", "--tee", "sev-snp"], "--tee sev-snp"), (["--tee", "sgx"], "--tee"), (["--deadline", "1"], "--deadline"),

@@ -77,7 +77,10 @@ esac
 
 cmdline="console=ttyS0 quiet panic=-1 kiln.mode=$mode kiln.worker_id=$id${guest_broker:+ kiln.broker=$guest_broker}${probe:+ kiln.probe=$probe}${toolchain:+ kiln.toolchain=1}"
 netdev="user,id=n0,restrict=on"
-[ -n "$guest_broker" ] && netdev+=",guestfwd=tcp:10.0.2.100:4222-tcp:$host:$port"
+# Each guest connection to 10.0.2.100:4222 starts its own relay to the broker, at the moment the guest
+# connects (a `tcp:` target would be one connection opened when qemu starts: the broker's handshake
+# timer runs out while the guest boots, and a worker could never reconnect).
+[ -n "$guest_broker" ] && netdev+=",guestfwd=tcp:10.0.2.100:4222-cmd:socat - TCP:$host:$port"
 machine=q35
 cpu=max
 tee_args=()
