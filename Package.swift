@@ -293,7 +293,7 @@ let package = Package(
         .testTarget(
             name: "KilnClusterTests",
             dependencies: [
-                "KilnTestSupport", "KilnBus", "KilnBusClient", "KilnMessages", "KilnAttestation", "KilnPool", "KilnProcess",
+                "KilnTestSupport", "KilnBus", "KilnBusClient", "KilnMessages", "KilnAttestation", "KilnPool", "KilnProcess", "KilnTEE",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

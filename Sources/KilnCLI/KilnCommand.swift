@@ -10,6 +10,6 @@ struct KilnCommand: AsyncParsableCommand {
         subcommands: [
             SubmitCommand.self, StatusCommand.self, EventsCommand.self, ResultCommand.self, CancelCommand.self, ListCommand.self,
             RetryCommand.self, RebuildCommand.self,
-            VerifyCommand.self, KeysCommand.self, PackCommand.self,
+            VerifyCommand.self, KeysCommand.self, PackCommand.self, MeasureCommand.self,
         ])
 }

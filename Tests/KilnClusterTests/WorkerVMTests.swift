@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import KilnBusClient
 import KilnMessages
+import KilnTEE
 import KilnTestSupport
 import Logging
 import Testing
@@ -14,7 +15,11 @@ import Testing
 
     /// Builds the image from this build's kiln-worker into `dir`; returns image.json's text.
     static func buildImage(into dir: String) async throws -> String {
-        let p = try await LaunchedProcess(root + "/build-image.sh", [dir, BuiltProducts.path("kiln-worker")])
+        // The SEV-SNP measurement step gets a firmware with the SEV metadata real ones carry (the
+        // last 4 KiB of an OVMF AmdSev build: enough to measure; not bootable).
+        var environment = ProcessInfo.processInfo.environment
+        environment["KILN_OVMF_SNP"] = Self.snpFirmware
+        let p = try await LaunchedProcess(root + "/build-image.sh", [dir, BuiltProducts.path("kiln-worker")], environment: environment)
         // Copying ~200 MB of worker and libraries: seconds alone, over a minute beside the whole suite in CI.
         let status = try await p.waitForExit(timeout: .seconds(300))
         guard status == 0 else { throw LaunchError("build-image.sh failed (\(status)): \(p.output.suffix(10))") }
@@ -26,9 +31,11 @@ import Testing
         let out = try await Command.run("/bin/sh", ["-c", "pgrep -af qemu-system || true"])
         // "PID qemu-system-x86_64 …": qemu itself, not the `timeout` that wraps it.
         return out.split(separator: "\n").map(String.init).filter {
-            $0.split(separator: " ").dropFirst().first?.hasPrefix("qemu-system") == true && $0.contains("kiln.worker_id=\(id) ")
+            $0.split(separator: " ").dropFirst().first?.hasPrefix("qemu-system") == true && $0.contains("opt/kiln/worker_id,string=\(id) ")
         }
     }
+
+    static let snpFirmware = LocalFarmTests.packageRoot + "/Tests/KilnTEETests/Vectors/ovmf-amdsev-suffix.bin"
 
     static func sha256(_ file: String) throws -> String {
         SHA256.hash(data: try Data(contentsOf: URL(fileURLWithPath: file))).map { String(format: "%02x", $0) }.joined()
@@ -46,6 +53,25 @@ import Testing
         #expect(digests["vmlinuz"] == (try Self.sha256(dir.file("a/vmlinuz"))))
         #expect(digests["initramfs.cpio"] == (try Self.sha256(dir.file("a/initramfs.cpio"))))
         #expect(digests["kiln-worker"] == (try Self.sha256(BuiltProducts.path("kiln-worker"))))
+
+        // The published SEV-SNP measurement is of the command line launch-vm.sh --tee sev-snp really
+        // passes, with the image's kernel and initramfs, one vCPU of EPYC-v4 (what it launches).
+        let measured = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir.file("a/measurement.sev-snp.json")))) as? [String: Any])
+        let launch = try await LaunchedProcess(
+            Self.root + "/launch-vm.sh",
+            ["--image", dir.file("a"), "--id", "w1", "--broker", "kiln://127.0.0.1:4222", "--accel", "kvm", "--tee", "sev-snp", "--print-command"])
+        #expect(try await launch.waitForExit() == 0)
+        let command = launch.output.joined(separator: " ")
+        let commandLine = try #require(measured["command_line"] as? String)
+        #expect(command.contains("-append " + commandLine.replacingOccurrences(of: " ", with: "\\ ")), "\(command)\n\(commandLine)")
+        #expect(command.contains("-smp 1") && command.contains("-cpu EPYC-v4"))
+        #expect(!commandLine.contains("w1"), "the measured command line must not vary per worker")
+        let expected = try SEVSNPLaunchDigest.compute(
+            firmware: try .init(bytes: Array(try Data(contentsOf: URL(fileURLWithPath: Self.snpFirmware)))),
+            kernel: Array(try Data(contentsOf: URL(fileURLWithPath: dir.file("a/vmlinuz")))),
+            initrd: Array(try Data(contentsOf: URL(fileURLWithPath: dir.file("a/initramfs.cpio")))), commandLine: commandLine, vcpus: 1)
+        #expect(measured["measurement"] as? String == expected.map { String(format: "%02x", $0) }.joined())
     }
 
     /// The guest reaches the broker through the one forwarded address and nothing else: not the
@@ -208,7 +234,9 @@ import Testing
         #expect(tdxStatus == 0, "\(tdx)")
         for piece in ["confidential-guest-support=tdx0", "tdx-guest", "kernel-irqchip=split"] { #expect(tdx.contains(piece), "tdx command lacks \(piece)") }
         let (plainStatus, plain) = try await launch(["--accel", "tcg"])
-        #expect(plainStatus == 0 && plain.contains("restrict=on") && plain.contains("guestfwd=tcp:10.0.2.100:4222-cmd:socat") && plain.contains("TCP:127.0.0.1:4222"), "\(plain)")
+        #expect(
+            plainStatus == 0 && plain.contains("restrict=on") && plain.contains("guestfwd=tcp:10.0.2.100:4222-cmd:socat") && plain.contains("TCP:127.0.0.1:4222"),
+            "\(plain)")
         #expect(!plain.contains("sev") && !plain.contains("tdx"))
         for (bad, flag) in [
             (["--accel", "tcg", "--tee", "sev-snp"], "--tee sev-snp"), (["--tee", "sgx"], "--tee"), (["--deadline", "1"], "--deadline"),

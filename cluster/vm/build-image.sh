@@ -60,3 +60,18 @@ cat > "$out/image.json" <<JSON
            {"name": "kiln-worker", "digest": {"sha256": "$(sha "$worker")"}}]}
 JSON
 cat "$out/image.json"
+
+# The SEV-SNP launch measurement of this image as `launch-vm.sh --tee sev-snp` boots it (#19 item 4):
+# the SNP firmware it names (KILN_OVMF_SNP), this kernel and initramfs, its run-mode command line, one
+# vCPU of EPYC-v4. Users pin it with `kiln verify --expect-measurement`.
+ovmf=${KILN_OVMF_SNP:-/usr/share/ovmf/OVMF.amdsev.fd}
+kiln=${KILN_CLI:-$(dirname "$worker")/kiln}
+if [ -f "$ovmf" ] && [ -x "$kiln" ]; then
+  cmdline=$("$here/launch-vm.sh" --image "$out" --id measure --broker kiln://127.0.0.1:1 --accel kvm --tee sev-snp --print-cmdline)
+  "$kiln" measure --firmware "$ovmf" --kernel "$out/vmlinuz" --initrd "$out/initramfs.cpio" --append "$cmdline" --vcpus 1 --json \
+    > "$out/measurement.sev-snp.json"
+  cat "$out/measurement.sev-snp.json"
+else
+  rm -f "$out/measurement.sev-snp.json"
+  echo "build-image.sh: no SEV-SNP firmware at $ovmf (set KILN_OVMF_SNP to an OVMF AmdSev build): no measurement.sev-snp.json" >&2
+fi

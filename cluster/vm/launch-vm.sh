@@ -5,7 +5,7 @@
 #
 # Direct kernel boot of the image cluster/vm/build-image.sh made; nothing writable is shared with the
 # host (no disk at all: the guest runs from its initramfs in RAM, which vanishes with it). The worker id
-# and broker go on the kernel command line; the worker's broker credential (KILN_BROKER_TOKEN, which
+# and broker go through fw_cfg (the kernel command line stays the same for every VM); the worker's broker credential (KILN_BROKER_TOKEN, which
 # kiln-pool sets per worker) goes through fw_cfg from a file only root can read, removed when the VM
 # ends, so it is in no process list and on no shared disk. The guest's only network is qemu's user-mode stack with
 # restrict=on: it can reach exactly one address, 10.0.2.100:4222, forwarded to the broker, and nothing
@@ -24,6 +24,7 @@
 #          --deadline SECONDS (default 3600)  --mode run|check  --memory MiB (default 2048)
 #          --accel auto|kvm|tcg (default auto: KVM when /dev/kvm is usable and KILN_VM_ACCEL is not tcg)
 #          --tee none|sev-snp|tdx  --print-command (print the qemu command line and exit)
+#          --print-cmdline (print the guest kernel's command line and exit: build-image.sh measures it)
 #          --probe ADDR:PORT[,…] (check mode: the guest tries each address and prints what it reached)
 #          --toolchain host|DIR (share toolchains read-only; without it the guest can build nothing)
 set -euo pipefail
@@ -39,6 +40,7 @@ while [ $# -gt 0 ]; do
     --accel) accel=$2; shift 2 ;;
     --tee) tee=$2; shift 2 ;;
     --print-command) print=1; shift ;;
+    --print-cmdline) print=2; shift ;;
     --probe) probe=$2; shift 2 ;;
     --toolchain) toolchain=$2; shift 2 ;;
     *) echo "launch-vm.sh: unknown argument $1" >&2; exit 2 ;;
@@ -75,7 +77,11 @@ case "$accel" in
   *) fail "--accel must be auto, kvm or tcg" ;;
 esac
 
-cmdline="console=ttyS0 quiet panic=-1 kiln.mode=$mode kiln.worker_id=$id${guest_broker:+ kiln.broker=$guest_broker}${probe:+ kiln.probe=$probe}${toolchain:+ kiln.toolchain=1}"
+# The kernel command line is the same for every worker VM (in a confidential VM it is part of the launch
+# measurement users pin: build-image.sh publishes it); what differs per VM — its worker id, the broker
+# URL the guest dials, its credential — goes through fw_cfg, which the measurement does not cover and
+# which nothing in the guest trusts beyond what the broker then checks.
+cmdline="console=ttyS0 quiet panic=-1 kiln.mode=$mode${probe:+ kiln.probe=$probe}${toolchain:+ kiln.toolchain=1}"
 netdev="user,id=n0,restrict=on"
 # Each guest connection to 10.0.2.100:4222 starts its own relay to the broker, at the moment the guest
 # connects (a `tcp:` target would be one connection opened when qemu starts: the broker's handshake
@@ -107,7 +113,10 @@ qemu=(qemu-system-x86_64 -accel "$accel" -machine "$machine" -cpu "$cpu" -m "$me
   -nographic -no-reboot -nodefaults -serial stdio
   -kernel "$image/vmlinuz" -initrd "$image/initramfs.cpio" -append "$cmdline"
   -netdev "$netdev" -device virtio-net-pci,netdev=n0,romfile=
-  -device virtio-rng-pci "${tee_args[@]}")
+  -device virtio-rng-pci "${tee_args[@]}"
+  -fw_cfg "name=opt/kiln/worker_id,string=$id")
+[ -z "$guest_broker" ] || qemu+=(-fw_cfg "name=opt/kiln/broker,string=$guest_broker")
+if [ "$print" = 2 ]; then echo "$cmdline"; exit 0; fi
 # A root-only directory of this launch's own (credential file, virtiofs socket), removed at the end.
 work=$(umask 077 && mktemp -d)
 share=""
