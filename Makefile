@@ -58,6 +58,7 @@ bench:
 	bash bench/bus.sh
 	bash bench/attest.sh
 	scripts/with-nix-daemon.sh bash bench/worker.sh
+	bash bench/vm.sh
 	scripts/with-nix-daemon.sh bash bench/fetch.sh
 	scripts/with-nix-daemon.sh bash bench/gateway.sh
 	scripts/with-nix-daemon.sh bash bench/farm.sh

@@ -241,6 +241,7 @@ import Testing
         for (bad, flag) in [
             (["--accel", "tcg", "--tee", "sev-snp"], "--tee sev-snp"), (["--tee", "sgx"], "--tee"), (["--deadline", "1"], "--deadline"),
             (["--id", "bad id"], "--id"), (["--broker", "http://x:1"], "--broker"), (["--probe", "x;y"], "--probe"), (["--memory", "050"], "--memory"),
+            (["--accel", "kvm", "--tee", "sev-snp", "--toolchain", "host"], "--toolchain"),
         ] {
             let (status, output) = try await launch(bad)
             #expect(status != 0 && output.contains(flag), "\(bad): \(output)")
