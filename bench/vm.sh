@@ -53,7 +53,7 @@ round() {
     --credential-signing-key "$work/cred.pem" --farm-key "$work/farm.pem" --vm-image "$work/image/image.json" \
     --monitor-port "$mp" --launch "$launch" --log-level warning > "$work/pool-$kind-$r.log" 2>&1 &
   pool=$!
-  for _ in $(seq 1200); do [ "$(metric "$mp" kiln_pool_ready_workers)" = 1 ] && break; sleep 0.1; done
+  for _ in $(seq 1200); do [ "$(metric "$mp" kiln_pool_ready_workers | cut -d. -f1)" = 1 ] && break; sleep 0.1; done
   local boot; boot=$(metric "$mp" kiln_pool_worker_boot_seconds_sum)
   local s; s=$(date +%s.%N)
   KILN_GATEWAY="http://127.0.0.1:$GP" "$BIN/kiln" submit "$work/hello" --nonce abcd --follow -o "$work/result-$kind-$r.tar.gz" \
