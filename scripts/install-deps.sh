@@ -12,8 +12,9 @@ pkgs+=(nats-server)
 # postgresql: the PostgreSQL job store is tested against a real server the tests start themselves (#15).
 pkgs+=(postgresql)
 # A worker VM per build (#19): qemu, Debian's cloud kernel for the guest, cpio for its initramfs, socat to relay
-# each guest connection to the broker.
-pkgs+=(qemu-system-x86 linux-image-cloud-amd64 cpio socat)
+# each guest connection to the broker, squashfs-tools and cryptsetup-bin (veritysetup) for the image's
+# dm-verity toolchain disk, dmsetup for the guest to open it.
+pkgs+=(qemu-system-x86 linux-image-cloud-amd64 cpio socat squashfs-tools cryptsetup-bin dmsetup)
 case "$profile" in
   bench) pkgs+=(libnats-dev nginx) ;;
 esac

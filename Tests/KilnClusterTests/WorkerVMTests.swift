@@ -14,12 +14,13 @@ import Testing
     static let root = LocalFarmTests.packageRoot + "/cluster/vm"
 
     /// Builds the image from this build's kiln-worker into `dir`; returns image.json's text.
-    static func buildImage(into dir: String) async throws -> String {
+    static func buildImage(into dir: String, withToolchain: Bool = false) async throws -> String {
         // The SEV-SNP measurement step gets a firmware with the SEV metadata real ones carry (the
         // last 4 KiB of an OVMF AmdSev build: enough to measure; not bootable).
         var environment = ProcessInfo.processInfo.environment
         environment["KILN_OVMF_SNP"] = Self.snpFirmware
-        let p = try await LaunchedProcess(root + "/build-image.sh", [dir, BuiltProducts.path("kiln-worker")], environment: environment)
+        let p = try await LaunchedProcess(
+            root + "/build-image.sh", (withToolchain ? ["--with-toolchain"] : []) + [dir, BuiltProducts.path("kiln-worker")], environment: environment)
         // Copying ~200 MB of worker and libraries: seconds alone, over a minute beside the whole suite in CI.
         let status = try await p.waitForExit(timeout: .seconds(300))
         guard status == 0 else { throw LaunchError("build-image.sh failed (\(status)): \(p.output.suffix(10))") }
@@ -154,13 +155,16 @@ import Testing
     /// verifies with only the farm key pinned (farm key → VM key → provenance, which names the image).
     /// Two jobs get two VMs and two keys; a file the first build leaves for the next is not there; no
     /// qemu, no virtiofsd and no launch files remain once the pool stops.
-    @Test func helloCratesBuildInFreshVMsAndVerifyThroughTheCertificateChain() async throws {
+    /// With `toolchain` "host" the toolchains are this host's, shared read-only over virtiofs; with
+    /// "image" they are the image's own dm-verity disk (what a confidential VM uses).
+    @Test(arguments: ["host", "image"])
+    func helloCratesBuildInFreshVMsAndVerifyThroughTheCertificateChain(toolchain: String) async throws {
         let dir = try TemporaryDirectory(prefix: "kiln-vm-farm")
-        _ = try await Self.buildImage(into: dir.file("image"))
+        _ = try await Self.buildImage(into: dir.file("image"), withToolchain: toolchain == "image")
         try FileManager.default.createDirectory(atPath: dir.file("tmp"), withIntermediateDirectories: true)
         var environment = ProcessInfo.processInfo.environment
         environment["TMPDIR"] = dir.file("tmp")
-        let launch = "\(Self.root)/launch-vm.sh --image \(dir.file("image")) --id {id} --broker {broker} --accel tcg --deadline 900 --toolchain host"
+        let launch = "\(Self.root)/launch-vm.sh --image \(dir.file("image")) --id {id} --broker {broker} --accel tcg --deadline 900 --toolchain \(toolchain)"
         let farm = try await CertifyingFarm.start(
             dir: dir, launch: launch, poolArguments: ["--vm-image", dir.file("image/image.json"), "--boot-timeout", "180"],
             poolEnvironment: environment)
@@ -171,7 +175,7 @@ import Testing
         }
         let ready = await eventually(within: .seconds(120), every: .milliseconds(200)) { farm.metric("kiln_pool_ready_workers") == 1 }
         #expect(ready, "\(workerLogs().suffix(3000))")
-        print("VM worker through kiln-pool (TCG): launch to ready \(farm.metric("kiln_pool_worker_boot_seconds_sum") ?? -1) s")
+        print("VM worker through kiln-pool (TCG, toolchain \(toolchain)): launch to ready \(farm.metric("kiln_pool_worker_boot_seconds_sum") ?? -1) s")
         // Each build checks for the other's leftovers before leaving one of its own.
         let buildRS = """
             fn main() {
@@ -186,11 +190,11 @@ import Testing
         for name in ["invm1", "invm2"] {
             let started = ContinuousClock.now
             let result: String
-            do { result = try await farm.buildHello(name: name, nonce: WorkerCertificationTests.nonce, buildRS: buildRS, timeout: .seconds(600)) } catch {
+            do { result = try await farm.buildHello(name: name, nonce: WorkerCertificationTests.nonce, buildRS: buildRS, timeout: .seconds(300)) } catch {
                 Issue.record("\(error)\n\(workerLogs().suffix(4000))")
                 return
             }
-            print("hello crate in a VM worker (TCG): submit to result \(ContinuousClock.now - started)")
+            print("hello crate in a VM worker (TCG, toolchain \(toolchain)): submit to result \(ContinuousClock.now - started)")
             let (status, report, text) = try await farm.verify(result, nonce: WorkerCertificationTests.nonce)
             #expect(status == 0, "\(text)")
             #expect(report?["key_trust"] as? String == "farm-certified", "\(text)")
@@ -198,6 +202,7 @@ import Testing
             let image = certificate["image"] as? [String: String]
             #expect(image?["vmlinuz"] == (try Self.sha256(dir.file("image/vmlinuz"))))
             #expect(image?["initramfs.cpio"] == (try Self.sha256(dir.file("image/initramfs.cpio"))))
+            if toolchain == "image" { #expect(image?["toolchain.squashfs"] == (try Self.sha256(dir.file("image/toolchain.squashfs")))) }
             keys.insert(report?["key_fingerprint"] as? String ?? "")
             workers.insert(certificate["worker_id"] as? String ?? "")
         }
@@ -209,6 +214,33 @@ import Testing
         let leftovers = "pgrep -af 'qemu-syste[m].*\(dir.path)|virtiof[s]d.*\(dir.path)' || true"
         #expect(await eventually(within: .seconds(15)) { ((try? await Command.run("/bin/sh", ["-c", leftovers])) ?? "x").isEmpty })
         #expect((try FileManager.default.contentsOfDirectory(atPath: dir.file("tmp"))).isEmpty, "the launches left files behind")
+    }
+
+    /// The image's toolchain disk is read through dm-verity against the root hash on the kernel command
+    /// line: intact, the guest mounts it and finds cargo; one flipped byte and the guest refuses it.
+    @Test func aTamperedToolchainDiskIsRefusedByTheGuest() async throws {
+        let dir = try TemporaryDirectory(prefix: "kiln-vm-verity")
+        _ = try await Self.buildImage(into: dir.file("image"), withToolchain: true)
+        func boot() async throws -> [String] {
+            let vm = try await LaunchedProcess(
+                Self.root + "/launch-vm.sh",
+                ["--image", dir.file("image"), "--id", "wverity", "--mode", "check", "--accel", "tcg", "--deadline", "120", "--toolchain", "image"])
+            defer { vm.stop() }
+            _ = try await vm.waitForExit(timeout: .seconds(150))
+            return vm.output
+        }
+        let intact = try await boot()
+        #expect(intact.contains { $0.contains("kiln-vm: toolchain disk verified against root hash") }, "\(intact.suffix(20))")
+        #expect(intact.contains { $0.contains("kiln-vm: toolchain has cargo") }, "\(intact.suffix(20))")
+        let disk = try FileHandle(forUpdating: URL(fileURLWithPath: dir.file("image/toolchain.squashfs")))
+        try disk.seek(toOffset: 200)
+        let byte = try #require(try disk.read(upToCount: 1)).first ?? 0
+        try disk.seek(toOffset: 200)
+        try disk.write(contentsOf: Data([byte ^ 0x01]))
+        try disk.close()
+        let tampered = try await boot()
+        #expect(tampered.contains { $0.contains("kiln-vm: the toolchain disk does not verify against its root hash") }, "\(tampered.suffix(20))")
+        #expect(!tampered.contains { $0.contains("kiln-vm: toolchain has cargo") })
     }
 
     /// The confidential launch command lines (#19 item 4; no SEV-SNP or TDX host here, so only what

@@ -18,7 +18,9 @@
 # namespace of its own, so the host refuses writes whatever the guest's kernel does. `host` assembles
 # it from this host's /usr, /etc and Rust sysroot (KILN_RUST_SYSROOT, else `rustc --print sysroot`);
 # DIR is an operator's tree of the same shape. A host-shared toolchain is outside the VM's launch
-# measurement, so --tee refuses it: a confidential VM must carry its toolchains in its measured image.
+# measurement, so --tee refuses it: a confidential VM uses --toolchain image, the image's own toolchain
+# disk (build-image.sh --with-toolchain), verified by dm-verity against the root hash on the measured
+# kernel command line.
 #
 # Options: --image DIR  --id ID  --broker URL (kiln://host:port or nats://host:port)
 #          --deadline SECONDS (default 3600)  --mode run|check  --memory MiB (default 2048)
@@ -26,7 +28,8 @@
 #          --tee none|sev-snp|tdx  --print-command (print the qemu command line and exit)
 #          --print-cmdline (print the guest kernel's command line and exit: build-image.sh measures it)
 #          --probe ADDR:PORT[,…] (check mode: the guest tries each address and prints what it reached)
-#          --toolchain host|DIR (share toolchains read-only; without it the guest can build nothing)
+#          --toolchain image|host|DIR (image: the image's dm-verity toolchain disk; host|DIR: share read-only
+#          over virtiofs; without a toolchain the guest can build nothing)
 set -euo pipefail
 image="" id="" broker="" deadline=3600 mode=run memory=2048 accel=${KILN_VM_ACCEL:-auto} tee=none print=0 probe="" toolchain=""
 while [ $# -gt 0 ]; do
@@ -61,7 +64,17 @@ if [ -n "$broker" ]; then
   [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || fail "--broker port out of range"
   guest_broker="$scheme://10.0.2.100:4222"
 fi
-if [ -n "$toolchain" ]; then
+verity=""
+if [ "$toolchain" = image ]; then
+  # The image's own toolchain disk (build-image.sh --with-toolchain), checked block by block by
+  # dm-verity against the root hash on the (measured) kernel command line.
+  [ -f "$image/toolchain.json" ] && [ -f "$image/toolchain.squashfs" ] && [ -f "$image/toolchain.verity" ] \
+    || fail "--toolchain image: $image has no toolchain disk (build-image.sh --with-toolchain)"
+  tj=$(cat "$image/toolchain.json")
+  [[ "$tj" =~ \"data_blocks\":\ ([0-9]{1,12}),\ \"root_hash\":\ \"([0-9a-f]{64})\",\ \"salt\":\ \"([0-9a-f]{64})\" ]] \
+    || fail "$image/toolchain.json is not what build-image.sh writes"
+  verity="${BASH_REMATCH[1]}:${BASH_REMATCH[2]}:${BASH_REMATCH[3]}"
+elif [ -n "$toolchain" ]; then
   [ "$tee" = none ] || fail "--toolchain shares host files the launch measurement does not cover; a confidential VM needs its toolchains in its image"
   [ -x "${KILN_VIRTIOFSD:=/usr/lib/qemu/virtiofsd}" ] || fail "no virtiofsd at $KILN_VIRTIOFSD (qemu-system-common)"
   if [ "$toolchain" = host ]; then
@@ -81,7 +94,9 @@ esac
 # measurement users pin: build-image.sh publishes it); what differs per VM — its worker id, the broker
 # URL the guest dials, its credential — goes through fw_cfg, which the measurement does not cover and
 # which nothing in the guest trusts beyond what the broker then checks.
-cmdline="console=ttyS0 quiet panic=-1 kiln.mode=$mode${probe:+ kiln.probe=$probe}${toolchain:+ kiln.toolchain=1}"
+share=""
+[ -n "$toolchain" ] && [ "$toolchain" != image ] && share=1
+cmdline="console=ttyS0 quiet panic=-1 kiln.mode=$mode${probe:+ kiln.probe=$probe}${share:+ kiln.toolchain=1}${verity:+ kiln.verity=$verity}"
 netdev="user,id=n0,restrict=on"
 # Each guest connection to 10.0.2.100:4222 starts its own relay to the broker, at the moment the guest
 # connects (a `tcp:` target would be one connection opened when qemu starts: the broker's handshake
@@ -119,20 +134,23 @@ qemu=(qemu-system-x86_64 -accel "$accel" -machine "$machine" -cpu "$cpu" -m "$me
 if [ "$print" = 2 ]; then echo "$cmdline"; exit 0; fi
 # A root-only directory of this launch's own (credential file, virtiofs socket), removed at the end.
 work=$(umask 077 && mktemp -d)
-share=""
-cleanup() { [ -z "$share" ] || kill "$share" 2>/dev/null || true; rm -rf "$work"; }
+sharepid=""
+cleanup() { [ -z "$sharepid" ] || kill "$sharepid" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 if [ -n "${KILN_BROKER_TOKEN:-}" ]; then
   (umask 077 && printf '%s' "$KILN_BROKER_TOKEN" > "$work/token")
   qemu+=(-fw_cfg "name=opt/kiln/token,file=$work/token")
 fi
-if [ -n "$toolchain" ]; then
+if [ -n "$verity" ]; then
+  for part in squashfs verity; do qemu+=(-drive "file=$image/toolchain.$part,if=virtio,format=raw,readonly=on"); done
+fi
+if [ -n "$share" ]; then
   # vhost-user needs guest memory qemu can share with virtiofsd.
   qemu+=(-object "memory-backend-memfd,id=mem,size=${memory}M,share=on" -numa node,memdev=mem)
   qemu+=(-chardev "socket,id=tc,path=$work/toolchain.sock" -device vhost-user-fs-pci,chardev=tc,tag=kiln-toolchain)
 fi
 if [ "$print" = 1 ]; then printf '%q ' "${qemu[@]}"; echo; exit 0; fi
-if [ -n "$toolchain" ]; then
+if [ -n "$share" ]; then
   # The shared tree, assembled in a private mount namespace (the host's mount table never sees it):
   # each part bound read-only, then virtiofsd serves it from inside that namespace.
   stage=$work/toolchain
@@ -154,8 +172,8 @@ if [ -n "$toolchain" ]; then
     exec "$KILN_VIRTIOFSD" --socket-path="$sock" -o source="$stage" -o cache=always -o sandbox=namespace -o log_level=warn'
   # shellcheck disable=SC2086 # parts are space-separated on purpose
   KILN_VIRTIOFSD=$KILN_VIRTIOFSD unshare --mount --propagation private -- /bin/sh -c "$script" share "$stage" "$work/toolchain.sock" $parts &
-  share=$!
-  for _ in $(seq 100); do [ -S "$work/toolchain.sock" ] && break; kill -0 "$share" 2>/dev/null || fail "virtiofsd did not start"; sleep 0.05; done
+  sharepid=$!
+  for _ in $(seq 100); do [ -S "$work/toolchain.sock" ] && break; kill -0 "$sharepid" 2>/dev/null || fail "virtiofsd did not start"; sleep 0.05; done
   [ -S "$work/toolchain.sock" ] || fail "virtiofsd did not open its socket"
 fi
 echo "launch-vm.sh: worker $id in a fresh VM (accel $accel, tee $tee, toolchain ${toolchain:-none}, deadline ${deadline}s)" >&2
