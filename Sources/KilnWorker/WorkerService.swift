@@ -43,14 +43,16 @@ public final class WorkerService: Service, Sendable {
         // elsewhere it is the farm key file, root-only (0600), so neither the build uid nor a
         // host-side read acting as it can open it.
         let evidenceProvider = EvidenceProviders.detect(tsmRoot: configuration.tsmRoot)
-        let key: SigningKey
+        // A certified key (a VM worker) is made once connected, when the pool can certify it.
+        let ownKey: SigningKey?
         if configuration.certifiedKey {
-            key = SigningKey()  // replaced by the certified one once connected
+            ownKey = nil
         } else if evidenceProvider.tee != "none", configuration.ephemeralKeyInTEE {
-            key = SigningKey()
+            let key = SigningKey()
             logger.info("in a TEE: signing with a per-build key made in memory (\(key.publicKey.keyID)), bound into the hardware report; the key file is not used")
+            ownKey = key
         } else {
-            key = try SigningKey.loadOrCreate(at: configuration.keyFile)
+            ownKey = try SigningKey.loadOrCreate(at: configuration.keyFile)
             restrictKeyPermissions()
         }
         if let user = configuration.buildUser {
@@ -77,8 +79,8 @@ public final class WorkerService: Service, Sendable {
 
         let client = try await BusClient.connect(configuration.bus, logger: logger)
         // Certified before it announces itself, so a worker that cannot sign never takes a job.
-        let certified = configuration.certifiedKey ? try await CertifiedKey.obtain(client: client, workerID: configuration.workerID, logger: logger) : nil
-        let signingKey = certified?.key ?? key
+        let certified = ownKey == nil ? try await CertifiedKey.obtain(client: client, workerID: configuration.workerID, logger: logger) : nil
+        guard let signingKey = certified?.key ?? ownKey else { return }  // one of the two is always there
         let gate = AcceptanceGate(workerID: configuration.workerID, client: client)
         let cancel = CancelSwitch()
 
