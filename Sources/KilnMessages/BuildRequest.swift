@@ -133,9 +133,12 @@ public struct WorkerReady: Codable, Sendable, Equatable {
     public var internetAccess: Bool?
     /// The most it gives one build (a `build_config` may ask for up to this).
     public var limits: BuildConfig?
+    /// What isolates it from the host: `process`, or `vm-kvm` / `vm-tcg` for a VM worker (the
+    /// accelerator its launch chose), so that operators see which kind runs and how fast each boots.
+    public var isolation: String?
 
     enum CodingKeys: String, CodingKey {
-        case toolchains, arch, targets, limits
+        case toolchains, arch, targets, limits, isolation
         case workerID = "worker_id"
         case internetAccess = "internet_access"
     }

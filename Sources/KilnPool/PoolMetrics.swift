@@ -8,8 +8,10 @@ public final class PoolMetrics: Sendable {
     let ready: Meter
     /// Workers launched that have not announced themselves yet (a VM still booting).
     let starting: Meter
-    /// Launch to announcement, per worker: a process worker's start-up, a VM worker's boot.
+    /// Launch to announcement, per worker: a process worker's start-up, a VM worker's boot; by the
+    /// isolation the worker announced (`process`, `vm-kvm`, `vm-tcg`).
     let bootTime: Timer
+    let factory: any MetricsFactory
     /// Workers killed because they never announced themselves within the boot timeout.
     let bootTimeouts: Counter
     /// Workers building.
@@ -27,10 +29,21 @@ public final class PoolMetrics: Sendable {
         busy = Meter(label: "kiln_pool_busy_workers", factory: factory)
         starting = Meter(label: "kiln_pool_starting_workers", factory: factory)
         bootTime = Timer(label: "kiln_pool_worker_boot_seconds", factory: factory)
+        self.factory = factory
         bootTimeouts = Counter(label: "kiln_pool_boot_timeouts_total", factory: factory)
         started = Counter(label: "kiln_pool_workers_started_total", factory: factory)
         cleanedUp = Counter(label: "kiln_pool_workers_cleaned_up_total", factory: factory)
         certificatesIssued = Counter(label: "kiln_pool_certificates_issued_total", factory: factory)
         certificatesRefused = Counter(label: "kiln_pool_certificates_refused_total", factory: factory)
+    }
+}
+
+extension PoolMetrics {
+    /// `kiln_pool_worker_boot_seconds{isolation=…}` beside the unlabelled total; `isolation` is one of
+    /// the three values the worker may announce (anything else is counted as `other`).
+    func recordBoot(nanoseconds: Int64, isolation: String?) {
+        bootTime.recordNanoseconds(nanoseconds)
+        let label = ["process", "vm-kvm", "vm-tcg"].contains(isolation ?? "") ? isolation! : "other"
+        Timer(label: "kiln_pool_worker_boot_by_isolation_seconds", dimensions: [("isolation", label)], factory: factory).recordNanoseconds(nanoseconds)
     }
 }

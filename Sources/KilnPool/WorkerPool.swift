@@ -107,7 +107,7 @@ public final class WorkerPool: Service, Sendable {
                 group.addTask {
                     for await m in ready {
                         guard let r = try? JSONDecoder().decode(WorkerReady.self, from: Data(m.payloadBytes)) else { continue }
-                        self.mark(r.workerID, .idle)
+                        self.mark(r.workerID, .idle, isolation: r.isolation)
                     }
                 }
                 group.addTask {
@@ -187,7 +187,7 @@ public final class WorkerPool: Service, Sendable {
         }
     }
 
-    private func mark(_ id: String, _ new: WorkerState) {
+    private func mark(_ id: String, _ new: WorkerState, isolation: String? = nil) {
         let (changed, booted) = state.withLockedValue { s -> (Bool, Date?) in
             guard var w = s.workers[id], w.state != .busy else { return (false, nil) }
             let booted = w.state == .starting && new == .idle ? w.startedAt : nil
@@ -196,7 +196,7 @@ public final class WorkerPool: Service, Sendable {
             return (true, booted)
         }
         // Launch to ready: for a VM worker, its boot (`cluster/vm/launch-vm.sh`).
-        if let booted { metrics.bootTime.recordNanoseconds(Int64(Date().timeIntervalSince(booted) * 1e9)) }
+        if let booted { metrics.recordBoot(nanoseconds: Int64(Date().timeIntervalSince(booted) * 1e9), isolation: isolation) }
         if changed { report() }
     }
 

@@ -291,7 +291,9 @@ final class BuildPipeline: Sendable {
         }
         var inputs = ResultBuilder.Inputs(
             jobID: request.jobID, nonce: nonce, buildType: built.buildType, externalParameters: external,
-            internalParameters: built.internalParameters.merging(["worker_id": configuration.workerID, "sandbox": "bubblewrap"]) { a, _ in a },
+            internalParameters: built.internalParameters.merging(["worker_id": configuration.workerID, "sandbox": "bubblewrap", "isolation": configuration.isolation]) {
+                a, _ in a
+            },
             resolvedDependencies: resolved, builderID: configuration.builderID, builderVersion: BuilderIdentity.current.version,
             startedOn: started, finishedOn: Date(), manifestInputs: manifestInputs, sourceDateEpoch: fetched.sourceDateEpoch)
         inputs.builderDependencies = certificate?.certificate.image ?? []

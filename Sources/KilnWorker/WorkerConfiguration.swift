@@ -36,6 +36,8 @@ public struct WorkerConfiguration: Sendable {
     /// Make the signing key in memory and have the pool that launched this worker certify it (a VM
     /// worker: no key file, no farm key, nothing that outlives the VM).
     public var certifiedKey = false
+    /// Said in the worker's announcement and its provenance: `process`, `vm-kvm`, `vm-tcg`.
+    public var isolation = "process"
     /// Whether a build may ask for network (`build_config.internet_access`).
     public var allowInternetBuilds = false
 

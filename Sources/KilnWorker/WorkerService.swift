@@ -151,9 +151,10 @@ public final class WorkerService: Service, Sendable {
 
     /// Subscribes once (plus the direct subject), announces readiness, and returns the first valid request.
     private func waitForRequest(client: BusClient, gate: AcceptanceGate, toolchains: [String], sysroot: String?) async throws -> BuildRequest? {
-        let ready = WorkerReady(
+        var ready = WorkerReady(
             workerID: configuration.workerID, toolchains: toolchains, arch: Self.arch, targets: Self.rustTargets(sysroot: sysroot),
             internetAccess: configuration.allowInternetBuilds, limits: Self.offeredLimits(configuration))
+        ready.isolation = configuration.isolation
         gate.announce(ready)
         let direct = try client.subscribe(Subjects.workerRequest(configuration.workerID))
         gate.startAnswering(direct)

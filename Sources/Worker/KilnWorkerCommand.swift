@@ -55,6 +55,8 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     @Option(help: "configfs-tsm report directory.") var tsmRoot: String = "/sys/kernel/config/tsm/report"
     @Flag(help: "Make the signing key in memory and have the pool that launched this worker certify it with the farm key (a VM worker); --key is not used.")
     var certifiedKey = false
+    @Option(help: "What isolates this worker from the host, said in its announcement and provenance: process, vm-kvm or vm-tcg.")
+    var isolation = "process"
     @Flag(help: "In a TEE, sign with the --key file instead of a per-build key made in memory and bound into the report.") var farmKeyInTee = false
     @Option(help: "Builder identity recorded in provenance (the worker image).") var builderID: String = "https://kiln.build/worker/local@v1"
     @Option(help: "Give up waiting for a build after this many seconds (default: wait forever).") var idleTimeout: Int?
@@ -99,6 +101,8 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         var configuration2 = configuration
         configuration2.ephemeralKeyInTEE = !farmKeyInTee
         configuration2.certifiedKey = certifiedKey
+        guard ["process", "vm-kvm", "vm-tcg"].contains(isolation) else { throw ValidationError("--isolation must be process, vm-kvm or vm-tcg") }
+        configuration2.isolation = isolation
         configuration2.allowInternetBuilds = allowInternetBuilds
         if let buildUid {
             guard buildUid > 0, buildUid < Int(Int32.max) else { throw ValidationError("--build-uid must be a positive uid (builds never run as root)") }

@@ -176,6 +176,8 @@ import Testing
         let ready = await eventually(within: .seconds(120), every: .milliseconds(200)) { farm.metric("kiln_pool_ready_workers") == 1 }
         #expect(ready, "\(workerLogs().suffix(3000))")
         print("VM worker through kiln-pool (TCG, toolchain \(toolchain)): launch to ready \(farm.metric("kiln_pool_worker_boot_seconds_sum") ?? -1) s")
+        // The pool says which kind of worker booted, and how fast.
+        #expect(farm.metric(#"kiln_pool_worker_boot_by_isolation_seconds_count{isolation="vm-tcg"}"#) == 1)
         // Each build checks for the other's leftovers before leaving one of its own.
         let buildRS = """
             fn main() {
@@ -198,6 +200,10 @@ import Testing
             let (status, report, text) = try await farm.verify(result, nonce: WorkerCertificationTests.nonce)
             #expect(status == 0, "\(text)")
             #expect(report?["key_trust"] as? String == "farm-certified", "\(text)")
+            let provenance = try await Command.run("/usr/bin/tar", ["-xzOf", result, "provenance.json"])
+            let statement = try JSONSerialization.jsonObject(with: Data(provenance.utf8)) as? [String: Any]
+            let parameters = ((statement?["predicate"] as? [String: Any])?["buildDefinition"] as? [String: Any])?["internalParameters"] as? [String: String]
+            #expect(parameters?["isolation"] == "vm-tcg", "\(provenance)")
             let certificate = try #require(report?["worker_certificate"] as? [String: Any], "\(text)")
             let image = certificate["image"] as? [String: String]
             #expect(image?["vmlinuz"] == (try Self.sha256(dir.file("image/vmlinuz"))))

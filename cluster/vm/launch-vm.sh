@@ -129,7 +129,7 @@ qemu=(qemu-system-x86_64 -accel "$accel" -machine "$machine" -cpu "$cpu" -m "$me
   -kernel "$image/vmlinuz" -initrd "$image/initramfs.cpio" -append "$cmdline"
   -netdev "$netdev" -device virtio-net-pci,netdev=n0,romfile=
   -device virtio-rng-pci "${tee_args[@]}"
-  -fw_cfg "name=opt/kiln/worker_id,string=$id")
+  -fw_cfg "name=opt/kiln/worker_id,string=$id" -fw_cfg "name=opt/kiln/isolation,string=vm-$accel")
 [ -z "$guest_broker" ] || qemu+=(-fw_cfg "name=opt/kiln/broker,string=$guest_broker")
 if [ "$print" = 2 ]; then echo "$cmdline"; exit 0; fi
 # A root-only directory of this launch's own (credential file, virtiofs socket), removed at the end.
