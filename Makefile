@@ -43,7 +43,7 @@ test-contract: $(VENV)/.installed
 
 $(VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q "securesystemslib[crypto]==1.6.0" in-toto-attestation==0.9.3 pytest schemathesis==4.32.5
+	$(VENV)/bin/pip install -q "securesystemslib[crypto]==1.6.0" in-toto-attestation==0.9.3 pytest schemathesis==4.32.5 selenium==4.51.0
 	touch $@
 
 ## Fuzz the bus frame decoder and the gateway's bus-message handling with libFuzzer (FUZZ_SECONDS each, default 60).

@@ -37,6 +37,7 @@ wait_for "$STATE/logs/pool.log" "started worker"
 cat <<INFO
 Kiln is running.
   gateway     http://127.0.0.1:$GATEWAY_PORT
+  dashboard   http://127.0.0.1:$GATEWAY_PORT/ui/
   public key  $STATE/keys/farm.pub.pem
   logs        $STATE/logs/ (workers: $STATE/pool/workers/)
   metrics     broker http://127.0.0.1:$BROKER_MONITOR_PORT/metrics  gateway http://127.0.0.1:$GATEWAY_PORT/metrics  pool http://127.0.0.1:$POOL_MONITOR_PORT/metrics

@@ -15,6 +15,8 @@ pkgs+=(postgresql)
 # each guest connection to the broker, squashfs-tools and cryptsetup-bin (veritysetup) for the image's
 # dm-verity toolchain disk, dmsetup for the guest to open it.
 pkgs+=(qemu-system-x86 linux-image-cloud-amd64 cpio socat squashfs-tools cryptsetup-bin dmsetup)
+# The dashboard (#17) is tested in a real headless Chromium, driven by Selenium through chromedriver.
+pkgs+=(chromium chromium-driver)
 case "$profile" in
   bench) pkgs+=(libnats-dev nginx) ;;
 esac

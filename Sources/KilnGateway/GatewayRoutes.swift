@@ -24,6 +24,7 @@ struct GatewayRoutes: Sendable {
     let metricsExposition: @Sendable () -> String
     let keys: KeySet
     let limiter: RequestLimiter
+    static let dashboard = DashboardAssets()
 
     /// A route the gateway serves, as written in `docs/openapi.yaml` (`{id}` for a path parameter).
     struct Endpoint: Hashable, Sendable, CustomStringConvertible {
@@ -41,7 +42,8 @@ struct GatewayRoutes: Sendable {
             _ method: HTTPRequest.Method, _ path: String, authenticated: Bool = true,
             _ handler: @escaping @Sendable (Request, GatewayRequestContext) async throws -> Response
         ) {
-            endpoints.append(Endpoint(method: method, path: path.replacingOccurrences(of: ":id", with: "{id}")))
+            endpoints.append(
+                Endpoint(method: method, path: path.replacingOccurrences(of: ":id", with: "{id}").replacingOccurrences(of: ":file", with: "{file}")))
             let group = authenticated ? router.group().add(middleware: auth) : router.group()
             group.on(RouterPath(path), method: method, use: handler)
         }
@@ -54,6 +56,19 @@ struct GatewayRoutes: Sendable {
                 status: .ok, headers: [.contentType: "application/json"],
                 body: .init(byteBuffer: ByteBuffer(bytes: try CanonicalJSON.encode(self.keys))))
         }
+        // The dashboard (#17): static files, public; everything it shows comes from the API below.
+        route(.get, "/", authenticated: false) { _, _ in Response(status: .found, headers: [.location: "/ui/"]) }
+        route(.get, "/ui/", authenticated: false) { request, _ in
+            Self.dashboard.response("index.html", ifNoneMatch: request.headers[.ifNoneMatch])!
+        }
+        route(.get, "/ui/:file", authenticated: false) { request, context in
+            let name = try context.parameters.require("file")
+            guard let response = Self.dashboard.response(name, ifNoneMatch: request.headers[.ifNoneMatch]) else {
+                throw GatewayError(.notFound, "the dashboard has no file '\(name)'")
+            }
+            return response
+        }
+        route(.get, "/farm") { _, _ in try json(try await self.coordinator.farmSummary()) }
         route(.get, "/openapi.yaml", authenticated: false) { _, _ in
             Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: ByteBuffer(bytes: PackageResources.openapi_yaml)))
         }

@@ -1,0 +1,191 @@
+"""The web dashboard (#17) driven in a real headless Chromium against a real farm (`cluster/farm.sh`,
+as `make run` starts it): submit through the form, watch the log stream live and the status reach
+ready, verify the result in the browser (valid), verify a tampered served result (invalid), cancel a
+running build from its page. Screenshots go to KILN_SCREENSHOTS (default .build/dashboard-screenshots).
+"""
+import glob
+import gzip
+import io
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.environ.get("KILN_BIN_DIR", os.path.join(ROOT, ".build", "debug"))
+SHOTS = os.environ.get("KILN_SCREENSHOTS", os.path.join(ROOT, ".build", "dashboard-screenshots"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def crate(directory, name, build_rs=None):
+    os.makedirs(os.path.join(directory, name, "src"))
+    with open(os.path.join(directory, name, "Cargo.toml"), "w") as f:
+        f.write(f'[package]\nname = "{name}"\nversion = "0.1.0"\nedition = "2021"\n' + ('build = "build.rs"\n' if build_rs else ""))
+    with open(os.path.join(directory, name, "src", "main.rs"), "w") as f:
+        f.write('fn main() { println!("hello from the dashboard"); }\n')
+    if build_rs:
+        with open(os.path.join(directory, name, "build.rs"), "w") as f:
+            f.write(build_rs)
+    archive = os.path.join(directory, name + ".tar.gz")
+    with tarfile.open(archive, "w:gz") as t:
+        t.add(os.path.join(directory, name), arcname=name)
+    return archive
+
+
+@pytest.fixture(scope="module")
+def farm():
+    state = tempfile.mkdtemp(prefix="kiln-dashboard-")
+    ports = [free_port() for _ in range(4)]
+    env = dict(os.environ, BIN=BIN, KILN_STATE=state, KILN_POOL_IDLE="2", KILN_POOL_MAX="3")
+    for name, port in zip(["KILN_BROKER_PORT", "KILN_BROKER_MONITOR_PORT", "KILN_GATEWAY_PORT", "KILN_POOL_MONITOR_PORT"], ports):
+        env[name] = str(port)
+    log = open(os.path.join(state, "farm.log"), "w")
+    process = subprocess.Popen([os.path.join(ROOT, "cluster", "farm.sh")], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while "Kiln is running." not in open(os.path.join(state, "farm.log")).read():
+            assert process.poll() is None and time.time() < deadline, open(os.path.join(state, "farm.log")).read()
+            time.sleep(0.2)
+        yield {"url": f"http://127.0.0.1:{ports[2]}", "state": state}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000", "--no-proxy-server"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    yield driver
+    driver.quit()
+
+
+def wait(browser, seconds=180):
+    return WebDriverWait(browser, seconds, poll_frequency=0.2)
+
+
+def shot(browser, name):
+    os.makedirs(SHOTS, exist_ok=True)
+    browser.save_screenshot(os.path.join(SHOTS, name + ".png"))
+
+
+def submit(browser, farm, archive):
+    browser.get(farm["url"] + "/ui/#/submit")
+    nonce = wait(browser, 30).until(EC.presence_of_element_located((By.ID, "nonce"))).get_attribute("value")
+    assert re.fullmatch(r"[0-9a-f]{32}", nonce), nonce
+    browser.find_element(By.ID, "source").send_keys(archive)
+    browser.find_element(By.ID, "submit").click()
+    wait(browser, 30).until(lambda b: "#/build/" in b.current_url)
+    return browser.current_url.split("#/build/")[1], nonce
+
+
+def status(browser):
+    chips = browser.find_elements(By.CSS_SELECTOR, "main > p .status")
+    return chips[0].get_attribute("data-status") if chips else None
+
+
+def test_a_build_submitted_through_the_form_streams_its_log_and_verifies(farm, browser, tmp_path):
+    archive = crate(str(tmp_path), "dash", build_rs='fn main() { std::thread::sleep(std::time::Duration::from_secs(3)); }\n')
+    job, nonce = submit(browser, farm, archive)
+    # Log lines appear while the build is still running: live, not after the fact.
+    wait(browser).until(lambda b: "Compiling" in b.find_element(By.ID, "log").text)
+    seen_while_running = status(browser)
+    wait(browser).until(lambda b: status(b) == "ready")
+    assert seen_while_running in ("building", "ready")
+    phases = [li.get_attribute("data-phase") for li in browser.find_elements(By.CSS_SELECTOR, "#phases li")]
+    assert phases[:4] == ["source", "detect", "fetch", "build"], phases
+    assert all(re.search(r"\(\d+\.\d s\)", li.text) for li in browser.find_elements(By.CSS_SELECTOR, "#phases li")[:-1])
+    shot(browser, "build-ready")
+    browser.find_element(By.ID, "verify").click()
+    verdict = wait(browser, 60).until(EC.presence_of_element_located((By.ID, "verdict")))
+    assert verdict.get_attribute("data-ok") == "true", browser.find_element(By.ID, "verification").text
+    text = browser.find_element(By.ID, "verification").text
+    assert "artifacts/dash" in text and "nonce" in text and "kiln verify" in text  # what was not checked is said
+    assert browser.find_element(By.ID, "download").get_attribute("href").endswith(f"/build/{job}/result")
+    shot(browser, "build-verified")
+    # The list shows it, filterable by status, with the farm's counters.
+    browser.get(farm["url"] + "/ui/#/?status=ready")
+    wait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job}"]'))
+    assert "idle workers" in browser.find_element(By.ID, "workers-idle").text
+    assert "queued" in browser.find_element(By.ID, "queue-depth").text
+    Select(browser.find_element(By.ID, "status-filter")).select_by_value("error")
+    wait(browser, 30).until(lambda b: not b.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job}"]'))
+    Select(browser.find_element(By.ID, "status-filter")).select_by_value("")
+    wait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job}"]'))
+    shot(browser, "builds-list")
+    # A phone-sized screen: the page still fits (no horizontal scrolling).
+    browser.set_window_size(390, 844)
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+    shot(browser, "builds-list-phone")
+    browser.set_window_size(1280, 1000)
+
+    # The same result, tampered with where the gateway keeps it: the browser says it is invalid.
+    results = glob.glob(os.path.join(farm["state"], "**", "results", "*.tar.gz"), recursive=True)
+    assert results
+    for path in results:
+        members = []
+        with tarfile.open(path, "r:gz") as t:
+            for member in t.getmembers():
+                data = t.extractfile(member).read() if member.isfile() else None
+                if member.name.startswith("artifacts/") and data:
+                    data = data[:-1] + bytes([data[-1] ^ 1])
+                members.append((member, data))
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as t:
+            for member, data in members:
+                t.addfile(member, io.BytesIO(data) if data is not None else None)
+        with open(path, "wb") as f:
+            f.write(buffer.getvalue())
+    browser.get(farm["url"] + f"/ui/#/build/{job}")
+    wait(browser, 30).until(EC.element_to_be_clickable((By.ID, "verify"))).click()
+    verdict = wait(browser, 60).until(EC.presence_of_element_located((By.ID, "verdict")))
+    assert verdict.get_attribute("data-ok") == "false"
+    assert "does not have the digest manifest.json lists" in verdict.text, verdict.text
+    shot(browser, "build-tampered")
+
+
+def test_a_running_build_is_cancelled_from_its_page(farm, browser, tmp_path):
+    archive = crate(str(tmp_path), "slow", build_rs='fn main() { std::thread::sleep(std::time::Duration::from_secs(120)); }\n')
+    submit(browser, farm, archive)
+    wait(browser).until(lambda b: "Compiling" in b.find_element(By.ID, "log").text)
+    browser.find_element(By.ID, "cancel").click()
+    wait(browser, 60).until(lambda b: status(b) == "cancelled")
+    assert "cancel" in browser.find_element(By.ID, "failure").text.lower()
+    shot(browser, "build-cancelled")
+
+
+def test_the_dashboard_files_are_cached_and_locked_down(farm):
+    import urllib.request
+    response = urllib.request.urlopen(farm["url"] + "/ui/dashboard.js")
+    etag = response.headers["ETag"]
+    assert response.headers["Cache-Control"] == "no-cache" and etag
+    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    assert response.headers["Content-Type"].startswith("text/javascript")
+    request = urllib.request.Request(farm["url"] + "/ui/dashboard.js", headers={"If-None-Match": etag})
+    with pytest.raises(urllib.error.HTTPError) as not_modified:
+        urllib.request.urlopen(request)
+    assert not_modified.value.code == 304
