@@ -184,7 +184,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-            ], resources: [
+            ],
+            resources: [
                 .embedInCode("Resources/openapi.yaml"), .embedInCode("Resources/dashboard/index.html"),
                 .embedInCode("Resources/dashboard/dashboard.js"), .embedInCode("Resources/dashboard/verify.js"),
                 .embedInCode("Resources/dashboard/dashboard.css"),
