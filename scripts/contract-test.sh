@@ -44,12 +44,13 @@ curl -s "http://127.0.0.1:$GP/build/$JOB" -H "Authorization: Bearer $USER_TOKEN"
   curl -s "http://127.0.0.1:$GP/build/$JOB" -H "Authorization: Bearer $USER_TOKEN" >&2; tail -20 "$work/pool.log" >&2; exit 1; }
 printf '[parameters]\n"path.id" = "%s"\n' "$JOB" > "$work/schemathesis.toml"
 
+# The build feed (GET /builds/events) never ends by design: GatewayBuildFeedTests covers it.
 status=0
 for who in "$USER_TOKEN" "$ADMIN_TOKEN"; do
   "$VENV/bin/schemathesis" --config-file "$work/schemathesis.toml" run docs/openapi.yaml --url "http://127.0.0.1:$GP" -H "Authorization: Bearer $who" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
     --phases examples,coverage,fuzzing --max-examples "$EXAMPLES" --request-timeout 10 --workers 1 \
-    --suppress-health-check all --no-color || status=$?
+    --exclude-operation-id buildFeed --suppress-health-check all --no-color || status=$?
 done
 if grep -qi "fatal\|panic" "$work/gw.log"; then echo "the gateway logged a fatal error:" >&2; cat "$work/gw.log" >&2; status=1; fi
 kill -0 "${pids[1]}" 2>/dev/null || { echo "the gateway died during the contract test" >&2; status=1; }

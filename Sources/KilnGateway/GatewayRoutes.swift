@@ -95,6 +95,7 @@ struct GatewayRoutes: Sendable {
             return try json(["job_id": job.id, "status": job.status.rawValue, "nonce": nonce, "rebuild_of_build_id": original.id])
         }
         route(.get, "/builds") { request, context in try await self.list(request, context) }
+        route(.get, "/builds/events") { request, context in try await self.buildFeed(request, context) }
         return endpoints
     }
 

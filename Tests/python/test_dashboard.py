@@ -189,3 +189,21 @@ def test_the_dashboard_files_are_cached_and_locked_down(farm):
     with pytest.raises(urllib.error.HTTPError) as not_modified:
         urllib.request.urlopen(request)
     assert not_modified.value.code == 304
+
+
+def test_the_list_updates_live_as_builds_appear_and_finish(farm, browser, tmp_path):
+    import base64
+    import json
+    import urllib.request
+    browser.get(farm["url"] + "/ui/#/")
+    wait(browser, 30).until(EC.presence_of_element_located((By.ID, "workers-idle")))
+    marker = browser.execute_script("const m = document.createElement('i'); m.id = 'still-the-same-page'; document.body.append(m); return true")
+    archive = crate(str(tmp_path), "live")
+    body = json.dumps({"nonce": "abcd", "source_data": base64.b64encode(open(archive, "rb").read()).decode(), "source_name": "live.tar.gz"})
+    request = urllib.request.Request(farm["url"] + "/build", data=body.encode(), headers={"Content-Type": "application/json"})
+    job = json.load(urllib.request.urlopen(request))["job_id"]
+    # The row appears and turns ready through the feed, without the page reloading.
+    row = f'tr[data-job="{job}"] .status'
+    wait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, row))
+    wait(browser).until(lambda b: b.find_element(By.CSS_SELECTOR, row).get_attribute("data-status") == "ready")
+    assert marker and browser.find_elements(By.ID, "still-the-same-page")

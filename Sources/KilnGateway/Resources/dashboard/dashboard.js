@@ -42,77 +42,24 @@ function show(...nodes) {
 
 function failure(error) { return el("p", { class: "error-box", role: "alert" }, String(error.message || error)); }
 
-// MARK: builds list
+// MARK: server-sent events
 
-async function listView() {
-  const params = new URLSearchParams(location.hash.split("?")[1] || "");
-  const filter = el("select", { id: "status-filter", "aria-label": "Filter by status" },
-    ["", "waiting", "building", "ready", "error", "cancelled"].map((s) => {
-      const o = el("option", { value: s }, s || "all statuses");
-      if (s === (params.get("status") || "")) o.selected = true;
-      return o;
-    }));
-  filter.addEventListener("change", () => { location.hash = "#/" + (filter.value ? "?status=" + filter.value : ""); });
-  const counters = el("ul", { class: "counters", "aria-label": "Farm" });
-  const body = el("tbody");
-  const table = el("table", { id: "builds" },
-    el("caption", { class: "skip" }, "Newest first; refreshed every two seconds"),
-    el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Build"), el("th", { scope: "col" }, "Status"),
-      el("th", { scope: "col" }, "Phase"), el("th", { scope: "col", class: "optional" }, "Submitted"),
-      el("th", { scope: "col", class: "optional" }, "By"))),
-    body);
-  show(el("h1", {}, "Builds"), counters, el("label", { for: "status-filter" }, "Status"), filter, table);
-  let alive = true;
-  stopView = () => { alive = false; };
-  async function refresh() {
-    try {
-      const farm = await (await api("/farm")).json();
-      counters.replaceChildren(
-        el("li", { id: "queue-depth" }, `${farm.waiting} queued`), el("li", {}, `${farm.building} building`),
-        el("li", { id: "workers-idle" }, `${farm.workers_idle} idle workers`), el("li", {}, `${farm.workers_busy} busy workers`));
-      const query = filter.value ? "?status=" + filter.value : "";
-      const { builds } = await (await api("/builds" + query)).json();
-      body.replaceChildren(...builds.map((b) => el("tr", { "data-job": b.job_id },
-        el("td", {}, el("a", { href: "#/build/" + b.job_id, class: "mono" }, b.job_id)),
-        el("td", {}, statusChip(b.status)), el("td", {}, b.phase || ""),
-        el("td", { class: "optional" }, b.created_at || ""), el("td", { class: "optional" }, b.triggered_by || ""))));
-      if (builds.length === 0) body.replaceChildren(el("tr", {}, el("td", { colspan: "5" }, "No builds.")));
-    } catch (e) {
-      body.replaceChildren(el("tr", {}, el("td", { colspan: "5" }, failure(e))));
-    }
-  }
-  while (alive) {
-    await refresh();
-    await new Promise((r) => setTimeout(r, 2000));
-  }
-}
-
-// MARK: one build
-
-function follow(jobID, onEvent) {
-  // EventSource resumes by itself after a dropped connection, sending Last-Event-ID; events already
-  // shown (by seq) are skipped. With a token (EventSource cannot send headers) a fetch stream does
-  // the same by hand.
-  let lastSeq = 0;
-  const deliver = (id, data) => {
-    const seq = Number(id);
-    if (!(seq > lastSeq)) return;
-    lastSeq = seq;
-    onEvent(JSON.parse(data));
-  };
+/// Reads an SSE stream: with EventSource when no token is needed (it reconnects by itself and sends
+/// Last-Event-ID), else with fetch (EventSource cannot send headers), reconnecting the same way.
+/// `onEvent(id, data)` gets each event; returns a function that stops it.
+function stream(path, types, onEvent) {
+  let lastID = "";
   if (!sessionStorage.getItem("kiln-token")) {
-    const source = new EventSource(`/build/${jobID}/events`);
-    const handler = (e) => deliver(e.lastEventId, e.data);
-    for (const type of ["accepted", "phase", "log", "artifact", "heartbeat", "done", "failed", "cancelled", "message"]) {
-      source.addEventListener(type, handler);
-    }
+    const source = new EventSource(path);
+    const handler = (e) => onEvent(e.lastEventId, e.data);
+    for (const type of types) source.addEventListener(type, handler);
     return () => source.close();
   }
   const controller = new AbortController();
   (async () => {
     while (!controller.signal.aborted) {
       try {
-        const response = await api(`/build/${jobID}/events`, { signal: controller.signal, headers: lastSeq ? { "Last-Event-ID": String(lastSeq) } : {} });
+        const response = await api(path, { signal: controller.signal, headers: lastID ? { "Last-Event-ID": lastID } : {} });
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         let buffer = "";
         for (;;) {
@@ -128,7 +75,8 @@ function follow(jobID, onEvent) {
               if (line.startsWith("id:")) id = line.slice(3).trim();
               else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
             }
-            if (data.length) deliver(id, data.join("\n"));
+            if (id) lastID = id;
+            if (data.length) onEvent(id, data.join("\n"));
           }
         }
       } catch (e) {
@@ -138,6 +86,80 @@ function follow(jobID, onEvent) {
     }
   })();
   return () => controller.abort();
+}
+
+// MARK: builds list
+
+async function listView() {
+  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const filter = el("select", { id: "status-filter", "aria-label": "Filter by status" },
+    ["", "waiting", "building", "ready", "error", "cancelled"].map((s) => {
+      const o = el("option", { value: s }, s || "all statuses");
+      if (s === (params.get("status") || "")) o.selected = true;
+      return o;
+    }));
+  filter.addEventListener("change", () => { location.hash = "#/" + (filter.value ? "?status=" + filter.value : ""); });
+  const counters = el("ul", { class: "counters", "aria-label": "Farm" });
+  const body = el("tbody");
+  const table = el("table", { id: "builds" },
+    el("caption", { class: "skip" }, "Newest first; updated live"),
+    el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Build"), el("th", { scope: "col" }, "Status"),
+      el("th", { scope: "col" }, "Phase"), el("th", { scope: "col", class: "optional" }, "Submitted"),
+      el("th", { scope: "col", class: "optional" }, "By"))),
+    body);
+  show(el("h1", {}, "Builds"), counters, el("label", { for: "status-filter" }, "Status"), filter, table);
+  const row = (b) => el("tr", { "data-job": b.job_id, "data-created": b.created_at || "" },
+    el("td", {}, el("a", { href: "#/build/" + b.job_id, class: "mono" }, b.job_id)),
+    el("td", {}, statusChip(b.status)), el("td", {}, b.phase || ""),
+    el("td", { class: "optional" }, b.created_at || ""), el("td", { class: "optional" }, b.triggered_by || ""));
+  let counting = null;
+  const refreshCounters = () => {
+    counting ??= (async () => {
+      try {
+        const farm = await (await api("/farm")).json();
+        counters.replaceChildren(
+          el("li", { id: "queue-depth" }, `${farm.waiting} queued`), el("li", {}, `${farm.building} building`),
+          el("li", { id: "workers-idle" }, `${farm.workers_idle} idle workers`), el("li", {}, `${farm.workers_busy} busy workers`));
+      } catch (e) { counters.replaceChildren(el("li", {}, failure(e))); }
+      counting = null;
+    })();
+  };
+  // A job's new state: replaced in place, inserted in order, or removed when it leaves the filter.
+  const upsert = (b) => {
+    const old = body.querySelector(`tr[data-job="${b.job_id}"]`);
+    const wanted = !filter.value || b.status === filter.value;
+    if (!wanted) { old?.remove(); return; }
+    const fresh = row(b);
+    if (old) { old.replaceWith(fresh); return; }
+    body.querySelector("tr.empty")?.remove();
+    const after = Array.from(body.querySelectorAll("tr[data-job]")).find((r) => r.dataset.created < (b.created_at || ""));
+    if (after) body.insertBefore(fresh, after); else body.append(fresh);
+  };
+  try {
+    const { builds } = await (await api("/builds" + (filter.value ? "?status=" + filter.value : ""))).json();
+    body.replaceChildren(...builds.map(row));
+    if (builds.length === 0) body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "5" }, "No builds.")));
+  } catch (e) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: "5" }, failure(e))));
+  }
+  refreshCounters();
+  const stopFeed = stream("/builds/events", ["build"], (_, data) => { upsert(JSON.parse(data)); refreshCounters(); });
+  // Workers come and go without any job changing: the counters are also refreshed every 5 s.
+  const timer = setInterval(refreshCounters, 5000);
+  stopView = () => { stopFeed(); clearInterval(timer); };
+}
+
+// MARK: one build
+
+function follow(jobID, onEvent) {
+  // Events already shown (by seq) are skipped, so a resumed stream never repeats a log line.
+  let lastSeq = 0;
+  return stream(`/build/${jobID}/events`, ["accepted", "phase", "log", "artifact", "heartbeat", "done", "failed", "cancelled", "message"], (id, data) => {
+    const seq = Number(id);
+    if (!(seq > lastSeq)) return;
+    lastSeq = seq;
+    onEvent(JSON.parse(data));
+  });
 }
 
 function seconds(ms) { return (ms / 1000).toFixed(1) + " s"; }

@@ -1,0 +1,77 @@
+import Foundation
+import KilnTestSupport
+import Testing
+
+/// `GET /builds/events` (#17): the dashboard's live list. Each caller sees its own jobs appear and
+/// change, never another's; an admin sees everyone's.
+@Suite(.serialized) struct GatewayBuildFeedTests {
+    struct Seen: Sendable {
+        var job: String
+        var status: String
+    }
+
+    /// Reads the feed as `token` until `until` holds for the events so far or `seconds` pass.
+    static func feed(port: Int, token: String, seconds: Double, until: ([Seen]) -> Bool = { _ in false }) throws -> [Seen] {
+        let socket = try RawSocket(port: port)
+        try socket.send(
+            Array("GET /builds/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\nConnection: close\r\n\r\n".utf8))
+        var text = ""
+        var events: [Seen] = []
+        let deadline = Date().addingTimeInterval(seconds)
+        while deadline.timeIntervalSinceNow > 0 {
+            guard case .bytes(let b) = socket.readSome(timeout: min(0.2, deadline.timeIntervalSinceNow)) else { continue }
+            text += String(decoding: b, as: UTF8.self)
+            events = text.components(separatedBy: "\n").filter { $0.hasPrefix("data: ") }
+                .compactMap { try? JSONSerialization.jsonObject(with: Data($0.dropFirst(6).utf8)) as? [String: Any] }
+                .map { Seen(job: $0["job_id"] as? String ?? "", status: $0["status"] as? String ?? "") }
+            if until(events) { break }
+        }
+        return events
+    }
+
+    @Test func eachCallerSeesItsOwnJobsAppearAndChangeAndNobodyElses() async throws {
+        let pre = try TemporaryDirectory(prefix: "kiln-feed")
+        let file = pre.file("tokens.json")
+        try PrincipalsTests.tokensFile([("alice", "user", "alice-token"), ("bob", "user", "bob-token"), ("root", "admin", "root-token")])
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let c = try await TestCluster(gatewayArgs: ["--tokens-file", file])
+        defer { c.stop() }
+        func auth(_ token: String) -> [(String, String)] { [("Authorization", "Bearer \(token)")] }
+        func submit(_ token: String) async throws -> String {
+            let archive = try await Fixtures.archive(Fixtures.helloCrate(), root: "p", zip: false)
+            let r = try await c.http(
+                .POST, "/build", json: ["nonce": "c0ffee00", "source_data": Data(archive).base64EncodedString(), "source_name": "p.tar.gz"],
+                headers: auth(token))
+            return try #require(r.json["job_id"] as? String, "\(r.status) \(r.body)")
+        }
+        let port = c.gateway.port
+        let a = try await submit("alice-token")
+        let b = try await submit("bob-token")
+        // Alice's feed: her job now (waiting: no worker runs here), then its change once she cancels it.
+        let watching = Task.detached {
+            try Self.feed(port: port, token: "alice-token", seconds: 20) { events in events.contains { $0.status == "cancelled" } }
+        }
+        #expect(await eventually(within: .seconds(10)) { (try? await c.http(.GET, "/build/\(a)", headers: auth("alice-token")))?.status == 200 })
+        // Cancel once the feed has had time to send the first state (it looks once a second).
+        try await Task.sleep(for: .milliseconds(1500))
+        let cancelled = try await c.http(.POST, "/build/\(a)/cancel", json: ["reason": "feed test"], headers: auth("alice-token"))
+        #expect([200, 202].contains(cancelled.status), "\(cancelled.body)")
+        let events = try await watching.value
+        #expect(events.allSatisfy { $0.job == a }, "alice saw someone else's job: \(events)")
+        let statuses = events.map(\.status)
+        #expect(statuses.first == "waiting" && statuses.last == "cancelled", "\(statuses)")
+        // An admin's feed starts with every job.
+        let everyone = try Self.feed(port: port, token: "root-token", seconds: 10) { events in
+            Set(events.map(\.job)) == [a, b]
+        }
+        #expect(Set(everyone.map(\.job)) == [a, b])
+        // Without a token: refused like the rest of the API.
+        let anonymous = try RawSocket(port: port)
+        try anonymous.send(Array("GET /builds/events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8))
+        guard case .bytes(let head) = anonymous.readSome(timeout: 5) else {
+            Issue.record("no answer")
+            return
+        }
+        #expect(String(decoding: head, as: UTF8.self).hasPrefix("HTTP/1.1 401"))
+    }
+}
