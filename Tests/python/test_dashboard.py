@@ -18,6 +18,7 @@ import time
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -85,7 +86,8 @@ def browser():
 
 
 def wait(browser, seconds=180):
-    return WebDriverWait(browser, seconds, poll_frequency=0.2)
+    # The page re-renders parts of itself as events arrive: an element found a moment ago can be gone.
+    return WebDriverWait(browser, seconds, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,))
 
 
 def shot(browser, name):
@@ -104,8 +106,18 @@ def submit(browser, farm, archive):
 
 
 def status(browser):
-    chips = browser.find_elements(By.CSS_SELECTOR, "main > p .status")
-    return chips[0].get_attribute("data-status") if chips else None
+    for _ in range(5):
+        try:
+            chips = browser.find_elements(By.CSS_SELECTOR, "main > p .status")
+            return chips[0].get_attribute("data-status") if chips else None
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    return None
+
+
+def click(browser, element_id):
+    """Clicks the element once it is there and enabled (found afresh: the page re-renders it)."""
+    wait(browser, 60).until(lambda b: b.find_element(By.ID, element_id).is_enabled() and (b.find_element(By.ID, element_id).click() or True))
 
 
 def test_a_build_submitted_through_the_form_streams_its_log_and_verifies(farm, browser, tmp_path):
@@ -113,14 +125,16 @@ def test_a_build_submitted_through_the_form_streams_its_log_and_verifies(farm, b
     job, nonce = submit(browser, farm, archive)
     # Log lines appear while the build is still running: live, not after the fact.
     wait(browser).until(lambda b: "Compiling" in b.find_element(By.ID, "log").text)
-    seen_while_running = status(browser)
+    seen_while_running = wait(browser, 30).until(lambda b: status(b))
     wait(browser).until(lambda b: status(b) == "ready")
     assert seen_while_running in ("building", "ready")
     phases = [li.get_attribute("data-phase") for li in browser.find_elements(By.CSS_SELECTOR, "#phases li")]
     assert phases[:4] == ["source", "detect", "fetch", "build"], phases
     assert all(re.search(r"\(\d+\.\d s\)", li.text) for li in browser.find_elements(By.CSS_SELECTOR, "#phases li")[:-1])
+    produced = browser.find_element(By.ID, "produced").text
+    assert "dash" in produced and re.search(r"[0-9a-f]{64}", produced), produced
     shot(browser, "build-ready")
-    browser.find_element(By.ID, "verify").click()
+    click(browser, "verify")
     verdict = wait(browser, 60).until(EC.presence_of_element_located((By.ID, "verdict")))
     assert verdict.get_attribute("data-ok") == "true", browser.find_element(By.ID, "verification").text
     text = browser.find_element(By.ID, "verification").text
@@ -130,13 +144,18 @@ def test_a_build_submitted_through_the_form_streams_its_log_and_verifies(farm, b
     # The list shows it, filterable by status, with the farm's counters.
     browser.get(farm["url"] + "/ui/#/?status=ready")
     wait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job}"]'))
-    assert "idle workers" in browser.find_element(By.ID, "workers-idle").text
-    assert "queued" in browser.find_element(By.ID, "queue-depth").text
+    wait(browser, 30).until(lambda b: "idle workers" in b.find_element(By.ID, "workers-idle").text)
+    wait(browser, 30).until(lambda b: "queued" in b.find_element(By.ID, "queue-depth").text)
     Select(browser.find_element(By.ID, "status-filter")).select_by_value("error")
     wait(browser, 30).until(lambda b: not b.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job}"]'))
     Select(browser.find_element(By.ID, "status-filter")).select_by_value("")
     wait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job}"]'))
     shot(browser, "builds-list")
+    # Every control has a label a screen reader announces, and can be reached with the keyboard.
+    unlabelled = browser.execute_script("""
+        return Array.from(document.querySelectorAll('input, select, button, textarea')).filter((e) =>
+            !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim()).map((e) => e.outerHTML);""")
+    assert unlabelled == [], unlabelled
     # A phone-sized screen: the page still fits (no horizontal scrolling).
     browser.set_window_size(390, 844)
     assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
@@ -161,7 +180,7 @@ def test_a_build_submitted_through_the_form_streams_its_log_and_verifies(farm, b
         with open(path, "wb") as f:
             f.write(buffer.getvalue())
     browser.get(farm["url"] + f"/ui/#/build/{job}")
-    wait(browser, 30).until(EC.element_to_be_clickable((By.ID, "verify"))).click()
+    click(browser, "verify")
     verdict = wait(browser, 60).until(EC.presence_of_element_located((By.ID, "verdict")))
     assert verdict.get_attribute("data-ok") == "false"
     assert "does not have the digest manifest.json lists" in verdict.text, verdict.text
@@ -172,7 +191,7 @@ def test_a_running_build_is_cancelled_from_its_page(farm, browser, tmp_path):
     archive = crate(str(tmp_path), "slow", build_rs='fn main() { std::thread::sleep(std::time::Duration::from_secs(120)); }\n')
     submit(browser, farm, archive)
     wait(browser).until(lambda b: "Compiling" in b.find_element(By.ID, "log").text)
-    browser.find_element(By.ID, "cancel").click()
+    click(browser, "cancel")
     wait(browser, 60).until(lambda b: status(b) == "cancelled")
     assert "cancel" in browser.find_element(By.ID, "failure").text.lower()
     shot(browser, "build-cancelled")
@@ -207,3 +226,80 @@ def test_the_list_updates_live_as_builds_appear_and_finish(farm, browser, tmp_pa
     wait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, row))
     wait(browser).until(lambda b: b.find_element(By.CSS_SELECTOR, row).get_attribute("data-status") == "ready")
     assert marker and browser.find_elements(By.ID, "still-the-same-page")
+
+
+@pytest.fixture()
+def restartable_farm():
+    """Broker, gateway and pool started one by one (not through farm.sh, which stops everything when
+    one component dies), so that the test can kill the gateway and start it again."""
+    state = tempfile.mkdtemp(prefix="kiln-dashboard-restart-")
+    ports = {"broker": free_port(), "gateway": free_port()}
+    processes = []
+
+    def start(name, argv):
+        log = open(os.path.join(state, name + ".log"), "a")
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        processes.append(p)
+        deadline = time.time() + 60
+        while not re.search(r"listening on|started worker", open(os.path.join(state, name + ".log")).read()):
+            assert p.poll() is None and time.time() < deadline, open(os.path.join(state, name + ".log")).read()
+            time.sleep(0.1)
+        return p
+
+    subprocess.run([os.path.join(BIN, "kiln"), "keys", "generate", os.path.join(state, "farm.pem")], check=True, capture_output=True)
+    shown = subprocess.run([os.path.join(BIN, "kiln"), "keys", "show", os.path.join(state, "farm.pem")], check=True, capture_output=True, text=True).stdout
+    with open(os.path.join(state, "farm.pub"), "w") as f:
+        f.write(re.search(r"^hex\s+(\S+)", shown, re.M).group(1))
+    broker = f"kiln://127.0.0.1:{ports['broker']}"
+    start("broker", [os.path.join(BIN, "kiln-broker"), "--port", str(ports["broker"]), "--monitor-port=-1"])
+    gateway_argv = [os.path.join(BIN, "kiln-gateway"), "--port", str(ports["gateway"]), "--data", os.path.join(state, "gw"), "--broker", broker,
+                    "--public-key", os.path.join(state, "farm.pub")]
+    farm = {"url": f"http://127.0.0.1:{ports['gateway']}", "state": state}
+    farm["gateway"] = start("gateway", gateway_argv)
+    farm["restart_gateway"] = lambda: start("gateway", gateway_argv)
+    start("pool", [os.path.join(BIN, "kiln-pool"), "--broker", broker, "--idle", "1", "--max", "2", "--state", os.path.join(state, "pool"),
+                   "--key", os.path.join(state, "farm.pem")])
+    try:
+        yield farm
+    finally:
+        for p in reversed(processes):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in processes:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_the_log_resumes_after_the_gateway_restarts_without_repeating_a_line(restartable_farm, browser, tmp_path):
+    # A chain of path dependencies, each with a build script that takes a second: "Compiling dN" lines
+    # arrive one by one while the test kills the gateway and starts it again.
+    root = tmp_path / "resume"
+    deps = 6
+    for n in range(1, deps + 1):
+        (root / f"d{n}" / "src").mkdir(parents=True)
+        dependency = f'd{n - 1} = {{ path = "../d{n - 1}" }}\n' if n > 1 else ""
+        (root / f"d{n}" / "Cargo.toml").write_text(f'[package]\nname = "d{n}"\nversion = "0.1.0"\nedition = "2021"\nbuild = "build.rs"\n[dependencies]\n{dependency}')
+        (root / f"d{n}" / "src" / "lib.rs").write_text("")
+        (root / f"d{n}" / "build.rs").write_text("fn main() { std::thread::sleep(std::time::Duration::from_millis(1500)); }\n")
+    (root / "src").mkdir()
+    (root / "Cargo.toml").write_text(f'[package]\nname = "resume"\nversion = "0.1.0"\nedition = "2021"\n[dependencies]\nd{deps} = {{ path = "d{deps}" }}\n')
+    (root / "src" / "main.rs").write_text('fn main() { println!("resumed"); }\n')
+    archive = str(tmp_path / "resume.tar.gz")
+    with tarfile.open(archive, "w:gz") as t:
+        t.add(str(root), arcname="resume")
+    job, _ = submit(browser, restartable_farm, archive)
+    log = lambda b: b.find_element(By.ID, "log").text
+    wait(browser).until(lambda b: "Compiling d2" in log(b))
+    gateway = restartable_farm["gateway"]
+    gateway.kill()
+    gateway.wait()
+    restartable_farm["restart_gateway"]()
+    wait(browser).until(lambda b: status(b) == "ready")
+    text = log(browser)
+    for n in range(1, deps + 1):
+        assert text.count(f"Compiling d{n} ") == 1, text
+    assert text.count("Compiling resume ") == 1, text
+    shot(browser, "build-resumed")

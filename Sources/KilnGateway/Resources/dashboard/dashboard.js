@@ -171,8 +171,13 @@ async function buildView(jobID) {
   const problem = el("div", { id: "failure" });
   const actions = el("div", { id: "actions" });
   const artifacts = el("section", { id: "artifacts", "aria-label": "Result" });
+  const produced = el("tbody");
+  const producedTable = el("table", { id: "produced" },
+    el("caption", { class: "skip" }, "As the worker reported them; verify the result to check them"),
+    el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Artifact"), el("th", { scope: "col" }, "SHA-256"),
+      el("th", { scope: "col", class: "optional" }, "Size"))), produced);
   show(el("h1", {}, "Build ", el("span", { class: "mono" }, jobID)), status, actions, problem,
-    el("h2", {}, "Phases"), phases, el("h2", {}, "Log"), log, artifacts);
+    el("h2", {}, "Phases"), phases, el("h2", {}, "Log"), log, el("h2", {}, "Artifacts"), producedTable, artifacts);
   const cancel = el("button", { class: "danger", id: "cancel" }, "Cancel build");
   cancel.addEventListener("click", async () => {
     cancel.disabled = true;
@@ -202,6 +207,7 @@ async function buildView(jobID) {
   try { await refreshStatus(); } catch (e) { show(failure(e)); return; }
   const stop = follow(jobID, (event) => {
     const time = event.time ? Date.parse(event.time) : Date.now();
+    if (event.type === "accepted") refreshStatus().catch((e) => problem.replaceChildren(failure(e)));
     if (event.type === "phase") {
       closePhase(time);
       phaseStart = time;
@@ -211,6 +217,9 @@ async function buildView(jobID) {
       const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
       log.append((event.lines || []).join("\n") + "\n");
       if (atBottom) log.scrollTop = log.scrollHeight;
+    } else if (event.type === "artifact") {
+      produced.append(el("tr", {}, el("td", {}, event.path), el("td", { class: "mono" }, event.sha256 || ""),
+        el("td", { class: "optional" }, event.size != null ? `${event.size} bytes` : "")));
     } else if (["done", "failed", "cancelled"].includes(event.type)) {
       closePhase(time);
       refreshStatus().catch((e) => problem.replaceChildren(failure(e)));
