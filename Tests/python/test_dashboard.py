@@ -303,3 +303,19 @@ def test_the_log_resumes_after_the_gateway_restarts_without_repeating_a_line(res
         assert text.count(f"Compiling d{n} ") == 1, text
     assert text.count("Compiling resume ") == 1, text
     shot(browser, "build-resumed")
+
+
+def test_a_failed_build_says_where_it_failed_and_what_to_do(farm, browser, tmp_path):
+    root = tmp_path / "broken"
+    (root / "src").mkdir(parents=True)
+    (root / "Cargo.toml").write_text('[package]\nname = "broken"\nversion = "0.1.0"\nedition = "2021"\n')
+    (root / "src" / "main.rs").write_text('fn main() { let x: u32 = "not a number"; }\n')
+    archive = str(tmp_path / "broken.tar.gz")
+    with tarfile.open(archive, "w:gz") as t:
+        t.add(str(root), arcname="broken")
+    submit(browser, farm, archive)
+    wait(browser).until(lambda b: status(b) == "error")
+    problem = wait(browser, 30).until(lambda b: b.find_element(By.ID, "failure").text)
+    assert "Failed in build" in problem and "Suggested:" in problem, problem
+    assert "mismatched types" in browser.find_element(By.ID, "log").text
+    shot(browser, "build-failed")

@@ -194,9 +194,14 @@ async function buildView(jobID) {
     status.replaceChildren("Status ", statusChip(job.status), job.worker_id ? ` on worker ${job.worker_id}` : "");
     actions.replaceChildren(...(["waiting", "building"].includes(job.status) ? [cancel] : []));
     if (job.status === "error" || job.status === "cancelled") {
-      problem.replaceChildren(el("div", { class: "error-box", role: "alert" },
-        el("p", {}, `Failed in ${job.failure_phase || "?"}: ${job.error_detail || job.error || job.cancellation_reason || job.status}`),
-        job.suggested_action ? el("p", {}, "Suggested: " + job.suggested_action) : ""));
+      const detail = job.error_detail || {};
+      const what = job.status === "cancelled"
+        ? `Cancelled${job.cancelled_by ? " by " + job.cancelled_by : ""}${job.cancellation_reason ? ": " + job.cancellation_reason : ""}`
+        : `Failed in ${job.failure_phase || "?"}: ${detail.message || job.error || "unknown error"}`;
+      problem.replaceChildren(el("div", { class: "error-box", role: "alert" }, el("p", {}, what),
+        detail.suggested_action ? el("p", {}, "Suggested: " + detail.suggested_action) : "",
+        detail.retryable ? el("p", {}, `Retryable (attempt ${detail.attempt} of ${detail.max_attempts}).`) : "",
+        detail.request_id ? el("p", { class: "skip" }, "Request id " + detail.request_id) : ""));
     }
     if (job.status === "ready" && !finished) {
       finished = true;
