@@ -140,6 +140,7 @@ def test_a_build_submitted_through_the_form_streams_its_log_and_verifies(farm, b
     text = browser.find_element(By.ID, "verification").text
     assert "artifacts/dash" in text and "nonce" in text and "kiln verify" in text  # what was not checked is said
     assert browser.find_element(By.ID, "download").get_attribute("href").endswith(f"/build/{job}/result")
+    browser.execute_script("arguments[0].scrollIntoView()", verdict)
     shot(browser, "build-verified")
     # The list shows it, filterable by status, with the farm's counters.
     browser.get(farm["url"] + "/ui/#/?status=ready")
@@ -184,6 +185,7 @@ def test_a_build_submitted_through_the_form_streams_its_log_and_verifies(farm, b
     verdict = wait(browser, 60).until(EC.presence_of_element_located((By.ID, "verdict")))
     assert verdict.get_attribute("data-ok") == "false"
     assert "does not have the digest manifest.json lists" in verdict.text, verdict.text
+    browser.execute_script("arguments[0].scrollIntoView()", verdict)
     shot(browser, "build-tampered")
 
 
