@@ -28,18 +28,11 @@ extension GatewayRoutes {
         }
         let watch = filter
         let principal = context.principal.name
-        let limiter = self.limiter
         let store = self.store
         let metrics = self.metrics
         let keepalive = max(1, Int(configuration.sseKeepalive.components.seconds))
         try limiter.acquire(.eventStream, for: principal)
-        let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .accelBuffering: "no"]
-        let body = ResponseBody { writer in
-            metrics.sseClients.increment()
-            defer {
-                metrics.sseClients.decrement()
-                limiter.release(.eventStream, for: principal)
-            }
+        return eventStreamResponse(principal: principal) { writer in
             let stopping = Atomic<Bool>(false)
             try await withGracefulShutdownHandler {
                 var seen: [String: String] = [:]
@@ -81,7 +74,6 @@ extension GatewayRoutes {
             }
             try await writer.finish(nil)
         }
-        return Response(status: .ok, headers: headers, body: body)
     }
 }
 

@@ -210,8 +210,6 @@ struct GatewayRoutes: Sendable {
     func events(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let id = try await accessibleJob(context).id
         let principal = context.principal.name
-        let limiter = self.limiter
-        try limiter.acquire(.eventStream, for: principal)
         var after = 0
         if let raw = request.headers[.lastEventID] ?? request.uri.queryParameters["last_event_id"].map(String.init) {
             guard let v = Int(raw.trimmingCharacters(in: .whitespaces)), v >= 0 else {
@@ -220,6 +218,8 @@ struct GatewayRoutes: Sendable {
             after = v
         }
         let startAfter = after
+        // Taken last, after everything that can refuse the request: from here the stream's body gives it back.
+        try limiter.acquire(.eventStream, for: principal)
         let hub = coordinator.hub
         let eventLoop = context.eventLoop
         let channel = context.channel
@@ -227,13 +227,7 @@ struct GatewayRoutes: Sendable {
         let store = self.store
         let metrics = self.metrics
         let backlog = configuration.sseBacklog
-        let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .accelBuffering: "no"]
-        let body = ResponseBody { writer in
-            metrics.sseClients.increment()
-            defer {
-                metrics.sseClients.decrement()
-                limiter.release(.eventStream, for: principal)
-            }
+        return eventStreamResponse(principal: principal) { writer in
             // On the connection's own event loop, beside its relay.
             try await withTaskExecutorPreference(executor) {
                 let relay = try channel.pipeline.syncOperations.handler(type: SSERelay.self)
@@ -261,7 +255,6 @@ struct GatewayRoutes: Sendable {
             }
             try await writer.finish(nil)
         }
-        return Response(status: .ok, headers: headers, body: body)
     }
 
     func metricsText() async throws -> Response {

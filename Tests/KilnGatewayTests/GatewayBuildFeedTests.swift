@@ -30,20 +30,13 @@ import Testing
     }
 
     @Test func eachCallerSeesItsOwnJobsAppearAndChangeAndNobodyElses() async throws {
-        let pre = try TemporaryDirectory(prefix: "kiln-feed")
-        let file = pre.file("tokens.json")
-        try PrincipalsTests.tokensFile([("alice", "user", "alice-token"), ("bob", "user", "bob-token"), ("root", "admin", "root-token")])
-            .write(toFile: file, atomically: true, encoding: .utf8)
-        let c = try await TestCluster(gatewayArgs: ["--tokens-file", file])
-        defer { c.stop() }
-        func auth(_ token: String) -> [(String, String)] { [("Authorization", "Bearer \(token)")] }
-        func submit(_ token: String) async throws -> String {
-            let archive = try await Fixtures.archive(Fixtures.helloCrate(), root: "p", zip: false)
-            let r = try await c.http(
-                .POST, "/build", json: ["nonce": "c0ffee00", "source_data": Data(archive).base64EncodedString(), "source_name": "p.tar.gz"],
-                headers: auth(token))
-            return try #require(r.json["job_id"] as? String, "\(r.status) \(r.body)")
+        let (c, pre) = try await PrincipalsTests.clusterWithThreePrincipals()
+        defer {
+            c.stop()
+            withExtendedLifetime(pre) {}  // the gateway reads the tokens file on every request
         }
+        func auth(_ token: String) -> [(String, String)] { PrincipalsTests.auth(token) }
+        func submit(_ token: String) async throws -> String { try await PrincipalsTests.submit(c, as: token) }
         let port = c.gateway.port
         let a = try await submit("alice-token")
         let b = try await submit("bob-token")

@@ -13,21 +13,32 @@ import Testing
         return "{\"principals\": [\(items.joined(separator: ", "))]}"
     }
 
-    @Test func principalsSeeOnlyTheirOwnJobsAndAdminsSeeAll() async throws {
+    /// A gateway (no workers) whose tokens file has users alice and bob and admin root
+    /// (`alice-token`, `bob-token`, `root-token`).
+    static func clusterWithThreePrincipals() async throws -> (TestCluster, TemporaryDirectory) {
         let pre = try TemporaryDirectory(prefix: "kiln-principals")
         let file = pre.file("tokens.json")
-        try Self.tokensFile([("alice", "user", "alice-token"), ("bob", "user", "bob-token"), ("root", "admin", "root-token")])
+        try tokensFile([("alice", "user", "alice-token"), ("bob", "user", "bob-token"), ("root", "admin", "root-token")])
             .write(toFile: file, atomically: true, encoding: .utf8)
-        let c = try await TestCluster(gatewayArgs: ["--tokens-file", file])
+        return (try await TestCluster(gatewayArgs: ["--tokens-file", file]), pre)
+    }
+
+    static func auth(_ token: String) -> [(String, String)] { [("Authorization", "Bearer \(token)")] }
+
+    /// Submits a hello crate as `token`'s principal; returns the job id.
+    static func submit(_ c: TestCluster, as token: String) async throws -> String {
+        let archive = try await Fixtures.archive(Fixtures.helloCrate(), root: "p", zip: false)
+        let r = try await c.http(
+            .POST, "/build", json: ["nonce": "c0ffee00", "source_data": Data(archive).base64EncodedString(), "source_name": "p.tar.gz"],
+            headers: auth(token))
+        return try #require(r.json["job_id"] as? String, "\(r.status) \(r.body)")
+    }
+
+    @Test func principalsSeeOnlyTheirOwnJobsAndAdminsSeeAll() async throws {
+        let (c, pre) = try await Self.clusterWithThreePrincipals()
         defer { c.stop() }
-        func auth(_ token: String) -> [(String, String)] { [("Authorization", "Bearer \(token)")] }
-        func submit(_ token: String) async throws -> String {
-            let archive = try await Fixtures.archive(Fixtures.helloCrate(), root: "p", zip: false)
-            let r = try await c.http(
-                .POST, "/build", json: ["nonce": "c0ffee00", "source_data": Data(archive).base64EncodedString(), "source_name": "p.tar.gz"],
-                headers: auth(token))
-            return try #require(r.json["job_id"] as? String, "\(r.status) \(r.body)")
-        }
+        func auth(_ token: String) -> [(String, String)] { Self.auth(token) }
+        func submit(_ token: String) async throws -> String { try await Self.submit(c, as: token) }
         let a = try await submit("alice-token")
         let b = try await submit("bob-token")
         let mine = try await c.http(.GET, "/build/\(a)", headers: auth("alice-token"))
@@ -58,7 +69,8 @@ import Testing
         #expect(try await c.http(.GET, "/builds?status=bogus", headers: auth("alice-token")).status == 400)
         #expect(try await c.http(.GET, "/builds?limit=0", headers: auth("alice-token")).status == 400)
         // Revoking Bob (rewriting the file) takes effect on his very next request.
-        try Self.tokensFile([("alice", "user", "alice-token"), ("root", "admin", "root-token")]).write(toFile: file, atomically: true, encoding: .utf8)
+        try Self.tokensFile([("alice", "user", "alice-token"), ("root", "admin", "root-token")])
+            .write(toFile: pre.file("tokens.json"), atomically: true, encoding: .utf8)
         #expect(try await c.http(.GET, "/build/\(b)", headers: auth("bob-token")).status == 401)
         #expect(try await c.http(.GET, "/build/\(a)", headers: auth("alice-token")).status == 200)
         #expect(try await c.http(.GET, "/builds", headers: auth("nobody")).status == 401)

@@ -53,3 +53,27 @@ import Testing
         withExtendedLifetime((second, third, bob)) {}
     }
 }
+
+extension RequestLimitsTests {
+    /// A stream request the gateway refuses (a malformed Last-Event-ID) must not keep the caller's
+    /// stream slot: enough of them would otherwise lock every caller that shares a principal (without
+    /// tokens: everyone) out of event streams.
+    @Test func refusedStreamRequestsDoNotUseUpStreamSlots() async throws {
+        let c = try await TestCluster(gatewayArgs: ["--max-event-streams-per-caller", "2", "--sse-keepalive", "1"])
+        defer { c.stop() }
+        let archive = Data(try await Fixtures.archive(Fixtures.helloCrate(), root: "p", zip: false)).base64EncodedString()
+        let submitted = try await c.http(.POST, "/build", json: ["nonce": "c0ffee00", "source_data": archive, "source_name": "p.tar.gz"])
+        let id = try #require(submitted.json["job_id"] as? String, "\(submitted.body)")
+        for _ in 0..<5 {
+            let refused = try await c.http(.GET, "/build/\(id)/events", headers: [("Last-Event-ID", "not-a-number")])
+            #expect(refused.status == 400, "\(refused.status) \(refused.body)")
+        }
+        let s = try RawSocket(port: c.gateway.port)
+        try s.send(Array("GET /build/\(id)/events HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        guard case .bytes(let head) = s.readSome(timeout: 5) else {
+            Issue.record("no answer")
+            return
+        }
+        #expect(String(decoding: head, as: UTF8.self).hasPrefix("HTTP/1.1 200"), "\(String(decoding: head, as: UTF8.self))")
+    }
+}
