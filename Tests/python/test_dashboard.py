@@ -3,6 +3,7 @@ as `make run` starts it): submit through the form, watch the log stream live and
 ready, verify the result in the browser (valid), verify a tampered served result (invalid), cancel a
 running build from its page. Screenshots go to KILN_SCREENSHOTS (default .build/dashboard-screenshots).
 """
+import contextlib
 import glob
 import gzip
 import io
@@ -230,11 +231,11 @@ def test_the_list_updates_live_as_builds_appear_and_finish(farm, browser, tmp_pa
     assert marker and browser.find_elements(By.ID, "still-the-same-page")
 
 
-@pytest.fixture()
-def restartable_farm():
+@contextlib.contextmanager
+def own_farm(gateway_arguments=()):
     """Broker, gateway and pool started one by one (not through farm.sh, which stops everything when
-    one component dies), so that the test can kill the gateway and start it again."""
-    state = tempfile.mkdtemp(prefix="kiln-dashboard-restart-")
+    one component dies), so that a test can kill the gateway and start it again, or give it tokens."""
+    state = tempfile.mkdtemp(prefix="kiln-dashboard-own-")
     ports = {"broker": free_port(), "gateway": free_port()}
     processes = []
 
@@ -255,7 +256,7 @@ def restartable_farm():
     broker = f"kiln://127.0.0.1:{ports['broker']}"
     start("broker", [os.path.join(BIN, "kiln-broker"), "--port", str(ports["broker"]), "--monitor-port=-1"])
     gateway_argv = [os.path.join(BIN, "kiln-gateway"), "--port", str(ports["gateway"]), "--data", os.path.join(state, "gw"), "--broker", broker,
-                    "--public-key", os.path.join(state, "farm.pub")]
+                    "--public-key", os.path.join(state, "farm.pub"), *gateway_arguments]
     farm = {"url": f"http://127.0.0.1:{ports['gateway']}", "state": state}
     farm["gateway"] = start("gateway", gateway_argv)
     farm["restart_gateway"] = lambda: start("gateway", gateway_argv)
@@ -273,6 +274,12 @@ def restartable_farm():
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture()
+def restartable_farm():
+    with own_farm() as farm:
+        yield farm
 
 
 def test_the_log_resumes_after_the_gateway_restarts_without_repeating_a_line(restartable_farm, browser, tmp_path):
@@ -321,3 +328,22 @@ def test_a_failed_build_says_where_it_failed_and_what_to_do(farm, browser, tmp_p
     assert "Failed in build" in problem and "Suggested:" in problem, problem
     assert "mismatched types" in browser.find_element(By.ID, "log").text
     shot(browser, "build-failed")
+
+
+def test_with_a_token_the_page_streams_and_verifies_through_fetch(browser, tmp_path):
+    # EventSource cannot send an Authorization header: with a token the page reads the streams with
+    # fetch. Without the token the gateway refuses it; with it the whole flow works.
+    with own_farm(["--token", "alice:user:alice-token"]) as farm:
+        browser.get(farm["url"] + "/ui/#/")
+        wait(browser, 30).until(lambda b: "401" in b.find_element(By.ID, "main").text)
+        browser.find_element(By.ID, "token").send_keys("alice-token\n")
+        browser.execute_script("document.getElementById('token').dispatchEvent(new Event('change'))")
+        wait(browser, 30).until(lambda b: "idle workers" in b.find_element(By.ID, "workers-idle").text)
+        archive = crate(str(tmp_path), "tokened", build_rs='fn main() { std::thread::sleep(std::time::Duration::from_secs(2)); }\n')
+        job, _ = submit(browser, farm, archive)
+        wait(browser).until(lambda b: "Compiling" in b.find_element(By.ID, "log").text)
+        wait(browser).until(lambda b: status(b) == "ready")
+        click(browser, "verify")
+        verdict = wait(browser, 60).until(EC.presence_of_element_located((By.ID, "verdict")))
+        assert verdict.get_attribute("data-ok") == "true", browser.find_element(By.ID, "verification").text
+        browser.execute_script("sessionStorage.clear()")
