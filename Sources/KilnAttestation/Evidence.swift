@@ -162,6 +162,13 @@ public struct Binding: Codable, Sendable, Equatable {
 public enum Nonce {
     public static let maxBytes = 16
 
+    /// A fresh nonce of `maxBytes` random bytes (what `kiln submit` and `kiln rebuild` pick when the
+    /// user gives none).
+    public static func random() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<maxBytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+    }
+
     /// Returns the normalised (lowercase) nonce or a message saying what is wrong.
     public static func validate(_ text: String) -> Result<String, NonceError> {
         if text.isEmpty { return .failure(NonceError("nonce is empty; send 2 to 32 hex characters")) }

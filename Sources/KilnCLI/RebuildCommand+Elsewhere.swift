@@ -22,7 +22,7 @@ extension RebuildCommand {
             let manifest = try? JSONDecoder().decode(Manifest.self, from: Data(manifestBytes))
         else { throw CLIError("\(path) is not a Kiln result (no readable provenance.json and manifest.json)") }
         let inputs = statement.predicate.buildDefinition.externalParameters
-        let nonce = options.nonce ?? (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        let nonce = options.nonce ?? Nonce.random()
         var body: [String: Any] = ["nonce": nonce]
         if let repository = inputs.repository {
             let commit = statement.predicate.buildDefinition.resolvedDependencies.lazy.compactMap { $0.digest?["gitCommit"] }.first { !$0.isEmpty }

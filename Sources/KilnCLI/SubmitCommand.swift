@@ -21,7 +21,7 @@ struct SubmitCommand: AsyncParsableCommand {
     @OptionGroup var gateway: GatewayOptions
 
     func run() async throws {
-        let chosenNonce = nonce ?? (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        let chosenNonce = nonce ?? Nonce.random()
         if case .failure(let e) = Nonce.validate(chosenNonce) { throw ValidationError(e.description) }
         let client = try gateway.client
         var body: [String: Any] = ["nonce": chosenNonce]

@@ -68,6 +68,13 @@ import Testing
         #expect(key.publicKey.pemRepresentation.hasPrefix("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA"))
     }
 
+    @Test func aRandomNonceIsTheLongestValidOneAndFresh() {
+        let a = Nonce.random()
+        let b = Nonce.random()
+        #expect(a.count == Nonce.maxBytes * 2 && (try? Nonce.validate(a).get()) == a)
+        #expect(a != b)
+    }
+
     @Test func nonceValidation() {
         #expect((try? Nonce.validate("00ff").get()) == "00ff")
         #expect((try? Nonce.validate("ABCD").get()) == "abcd")
