@@ -16,7 +16,7 @@ struct KilnPoolCommand: AsyncParsableCommand {
         abstract: "Keeps N fresh one-shot workers waiting; starts a new one for every worker that takes a build.",
         discussion: """
             The launch template runs under /bin/sh -c with {id}, {broker} and {scratch} substituted. The default starts a \
-            local kiln-worker process; cluster/launch-cvm.example.sh shows how an operator would start a confidential VM instead.
+            local kiln-worker process; cluster/vm/launch-vm.sh starts a fresh (confidential) VM per worker instead (docs/vm-workers.md).
             """,
         version: KilnVersion.current.description)
 
