@@ -22,7 +22,7 @@ struct CertifyingFarm {
     var farmPublicKeyFile: String { dir.file("farm.pub") }
 
     static func start(
-        dir: TemporaryDirectory, launch: String? = nil, poolArguments: [String] = [], poolEnvironment: [String: String]? = nil
+        dir: TemporaryDirectory, launch: String? = nil, maxWorkers: Int = 2, poolArguments: [String] = [], poolEnvironment: [String: String]? = nil
     ) async throws -> CertifyingFarm {
         let credential = SigningKey()
         try credential.write(to: dir.file("cred.pem"))
@@ -39,7 +39,7 @@ struct CertifyingFarm {
         let pool = try await LaunchedProcess(
             BuiltProducts.path("kiln-pool"),
             [
-                "--broker", "kiln://pool:change-me-pool@127.0.0.1:\(broker.port)", "--idle", "1", "--max", "2", "--state", dir.file("pool"),
+                "--broker", "kiln://pool:change-me-pool@127.0.0.1:\(broker.port)", "--idle", "1", "--max", String(maxWorkers), "--state", dir.file("pool"),
                 "--credential-signing-key", dir.file("cred.pem"), "--credential-ttl", "900", "--farm-key", dir.file("farm.pem"),
                 "--monitor-port", "0",
             ] + template + poolArguments, environment: poolEnvironment)

@@ -36,6 +36,12 @@ import Testing
         }
     }
 
+    /// A VM boot as a test starts it: at low priority, so that emulated guests (TCG takes a whole core
+    /// each) do not starve the suites running beside this one.
+    static func bootVM(_ arguments: [String], environment: [String: String]? = nil) async throws -> LaunchedProcess {
+        try await LaunchedProcess("/usr/bin/nice", ["-n", "15", root + "/launch-vm.sh"] + arguments, environment: environment)
+    }
+
     static let snpFirmware = LocalFarmTests.packageRoot + "/Tests/KilnTEETests/Vectors/ovmf-amdsev-suffix.bin"
 
     static func sha256(_ file: String) throws -> String {
@@ -97,7 +103,7 @@ import Testing
         let printed = try await LaunchedProcess(Self.root + "/launch-vm.sh", arguments + ["--print-command"], environment: environment)
         #expect(try await printed.waitForExit() == 0)
         #expect(!printed.output.joined().contains(token) && printed.output.joined().contains("opt/kiln/token"), "\(printed.output)")
-        let vm = try await LaunchedProcess(Self.root + "/launch-vm.sh", arguments, environment: environment)
+        let vm = try await Self.bootVM(arguments, environment: environment)
         defer { vm.stop() }
         #expect(try await vm.waitForExit() == 0, "\(vm.output.suffix(20))")
         // The guest's serial console ends its lines with CR LF.
@@ -130,12 +136,10 @@ import Testing
         let requests = try listener.subscribe(Subjects.workerCertify(id))
         try await listener.flush()
         let started = ContinuousClock.now
-        let vm = try await LaunchedProcess(
-            Self.root + "/launch-vm.sh",
-            [
-                "--image", dir.file("image"), "--id", id, "--broker", "kiln://127.0.0.1:\(broker.port)", "--accel", "tcg", "--deadline", "25",
-                "--toolchain", "host",
-            ])
+        let vm = try await Self.bootVM([
+            "--image", dir.file("image"), "--id", id, "--broker", "kiln://127.0.0.1:\(broker.port)", "--accel", "tcg", "--deadline", "25",
+            "--toolchain", "host",
+        ])
         defer { vm.stop() }
         var iterator = requests.makeAsyncIterator()
         let request = try #require(await iterator.next())
@@ -164,9 +168,10 @@ import Testing
         try FileManager.default.createDirectory(atPath: dir.file("tmp"), withIntermediateDirectories: true)
         var environment = ProcessInfo.processInfo.environment
         environment["TMPDIR"] = dir.file("tmp")
-        let launch = "\(Self.root)/launch-vm.sh --image \(dir.file("image")) --id {id} --broker {broker} --accel tcg --deadline 900 --toolchain \(toolchain)"
+        // One VM at a time (--max 1), at low priority: two emulated guests would take both cores.
+        let launch = "nice -n 15 \(Self.root)/launch-vm.sh --image \(dir.file("image")) --id {id} --broker {broker} --accel tcg --deadline 900 --toolchain \(toolchain)"
         let farm = try await CertifyingFarm.start(
-            dir: dir, launch: launch, poolArguments: ["--vm-image", dir.file("image/image.json"), "--boot-timeout", "180"],
+            dir: dir, launch: launch, maxWorkers: 1, poolArguments: ["--vm-image", dir.file("image/image.json"), "--boot-timeout", "180"],
             poolEnvironment: environment)
         defer { farm.stop() }
         func workerLogs() -> String {
@@ -228,9 +233,9 @@ import Testing
         let dir = try TemporaryDirectory(prefix: "kiln-vm-verity")
         _ = try await Self.buildImage(into: dir.file("image"), withToolchain: true)
         func boot() async throws -> [String] {
-            let vm = try await LaunchedProcess(
-                Self.root + "/launch-vm.sh",
-                ["--image", dir.file("image"), "--id", "wverity", "--mode", "check", "--accel", "tcg", "--deadline", "120", "--toolchain", "image"])
+            let vm = try await Self.bootVM([
+                "--image", dir.file("image"), "--id", "wverity", "--mode", "check", "--accel", "tcg", "--deadline", "120", "--toolchain", "image",
+            ])
             defer { vm.stop() }
             _ = try await vm.waitForExit(timeout: .seconds(150))
             return vm.output
