@@ -25,6 +25,7 @@ struct WorkerDirectory: Sendable {
     static func isWellFormed(_ ready: WorkerReady) -> Bool {
         Subjects.isValidToken(ready.workerID) && ready.toolchains.count <= 16 && (ready.targets?.count ?? 0) <= 512
             && ready.toolchains.allSatisfy { $0.utf8.count <= 32 } && (ready.targets ?? []).allSatisfy { $0.utf8.count <= 128 }
+            && (ready.isolation?.utf8.count ?? 0) <= 32
     }
 
     mutating func announced(_ ready: WorkerReady, at now: Date) {

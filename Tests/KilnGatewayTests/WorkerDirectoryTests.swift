@@ -68,5 +68,11 @@ import Testing
         #expect(d.entries.count == 3 && d.entries["w0"] == nil && d.entries["w4"] != nil, "the oldest go first")
         #expect(!WorkerDirectory.isWellFormed(worker("bad.id")), "a worker id must be a subject token")
         #expect(!WorkerDirectory.isWellFormed(worker("w", toolchains: Array(repeating: "cargo", count: 17))))
+        // The isolation a worker announces is kept with it: a megabyte of it is refused, not stored.
+        var huge = worker("w")
+        huge.isolation = String(repeating: "x", count: 1 << 20)
+        #expect(!WorkerDirectory.isWellFormed(huge), "a megabyte of isolation")
+        huge.isolation = "vm-tcg"
+        #expect(WorkerDirectory.isWellFormed(huge))
     }
 }
