@@ -6,8 +6,8 @@ import Testing
 /// #11 item 4: a broker that cannot be starved by slow handshakes, big pre-auth frames, connection or
 /// subscription floods; each limit answers with an `err` frame, is counted, and leaves normal clients working.
 @Suite struct BrokerLimitsTests {
-    func metric(_ broker: BrokerProcess, _ limit: String) throws -> Int {
-        let body = try HTTPGet.get(port: broker.monitorPort, path: "/metrics").body
+    func metric(_ broker: BrokerProcess, _ limit: String) async throws -> Int {
+        let body = try await HTTPGet.get(port: broker.monitorPort, path: "/metrics").body
         let prefix = "kiln_broker_limit_refusals_total{limit=\"\(limit)\"} "
         return body.split(separator: "\n").first { $0.hasPrefix(prefix) }.flatMap { Int($0.dropFirst(prefix.count)) } ?? -1
     }
@@ -17,29 +17,29 @@ import Testing
         defer { broker.stop() }
         // Half-open: connects, reads INFO, never sends connect.
         let idle = try RawBusConnection(port: broker.port)
-        _ = try idle.read(op: .info)
+        _ = try await idle.read(op: .info)
         // Slow loris: trickles a frame header byte by byte, never completing it.
         let loris = try RawBusConnection(port: broker.port)
-        _ = try loris.read(op: .info)
-        try loris.send([0, 0])
-        let err = try #require(try idle.read(op: .err, timeout: 5))
+        _ = try await loris.read(op: .info)
+        try await loris.send([0, 0])
+        let err = try await #require(try idle.read(op: .err, timeout: 5))
         #expect(err.header.code == 408)
-        #expect(try idle.waitForClose(timeout: 5))
-        #expect(try loris.waitForClose(timeout: 5))
+        await #expect(try idle.waitForClose(timeout: 5))
+        await #expect(try loris.waitForClose(timeout: 5))
         // A frame larger than the pre-auth limit is refused before any auth.
         let big = try RawBusConnection(port: broker.port)
-        _ = try big.read(op: .info)
-        try big.send(rawHeader: "{\"op\":\"connect\",\"token\":\"\(String(repeating: "x", count: 4096))\"}")
-        let tooBig = try #require(try big.read(op: .err))
+        _ = try await big.read(op: .info)
+        try await big.send(rawHeader: "{\"op\":\"connect\",\"token\":\"\(String(repeating: "x", count: 4096))\"}")
+        let tooBig = try await #require(try big.read(op: .err))
         #expect(tooBig.header.message?.contains("2048") == true, "\(tooBig.header)")
-        #expect(try big.waitForClose())
+        await #expect(try big.waitForClose())
         // An authenticated client still gets full-size frames.
         let good = try RawBusConnection(port: broker.port)
-        _ = try good.handshake(token: "s3cret")
-        try good.send(BusHeader.pub("big.payload"), payload: [UInt8](repeating: 7, count: 100_000))
-        #expect(try good.roundTrip())
-        #expect(try metric(broker, "handshake") >= 2)
-        #expect(try metric(broker, "pre_connect_frame") == 1)
+        _ = try await good.handshake(token: "s3cret")
+        try await good.send(BusHeader.pub("big.payload"), payload: [UInt8](repeating: 7, count: 100_000))
+        await #expect(try good.roundTrip())
+        await #expect(try metric(broker, "handshake") >= 2)
+        await #expect(try metric(broker, "pre_connect_frame") == 1)
     }
 
     @Test func connectionFloodsStopAtTheLimitAndNormalClientsCarryOn() async throws {
@@ -48,20 +48,20 @@ import Testing
         var held: [RawBusConnection] = []
         for _ in 0..<8 {
             let c = try RawBusConnection(port: broker.port)
-            _ = try c.read(op: .info)
+            _ = try await c.read(op: .info)
             held.append(c)
         }
         let refused = try RawBusConnection(port: broker.port)
-        let err = try #require(try refused.read(op: .err))
+        let err = try await #require(try refused.read(op: .err))
         #expect(err.header.code == 429 && err.header.message?.contains("too many connections") == true)
-        #expect(try refused.waitForClose())
-        #expect(try metric(broker, "connections_per_address") == 1)
+        await #expect(try refused.waitForClose())
+        await #expect(try metric(broker, "connections_per_address") == 1)
         // Close one: a new client gets in and works.
         held.removeLast().close()
         // Until the broker has seen the close, a new connection may still be refused (err, then EOF).
         let admitted = try await eventually(within: .seconds(5), every: .milliseconds(50)) {
             let c = try RawBusConnection(port: broker.port)
-            return (try? c.handshake()) != nil ? try c.roundTrip() : false
+            return await (try? c.handshake()) != nil ? try c.roundTrip() : false
         }
         #expect(admitted)
     }
@@ -70,19 +70,19 @@ import Testing
         let broker = try await BrokerProcess(arguments: ["--max-subscriptions", "50"])
         defer { broker.stop() }
         let c = try RawBusConnection(port: broker.port)
-        _ = try c.handshake()
-        for i in 0..<50 { try c.send(BusHeader.sub("flood.\(i)", sid: "s\(i)")) }
-        try c.send(BusHeader.sub("flood.extra", sid: "extra"))
-        let err = try #require(try c.read(op: .err))
+        _ = try await c.handshake()
+        for i in 0..<50 { try await c.send(BusHeader.sub("flood.\(i)", sid: "s\(i)")) }
+        try await c.send(BusHeader.sub("flood.extra", sid: "extra"))
+        let err = try await #require(try c.read(op: .err))
         #expect(err.header.code == 429 && err.header.message?.contains("at most 50") == true)
         // Not fatal: the connection still works, and unsubscribing makes room.
-        #expect(try c.roundTrip())
+        await #expect(try c.roundTrip())
         var unsub = BusHeader(op: .unsub)
         unsub.sid = "s0"
-        try c.send(unsub)
-        try c.send(BusHeader.sub("flood.extra", sid: "extra"))
-        #expect(try c.roundTrip())
-        #expect(try metric(broker, "subscriptions") == 1)
+        try await c.send(unsub)
+        try await c.send(BusHeader.sub("flood.extra", sid: "extra"))
+        await #expect(try c.roundTrip())
+        await #expect(try metric(broker, "subscriptions") == 1)
     }
 }
 
@@ -95,13 +95,13 @@ import Testing
         let broker = try await BrokerProcess(arguments: ["--users", dir.file("users.json")])
         defer { broker.stop() }
         let bob = try RawBusConnection(port: broker.port)
-        _ = try bob.handshake(user: "bob", password: "pb")
-        try bob.send(BusHeader.sub("t", sid: "1"))
-        #expect(try bob.roundTrip())
+        _ = try await bob.handshake(user: "bob", password: "pb")
+        try await bob.send(BusHeader.sub("t", sid: "1"))
+        await #expect(try bob.roundTrip())
         let alice = try RawBusConnection(port: broker.port)
-        _ = try alice.handshake(user: "alice", password: "pa")
-        try alice.send(BusHeader.pub("t", headers: [BusHeader.senderHeader: "bob", "x": "1"]), payload: [1])
-        let msg = try #require(try bob.read(op: .msg))
+        _ = try await alice.handshake(user: "alice", password: "pa")
+        try await alice.send(BusHeader.pub("t", headers: [BusHeader.senderHeader: "bob", "x": "1"]), payload: [1])
+        let msg = try await #require(try bob.read(op: .msg))
         #expect(msg.header.headers?[BusHeader.senderHeader] == "alice")
         #expect(msg.header.headers?[BusHeader.senderConnectionHeader].flatMap(Int.init) != nil)
         #expect(msg.header.headers?["x"] == "1")
@@ -109,13 +109,13 @@ import Testing
         let open = try await BrokerProcess()
         defer { open.stop() }
         let sub = try RawBusConnection(port: open.port)
-        _ = try sub.handshake(user: "claimed")
-        try sub.send(BusHeader.sub("t", sid: "1"))
-        #expect(try sub.roundTrip())
+        _ = try await sub.handshake(user: "claimed")
+        try await sub.send(BusHeader.sub("t", sid: "1"))
+        await #expect(try sub.roundTrip())
         let pub = try RawBusConnection(port: open.port)
-        _ = try pub.handshake(user: "claimed")
-        try pub.send(BusHeader.pub("t", headers: [BusHeader.senderHeader: "gateway", BusHeader.senderConnectionHeader: "1"]), payload: [1])
-        let unstamped = try #require(try sub.read(op: .msg))
+        _ = try await pub.handshake(user: "claimed")
+        try await pub.send(BusHeader.pub("t", headers: [BusHeader.senderHeader: "gateway", BusHeader.senderConnectionHeader: "1"]), payload: [1])
+        let unstamped = try await #require(try sub.read(op: .msg))
         #expect(unstamped.header.headers?[BusHeader.senderHeader] == nil, "an unauthenticated claim is removed")
         #expect(unstamped.header.headers?[BusHeader.senderConnectionHeader] == nil)
     }

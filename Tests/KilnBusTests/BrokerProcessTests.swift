@@ -81,13 +81,13 @@ import Testing
     @Test func sigtermDrainsConnections() async throws {
         let broker = try await BrokerProcess()
         let conn = try RawBusConnection(port: broker.port)
-        try conn.handshake()
-        #expect(try conn.roundTrip())
+        try await conn.handshake()
+        await #expect(try conn.roundTrip())
         broker.process.signal(SIGTERM)
-        let err = try conn.read(op: .err, timeout: 10)?.header
+        let err = try await conn.read(op: .err, timeout: 10)?.header
         #expect(err?.code == 503)
         #expect(err?.message == "broker is shutting down")
-        #expect(try conn.waitForClose())
+        await #expect(try conn.waitForClose())
         #expect(try await broker.process.waitForExit(timeout: .seconds(10)) == 0)
     }
 

@@ -11,11 +11,11 @@ import Testing
 /// Bad input, auth, permissions, flow control and keepalive, over real TCP.
 @Suite struct BrokerProtocolTests {
     /// Sends `raw` on a fresh connection and returns the error frame the broker answers with.
-    func errorFor(port: Int, _ send: (RawBusConnection) throws -> Void) throws -> (BusHeader?, RawBusConnection) {
+    func errorFor(port: Int, _ send: (RawBusConnection) async throws -> Void) async throws -> (BusHeader?, RawBusConnection) {
         let conn = try RawBusConnection(port: port)
-        try conn.handshake()
-        try send(conn)
-        return (try conn.read(op: .err)?.header, conn)
+        try await conn.handshake()
+        try await send(conn)
+        return (try await conn.read(op: .err)?.header, conn)
     }
 
     @Test(arguments: [
@@ -41,11 +41,11 @@ import Testing
             let other = try await client(port)
             let canary = try other.subscribe("canary")
             try await other.flush()
-            let (err, conn) = try errorFor(port: port) { try $0.send(rawHeader: raw) }
+            let (err, conn) = try await errorFor(port: port) { try await $0.send(rawHeader: raw) }
             #expect(err?.code == 400)
             #expect(err?.message?.contains(expected) == true, "\(err?.message ?? "no err frame")")
             // Not fatal: the same connection still works.
-            #expect(try conn.roundTrip())
+            await #expect(try conn.roundTrip())
             // Other clients unaffected.
             try await other.publish("canary", string: "alive")
             #expect(await collect(canary, count: 1).count == 1)
@@ -56,12 +56,12 @@ import Testing
     @Test func oversizedLengthPrefixIsFatal() async throws {
         try await withBroker({ $0.maxFrame = 64 * 1024 }) { _, port in
             let conn = try RawBusConnection(port: port)
-            try conn.handshake()
-            try conn.send([0x7f, 0xff, 0xff, 0xf0, 0, 0, 0, 2, 0x7b, 0x7d])
-            let err = try conn.read(op: .err)?.header
+            try await conn.handshake()
+            try await conn.send([0x7f, 0xff, 0xff, 0xf0, 0, 0, 0, 2, 0x7b, 0x7d])
+            let err = try await conn.read(op: .err)?.header
             #expect(err?.code == 413)
             #expect(err?.message?.contains("exceeds max_frame 65536") == true)
-            #expect(try conn.waitForClose())
+            await #expect(try conn.waitForClose())
             // The broker is fine.
             let c = try await client(port)
             try await c.flush()
@@ -72,12 +72,12 @@ import Testing
     @Test func headerLongerThanFrameIsFatal() async throws {
         try await withBroker { _, port in
             let conn = try RawBusConnection(port: port)
-            try conn.handshake()
-            try conn.send([0, 0, 0, 8, 0, 0, 0, 100, 0x7b, 0x7d, 0x20, 0x20])
-            let err = try conn.read(op: .err)?.header
+            try await conn.handshake()
+            try await conn.send([0, 0, 0, 8, 0, 0, 0, 100, 0x7b, 0x7d, 0x20, 0x20])
+            let err = try await conn.read(op: .err)?.header
             #expect(err?.code == 400)
             #expect(err?.message?.contains("header length 100 exceeds") == true)
-            #expect(try conn.waitForClose())
+            await #expect(try conn.waitForClose())
         }
     }
 
@@ -85,18 +85,18 @@ import Testing
         try await withBroker({ $0.authenticator = Authenticator(.token("s3cret")) }) { _, port in
             // Anything before connect.
             let early = try RawBusConnection(port: port)
-            let info = try early.read(op: .info)?.header
+            let info = try await early.read(op: .info)?.header
             #expect(info?.authRequired == true)
-            try early.send(.pub("a"))
-            let e1 = try early.read(op: .err)?.header
+            try await early.send(.pub("a"))
+            let e1 = try await early.read(op: .err)?.header
             #expect(e1?.code == 401)
             #expect(e1?.message?.contains("first frame must be 'connect'") == true)
-            #expect(try early.waitForClose())
+            await #expect(try early.waitForClose())
             // Wrong token.
             let wrong = try RawBusConnection(port: port)
-            try wrong.handshake(token: "nope")
-            #expect(try wrong.read(op: .err)?.header.code == 401)
-            #expect(try wrong.waitForClose())
+            try await wrong.handshake(token: "nope")
+            await #expect(try wrong.read(op: .err)?.header.code == 401)
+            await #expect(try wrong.waitForClose())
             // Client library: wrong and right.
             await #expect(throws: BusClientError.self) {
                 _ = try await client(port) {
@@ -125,39 +125,39 @@ import Testing
         ]
         try await withBroker({ $0.authenticator = Authenticator(.users(users)) }) { _, port in
             let gw = try RawBusConnection(port: port)
-            try gw.handshake(user: "gateway", password: "gw")
-            try gw.send(.pub("kiln.workers.ready"))
-            let denied = try gw.read(op: .err)?.header
+            try await gw.handshake(user: "gateway", password: "gw")
+            try await gw.send(.pub("kiln.workers.ready"))
+            let denied = try await gw.read(op: .err)?.header
             #expect(denied?.code == 403)
             #expect(denied?.message == "permission denied: publish to 'kiln.workers.ready'")
-            #expect(try gw.roundTrip(), "permission errors are not fatal")
-            try gw.send(.sub("other.x", sid: "9"))
-            #expect(try gw.read(op: .err)?.header.code == 403)
-            try gw.send(.sub("kiln.secret", sid: "9"))
-            #expect(try gw.read(op: .err)?.header.code == 403)
+            await #expect(try gw.roundTrip(), "permission errors are not fatal")
+            try await gw.send(.sub("other.x", sid: "9"))
+            await #expect(try gw.read(op: .err)?.header.code == 403)
+            try await gw.send(.sub("kiln.secret", sid: "9"))
+            await #expect(try gw.read(op: .err)?.header.code == 403)
             // A wildcard subscription that is allowed still doesn't see the denied subject.
-            try gw.send(.sub("kiln.*", sid: "1"))
-            #expect(try gw.roundTrip())
+            try await gw.send(.sub("kiln.*", sid: "1"))
+            await #expect(try gw.roundTrip())
             let admin = try await client(port) {
                 $0.user = "gateway"
                 $0.password = "gw"
             }
             _ = admin
             let wk = try RawBusConnection(port: port)
-            try wk.handshake(user: "worker", password: "wk")
-            try wk.send(.sub("kiln.build.request", sid: "w"))
-            #expect(try wk.roundTrip())
+            try await wk.handshake(user: "worker", password: "wk")
+            try await wk.send(.sub("kiln.build.request", sid: "w"))
+            await #expect(try wk.roundTrip())
             // The gateway's request reaches the worker; the worker may answer once (allow_responses).
-            try gw.send(.sub("_INBOX.gw.*", sid: "inbox"))
-            try gw.send(.pub("kiln.build.request", reply: "_INBOX.gw.1"), payload: Array("job".utf8))
-            let req = try wk.read(op: .msg)
+            try await gw.send(.sub("_INBOX.gw.*", sid: "inbox"))
+            try await gw.send(.pub("kiln.build.request", reply: "_INBOX.gw.1"), payload: Array("job".utf8))
+            let req = try await wk.read(op: .msg)
             #expect(req?.header.reply == "_INBOX.gw.1")
-            try wk.send(.pub("_INBOX.gw.1"), payload: Array("accepted".utf8))
-            #expect(try wk.roundTrip())
-            let reply = try gw.read(op: .msg)
+            try await wk.send(.pub("_INBOX.gw.1"), payload: Array("accepted".utf8))
+            await #expect(try wk.roundTrip())
+            let reply = try await gw.read(op: .msg)
             #expect(reply.map { String(buffer: $0.payload) } == "accepted")
-            try wk.send(.pub("_INBOX.gw.1"), payload: Array("again".utf8))
-            #expect(try wk.read(op: .err)?.header.code == 403, "a response allowance is used once")
+            try await wk.send(.pub("_INBOX.gw.1"), payload: Array("again".utf8))
+            await #expect(try wk.read(op: .err)?.header.code == 403, "a response allowance is used once")
             await admin.close()
         }
     }
@@ -171,9 +171,9 @@ import Testing
             }, metrics: metrics
         ) { broker, port in
             let slow = try RawBusConnection(port: port, receiveBuffer: 16 * 1024)
-            try slow.handshake()
-            try slow.send(.sub("flood", sid: "1"))
-            #expect(try slow.roundTrip())
+            try await slow.handshake()
+            try await slow.send(.sub("flood", sid: "1"))
+            await #expect(try slow.roundTrip())
             let healthy = try await client(port)
             let hsub = try healthy.subscribe("flood")
             try await healthy.flush()
@@ -203,7 +203,7 @@ import Testing
             #expect(drained == n, "a healthy subscriber gets everything")
             // The slow one: cut off with an err frame after whatever fit in the buffers.
             var sawErr: BusHeader?
-            while let f = try slow.readFrame(timeout: 10) {
+            while let f = try await slow.readFrame(timeout: 10) {
                 if f.header.op == .err { sawErr = f.header }
             }
             #expect(sawErr?.code == 429)
@@ -218,11 +218,11 @@ import Testing
         try await withBroker({ $0.pingInterval = .milliseconds(150) }) { _, port in
             let live = try await client(port)
             let stale = try RawBusConnection(port: port)
-            try stale.handshake()
+            try await stale.handshake()
             let start = ContinuousClock.now
             var pings = 0
             var err: BusHeader?
-            while let f = try stale.readFrame(timeout: 5) {
+            while let f = try await stale.readFrame(timeout: 5) {
                 if f.header.op == .ping { pings += 1 }
                 if f.header.op == .err { err = f.header }
             }
@@ -240,12 +240,12 @@ import Testing
     @Test func verboseModeAcknowledges() async throws {
         try await withBroker { _, port in
             let conn = try RawBusConnection(port: port)
-            try conn.handshake(verbose: true)
-            #expect(try conn.read(op: .ok) != nil)
-            try conn.send(.sub("v", sid: "1"))
-            #expect(try conn.readFrame()?.header.op == .ok)
-            try conn.send(.pub("v"), payload: [1])
-            let frames = [try conn.readFrame(), try conn.readFrame()].compactMap { $0?.header.op }
+            try await conn.handshake(verbose: true)
+            await #expect(try conn.read(op: .ok) != nil)
+            try await conn.send(.sub("v", sid: "1"))
+            await #expect(try conn.readFrame()?.header.op == .ok)
+            try await conn.send(.pub("v"), payload: [1])
+            let frames = await [try conn.readFrame(), try conn.readFrame()].compactMap { $0?.header.op }
             #expect(Set(frames) == [.ok, .msg])
         }
     }

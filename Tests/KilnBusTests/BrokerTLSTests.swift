@@ -35,8 +35,8 @@ import Testing
         await #expect(throws: (any Error).self) { _ = try await client(broker.port, tls: .init(caFile: pki.rogueCA)) }
         // A plaintext client gets no INFO frame: the broker speaks only TLS.
         let raw = try RawBusConnection(port: broker.port)
-        try raw.send(BusHeader(op: .ping))
-        #expect((try? raw.read(op: .info, timeout: 1)) == nil)
+        try await raw.send(BusHeader(op: .ping))
+        await #expect((try? raw.read(op: .info, timeout: 1)) == nil)
     }
 
     @Test func mutualTLSLogsInAsTheCertificatesUserAndRefusesClientsWithout() async throws {

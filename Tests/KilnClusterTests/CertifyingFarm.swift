@@ -55,7 +55,7 @@ struct CertifyingFarm {
         broker.stop()
     }
 
-    func metric(_ name: String) -> Double? { WorkerPoolTests().metric(monitorPort, name) }
+    func metric(_ name: String) async -> Double? { await WorkerPoolTests().metric(monitorPort, name) }
 
     /// A bus connection holding a validly signed credential for worker `id` (what a leaked credential,
     /// or a compromised worker, could do).

@@ -97,7 +97,7 @@ import Testing
         ]
         var results: [String] = []
         for (i, id) in jobs.enumerated() {
-            let sse = try SSEClient.read(port: ports[2], path: "/build/\(id)/events", timeout: 180)
+            let sse = try await SSEClient.read(port: ports[2], path: "/build/\(id)/events", timeout: 180)
             #expect(sse.events.last?.event == "done", "job \(i): \(sse.events.suffix(3))")
             let file = dir.file("result-\(i).tar.gz")
             let r = HTTPClientRequest(url: gateway + "/build/\(id)/result")
@@ -142,7 +142,7 @@ import Testing
         #expect(builds == 4)
         var metrics = ""
         await eventually(within: .seconds(30), every: .milliseconds(200)) {
-            metrics = (try? HTTPGet.get(port: ports[3], path: "/metrics").body) ?? ""
+            metrics = await (try? await HTTPGet.get(port: ports[3], path: "/metrics").body) ?? ""
             return metrics.contains("kiln_pool_idle_workers 2.0") && metrics.contains("kiln_pool_busy_workers 0.0")
         }
         #expect(metrics.contains("kiln_pool_idle_workers 2.0") && metrics.contains("kiln_pool_busy_workers 0.0"), "\(metrics)")

@@ -63,7 +63,7 @@ import Testing
         // A leaked credential of another worker (validly signed, not expired) tries everything.
         var building: [String: Any] = [:]
         await eventually(within: .seconds(60), every: .milliseconds(50)) {
-            building = (try? JSONSerialization.jsonObject(with: Data(try HTTPGet.get(port: gateway.port, path: "/build/\(id)").body.utf8)) as? [String: Any]) ?? [:]
+            building = await (try? JSONSerialization.jsonObject(with: Data(try HTTPGet.get(port: gateway.port, path: "/build/\(id)").body.utf8)) as? [String: Any]) ?? [:]
             return building["status"] as? String == "building"
         }
         let realWorker = try #require(building["worker_id"] as? String, "\(building)")
@@ -101,17 +101,17 @@ import Testing
 
         var status = ""
         try await eventually(within: .seconds(120), every: .milliseconds(200)) {
-            let r = try HTTPGet.get(port: gateway.port, path: "/build/\(id)")
+            let r = try await HTTPGet.get(port: gateway.port, path: "/build/\(id)")
             status = (try? JSONSerialization.jsonObject(with: Data(r.body.utf8)) as? [String: Any])?["status"] as? String ?? ""
             return ["ready", "error", "cancelled"].contains(status)
         }
         let logs = ((try? FileManager.default.contentsOfDirectory(atPath: dir.file("pool/workers"))) ?? [])
             .compactMap { try? String(contentsOfFile: dir.file("pool/workers/") + $0, encoding: .utf8) }.joined(separator: "\n")
-        let final = (try? HTTPGet.get(port: gateway.port, path: "/build/\(id)").body) ?? ""
+        let final = await (try? await HTTPGet.get(port: gateway.port, path: "/build/\(id)").body) ?? ""
         #expect(status == "ready", "\(final)\n\(logs.suffix(3000))")
         // The worker logged in with its own credential, not the pool's password.
         #expect(!logs.contains("change-me-pool"))
-        let events = try SSEClient.read(port: gateway.port, path: "/build/\(id)/events", timeout: 10)
+        let events = try await SSEClient.read(port: gateway.port, path: "/build/\(id)/events", timeout: 10)
         #expect(events.events.contains { $0.data.contains("\"accepted\"") })
         #expect(!events.events.contains { $0.data.contains("leaked credential") })
     }

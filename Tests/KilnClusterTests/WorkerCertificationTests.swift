@@ -26,7 +26,7 @@ import Testing
         #expect((certificate?["worker_id"] as? String)?.hasPrefix("w") == true)
         // No worker ever made a key file: the one the template names does not exist.
         #expect(!FileManager.default.fileExists(atPath: dir.file("no-such-key.pem")))
-        #expect((farm.metric("kiln_pool_certificates_issued_total") ?? 0) >= 1)
+        await #expect((farm.metric("kiln_pool_certificates_issued_total") ?? 0) >= 1)
         // Another key pinned instead of the farm's: the certificate does not verify.
         let other = SigningKey()
         try other.publicKey.hex.write(toFile: dir.file("other.pub"), atomically: true, encoding: .utf8)
@@ -41,7 +41,7 @@ import Testing
         let farm = try await CertifyingFarm.start(dir: dir)
         defer { farm.stop() }
         // Wait for the pool's worker to be certified and ready.
-        #expect(await eventually(within: .seconds(60), every: .milliseconds(100)) { farm.metric("kiln_pool_ready_workers") == 1 })
+        #expect(await eventually(within: .seconds(60), every: .milliseconds(100)) { await farm.metric("kiln_pool_ready_workers") == 1 })
         let launched = try #require(
             (try FileManager.default.contentsOfDirectory(atPath: dir.file("pool/workers"))).first.map { String($0.dropLast(".log".count)) })
         let key = SigningKey().publicKey.hex
@@ -63,7 +63,7 @@ import Testing
         #expect(try await ask(as: "wleaked", for: launched).hasPrefix("no answer"))
         // The launched worker's own identity, a second time (a key swap after boot): refused.
         #expect(try await ask(as: launched, for: launched).contains("already certified"))
-        #expect((farm.metric("kiln_pool_certificates_refused_total") ?? 0) >= 2)
-        #expect(farm.metric("kiln_pool_certificates_issued_total") == 1)
+        await #expect((farm.metric("kiln_pool_certificates_refused_total") ?? 0) >= 2)
+        await #expect(farm.metric("kiln_pool_certificates_issued_total") == 1)
     }
 }

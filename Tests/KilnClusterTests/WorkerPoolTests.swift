@@ -4,8 +4,8 @@ import Testing
 
 /// kiln-pool on its own: keeps N idle, replaces idle workers that die.
 @Suite(.serialized) struct WorkerPoolTests {
-    func metric(_ port: Int, _ name: String) -> Double? {
-        guard let body = try? HTTPGet.get(port: port, path: "/metrics").body else { return nil }
+    func metric(_ port: Int, _ name: String) async -> Double? {
+        guard let body = try? await HTTPGet.get(port: port, path: "/metrics").body else { return nil }  // not up (yet): no value
         return body.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ")[1]) }
     }
 
@@ -21,17 +21,23 @@ import Testing
             ])
         defer { pool.terminate() }
         let monitor = try #require(Int(try await pool.waitForLine(prefix: "kiln-pool monitor on http://127.0.0.1:")))
-        func waitFor(_ what: String, _ check: () -> Bool) async throws {
+        func waitFor(_ what: String, _ check: () async -> Bool) async throws {
             guard await eventually(within: .seconds(30), every: .milliseconds(100), check) else {
                 throw LaunchError("timed out waiting for \(what): \(pool.output.suffix(10))")
             }
         }
-        try await waitFor("2 ready") { metric(monitor, "kiln_pool_ready_workers") == 2 && Self.workerPIDs(dir.path).count == 2 }
-        let started = try #require(metric(monitor, "kiln_pool_workers_started_total"))
+        try await waitFor("2 ready") {
+            let ready = await metric(monitor, "kiln_pool_ready_workers")
+            return ready == 2 && Self.workerPIDs(dir.path).count == 2
+        }
+        let started = try #require(await metric(monitor, "kiln_pool_workers_started_total"))
         // Kill one idle worker: the pool starts a replacement.
         let victim = try #require(Self.workerPIDs(dir.path).first)
         kill(victim, SIGKILL)
-        try await waitFor("a replacement") { metric(monitor, "kiln_pool_workers_started_total") == started + 1 && metric(monitor, "kiln_pool_ready_workers") == 2 }
+        try await waitFor("a replacement") {
+            let (total, ready) = (await metric(monitor, "kiln_pool_workers_started_total"), await metric(monitor, "kiln_pool_ready_workers"))
+            return total == started + 1 && ready == 2
+        }
         try await waitFor("two live workers") { Self.workerPIDs(dir.path).count == 2 }
         // SIGTERM stops the pool and its workers.
         pool.signal(SIGTERM)
@@ -57,7 +63,8 @@ import Testing
         defer { pool.terminate() }
         let monitor = try #require(Int(try await pool.waitForLine(prefix: "kiln-pool monitor on http://127.0.0.1:")))
         let replaced = await eventually(within: .seconds(30), every: .milliseconds(200)) {
-            (metric(monitor, "kiln_pool_boot_timeouts_total") ?? 0) >= 1 && (metric(monitor, "kiln_pool_workers_started_total") ?? 0) >= 2
+            let (timeouts, started) = (await metric(monitor, "kiln_pool_boot_timeouts_total") ?? 0, await metric(monitor, "kiln_pool_workers_started_total") ?? 0)
+            return timeouts >= 1 && started >= 2
         }
         #expect(replaced, "\(pool.output.suffix(10))")
         #expect(pool.output.contains { $0.contains("did not announce itself within 2 s") })

@@ -178,11 +178,11 @@ import Testing
             ((try? FileManager.default.contentsOfDirectory(atPath: dir.file("pool/workers"))) ?? [])
                 .compactMap { try? String(contentsOfFile: dir.file("pool/workers/") + $0, encoding: .utf8) }.joined(separator: "\n")
         }
-        let ready = await eventually(within: .seconds(120), every: .milliseconds(200)) { farm.metric("kiln_pool_ready_workers") == 1 }
+        let ready = await eventually(within: .seconds(120), every: .milliseconds(200)) { await farm.metric("kiln_pool_ready_workers") == 1 }
         #expect(ready, "\(workerLogs().suffix(3000))")
-        print("VM worker through kiln-pool (TCG, toolchain \(toolchain)): launch to ready \(farm.metric("kiln_pool_worker_boot_seconds_sum") ?? -1) s")
+        print("VM worker through kiln-pool (TCG, toolchain \(toolchain)): launch to ready \(await farm.metric("kiln_pool_worker_boot_seconds_sum") ?? -1) s")
         // The pool says which kind of worker booted, and how fast.
-        #expect(farm.metric(#"kiln_pool_worker_boot_by_isolation_seconds_count{isolation="vm-tcg"}"#) == 1)
+        await #expect(farm.metric(#"kiln_pool_worker_boot_by_isolation_seconds_count{isolation="vm-tcg"}"#) == 1)
         // Each build checks for the other's leftovers before leaving one of its own.
         let buildRS = """
             fn main() {
@@ -219,7 +219,7 @@ import Testing
         }
         #expect(keys.count == 2 && workers.count == 2, "two VMs, two keys: \(keys) \(workers)")
         #expect(!keys.contains(farm.farmKey.publicKey.keyID))
-        #expect(farm.metric("kiln_pool_certificates_issued_total") ?? 0 >= 2)
+        await #expect(farm.metric("kiln_pool_certificates_issued_total") ?? 0 >= 2)
         farm.pool.signal(SIGTERM)
         _ = try await farm.pool.waitForExit(timeout: .seconds(40))
         let leftovers = "pgrep -af 'qemu-syste[m].*\(dir.path)|virtiof[s]d.*\(dir.path)' || true"

@@ -17,20 +17,20 @@ import Testing
         try await c.startWorker(["--broker", "kiln://s3cret@127.0.0.1:\(c.broker.port)"])
         // A subscription flood on an authenticated connection stops at the limit.
         let subscriber = try RawBusConnection(port: c.broker.port)
-        _ = try subscriber.handshake(token: "s3cret")
-        for i in 0..<101 { try subscriber.send(BusHeader.sub("flood.\(i)", sid: "\(i)")) }
-        let err = try subscriber.read(op: .err, timeout: 5)
+        _ = try await subscriber.handshake(token: "s3cret")
+        for i in 0..<101 { try await subscriber.send(BusHeader.sub("flood.\(i)", sid: "\(i)")) }
+        let err = try await subscriber.read(op: .err, timeout: 5)
         #expect(err?.header.code == 429 && err?.header.message?.contains("at most 100") == true)
         // 45 connections that never authenticate (some trickling bytes): 37 fit beside the gateway, the worker and the subscriber.
         var flood: [RawBusConnection] = []
         var refused = 0
         for i in 0..<45 {
             let conn = try RawBusConnection(port: c.broker.port)
-            if let first = try conn.readFrame(timeout: 2), first.header.op == .err {
+            if let first = try await conn.readFrame(timeout: 2), first.header.op == .err {
                 #expect(first.header.code == 429)
                 refused += 1
             } else if i % 3 == 0 {
-                try conn.send([0, 0, 0])
+                try await conn.send([0, 0, 0])
             }
             flood.append(conn)
         }
@@ -41,9 +41,9 @@ import Testing
         #expect(done["status"] as? String == "ready", "\(done)")
         // The half-open connections were cut off at the handshake deadline.
         var closed = 0
-        for conn in flood where (try? conn.waitForClose(timeout: 3)) == true { closed += 1 }
+        for conn in flood where await (try? conn.waitForClose(timeout: 3)) == true { closed += 1 }
         #expect(closed == flood.count)
-        let metrics = try HTTPGet.get(port: c.broker.monitorPort, path: "/metrics").body
+        let metrics = try await HTTPGet.get(port: c.broker.monitorPort, path: "/metrics").body
         #expect(metrics.contains("kiln_broker_limit_refusals_total{limit=\"handshake\"}"))
     }
 }

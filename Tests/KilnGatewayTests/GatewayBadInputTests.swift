@@ -20,10 +20,10 @@ import Testing
         #expect(unknown.status == 404 && unknown.body.contains("no job with id 'nope'"), "\(unknown.body)")
         // No workers: the job waits, and so does its stream.
         let id = try await c.submit(Fixtures.helloCrate())
-        let sse = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", lastEventID: nil, timeout: 0.5)
+        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", lastEventID: nil, timeout: 0.5)
         #expect(sse.status == 200)
         #expect(!sse.ended, "a waiting job's stream stays open")
-        let badID = try HTTPGet.get(port: c.gateway.port, path: "/build/\(id)/events?last_event_id=x")
+        let badID = try await HTTPGet.get(port: c.gateway.port, path: "/build/\(id)/events?last_event_id=x")
         #expect(badID.status == 400)
     }
 }
@@ -77,7 +77,7 @@ import Testing
         #expect(!chunk.payloadBytes.isEmpty)
         // Still serving, and it counted what it refused.
         #expect(try await c.http(.GET, "/build/\(id)").status == 200)
-        let metrics = try HTTPGet.get(port: c.gateway.port, path: "/metrics")
+        let metrics = try await HTTPGet.get(port: c.gateway.port, path: "/metrics")
         #expect(metrics.body.contains("kiln_gateway_bus_messages_rejected_total{reason=\"bad_chunk\"} 3"), "\(metrics.body)")
         await client.close()
     }

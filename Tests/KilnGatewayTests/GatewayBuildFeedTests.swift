@@ -11,15 +11,15 @@ import Testing
     }
 
     /// Reads the feed as `token` until `until` holds for the events so far or `seconds` pass.
-    static func feed(port: Int, token: String, seconds: Double, until: ([Seen]) -> Bool = { _ in false }) throws -> [Seen] {
+    static func feed(port: Int, token: String, seconds: Double, until: ([Seen]) -> Bool = { _ in false }) async throws -> [Seen] {
         let socket = try RawSocket(port: port)
-        try socket.send(
+        try await socket.send(
             Array("GET /builds/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\nConnection: close\r\n\r\n".utf8))
         var text = ""
         var events: [Seen] = []
         let deadline = Date().addingTimeInterval(seconds)
         while deadline.timeIntervalSinceNow > 0 {
-            guard case .bytes(let b) = socket.readSome(timeout: min(0.2, deadline.timeIntervalSinceNow)) else { continue }
+            guard case .bytes(let b) = await socket.readSome(timeout: min(0.2, deadline.timeIntervalSinceNow)) else { continue }
             text += String(decoding: b, as: UTF8.self)
             events = text.components(separatedBy: "\n").filter { $0.hasPrefix("data: ") }
                 .compactMap { try? JSONSerialization.jsonObject(with: Data($0.dropFirst(6).utf8)) as? [String: Any] }
@@ -43,7 +43,7 @@ import Testing
         // Alice's feed: her job now (waiting: no worker runs here), then its change once she cancels it.
         let watching = Task.detached {
             // Generous: beside the whole suite (VMs included) a busy machine answers slowly; it ends as soon as it sees the change.
-            try Self.feed(port: port, token: "alice-token", seconds: 90) { events in events.contains { $0.status == "cancelled" } }
+            try await Self.feed(port: port, token: "alice-token", seconds: 90) { events in events.contains { $0.status == "cancelled" } }
         }
         #expect(await eventually(within: .seconds(10)) { (try? await c.http(.GET, "/build/\(a)", headers: auth("alice-token")))?.status == 200 })
         // Cancel once the feed has had time to send the first state (it looks once a second).
@@ -55,14 +55,14 @@ import Testing
         let statuses = events.map(\.status)
         #expect(statuses.first == "waiting" && statuses.last == "cancelled", "\(statuses)")
         // An admin's feed starts with every job.
-        let everyone = try Self.feed(port: port, token: "root-token", seconds: 60) { events in
+        let everyone = try await Self.feed(port: port, token: "root-token", seconds: 60) { events in
             Set(events.map(\.job)) == [a, b]
         }
         #expect(Set(everyone.map(\.job)) == [a, b])
         // Without a token: refused like the rest of the API.
         let anonymous = try RawSocket(port: port)
-        try anonymous.send(Array("GET /builds/events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8))
-        guard case .bytes(let head) = anonymous.readSome(timeout: 5) else {
+        try await anonymous.send(Array("GET /builds/events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8))
+        guard case .bytes(let head) = await anonymous.readSome(timeout: 5) else {
             Issue.record("no answer")
             return
         }

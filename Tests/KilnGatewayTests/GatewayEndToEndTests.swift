@@ -15,8 +15,8 @@ import Testing
         defer { c.stop() }
         let id = try await c.submit(Fixtures.helloCrate(), nonce: "0badc0de")
         // Subscribe before any worker exists: what follows is live.
-        async let live = Task.detached { try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 120) }.value
-        #expect(await eventually { (try? HTTPGet.get(port: c.gateway.port, path: "/metrics").body.contains("kiln_gateway_sse_clients 1.0")) == true })
+        async let live = Task.detached { try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 120) }.value
+        #expect(await eventually { (try? await HTTPGet.get(port: c.gateway.port, path: "/metrics").body.contains("kiln_gateway_sse_clients 1.0")) == true })
         #expect((try await c.status(id))["status"] as? String == "waiting")
         try await c.startWorker()
         let stream = try await live
@@ -51,10 +51,10 @@ import Testing
         let farmKey = try SigningKey(contentsOf: c.keyFile).publicKey.keyID
         #expect(v.output.contains { $0.contains("warning: trusting key \(farmKey)") && $0.contains("vouches for itself") }, "\(v.output)")
         // Replayed stream after the fact, and resuming from the middle with Last-Event-ID.
-        let replay = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        let replay = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
         #expect(replay.events == stream.events)
         let middle = stream.events.count / 2
-        let resumed = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", lastEventID: middle, timeout: 10)
+        let resumed = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", lastEventID: middle, timeout: 10)
         #expect(resumed.events.map(\.id) == Array((middle + 1)...stream.events.count).map { Optional($0) })
         #expect(resumed.ended)
         // The worker took one build and exited.
@@ -134,7 +134,7 @@ import Testing
         #expect(r.status == 202)
         let s = try await c.waitForStatus(waiting, ["cancelled"])
         #expect(s["status"] as? String == "cancelled")
-        let sse = try SSEClient.read(port: c.gateway.port, path: "/build/\(waiting)/events", timeout: 10)
+        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(waiting)/events", timeout: 10)
         #expect(sse.ended && sse.events.last?.event == "cancelled")
         #expect((try await c.http(.POST, "/build/\(waiting)/cancel")).status == 409)
 
@@ -161,7 +161,7 @@ import Testing
         try await c.restartGateway()
         let s = try await c.waitForStatus(id, ["ready", "error"], timeout: .seconds(60))
         #expect(s["status"] as? String == "ready", "\(s)")
-        let sse = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
         #expect(sse.events.map(\.id) == Array(1...sse.events.count).map { Optional($0) }, "every seq exactly once")
         #expect(sse.events.last?.event == "done")
         let file = c.dir.file("r.tar.gz")
@@ -194,7 +194,7 @@ import Testing
         try await worker.publish(Subjects.events(id), payload: cancelled.encoded())
         let s = try await c.waitForStatus(id, ["cancelled", "error"], timeout: .seconds(20))
         #expect(s["status"] as? String == "cancelled", "\(s)")
-        let sse = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
         #expect(sse.events.map(\.event) == ["accepted", "cancelled"])
         await worker.close()
     }
@@ -211,7 +211,7 @@ import Testing
         #expect(ContinuousClock.now - start < .seconds(25), "within 3 heartbeats (15 s) plus the 1 s check, with slack for a loaded machine")
         #expect(s["failure_phase"] as? String == "worker")
         #expect((s["error_detail"] as? [String: Any])?["retryable"] as? Bool == true)
-        let sse = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
         #expect(sse.ended && sse.events.last?.event == "failed")
     }
 
@@ -231,7 +231,7 @@ import Testing
         let s = try await c.waitForStatus(id, ["ready", "error"], timeout: .seconds(60))
         #expect(s["status"] as? String == "ready", "\(s)")
         #expect(s["worker_id"] as? String == c.workerIDs.last, "the second worker built it")
-        let sse = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
         #expect(sse.events.map(\.id) == Array(1...sse.events.count).map { Optional($0) }, "one sequence across attempts")
         #expect(sse.events.filter { $0.event == "accepted" }.count == 2)
         #expect(sse.events.contains { $0.event == "log" && $0.data.contains("attempt 1 of 2 ended") && $0.data.contains("went silent") })
@@ -257,7 +257,7 @@ import Testing
         // Another worker arrives and stays idle: the job is not offered again.
         try await c.startWorker()
         #expect(await eventually(within: .seconds(2)) { (try? await c.status(id))?["status"] as? String != "error" } == false)
-        let sse = try SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
         #expect(sse.events.filter { $0.event == "accepted" }.count == 1)
         #expect(!sse.events.contains { $0.data.contains("trying again") })
     }
@@ -329,7 +329,7 @@ extension Array {
         try await c.startWorker()
         let s = try await c.waitForStatus(nix, ["ready", "error"], timeout: .seconds(60))
         #expect(s["status"] as? String == "ready" && s["worker_id"] as? String == c.workerIDs.last, "\(s)")
-        let sse = try SSEClient.read(port: c.gateway.port, path: "/build/\(nix)/events", timeout: 10)
+        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(nix)/events", timeout: 10)
         #expect(sse.events.contains { $0.event == "log" && $0.data.contains("does not build Nix projects") && $0.data.contains("trying again") })
     }
 

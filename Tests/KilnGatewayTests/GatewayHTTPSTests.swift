@@ -26,8 +26,8 @@ import Testing
         }
         // Plain HTTP to the HTTPS port gets no HTTP answer.
         let plain = try RawSocket(port: c.gateway.port)
-        try plain.send(Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
-        #expect(!String(decoding: try plain.readAll(timeout: 3), as: UTF8.self).contains("HTTP/1.1 200"))
+        try await plain.send(Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        await #expect(!String(decoding: try plain.readAll(timeout: 3), as: UTF8.self).contains("HTTP/1.1 200"))
 
         let result = pre.file("result.tar.gz")
         let submit = try await LaunchedProcess(

@@ -45,7 +45,7 @@ import Testing
         #expect(registered.subtracting(documented).isEmpty, "registered but not documented: \(registered.subtracting(documented))")
         #expect(documented.subtracting(registered).isEmpty, "documented but not registered: \(documented.subtracting(registered))")
         // The document it serves is the one in docs/.
-        let served = try HTTPGet.get(port: c.gateway.port, path: "/openapi.yaml")
+        let served = try await HTTPGet.get(port: c.gateway.port, path: "/openapi.yaml")
         #expect(served.status == 200 && served.body == yaml)
     }
 }

@@ -26,28 +26,28 @@ import Testing
         #expect(try await c.http(.POST, "/build", json: body, headers: auth("b-token")).status == 200, "another caller has its own budget")
 
         // Two streams of a waiting job stay open; a third from the same caller is refused.
-        func openStream() throws -> (RawSocket, String) {
+        func openStream() async throws -> (RawSocket, String) {
             let s = try RawSocket(port: c.gateway.port)
-            try s.send(Array("GET /build/\(ids[0])/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a-token\r\n\r\n".utf8))
-            guard case .bytes(let head) = s.readSome(timeout: 5) else { return (s, "") }
+            try await s.send(Array("GET /build/\(ids[0])/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a-token\r\n\r\n".utf8))
+            guard case .bytes(let head) = await s.readSome(timeout: 5) else { return (s, "") }
             return (s, String(decoding: head, as: UTF8.self))
         }
-        let first = try openStream()
-        let second = try openStream()
+        let first = try await openStream()
+        let second = try await openStream()
         #expect(first.1.hasPrefix("HTTP/1.1 200") && second.1.hasPrefix("HTTP/1.1 200"))
-        let third = try openStream()
+        let third = try await openStream()
         #expect(third.1.hasPrefix("HTTP/1.1 429") && third.1.lowercased().contains("retry-after:"), "\(third.1)")
         // Bob's streams are his own.
         let bob = try RawSocket(port: c.gateway.port)
-        try bob.send(Array("GET /build/\(ids[0])/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer b-token\r\n\r\n".utf8))
-        if case .bytes(let head) = bob.readSome(timeout: 5) {
+        try await bob.send(Array("GET /build/\(ids[0])/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer b-token\r\n\r\n".utf8))
+        if case .bytes(let head) = await bob.readSome(timeout: 5) {
             #expect(String(decoding: head, as: UTF8.self).hasPrefix("HTTP/1.1 404"), "not his job: 404, not 429")
         }
         // Closing one frees its slot (at the latest when the next keepalive finds the client gone).
         first.0.shutdown()
-        let reopened = try await eventually(every: .milliseconds(50)) { try openStream().1.hasPrefix("HTTP/1.1 200") }
+        let reopened = try await eventually(every: .milliseconds(50)) { try await openStream().1.hasPrefix("HTTP/1.1 200") }
         #expect(reopened)
-        let metrics = try HTTPGet.get(port: c.gateway.port, path: "/metrics").body
+        let metrics = try await HTTPGet.get(port: c.gateway.port, path: "/metrics").body
         #expect(metrics.contains("kiln_gateway_requests_limited_total{limit=\"submissions\"} 1"))
         #expect(metrics.contains("kiln_gateway_requests_limited_total{limit=\"event_streams\"}"))
         withExtendedLifetime((second, third, bob)) {}
@@ -69,8 +69,8 @@ extension RequestLimitsTests {
             #expect(refused.status == 400, "\(refused.status) \(refused.body)")
         }
         let s = try RawSocket(port: c.gateway.port)
-        try s.send(Array("GET /build/\(id)/events HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
-        guard case .bytes(let head) = s.readSome(timeout: 5) else {
+        try await s.send(Array("GET /build/\(id)/events HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        guard case .bytes(let head) = await s.readSome(timeout: 5) else {
             Issue.record("no answer")
             return
         }

@@ -21,8 +21,8 @@ import Testing
         return (Array(head.utf8), Array(tail.utf8))
     }
 
-    static func status(_ s: RawSocket, timeout: Double = 30) throws -> (Int, String) {
-        let text = String(decoding: try s.readAll(timeout: timeout).prefix(4096), as: UTF8.self)
+    static func status(_ s: RawSocket, timeout: Double = 30) async throws -> (Int, String) {
+        let text = String(decoding: try await s.readAll(timeout: timeout).prefix(4096), as: UTF8.self)
         let code = text.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
         return (code, text)
     }
@@ -37,14 +37,14 @@ import Testing
         // It claims 1 GiB; the gateway answers once 1 MiB has arrived, without waiting for the rest.
         let upload = Self.multipart(archiveBytes: 1 << 30)
         let s = try RawSocket(port: c.gateway.port)
-        try s.send(upload.head + [0x1F, 0x8B])
+        try await s.send(upload.head + [0x1F, 0x8B])
         let chunk = [UInt8](repeating: 0x41, count: 64 << 10)
-        for _ in 0..<40 { try? s.send(chunk) }
-        let (code, text) = try Self.status(s, timeout: 10)
+        for _ in 0..<40 { try? await s.send(chunk) }
+        let (code, text) = try await Self.status(s, timeout: 10)
         #expect(code == 413 && text.contains("larger than 1048576 bytes"), "\(text)")
         let incoming = try FileManager.default.contentsOfDirectory(atPath: c.gateway.dataDirectory + "/incoming")
         #expect(incoming.isEmpty, "\(incoming)")
-        let metrics = try HTTPGet.get(port: c.gateway.port, path: "/metrics").body
+        let metrics = try await HTTPGet.get(port: c.gateway.port, path: "/metrics").body
         #expect(Self.gauge(metrics, "kiln_gateway_uploads_in_progress") == 0)
         #expect((Self.gauge(metrics, "kiln_gateway_upload_bytes_received_total") ?? 0) > 1_048_576)
     }
@@ -56,13 +56,13 @@ import Testing
         defer { c.stop() }
         let body: [UInt8] = Array("--B\r\n".utf8) + [0xBD] + Array("ontent-Disposition: form-data; name=\"nonce\"\r\n\r\nabcd\r\n--B--\r\n".utf8)
         let s = try RawSocket(port: c.gateway.port)
-        try s.send(
+        try await s.send(
             Array("POST /build HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: \(body.count)\r\n\r\n".utf8)
                 + body)
-        let (code, text) = try Self.status(s, timeout: 10)
+        let (code, text) = try await Self.status(s, timeout: 10)
         #expect(code == 400 && text.contains("header"), "\(text)")
         #expect(c.gateway.process.isRunning, "the gateway died: \(c.gateway.process.output.suffix(5))")
-        #expect(try HTTPGet.get(port: c.gateway.port, path: "/healthz").status == 200)
+        await #expect(try HTTPGet.get(port: c.gateway.port, path: "/healthz").status == 200)
     }
 
     @Test func concurrentUploadsAreBoundedPerCallerAndInTotal() async throws {
@@ -72,44 +72,44 @@ import Testing
         ])
         defer { c.stop() }
         let archive = try await Fixtures.archive(Fixtures.helloCrate(), root: "p", zip: false)
-        func start(_ token: String) throws -> RawSocket {
+        func start(_ token: String) async throws -> RawSocket {
             let s = try RawSocket(port: c.gateway.port)
             let upload = Self.multipart(archiveBytes: archive.count, token: token)
-            try s.send(upload.head + archive.prefix(10))
+            try await s.send(upload.head + archive.prefix(10))
             return s
         }
-        func finish(_ s: RawSocket, _ token: String) throws -> (Int, String) {
-            try s.send(Array(archive.dropFirst(10)) + Self.multipart(archiveBytes: archive.count, token: token).tail)
-            return try Self.status(s, timeout: 5)
+        func finish(_ s: RawSocket, _ token: String) async throws -> (Int, String) {
+            try await s.send(Array(archive.dropFirst(10)) + Self.multipart(archiveBytes: archive.count, token: token).tail)
+            return try await Self.status(s, timeout: 5)
         }
         func inProgress(_ n: Double) async throws {
             let reached = try await eventually {
-                Self.gauge(try HTTPGet.get(port: c.gateway.port, path: "/metrics").body, "kiln_gateway_uploads_in_progress") == n
+                await Self.gauge(try HTTPGet.get(port: c.gateway.port, path: "/metrics").body, "kiln_gateway_uploads_in_progress") == n
             }
             #expect(reached, "uploads in progress never reached \(n)")
         }
-        let a1 = try start("a-token")
-        let a2 = try start("a-token")
+        let a1 = try await start("a-token")
+        let a2 = try await start("a-token")
         try await inProgress(2)
-        let a3 = try start("a-token")
-        let (code3, text3) = try Self.status(a3, timeout: 5)
+        let a3 = try await start("a-token")
+        let (code3, text3) = try await Self.status(a3, timeout: 5)
         #expect(code3 == 429 && text3.contains("2 uploads per caller") && text3.lowercased().contains("retry-after: 5"), "\(text3)")
-        let b1 = try start("b-token")
+        let b1 = try await start("b-token")
         try await inProgress(3)
-        let b2 = try start("b-token")
-        let (codeB, textB) = try Self.status(b2, timeout: 5)
+        let b2 = try await start("b-token")
+        let (codeB, textB) = try await Self.status(b2, timeout: 5)
         #expect(codeB == 429 && textB.contains("at most 3 uploads"), "\(textB)")
         // Finishing one frees its slot.
-        let (done, doneText) = try finish(a1, "a-token")
+        let (done, doneText) = try await finish(a1, "a-token")
         #expect(done == 200 && doneText.contains("job_id"), "\(doneText)")
         try await inProgress(2)
-        let a4 = try start("a-token")
+        let a4 = try await start("a-token")
         try await inProgress(3)
         for (s, t) in [(a2, "a-token"), (b1, "b-token"), (a4, "a-token")] {
-            let (code, text) = try finish(s, t)
+            let (code, text) = try await finish(s, t)
             #expect(code == 200, "\(text)")
         }
-        let metrics = try HTTPGet.get(port: c.gateway.port, path: "/metrics").body
+        let metrics = try await HTTPGet.get(port: c.gateway.port, path: "/metrics").body
         #expect(metrics.contains("kiln_gateway_requests_limited_total{limit=\"uploads\"} 2"), "\(metrics)")
         #expect(Self.gauge(metrics, "kiln_gateway_uploads_in_progress") == 0)
     }
@@ -131,18 +131,18 @@ import Testing
             "POST /build HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(prefix.count + text.count + suffix.count)\r\n\r\n"
                 .utf8)
         let sockets = try (0..<clients).map { _ in try RawSocket(port: c.gateway.port) }
-        for s in sockets { try s.send(head + prefix) }
+        for s in sockets { try await s.send(head + prefix) }
         // Round robin, 64 KiB at a time, so all fifty bodies are in flight together.
         var sent = 0
         while sent < text.count {
             let piece = Array(text[sent..<min(text.count, sent + (64 << 10))])
-            for s in sockets { try s.send(piece) }
+            for s in sockets { try await s.send(piece) }
             sent += piece.count
         }
         var jobs = 0
         for s in sockets {
-            try s.send(suffix)
-            let (code, answer) = try Self.status(s, timeout: 60)
+            try await s.send(suffix)
+            let (code, answer) = try await Self.status(s, timeout: 60)
             #expect(code == 200, "\(answer)")
             if answer.contains("job_id") { jobs += 1 }
         }

@@ -6,6 +6,7 @@ public func eventually(
     within limit: Duration = .seconds(10), every interval: Duration = .milliseconds(20),
     _ condition: () async throws -> Bool
 ) async rethrows -> Bool {
+    StallWatchdog.start()
     let deadline = ContinuousClock.now + limit
     while true {
         if try await condition() { return true }

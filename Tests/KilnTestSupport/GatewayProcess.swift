@@ -57,16 +57,16 @@ public struct SSEEvent: Sendable, Equatable {
 
 /// Reads an SSE stream over a raw socket until the server ends it (or `timeout`).
 public enum SSEClient {
-    public static func read(port: Int, path: String, lastEventID: Int? = nil, timeout: Double = 60) throws -> (status: Int, events: [SSEEvent], ended: Bool) {
+    public static func read(port: Int, path: String, lastEventID: Int? = nil, timeout: Double = 60) async throws -> (status: Int, events: [SSEEvent], ended: Bool) {
         let socket = try RawSocket(port: port)
         var req = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nConnection: close\r\n"
         if let lastEventID { req += "Last-Event-ID: \(lastEventID)\r\n" }
-        try socket.send(Array((req + "\r\n").utf8))
+        try await socket.send(Array((req + "\r\n").utf8))
         var bytes: [UInt8] = []
         var ended = false
         let deadline = Date().addingTimeInterval(timeout)
         while deadline.timeIntervalSinceNow > 0 {
-            switch socket.readSome(timeout: deadline.timeIntervalSinceNow) {
+            switch await socket.readSome(timeout: deadline.timeIntervalSinceNow) {
             case .bytes(let b): bytes += b
             case .eof: ended = true
             case .timeout: break

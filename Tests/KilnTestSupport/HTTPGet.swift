@@ -1,16 +1,16 @@
 import Foundation
 
-/// Minimal HTTP/1.1 GET over a blocking socket, for probing monitor endpoints without a client library.
+/// Minimal HTTP/1.1 GET over a raw socket (awaiting, never blocking a thread), for probing monitor endpoints without a client library.
 public enum HTTPGet {
     public struct Response: Sendable {
         public var status: Int
         public var body: String
     }
 
-    public static func get(port: Int, path: String, host: String = "127.0.0.1") throws -> Response {
+    public static func get(port: Int, path: String, host: String = "127.0.0.1") async throws -> Response {
         let conn = try RawSocket(port: port, host: host)
-        try conn.send(Array("GET \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n".utf8))
-        let text = String(decoding: try conn.readAll(timeout: 10), as: UTF8.self)
+        try await conn.send(Array("GET \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n".utf8))
+        let text = String(decoding: try await conn.readAll(timeout: 10), as: UTF8.self)
         guard let headEnd = text.range(of: "\r\n\r\n") else { throw POSIXError(.EPROTO) }
         let statusLine = text[..<headEnd.lowerBound].split(separator: "\r\n").first ?? ""
         let status = Int(statusLine.split(separator: " ").dropFirst().first ?? "") ?? 0

@@ -1,6 +1,8 @@
 import Foundation
 
-/// A blocking TCP socket with timeouts.
+/// A TCP socket for tests that speak raw bytes, with timeouts. Connecting to loopback is immediate;
+/// sending and reading never block a thread (they await), so a test waiting minutes for a stream
+/// holds none of the cooperative pool's threads (issue #27: two such waits stalled the whole suite).
 public final class RawSocket: @unchecked Sendable {
     let fd: Int32
 
@@ -30,10 +32,18 @@ public final class RawSocket: @unchecked Sendable {
     /// Ends the connection both ways now (the descriptor itself is closed on deinit).
     public func shutdown() { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
 
-    public func send(_ bytes: [UInt8]) throws {
+    /// Sends all of `bytes`. Never blocks a thread: a full socket buffer is waited out with
+    /// `Task.sleep` (a test on the cooperative pool must not hold one of its few threads, issue #27).
+    public func send(_ bytes: [UInt8], timeout: Duration = .seconds(60)) async throws {
         var off = 0
+        let deadline = ContinuousClock.now + timeout
         while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                guard ContinuousClock.now < deadline else { throw POSIXError(.ETIMEDOUT) }
+                try await Task.sleep(for: .milliseconds(2))
+                continue
+            }
             if n <= 0 { throw POSIXError(.EPIPE) }
             off += n
         }
@@ -44,37 +54,47 @@ public final class RawSocket: @unchecked Sendable {
         case timeout, eof
     }
 
-    /// One read of whatever is available within `timeout`.
-    /// A signal arriving (SIGCHLD from the test's child processes) is retried, never taken for the end.
-    public func readSome(timeout: Double) -> ReadResult {
-        let deadline = Date().addingTimeInterval(max(0, timeout))
-        var buf = [UInt8](repeating: 0, count: 65536)
+    /// Waits until the socket is readable (or has ended) or `deadline` passes, without blocking a
+    /// thread: a zero-timeout poll between short sleeps. Returns whether it is readable.
+    private func readable(by deadline: ContinuousClock.Instant) async -> Bool {
         while true {
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&pfd, 1, Int32(max(0, deadline.timeIntervalSinceNow) * 1000))
-            if ready < 0 && errno == EINTR { continue }
-            if ready <= 0 { return .timeout }
-            let n = recv(fd, &buf, buf.count, 0)
-            if n < 0 && errno == EINTR { continue }
+            let ready = poll(&pfd, 1, 0)
+            if ready > 0 { return true }
+            if ready < 0 && errno != EINTR { return true }  // recv reports the error
+            if ContinuousClock.now >= deadline || Task.isCancelled { return false }
+            // Cancellation ends the wait above; the sleep's own CancellationError carries nothing more.
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+    }
+
+    /// One read of whatever is available within `timeout`.
+    /// A signal arriving (SIGCHLD from the test's child processes) is retried, never taken for the end.
+    public func readSome(timeout: Double) async -> ReadResult {
+        await readSome(until: ContinuousClock.now + .milliseconds(Int(max(0, timeout) * 1000)))
+    }
+
+    /// One read of whatever is available before `deadline`.
+    public func readSome(until deadline: ContinuousClock.Instant) async -> ReadResult {
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            guard await readable(by: deadline) else { return .timeout }
+            let n = recv(fd, &buf, buf.count, Int32(MSG_DONTWAIT))
+            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
             return n <= 0 ? .eof : .bytes(Array(buf[0..<n]))
         }
     }
 
     /// Reads until EOF or timeout.
-    public func readAll(timeout: Double) throws -> [UInt8] {
+    public func readAll(timeout: Double) async throws -> [UInt8] {
         var out: [UInt8] = []
-        let deadline = Date().addingTimeInterval(timeout)
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while deadline.timeIntervalSinceNow > 0 {
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&pfd, 1, Int32(max(0, deadline.timeIntervalSinceNow) * 1000))
-            if ready < 0 && errno == EINTR { continue }
-            if ready <= 0 { break }
-            let n = recv(fd, &buf, buf.count, 0)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            out += buf[0..<n]
+        let deadline = ContinuousClock.now + .milliseconds(Int(max(0, timeout) * 1000))
+        while true {
+            switch await readSome(until: deadline) {
+            case .bytes(let b): out += b
+            case .eof, .timeout: return out
+            }
+            if ContinuousClock.now >= deadline { return out }
         }
-        return out
     }
 }

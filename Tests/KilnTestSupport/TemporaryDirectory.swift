@@ -6,6 +6,7 @@ public final class TemporaryDirectory: @unchecked Sendable {
     public var url: URL { URL(fileURLWithPath: path) }
 
     public init(prefix: String = "kiln-test") throws {
+        StallWatchdog.start()
         let base = FileManager.default.temporaryDirectory.path
         var template = Array("\(base)/\(prefix)-XXXXXX".utf8CString)
         guard let p = mkdtemp(&template) else { throw POSIXError(.EIO) }
