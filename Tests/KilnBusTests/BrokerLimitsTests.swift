@@ -12,7 +12,7 @@ import Testing
         return body.split(separator: "\n").first { $0.hasPrefix(prefix) }.flatMap { Int($0.dropFirst(prefix.count)) } ?? -1
     }
 
-    @Test func slowHandshakesAndBigPreAuthFramesAreCutOff() async throws {
+    @Test func slowHandshakesAreCutOff() async throws {
         let broker = try await BrokerProcess(arguments: ["--token", "s3cret", "--handshake-timeout", "0.5", "--pre-connect-max-frame", "2048"])
         defer { broker.stop() }
         // Half-open: connects, reads INFO, never sends connect.
@@ -26,6 +26,14 @@ import Testing
         #expect(err.header.code == 408)
         await #expect(try idle.waitForClose(timeout: 5))
         await #expect(try loris.waitForClose(timeout: 5))
+        #expect(try await metric(broker, "handshake") >= 2)
+    }
+
+    /// A broker whose handshake deadline is generous, so that what is tested is the frame limit and
+    /// not how fast a loaded machine gets the frame out.
+    @Test func bigPreAuthFramesAreRefusedAndAuthenticatedClientsGetFullFrames() async throws {
+        let broker = try await BrokerProcess(arguments: ["--token", "s3cret", "--handshake-timeout", "60", "--pre-connect-max-frame", "2048"])
+        defer { broker.stop() }
         // A frame larger than the pre-auth limit is refused before any auth.
         let big = try RawBusConnection(port: broker.port)
         _ = try await big.read(op: .info)
@@ -38,7 +46,6 @@ import Testing
         _ = try await good.handshake(token: "s3cret")
         try await good.send(BusHeader.pub("big.payload"), payload: [UInt8](repeating: 7, count: 100_000))
         await #expect(try good.roundTrip())
-        await #expect(try metric(broker, "handshake") >= 2)
         await #expect(try metric(broker, "pre_connect_frame") == 1)
     }
 
