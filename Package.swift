@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "kiln-worker", targets: ["Worker"]),
         .executable(name: "kiln-gateway", targets: ["Gateway"]),
         .executable(name: "kiln-pool", targets: ["Pool"]),
+        .executable(name: "kiln-fetch", targets: ["Fetch"]),
         .library(name: "KilnBus", targets: ["KilnBus"]),
         .library(name: "KilnBusClient", targets: ["KilnBusClient"]),
         .library(name: "KilnAttestation", targets: ["KilnAttestation"]),
@@ -54,6 +55,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ], swiftSettings: swiftSettings),
         // Bus v1 wire protocol: frames, headers, subjects. Shared by broker and client.
         .target(
@@ -145,7 +147,6 @@ let package = Package(
             name: "KilnWorker",
             dependencies: [
                 "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnProcess", "KilnCore", "CKilnSystem",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -158,6 +159,31 @@ let package = Package(
             name: "Worker",
             dependencies: [
                 "KilnWorker", "KilnBusClient", "KilnCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ], swiftSettings: swiftSettings),
+        // The farm's fetch service (#28): the one process with a network that build inputs come from —
+        // crates from a registry into a farm-wide cache, git commits as packs — served to workers over
+        // the bus, charged to each worker's account.
+        .target(
+            name: "KilnFetch",
+            dependencies: [
+                "KilnMessages", "KilnBus", "KilnBusClient", "KilnProcess", "KilnCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "Fetch",
+            dependencies: [
+                "KilnFetch", "KilnBusClient", "KilnCore", "KilnMonitor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -272,7 +298,6 @@ let package = Package(
             name: "KilnWorkerTests",
             dependencies: [
                 "KilnWorker", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnCore", "KilnTestSupport",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -311,6 +336,10 @@ let package = Package(
                 "KilnAttestation", "KilnArchive", "KilnTEE", "KilnCore", "KilnTestSupport",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "KilnFetchTests",
+            dependencies: ["KilnFetch", "KilnMessages"],
+            swiftSettings: swiftSettings),
         .testTarget(name: "KilnTEETests", dependencies: ["KilnTEE"], exclude: ["Vectors"], swiftSettings: swiftSettings),
     ]
 )

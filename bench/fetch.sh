@@ -53,11 +53,14 @@ wait_for "$work/broker.log" "listening on"
 "$BIN/kiln-gateway" --port "$GP" --data "$work/gw" --broker "kiln://127.0.0.1:$BP" --log-level warning > "$work/gw.log" 2>&1 & pids+=($!)
 wait_for "$work/gw.log" "listening on"
 
-# One farm build with a fresh worker; prints "total_s fetch_s hits misses".
+# One farm build with a fresh worker and a fresh kiln-fetch whose state (its crate cache) is $1:
+# the warm build's cache has survived a restart of the fetch service. Prints "total_s fetch_s hits misses".
 farm_build() {
   local cache="$1" tag="$2"
-  "$BIN/kiln-worker" --broker "kiln://127.0.0.1:$BP" --key "$work/farm.pem" --scratch "$work/scratch-$tag" \
-    --cargo-registry "$INDEX" --crate-cache "$cache" > "$work/w-$tag.log" 2>&1 &
+  "$BIN/kiln-fetch" --broker "kiln://127.0.0.1:$BP" --state "$cache" --cargo-registry "$INDEX" --allow-unstamped > "$work/f-$tag.log" 2>&1 &
+  local fetch=$!
+  wait_for "$work/f-$tag.log" "kiln-fetch ready"
+  "$BIN/kiln-worker" --broker "kiln://127.0.0.1:$BP" --key "$work/farm.pem" --scratch "$work/scratch-$tag" > "$work/w-$tag.log" 2>&1 &
   wait_for "$work/w-$tag.log" "ready"
   python3 - "$GP" "$work/app.tar.gz" <<'PY'
 import base64, json, sys, time, urllib.request
@@ -86,6 +89,7 @@ fetch = phases["build"] - phases["fetch"]
 c = doc["cache_summary"] or {}
 print(f"{total:.2f} {fetch:.2f} {c.get('hits', 0)} {c.get('misses', 0)}")
 PY
+  kill "$fetch"; wait "$fetch" 2>/dev/null || true
 }
 
 bare=(); cold=(); warm=(); coldfetch=(); warmfetch=()

@@ -4,7 +4,8 @@
 #
 # Environment (all optional): BIN (default .build/release), KILN_STATE (.state), KILN_BROKER_PORT (4222),
 # KILN_BROKER_MONITOR_PORT (8222), KILN_GATEWAY_PORT (8080), KILN_POOL_IDLE (2), KILN_POOL_MAX (8),
-# KILN_POOL_MONITOR_PORT (8223), KILN_WORKER_ARGS (extra kiln-worker flags).
+# KILN_POOL_MONITOR_PORT (8223), KILN_FETCH_MONITOR_PORT (8224), KILN_WORKER_ARGS (extra kiln-worker flags),
+# KILN_FETCH_ARGS (extra kiln-fetch flags: a registry mirror, hosts to allow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.build/release}
@@ -15,6 +16,7 @@ GATEWAY_PORT=${KILN_GATEWAY_PORT:-8080}
 POOL_IDLE=${KILN_POOL_IDLE:-2}
 POOL_MAX=${KILN_POOL_MAX:-8}
 POOL_MONITOR_PORT=${KILN_POOL_MONITOR_PORT:-8223}
+FETCH_MONITOR_PORT=${KILN_FETCH_MONITOR_PORT:-8224}
 mkdir -p "$STATE/keys" "$STATE/logs"
 STATE=$(cd "$STATE" && pwd)
 
@@ -23,6 +25,13 @@ source cluster/common.sh
 "$BIN/kiln-broker" --host 127.0.0.1 --port "$BROKER_PORT" --monitor-port "$BROKER_MONITOR_PORT" > "$STATE/logs/broker.log" 2>&1 &
 pids+=($!)
 wait_for "$STATE/logs/broker.log" "kiln-broker listening on"
+
+# The fetch service: the only process that reaches a registry or a repository; workers get their inputs from it.
+# shellcheck disable=SC2086  # KILN_FETCH_ARGS is a list of flags
+"$BIN/kiln-fetch" --broker "kiln://127.0.0.1:$BROKER_PORT" --state "$STATE/fetch" --monitor-port "$FETCH_MONITOR_PORT" --allow-unstamped \
+  ${KILN_FETCH_ARGS:-} > "$STATE/logs/fetch.log" 2>&1 &
+pids+=($!)
+wait_for "$STATE/logs/fetch.log" "kiln-fetch ready"
 
 "$BIN/kiln-gateway" --host 127.0.0.1 --port "$GATEWAY_PORT" --data "$STATE/gateway" --broker "kiln://127.0.0.1:$BROKER_PORT" \
   --public-key "$STATE/keys/farm.pub.pem" > "$STATE/logs/gateway.log" 2>&1 &
@@ -41,6 +50,7 @@ Kiln is running.
   public key  $STATE/keys/farm.pub.pem
   logs        $STATE/logs/ (workers: $STATE/pool/workers/)
   metrics     broker http://127.0.0.1:$BROKER_MONITOR_PORT/metrics  gateway http://127.0.0.1:$GATEWAY_PORT/metrics  pool http://127.0.0.1:$POOL_MONITOR_PORT/metrics
+              fetch http://127.0.0.1:$FETCH_MONITOR_PORT/metrics
 
 Try it (a zero-dependency crate, sent as base64 source_data):
   mkdir -p /tmp/hello/src && printf '[package]\\nname = "hello"\\nversion = "0.1.0"\\nedition = "2021"\\n' > /tmp/hello/Cargo.toml \\

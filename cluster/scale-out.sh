@@ -66,7 +66,12 @@ for i in "${!GATEWAY_PORTS[@]}"; do
 done
 for i in "${!GATEWAY_PORTS[@]}"; do wait_for "$STATE/logs/gateway-$i.log" "kiln-gateway listening on"; done
 
-# 4. A pool on the third member.
+# 4. The fetch service (on the first member) and a pool on the third.
+# shellcheck disable=SC2086  # KILN_FETCH_ARGS is a list of flags
+"$BIN/kiln-fetch" --broker "$(bus 0)" --state "$STATE/fetch" --allow-unstamped ${KILN_FETCH_ARGS:-} > "$STATE/logs/fetch.log" 2>&1 &
+pids+=($!)
+wait_for "$STATE/logs/fetch.log" "kiln-fetch ready"
+
 "$BIN/kiln-pool" --broker "$(bus 2)" --idle "$POOL_IDLE" --max "$POOL_MAX" --state "$STATE/pool" \
   --key "$STATE/keys/farm.pem" --monitor-port "$POOL_MONITOR_PORT" ${KILN_WORKER_ARGS:+"--worker-args=$KILN_WORKER_ARGS"} > "$STATE/logs/pool.log" 2>&1 &
 pids+=($!)

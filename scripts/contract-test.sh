@@ -28,8 +28,11 @@ ADMIN_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
   --token "contract:user:$USER_TOKEN" --token "operator:admin:$ADMIN_TOKEN" --max-body $((8 << 20)) --submissions-per-minute 600 \
   --log-level warning > "$work/gw.log" 2>&1 & pids+=($!)
 wait_for "$work/gw.log" "listening on"
+"$BIN/kiln-fetch" --broker "kiln://127.0.0.1:$BP" --state "$work/fetch" --allow-unstamped --only-allowed-source-hosts \
+  --allow-source-host 127.0.0.1 --log-level warning > "$work/fetch.log" 2>&1 & pids+=($!)
+wait_for "$work/fetch.log" "kiln-fetch ready"
 "$BIN/kiln-pool" --broker "kiln://127.0.0.1:$BP" --idle 1 --max 2 --state "$work/pool" --key "$work/farm.pem" \
-  --worker-args="--only-allowed-source-hosts --allow-source-host 127.0.0.1" --log-level warning > "$work/pool.log" 2>&1 & pids+=($!)
+  --log-level warning > "$work/pool.log" 2>&1 & pids+=($!)
 
 # One real job for the operations on /build/{id}: it fails at once at source (nothing listens on
 # 127.0.0.1:1), so its event stream ends and it has a full status document.

@@ -81,11 +81,14 @@ public struct SubjectPermissions: Sendable, Equatable, Codable {
     /// What a worker holding a `WorkerCredential` may do: take requests only in the workers' queue
     /// group or on its own direct subject, read only its own inbox and the jobs' control subjects,
     /// publish events, results and source requests (the gateway checks which job), announce itself,
-    /// ask its pool to certify its key (on its own id's subject only), and answer the dispatch
-    /// requests it received.
+    /// ask its pool to certify its key and the fetch service for its inputs (on its own id's subjects
+    /// only), and answer the dispatch requests it received.
     public static func worker(id: String, queue: String) -> SubjectPermissions {
         SubjectPermissions(
-            publish: Rule(allow: ["kiln.workers.ready", "kiln.build.*.events", "kiln.build.*.result", "kiln.build.*.source", "kiln.worker.\(id).certify"]),
+            publish: Rule(allow: [
+                "kiln.workers.ready", "kiln.build.*.events", "kiln.build.*.result", "kiln.build.*.source", "kiln.worker.\(id).certify",
+                "kiln.worker.\(id).fetch.*",
+            ]),
             subscribe: Rule(allow: ["kiln.build.request \(queue)", "kiln.worker.\(id).request", "_INBOX.\(id).>", "kiln.build.*.control"]),
             allowResponses: true)
     }

@@ -2,11 +2,11 @@ import Crypto
 import Foundation
 import KilnCore
 
-/// Crate files fetched for builds, kept per host and shared by every worker on it, addressed by the
-/// SHA-256 that `Cargo.lock` pins. Nothing in it is trusted: every read re-hashes the file, and an entry
+/// Crate files fetched for builds, kept by the fetch service for the whole farm (and across its
+/// restarts), addressed by the SHA-256 that `Cargo.lock` pins. Nothing in it is trusted: every read re-hashes the file, and an entry
 /// that no longer matches its name (corrupted, swapped, truncated) is evicted and reported as a miss,
-/// so the caller fetches it again. Builds never see the cache itself: the fetch phase copies verified
-/// crates into the build's own read-only registry.
+/// so the caller fetches it again. Workers never see the cache itself: they get bytes over the bus and
+/// check them against their own lock file once more.
 ///
 /// Entries are written to a temporary file and renamed into place, so concurrent workers never see a
 /// half-written crate; the size is bounded, oldest-used first out.
@@ -54,6 +54,24 @@ public final class CrateCache: Sendable {
         return .hit(bytes)
     }
 
+    /// `length` bytes of the cached crate from `offset` (nil: not cached, or the offset is past its
+    /// end). Not re-hashed: the first chunk's lookup verified the entry, and the worker checks the
+    /// whole file against its lock anyway.
+    public func chunk(sha256: String, offset: Int64, length: Int) -> (bytes: [UInt8], size: Int64)? {
+        guard Hex.isLowercase(sha256, bytes: 32), offset >= 0, length > 0,
+            let handle = FileHandle(forReadingAtPath: path(sha256, ".crate"))
+        else { return nil }
+        defer { try? handle.close() }  // read-only: a failed close loses nothing
+        guard let size = try? handle.seekToEnd(), Int64(size) > offset || (size == 0 && offset == 0) else { return nil }
+        do {
+            try handle.seek(toOffset: UInt64(offset))
+            let data = try handle.read(upToCount: length) ?? Data()
+            return ([UInt8](data), Int64(size))
+        } catch {
+            return nil
+        }
+    }
+
     /// The registry index line kept beside the crate (its `cksum` must name the crate).
     public func indexLine(sha256: String) -> String? {
         guard Hex.isLowercase(sha256, bytes: 32), let data = FileManager.default.contents(atPath: path(sha256, ".json")), data.count <= 1 << 20 else { return nil }
@@ -83,6 +101,16 @@ public final class CrateCache: Sendable {
 
     private func touch(_ file: String) {
         _ = utimensat(AT_FDCWD, file, nil, 0)  // both times now: the entry was just used
+    }
+
+    /// Bytes of crate files the cache holds now.
+    public func totalBytes() -> Int64 {
+        let fm = FileManager.default
+        // A cache directory that cannot be listed holds nothing this service can serve.
+        guard let names = try? fm.contentsOfDirectory(atPath: configuration.directory) else { return 0 }
+        return names.filter { $0.hasSuffix(".crate") }.reduce(0) { total, name in
+            total + (((try? fm.attributesOfItem(atPath: configuration.directory + "/" + name))?[.size] as? NSNumber)?.int64Value ?? 0)
+        }
     }
 
     /// Removes the least recently used crates until the cache is within `maxBytes`. Returns the bytes freed.

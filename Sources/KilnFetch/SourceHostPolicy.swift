@@ -7,18 +7,23 @@ import Foundation
 /// the checked address is pinned (`http.curloptResolve`) so a second DNS answer cannot differ, and
 /// redirects are not followed. Refusals read the same whatever the target, so they reveal nothing
 /// about which internal ports answer.
-struct SourceHostPolicy: Sendable {
+public struct SourceHostPolicy: Sendable {
     /// "host" or "host:port" entries the operator allowed.
-    var allowed: [String]
+    public var allowed: [String]
     /// Only the allowed hosts, nothing else (not even a public one, and without a DNS lookup): for
     /// farms that build only from their own mirrors, and for test farms that must not reach out.
-    var onlyAllowed = false
+    public var onlyAllowed = false
 
-    struct Decision: Equatable {
-        var host: String
-        var port: Int
+    public init(allowed: [String], onlyAllowed: Bool = false) {
+        self.allowed = allowed
+        self.onlyAllowed = onlyAllowed
+    }
+
+    public struct Decision: Equatable, Sendable {
+        public var host: String
+        public var port: Int
         /// `host:port:address` for `http.curloptResolve` (nil when the host was allowed as is).
-        var pin: String?
+        public var pin: String?
     }
 
     static func defaultPort(scheme: String) -> Int {
@@ -53,26 +58,25 @@ struct SourceHostPolicy: Sendable {
         return (scheme, host.lowercased(), port)
     }
 
-    func check(url: String) throws(BuildFailure) -> Decision {
+    public func check(url: String) throws(FetchRefusal) -> Decision {
         guard let (scheme, host, port) = Self.endpoint(of: url) else {
-            throw .source("repo_url has no valid host and port", fix: "use a URL like https://host/owner/repo.git")
+            throw FetchRefusal(.badRequest, "repo_url has no valid host and port; use a URL like https://host/owner/repo.git")
         }
         if allowed.contains(host) || allowed.contains("\(host):\(port)") {
             return Decision(host: host, port: port, pin: nil)
         }
         if onlyAllowed {
-            throw .source(
-                "the repository host '\(host)' is not one this farm builds from",
-                fix: "use a repository on one of the operator's allowed hosts")
+            throw FetchRefusal(.hostPolicy, "the repository host '\(host)' is not one this farm builds from; use a repository on one of the operator's allowed hosts")
         }
         let addresses = Self.resolve(host)
         guard let first = addresses.first else {
-            throw .source("cannot resolve the repository host '\(host)'", retryable: true, fix: "check the repository URL")
+            throw FetchRefusal(.upstream, "cannot resolve the repository host '\(host)'; check the repository URL", retryable: true)
         }
         if addresses.contains(where: { Self.isInternal($0) }) {
-            throw .source(
-                "the repository host '\(host)' resolves to a loopback, private, link-local or multicast address; the farm does not fetch from internal networks",
-                fix: "use a public repository URL, or ask the operator to allow this host (--allow-source-host)")
+            throw FetchRefusal(
+                .hostPolicy,
+                "the repository host '\(host)' resolves to a loopback, private, link-local or multicast address; the farm does not fetch from internal networks; use a public repository URL, or ask the operator to allow this host (--allow-source-host)"
+            )
         }
         let literal = first.contains(":") ? "[\(first)]" : first
         return Decision(host: host, port: port, pin: scheme == "git" ? nil : "\(host):\(port):\(literal)")

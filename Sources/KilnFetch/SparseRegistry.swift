@@ -1,32 +1,33 @@
 import AsyncHTTPClient
 import Foundation
+import KilnMessages
 import NIOCore
 import NIOHTTP1
 
 /// A Cargo registry spoken over the sparse HTTP protocol (RFC 2789, what crates.io serves at
 /// `https://index.crates.io/`): `config.json` names where crates are downloaded, and one index file per
-/// crate lists its versions as JSON lines. The worker talks to exactly two hosts here — the index's
+/// crate lists its versions as JSON lines. The fetch service talks to exactly two hosts here — the index's
 /// and the one its `config.json` names for downloads — and to nothing else.
 ///
 /// Everything read is bounded (index files, crates) and nothing downloaded is trusted: crates are
 /// checked against `Cargo.lock` by the caller, index lines must name the locked version and checksum.
-struct SparseRegistry: Sendable {
+public struct SparseRegistry: Sendable {
     /// The index URL as configured (`sparse+` prefix allowed), always ending in `/`.
-    let indexURL: String
+    public let indexURL: String
     let http: HTTPClient
-    var maxIndexBytes = 16 << 20
-    var maxCrateBytes = 256 << 20
-    var timeout: TimeAmount = .seconds(60)
+    public var maxIndexBytes = 16 << 20
+    public var maxCrateBytes = 256 << 20
+    public var timeout: TimeAmount = .seconds(60)
 
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
         /// A network problem (worth retrying), as opposed to an answer (a 404, a bad config).
-        var retryable: Bool
+        public var retryable: Bool
         /// The registry's HTTP status when it answered with an error.
-        var status: UInt? = nil
+        public var status: UInt? = nil
     }
 
-    init(url: String, http: HTTPClient) throws(Failure) {
+    public init(url: String, http: HTTPClient) throws(Failure) {
         var s = url.hasPrefix("sparse+") ? String(url.dropFirst(7)) : url
         if !s.hasSuffix("/") { s += "/" }
         guard let parsed = URL(string: s), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil else {
@@ -36,30 +37,10 @@ struct SparseRegistry: Sendable {
         self.http = http
     }
 
-    /// The index file path of a crate (the layout crates.io uses: 1/a, 2/ab, 3/a/abc, ab/cd/abcd…).
-    static func indexPath(_ name: String) -> String {
-        let n = name.lowercased()
-        switch n.count {
-        case 1: return "1/" + n
-        case 2: return "2/" + n
-        case 3: return "3/" + n.prefix(1) + "/" + n
-        default: return n.prefix(2) + "/" + n.dropFirst(2).prefix(2) + "/" + n
-        }
-    }
-
-    /// Crate names are ASCII letters, digits, `-` and `_` (at most 64): anything else never reaches a URL.
-    static func isValidCrateName(_ name: String) -> Bool {
-        !name.isEmpty && name.utf8.count <= 64
-            && name.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95 }
-    }
-
-    static func isValidVersion(_ version: String) -> Bool {
-        !version.isEmpty && version.utf8.count <= 128
-            && version.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 46 || $0 == 43 }
-    }
+    static func indexPath(_ name: String) -> String { FetchNames.indexPath(name) }
 
     /// The download URL template from `config.json`.
-    func downloadTemplate() async throws(Failure) -> String {
+    public func downloadTemplate() async throws(Failure) -> String {
         let bytes = try await get(indexURL + "config.json", limit: 1 << 16, what: "the registry's config.json")
         guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any], let dl = object["dl"] as? String,
             let url = URL(string: dl.replacingOccurrences(of: "{", with: "").replacingOccurrences(of: "}", with: "")),
@@ -71,7 +52,7 @@ struct SparseRegistry: Sendable {
     }
 
     /// The index line of `name` `version`, checked to name that version with `checksum`.
-    func indexLine(name: String, version: String, checksum: String) async throws(Failure) -> String {
+    public func indexLine(name: String, version: String, checksum: String) async throws(Failure) -> String {
         let bytes = try await get(indexURL + Self.indexPath(name), limit: maxIndexBytes, what: "the index entry of \(name)")
         for line in bytes.split(separator: UInt8(ascii: "\n")) {
             guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
@@ -82,13 +63,13 @@ struct SparseRegistry: Sendable {
             }
             return String(decoding: line, as: UTF8.self)
         }
-        throw Failure(description: "the registry has no \(name) \(version)", retryable: false)
+        throw Failure(description: "the registry has no \(name) \(version)", retryable: false, status: 404)
     }
 
     /// A crate's whole index file, or nil when the registry has no such crate (404/410): what a lock
     /// file is resolved from (`RegistryIndexRelay`). Only a valid crate name reaches a URL.
-    func indexFile(_ name: String) async throws(Failure) -> [UInt8]? {
-        guard Self.isValidCrateName(name) else { throw Failure(description: "'\(name)' is not a crate name", retryable: false) }
+    public func indexFile(_ name: String) async throws(Failure) -> [UInt8]? {
+        guard FetchNames.isValidCrateName(name) else { throw Failure(description: "'\(name)' is not a crate name", retryable: false) }
         do {
             return try await get(indexURL + Self.indexPath(name), limit: maxIndexBytes, what: "the index entry of \(name)")
         } catch  where error.status == 404 || error.status == 410 {
@@ -97,7 +78,7 @@ struct SparseRegistry: Sendable {
     }
 
     /// Downloads a crate file (the caller checks its digest).
-    func download(name: String, version: String, checksum: String, template: String) async throws(Failure) -> [UInt8] {
+    public func download(name: String, version: String, checksum: String, template: String) async throws(Failure) -> [UInt8] {
         var url = template
         let markers = ["{crate}", "{version}", "{prefix}", "{lowerprefix}", "{sha256-checksum}"]
         if markers.contains(where: template.contains) {
@@ -115,7 +96,7 @@ struct SparseRegistry: Sendable {
         let response: HTTPClientResponse
         do {
             var request = HTTPClientRequest(url: url)
-            request.headers.add(name: "User-Agent", value: "kiln-worker")
+            request.headers.add(name: "User-Agent", value: "kiln-fetch")
             response = try await http.execute(request, timeout: timeout)
         } catch {
             throw Failure(description: "cannot reach the Cargo registry for \(what) (\(url)): \(error)", retryable: true)

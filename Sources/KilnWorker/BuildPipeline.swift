@@ -140,8 +140,7 @@ final class BuildPipeline: Sendable {
         try await phase(.source, batcher)
         let fetcher = SourceFetcher(
             git: configuration.toolchains.git, fetchTimeout: configuration.limits.fetchTimeout,
-            archiveLimits: configuration.limits.archive, allowedHosts: configuration.allowedSourceHosts,
-            onlyAllowedHosts: configuration.onlyAllowedSourceHosts)
+            archiveLimits: configuration.limits.archive, fetch: fetchClient)
         // The build's workspace: a size-limited file system (the disk limit) holding src/ and out/.
         // Everything else in the scratch directory stays root-only and outside the sandbox.
         let workspace = try Workspace.create(at: scratch + "/job", diskLimitBytes: limits.diskBytes, note: note)
@@ -212,7 +211,7 @@ final class BuildPipeline: Sendable {
             cargo.lockOrigin = fetchedCrates.lockOrigin
             if registry != nil {
                 cargo.dependencySource =
-                    "fetched from \(configuration.toolchains.cargoRegistry), each crate checked against Cargo.lock's SHA-256 (read-only local registry)"
+                    "fetched through the farm's fetch service (kiln-fetch), each crate checked against Cargo.lock's SHA-256 (read-only local registry)"
             } else if let mirror = configuration.toolchains.cargoVendorDirectory {
                 cargo.dependencySource = "the farm's mirror \(mirror) (source replacement, read-only)"
             }
@@ -281,7 +280,10 @@ final class BuildPipeline: Sendable {
             resolved.insert(
                 ResourceDescriptor(
                     uri: "git+\(url)@\(request.repoRef ?? "HEAD")",
-                    digest: ["gitCommit": fetched.gitCommit ?? "", "gitTree": fetched.gitTree ?? ""]), at: 0)
+                    digest: ["gitCommit": fetched.gitCommit ?? "", "gitTree": fetched.gitTree ?? ""],
+                    // Whose word it is that the ref named this commit: the fetch service's, unless the
+                    // request pinned the commit itself (the worker checked the pack holds it either way).
+                    annotations: ["refResolvedBy": fetched.refResolvedByFetchService ? "kiln-fetch" : "request (pinned commit)"]), at: 0)
             manifestInputs = .init(source: "git+\(url)@\(request.repoRef ?? "HEAD")", gitCommit: fetched.gitCommit, gitTree: fetched.gitTree, nonce: nonce)
         } else {
             let name = fetched.archiveName ?? "source"

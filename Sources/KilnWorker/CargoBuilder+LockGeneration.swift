@@ -11,7 +11,7 @@ extension CargoBuilder {
     /// network but a loopback port that `socat` forwards to the worker's `RegistryIndexRelay`, which
     /// serves the registry's index files and nothing else. The build later runs `--locked` against it,
     /// and the fetch phase checks every crate it pins against the registry as for a committed lock.
-    func generateLock(_ context: BuildContext, registry: SparseRegistry, relayDirectory: String) async throws {
+    func generateLock(_ context: BuildContext, fetch: FetchClient, relayDirectory: String) async throws {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/socat") else {
             throw BuildFailure.farm(
                 "fetch", "Cargo.lock is missing and this worker cannot resolve one (socat is not installed)",
@@ -22,8 +22,12 @@ extension CargoBuilder {
         try fm.createDirectory(atPath: relayDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         defer { try? fm.removeItem(atPath: relayDirectory) }
         // A build granted network (build_config.internet_access) shares the host's network namespace:
-        // there cargo reads the registry itself, and no port is opened on the host's loopback.
-        let direct = context.sandbox.limits.network
+        // its relay port is on the host's loopback then, so it is left to the fetch service alone.
+        guard !context.sandbox.limits.network else {
+            throw BuildFailure(
+                phase: "fetch", message: "Cargo.lock is missing and this build has network access: the worker resolves locks only in a sandbox without network",
+                suggestedAction: "commit Cargo.lock, or build without internet_access")
+        }
         let home = context.outputDirectory + "/lock-home"
         try fm.createDirectory(atPath: home, withIntermediateDirectories: true)
         try """
@@ -31,7 +35,7 @@ extension CargoBuilder {
         replace-with = "kiln-index-relay"
 
         [source.kiln-index-relay]
-        registry = "\(direct ? "sparse+" + registry.indexURL : "sparse+http://127.0.0.1:\(Self.relayPort)/")"
+        registry = "sparse+http://127.0.0.1:\(Self.relayPort)/"
 
         """.write(toFile: home + "/config.toml", atomically: true, encoding: .utf8)
         if let user = context.sandbox.buildUser {
@@ -52,8 +56,8 @@ extension CargoBuilder {
             i=$((i+1)); [ $i -gt 200 ] && { echo "the index relay did not come up" >&2; exit 97; }; sleep 0.05; done; \
             exec "$@"
             """
-        let command = (direct ? [] : ["/bin/sh", "-c", script, "sh"]) + ["\(Self.toolchainPath)/bin/cargo", "generate-lockfile"]
-        let relay = try await RegistryIndexRelay.bind(socketPath: relayDirectory + "/index.sock", registry: registry)
+        let command = ["/bin/sh", "-c", script, "sh", "\(Self.toolchainPath)/bin/cargo", "generate-lockfile"]
+        let relay = try await RegistryIndexRelay.bind(socketPath: relayDirectory + "/index.sock", fetch: fetch)
         let tail = LogTail()
         let firstError = Mutex<String?>(nil)
         let (lockEnvironment, lockMounts) = (environment, mounts)
@@ -74,7 +78,7 @@ extension CargoBuilder {
             if let upstream = relay.firstUpstreamFailure {
                 throw BuildFailure.farm(
                     "fetch", "Cargo.lock is missing and the registry could not be read to resolve it: \(upstream.description)",
-                    operatorAction: "check --cargo-registry and the workers' access to it", retryable: upstream.retryable)
+                    operatorAction: "check kiln-fetch and its --cargo-registry", retryable: upstream.retryable)
             }
             if served.refused > 0 {
                 throw BuildFailure(

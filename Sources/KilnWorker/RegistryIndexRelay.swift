@@ -1,4 +1,5 @@
 import Foundation
+import KilnMessages
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -11,8 +12,8 @@ import Synchronization
 /// the host). So the worker serves HTTP on a Unix socket in a directory bound into the sandbox, and
 /// `socat` inside the sandbox's own network namespace forwards a loopback port to it. The relay
 /// answers only `GET /config.json` (a stub: downloads never go through it) and `GET` of a crate's
-/// index path, which it fetches from the configured registry with the worker's `SparseRegistry`
-/// (redirects refused, bodies bounded). Any other method or path gets 404; requests and bytes per
+/// index path, which it asks the farm's fetch service for (`FetchClient`; the service reads the
+/// registry, redirects refused, bodies bounded). Any other method or path gets 404; requests and bytes per
 /// relay are bounded, so a hostile manifest cannot make the worker fetch without end.
 final class RegistryIndexRelay: Sendable {
     struct Configuration: Sendable {
@@ -32,28 +33,28 @@ final class RegistryIndexRelay: Sendable {
     /// The socket path (inside a directory of its own, so the directory can be bound into a sandbox).
     let socketPath: String
     private let server: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
-    private let registry: SparseRegistry
+    private let fetch: FetchClient
     private let configuration: Configuration
     private let statistics = Mutex(Statistics())
     /// The first upstream failure (a registry that cannot be reached is the farm's problem, not a
     /// dependency the user named wrongly): reported by `generateCargoLock`.
-    private let upstreamFailure = Mutex<SparseRegistry.Failure?>(nil)
+    private let upstreamFailure = Mutex<FetchClient.Failure?>(nil)
 
     var served: Statistics { statistics.withLock { $0 } }
-    var firstUpstreamFailure: SparseRegistry.Failure? { upstreamFailure.withLock { $0 } }
+    var firstUpstreamFailure: FetchClient.Failure? { upstreamFailure.withLock { $0 } }
 
     private init(
-        socketPath: String, server: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>, registry: SparseRegistry,
+        socketPath: String, server: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>, fetch: FetchClient,
         configuration: Configuration
     ) {
         self.socketPath = socketPath
         self.server = server
-        self.registry = registry
+        self.fetch = fetch
         self.configuration = configuration
     }
 
     /// Binds the socket (mode 0666, so the build user can connect; the directory decides who can reach it).
-    static func bind(socketPath: String, registry: SparseRegistry, configuration: Configuration = .init()) async throws -> RegistryIndexRelay {
+    static func bind(socketPath: String, fetch: FetchClient, configuration: Configuration = .init()) async throws -> RegistryIndexRelay {
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true) { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -62,7 +63,7 @@ final class RegistryIndexRelay: Sendable {
                 }
             }
         chmod(socketPath, 0o666)
-        return RegistryIndexRelay(socketPath: socketPath, server: server, registry: registry, configuration: configuration)
+        return RegistryIndexRelay(socketPath: socketPath, server: server, fetch: fetch, configuration: configuration)
     }
 
     /// Serves until `body` returns, then closes the socket and every connection.
@@ -133,15 +134,16 @@ final class RegistryIndexRelay: Sendable {
             return (.notFound, Array("not an index path\n".utf8))
         }
         do {
-            guard let bytes = try await registry.indexFile(name) else {
+            guard let bytes = try await fetch.indexFile(name) else {
                 statistics.withLock { $0.notFound += 1 }
                 return (.notFound, Array("no such crate\n".utf8))
             }
             statistics.withLock { $0.bytes += bytes.count }
             return (.ok, bytes)
         } catch {
-            upstreamFailure.withLock { if $0 == nil { $0 = error } }
-            return (.badGateway, Array("\(error.description)\n".utf8))
+            let failure = error as? FetchClient.Failure ?? FetchClient.Failure(status: 0, message: "\(error)")
+            upstreamFailure.withLock { if $0 == nil { $0 = failure } }
+            return (.badGateway, Array("\(failure.description)\n".utf8))
         }
     }
 
@@ -149,7 +151,7 @@ final class RegistryIndexRelay: Sendable {
     /// name (`/1/a`, `/2/ab`, `/3/a/abc`, `/ab/cd/abcd`): anything else never reaches the registry.
     static func crateName(indexPath path: String) -> String? {
         guard path.hasPrefix("/"), let name = path.split(separator: "/").last.map(String.init),
-            SparseRegistry.isValidCrateName(name), "/" + SparseRegistry.indexPath(name) == path
+            FetchNames.isValidCrateName(name), "/" + FetchNames.indexPath(name) == path
         else { return nil }
         return name
     }

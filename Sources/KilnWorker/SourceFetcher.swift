@@ -1,5 +1,6 @@
 import Foundation
 import KilnArchive
+import KilnMessages
 import KilnProcess
 
 /// Gets the user's source into `<scratch>/src` (design §5 step 1) and records what it was.
@@ -13,21 +14,26 @@ public struct SourceFetcher: Sendable {
         public var gitTree: String?
         public var archiveSha256: String?
         public var archiveName: String?
+        /// True when the commit is the fetch service's answer for a branch or tag (the request did not
+        /// pin it): provenance records whose word it is.
+        public var refResolvedByFetchService = false
     }
 
     public let git: String
     public let fetchTimeout: Duration
     public let archiveLimits: WorkerConfiguration.Limits.ArchiveLimits
-    let hostPolicy: SourceHostPolicy
+    /// The farm's fetch service (nil: this fetcher only unpacks uploads).
+    let fetch: FetchClient?
 
-    public init(
-        git: String, fetchTimeout: Duration, archiveLimits: WorkerConfiguration.Limits.ArchiveLimits, allowedHosts: [String] = [],
-        onlyAllowedHosts: Bool = false
-    ) {
+    init(git: String, fetchTimeout: Duration, archiveLimits: WorkerConfiguration.Limits.ArchiveLimits, fetch: FetchClient? = nil) {
         self.git = git
         self.fetchTimeout = fetchTimeout
         self.archiveLimits = archiveLimits
-        self.hostPolicy = SourceHostPolicy(allowed: allowedHosts, onlyAllowed: onlyAllowedHosts)
+        self.fetch = fetch
+    }
+
+    public init(git: String, fetchTimeout: Duration, archiveLimits: WorkerConfiguration.Limits.ArchiveLimits) {
+        self.init(git: git, fetchTimeout: fetchTimeout, archiveLimits: archiveLimits, fetch: nil)
     }
 
     /// Only schemes that cannot read the worker's own disk or use its credentials.
@@ -48,63 +54,60 @@ public struct SourceFetcher: Sendable {
 
     // MARK: git
 
-    /// Shallow fetch of `ref` (branch, tag or commit); falls back to a full fetch for refs the server
-    /// will not serve shallowly (abbreviated commits, old servers).
+    /// The commit `ref` names, from the farm's fetch service as a pack of exactly that commit and
+    /// its tree; checked here: `git index-pack` hashes every object (so the tree checked out is the
+    /// one the commit names), the commit must be in the pack, and a request that pinned a commit gets
+    /// that commit or a refusal. The worker itself never reaches the repository.
     public func fetchGit(
         url: String, ref: String, into dir: String, cancel: CancelSwitch?,
         log: @escaping @Sendable (String) -> Void
     ) async throws -> Fetched {
         try Self.validateRepositoryURL(url)
-        guard !ref.isEmpty, !ref.hasPrefix("-"), !ref.contains(".."), ref.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+        guard FetchNames.isValidGitRef(ref) else {
             throw BuildFailure.source("repo_ref '\(ref)' is not a valid branch, tag or commit", fix: "send a branch, tag or commit id")
         }
-        let decision = try hostPolicy.check(url: url)
-        // No redirects (they could lead anywhere); the checked address pinned for HTTP.
-        var network = ["-c", "http.followRedirects=false"]
-        if let pin = decision.pin { network += ["-c", "http.curloptResolve=\(pin)"] }
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        _ = try await gitRun(["init", "-q", dir], cwd: nil, cancel: cancel)
-        _ = try await gitRun(["remote", "add", "origin", url], cwd: dir, cancel: cancel)
-
-        log("fetching \(ref) from \(url)")
-        let shallow = try await gitRun(network + ["fetch", "--depth", "1", "--no-tags", "origin", ref], cwd: dir, cancel: cancel, check: false)
-        var commit: String?
-        if shallow.outcome.succeeded {
-            commit = try await revParse("FETCH_HEAD^{commit}", cwd: dir, cancel: cancel)
-        } else {
-            if Self.looksUnreachable(shallow.stderr) {
-                throw BuildFailure.source(
-                    "cannot reach the repository at \(url)", retryable: true,
-                    fix: "check that the repository URL is right and reachable from the farm")
-            }
-            log("shallow fetch of \(ref) failed (\(Self.lastLine(shallow.stderr))); fetching the full history")
-            let full = try await gitRun(
-                network + ["fetch", "--no-tags", "origin", "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"],
-                cwd: dir, cancel: cancel, check: false)
-            guard full.outcome.succeeded else {
-                throw BuildFailure.source(
-                    "cannot fetch \(url): \(Self.lastLine(full.stderr))", retryable: Self.looksUnreachable(full.stderr),
-                    fix: "check that the repository URL is right and reachable from the farm")
-            }
-            for candidate in ["refs/remotes/origin/\(ref)", "refs/tags/\(ref)", ref] {
-                if let c = try? await revParse("\(candidate)^{commit}", cwd: dir, cancel: cancel) {
-                    commit = c
-                    break
-                }
-            }
+        guard let fetch else {
+            throw BuildFailure.farm("source", "this worker has no fetch service to get repositories from", operatorAction: "run kiln-fetch on the farm")
         }
-        guard let commit else {
-            throw BuildFailure.source("ref '\(ref)' was not found in \(url)", fix: "send an existing branch, tag or commit id")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let pack = (dir as NSString).deletingLastPathComponent + "/.kiln-\(UUID().uuidString).pack"
+        defer { try? FileManager.default.removeItem(atPath: pack) }  // scratch; removed with the workspace if this fails
+        log("fetching \(ref) from \(url) through the farm's fetch service")
+        let commit: String
+        do { commit = try await fetch.gitPack(url: url, ref: ref, into: pack) } catch let failure as FetchClient.Failure {
+            throw BuildFailure.source(
+                "cannot fetch \(ref) from \(url): \(failure.message)", retryable: failure.retryable,
+                fix: "check that the repository URL and ref are right and reachable from the farm")
+        }
+        let pinned = FetchNames.isCommitID(ref)
+        if pinned, commit != ref {
+            throw BuildFailure.source(
+                "the fetch service sent commit \(commit) for the pinned commit \(ref): refused", fix: "retry; if it persists, tell the farm operator")
+        }
+        _ = try await gitRun(["init", "-q", dir], cwd: nil, cancel: cancel)
+        let indexed = try await gitRun(["-C", dir, "index-pack", "--stdin", "--strict"], cwd: nil, cancel: cancel, check: false, stdin: pack)
+        guard indexed.outcome.succeeded else {
+            throw BuildFailure.source(
+                "the pack of \(url) \(ref) from the fetch service is not a valid git pack (\(Self.lastLine(indexed.stderr))): refused",
+                fix: "retry; if it persists, tell the farm operator")
+        }
+        // The pack has no parents: mark the commit shallow, as a depth-1 clone would.
+        try Data("\(commit)\n".utf8).write(to: URL(fileURLWithPath: dir + "/.git/shallow"))
+        guard (try? await revParse("\(commit)^{commit}", cwd: dir, cancel: cancel)) == commit else {
+            throw BuildFailure.source(
+                "the pack from the fetch service does not hold commit \(commit) of \(url): refused", fix: "retry; if it persists, tell the farm operator")
         }
         _ = try await gitRun(["-c", "advice.detachedHead=false", "checkout", "-q", "--detach", commit], cwd: dir, cancel: cancel)
         let tree = try await revParse("HEAD^{tree}", cwd: dir, cancel: cancel)
         let time = try await gitRun(["log", "-1", "--format=%ct", commit], cwd: dir, cancel: cancel)
         // The .git directory is not part of the build input.
         try? FileManager.default.removeItem(atPath: dir + "/.git")
-        log("checked out \(commit) (tree \(tree))")
-        return Fetched(
+        log("checked out \(commit) (tree \(tree))\(pinned ? "" : "; the fetch service resolved \(ref) to it")")
+        var fetched = Fetched(
             root: dir, sourceDateEpoch: Int64(time.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0,
             gitCommit: commit, gitTree: tree, archiveSha256: nil, archiveName: nil)
+        fetched.refResolvedByFetchService = !pinned
+        return fetched
     }
 
     private func revParse(_ expr: String, cwd: String, cancel: CancelSwitch?) async throws -> String {
@@ -115,16 +118,22 @@ public struct SourceFetcher: Sendable {
     }
 
     @discardableResult
-    private func gitRun(_ args: [String], cwd: String?, cancel: CancelSwitch?, check: Bool = true) async throws
+    private func gitRun(_ args: [String], cwd: String?, cancel: CancelSwitch?, check: Bool = true, stdin: String? = nil) async throws
         -> (outcome: ProcessRunner.Outcome, stdout: String, stderr: String)
     {
-        // No prompts, no credential helpers, no local-file transports, no system/global config.
+        // Local git only (no remote is ever named): no prompts, credential helpers or system/global config.
         let env = [
             "PATH": "/usr/bin:/bin", "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null",
-            "HOME": "/nonexistent", "GIT_ALLOW_PROTOCOL": "http:https:git", "LANG": "C",
+            "HOME": "/nonexistent", "GIT_ALLOW_PROTOCOL": "none", "LANG": "C",
         ]
         let base = ["-c", "credential.helper=", "-c", "protocol.file.allow=never", "-c", "core.hooksPath=/dev/null"]
-        let r = try await ProcessRunner.capture(git, base + args, environment: env, workingDirectory: cwd, timeout: fetchTimeout, cancel: cancel)
+        var (executable, arguments, environment) = (git, base + args, env)
+        if let stdin {
+            // git reads the file on its standard input; the shell only redirects it.
+            (executable, arguments) = ("/bin/sh", ["-c", "exec \"$0\" \"$@\" < \"$KILN_STDIN\"", git] + base + args)
+            environment["KILN_STDIN"] = stdin
+        }
+        let r = try await ProcessRunner.capture(executable, arguments, environment: environment, workingDirectory: cwd, timeout: fetchTimeout, cancel: cancel)
         if r.outcome.cancelled { throw BuildCancelled() }
         if r.outcome.timedOut {
             throw BuildFailure.source("git \(args.first ?? "") timed out after \(fetchTimeout)", retryable: true, fix: "retry later, or use a smaller repository")
@@ -137,15 +146,6 @@ public struct SourceFetcher: Sendable {
 
     static func lastLine(_ s: String) -> String {
         s.split(separator: "\n").last.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? s
-    }
-
-    static func looksUnreachable(_ stderr: String) -> Bool {
-        let s = stderr.lowercased()
-        return [
-            "could not resolve host", "connection refused", "unable to connect", "failed to connect", "timed out",
-            "could not read from remote", "unable to access", "repository not found", "does not appear to be a git repository",
-        ]
-        .contains { s.contains($0) } && !s.contains("couldn't find remote ref")
     }
 
     // MARK: archives

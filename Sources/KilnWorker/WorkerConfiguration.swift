@@ -25,11 +25,6 @@ public struct WorkerConfiguration: Sendable {
     /// An empty directory the sandbox launch chain mounts its staging tmpfs on (in a private mount
     /// namespace: the host never sees it).
     public var sandboxStageDirectory: String = Self.defaultStageDirectory
-    /// Repository hosts allowed even though they resolve to loopback, private, link-local or
-    /// multicast addresses ("host" or "host:port"; the tests' local git server).
-    public var allowedSourceHosts: [String] = []
-    /// Fetch repositories from `allowedSourceHosts` only (`SourceHostPolicy.onlyAllowed`).
-    public var onlyAllowedSourceHosts = false
     /// Inside a TEE, sign with a key generated in memory for this one build and bound into the
     /// hardware report (no long-lived key in the VM); `false` uses the key file there too.
     public var ephemeralKeyInTEE: Bool = true
@@ -71,7 +66,7 @@ public struct WorkerConfiguration: Sendable {
     public struct Limits: Sendable {
         /// Wall clock for the sandboxed build (default 30 min).
         public var buildTimeout: Duration = .seconds(30 * 60)
-        /// For `git fetch` (default 10 min).
+        /// For getting a repository from the fetch service and checking it out (default 10 min).
         public var fetchTimeout: Duration = .seconds(10 * 60)
         /// Memory for the sandbox (cgroup memory.limit_in_bytes, else RLIMIT_AS). Default 8 GiB.
         public var memoryBytes: Int64 = 8 << 30
@@ -115,11 +110,6 @@ public struct WorkerConfiguration: Sendable {
         /// `cargo vendor` output or a local registry, mounted read-only and used via source replacement
         /// (then nothing is fetched).
         public var cargoVendorDirectory: String?
-        /// The sparse-HTTP index the fetch phase downloads locked crates from (crates.io's by default,
-        /// or an operator's mirror).
-        public var cargoRegistry = "https://index.crates.io/"
-        /// Where fetched crates are kept for the next builds on this host; nil: no cache.
-        public var crateCache: CrateCache.Configuration?
         /// Nix (through the nix-daemon at its default socket); nil disables Nix builds.
         public var nixEnabled = true
         /// The nix-daemon's socket (Nix's default unless the operator moved it).

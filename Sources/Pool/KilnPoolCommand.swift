@@ -76,12 +76,8 @@ struct KilnPoolCommand: AsyncParsableCommand {
         let logger = Logger(label: "kiln.pool")
         let pool = WorkerPool(configuration: cfg, bus: bus, logger: logger)
         var services: [any Service] = [pool]
-        if monitorPort >= 0 {
-            services.insert(
-                MonitorServer.makeApplication(host: "127.0.0.1", port: monitorPort, exporter: exporter, serverName: "kiln-pool-monitor", logger: logger) {
-                    // The port is known once bound (`--monitor-port 0` picks one).
-                    FileHandle.standardOutput.write(Data("kiln-pool monitor on http://127.0.0.1:\($0)\n".utf8))
-                }, at: 0)
+        if let monitor = MonitorServer.loopbackService(process: "kiln-pool", port: monitorPort, exporter: exporter, logger: logger) {
+            services.insert(monitor, at: 0)
         }
         try await ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)).run()
     }

@@ -23,17 +23,12 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     @Option(help: "Scratch directory, deleted on exit (default: a fresh one under $TMPDIR).") var scratch: String?
     @Option(help: "Signing key file (PEM); created if missing.") var key: String = "kiln-worker-key.pem"
     @Option(help: "Build wall-clock limit in seconds.") var buildTimeout: Int = 1800
-    @Option(help: "git fetch limit in seconds.") var fetchTimeout: Int = 600
+    @Option(help: "Seconds to get a repository from the farm's fetch service (kiln-fetch) and check it out.") var fetchTimeout: Int = 600
     @Option(help: "Sandbox memory limit in MiB.") var memoryMb: Int = 8192
     @Option(help: "Sandbox process limit.") var maxProcesses: Int = 1024
     @Option(help: "Disk limit in MiB: the build's workspace and its /tmp are size-limited file systems of this size.") var diskMb: Int = 10240
     @Option(help: "CPUs the sandbox may use (cgroup v2 cpu.max; 0 = no limit).") var cpus: Double = 0
     @Option(help: "Unprivileged host uid (and gid) the build runs as when the worker is root (default: 200000 + pid mod 100000). Never 0.") var buildUid: Int?
-    @Option(
-        help:
-            "Allow repositories on this host (host or host:port) even if it resolves to a loopback, private, link-local or multicast address. Repeatable; also KILN_ALLOW_SOURCE_HOSTS (comma-separated)."
-    ) var allowSourceHost: [String] = []
-    @Flag(help: "Fetch repositories only from the --allow-source-host hosts; refuse every other host without looking it up.") var onlyAllowedSourceHosts = false
     @Option(help: "Largest single artifact in MiB.") var maxArtifactMb: Int = 2048
     @Option(help: "Log bytes shipped as events.") var maxLogBytes: Int = 1 << 20
     @Option(help: "Result chunk size in bytes.") var chunkSize: Int = 1 << 20
@@ -42,11 +37,6 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     @Option(help: "Most entries in an uploaded archive.") var maxSourceEntries: Int = 50_000
     @Option(help: "Cargo registry mirror: a `cargo vendor` directory or a local registry, mounted read-only (nothing is fetched).")
     var cargoVendor: String?
-    @Option(help: "Sparse-HTTP Cargo index the fetch phase downloads locked crates from (a mirror of crates.io).")
-    var cargoRegistry = "https://index.crates.io/"
-    @Option(help: "Directory of verified crate files shared by the workers of this host (\"none\" disables the cache).")
-    var crateCache = "/var/cache/kiln/crates"
-    @Option(help: "Largest size of the crate cache in MiB (least recently used evicted first).") var crateCacheMb: Int64 = 4096
     @Option(help: "Rust toolchain sysroot (default: `rustc --print sysroot`).") var rustSysroot: String?
     @Flag(help: "Give network to builds whose build_config asks for internet_access (they are then not hermetic; the gateway must allow it too).")
     var allowInternetBuilds = false
@@ -87,9 +77,6 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         limits.archive.maxEntries = maxSourceEntries
         var toolchains = WorkerConfiguration.Toolchains()
         toolchains.cargoVendorDirectory = cargoVendor
-        toolchains.cargoRegistry = cargoRegistry
-        guard crateCacheMb > 0 else { throw ValidationError("--crate-cache-mb must be positive") }
-        toolchains.crateCache = crateCache == "none" ? nil : .init(directory: crateCache, maxBytes: crateCacheMb << 20)
         toolchains.rustSysroot = rustSysroot
         toolchains.nixEnabled = !noNix
         toolchains.nixDaemonSocket = nixDaemonSocket
@@ -110,11 +97,6 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         } else {
             configuration2.buildUser = WorkerConfiguration.defaultBuildUser()
         }
-        // Also from the environment (comma-separated), so a pool's environment reaches every worker.
-        let fromEnvironment = (ProcessInfo.processInfo.environment["KILN_ALLOW_SOURCE_HOSTS"] ?? "")
-            .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        configuration2.allowedSourceHosts = allowSourceHost + fromEnvironment
-        configuration2.onlyAllowedSourceHosts = onlyAllowedSourceHosts
         var logger = Logger(label: "kiln.worker")
         logger[metadataKey: "worker_id"] = "\(id)"
         let worker = WorkerService(configuration: configuration2, logger: logger)

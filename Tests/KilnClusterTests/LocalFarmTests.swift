@@ -22,13 +22,13 @@ import Testing
             ], environment: environment)
     }
 
-    /// cluster/farm.sh's environment on free ports: broker, broker monitor, gateway, pool monitor.
+    /// cluster/farm.sh's environment on free ports: broker, broker monitor, gateway, pool monitor, fetch monitor.
     static func farmEnvironment(state: String, idle: Int) throws -> (environment: [String: String], ports: [Int]) {
-        let ports = try (0..<4).map { _ in try FreePort.pick() }
+        let ports = try (0..<5).map { _ in try FreePort.pick() }
         var env = ProcessInfo.processInfo.environment
         env["BIN"] = BuiltProducts.directory
         env["KILN_STATE"] = state
-        for (name, port) in zip(["KILN_BROKER_PORT", "KILN_BROKER_MONITOR_PORT", "KILN_GATEWAY_PORT", "KILN_POOL_MONITOR_PORT"], ports) {
+        for (name, port) in zip(["KILN_BROKER_PORT", "KILN_BROKER_MONITOR_PORT", "KILN_GATEWAY_PORT", "KILN_POOL_MONITOR_PORT", "KILN_FETCH_MONITOR_PORT"], ports) {
             env[name] = String(port)
         }
         env["KILN_POOL_IDLE"] = String(idle)
@@ -56,8 +56,10 @@ import Testing
         let dir = try TemporaryDirectory(prefix: "kiln-farm")
         let (farmEnv, ports) = try Self.farmEnvironment(state: dir.file("state"), idle: 2)
         var env = farmEnv
-        // The documented way to give workers extra flags (#18): here, allowing the test's git server.
-        env["KILN_WORKER_ARGS"] = "--allow-source-host 127.0.0.1 --log-level debug"
+        // The documented ways to give workers and the fetch service extra flags (#18, #28): here, allowing
+        // the test's git server.
+        env["KILN_WORKER_ARGS"] = "--log-level debug"
+        env["KILN_FETCH_ARGS"] = "--allow-source-host 127.0.0.1"
         let farm = try await Self.launchScript("cluster/farm.sh", environment: env)
         defer {
             // SIGTERM lets the farm stop its own children (SIGKILL would orphan them).

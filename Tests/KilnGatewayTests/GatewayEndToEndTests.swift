@@ -272,7 +272,8 @@ import Testing
         defer { c.stop() }
         let summaries = try await [1, 2].asyncMap { _ in
             let id = try await c.submit(registry.appProject())
-            try await c.startWorker(["--cargo-registry", registry.indexURL])
+            try await c.startFetchService(registry: registry.indexURL)
+            try await c.startWorker()
             let s = try await c.waitForStatus(id, ["ready", "error"])
             #expect(s["status"] as? String == "ready", "\(s)")
             return try #require(s["cache_summary"] as? [String: Any], "\(s)")

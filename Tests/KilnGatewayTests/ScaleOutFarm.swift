@@ -16,6 +16,8 @@ final class ScaleOutFarm: @unchecked Sendable {
     /// A and B; an entry is replaced by `restartGateway`.
     private(set) var gateways: [GatewayProcess] = []
     private var workers: [LaunchedProcess] = []
+    /// The farm's fetch service, started with the first worker.
+    private var fetch: FetchServiceProcess?
     private let gatewayArguments: [String]
 
     /// `--broker` for a process that prefers member `first` and fails over to the others.
@@ -87,12 +89,13 @@ final class ScaleOutFarm: @unchecked Sendable {
 
     @discardableResult
     func startWorker(preferring member: Int = 0) async throws -> LaunchedProcess {
+        if fetch == nil { fetch = try await FetchServiceProcess(broker: busURL(preferring: member), state: dir.file("fetch")) }
         let id = "w" + UUID().uuidString.prefix(8).lowercased()
         let w = try await LaunchedProcess(
             BuiltProducts.path("kiln-worker"),
             [
                 "--broker", busURL(preferring: member), "--worker-id", id, "--scratch", dir.file("scratch-\(id)"),
-                "--key", keyFile, "--idle-timeout", "300", "--allow-source-host", "127.0.0.1", "--crate-cache", dir.file("crate-cache"),
+                "--key", keyFile, "--idle-timeout", "300",
             ])
         workers.append(w)
         try await w.waitUntilWorkerReady()
@@ -126,6 +129,7 @@ final class ScaleOutFarm: @unchecked Sendable {
     /// Stops every process at once (synchronously: a `defer` in a test runs it before the test ends).
     func stop() {
         for w in workers { w.stop() }
+        fetch?.stop()
         for g in gateways { g.stop() }
         for n in nats { n.stop() }
         database.stop()

@@ -16,6 +16,8 @@ final class TestCluster: @unchecked Sendable {
     let gatewayArgs: [String]
     /// Where workers connect (default: the Kiln broker); a NATS farm gives its nats-server's URL.
     var workerBrokerURL: String?
+    /// The farm's fetch service, started with the first worker (or by `startFetchService`).
+    var fetch: FetchServiceProcess?
 
     /// `brokerURLForGateway` gives the gateway credentials (from the broker's port) when the broker needs them.
     init(
@@ -43,15 +45,28 @@ final class TestCluster: @unchecked Sendable {
             arguments: ["--public-key", keyFile] + gatewayArgs)
     }
 
+    /// Starts the fetch service (once): `registry` is its Cargo registry, `brokerURL` where it connects
+    /// (default: where workers connect).
+    @discardableResult
+    func startFetchService(registry: String? = nil, brokerURL: String? = nil) async throws -> FetchServiceProcess {
+        if let fetch { return fetch }
+        let started = try await FetchServiceProcess(
+            broker: brokerURL ?? workerBrokerURL ?? "kiln://127.0.0.1:\(broker.port)", state: dir.file("fetch"), registry: registry)
+        fetch = started
+        return started
+    }
+
     @discardableResult
     func startWorker(_ extra: [String] = [], environment: [String: String]? = nil) async throws -> LaunchedProcess {
+        // A worker given its own broker URL (with credentials) shares it with the fetch service.
+        let brokerArgument = extra.firstIndex(of: "--broker").flatMap { extra.indices.contains($0 + 1) ? extra[$0 + 1] : nil }
+        try await startFetchService(brokerURL: brokerArgument)
         let id = "w" + UUID().uuidString.prefix(8).lowercased()
         let w = try await LaunchedProcess(
             BuiltProducts.path("kiln-worker"),
             [
                 "--broker", workerBrokerURL ?? "kiln://127.0.0.1:\(broker.port)", "--worker-id", id, "--scratch", dir.file("scratch-\(id)"),
-                "--key", keyFile, "--idle-timeout", "300", "--allow-source-host", "127.0.0.1",
-                "--crate-cache", dir.file("crate-cache"),
+                "--key", keyFile, "--idle-timeout", "300",
             ] + extra,
             environment: environment)
         workers.append(w)
@@ -86,6 +101,7 @@ final class TestCluster: @unchecked Sendable {
 
     func stop() {
         for w in workers { w.stop() }
+        fetch?.stop()
         gateway.stop()
         broker.stop()
     }

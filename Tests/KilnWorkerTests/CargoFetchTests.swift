@@ -21,7 +21,7 @@ import Testing
                 var r = BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "app.tar.gz")
                 r.skipCache = skipCache
                 return r
-            }, workerArgs: ["--cargo-registry", registry.indexURL], dir: dir)
+            }, dir: dir, registry: registry.indexURL)
         return (d, terminal)
     }
 
@@ -41,7 +41,7 @@ import Testing
         try await Command.run("/bin/tar", ["-xzf", try cold.resultFile(), "-C", unpacked])
         let provenance = try #require(FileManager.default.enumerator(atPath: unpacked)?.compactMap { $0 as? String }.first { $0.hasSuffix("provenance.json") })
         let statement = try String(contentsOfFile: unpacked + "/" + provenance, encoding: .utf8)
-        #expect(statement.contains("fetched from") && statement.contains("127.0.0.1:\(registry.port)"), "\(statement.prefix(2000))")
+        #expect(statement.contains("fetched through the farm's fetch service"), "\(statement.prefix(2000))")
         #expect(statement.contains("pkg:cargo/kiln_leaf@0.1.0"), "the locked crates are resolved dependencies")
         let phases = cold.events.filter { $0.type == .phase }.compactMap(\.name)
         #expect(phases.firstIndex(of: "fetch").map { $0 < phases.firstIndex(of: "build")! } == true, "\(phases)")
@@ -51,12 +51,12 @@ import Testing
         #expect(Self.fetchNote(warm).contains("2 crates, 2 from the cache"), "\(Self.fetchNote(warm))")
         // Poisoned: a cache entry swapped for other bytes is detected, evicted and fetched again.
         let leaf = try #require(registry.crates.first { $0.name == "kiln_leaf" })
-        try FileManager.default.writeFile(atPath: dir.file("crate-cache/\(leaf.checksum).crate"), contents: Data("poisoned".utf8))
+        try FileManager.default.writeFile(atPath: dir.file("fetch/crates/\(leaf.checksum).crate"), contents: Data("poisoned".utf8))
         let (poisoned, poisonedEnd) = try await Self.build(Self.app(registry), registry: registry, dir: dir)
         #expect(poisonedEnd.type == .done, "\(poisonedEnd.message ?? "")")
         #expect(
             Self.fetchNote(poisoned).contains("1 from the cache") && Self.fetchNote(poisoned).contains("1 corrupt cache entries evicted"), "\(Self.fetchNote(poisoned))")
-        let refetched = try Data(contentsOf: URL(fileURLWithPath: dir.file("crate-cache/\(leaf.checksum).crate")))
+        let refetched = try Data(contentsOf: URL(fileURLWithPath: dir.file("fetch/crates/\(leaf.checksum).crate")))
         #expect(refetched != Data("poisoned".utf8), "the cache holds the real crate again")
         // skip_cache: everything downloaded although cached.
         let (skipped, _) = try await Self.build(Self.app(registry), registry: registry, dir: dir, skipCache: true)
@@ -72,7 +72,7 @@ import Testing
         let (d, end) = try await Self.build(files, registry: registry, dir: try TemporaryDirectory(prefix: "kiln-fetch"))
         #expect(end.type == .failed)
         #expect(end.failurePhase == "fetch", "\(end.failurePhase ?? "") \(end.message ?? "")")
-        #expect(end.message?.contains("kiln_missing 9.9.9") == true && end.message?.contains("127.0.0.1") == true, "\(end.message ?? "")")
+        #expect(end.message?.contains("cannot fetch kiln_missing 9.9.9") == true && end.message?.contains("the registry has no") == true, "\(end.message ?? "")")
         #expect(end.retryable == false, "a 404 will not heal")
         _ = d
     }
@@ -85,7 +85,7 @@ import Testing
         let dir = try TemporaryDirectory(prefix: "kiln-fetch")
         let (d, end) = try await Self.build(files, registry: registry, dir: dir)
         #expect(end.type == .done, "\(end.message ?? "") \(d.logLines.suffix(25))")
-        #expect(d.logLines.contains { $0.contains("Cargo.lock is missing; resolving it against http://127.0.0.1:\(registry.port)/index/") }, "\(d.logLines.prefix(30))")
+        #expect(d.logLines.contains { $0.contains("Cargo.lock is missing; resolving it against the farm's registry") }, "\(d.logLines.prefix(30))")
         #expect(Self.fetchNote(d).contains("2 crates"), "the generated lock is fetched and verified like a committed one: \(Self.fetchNote(d))")
         let unpacked = dir.file("result")
         try FileManager.default.createDirectory(atPath: unpacked, withIntermediateDirectories: true)

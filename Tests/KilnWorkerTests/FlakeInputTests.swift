@@ -52,7 +52,7 @@ import Testing
         let archive = try await Fixtures.archive(files, root: "flakeapp", zip: false)
         let (d, _, terminal, dir) = try await runBuild(
             { job in BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "flake.tar.gz") },
-            workerArgs: ["--allow-source-host", "127.0.0.1"], broker: broker)
+            broker: broker)
         var output: [UInt8]?
         if terminal.type == .done {
             let unpacked = dir.file("u")
@@ -106,7 +106,7 @@ import Testing
     }
 
     @Test func aHostTheFarmDoesNotAllowIsNotFetched() async throws {
-        // The worker is not allowed 127.0.0.1 here: the input's host is refused like a repository's.
+        // The fetch service is not allowed 127.0.0.1 here: the input's host is refused like a repository's.
         let git = try await GitFixture()
         defer { git.stop() }
         try await git.createRepository("dep", files: ["msg.txt": Self.uniqueMessage() + "\n"])
@@ -114,9 +114,9 @@ import Testing
         let files = try await Self.lockedFlake(git, dir: dir)
         try await Self.removeFromStore(files["flake.lock"]!)
         let archive = try await Fixtures.archive(files, root: "flakeapp", zip: false)
-        let (_, _, end, _) = try await runBuild { job in
-            BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "flake.tar.gz")
-        }
+        let (_, _, end, _) = try await runBuild(
+            { job in BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "flake.tar.gz") },
+            fetchAllowsLoopback: false)
         #expect(end.type == .failed && end.failurePhase == "fetch", "\(end.message ?? "")")
         #expect(end.message?.contains("flake input 'dep'") == true, "\(end.message ?? "")")
     }

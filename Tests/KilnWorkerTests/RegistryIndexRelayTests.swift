@@ -1,12 +1,14 @@
-import AsyncHTTPClient
 import Foundation
+import KilnBusClient
 import KilnTestSupport
+import Logging
 import Testing
 
 @testable import KilnWorker
 
 /// #13: the relay a lock-file resolution reads the registry through answers index paths and nothing
-/// else, within its bounds — over a real Unix socket, against a real registry on loopback.
+/// else, within its bounds — over a real Unix socket, through a real fetch service on a real broker,
+/// against a real registry on loopback.
 @Suite struct RegistryIndexRelayTests {
     @Test func onlyIndexPathsReachTheRegistry() {
         #expect(RegistryIndexRelay.crateName(indexPath: "/ki/ln/kiln_leaf") == "kiln_leaf")
@@ -24,9 +26,13 @@ import Testing
         let registry = try await CrateRegistryFixture.twoCrates()
         defer { registry.stop() }
         let dir = try TemporaryDirectory(prefix: "kiln-relay")
-        let http = HTTPClient(eventLoopGroupProvider: .singleton)
+        let broker = try await BrokerProcess()
+        defer { broker.stop() }
+        let service = try await FetchServiceProcess(broker: "kiln://127.0.0.1:\(broker.port)", state: dir.file("fetch"), registry: registry.indexURL)
+        defer { service.stop() }
+        let bus = try await BusClient.connect(.init(host: "127.0.0.1", port: broker.port), logger: Logger(label: "relay-test"))
         let relay = try await RegistryIndexRelay.bind(
-            socketPath: dir.file("index.sock"), registry: try SparseRegistry(url: registry.indexURL, http: http),
+            socketPath: dir.file("index.sock"), fetch: FetchClient(client: bus, workerID: "wrelay", jobID: "jrelay"),
             configuration: .init(maxRequests: 6))
         let socket = dir.file("index.sock")
         @Sendable func get(_ path: String, method: String = "GET") async throws -> (Int, String) {
@@ -45,7 +51,7 @@ import Testing
             #expect(try await get("/ki/ln/kiln_mid").0 == 200, "the sixth request is still admitted")
             #expect(try await get("/ki/ln/kiln_mid").0 == 429, "the seventh is over the limit")
         }
-        try await http.shutdown()
+        await bus.close()
         let served = relay.served
         #expect(served.requests == 6 && served.refused == 1 && served.notFound == 2, "\(served)")
         #expect(served.bytes > 0)

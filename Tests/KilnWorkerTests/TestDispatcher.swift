@@ -123,7 +123,7 @@ final class WorkerProcess: @unchecked Sendable {
             [
                 "--broker", "kiln://127.0.0.1:\(brokerPort)", "--worker-id", id, "--scratch", scratch,
                 "--key", keyFile, "--idle-timeout", "120", "--log-level", "debug",
-            ] + (extra.contains("--crate-cache") ? [] : ["--crate-cache", dir.file("crate-cache")]) + extra)
+            ] + extra)
     }
 
     func waitUntilReady(_ client: BusClient) async throws {

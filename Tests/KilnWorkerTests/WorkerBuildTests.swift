@@ -9,13 +9,22 @@ import Testing
 let testNonce = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 
 /// Runs one build through a real broker and a real kiln-worker process; returns the dispatcher and worker.
+/// The farm's fetch service runs beside the worker (`registry`: its Cargo registry), its state in
+/// `dir/fetch` so that a test can run builds against one cache.
 func runBuild(
     _ request: (String) -> BuildRequest, workerArgs: [String] = [], broker: BrokerProcess? = nil,
-    dir: TemporaryDirectory? = nil
+    dir: TemporaryDirectory? = nil, registry: String? = nil, fetchArgs: [String] = [], fetchAllowsLoopback: Bool = true,
+    withFetchService: Bool = true
 ) async throws -> (TestDispatcher, WorkerProcess, BuildEvent, TemporaryDirectory) {
     let dir = try dir ?? TemporaryDirectory(prefix: "kiln-worker-test")
     let brokerProcess: BrokerProcess
     if let broker { brokerProcess = broker } else { brokerProcess = try await BrokerProcess() }
+    let fetch =
+        withFetchService
+        ? try await FetchServiceProcess(
+            broker: "kiln://127.0.0.1:\(brokerProcess.port)", state: dir.file("fetch"), registry: registry, arguments: fetchArgs,
+            allowLoopback: fetchAllowsLoopback) : nil
+    defer { fetch?.stop() }
     let dispatcher = try await TestDispatcher(port: brokerProcess.port)
     let worker = try await WorkerProcess(brokerPort: brokerProcess.port, dir: dir, extra: workerArgs)
     try await worker.waitUntilReady(dispatcher.client)
@@ -80,7 +89,7 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
             let (d, w, terminal, dir) = try await runBuild(
                 { job in
                     BuildRequest(jobID: job, nonce: testNonce, repoURL: git.url("hello"), repoRef: ref)
-                }, workerArgs: ["--allow-source-host", "127.0.0.1"], broker: broker)
+                }, broker: broker)
             #expect(terminal.type == .done, "ref \(ref): \(terminal.message ?? "") \(d.logLines.suffix(5))")
             let result = try d.resultFile()
             let (status, output) = try await kilnVerify(result, key: w.keyFile)
@@ -106,8 +115,7 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
         let broker = try await BrokerProcess()
         defer { broker.stop() }
         let (d1, _, t1, _) = try await runBuild(
-            { BuildRequest(jobID: $0, nonce: testNonce, repoURL: git.url("hello"), repoRef: "no-such-branch") }, workerArgs: ["--allow-source-host", "127.0.0.1"],
-            broker: broker)
+            { BuildRequest(jobID: $0, nonce: testNonce, repoURL: git.url("hello"), repoRef: "no-such-branch") }, broker: broker)
         #expect(t1.type == .failed)
         #expect(t1.failurePhase == "source")
         #expect(t1.message?.contains("ref 'no-such-branch' was not found") == true, "\(t1.message ?? "")")
@@ -115,7 +123,7 @@ func kilnVerify(_ result: String, key: String, nonce: String = testNonce) async 
         let closedPort = try FreePort.pick()
         let (d2, _, t2, _) = try await runBuild(
             { BuildRequest(jobID: $0, nonce: testNonce, repoURL: "git://127.0.0.1:\(closedPort)/nothing.git", repoRef: "main") },
-            workerArgs: ["--allow-source-host", "127.0.0.1"], broker: broker)
+            broker: broker)
         #expect(t2.type == .failed)
         #expect(t2.failurePhase == "source")
         #expect(t2.message?.contains("cannot reach") == true, "\(t2.message ?? "")")

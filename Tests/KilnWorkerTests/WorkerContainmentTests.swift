@@ -194,7 +194,8 @@ import Testing
             git.url("hello"), "git://127.0.0.1:\(closed)/hello.git", "http://169.254.169.254/latest/meta-data.git",
             "https://[::ffff:127.0.0.1]/x.git", "http://localhost:\(closed)/x.git",
         ] {
-            let (d, _, t, _) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, repoURL: url, repoRef: "main") }, broker: broker)
+            let (d, _, t, _) = try await runBuild(
+                { BuildRequest(jobID: $0, nonce: testNonce, repoURL: url, repoRef: "main") }, broker: broker, fetchAllowsLoopback: false)
             #expect(t.type == .failed)
             #expect(t.failurePhase == "source")
             #expect(t.message?.contains("does not fetch from internal networks") == true, "\(url): \(t.message ?? "")")
@@ -205,7 +206,7 @@ import Testing
         // With the allowance, the same repository builds.
         let (d, _, t, _) = try await runBuild(
             { BuildRequest(jobID: $0, nonce: testNonce, repoURL: git.url("hello"), repoRef: "main") },
-            workerArgs: ["--allow-source-host", "127.0.0.1:\(git.port)"], broker: broker)
+            broker: broker, fetchArgs: ["--allow-source-host", "127.0.0.1:\(git.port)"], fetchAllowsLoopback: false)
         #expect(t.type == .done, "\(t.message ?? "")")
         await d.close()
     }

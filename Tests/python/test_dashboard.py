@@ -54,9 +54,9 @@ def crate(directory, name, build_rs=None):
 @pytest.fixture(scope="module")
 def farm():
     state = tempfile.mkdtemp(prefix="kiln-dashboard-")
-    ports = [free_port() for _ in range(4)]
+    ports = [free_port() for _ in range(5)]
     env = dict(os.environ, BIN=BIN, KILN_STATE=state, KILN_POOL_IDLE="2", KILN_POOL_MAX="3")
-    for name, port in zip(["KILN_BROKER_PORT", "KILN_BROKER_MONITOR_PORT", "KILN_GATEWAY_PORT", "KILN_POOL_MONITOR_PORT"], ports):
+    for name, port in zip(["KILN_BROKER_PORT", "KILN_BROKER_MONITOR_PORT", "KILN_GATEWAY_PORT", "KILN_POOL_MONITOR_PORT", "KILN_FETCH_MONITOR_PORT"], ports):
         env[name] = str(port)
     log = open(os.path.join(state, "farm.log"), "w")
     process = subprocess.Popen([os.path.join(ROOT, "cluster", "farm.sh")], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,6 +1,6 @@
 import Testing
 
-@testable import KilnWorker
+@testable import KilnFetch
 
 struct SourceHostPolicyTests {
     /// With only-allowed hosts, any other host is refused before a DNS lookup (a test farm, or one
