@@ -4,7 +4,7 @@ export PATH := $(HOME)/.cargo/bin:/root/.cargo/bin:$(PATH)
 VENV ?= .venv
 PYTHON ?= python3
 
-.PHONY: deps build release run test lint test-swift test-python test-contract bench fuzz clean
+.PHONY: deps build release run run-vm test lint test-swift test-python test-contract bench fuzz clean
 
 deps:
 	@scripts/install-deps.sh test
@@ -20,6 +20,10 @@ release: deps
 ## Build in release mode and start a local farm (state under .state/).
 run: release
 	scripts/run-local.sh
+
+## The same farm building every job in a fresh VM (KVM where it works, else TCG, said at start): docs/vm-workers.md.
+run-vm: release
+	cluster/vm-farm.sh
 
 ## Install what the tests need, then run every test (Swift unit + black-box, then the Python verifier).
 test: deps lint $(VENV)/.installed test-swift test-python test-contract

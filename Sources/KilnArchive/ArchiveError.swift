@@ -10,6 +10,8 @@ public struct ArchiveError: Error, Sendable, Equatable, CustomStringConvertible 
         case tooLarge  // total uncompressed bytes over the limit
         case compressionRatio  // a zip bomb
         case empty
+        case duplicateEntry  // a name that appears twice (which copy a tool keeps differs)
+        case notAFile  // a link where only files and directories may be (a result archive)
         case io
     }
 

@@ -16,6 +16,10 @@ public struct ArchiveExtractor: Sendable {
         public var maxCompressionRatio: Double
         /// Below this many unpacked bytes the ratio is not checked (tiny archives compress well legitimately).
         public var ratioFloor: Int64
+        /// A result archive (what `kiln verify` reads): regular files and directories only, and every
+        /// name once. Tools disagree on which of two same-named entries they keep (tar keeps the last,
+        /// `tar --skip-old-files` the first), so a checked tree must be the only tree the archive can give.
+        public var filesOnlyEachNameOnce = false
 
         public init(
             maxEntries: Int = 50_000, maxTotalBytes: Int64 = 2 << 30, maxCompressionRatio: Double = 200,
@@ -72,6 +76,7 @@ public struct ArchiveExtractor: Sendable {
         let confined = try Self.confine(root)
         var summary = Summary(entries: 0, totalBytes: 0, newestMTime: 0, topLevelNames: [])
         var topLevel = Set<String>()
+        var seen = Set<String>()
         var entry: OpaquePointer?
         var buffer = [UInt8](repeating: 0, count: 256 * 1024)
         while true {
@@ -94,6 +99,16 @@ public struct ArchiveExtractor: Sendable {
             let relative = try Self.safeRelativePath(name)
             if relative.isEmpty { continue }  // "./"
             if let first = relative.split(separator: "/").first { topLevel.insert(String(first)) }
+            if configuration.filesOnlyEachNameOnce {
+                guard seen.insert(relative).inserted else {
+                    throw ArchiveError(.duplicateEntry, "'\(name)' appears more than once in the archive; which copy a tool extracts differs", entry: name)
+                }
+                let isLink = archive_entry_hardlink(entry) != nil || archive_entry_hardlink_utf8(entry) != nil
+                let kind = archive_entry_filetype(entry) & CA_AE_IFMT
+                guard !isLink, kind == CA_AE_IFREG || kind == CA_AE_IFDIR else {
+                    throw ArchiveError(.notAFile, "'\(name)' is a link or special file; a result archive holds only files and directories", entry: name)
+                }
+            }
 
             // Hard links first: libarchive reports them with no file type of their own.
             let isHardLink = archive_entry_hardlink_utf8(entry) != nil || archive_entry_hardlink(entry) != nil

@@ -11,9 +11,17 @@ public struct ELFSectionTable: Sendable, Equatable {
         public var size: Int
         /// SHT_NOBITS (.bss): occupies no bytes in the file.
         public var hasFileBytes: Bool
+        /// sh_type (2: SHT_SYMTAB), sh_addr, sh_link (a symbol table's string table), sh_entsize.
+        public var type: Int = 0
+        public var address: Int = 0
+        public var link: Int = 0
+        public var entrySize: Int = 0
     }
 
     public var sections: [Section]
+    /// The file's class and byte order, for readers of its other tables.
+    public var is64 = true
+    public var littleEndian = true
 
     /// At most this many section headers are read (real binaries have a few dozen).
     public static let maxSections = 4096
@@ -55,15 +63,20 @@ public struct ELFSectionTable: Sendable, Equatable {
             var type: Int
             var offset: Int
             var size: Int
+            var address: Int
+            var link: Int
+            var entrySize: Int
         }
         var raw: [Raw] = []
         raw.reserveCapacity(shnum)
         for i in 0..<shnum {
             let h = shoff + i * shentsize
             guard let name = read(h, 4), let type = read(h + 4, 4),
-                let offset = read(h + (is64 ? 0x18 : 0x10), word), let size = read(h + (is64 ? 0x20 : 0x14), word)
+                let offset = read(h + (is64 ? 0x18 : 0x10), word), let size = read(h + (is64 ? 0x20 : 0x14), word),
+                let address = read(h + (is64 ? 0x10 : 0x0C), word), let link = read(h + (is64 ? 0x28 : 0x18), 4),
+                let entrySize = read(h + (is64 ? 0x38 : 0x24), word)
             else { return nil }
-            raw.append(Raw(nameOffset: name, type: type, offset: offset, size: size))
+            raw.append(Raw(nameOffset: name, type: type, offset: offset, size: size, address: address, link: link, entrySize: entrySize))
         }
         let strings = raw[shstrndx]
         guard strings.offset <= bytes.count, strings.size <= bytes.count - strings.offset else { return nil }
@@ -80,9 +93,14 @@ public struct ELFSectionTable: Sendable, Equatable {
             // A section claiming bytes beyond the file is reported with what the file holds of it.
             let offset = min(r.offset, bytes.count)
             let size = nobits ? 0 : min(r.size, bytes.count - offset)
-            sections.append(Section(name: name(at: r.nameOffset), offset: offset, size: size, hasFileBytes: !nobits))
+            sections.append(
+                Section(
+                    name: name(at: r.nameOffset), offset: offset, size: size, hasFileBytes: !nobits, type: r.type, address: r.address,
+                    link: r.link, entrySize: r.entrySize))
         }
         self.sections = sections
+        self.is64 = is64
+        self.littleEndian = little
     }
 
     /// Names of the sections whose bytes (or presence) differ between two ELF files, in the order of

@@ -38,11 +38,20 @@ public struct RebuildComparison: Codable, Sendable, Equatable {
         public var firstDifferenceOffset: Int64?
         /// For ELF files: the sections whose bytes differ (nil when either file is not ELF).
         public var differingSections: [String]?
+        /// For ELF files with symbols: the functions and data whose bytes differ (at most 20), the
+        /// crates they belong to (most first: the dependency to look at), and the first differing
+        /// symbol in file order.
+        public var differingSymbols: [String]?
+        public var differingCrates: [String]?
+        public var firstDifferenceSymbol: String?
 
         enum CodingKeys: String, CodingKey {
             case name, verdict, original, rebuilt
             case firstDifferenceOffset = "first_difference_offset"
             case differingSections = "differing_sections"
+            case differingSymbols = "differing_symbols"
+            case differingCrates = "differing_crates"
+            case firstDifferenceSymbol = "first_difference_symbol"
         }
     }
 
@@ -89,6 +98,11 @@ public struct RebuildComparison: Codable, Sendable, Equatable {
         while offset < common, a[offset] == b[offset] { offset += 1 }
         artifact.firstDifferenceOffset = Int64(offset)
         artifact.differingSections = ELFSectionTable.differingSections(original: a, rebuilt: b)
+        if let symbols = ELFSymbolDiff.compare(original: a, rebuilt: b) {
+            artifact.differingSymbols = symbols.symbols
+            artifact.differingCrates = symbols.crates
+            artifact.firstDifferenceSymbol = symbols.firstDifferenceSymbol
+        }
         return artifact
     }
 

@@ -71,7 +71,9 @@ public struct ResultVerifier: Sendable {
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         do {
             try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
-            _ = try ArchiveExtractor().extract(archivePath: path, into: scratch)
+            var strict = ArchiveExtractor.Configuration()
+            strict.filesOnlyEachNameOnce = true
+            _ = try ArchiveExtractor(configuration: strict).extract(archivePath: path, into: scratch)
         } catch {
             return failed(report, .init(.files, "cannot unpack \(path): \(error)"))
         }

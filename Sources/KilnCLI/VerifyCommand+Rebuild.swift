@@ -56,6 +56,13 @@ extension VerifyCommand {
             if let sections = a.differingSections {
                 lines.append("      ELF sections that differ: " + (sections.isEmpty ? "none (headers only)" : sections.joined(separator: " ")))
             }
+            if let crates = a.differingCrates, !crates.isEmpty {
+                lines.append("      crates whose code or data differ (most first): " + crates.joined(separator: " "))
+            }
+            if let symbol = a.firstDifferenceSymbol { lines.append("      first difference inside: \(symbol)") }
+            if let symbols = a.differingSymbols, !symbols.isEmpty {
+                lines.append("      differing symbols: " + symbols.prefix(8).joined(separator: ", ") + (symbols.count > 8 ? ", …" : ""))
+            }
         }
         return lines.joined(separator: "\n")
     }

@@ -36,7 +36,7 @@ public struct NixBuilder: ProjectBuilder {
             "NIX_REMOTE": NixDaemon.remote(socket: daemonSocket), "SOURCE_DATE_EPOCH": String(context.sourceDateEpoch),
             "LANG": "C.UTF-8", "TZ": "UTC", "TMPDIR": "/tmp",
         ]
-        let offline = ["--option", "substituters", "", "--option", "fallback", "false"]
+        let offline = ["--option", "substituters", "", "--option", "fallback", "false"] + Self.noImportFromDerivation
         let command: [String] =
             flake
             ? ["/usr/bin/nix", "--extra-experimental-features", "nix-command flakes", "build", "-L"] + offline
@@ -78,14 +78,20 @@ extension NixBuilder {
     /// whole closure is listed (`nix show-derivation -r`, in the same sandbox, as the same untrusted
     /// client) and the job is refused if any fixed-output derivation would actually run, i.e. its
     /// output is not already in the store. Nothing of the build has run when this refuses.
+    ///
+    /// Evaluation itself must not build: with import-from-derivation a project makes the daemon build a
+    /// derivation (a fixed-output one, with the host's network) while it is being evaluated, before this
+    /// check can look at anything. Every evaluation Kiln runs turns it off (#29).
+    static let noImportFromDerivation = ["--option", "allow-import-from-derivation", "false"]
+
     func refuseNetworkedDerivations(context: BuildContext, environment: [String: String], mounts: Sandbox.Mounts) async throws {
         let features = ["--extra-experimental-features", "nix-command flakes"]
         let command: [String] =
             flake
-            ? ["/usr/bin/nix"] + features + ["show-derivation", "-r", flakeReference]
+            ? ["/usr/bin/nix"] + features + Self.noImportFromDerivation + ["--option", "substituters", "", "show-derivation", "-r", flakeReference]
             : [
                 "/bin/sh", "-c",
-                "set -e; f=$1; shift; drvs=$(/usr/bin/nix-instantiate --option substituters '' \"$@\" \"$f\"); exec /usr/bin/nix --extra-experimental-features nix-command show-derivation -r $drvs",
+                "set -e; f=$1; shift; drvs=$(/usr/bin/nix-instantiate --option allow-import-from-derivation false --option substituters '' \"$@\" \"$f\"); exec /usr/bin/nix --extra-experimental-features nix-command show-derivation -r $drvs",
                 "sh", "\(Sandbox.sourcePath)/default.nix",
             ] + attributeArguments
         let json = OutputBuffer(limit: 32 << 20)

@@ -156,3 +156,60 @@ import Testing
         }
     }
 }
+
+/// #28: a rebuild that differs names the crate behind the difference. The mechanism of ripgrep's
+/// occasional non-identical `rg` (`unicode-linebreak` 0.1.4's build script lays out a table through a
+/// randomly seeded hash map), reproduced with a crate of our own, built twice by real cargo.
+@Suite struct ELFSymbolDiffTests {
+    static let project = [
+        "Cargo.toml": "[workspace]\nmembers = [\"app\", \"kiln_table\"]\nresolver = \"2\"\n",
+        "kiln_table/Cargo.toml": "[package]\nname = \"kiln_table\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+        "kiln_table/build.rs": """
+            use std::collections::HashMap;
+            fn main() {
+                // Iteration order of a randomly seeded map decides the table's layout: not reproducible.
+                let map: HashMap<u32, u32> = (0..64).map(|i| (i, i * 7)).collect();
+                let values: Vec<String> = map.iter().map(|(k, v)| format!("{}", k * 1000 + v)).collect();
+                let out = std::env::var("OUT_DIR").unwrap();
+                std::fs::write(format!("{out}/table.rs"), format!("pub static TABLE: [u32; 64] = [{}];", values.join(", "))).unwrap();
+            }
+            """,
+        "kiln_table/src/lib.rs": "include!(concat!(env!(\"OUT_DIR\"), \"/table.rs\"));\npub fn lookup(i: usize) -> u32 { TABLE[i % 64] }\n",
+        "app/Cargo.toml": "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nkiln_table = { path = \"../kiln_table\" }\n",
+        "app/src/main.rs": "fn main() { println!(\"{}\", kiln_table::lookup(std::env::args().count())); }\n",
+    ]
+
+    @Test func aDifferenceInADependencysTableNamesThatCrate() async throws {
+        let dir = try TemporaryDirectory()
+        try Fixtures.write(Self.project, to: dir.file("src"))
+        let cargo = ["/root/.cargo/bin/cargo", NSHomeDirectory() + "/.cargo/bin/cargo", "/usr/bin/cargo"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        let cargoPath = try #require(cargo, "cargo is installed")
+        var environment = ProcessInfo.processInfo.environment
+        environment["PATH"] = (cargoPath as NSString).deletingLastPathComponent + ":/usr/bin:/bin"
+        func build(_ n: Int) async throws -> [UInt8] {
+            environment["CARGO_TARGET_DIR"] = dir.file("target-\(n)")
+            try await Command.run(cargoPath, ["build", "--release", "--offline", "-q"], environment: environment, workingDirectory: dir.file("src"))
+            return Array(try Data(contentsOf: URL(fileURLWithPath: dir.file("target-\(n)/release/app"))))
+        }
+        // Two builds of the same inputs: their tables differ (64 entries in two random orders — the
+        // same order twice is as likely as 1 in 64!; a third build settles even that).
+        let first = try await build(1)
+        var second = try await build(2)
+        if first == second { second = try await build(3) }
+        let artifact = RebuildComparison.compare(name: "app", original: first, rebuilt: second)
+        #expect(artifact.verdict == .different)
+        #expect(artifact.differingCrates?.first == "kiln_table", "\(artifact)")
+        #expect(artifact.firstDifferenceSymbol?.hasPrefix("kiln_table::TABLE") == true, "\(artifact)")
+        #expect(artifact.differingSymbols?.contains { $0.hasPrefix("kiln_table::TABLE") } == true)
+        // The same binary against itself: nothing to name.
+        #expect(RebuildComparison.compare(name: "app", original: first, rebuilt: first).differingCrates == nil)
+    }
+
+    @Test func readableNamesAndCratesOfMangledSymbols() {
+        #expect(ELFSymbolDiff.readable("_ZN17unicode_linebreak6tables10PAIR_TABLE17h0123456789abcdefE") == "unicode_linebreak::tables::PAIR_TABLE")
+        #expect(ELFSymbolDiff.crate(of: "unicode_linebreak::tables::PAIR_TABLE") == "unicode_linebreak")
+        #expect(ELFSymbolDiff.crate(of: "_$LT$alloc..vec..Vec$LT$T$GT$$u20$as$u20$core..ops..drop..Drop$GT$::drop") == "alloc")
+        #expect(ELFSymbolDiff.crate(of: "main") == nil, "a C symbol has no crate")
+        #expect(ELFSymbolDiff.readable("_ZN99") == "_ZN99", "a truncated name stays as it is")
+    }
+}

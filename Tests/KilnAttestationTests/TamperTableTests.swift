@@ -209,3 +209,54 @@ extension TamperTableTests {
         #expect(report.error?.contains("ghost.log") == true)
     }
 }
+
+/// #29 item 5: `kiln verify` reads the archive, not only the tree it leaves. A genuine result with a
+/// trojan copy of an artifact prepended under the same name verified before (tar keeps the last copy,
+/// and the last copy is genuine), yet `tar --skip-old-files` — and any tool that keeps the first copy —
+/// extracts the trojan. Links have no place in a result either.
+@Suite struct ResultArchiveTests {
+    /// Rewrites the genuine tarball with `extra` entries (name, kind, content) placed before its own.
+    static func craft(_ f: ResultRoundTripTests.Fixture, _ extra: [(String, String, String)]) async throws -> String {
+        let out = f.dir.file("crafted.tar.gz")
+        let script = """
+            import io, sys, tarfile
+            src, out, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
+            with tarfile.open(src) as t, tarfile.open(out, "w:gz") as o:
+                for i in range(0, len(extra), 3):
+                    name, kind, content = extra[i:i + 3]
+                    info = tarfile.TarInfo(name)
+                    if kind == "link":
+                        info.type, info.linkname = tarfile.SYMTYPE, content
+                        o.addfile(info)
+                    else:
+                        data = content.encode(); info.size = len(data); info.mode = 0o755
+                        o.addfile(info, io.BytesIO(data))
+                for m in t.getmembers():
+                    o.addfile(m, t.extractfile(m) if m.isfile() else None)
+            """
+        try await Command.run("/usr/bin/python3", ["-c", script, f.tarball, out] + extra.flatMap { [$0.0, $0.1, $0.2] })
+        return out
+    }
+
+    @Test func aTrojanCopyPrependedUnderAnArtifactsNameIsRefused() async throws {
+        let f = try ResultRoundTripTests.make()
+        let crafted = try await Self.craft(f, [("artifacts/hello", "file", "#!/bin/sh\necho trojan\n")])
+        // The attack is real: a tool that keeps the first copy gets the trojan.
+        let firstWins = f.dir.file("first-wins")
+        try FileManager.default.createDirectory(atPath: firstWins, withIntermediateDirectories: true)
+        try await Command.run("/bin/tar", ["--skip-old-files", "-xzf", crafted, "-C", firstWins])
+        #expect(try String(contentsOfFile: firstWins + "/artifacts/hello", encoding: .utf8).contains("trojan"))
+        let report = ResultVerifier(trustedKeys: [f.key.publicKey], expectedNonce: ResultRoundTripTests.nonce, allowTEENone: true).appraise(path: crafted)
+        #expect(!report.ok && report.failedStep == .files, "\(report)")
+        #expect(report.error?.contains("'artifacts/hello' appears more than once") == true, "\(report.error ?? "")")
+        // The genuine tarball still verifies.
+        #expect(ResultVerifier(trustedKeys: [f.key.publicKey], expectedNonce: ResultRoundTripTests.nonce, allowTEENone: true).appraise(path: f.tarball).ok)
+    }
+
+    @Test func linksInAResultArchiveAreRefused() async throws {
+        let f = try ResultRoundTripTests.make()
+        let crafted = try await Self.craft(f, [("artifacts/extra", "link", "hello")])
+        let report = ResultVerifier(trustedKeys: [f.key.publicKey], expectedNonce: ResultRoundTripTests.nonce, allowTEENone: true).appraise(path: crafted)
+        #expect(!report.ok && report.error?.contains("'artifacts/extra' is a link") == true, "\(report.error ?? "")")
+    }
+}

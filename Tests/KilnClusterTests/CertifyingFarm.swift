@@ -69,12 +69,27 @@ struct CertifyingFarm {
 
     /// Submits a hello crate through the CLI, follows it and downloads the result; returns its path.
     func buildHello(name: String, nonce: String, buildRS: String? = nil, timeout: Duration = .seconds(180)) async throws -> String {
-        let src = dir.file("src-\(name)")
-        try Fixtures.write(Fixtures.helloCrate(name: name, buildRS: buildRS), to: src)
+        try await build(files: Fixtures.helloCrate(name: name, buildRS: buildRS), name: name, nonce: nonce, timeout: timeout)
+    }
+
+    /// Submits `files` as a project (or, with `repo`, that repository at `ref`) through the CLI, follows
+    /// it and downloads the result; returns its path.
+    func build(
+        files: [String: String] = [:], repo: (url: String, ref: String)? = nil, name: String, nonce: String, timeout: Duration = .seconds(180)
+    ) async throws -> String {
+        var source: [String]
+        if let repo {
+            source = ["--repo", repo.url, "--ref", repo.ref]
+        } else {
+            let src = dir.file("src-\(name)")
+            try Fixtures.write(files, to: src)
+            source = [src]
+        }
         var env = ProcessInfo.processInfo.environment
         env["KILN_GATEWAY"] = gateway.url
         let out = dir.file("result-\(name).tar.gz")
-        let submit = try await LaunchedProcess(BuiltProducts.path("kiln"), ["submit", src, "--nonce", nonce, "--follow", "-o", out], environment: env)
+        let submit = try await LaunchedProcess(
+            BuiltProducts.path("kiln"), ["submit"] + source + ["--nonce", nonce, "--follow", "-o", out], environment: env)
         let status = try await submit.waitForExit(timeout: timeout)
         guard status == 0 else { throw LaunchError("kiln submit failed (\(status)): \(submit.output.suffix(15))") }
         return out

@@ -107,6 +107,40 @@ public final class CrateRegistryFixture: @unchecked Sendable {
         return text
     }
 
+    /// A started registry of Debian's crate set (`/usr/share/cargo/registry`, the librust-*-dev packages;
+    /// clap and serde_json with their dependencies where install-deps.sh installed them), packed by
+    /// bench/debian_registry.py: real crates, real checksums, a real dependency graph.
+    public static func debian() async throws -> CrateRegistryFixture {
+        let registry = try CrateRegistryFixture()
+        try await registry.start()
+        var root = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { root.deleteLastPathComponent() }
+        try await Command.run("/usr/bin/python3", [root.path + "/bench/debian_registry.py", registry.root.path, "http://127.0.0.1:\(registry.port)/dl"])
+        return registry
+    }
+
+    /// A binary crate using clap (derive) and serde_json: 20 and more crates from `debian()`, no lock file.
+    public static let clapAndSerdeProject = [
+        "Cargo.toml": """
+        [package]
+        name = "debapp"
+        version = "0.1.0"
+        edition = "2021"
+
+        [dependencies]
+        clap = { version = "4", features = ["derive"] }
+        serde_json = "1"
+
+        """,
+        "src/main.rs": """
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Args { #[arg(long, default_value = "kiln")] name: String }
+        fn main() { let a = Args::parse(); println!("{}", serde_json::json!({"hello": a.name})); }
+
+        """,
+    ]
+
     /// A started registry with `kiln_leaf` and `kiln_mid` (which depends on `kiln_leaf`).
     public static func twoCrates() async throws -> CrateRegistryFixture {
         let registry = try CrateRegistryFixture()

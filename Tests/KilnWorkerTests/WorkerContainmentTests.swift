@@ -140,7 +140,11 @@ import Testing
     /// A fixed-output derivation would run with the host's network (Nix gives fetchers network even
     /// in its sandbox): it reaches for a port listening on the host's loopback. The job is refused
     /// before anything runs, and the listener sees no connection.
-    @Test func fixedOutputDerivationReachingForLoopbackIsRefused() async throws {
+    /// `plain`: a fixed-output derivation in the build's closure; `import`: the same derivation built
+    /// while the project is still being evaluated (import-from-derivation), before any plan is checked —
+    /// #29: that one reached the host's loopback and its bytes shipped in a `ready` result.
+    @Test(arguments: ["plain", "import"])
+    func fixedOutputDerivationReachingForLoopbackIsRefused(shape: String) async throws {
         let broker = try await BrokerProcess()
         defer { broker.stop() }
         let port = try FreePort.pick()
@@ -167,7 +171,7 @@ import Testing
               outputHashMode = "flat"; outputHashAlgo = "sha256";
               outputHash = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
             };
-            in derivation { name = "uses-fetch"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "cat ${fetch} > $out" ]; }
+            in \(shape == "import" ? "import fetch" : #"derivation { name = "uses-fetch"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "cat ${fetch} > $out" ]; }"#)
 
             """
         ]
@@ -175,7 +179,8 @@ import Testing
         let (d, _, t, _) = try await runBuild({ BuildRequest(jobID: $0, nonce: testNonce, sourceData: archive, sourceName: "fod.tar.gz") }, broker: broker)
         #expect(t.type == .failed, "\(t.message ?? "") \(d.logLines.suffix(8))")
         #expect(t.failurePhase == "build")
-        #expect(t.message?.contains("fixed-output derivation") == true, "\(t.message ?? "")")
+        let expected = shape == "import" ? "import-from-derivation" : "fixed-output derivation"
+        #expect(t.message?.contains(expected) == true || d.logLines.contains { $0.contains(expected) }, "\(t.message ?? "") \(d.logLines.suffix(8))")
         #expect(!listener.output.contains { $0.contains("CONNECTION") }, "the derivation reached the host's loopback")
         await d.close()
     }

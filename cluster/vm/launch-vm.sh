@@ -131,6 +131,13 @@ qemu=(qemu-system-x86_64 -accel "$accel" -machine "$machine" -cpu "$cpu" -m "$me
   -device virtio-rng-pci "${tee_args[@]}"
   -fw_cfg "name=opt/kiln/worker_id,string=$id" -fw_cfg "name=opt/kiln/isolation,string=vm-$accel")
 [ -z "$guest_broker" ] || qemu+=(-fw_cfg "name=opt/kiln/broker,string=$guest_broker")
+# A development farm's extra worker flags (KILN_WORKER_ARGS), never for a confidential VM: what the host
+# says there would change how the measured worker behaves.
+if [ -n "${KILN_WORKER_ARGS:-}" ]; then
+  [ "$tee" = none ] || fail "KILN_WORKER_ARGS is not passed to a confidential VM (--tee $tee)"
+  [[ "$KILN_WORKER_ARGS" =~ ^[A-Za-z0-9_.=:/\ -]{1,1024}$ ]] || fail "KILN_WORKER_ARGS must be flags of letters, digits and _ . = : / - separated by spaces"
+  qemu+=(-fw_cfg "name=opt/kiln/worker_args,string=$KILN_WORKER_ARGS")
+fi
 if [ "$print" = 2 ]; then echo "$cmdline"; exit 0; fi
 # A root-only directory of this launch's own (credential file, virtiofs socket), removed at the end.
 work=$(umask 077 && mktemp -d)
