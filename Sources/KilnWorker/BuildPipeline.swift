@@ -257,7 +257,7 @@ final class BuildPipeline: Sendable {
                 roots: .init(
                     output: try ConfinedDirectory(path: out, readAs: buildUser), source: sourceTree,
                     nixStore: kind == .cargo ? nil : try ConfinedDirectory(path: "/nix/store", readAs: buildUser)),
-                maxFileBytes: limits.maxArtifactBytes, maxFiles: limits.maxArtifacts)
+                maxFileBytes: limits.maxArtifactBytes, maxFiles: limits.maxArtifacts, maxTotalBytes: limits.diskBytes)
         } catch {
             throw BuildFailure.internalError("package", "cannot open the build's output: \(error)")
         }

@@ -140,7 +140,7 @@ public struct CargoBuilder: ProjectBuilder {
             generatedLock = true
         }
 
-        let artifacts = ArtifactCollector()
+        let artifacts = ArtifactCollector(limit: limits.maxArtifacts)
         let result = try await context.sandbox.run(
             name: context.jobID, command: [cargo] + (try buildArguments()),
             environment: env, mounts: mounts, cancel: context.cancel
@@ -152,6 +152,11 @@ public struct CargoBuilder: ProjectBuilder {
             }
         }
         try check(result, what: "cargo build", limits: limits)
+        guard !artifacts.overflowed else {
+            throw BuildFailure.build(
+                "cargo reported more than \(limits.maxArtifacts) artifacts (the most a build may ship); the rest were not kept",
+                fix: "ship fewer files, or an archive of them")
+        }
 
         // What cargo reported (sandbox paths under /build/out) is collected in the package phase.
         let reported = artifacts.files.map { ReportedArtifact.sandboxPath($0.0, name: $0.1) }
@@ -195,13 +200,22 @@ extension CargoBuilder {
     }
 }
 
-/// Collects `compiler-artifact` messages for the project's own binaries and libraries.
+/// Collects `compiler-artifact` messages for the project's own binaries and libraries. Anything in
+/// the build can print lines of that shape (a proc-macro's stdout is rustc's, and rustc's reaches
+/// cargo's): at most `limit` are kept, past it only `overflowed` is set, so the host-side worker's
+/// memory does not grow with what a build prints (#29).
 final class ArtifactCollector: Sendable {
-    private let state = Mutex<(found: [(String, String)], names: Set<String>)>(([], []))
+    private let state = Mutex<(found: [(String, String)], names: Set<String>, overflowed: Bool)>(([], [], false))
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
 
     var files: [(String, String)] { state.withLock { $0.found } }
+    var overflowed: Bool { state.withLock { $0.overflowed } }
 
     func consider(jsonLine: String) {
+        // Past the limit the job fails anyway: no more parsing or keeping.
+        guard !overflowed, jsonLine.contains("compiler-artifact") else { return }
         guard let obj = try? JSONSerialization.jsonObject(with: Data(jsonLine.utf8)) as? [String: Any],
             obj["reason"] as? String == "compiler-artifact",
             let target = obj["target"] as? [String: Any], let kinds = target["kind"] as? [String]
@@ -217,7 +231,13 @@ final class ArtifactCollector: Sendable {
         state.withLock { s in
             for p in paths {
                 let name = (p as NSString).lastPathComponent
-                if s.names.insert(name).inserted { s.found.append((p, name)) }
+                guard !s.names.contains(name) else { continue }
+                guard s.found.count < limit else {
+                    s.overflowed = true
+                    return
+                }
+                s.names.insert(name)
+                s.found.append((p, name))
             }
         }
     }

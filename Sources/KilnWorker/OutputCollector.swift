@@ -1,5 +1,6 @@
 import Foundation
 import KilnArchive
+import NIOConcurrencyHelpers
 
 /// Copies what a build produced out of its scratch tree, in the `package` phase, through
 /// `ConfinedDirectory` only: every artifact and build-config file is opened beneath its root with no
@@ -21,6 +22,12 @@ struct OutputCollector {
     var maxFileBytes: Int64
     /// Most files one build may ship.
     var maxFiles: Int
+    /// Most bytes all artifacts and build-config files may add up to, counted by their apparent size
+    /// before each is copied: the job's disk limit. The workspace's limit counts allocated blocks, so a
+    /// sparse 1 GiB file fits in it; the host-side copy writes every byte (#29).
+    var maxTotalBytes: Int64 = .max
+    /// Bytes copied (or about to be) so far.
+    private let copiedBytes = NIOLockedValueBox<Int64>(0)
 
     /// Turns what a builder reported into a path beneath a root, or fails naming it.
     func resolve(_ reported: ReportedArtifact) throws -> ArtifactSource {
@@ -105,6 +112,15 @@ struct OutputCollector {
         let destination = directory + "/" + name
         try FileManager.default.createDirectory(atPath: (destination as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let file = try open(what) { try root.openFile(relative, maxBytes: maxFileBytes) }
+        let total = copiedBytes.withLockedValue { total -> Int64 in
+            total += file.size
+            return total
+        }
+        guard total <= maxTotalBytes else {
+            throw BuildFailure.package(
+                "the build's outputs add up to more than its disk limit of \(maxTotalBytes >> 20) MiB at \(what) (\(file.size) bytes; a sparse file counts in full: it is copied in full)",
+                fix: "ship smaller outputs, or ask for a larger build_config.disk_mb")
+        }
         do { try file.copy(to: destination) } catch let e as ConfinedDirectory.Error {
             throw Self.failure(e, what: what)
         }

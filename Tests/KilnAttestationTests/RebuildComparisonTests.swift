@@ -165,15 +165,15 @@ import Testing
         "Cargo.toml": "[workspace]\nmembers = [\"app\", \"kiln_table\"]\nresolver = \"2\"\n",
         "kiln_table/Cargo.toml": "[package]\nname = \"kiln_table\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
         "kiln_table/build.rs": """
-            use std::collections::HashMap;
-            fn main() {
-                // Iteration order of a randomly seeded map decides the table's layout: not reproducible.
-                let map: HashMap<u32, u32> = (0..64).map(|i| (i, i * 7)).collect();
-                let values: Vec<String> = map.iter().map(|(k, v)| format!("{}", k * 1000 + v)).collect();
-                let out = std::env::var("OUT_DIR").unwrap();
-                std::fs::write(format!("{out}/table.rs"), format!("pub static TABLE: [u32; 64] = [{}];", values.join(", "))).unwrap();
-            }
-            """,
+        use std::collections::HashMap;
+        fn main() {
+            // Iteration order of a randomly seeded map decides the table's layout: not reproducible.
+            let map: HashMap<u32, u32> = (0..64).map(|i| (i, i * 7)).collect();
+            let values: Vec<String> = map.iter().map(|(k, v)| format!("{}", k * 1000 + v)).collect();
+            let out = std::env::var("OUT_DIR").unwrap();
+            std::fs::write(format!("{out}/table.rs"), format!("pub static TABLE: [u32; 64] = [{}];", values.join(", "))).unwrap();
+        }
+        """,
         "kiln_table/src/lib.rs": "include!(concat!(env!(\"OUT_DIR\"), \"/table.rs\"));\npub fn lookup(i: usize) -> u32 { TABLE[i % 64] }\n",
         "app/Cargo.toml": "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nkiln_table = { path = \"../kiln_table\" }\n",
         "app/src/main.rs": "fn main() { println!(\"{}\", kiln_table::lookup(std::env::args().count())); }\n",

@@ -137,6 +137,79 @@ import Testing
         #expect(lost < 1 << 30, "the host lost \(lost >> 20) MiB of disk")
     }
 
+    /// #29: a 1 GiB sparse binary from a few KiB of source — the project's own `.cargo/config.toml`
+    /// names a linker wrapper that truncates the linked executable to 1 GiB. The workspace's disk limit
+    /// counts allocated blocks, so the build succeeds; the host-side copy then wrote every byte (the job
+    /// ended `ready`, with 1 GiB per such file written on the host). The artifacts' apparent bytes
+    /// together are now held to the job's disk limit before anything is copied.
+    @Test func aSparseBinaryCannotMakeTheHostWriteAGigabyte() async throws {
+        let broker = try await BrokerProcess()
+        defer { broker.stop() }
+        let stage = try TemporaryDirectory(prefix: "kiln-sparse")
+        var files = Fixtures.helloCrate(name: "sparse")
+        files[".cargo/config.toml"] = "[target.x86_64-unknown-linux-gnu]\nlinker = \"/build/src/w/cc\"\n"
+        files["w/cc"] = """
+            #!/bin/sh
+            /usr/bin/cc "$@" || exit $?
+            prev=
+            for a in "$@"; do
+              if [ "$prev" = -o ]; then case "$a" in */deps/sparse-*) truncate -s 1073741824 "$a" ;; esac; fi
+              prev=$a
+            done
+
+            """
+        try Fixtures.write(files, to: stage.file("sparse"))
+        chmod(stage.file("sparse/w/cc"), 0o755)
+        try await Command.run("/bin/tar", ["czf", stage.file("sparse.tar.gz"), "sparse"], workingDirectory: stage.path)
+        let source = try Data(contentsOf: URL(fileURLWithPath: stage.file("sparse.tar.gz"))).base64EncodedString()
+        var before = statvfs()
+        statvfs(FileManager.default.temporaryDirectory.path, &before)
+        let (d, _, terminal, _) = try await runBuild(
+            { BuildRequest(jobID: $0, nonce: testNonce, sourceData: source, sourceName: "sparse.tar.gz") }, workerArgs: ["--disk-mb", "64"],
+            broker: broker)
+        var after = statvfs()
+        statvfs(FileManager.default.temporaryDirectory.path, &after)
+        #expect(terminal.type == .failed && terminal.failurePhase == "package", "\(terminal.type) \(terminal.message ?? "") \(d.logLines.suffix(8))")
+        #expect(terminal.message?.contains("disk limit of 64 MiB") == true, "\(terminal.message ?? "")")
+        #expect(!d.events.contains { $0.type == .artifact }, "nothing was shipped")
+        let lost = (Int64(before.f_bavail) - Int64(after.f_bavail)) * Int64(after.f_frsize)
+        #expect(lost < 512 << 20, "the host lost \(lost >> 20) MiB of disk")
+        await d.close()
+    }
+
+    /// #29: a proc-macro that prints a flood of lines shaped like cargo's `compiler-artifact`
+    /// messages (rustc's stdout reaches cargo's, and cargo's is the worker's). The host-side worker
+    /// keeps at most as many as a build may ship and fails the job naming the limit, so its memory
+    /// stays bounded whatever a build prints (300 000 such lines grew it to 3.4 GiB).
+    @Test func fakeArtifactMessagesFromAProcMacroAreBounded() async throws {
+        let broker = try await BrokerProcess()
+        defer { broker.stop() }
+        let files = [
+            "Cargo.toml": "[package]\nname = \"flood\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nevilmacro = { path = \"evilmacro\" }\n",
+            "src/main.rs": "evilmacro::flood!();\nfn main() {}\n",
+            "evilmacro/Cargo.toml": "[package]\nname = \"evilmacro\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\nproc-macro = true\n",
+            "evilmacro/src/lib.rs": #"""
+            use proc_macro::TokenStream;
+            #[proc_macro]
+            pub fn flood(_: TokenStream) -> TokenStream {
+                let pad = "x".repeat(200);
+                for i in 0..100000 {
+                    println!("{{\"reason\":\"compiler-artifact\",\"package_id\":\"path+file:///build/src#flood@0.1.0\",\"target\":{{\"kind\":[\"bin\"],\"name\":\"evil\"}},\"filenames\":[],\"executable\":\"/build/out/fake-{}-{}\"}}", i, pad);
+                }
+                TokenStream::new()
+            }
+
+            """#,
+        ]
+        let source = Data(try await Fixtures.archive(files, root: "flood", zip: false)).base64EncodedString()
+        let (d, worker, terminal, _) = try await runBuild(
+            { BuildRequest(jobID: $0, nonce: testNonce, sourceData: source, sourceName: "flood.tar.gz") }, broker: broker)
+        _ = worker
+        #expect(terminal.type == .failed && terminal.failurePhase == "build", "\(terminal.message ?? "") \(d.logLines.suffix(8))")
+        #expect(terminal.message?.contains("more than 10000 artifacts") == true, "\(terminal.message ?? "")")
+        await d.close()
+    }
+
     /// A fixed-output derivation would run with the host's network (Nix gives fetchers network even
     /// in its sandbox): it reaches for a port listening on the host's loopback. The job is refused
     /// before anything runs, and the listener sees no connection.
