@@ -87,4 +87,16 @@ Submit through one gateway, follow and download through the other:
   kiln submit --gateway http://127.0.0.1:${GATEWAY_PORTS[0]} …   then   curl -N http://127.0.0.1:${GATEWAY_PORTS[1]}/build/<id>/events
 INFO
 echo "scale-out farm ready"
-wait -n "${pids[@]}" || true
+# Surviving a member's death is what a scaled-out farm is for: say which process ended and keep running
+# while any does. Ctrl-C (or SIGTERM) stops everything.
+declare -A what
+for p in "${pids[@]}"; do what[$p]=$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | cut -c1-80); done
+alive=("${pids[@]}")
+while [ ${#alive[@]} -gt 0 ]; do
+  wait -n "${alive[@]}" || true
+  still=()
+  for p in "${alive[@]}"; do
+    if kill -0 "$p" 2>/dev/null; then still+=("$p"); else echo "a member exited (pid $p: ${what[$p]:-?}); the farm keeps running, Ctrl-C stops it" >&2; fi
+  done
+  alive=("${still[@]}")
+done

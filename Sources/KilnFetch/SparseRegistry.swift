@@ -31,6 +31,13 @@ public struct SparseRegistry: Sendable {
         var s = url.hasPrefix("sparse+") ? String(url.dropFirst(7)) : url
         if !s.hasSuffix("/") { s += "/" }
         guard let parsed = URL(string: s), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil else {
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: url, isDirectory: &isDirectory), isDirectory.boolValue {
+                throw Failure(
+                    description:
+                        "the Cargo registry '\(url)' is a directory, not a sparse index URL: a directory of crates (a local registry, `cargo vendor` output, Debian's /usr/share/cargo/registry) is given to kiln-worker --cargo-vendor",
+                    retryable: false)
+            }
             throw Failure(description: "the Cargo registry '\(url)' is not an http(s) sparse index URL", retryable: false)
         }
         indexURL = s

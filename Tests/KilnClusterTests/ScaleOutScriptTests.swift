@@ -42,6 +42,16 @@ import Testing
                 BuiltProducts.path("kiln"), ["verify", dir.file(file), "--nonce", nonce, "--key", dir.file("state/keys/farm.pub.pem"), "--allow-tee-none"])
             #expect(try await v.waitForExit() == 0, "\(file): \(v.output)")
         }
+        // One nats-server killed: the script says so and keeps the farm running (#28), and the next
+        // build goes through the other gateway.
+        let natsPID = try await Command.run("/bin/sh", ["-c", "pgrep -f 'nats-server -a 127.0.0.1 -p \(ports[0]) ' | head -1"])
+        let victim = try #require(Int32(natsPID.trimmingCharacters(in: .whitespacesAndNewlines)), "the first nats-server's pid")
+        kill(victim, SIGKILL)
+        _ = try await farm.waitForLine(prefix: "a member exited", timeout: .seconds(30))
+        #expect(farm.isRunning, "the script stopped the whole farm when one member died")
+        let again = try await LaunchedProcess(
+            BuiltProducts.path("kiln"), ["submit", src, "--gateway", b, "--nonce", nonce, "--follow", "-o", dir.file("after-kill.tar.gz")])
+        #expect(try await again.waitForExit(timeout: .seconds(240)) == 0, "\(again.output.suffix(10))")
         // Stopped, it leaves nothing running (the postmaster included).
         farm.terminate(grace: .seconds(15))
         let pid = try? String(contentsOfFile: dir.file("state/postgres/data/postmaster.pid"), encoding: .utf8).split(separator: "\n").first

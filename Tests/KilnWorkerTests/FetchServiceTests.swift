@@ -100,6 +100,17 @@ import Testing
         await bus.close()
     }
 
+    /// #28: a directory given as the registry says what to use instead, at start.
+    @Test func aDirectoryGivenAsTheRegistryIsRefusedAtStartNamingCargoVendor() async throws {
+        let dir = try TemporaryDirectory(prefix: "kiln-fetch-dir")
+        let broker = try await BrokerProcess()
+        defer { broker.stop() }
+        let p = try await LaunchedProcess(
+            BuiltProducts.path("kiln-fetch"), ["--broker", "kiln://127.0.0.1:\(broker.port)", "--state", dir.file("fetch"), "--cargo-registry", dir.path])
+        #expect(try await p.waitForExit() != 0)
+        #expect(p.output.joined(separator: "\n").contains("kiln-worker --cargo-vendor"), "\(p.output)")
+    }
+
     @Test func unstampedRequestsAreRefusedByDefault() async throws {
         let dir = try TemporaryDirectory(prefix: "kiln-fetch-stamp")
         let broker = try await BrokerProcess()
