@@ -19,3 +19,26 @@ wait_for() {  # file pattern [tries of 50 ms, default 300]
   for _ in $(seq "${3:-300}"); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
   echo "timed out waiting for '$2' in $1" >&2; tail -20 "$1" >&2; return 1
 }
+
+# The bus as production runs it (#29: `make run`'s broker once let any local process publish a job's
+# events and take its build requests): kiln-broker with the production permissions file, passwords of
+# this farm's own (random, kept root-only under $STATE/keys), and the operator's credential key, which
+# kiln-pool signs each worker's short-lived credential with. Needs BROKER_PORT for `bus`.
+secure_bus() {
+  if [ ! -f "$STATE/keys/credential.pem" ]; then "$BIN/kiln" keys generate "$STATE/keys/credential.pem" > /dev/null; fi
+  "$BIN/kiln" keys show "$STATE/keys/credential.pem" | awk '$1 == "hex" {print $2}' > "$STATE/keys/credential.pub"
+  users="$STATE/keys/broker-users.json"
+  if [ ! -f "$users" ]; then
+    (umask 077 && python3 - cluster/broker-users.production.json "$users" <<'PY'
+import json, secrets, sys
+users = json.load(open(sys.argv[1]))
+for u in users["users"]:
+    u["password"] = secrets.token_hex(16)
+json.dump(users, open(sys.argv[2], "w"), indent=2)
+PY
+    )
+  fi
+}
+password() { python3 -c 'import json,sys; print(next(u["password"] for u in json.load(open(sys.argv[1]))["users"] if u["user"] == sys.argv[2]))' "$STATE/keys/broker-users.json" "$1"; }
+bus() { echo "kiln://$1:$(password "$1")@127.0.0.1:$BROKER_PORT"; }
+broker_security=(--users "$STATE/keys/broker-users.json" --credential-key "$STATE/keys/credential.pub")

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Starts broker, gateway and a pool of one-shot workers with all state under $KILN_STATE.
+# Starts broker, kiln-fetch, gateway and a pool of one-shot workers with all state under $KILN_STATE.
+# The bus is secured as in production: the production permissions file with random passwords and
+# per-worker credentials (keys under $KILN_STATE/keys). Process workers hold the farm key (the
+# development mode; `make run-vm` keeps it in the pool only).
 # Ctrl-C / SIGTERM stops everything (the pool stops its workers); no process is left behind.
 #
 # Environment (all optional): BIN (default .build/release), KILN_STATE (.state), KILN_BROKER_PORT (4222),
@@ -21,25 +24,28 @@ mkdir -p "$STATE/keys" "$STATE/logs"
 STATE=$(cd "$STATE" && pwd)
 
 source cluster/common.sh
+secure_bus
 
-"$BIN/kiln-broker" --host 127.0.0.1 --port "$BROKER_PORT" --monitor-port "$BROKER_MONITOR_PORT" > "$STATE/logs/broker.log" 2>&1 &
+# Secure by default (#29): the production permissions, per-worker credentials, random passwords.
+"$BIN/kiln-broker" --host 127.0.0.1 --port "$BROKER_PORT" --monitor-port "$BROKER_MONITOR_PORT" "${broker_security[@]}" \
+  > "$STATE/logs/broker.log" 2>&1 &
 pids+=($!)
 wait_for "$STATE/logs/broker.log" "kiln-broker listening on"
 
 # The fetch service: the only process that reaches a registry or a repository; workers get their inputs from it.
 # shellcheck disable=SC2086  # KILN_FETCH_ARGS is a list of flags
-"$BIN/kiln-fetch" --broker "kiln://127.0.0.1:$BROKER_PORT" --state "$STATE/fetch" --monitor-port "$FETCH_MONITOR_PORT" --allow-unstamped \
+"$BIN/kiln-fetch" --broker "$(bus fetch)" --state "$STATE/fetch" --monitor-port "$FETCH_MONITOR_PORT" \
   ${KILN_FETCH_ARGS:-} > "$STATE/logs/fetch.log" 2>&1 &
 pids+=($!)
 wait_for "$STATE/logs/fetch.log" "kiln-fetch ready"
 
-"$BIN/kiln-gateway" --host 127.0.0.1 --port "$GATEWAY_PORT" --data "$STATE/gateway" --broker "kiln://127.0.0.1:$BROKER_PORT" \
+"$BIN/kiln-gateway" --host 127.0.0.1 --port "$GATEWAY_PORT" --data "$STATE/gateway" --broker "$(bus gateway)" \
   --public-key "$STATE/keys/farm.pub.pem" > "$STATE/logs/gateway.log" 2>&1 &
 pids+=($!)
 wait_for "$STATE/logs/gateway.log" "kiln-gateway listening on"
 
-"$BIN/kiln-pool" --broker "kiln://127.0.0.1:$BROKER_PORT" --idle "$POOL_IDLE" --max "$POOL_MAX" --state "$STATE/pool" \
-  --key "$STATE/keys/farm.pem" --monitor-port "$POOL_MONITOR_PORT" ${KILN_WORKER_ARGS:+"--worker-args=$KILN_WORKER_ARGS"} > "$STATE/logs/pool.log" 2>&1 &
+"$BIN/kiln-pool" --broker "$(bus pool)" --idle "$POOL_IDLE" --max "$POOL_MAX" --state "$STATE/pool" \
+  --credential-signing-key "$STATE/keys/credential.pem" --key "$STATE/keys/farm.pem" --monitor-port "$POOL_MONITOR_PORT" ${KILN_WORKER_ARGS:+"--worker-args=$KILN_WORKER_ARGS"} > "$STATE/logs/pool.log" 2>&1 &
 pids+=($!)
 wait_for "$STATE/logs/pool.log" "started worker"
 

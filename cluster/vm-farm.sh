@@ -32,22 +32,7 @@ VM=$(pwd)/cluster/vm
 
 source cluster/common.sh
 
-# The operator's credential key: signs each worker's short-lived broker credential (kiln-pool).
-if [ ! -f "$STATE/keys/credential.pem" ]; then "$BIN/kiln" keys generate "$STATE/keys/credential.pem" > /dev/null; fi
-"$BIN/kiln" keys show "$STATE/keys/credential.pem" | awk '$1 == "hex" {print $2}' > "$STATE/keys/credential.pub"
-# The broker's users: the production permissions, with passwords of this farm's own (kept, root-only).
-users="$STATE/keys/broker-users.json"
-if [ ! -f "$users" ]; then
-  (umask 077 && python3 - cluster/broker-users.production.json "$users" <<'PY'
-import json, secrets, sys
-users = json.load(open(sys.argv[1]))
-for u in users["users"]:
-    u["password"] = secrets.token_hex(16)
-json.dump(users, open(sys.argv[2], "w"), indent=2)
-PY
-  )
-fi
-password() { python3 -c 'import json,sys; print(next(u["password"] for u in json.load(open(sys.argv[1]))["users"] if u["user"] == sys.argv[2]))' "$users" "$1"; }
+secure_bus
 
 # The worker image: rebuilt when this build's kiln-worker is not the one it holds.
 image="$STATE/vm/image-$TOOLCHAIN"
@@ -78,11 +63,10 @@ if [ "$ACCEL" = auto ]; then
 fi
 case "$ACCEL" in kvm|tcg) ;; *) echo "KILN_VM_ACCEL must be auto, kvm or tcg" >&2; exit 2 ;; esac
 
-"$BIN/kiln-broker" --host 127.0.0.1 --port "$BROKER_PORT" --monitor-port "$BROKER_MONITOR_PORT" --users "$users" \
-  --credential-key "$STATE/keys/credential.pub" > "$STATE/logs/broker.log" 2>&1 &
+"$BIN/kiln-broker" --host 127.0.0.1 --port "$BROKER_PORT" --monitor-port "$BROKER_MONITOR_PORT" "${broker_security[@]}" \
+  > "$STATE/logs/broker.log" 2>&1 &
 pids+=($!)
 wait_for "$STATE/logs/broker.log" "kiln-broker listening on"
-bus() { echo "kiln://$1:$(password "$1")@127.0.0.1:$BROKER_PORT"; }
 
 # shellcheck disable=SC2086  # KILN_FETCH_ARGS is a list of flags
 "$BIN/kiln-fetch" --broker "$(bus fetch)" --state "$STATE/fetch" --monitor-port "$FETCH_MONITOR_PORT" ${KILN_FETCH_ARGS:-} \

@@ -50,6 +50,18 @@ import Testing
         let farm = try await Self.launchScript("cluster/farm.sh", environment: env)
         defer { farm.terminate(grace: .seconds(15)) }
         _ = try await farm.waitForLine(prefix: "Kiln is running.", timeout: .seconds(60))
+        // #29: the broker `make run` starts is secure by default. A local process without credentials
+        // (before: accepted, it published a `failed` event for another client's running job) is refused,
+        // and the passwords it would need are the farm's own, in a root-only file.
+        let brokerPort = try #require(Int(env["KILN_BROKER_PORT"] ?? ""))
+        let stranger = try RawBusConnection(port: brokerPort)
+        try await stranger.handshake()
+        let refused = try await stranger.read(op: .err, timeout: 10)
+        #expect(refused?.header.code == 401, "\(String(describing: refused?.header))")
+        let users = try String(contentsOfFile: dir.file("state/keys/broker-users.json"), encoding: .utf8)
+        #expect(!users.contains("change-me"), "the farm's broker passwords are its own")
+        var st = stat()
+        #expect(stat(dir.file("state/keys/broker-users.json"), &st) == 0 && st.st_mode & 0o077 == 0)
     }
 
     @Test func newcomerFlow() async throws {
