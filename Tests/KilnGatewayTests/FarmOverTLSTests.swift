@@ -3,14 +3,16 @@ import KilnTestSupport
 import Testing
 
 /// #11 item 3: a whole farm whose bus is TLS with client certificates (mTLS): the gateway and the
-/// worker each log in as the user their certificate names; the build completes and verifies.
+/// worker (and the fetch service) each log in as the user their certificate names; the build completes
+/// and verifies.
 @Suite(.serialized) struct FarmOverTLSTests {
     @Test func aBuildCompletesOverMutualTLS() async throws {
         let pre = try TemporaryDirectory(prefix: "kiln-tls")
-        let pki = try await TestCertificates(directory: pre.path, clients: ["gateway", "worker-1"])
+        let pki = try await TestCertificates(directory: pre.path, clients: ["gateway", "worker-1", "fetch"])
         try #"""
         {"users": [
           {"user": "gateway", "permissions": {}},
+          {"user": "fetch", "permissions": {"publish": {"deny": [">"]}, "subscribe": {"allow": ["kiln.worker.*.fetch.*"]}, "allow_responses": true}},
           {"user": "worker-1", "permissions": {"publish": {"allow": ["kiln.workers.ready", "kiln.build.*.events", "kiln.build.*.result", "kiln.build.*.source"]},
                                                "subscribe": {"allow": ["kiln.build.request workers", "kiln.worker.*.request", "_INBOX.>", "kiln.build.*.control"]},
                                                "allow_responses": true}}
@@ -30,6 +32,7 @@ import Testing
             ],
             brokerURLForGateway: { "kilns://127.0.0.1:\($0)" }, gatewayEnvironment: env("gateway"))
         defer { c.stop() }
+        try await c.startFetchService(brokerURL: "kilns://127.0.0.1:\(c.broker.port)", environment: env("fetch"))
         try await c.startWorker(["--broker", "kilns://127.0.0.1:\(c.broker.port)"], environment: env("worker-1"))
         let id = try await c.submit(Fixtures.helloCrate())
         let done = try await c.waitForStatus(id, ["ready", "error", "cancelled"], timeout: .seconds(120))

@@ -48,10 +48,11 @@ final class TestCluster: @unchecked Sendable {
     /// Starts the fetch service (once): `registry` is its Cargo registry, `brokerURL` where it connects
     /// (default: where workers connect).
     @discardableResult
-    func startFetchService(registry: String? = nil, brokerURL: String? = nil) async throws -> FetchServiceProcess {
+    func startFetchService(registry: String? = nil, brokerURL: String? = nil, environment: [String: String]? = nil) async throws -> FetchServiceProcess {
         if let fetch { return fetch }
         let started = try await FetchServiceProcess(
-            broker: brokerURL ?? workerBrokerURL ?? "kiln://127.0.0.1:\(broker.port)", state: dir.file("fetch"), registry: registry)
+            broker: brokerURL ?? workerBrokerURL ?? "kiln://127.0.0.1:\(broker.port)", state: dir.file("fetch"), registry: registry,
+            environment: environment)
         fetch = started
         return started
     }

@@ -10,14 +10,16 @@ public final class FetchServiceProcess: Sendable {
 
     /// `allowLoopback: false` leaves the host policy as an operator would (internal addresses refused).
     public init(
-        broker: String, state: String, registry: String? = nil, arguments: [String] = [], unstamped: Bool = true, allowLoopback: Bool = true
+        broker: String, state: String, registry: String? = nil, arguments: [String] = [], unstamped: Bool = true, allowLoopback: Bool = true,
+        environment: [String: String]? = nil
     ) async throws {
         self.state = state
         process = try await LaunchedProcess(
             BuiltProducts.path("kiln-fetch"),
             ["--broker", broker, "--state", state, "--monitor-port", "0"]
                 + (allowLoopback ? ["--allow-source-host", "127.0.0.1", "--only-allowed-source-hosts"] : [])
-                + (unstamped ? ["--allow-unstamped"] : []) + (registry.map { ["--cargo-registry", $0] } ?? []) + arguments)
+                + (unstamped ? ["--allow-unstamped"] : []) + (registry.map { ["--cargo-registry", $0] } ?? []) + arguments,
+            environment: environment)
         monitorPort = Int(try await process.waitForLine(prefix: "kiln-fetch monitor on http://127.0.0.1:")) ?? 0
         _ = try await process.waitForLine(prefix: "kiln-fetch ready")
     }
