@@ -19,7 +19,7 @@ for i in $(seq "$JOBS"); do
 done
 GP=$(port)
 BIN="$BIN" KILN_STATE="$work/state" KILN_BROKER_PORT=$(port) KILN_BROKER_MONITOR_PORT=$(port) KILN_GATEWAY_PORT=$GP \
-  KILN_POOL_MONITOR_PORT=$(port) KILN_POOL_IDLE=4 KILN_POOL_MAX=4 cluster/farm.sh > "$work/farm.log" 2>&1 &
+  KILN_POOL_MONITOR_PORT=$(port) KILN_FETCH_MONITOR_PORT=$(port) KILN_POOL_IDLE=4 KILN_POOL_MAX=4 cluster/farm.sh > "$work/farm.log" 2>&1 &
 farm=$!
 for _ in $(seq 400); do grep -q "Kiln is running" "$work/farm.log" && break; sleep 0.05; done
 sleep 2
@@ -34,7 +34,8 @@ def submit(i):
                                  headers={"Content-Type": "application/json"})
     return json.load(urllib.request.urlopen(req))["job_id"]
 t0 = time.time()
-with concurrent.futures.ThreadPoolExecutor(16) as ex:
+# At most 8 uploads at once: the gateway's default per-caller upload limit (16 died with HTTP 429, #31).
+with concurrent.futures.ThreadPoolExecutor(8) as ex:
     ids = list(ex.map(submit, range(1, n + 1)))
 while True:
     st = [json.load(urllib.request.urlopen(f"{gw}/build/{i}")) for i in ids]
