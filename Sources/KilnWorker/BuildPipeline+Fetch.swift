@@ -11,7 +11,11 @@ extension BuildPipeline {
     }
 
     /// This build's client of the farm's fetch service.
-    var fetchClient: FetchClient { FetchClient(client: client, workerID: configuration.workerID, jobID: request.jobID) }
+    var fetchClient: FetchClient {
+        var fetch = FetchClient(client: client, workerID: configuration.workerID, jobID: request.jobID)
+        fetch.cancel = cancel
+        return fetch
+    }
 
     /// The fetch phase of a Cargo build: the registry crates `Cargo.lock` pins, from the farm's fetch
     /// service and verified, as a local registry under `directory`. Without a lock file, one is

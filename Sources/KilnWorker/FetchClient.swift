@@ -3,6 +3,7 @@ import Foundation
 import KilnBusClient
 import KilnCore
 import KilnMessages
+import KilnProcess
 import NIOCore
 
 /// The worker's side of the fetch protocol (`FetchKind`): every build input that is not the user's
@@ -20,6 +21,9 @@ struct FetchClient: Sendable {
     var maxObjectBytes: Int64 = 2 << 30
     /// Attempts for a request the service answered as retryable (busy, upstream trouble) or did not answer.
     var attempts = 3
+    /// The build's cancel switch (a user's cancel, SIGTERM): a wait for the service ends with it, so a
+    /// stopped worker never sits out a reply's timeout with its workspace mounted.
+    var cancel: CancelSwitch?
 
     /// A refusal or failure of the fetch service, as the build reports it.
     struct Failure: Error, CustomStringConvertible {
@@ -43,7 +47,7 @@ struct FetchClient: Sendable {
             if attempt > 0 { try await Task.sleep(for: .milliseconds(200 << attempt)) }
             let reply: BusMessage
             do {
-                reply = try await client.request(Subjects.fetch(workerID, kind), payload: Array(payload), timeout: timeout)
+                reply = try await requestUnlessCancelled(Subjects.fetch(workerID, kind), payload: Array(payload))
             } catch BusClientError.noResponders {
                 throw Failure(status: 503, message: "no fetch service is running on this farm (kiln-fetch)", retryable: true)
             } catch let error as BusClientError {
@@ -58,6 +62,21 @@ struct FetchClient: Sendable {
             guard lastFailure.retryable else { throw lastFailure }
         }
         throw lastFailure
+    }
+
+    /// The request, or `BuildCancelled` as soon as the build's cancel switch fires.
+    private func requestUnlessCancelled(_ subject: String, payload: [UInt8]) async throws -> BusMessage {
+        guard let cancel else { return try await client.request(subject, payload: payload, timeout: timeout) }
+        return try await withThrowingTaskGroup(of: BusMessage?.self) { group in
+            group.addTask { try await client.request(subject, payload: payload, timeout: timeout) }
+            group.addTask {
+                await cancel.wait()
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let reply = first else { throw BuildCancelled() }
+            return reply
+        }
     }
 
     /// Reads an object chunk by chunk (`ask(offset)` → one reply) until `size` bytes, bounded.
