@@ -58,7 +58,7 @@ struct GatewayHTTP: Sendable {
     /// Polls until the job's status is one of `accept` (and `unless` does not hold: a status the job
     /// passes through, such as `waiting` before its first attempt, is not the end).
     func waitForStatus(
-        _ id: String, _ accept: Set<String>, timeout: Duration = .seconds(120), unless: ([String: Any]) -> Bool = { _ in false }
+        _ id: String, _ accept: Set<String>, timeout: Duration = .seconds(600), unless: ([String: Any]) -> Bool = { _ in false }
     ) async throws -> [String: Any] {
         var last: [String: Any] = [:]
         let reached = try await eventually(within: timeout, every: .milliseconds(100)) { () async throws -> [String: Any]? in

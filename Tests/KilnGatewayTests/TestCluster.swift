@@ -96,7 +96,7 @@ final class TestCluster: @unchecked Sendable {
 
     func status(_ id: String) async throws -> [String: Any] { try await api.status(id) }
 
-    func waitForStatus(_ id: String, _ accept: Set<String>, timeout: Duration = .seconds(120)) async throws -> [String: Any] {
+    func waitForStatus(_ id: String, _ accept: Set<String>, timeout: Duration = .seconds(600)) async throws -> [String: Any] {
         try await api.waitForStatus(id, accept, timeout: timeout)
     }
 

@@ -77,7 +77,10 @@ final class TestDispatcher: @unchecked Sendable {
     var events: [BuildEvent] { state.withLockedValue { $0.events } }
 
     /// Waits for the terminal event.
-    func waitForTerminal(timeout: Duration = .seconds(120)) async throws -> BuildEvent {
+    /// Generous by default: a real build of 20-odd crates takes over two minutes on this 2-core machine
+    /// when both cores are busy with something else (the loaded CI run, #27); a build that ends sooner
+    /// returns sooner.
+    func waitForTerminal(timeout: Duration = .seconds(900)) async throws -> BuildEvent {
         if let t = await eventually(within: timeout, every: .milliseconds(50), { terminal.withLockedValue { $0 } }) { return t }
         throw LaunchError("no terminal event within \(timeout); events: \(events.map { "\($0.seq):\($0.type.rawValue)" })")
     }

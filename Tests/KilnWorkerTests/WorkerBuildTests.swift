@@ -32,7 +32,7 @@ func runBuild(
     #expect(reply.accepted)
     #expect(reply.workerID == worker.id)
     let terminal = try await dispatcher.waitForTerminal()
-    let status = try await worker.process.waitForExit(timeout: .seconds(60))
+    let status = try await worker.process.waitForExit(timeout: .seconds(180))
     #expect(status == 0, "worker exit status; output: \(worker.process.output.suffix(15).joined(separator: "\n"))")
     #expect(!FileManager.default.fileExists(atPath: worker.scratch), "scratch deleted")
     if broker == nil { brokerProcess.stop() }
