@@ -90,7 +90,7 @@ echo "scale-out farm ready"
 # Surviving a member's death is what a scaled-out farm is for: say which process ended and keep running
 # while any does. Ctrl-C (or SIGTERM) stops everything.
 declare -A what
-for p in "${pids[@]}"; do what[$p]=$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | cut -c1-80); done
+for p in "${pids[@]}"; do what[$p]=$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | cut -c1-80 || true); done
 alive=("${pids[@]}")
 while [ ${#alive[@]} -gt 0 ]; do
   wait -n "${alive[@]}" || true

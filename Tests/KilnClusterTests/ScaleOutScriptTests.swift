@@ -44,10 +44,11 @@ import Testing
         }
         // One nats-server killed: the script says so and keeps the farm running (#28), and the next
         // build goes through the other gateway.
-        let natsPID = try await Command.run("/bin/sh", ["-c", "pgrep -f 'nats-server -a 127.0.0.1 -p \(ports[0]) ' | head -1"])
+        // Anchored at the start of the command line: the shell running pgrep carries the pattern too.
+        let natsPID = try await Command.run("/usr/bin/pgrep", ["-f", "^[^ ]*nats-server -a 127.0.0.1 -p \(ports[0]) "])
         let victim = try #require(Int32(natsPID.trimmingCharacters(in: .whitespacesAndNewlines)), "the first nats-server's pid")
         kill(victim, SIGKILL)
-        _ = try await farm.waitForLine(prefix: "a member exited", timeout: .seconds(30))
+        _ = try await farm.waitForLine(prefix: "a member exited", timeout: .seconds(90))
         #expect(farm.isRunning, "the script stopped the whole farm when one member died")
         let again = try await LaunchedProcess(
             BuiltProducts.path("kiln"), ["submit", src, "--gateway", b, "--nonce", nonce, "--follow", "-o", dir.file("after-kill.tar.gz")])
