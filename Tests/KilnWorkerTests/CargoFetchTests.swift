@@ -135,26 +135,7 @@ import Testing
     static let debianRegistry = "/usr/share/cargo/registry"
 
     @Test func aProjectWithTwentyDependenciesBuildsFromDebiansCrateDirectory() async throws {
-        let files = [
-            "Cargo.toml": """
-            [package]
-            name = "debapp"
-            version = "0.1.0"
-            edition = "2021"
-
-            [dependencies]
-            clap = { version = "4", features = ["derive"] }
-            serde_json = "1"
-
-            """,
-            "src/main.rs": """
-            use clap::Parser;
-            #[derive(Parser)]
-            struct Args { #[arg(long, default_value = "kiln")] name: String }
-            fn main() { let a = Args::parse(); println!("{}", serde_json::json!({"hello": a.name})); }
-
-            """,
-        ]
+        let files = CrateRegistryFixture.clapAndSerdeProject
         let archive = try await Fixtures.archive(files, root: "debapp", zip: false)
         let (d, _, terminal, dir) = try await runBuild(
             { job in BuildRequest(jobID: job, nonce: testNonce, sourceData: Data(archive).base64EncodedString(), sourceName: "debapp.tar.gz") },
