@@ -144,9 +144,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ], swiftSettings: swiftSettings),
         .target(
+            name: "KilnHost", dependencies: ["KilnArchive"], swiftSettings: swiftSettings),
+        .target(
             name: "KilnWorker",
             dependencies: [
-                "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnProcess", "KilnCore", "CKilnSystem",
+                "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnProcess", "KilnCore", "KilnHost", "CKilnSystem",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -189,16 +191,27 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ], swiftSettings: swiftSettings),
         .target(
+            name: "KilnJobs",
+            dependencies: ["KilnMessages", "KilnCore"], swiftSettings: swiftSettings),
+        .target(
+            name: "KilnJobStore",
+            dependencies: [
+                "KilnJobs", "KilnCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ], swiftSettings: swiftSettings),
+        .target(
             name: "KilnGateway",
             dependencies: [
-                "KilnMessages", "KilnBus", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnCore",
+                "KilnJobs", "KilnJobStore", "KilnMessages", "KilnBus", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -227,7 +240,7 @@ let package = Package(
         .target(
             name: "KilnPool",
             dependencies: [
-                "KilnMessages", "KilnBus", "KilnBusClient", "KilnWorker", "KilnProcess", "KilnAttestation", "KilnCore",
+                "KilnMessages", "KilnBus", "KilnBusClient", "KilnHost", "KilnProcess", "KilnAttestation", "KilnCore",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -297,17 +310,25 @@ let package = Package(
         .testTarget(
             name: "KilnWorkerTests",
             dependencies: [
-                "KilnWorker", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnCore", "KilnTestSupport",
+                "KilnWorker", "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnCore", "KilnHost", "KilnTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings),
         .testTarget(
+            name: "KilnJobsTests", dependencies: ["KilnJobs", "KilnMessages"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "KilnJobStoreTests",
+            dependencies: [
+                "KilnJobStore", "KilnJobs", "KilnTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ], swiftSettings: swiftSettings),
+        .testTarget(
             name: "KilnGatewayTests",
             dependencies: [
-                "KilnGateway", "KilnMessages", "KilnBus", "KilnBroker", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnTestSupport",
-                "KilnStandInWorker",
+                "KilnGateway", "KilnJobs", "KilnJobStore", "KilnMessages", "KilnBus", "KilnBroker", "KilnBusClient", "KilnAttestation",
+                "KilnArchive", "KilnTestSupport", "KilnStandInWorker",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),

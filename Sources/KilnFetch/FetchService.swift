@@ -318,7 +318,3 @@ public final class FetchService: Service, Sendable {
         metrics.cacheBytes.set(Double(cache.totalBytes()))
     }
 }
-
-extension Duration {
-    var nanoseconds: Int64 { components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000 }
-}

@@ -1,4 +1,5 @@
 import Foundation
+import KilnJobs
 import KilnBus
 import KilnBusClient
 import KilnMessages
@@ -45,7 +46,13 @@ extension BuildCoordinator {
     /// gateway on the same store skips it meanwhile).
     private func nextWaiting(skipping: Set<String>) async -> Job? {
         let until = Date().addingTimeInterval(configuration.ackTimeout.seconds + 10)
-        return try? await store.claimWaiting(by: configuration.instanceID, until: until, skipping: skipping)
+        do {
+            return try await store.claimWaiting(by: configuration.instanceID, until: until, skipping: skipping)
+        } catch {
+            // This pass ends; housekeeping wakes the dispatcher again within a second.
+            logger.warning("cannot claim a waiting job: \(error)")
+            return nil
+        }
     }
 
     /// One dispatch attempt.
@@ -56,7 +63,10 @@ extension BuildCoordinator {
         foreignJobs.remove(job.id)
         let outcome = await offerOnce(job)
         // Placed or not, this gateway is done offering it: a job still waiting is anyone's again.
-        try? await store.releaseClaim(job.id, by: configuration.instanceID)
+        do { try await store.releaseClaim(job.id, by: configuration.instanceID) } catch {
+            // The claim expires on its own (`ackTimeout` + 10 s); only then may another gateway offer it.
+            logger.warning("cannot release a dispatch claim: \(error)", metadata: ["job_id": "\(job.id)"])
+        }
         while let queue = early[job.id], let (event, message) = queue.first {
             early[job.id] = Array(queue.dropFirst())
             await handleEvent(event, message)
@@ -84,7 +94,8 @@ extension BuildCoordinator {
             workers.expire(now: now)
             guard let candidate = workers.candidates(for: requirements, now: now).first else {
                 if let why = workers.impossibility(of: requirements, now: now) {
-                    await failUndispatchable(job, why)
+                    let action = "the farm's operator can add workers that offer it; or submit without the option that needs it"
+                    await failUndispatchable(job, JobFailure(phase: "dispatch", message: why, retryable: false, suggestedAction: action))
                     return .placed
                 }
                 return .deferred
@@ -102,7 +113,10 @@ extension BuildCoordinator {
             return .placed
         } catch {
             logger.warning("dispatch got no acceptance in time; will retry", metadata: ["job_id": "\(job.id)", "error": "\(error)"])
-            _ = try? await store.update(job.id) { $0.dispatchAttempts += 1 }
+            do { try await apply(.offerUnanswered, to: job.id) } catch {
+                // Only a count of attempts: the job waits on either way.
+                logger.warning("cannot count a dispatch attempt: \(error)", metadata: ["job_id": "\(job.id)"])
+            }
             if let chosen {
                 // It may yet accept, too late: tell it to stop rather than build a job nobody takes from it.
                 workers.unavailable(chosen)
@@ -110,15 +124,15 @@ extension BuildCoordinator {
             }
             return .noTaker
         }
-        guard let answer = try? JSONDecoder().decode(DispatchReply.self, from: Data(reply.payloadBytes)) else { return .placed }
+        guard let answer = try? JSONDecoder().decode(DispatchReply.self, from: Data(reply.payloadBytes)) else {
+            // Not an answer a worker gives: treated as nobody taking it (the next pass offers it again).
+            logger.warning("unreadable dispatch reply", metadata: ["job_id": "\(job.id)"])
+            return .placed
+        }
         guard answer.accepted, let worker = answer.workerID else {
             if answer.code == 400 {
-                _ = try? await store.update(job.id) {
-                    $0.status = .error
-                    $0.failurePhase = "dispatch"
-                    $0.error = "a worker rejected the request: \(answer.message ?? "")"
-                    $0.finishedAt = Date()
-                }
+                let why = "a worker rejected the request: \(String((answer.message ?? "").prefix(4096)))"
+                await failUndispatchable(job, JobFailure(phase: "dispatch", message: why, retryable: false))
             } else if let chosen {
                 // Busy (409) or unable after all (422): not this one.
                 logger.info("worker declined", metadata: ["job_id": "\(job.id)", "worker_id": "\(chosen)", "reason": "\(answer.message ?? "")"])
@@ -128,45 +142,30 @@ extension BuildCoordinator {
         }
         metrics.dispatchLatency.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
         workers.busy(worker)
-        let me = configuration.instanceID
-        let updated = try? await store.update(job.id) { j in
-            guard j.status == .waiting else { return }
-            j.status = .building
-            j.workerID = worker
-            j.workerIdentity = reply.headers?[BusHeader.senderHeader]
-            j.ingestedBy = me
-            j.startedAt = Date()
-            j.lastSeenAt = Date()
-            j.dispatchAttempts += 1
-        }
-        if updated?.workerID != worker {
-            // Cancelled (or placed) meanwhile: this worker must not build it.
+        do {
+            // Refused when the job was cancelled (or placed) meanwhile: the lifecycle stops this worker.
+            if let (_, transition) = try await apply(
+                .offerAccepted(worker: worker, identity: reply.headers?[BusHeader.senderHeader]), to: job.id),
+                transition.refusal == nil
+            {
+                logger.info("job dispatched", metadata: ["job_id": "\(job.id)", "worker_id": "\(worker)"])
+            }
+        } catch {
+            // Not recorded: this worker must not build a job the store does not say is its own.
+            logger.error("cannot record a worker's acceptance: \(error)", metadata: ["job_id": "\(job.id)"])
             await sendControl(job.id, .init(action: .cancel, workerID: worker))
-        } else {
-            logger.info("job dispatched", metadata: ["job_id": "\(job.id)", "worker_id": "\(worker)"])
         }
         return .placed
     }
 
-    /// No worker on the farm can build it: the farm's answer, not the project's fault.
-    private func failUndispatchable(_ job: Job, _ why: String) async {
-        let action = "the farm's operator can add workers that offer it; or submit without the option that needs it"
-        let updated = try? await store.update(job.id) { j in
-            guard j.status == .waiting else { return }
-            j.status = .error
-            j.failurePhase = "dispatch"
-            j.error = why
-            j.retryable = false
-            j.suggestedAction = action
-            j.finishedAt = Date()
-        }
-        guard updated?.status == .error else { return }
-        logger.info("job cannot be dispatched", metadata: ["job_id": "\(job.id)", "reason": "\(why)"])
-        await synthesize(job.id, .failed) {
-            $0.failurePhase = "dispatch"
-            $0.message = why
-            $0.retryable = false
-            $0.suggestedAction = action
+    /// No worker can ever take it (on this farm, or at all): the farm's answer, not the project's fault.
+    private func failUndispatchable(_ job: Job, _ failure: JobFailure) async {
+        do {
+            guard let (_, transition) = try await apply(.undispatchable(failure), to: job.id), transition.refusal == nil else { return }
+            logger.info("job cannot be dispatched", metadata: ["job_id": "\(job.id)", "reason": "\(failure.message)"])
+        } catch {
+            // It stays waiting: the next dispatch pass comes to the same verdict and tries again.
+            logger.error("cannot record that a job cannot be dispatched: \(error)", metadata: ["job_id": "\(job.id)"])
         }
     }
 

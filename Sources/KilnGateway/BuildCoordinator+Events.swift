@@ -1,4 +1,5 @@
 import Foundation
+import KilnJobs
 import KilnArchive
 import KilnBus
 import KilnBusClient
@@ -23,8 +24,8 @@ extension BuildCoordinator {
     }
 
     func handleEvent(_ event: BuildEvent, _ message: BusMessage) async {
-        if let known = running[event.jobID], known.worker == event.workerID, known.lastSeq + 1 == event.seq, !event.type.isTerminal,
-            known.identity == nil || message.headers?[BusHeader.senderHeader] == known.identity
+        if let known = running[event.jobID], known.worker == event.workerID, known.lastSeq + 1 == event.seq,
+            Self.takesTheHotPath(event.type), known.identity == nil || message.headers?[BusHeader.senderHeader] == known.identity
         {
             // The hot path (logs, heartbeats, phases of a running build): one transaction, no reads.
             let stored = StoredEvent(jobID: event.jobID, seq: event.seq, type: event.type.rawValue, data: Self.relayable(event))
@@ -45,6 +46,15 @@ extension BuildCoordinator {
             running[event.jobID] = nil
         }
         await handleEventInFull(event, message)
+    }
+
+    /// Events that change nothing on the job but its phase and last-seen time; the rest (acceptance,
+    /// terminal events) go through `JobLifecycle`.
+    static func takesTheHotPath(_ kind: BuildEvent.Kind) -> Bool {
+        switch kind {
+        case .log, .heartbeat, .phase, .artifact: true
+        case .accepted, .done, .failed, .cancelled: false
+        }
     }
 
     /// Every check against the stored job: assignment, duplicates, gaps, state changes, `done`.
@@ -82,117 +92,30 @@ extension BuildCoordinator {
                 return
             }
             guard !job.status.isTerminal else { return }
-            if Self.isRetriable(event), job.attempt < job.maxAttempts {
-                // Not the build's fault: this attempt ends (the worker may exit), the job runs again.
-                let why = "\(event.failurePhase ?? "?") failed on worker \(worker): \(event.message ?? "")"
-                if await retry(job, seq: event.seq, reason: why, requires: event.requires) {
-                    await sendControl(job.id, .init(action: .ack, seq: event.seq, workerID: worker))
-                    return
-                }
-            }
-            let stored = StoredEvent(jobID: job.id, seq: event.seq, type: event.type.rawValue, data: Self.relayable(event))
-            // Job state first, event second: whoever sees a terminal event finds the job already terminal
-            // (a client that downloads right after `done` gets the result, not a 409).
-            let now = Date()
-            var updated = try await store.update(job.id) { j in
-                j.lastSeenAt = now
-                if event.type == .phase, let name = event.name { j.phase = name }
-                // A repository build: the commit and tree it actually built (40 hex each, or ignored).
-                if event.type.isTerminal, j.sourceDigest == nil, let commit = event.sourceCommit, let tree = event.sourceTree,
-                    Hex.isLowercase(commit, bytes: 20), Hex.isLowercase(tree, bytes: 20)
-                {
-                    j.sourceDigest = commit
-                    j.sourceTree = tree
-                }
-                // A rebuild's verdict (the signed comparison is in its result; this is the summary).
-                if event.type == .done, j.rebuildOf != nil, let reproducible = event.reproducible {
-                    j.reproducible = reproducible
-                    let names = (event.differingArtifacts ?? []).prefix(1000).map { String($0.prefix(4096)) }
-                    j.differingArtifacts = (try? JSONEncoder().encode(Array(names))).map { String(decoding: $0, as: UTF8.self) }
-                }
-                if event.type.isTerminal, let summary = event.cacheSummary, let json = try? JSONEncoder().encode(summary) {
-                    j.cacheSummary = String(decoding: json, as: UTF8.self)
-                }
-                switch event.type {
-                case .failed:
-                    j.status = .error
-                    j.failurePhase = event.failurePhase
-                    j.error = event.message
-                    j.retryable = event.retryable
-                    j.suggestedAction = event.suggestedAction
-                    j.finishedAt = now
-                case .cancelled:
-                    j.status = .cancelled
-                    j.finishedAt = now
-                default: break
-                }
-            }
-            if event.type == .done, let u = updated { updated = await finalize(u, done: event) }
-            guard try await store.appendEvent(stored) else { return }
-            metrics.eventsStored.increment()
-            if !event.type.isTerminal, updated?.status == .building {
+            let input: JobLifecycle.Input =
+                event.type == .done ? .workerDone(event, artifacts: try await attemptArtifacts(job.id)) : .workerEvent(event)
+            guard let (updated, transition) = try await apply(input, to: job.id, workerEvent: event) else { return }
+            if transition.refusal == nil, updated.status == .building, !event.type.isTerminal {
                 running[job.id] = RunningJob(worker: worker, identity: job.workerIdentity, lastSeq: event.seq)
             } else {
                 running[job.id] = nil
             }
-            await relay(stored)
-            switch event.type {
-            case .failed, .cancelled:
-                logger.info("job ended: \(event.type.rawValue)", metadata: ["job_id": "\(job.id)"])
-                await sendControl(job.id, .init(action: .ack, seq: event.seq, workerID: worker))
-            case .done where updated?.status == .ready:
-                await sendControl(job.id, .init(action: .ack, seq: event.seq, workerID: worker))
-            default: break
+            if updated.status.isTerminal, transition.refusal == nil {
+                logger.info("job ended: \(updated.status.rawValue)", metadata: ["job_id": "\(job.id)"])
             }
         } catch {
             logger.error("cannot store event: \(error)", metadata: ["job_id": "\(job.id)"])
         }
     }
 
-    /// `ready` needs both the `done` event and the verified result file; whichever arrives second
-    /// completes the job. Returns the job as it is now.
-    private func finalize(_ job: Job, done event: BuildEvent) async -> Job {
-        guard job.status == .building, let sha = job.resultSha256 else { return job }
-        guard event.sha256 == sha else {
-            return
-                (try? await store.update(job.id) {
-                    $0.status = .error
-                    $0.failurePhase = "upload"
-                    $0.error = "the result the worker announced does not match the one it uploaded"
-                    $0.retryable = true
-                    $0.finishedAt = Date()
-                }) ?? job
-        }
-        let retention = configuration.retention
-        let artifacts = await finalArtifacts(job.id)
-        let updated = try? await store.update(job.id) {
-            $0.status = .ready
-            $0.finishedAt = Date()
-            $0.retentionExpiresAt = Date().addingTimeInterval(retention.seconds)
-            $0.artifactIDs = artifacts
-        }
-        logger.info("job ready", metadata: ["job_id": "\(job.id)", "sha256": "\(sha)"])
-        return updated ?? job
-    }
-
-    /// The result completed after its `done` event was stored.
-    func finalizeAfterResult(_ job: Job) async {
-        guard let events = try? await store.events(job: job.id, after: 0), let done = events.last(where: { $0.type == "done" }),
-            let event = try? BuildEvent.decode(Array(done.data.utf8))
-        else { return }
-        if await finalize(job, done: event).status == .ready {
-            await sendControl(job.id, .init(action: .ack, seq: done.seq, workerID: job.workerID))
-        }
-    }
-
-    /// The artifacts the final attempt announced (after its `accepted`), as the job's `artifact_ids` JSON.
-    func finalArtifacts(_ jobID: String) async -> String? {
-        guard let events = try? await store.events(job: jobID, after: 0) else { return nil }
+    /// The artifacts the job's current attempt announced (after its `accepted`): what a ready job lists.
+    func attemptArtifacts(_ jobID: String) async throws -> [ArtifactID] {
+        let events = try await store.events(job: jobID, after: 0)
         let start = events.lastIndex { $0.type == BuildEvent.Kind.accepted.rawValue } ?? events.startIndex
-        let ids = events[start...].filter { $0.type == BuildEvent.Kind.artifact.rawValue }.compactMap { stored -> ArtifactID? in
+        return events[start...].filter { $0.type == BuildEvent.Kind.artifact.rawValue }.compactMap { stored in
+            // Stored by this gateway in its own encoding: one it cannot read back names no artifact.
             guard let e = try? BuildEvent.decode(Array(stored.data.utf8)), let path = e.path, let sha = e.sha256 else { return nil }
             return ArtifactID(name: path, sha256: sha)
         }
-        return (try? JSONEncoder().encode(ids)).map { String(decoding: $0, as: UTF8.self) }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import KilnJobs
 import KilnMessages
 
 /// Several gateways on one store (#15): each building job is ingested — its events stored and
@@ -17,7 +18,14 @@ extension BuildCoordinator {
     func isIngestedElsewhere(_ jobID: String) async -> Bool {
         if running[jobID] != nil { return false }
         if foreignJobs.contains(jobID) { return true }
-        guard let job = try? await store.job(jobID) else { return false }
+        let job: Job?
+        do { job = try await store.job(jobID) } catch {
+            // Answered as this gateway's: a refusal from here would be wrong only for a job another
+            // gateway ingests, and that one's worker resends what it does not get acknowledged.
+            logger.warning("cannot read the job to see who ingests it: \(error)", metadata: ["job_id": "\(jobID)"])
+            return false
+        }
+        guard let job else { return false }
         return isIngestedElsewhere(job)
     }
 
@@ -46,7 +54,7 @@ extension BuildCoordinator {
                 foreignJobs.remove(job.id)
                 running[job.id] = nil
                 let last = try await store.lastSeq(job: job.id)
-                try await store.update(job.id) { $0.lastSeenAt = Date() }
+                try await apply(.workerSeen, to: job.id)
                 await sendControl(job.id, .init(action: .replay, fromSeq: last + 1, workerID: job.workerID))
                 metrics.jobsAdopted.increment()
                 logger.info(

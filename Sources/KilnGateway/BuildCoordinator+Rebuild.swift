@@ -1,4 +1,5 @@
 import Foundation
+import KilnJobs
 import KilnMessages
 
 /// Rebuild and compare (#14): the same inputs again on a fresh worker (kiln-pool starts one per job,

@@ -1,4 +1,5 @@
 import Foundation
+import KilnJobs
 import KilnArchive
 import KilnBus
 import KilnBusClient
@@ -61,7 +62,7 @@ extension BuildCoordinator {
             // Off the actor: other jobs' events go on while this chunk is written.
             try await assembler.write(job: jobID, offset: offset, bytes: bytes)
             try await store.recordChunk(job: jobID, index: index)
-            _ = try await store.update(jobID) { $0.lastSeenAt = Date() }
+            try await apply(.workerSeen, to: jobID)
             // Chunks come several at a time (and again when an ack is slow): the one that completes
             // the set finishes the result; any other that sees it complete just acknowledges.
             if try await store.chunks(job: jobID).count == count, finishingResults.insert(jobID).inserted {
@@ -71,15 +72,7 @@ extension BuildCoordinator {
                     await answer(ResultChunkAck(ok: false, code: 422, message: "the assembled result does not match sha256 \(sha)"))
                     return
                 }
-                if let updated = try await store.update(
-                    jobID,
-                    {
-                        $0.resultSha256 = sha
-                        $0.resultSize = size
-                    })
-                {
-                    await finalizeAfterResult(updated)
-                }
+                try await apply(.resultStored(sha256: sha, size: size), to: jobID)
             }
             await answer(ResultChunkAck(ok: true))
         } catch {

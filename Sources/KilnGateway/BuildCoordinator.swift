@@ -1,4 +1,6 @@
 import Foundation
+import KilnCore
+import KilnJobs
 import KilnArchive
 import KilnBus
 import KilnBusClient
@@ -167,30 +169,16 @@ public actor BuildCoordinator {
     }
 
     public func cancel(_ id: String, by principal: String? = nil, reason: String? = nil) async throws -> Job {
-        guard let job = try await store.job(id) else { throw GatewayError.notFound(id) }
-        @Sendable func record(_ j: inout Job) {
-            j.cancelRequestedAt = j.cancelRequestedAt ?? Date()
-            j.cancelledBy = j.cancelledBy ?? principal
-            j.cancellationReason = j.cancellationReason ?? reason
+        guard let (job, transition) = try await apply(.cancelRequested(by: principal, reason: reason), to: id) else {
+            throw GatewayError.notFound(id)
         }
-        switch job.status {
-        case .waiting:
-            let updated = try await store.update(id) {
-                record(&$0)
-                $0.status = .cancelled
-                $0.finishedAt = Date()
-            }
-            await synthesize(id, .cancelled) { _ in }
+        if let refusal = transition.refusal { throw GatewayError(.conflict, "job \(id): \(refusal)") }
+        if job.status == .cancelled {
             logger.info("waiting job cancelled", metadata: ["job_id": "\(id)"])
-            return updated ?? job
-        case .building:
-            let updated = try await store.update(id) { record(&$0) }
-            await sendControl(id, .init(action: .cancel, workerID: job.workerID))
+        } else {
             logger.info("cancel sent to worker", metadata: ["job_id": "\(id)", "worker_id": "\(job.workerID ?? "")"])
-            return updated ?? job
-        case .ready, .error, .cancelled:
-            throw GatewayError(.conflict, "job \(id) is already \(job.status.rawValue)")
         }
+        return job
     }
 
     func handleSourceRequest(_ message: BusMessage) async {
@@ -206,61 +194,42 @@ public actor BuildCoordinator {
 
     // MARK: - periodic
 
-    /// Building jobs whose worker has been silent for 3 heartbeats end as a retryable worker error;
-    /// a waiting job gets another dispatch attempt.
+    /// Building jobs whose worker has been silent for 3 heartbeats end their attempt: another one
+    /// if any is left, else a retryable worker error. A waiting job gets another dispatch attempt.
     func endSilentJobs() async {
         let limit = configuration.workerSilenceLimit.seconds
-        if let building = try? await store.jobs(status: .building) {
-            for job in building
+        do {
+            for job in try await store.jobs(status: .building)
             where job.ingestedBy == configuration.instanceID
                 && Date().timeIntervalSince(job.lastSeenAt ?? job.startedAt ?? Date()) > limit
             {
-                let last = (try? await store.lastSeq(job: job.id)) ?? 0
-                if await retry(job, seq: last + 1, reason: "worker \(job.workerID ?? "?") went silent for more than \(Int(limit)) s") {
-                    await sendControl(job.id, .init(action: .cancel, workerID: job.workerID))
-                    continue
-                }
-                let updated = try? await store.update(job.id) { j in
-                    guard j.status == .building else { return }
-                    j.status = .error
-                    j.failurePhase = "worker"
-                    j.error = "worker \(j.workerID ?? "?") went silent for more than \(Int(limit)) s"
-                    j.retryable = true
-                    j.suggestedAction = "submit the build again"
-                    j.finishedAt = Date()
-                }
+                let last = try await store.lastSeq(job: job.id)
                 running[job.id] = nil
-                if updated?.status == .error {
-                    logger.warning("worker silent; job failed", metadata: ["job_id": "\(job.id)", "worker_id": "\(job.workerID ?? "")"])
-                    await synthesize(job.id, .failed) {
-                        $0.failurePhase = "worker"
-                        $0.message = updated?.error
-                        $0.retryable = true
-                        $0.suggestedAction = "submit the build again"
-                    }
-                    await sendControl(job.id, .init(action: .cancel, workerID: job.workerID))
-                }
+                guard let (updated, transition) = try await apply(.workerSilent(lastSeq: last, limitSeconds: Int(limit)), to: job.id),
+                    transition.refusal == nil
+                else { continue }
+                logger.warning(
+                    updated.status == .waiting ? "worker silent; job retried" : "worker silent; job failed",
+                    metadata: ["job_id": "\(job.id)", "worker_id": "\(job.workerID ?? "")"])
             }
+            if try await store.oldestWaiting() != nil { wakeDispatcher.yield() }
+        } catch {
+            // The next pass (every second) tries again.
+            logger.warning("cannot check for silent workers: \(error)")
         }
-        if (try? await store.oldestWaiting()) != nil { wakeDispatcher.yield() }
-    }
-
-    /// A terminal event the gateway itself writes (cancel while waiting, silent worker).
-    func synthesize(_ jobID: String, _ type: BuildEvent.Kind, _ configure: (inout BuildEvent) -> Void) async {
-        guard let last = try? await store.lastSeq(job: jobID) else { return }
-        var event = BuildEvent(jobID: jobID, seq: last + 1, type: type)
-        configure(&event)
-        let stored = StoredEvent(jobID: jobID, seq: event.seq, type: type.rawValue, data: String(decoding: event.encoded(), as: UTF8.self))
-        if (try? await store.appendEvent(stored)) == true { await relay(stored) }
     }
 
     func sendControl(_ jobID: String, _ message: ControlMessage) async {
-        try? await client.publish(Subjects.control(jobID), payload: Array((try? JSONEncoder().encode(message)) ?? Data()))
+        do {
+            try await client.publish(Subjects.control(jobID), payload: Array(try JSONEncoder().encode(message)))
+        } catch {
+            // Not lost for good: a worker resends an unacknowledged terminal event, and a worker told to
+            // stop is told again by the next event it sends to a job that is not its own.
+            logger.warning("cannot send \(message.action.rawValue) to the worker: \(error)", metadata: ["job_id": "\(jobID)"])
+        }
     }
 }
 
 extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-    var timeAmount: TimeAmount { .nanoseconds(Int64(seconds * 1e9)) }
-    var nanoseconds: Int64 { Int64(seconds * 1e9) }
+    var timeAmount: TimeAmount { .nanoseconds(nanoseconds) }
 }

@@ -1,3 +1,4 @@
+import KilnJobs
 import NIOConcurrencyHelpers
 import NIOCore
 

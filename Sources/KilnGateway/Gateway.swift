@@ -1,4 +1,6 @@
 import Foundation
+import KilnJobStore
+import KilnJobs
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS

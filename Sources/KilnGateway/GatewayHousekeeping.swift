@@ -1,4 +1,5 @@
 import Foundation
+import KilnJobs
 import Logging
 import ServiceLifecycle
 

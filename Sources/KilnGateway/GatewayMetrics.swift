@@ -1,3 +1,4 @@
+import KilnJobs
 import Metrics
 
 /// The gateway's metrics, recorded through swift-metrics: the executable picks the backend
@@ -14,6 +15,11 @@ public final class GatewayMetrics: Sendable {
     /// Bytes written to SSE clients.
     let bytesRelayed: Counter
     let eventsStored: Counter
+    /// Events the gateway could not store (the store failing): each is also logged as an error.
+    let eventsLost: Counter
+    /// Jobs that reached a terminal status here, by status.
+    private let jobsEnded: [Job.Status: Counter]
+    func jobEnded(_ status: Job.Status) { jobsEnded[status]?.increment() }
     /// Building jobs this gateway took over from one that stopped heartbeating (or from before a restart).
     let jobsAdopted: Counter
     let jobsByStatus: [Job.Status: Meter]
@@ -56,6 +62,12 @@ public final class GatewayMetrics: Sendable {
         uploadBytesSpooled = Counter(label: "kiln_gateway_upload_bytes_spooled_total", factory: factory)
         bytesRelayed = Counter(label: "kiln_gateway_sse_bytes_relayed_total", factory: factory)
         eventsStored = Counter(label: "kiln_gateway_events_stored_total", factory: factory)
+        eventsLost = Counter(label: "kiln_gateway_events_lost_total", factory: factory)
+        var ended: [Job.Status: Counter] = [:]
+        for s in [Job.Status.ready, .error, .cancelled] {
+            ended[s] = Counter(label: "kiln_gateway_jobs_ended_total", dimensions: [("status", s.rawValue)], factory: factory)
+        }
+        jobsEnded = ended
         jobsAdopted = Counter(label: "kiln_gateway_jobs_adopted_total", factory: factory)
         var meters: [Job.Status: Meter] = [:]
         for s in [Job.Status.waiting, .building, .ready, .error, .cancelled] {

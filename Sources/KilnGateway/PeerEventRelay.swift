@@ -1,3 +1,4 @@
+import KilnJobs
 import KilnBusClient
 import KilnMessages
 

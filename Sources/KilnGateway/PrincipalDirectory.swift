@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KilnJobs
 import KilnAttestation
 import KilnBus
 import KilnCore

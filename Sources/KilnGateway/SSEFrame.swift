@@ -1,3 +1,4 @@
+import KilnJobs
 import NIOCore
 
 /// One event as an SSE client receives it (`id:` = seq, `event:` = type, `data:` = JSON), encoded

@@ -1,3 +1,4 @@
+import KilnJobs
 import KilnBus
 import KilnBusClient
 import NIOPosix

@@ -1,10 +1,10 @@
 import Crypto
 import Foundation
+import KilnHost
 import KilnBus
 import KilnBusClient
 import KilnMessages
 import KilnProcess
-import KilnWorker
 import Logging
 import NIOConcurrencyHelpers
 import ServiceLifecycle

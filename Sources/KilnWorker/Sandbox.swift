@@ -1,4 +1,5 @@
 import Foundation
+import KilnHost
 import KilnArchive
 import KilnProcess
 

@@ -226,9 +226,12 @@ import Testing
                 if f.header.op == .ping { pings += 1 }
                 if f.header.op == .err { err = f.header }
             }
-            #expect(pings == 2)
+            // Two unanswered pings close it (exactly two: `ConnectionStateMachineTests`, on an injected
+            // clock). Here the count may be higher: on a loaded machine a tick can fall before the
+            // broker has read the connect frame, whose arrival then counts as traffic.
+            #expect(pings >= 2)
             #expect(err?.code == 408)
-            #expect(ContinuousClock.now - start < .seconds(10))
+            #expect(ContinuousClock.now - start < .seconds(60))
             // The library client answers pings and stays up.
             try await Task.sleep(for: .milliseconds(600))
             #expect(live.isConnected)

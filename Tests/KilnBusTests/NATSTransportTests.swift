@@ -152,7 +152,7 @@ import Testing
         let spent = try subscriber.subscribe("kiln.spent", max: 1)
         try await subscriber.flush()
         // The route carries the interest to the second member.
-        #expect(await eventually(within: .seconds(10)) { (try? await self.hasInterest(publisher, "kiln.workers.ready")) == true })
+        #expect(await eventually(within: .seconds(60)) { (try? await self.hasInterest(publisher, "kiln.workers.ready")) == true })
         try await publisher.publish("kiln.spent", payload: [1])
         var spentCount = 0
         for await _ in spent { spentCount += 1 }
@@ -160,7 +160,7 @@ import Testing
 
         first.stop()
         _ = try await first.process.waitForExit(timeout: .seconds(10))
-        #expect(await eventually(within: .seconds(15)) { subscriber.isConnected && subscriber.currentServer.port == second.port })
+        #expect(await eventually(within: .seconds(60)) { subscriber.isConnected && subscriber.currentServer.port == second.port })
         try await subscriber.flush()
         try await publisher.publish("kiln.workers.ready", payload: Array("after".utf8))
         try await publisher.publish("kiln.spent", payload: [2])

@@ -165,7 +165,7 @@ import Testing
         farm.signal(SIGTERM)
         _ = try await farm.waitForExit(timeout: .seconds(30))
         var leftovers: [Int32] = []
-        try await eventually(within: .seconds(5)) {
+        try await eventually(within: .seconds(60)) {
             leftovers = try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap { Int32($0) }.filter { pid in
                 let cmd = String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data(), as: UTF8.self)
                 return cmd.contains(dir.path) || cmd.contains("--port\u{0}\(ports[2])")

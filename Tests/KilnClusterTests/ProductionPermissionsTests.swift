@@ -111,7 +111,7 @@ import Testing
         #expect(status == "ready", "\(final)\n\(logs.suffix(3000))")
         // The worker logged in with its own credential, not the pool's password.
         #expect(!logs.contains("change-me-pool"))
-        let events = try await SSEClient.read(port: gateway.port, path: "/build/\(id)/events", timeout: 10)
+        let events = try await SSEClient.read(port: gateway.port, path: "/build/\(id)/events", timeout: 60)
         #expect(events.events.contains { $0.data.contains("\"accepted\"") })
         #expect(!events.events.contains { $0.data.contains("leaked credential") })
     }

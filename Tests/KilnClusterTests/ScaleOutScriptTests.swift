@@ -56,7 +56,7 @@ import Testing
         // Stopped, it leaves nothing running (the postmaster included).
         farm.terminate(grace: .seconds(15))
         let pid = try? String(contentsOfFile: dir.file("state/postgres/data/postmaster.pid"), encoding: .utf8).split(separator: "\n").first
-        let stopped = await eventually(within: .seconds(15)) { pid.flatMap { Int32($0) }.map { kill($0, 0) != 0 } ?? true }
+        let stopped = await eventually(within: .seconds(60)) { pid.flatMap { Int32($0) }.map { kill($0, 0) != 0 } ?? true }
         #expect(stopped, "the postmaster outlived the script")
     }
 }

@@ -223,7 +223,7 @@ import Testing
         farm.pool.signal(SIGTERM)
         _ = try await farm.pool.waitForExit(timeout: .seconds(40))
         let leftovers = "pgrep -af 'qemu-syste[m].*\(dir.path)|virtiof[s]d.*\(dir.path)' || true"
-        #expect(await eventually(within: .seconds(15)) { ((try? await Command.run("/bin/sh", ["-c", leftovers])) ?? "x").isEmpty })
+        #expect(await eventually(within: .seconds(60)) { ((try? await Command.run("/bin/sh", ["-c", leftovers])) ?? "x").isEmpty })
         #expect((try FileManager.default.contentsOfDirectory(atPath: dir.file("tmp"))).isEmpty, "the launches left files behind")
     }
 

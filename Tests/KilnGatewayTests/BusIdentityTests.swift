@@ -56,7 +56,7 @@ import Testing
         // The real build finishes unharmed, and no forged event is in its history.
         let done = try await c.waitForStatus(id, ["ready", "error", "cancelled"], timeout: .seconds(120))
         #expect(done["status"] as? String == "ready", "\(done)")
-        let events = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        let events = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 60)
         #expect(!events.events.contains { $0.data.contains("injected by worker-b") })
         // Once the job is over its upload is deleted; a stranger still learns nothing: the same 403 for
         // that job and for one that never existed (before, both were 404 — an existence oracle).

@@ -1,3 +1,4 @@
+import KilnJobs
 import HTTPTypes
 import KilnGateway
 import NIOCore

@@ -45,7 +45,7 @@ import Testing
             // Generous: beside the whole suite (VMs included) a busy machine answers slowly; it ends as soon as it sees the change.
             try await Self.feed(port: port, token: "alice-token", seconds: 90) { events in events.contains { $0.status == "cancelled" } }
         }
-        #expect(await eventually(within: .seconds(10)) { (try? await c.http(.GET, "/build/\(a)", headers: auth("alice-token")))?.status == 200 })
+        #expect(await eventually(within: .seconds(60)) { (try? await c.http(.GET, "/build/\(a)", headers: auth("alice-token")))?.status == 200 })
         // Cancel once the feed has had time to send the first state (it looks once a second).
         try await Task.sleep(for: .milliseconds(1500))
         let cancelled = try await c.http(.POST, "/build/\(a)/cancel", json: ["reason": "feed test"], headers: auth("alice-token"))

@@ -51,10 +51,10 @@ import Testing
         let farmKey = try SigningKey(contentsOf: c.keyFile).publicKey.keyID
         #expect(v.output.contains { $0.contains("warning: trusting key \(farmKey)") && $0.contains("vouches for itself") }, "\(v.output)")
         // Replayed stream after the fact, and resuming from the middle with Last-Event-ID.
-        let replay = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        let replay = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 60)
         #expect(replay.events == stream.events)
         let middle = stream.events.count / 2
-        let resumed = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", lastEventID: middle, timeout: 10)
+        let resumed = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", lastEventID: middle, timeout: 60)
         #expect(resumed.events.map(\.id) == Array((middle + 1)...stream.events.count).map { Optional($0) })
         #expect(resumed.ended)
         // The worker took one build and exited.
@@ -134,7 +134,7 @@ import Testing
         #expect(r.status == 202)
         let s = try await c.waitForStatus(waiting, ["cancelled"])
         #expect(s["status"] as? String == "cancelled")
-        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(waiting)/events", timeout: 10)
+        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(waiting)/events", timeout: 60)
         #expect(sse.ended && sse.events.last?.event == "cancelled")
         #expect((try await c.http(.POST, "/build/\(waiting)/cancel")).status == 409)
 
@@ -151,7 +151,8 @@ import Testing
     @Test func gatewayKilledMidBuildRecovers() async throws {
         let c = try await TestCluster()
         defer { c.stop() }
-        let id = try await c.submit(slowCrate(seconds: 4))
+        // Long enough that the test sees it building even when the machine stalls for seconds.
+        let id = try await c.submit(slowCrate(seconds: 15))
         try await c.startWorker()
         _ = try await c.waitForStatus(id, ["building"])
         try await Task.sleep(for: .seconds(1))
@@ -159,9 +160,9 @@ import Testing
         _ = try await c.gateway.process.waitForExit()
         try await Task.sleep(for: .seconds(3))  // the worker keeps building and publishing meanwhile
         try await c.restartGateway()
-        let s = try await c.waitForStatus(id, ["ready", "error"], timeout: .seconds(60))
+        let s = try await c.waitForStatus(id, ["ready", "error"], timeout: .seconds(300))
         #expect(s["status"] as? String == "ready", "\(s)")
-        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 60)
         #expect(sse.events.map(\.id) == Array(1...sse.events.count).map { Optional($0) }, "every seq exactly once")
         #expect(sse.events.last?.event == "done")
         let file = c.dir.file("r.tar.gz")
@@ -194,7 +195,7 @@ import Testing
         try await worker.publish(Subjects.events(id), payload: cancelled.encoded())
         let s = try await c.waitForStatus(id, ["cancelled", "error"], timeout: .seconds(20))
         #expect(s["status"] as? String == "cancelled", "\(s)")
-        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 60)
         #expect(sse.events.map(\.event) == ["accepted", "cancelled"])
         await worker.close()
     }
@@ -211,7 +212,7 @@ import Testing
         #expect(ContinuousClock.now - start < .seconds(25), "within 3 heartbeats (15 s) plus the 1 s check, with slack for a loaded machine")
         #expect(s["failure_phase"] as? String == "worker")
         #expect((s["error_detail"] as? [String: Any])?["retryable"] as? Bool == true)
-        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 60)
         #expect(sse.ended && sse.events.last?.event == "failed")
     }
 
@@ -220,18 +221,18 @@ import Testing
     @Test func aJobWhoseWorkerIsLostRunsAgainOnAnotherWorker() async throws {
         let c = try await TestCluster()
         defer { c.stop() }
-        let id = try await c.submit(slowCrate(seconds: 2))
+        let id = try await c.submit(slowCrate(seconds: 15))
         let first = try await c.startWorker()
         let building = try await c.waitForStatus(id, ["building"])
         #expect(building["attempt"] as? Int == 1 && building["max_attempts"] as? Int == 2, "\(building)")
         first.signal(SIGKILL)
-        let again = try await c.waitForStatus(id, ["waiting"], timeout: .seconds(30))
+        let again = try await c.waitForStatus(id, ["waiting"], timeout: .seconds(120))
         #expect(again["attempt"] as? Int == 2, "\(again)")
         try await c.startWorker()
-        let s = try await c.waitForStatus(id, ["ready", "error"], timeout: .seconds(60))
+        let s = try await c.waitForStatus(id, ["ready", "error"], timeout: .seconds(300))
         #expect(s["status"] as? String == "ready", "\(s)")
         #expect(s["worker_id"] as? String == c.workerIDs.last, "the second worker built it")
-        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 60)
         #expect(sse.events.map(\.id) == Array(1...sse.events.count).map { Optional($0) }, "one sequence across attempts")
         #expect(sse.events.filter { $0.event == "accepted" }.count == 2)
         #expect(sse.events.contains { $0.event == "log" && $0.data.contains("attempt 1 of 2 ended") && $0.data.contains("went silent") })
@@ -257,7 +258,7 @@ import Testing
         // Another worker arrives and stays idle: the job is not offered again.
         try await c.startWorker()
         #expect(await eventually(within: .seconds(2)) { (try? await c.status(id))?["status"] as? String != "error" } == false)
-        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 60)
         #expect(sse.events.filter { $0.event == "accepted" }.count == 1)
         #expect(!sse.events.contains { $0.data.contains("trying again") })
     }
@@ -317,7 +318,8 @@ extension Array {
         let c = try await TestCluster()
         defer { c.stop() }
         // A Nix-capable worker is seen (then kept busy), so the farm is known to build Nix.
-        let slow = try await c.submit(slowCrate(seconds: 4, name: "busy"))
+        // Busy long enough to stay busy while the rest happens on a loaded machine (not waited for).
+        let slow = try await c.submit(slowCrate(seconds: 120, name: "busy"))
         try await c.startWorker()
         _ = try await c.waitForStatus(slow, ["building"])
         try await c.startWorker(["--no-nix"])
@@ -330,7 +332,7 @@ extension Array {
         try await c.startWorker()
         let s = try await c.waitForStatus(nix, ["ready", "error"], timeout: .seconds(60))
         #expect(s["status"] as? String == "ready" && s["worker_id"] as? String == c.workerIDs.last, "\(s)")
-        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(nix)/events", timeout: 10)
+        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(nix)/events", timeout: 60)
         #expect(sse.events.contains { $0.event == "log" && $0.data.contains("does not build Nix projects") && $0.data.contains("trying again") })
     }
 

@@ -1,3 +1,5 @@
+import KilnJobStore
+import KilnJobs
 import Foundation
 import HTTPTypes
 import KilnTestSupport
@@ -44,7 +46,7 @@ import Testing
     func farm() async throws -> (SQLiteJobStore, EventHub, Stream, TemporaryDirectory) {
         let dir = try TemporaryDirectory()
         let store = try SQLiteJobStore(path: dir.file("kiln.sqlite"))
-        _ = try await store.enqueue(JobStoreContractTests.job("jpeer"))
+        _ = try await store.enqueue(Job(id: "jpeer", nonce: "c0ffee00", request: "{}", position: 0, queuedAt: Date(), sourceDigest: nil))
         let hub = EventHub()
         let stream = try await Stream()
         _ = hub.subscribe(job: "jpeer", relay: stream.relay, on: stream.channel.eventLoop)

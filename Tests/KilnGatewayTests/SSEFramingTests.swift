@@ -33,7 +33,7 @@ import Testing
         cancelled.workerID = "w-nl"
         try await worker.publish(Subjects.events(id), payload: cancelled.encoded())
         _ = try await c.waitForStatus(id, ["cancelled"], timeout: .seconds(20))
-        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 10)
+        let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 60)
         #expect(sse.events.map(\.event) == ["accepted", "log", "cancelled"], "\(sse.events)")
         #expect(sse.events.map(\.id) == [1, 2, 3])
         let log = try #require(sse.events.first { $0.event == "log" })

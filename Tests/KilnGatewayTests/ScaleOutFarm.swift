@@ -33,7 +33,7 @@ final class ScaleOutFarm: @unchecked Sendable {
         nats = [first, second, third]
         // The cluster is formed when every member has routes to the other two.
         for member in nats {
-            let formed = await eventually(within: .seconds(10)) { member.process.output.filter { $0.contains("Route connection created") }.count >= 2 }
+            let formed = await eventually(within: .seconds(60)) { member.process.output.filter { $0.contains("Route connection created") }.count >= 2 }
             guard formed else { throw LaunchError("nats cluster did not form: \(member.process.output.suffix(5))") }
         }
         database = try await PostgresProcess()

@@ -66,7 +66,7 @@ import Testing
     @Test func aBusMemberKilledMidBuild() async throws {
         let farm = try await ScaleOutFarm()
         defer { farm.stop() }
-        let id = try await farm.a.submit(slowCrate(seconds: 6), nonce: "5ca1e0a3")
+        let id = try await farm.a.submit(slowCrate(seconds: 15), nonce: "5ca1e0a3")
         try await farm.startWorker(preferring: 0)
         _ = try await farm.a.waitForStatus(id, ["building"], timeout: .seconds(60))
         farm.nats[0].stop()
@@ -84,7 +84,7 @@ import Testing
     @Test func postgresRestartedMidBuild() async throws {
         let farm = try await ScaleOutFarm()
         defer { farm.stop() }
-        let id = try await farm.a.submit(slowCrate(seconds: 6), nonce: "5ca1e0a5")
+        let id = try await farm.a.submit(slowCrate(seconds: 15), nonce: "5ca1e0a5")
         try await farm.startWorker(preferring: 1)
         _ = try await farm.a.waitForStatus(id, ["building"], timeout: .seconds(60))
         try await farm.database.restart(downFor: .seconds(1))

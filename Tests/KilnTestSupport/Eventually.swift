@@ -3,7 +3,7 @@
 /// deadline that fails the test instead of hanging it.
 @discardableResult
 public func eventually(
-    within limit: Duration = .seconds(10), every interval: Duration = .milliseconds(20),
+    within limit: Duration = .seconds(60), every interval: Duration = .milliseconds(20),
     _ condition: () async throws -> Bool
 ) async rethrows -> Bool {
     StallWatchdog.start()
@@ -17,7 +17,7 @@ public func eventually(
 
 /// Polls `produce` until it returns a value or `limit` passes (then nil).
 public func eventually<T>(
-    within limit: Duration = .seconds(10), every interval: Duration = .milliseconds(20),
+    within limit: Duration = .seconds(60), every interval: Duration = .milliseconds(20),
     _ produce: () async throws -> T?
 ) async rethrows -> T? {
     let deadline = ContinuousClock.now + limit

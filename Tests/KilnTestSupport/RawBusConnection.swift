@@ -35,7 +35,7 @@ public final class RawBusConnection: @unchecked Sendable {
     }
 
     /// The next frame, or nil on EOF / timeout.
-    public func readFrame(timeout: Double = 5) async throws -> BusFrame? {
+    public func readFrame(timeout: Double = 30) async throws -> BusFrame? {
         let deadline = Date().addingTimeInterval(timeout)
         while true {
             if case .frame(let f)? = try decoder.next() { return f }
@@ -51,7 +51,7 @@ public final class RawBusConnection: @unchecked Sendable {
     }
 
     /// Reads frames until one with `op` arrives (skipping pings/info), or nil.
-    public func read(op: BusHeader.Op, timeout: Double = 5) async throws -> BusFrame? {
+    public func read(op: BusHeader.Op, timeout: Double = 30) async throws -> BusFrame? {
         let deadline = Date().addingTimeInterval(timeout)
         while deadline.timeIntervalSinceNow > 0 {
             guard let f = try await readFrame(timeout: deadline.timeIntervalSinceNow) else { return nil }
@@ -61,7 +61,7 @@ public final class RawBusConnection: @unchecked Sendable {
     }
 
     /// True if the peer closes the connection within `timeout` (frames before that are discarded).
-    public func waitForClose(timeout: Double = 5) async throws -> Bool {
+    public func waitForClose(timeout: Double = 30) async throws -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while deadline.timeIntervalSinceNow > 0 {
             if try await readFrame(timeout: deadline.timeIntervalSinceNow) == nil { return sawEOF }
@@ -84,7 +84,7 @@ public final class RawBusConnection: @unchecked Sendable {
     }
 
     /// ping → pong: everything sent before has been processed.
-    public func roundTrip(timeout: Double = 5) async throws -> Bool {
+    public func roundTrip(timeout: Double = 30) async throws -> Bool {
         try await send(BusHeader(op: .ping))
         return try await read(op: .pong, timeout: timeout) != nil
     }

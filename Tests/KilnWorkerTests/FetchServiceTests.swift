@@ -96,7 +96,7 @@ import Testing
         #expect(status == "403" && message.contains("not in job j1's Cargo.lock"), "\(status) \(message)")
         #expect(try await ask(.plan, FetchPlan(jobID: "j1", crates: [midCrate])).0 == "403", "a plan cannot be extended")
         #expect(try await ask(.crate, CrateChunkRequest(jobID: "j2", crate: leafCrate, part: .crate, offset: 0)).0 == "403", "one job per worker")
-        #expect(try await eventually(within: .seconds(10)) { (await service.metric(#"kiln_fetch_refused_total{reason="forbidden"}"#) ?? 0) >= 4 })
+        #expect(try await eventually(within: .seconds(60)) { (await service.metric(#"kiln_fetch_refused_total{reason="forbidden"}"#) ?? 0) >= 4 })
         await bus.close()
     }
 

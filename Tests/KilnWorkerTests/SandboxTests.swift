@@ -4,6 +4,7 @@ import KilnTestSupport
 import NIOConcurrencyHelpers
 import Testing
 
+@testable import KilnHost
 @testable import KilnWorker
 
 @Suite struct SandboxTests {

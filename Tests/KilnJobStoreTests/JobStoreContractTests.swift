@@ -1,5 +1,6 @@
 import Foundation
-import KilnGateway
+import KilnJobStore
+import KilnJobs
 import KilnTestSupport
 import Logging
 import Testing

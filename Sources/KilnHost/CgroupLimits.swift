@@ -22,7 +22,7 @@ public struct CgroupLimits: Sendable {
 
     /// Creates the group(s), or returns nil when cgroups are not writable here (the caller falls back
     /// to rlimits). `cpuQuota` is CPUs (e.g. 2.0), 0 for none (v2 only; v1's cpu controller is left alone).
-    static func create(
+    public static func create(
         name: String, memoryBytes: Int64, maxProcesses: Int, cpuQuota: Double = 0,
         root: String = defaultRoot, ownCgroup: String? = nil
     ) -> CgroupLimits? {
@@ -83,7 +83,7 @@ public struct CgroupLimits: Sendable {
     }
 
     /// This process's v2 cgroup path ("0::/path" in /proc/self/cgroup).
-    static func ownV2Cgroup() -> String {
+    public static func ownV2Cgroup() -> String {
         let text = read("/proc/self/cgroup") ?? ""
         for line in text.split(separator: "\n") where line.hasPrefix("0::") { return String(line.dropFirst(3)) }
         return "/"
@@ -98,7 +98,7 @@ public struct CgroupLimits: Sendable {
     }
 
     /// A shell prefix that moves itself into the group(s), then execs the command.
-    func wrap(_ command: [String]) -> [String] {
+    public func wrap(_ command: [String]) -> [String] {
         let files = procsFiles
         let joins = files.indices.map { "echo $$ > \"$\($0 + 1)\"" }.joined(separator: " && ")
         return ["/bin/sh", "-c", "\(joins) && shift \(files.count) && exec \"$@\"", "kiln-cgroup"] + files + command
@@ -106,7 +106,7 @@ public struct CgroupLimits: Sendable {
 
     /// Did the build hit the memory limit? (v1: an OOM kill or a failed charge — with swap accounting
     /// failures are counted in memsw.failcnt; v2: `oom_kill` or `max` events.)
-    var hitMemoryLimit: Bool {
+    public var hitMemoryLimit: Bool {
         switch version {
         case .v1(let memory, _):
             let oomKills = Self.counter("oom_kill", in: memory + "/memory.oom_control")
@@ -118,14 +118,14 @@ public struct CgroupLimits: Sendable {
     }
 
     /// Did a fork fail because of pids.max?
-    var hitProcessLimit: Bool {
+    public var hitProcessLimit: Bool {
         switch version {
         case .v1(_, let pids): return Self.counter("max", in: pids + "/pids.events") > 0
         case .v2(let dir): return Self.counter("max", in: dir + "/pids.events") > 0
         }
     }
 
-    func killAll() {
+    public func killAll() {
         if case .v2(let dir) = version, Self.write("1", to: dir + "/cgroup.kill") { return }
         for file in procsFiles {
             for line in (Self.read(file) ?? "").split(separator: "\n") {
@@ -135,7 +135,7 @@ public struct CgroupLimits: Sendable {
     }
 
     /// Kills what is left and removes the group(s).
-    func remove() {
+    public func remove() {
         let dirs: [String]
         switch version {
         case .v1(let memory, let pids): dirs = [pids, memory]
@@ -161,7 +161,7 @@ public struct CgroupLimits: Sendable {
         return bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } == bytes.count
     }
 
-    static func read(_ path: String) -> String? {
+    public static func read(_ path: String) -> String? {
         KernelFile.read(path).map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }
     }
 }

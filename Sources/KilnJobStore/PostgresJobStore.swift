@@ -1,4 +1,6 @@
 import Foundation
+import KilnCore
+import KilnJobs
 import Logging
 import PostgresNIO
 import ServiceLifecycle
@@ -163,13 +165,16 @@ public final class PostgresJobStore: JobStore, Service {
     }
 
     @discardableResult
-    public func update(_ id: String, _ change: @escaping @Sendable (inout Job) -> Void) async throws -> Job? {
+    public func modify<Outcome: Sendable>(_ id: String, _ change: @escaping @Sendable (inout Job) -> Outcome) async throws -> (job: Job, outcome: Outcome)? {
         try await pool.withTransaction { [self] connection in
             guard var job = try await jobs("SELECT doc::text FROM job WHERE id = \(id) FOR UPDATE", on: connection).first else { return nil }
-            change(&job)
-            job.updatedAt = Date()
-            try await write(job, insert: false, on: connection)
-            return job
+            let before = job
+            let outcome = change(&job)
+            if job != before {
+                job.updatedAt = Date()
+                try await write(job, insert: false, on: connection)
+            }
+            return (job, outcome)
         }
     }
 

@@ -1,16 +1,13 @@
 import Foundation
-import GRDB
 import KilnCore
 import KilnMessages
 
 /// A build job as the gateway keeps it (design §4 lifecycle fields).
-public struct Job: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+public struct Job: Codable, Sendable, Equatable {
     public enum Status: String, Codable, Sendable {
         case waiting, building, ready, error, cancelled
         public var isTerminal: Bool { self == .ready || self == .error || self == .cancelled }
     }
-
-    public static let databaseTableName = "job"
 
     public var id: String
     public var status: Status
@@ -75,6 +72,9 @@ public struct Job: Codable, Sendable, Equatable, FetchableRecord, PersistableRec
     public var maxAttempts = 1
     /// What the submitter asked for beyond the source (`BuildRequestOptions` as JSON), echoed on the job.
     public var options: String?
+    /// The worker's `done` event (as stored and relayed) while its result is still arriving: `ready`
+    /// needs both, and the event is stored only once the result can be downloaded (`JobLifecycle`).
+    public var heldDone: String?
 
     public init(id: String, nonce: String, request: String, position: Int64, queuedAt: Date, sourceDigest: String?) {
         self.id = id
@@ -89,8 +89,7 @@ public struct Job: Codable, Sendable, Equatable, FetchableRecord, PersistableRec
 }
 
 /// An event as stored and relayed: the worker's JSON, byte for byte.
-public struct StoredEvent: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "event"
+public struct StoredEvent: Codable, Sendable, Equatable {
     public var jobID: String
     public var seq: Int
     public var type: String
@@ -139,7 +138,7 @@ extension Job {
                 "attempt": .int(attempt), "max_attempts": .int(maxAttempts),
                 "request_id": requestID.map(AnyCodable.string) ?? .null,
             ])
-        let artifacts = artifactIDs.flatMap { try? JSONDecoder().decode([ArtifactID].self, from: Data($0.utf8)) } ?? []
+        let artifacts = status != .ready ? [] : artifactIDs.flatMap { try? JSONDecoder().decode([ArtifactID].self, from: Data($0.utf8)) } ?? []
         doc["artifact_ids"] = .array(artifacts.map { .object(["name": .string($0.name), "sha256": .string($0.sha256)]) })
         doc["artifact_availability"] = .object(["available": .bool(resultAvailability == nil), "reason": resultAvailability.map(AnyCodable.string) ?? .null])
         doc["retry_of_build_id"] = retryOf.map(AnyCodable.string) ?? .null
@@ -252,6 +251,11 @@ public struct BuildRequestOptions: Codable, Sendable, Equatable {
 public struct ArtifactID: Codable, Sendable, Equatable {
     public var name: String
     public var sha256: String
+
+    public init(name: String, sha256: String) {
+        self.name = name
+        self.sha256 = sha256
+    }
 }
 
 extension Job {

@@ -1,15 +1,17 @@
 import Foundation
 
 /// Where the gateway keeps jobs, events and result bookkeeping. A protocol so that PostgreSQL can
-/// replace SQLite when the farm grows past one machine (design §8); nothing else depends on SQLite.
+/// replace SQLite when the farm grows past one machine (design §8). The stores live in `KilnJobStore`;
+/// nothing else depends on SQLite or PostgreSQL.
 public protocol JobStore: Sendable {
     /// Stores a new job at the back of the queue (its `position` is assigned here, in the same
     /// transaction) and returns it as stored.
     func enqueue(_ job: Job) async throws -> Job
     func job(_ id: String) async throws -> Job?
-    /// Reads, changes and writes one job atomically; returns the new value (nil if unknown).
-    @discardableResult
-    func update(_ id: String, _ change: @escaping @Sendable (inout Job) -> Void) async throws -> Job?
+    /// Reads, changes and writes one job atomically (writing nothing when `change` leaves it as it
+    /// was); returns the new value and what `change` returned (nil if the job is unknown). The job
+    /// lifecycle's transitions run in here (`JobLifecycle`), so each acts on the job as stored.
+    func modify<Outcome: Sendable>(_ id: String, _ change: @escaping @Sendable (inout Job) -> Outcome) async throws -> (job: Job, outcome: Outcome)?
     func jobs(status: Job.Status) async throws -> [Job]
     /// A page of jobs, newest first (`GET /builds`).
     func list(_ filter: JobListFilter) async throws -> [Job]
@@ -50,6 +52,14 @@ public protocol JobStore: Sendable {
     func adoptOrphans(by gateway: String, lease: Duration) async throws -> [Job]
     /// Periodic housekeeping off the request path (SQLite: WAL checkpoints); called every second.
     func maintain() async throws
+}
+
+extension JobStore {
+    /// Reads, changes and writes one job atomically; returns the new value (nil if unknown).
+    @discardableResult
+    public func update(_ id: String, _ change: @escaping @Sendable (inout Job) -> Void) async throws -> Job? {
+        try await modify(id, change)?.job
+    }
 }
 
 /// What `GET /builds` asks the store for.

@@ -1,4 +1,6 @@
 import Foundation
+import KilnCore
+import KilnJobs
 import GRDB
 
 /// The embedded default store: SQLite in WAL mode (GRDB) under the data directory.
@@ -117,6 +119,9 @@ public final class SQLiteJobStore: JobStore {
                 t.column("seenAt", .datetime).notNull()
             }
         }
+        migrator.registerMigration("v14: held done events") { db in
+            try db.alter(table: "job") { t in t.add(column: "heldDone", .text) }
+        }
         try migrator.migrate(pool)
     }
 
@@ -152,13 +157,16 @@ public final class SQLiteJobStore: JobStore {
     }
 
     @discardableResult
-    public func update(_ id: String, _ change: @escaping @Sendable (inout Job) -> Void) async throws -> Job? {
+    public func modify<Outcome: Sendable>(_ id: String, _ change: @escaping @Sendable (inout Job) -> Outcome) async throws -> (job: Job, outcome: Outcome)? {
         try await pool.write { db in
             guard var job = try Job.fetchOne(db, key: id) else { return nil }
-            change(&job)
-            job.updatedAt = Date()
-            try job.update(db)
-            return job
+            let before = job
+            let outcome = change(&job)
+            if job != before {
+                job.updatedAt = Date()
+                try job.update(db)
+            }
+            return (job, outcome)
         }
     }
 
@@ -300,4 +308,13 @@ public final class SQLiteJobStore: JobStore {
     public func resultReferences(sha256: String) async throws -> Int {
         try await pool.read { db in try Job.filter(Column("resultSha256") == sha256).fetchCount(db) }
     }
+}
+
+// The records' SQLite mapping lives with the SQLite store: the job model itself knows no database.
+extension Job: FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "job"
+}
+
+extension StoredEvent: FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "event"
 }
