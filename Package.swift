@@ -148,7 +148,7 @@ let package = Package(
         .target(
             name: "KilnWorker",
             dependencies: [
-                "KilnMessages", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnProcess", "KilnCore", "KilnHost", "CKilnSystem",
+                "KilnMessages", "KilnBus", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnProcess", "KilnCore", "KilnHost", "CKilnSystem",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -36,9 +36,9 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
         self.id = id
         self.shared = shared
         self.machine = ConnectionStateMachine(configuration: shared.connectionConfiguration, now: .now())
-        // Until `connect` authenticates it, a connection may send only small frames.
-        let full = shared.configuration.maxFrame
-        self.decoder = FrameDecoder(maxFrame: machine.isAwaitingConnect ? min(full, shared.configuration.preConnectMaxFrame) : full)
+        // Until it has sent `connect` (and, with auth, been authenticated by it), a connection may send
+        // only small frames — on an open broker too.
+        self.decoder = FrameDecoder(maxFrame: min(shared.configuration.maxFrame, shared.configuration.preConnectMaxFrame))
         var logger = shared.logger
         logger[metadataKey: "connection"] = "\(id)"
         self.logger = logger
@@ -140,7 +140,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
                 guard let d = try decoder.next() else { break }
                 decoded = d
             } catch {
-                if machine.isAwaitingConnect, error.code == BusError.frameTooLarge(0, max: 0).code { shared.metrics.limitRefusals(.preConnectFrame) }
+                if !machine.hasSentConnect, error.code == BusError.frameTooLarge(0, max: 0).code { shared.metrics.limitRefusals(.preConnectFrame) }
                 fail(error)
                 break
             }
@@ -154,7 +154,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
                     publishedBytes += frame.payload.readableBytes
                 }
                 perform(action, payload: frame.payload)
-                if decoder.maxFrame != shared.configuration.maxFrame, case .open = machine.state {
+                if decoder.maxFrame != shared.configuration.maxFrame, machine.hasSentConnect, case .open = machine.state {
                     decoder.maxFrame = shared.configuration.maxFrame
                 }
             }

@@ -134,6 +134,10 @@ public struct ConnectionStateMachine: Sendable {
 
     public var isAwaitingConnect: Bool { state == .awaitingConnect }
 
+    /// Until the client has sent `connect`, it is held to small frames, with or without auth: an open
+    /// broker must not buffer megabytes for connections that never introduced themselves.
+    public var hasSentConnect: Bool { connectSeen }
+
     public mutating func closed() { state = .closed }
 
     // MARK: -
@@ -163,6 +167,9 @@ public struct ConnectionStateMachine: Sendable {
             if let reply = header.reply {
                 do { try Subject.validatePublish(reply) } catch {
                     return .fail(.badRequest("invalid reply subject '\(reply)': \(error.message)"))
+                }
+                guard identity.permissions.reply.permitsPublish(reply) else {
+                    return .fail(.permissionDenied("permission denied: reply subject '\(reply)' (only your own inbox)"))
                 }
             }
             if !identity.permissions.publish.permitsPublish(subject) {

@@ -56,18 +56,24 @@ public struct SubjectPermissions: Sendable, Equatable, Codable {
 
     public var publish: Rule
     public var subscribe: Rule
+    /// The reply subjects this user may name on a publish. Whoever answers a request publishes onto
+    /// its reply subject with *its own* rights, so a reply subject is a publish made by proxy: a worker
+    /// naming another job's control subject (or another worker's inbox) as the reply of a source
+    /// request would have the gateway publish there for it. Unrestricted when empty.
+    public var reply: Rule
     public var allowResponses: Bool
 
     public static let unrestricted = SubjectPermissions()
 
-    public init(publish: Rule = Rule(), subscribe: Rule = Rule(), allowResponses: Bool = false) {
+    public init(publish: Rule = Rule(), subscribe: Rule = Rule(), reply: Rule = Rule(), allowResponses: Bool = false) {
         self.publish = publish
         self.subscribe = subscribe
+        self.reply = reply
         self.allowResponses = allowResponses
     }
 
     enum CodingKeys: String, CodingKey {
-        case publish, subscribe
+        case publish, subscribe, reply
         case allowResponses = "allow_responses"
     }
 
@@ -75,6 +81,7 @@ public struct SubjectPermissions: Sendable, Equatable, Codable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         publish = try c.decodeIfPresent(Rule.self, forKey: .publish) ?? Rule()
         subscribe = try c.decodeIfPresent(Rule.self, forKey: .subscribe) ?? Rule()
+        reply = try c.decodeIfPresent(Rule.self, forKey: .reply) ?? Rule()
         allowResponses = try c.decodeIfPresent(Bool.self, forKey: .allowResponses) ?? false
     }
 
@@ -82,7 +89,8 @@ public struct SubjectPermissions: Sendable, Equatable, Codable {
     /// group or on its own direct subject, read only its own inbox and the jobs' control subjects,
     /// publish events, results and source requests (the gateway checks which job), announce itself,
     /// ask its pool to certify its key and the fetch service for its inputs (on its own id's subjects
-    /// only), and answer the dispatch requests it received.
+    /// only), and answer the dispatch requests it received. Its requests' replies may come only to its
+    /// own inbox.
     public static func worker(id: String, queue: String) -> SubjectPermissions {
         SubjectPermissions(
             publish: Rule(allow: [
@@ -90,6 +98,7 @@ public struct SubjectPermissions: Sendable, Equatable, Codable {
                 "kiln.worker.\(id).fetch.*",
             ]),
             subscribe: Rule(allow: ["kiln.build.request \(queue)", "kiln.worker.\(id).request", "_INBOX.\(id).>", "kiln.build.*.control"]),
+            reply: Rule(allow: ["_INBOX.\(id).>"]),
             allowResponses: true)
     }
 
@@ -97,5 +106,6 @@ public struct SubjectPermissions: Sendable, Equatable, Codable {
     public func validate() throws(BusError) {
         for p in publish.allow + publish.deny { try Subject.validateSubscription(p) }
         for p in subscribe.allow + subscribe.deny { try Subject.validateSubscription(Rule.pattern(p)) }
+        for p in reply.allow + reply.deny { try Subject.validateSubscription(p) }
     }
 }

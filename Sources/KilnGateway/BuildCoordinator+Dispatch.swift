@@ -1,7 +1,7 @@
 import Foundation
-import KilnJobs
 import KilnBus
 import KilnBusClient
+import KilnJobs
 import KilnMessages
 import Logging
 import NIOCore

@@ -1,8 +1,8 @@
 import Foundation
-import KilnJobs
 import KilnArchive
 import KilnBus
 import KilnBusClient
+import KilnJobs
 import KilnMessages
 import Logging
 import NIOCore

@@ -1,9 +1,9 @@
 import Foundation
-import KilnCore
-import KilnJobs
 import KilnArchive
 import KilnBus
 import KilnBusClient
+import KilnCore
+import KilnJobs
 import KilnMessages
 import Logging
 import NIOCore

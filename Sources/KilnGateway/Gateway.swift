@@ -1,11 +1,11 @@
 import Foundation
-import KilnJobStore
-import KilnJobs
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
 import KilnAttestation
 import KilnBusClient
+import KilnJobStore
+import KilnJobs
 import Logging
 import ServiceLifecycle
 

@@ -1,8 +1,8 @@
 import Foundation
-import KilnJobs
 import HTTPTypes
 import Hummingbird
 import KilnCore
+import KilnJobs
 import NIOCore
 import ServiceLifecycle
 import Synchronization

@@ -1,10 +1,10 @@
 import Foundation
-import KilnJobs
 import HTTPTypes
 import Hummingbird
 import KilnAttestation
 import KilnBus
 import KilnCore
+import KilnJobs
 import KilnMessages
 import Logging
 import NIOCore

@@ -1,5 +1,5 @@
-import KilnJobs
 import KilnBusClient
+import KilnJobs
 import KilnMessages
 
 /// Relays events of jobs another gateway ingests to this gateway's SSE clients. The ingesting gateway

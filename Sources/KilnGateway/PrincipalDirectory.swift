@@ -1,9 +1,9 @@
 import Crypto
 import Foundation
-import KilnJobs
 import KilnAttestation
 import KilnBus
 import KilnCore
+import KilnJobs
 import NIOConcurrencyHelpers
 
 /// Who is calling the HTTP API.

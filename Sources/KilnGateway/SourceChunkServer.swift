@@ -1,6 +1,6 @@
-import KilnJobs
 import KilnBus
 import KilnBusClient
+import KilnJobs
 import NIOPosix
 
 /// Answers workers' `kiln.build.<job>.source` requests with chunks of an uploaded source. Stateless:

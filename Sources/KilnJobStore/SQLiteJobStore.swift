@@ -1,7 +1,7 @@
 import Foundation
+import GRDB
 import KilnCore
 import KilnJobs
-import GRDB
 
 /// The embedded default store: SQLite in WAL mode (GRDB) under the data directory.
 public final class SQLiteJobStore: JobStore {

@@ -224,7 +224,9 @@ public struct JobLifecycle: Sendable {
             return nextAttempt(&job, noteSeq: event.seq, reason: why, learntToolchain: event.requires, then: [.acknowledge(seq: event.seq, worker: worker)])
         case .failed:
             recordOutcome(&job, of: event)
-            end(&job, .error, JobFailure(phase: event.failurePhase ?? "build", message: event.message ?? "", retryable: event.retryable, suggestedAction: event.suggestedAction))
+            end(
+                &job, .error,
+                JobFailure(phase: event.failurePhase ?? "build", message: event.message ?? "", retryable: event.retryable, suggestedAction: event.suggestedAction))
             return .applied([.storeWorkerEvent, .acknowledge(seq: event.seq, worker: worker)])
         case .cancelled:
             recordOutcome(&job, of: event)

@@ -1,8 +1,8 @@
 import Crypto
 import Foundation
-import KilnHost
 import KilnBus
 import KilnBusClient
+import KilnHost
 import KilnMessages
 import KilnProcess
 import Logging

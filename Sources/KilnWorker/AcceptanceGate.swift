@@ -17,6 +17,7 @@ final class AcceptanceGate: Sendable {
 
     let workerID: String
     let client: BusClient
+    let gateway: GatewayIdentity
     private let state = NIOLockedValueBox<State>(.waiting)
     /// What this worker announced it can build: a request that needs more is declined (422), never
     /// accepted and failed later, even if a spoofed announcement sent it here.
@@ -26,9 +27,10 @@ final class AcceptanceGate: Sendable {
     private let subscriptions: AsyncStream<BusSubscription>
     private let newSubscription: AsyncStream<BusSubscription>.Continuation
 
-    init(workerID: String, client: BusClient) {
+    init(workerID: String, client: BusClient, gateway: GatewayIdentity) {
         self.workerID = workerID
         self.client = client
+        self.gateway = gateway
         (signals, signal) = AsyncStream.makeStream()
         (subscriptions, newSubscription) = AsyncStream.makeStream()
     }
@@ -56,6 +58,12 @@ final class AcceptanceGate: Sendable {
     }
 
     private func handle(_ message: BusMessage) async {
+        guard gateway.mayHaveSent(message) else {
+            // Not answered at all (an answer would tell the sender this worker exists and is idle); a
+            // one-shot queue subscription it spent is made again.
+            if message.subject == Subjects.buildRequest { signal.yield(.invalid) }
+            return
+        }
         let request = try? JSONDecoder().decode(BuildRequest.self, from: Data(message.payloadBytes))
         enum Decision {
             case accept, refuse

@@ -1,6 +1,6 @@
 import Foundation
-import KilnHost
 import KilnArchive
+import KilnHost
 import KilnProcess
 
 /// The bubblewrap sandbox every build runs in (design §5 step 3).

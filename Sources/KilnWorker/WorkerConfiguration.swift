@@ -6,6 +6,8 @@ import KilnBusClient
 public struct WorkerConfiguration: Sendable {
     public var bus: BusClient.Configuration
     public var workerID: String
+    /// Who may send this worker build requests and control messages (`GatewayIdentity`).
+    public var gateway = GatewayIdentity()
     /// This worker's private scratch directory; deleted on exit.
     public var scratchDirectory: String
     /// The farm's Ed25519 signing key (never visible inside the sandbox).

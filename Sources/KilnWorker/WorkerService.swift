@@ -1,6 +1,7 @@
 import Foundation
 import KilnArchive
 import KilnAttestation
+import KilnBus
 import KilnBusClient
 import KilnMessages
 import KilnProcess
@@ -81,7 +82,7 @@ public final class WorkerService: Service, Sendable {
         // Certified before it announces itself, so a worker that cannot sign never takes a job.
         let certified = ownKey == nil ? try await CertifiedKey.obtain(client: client, workerID: configuration.workerID, logger: logger) : nil
         guard let signingKey = certified?.key ?? ownKey else { return }  // one of the two is always there
-        let gate = AcceptanceGate(workerID: configuration.workerID, client: client)
+        let gate = AcceptanceGate(workerID: configuration.workerID, client: client, gateway: configuration.gateway)
         let cancel = CancelSwitch()
 
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -116,6 +117,15 @@ public final class WorkerService: Service, Sendable {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for await message in control {
+                        guard configuration.gateway.mayHaveSent(message) else {
+                            jobLog.warning(
+                                "control message from another sender than the gateway ignored",
+                                metadata: [
+                                    "sender": "\(message.headers?[BusHeader.senderHeader] ?? "")"
+                                ])
+                            continue
+                        }
+                        // Not JSON a gateway sends: nothing to act on.
                         guard let msg = try? JSONDecoder().decode(ControlMessage.self, from: Data(message.payloadBytes)) else { continue }
                         if let target = msg.workerID, target != configuration.workerID { continue }
                         switch msg.action {

@@ -20,6 +20,8 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     @Option(help: "Broker URL, kiln://[user:password@]host:port (env KILN_BROKER_URL).") var broker: String?
     @Option(help: "Broker token (env KILN_BROKER_TOKEN).") var token: String?
     @Option(help: "Worker id, a subject token (default: random).") var workerID: String?
+    @Option(help: "The gateway's name on a bus that names senders: build requests and control messages from anyone else are ignored.")
+    var gatewayIdentity: String = "gateway"
     @Option(help: "Scratch directory, deleted on exit (default: a fresh one under $TMPDIR).") var scratch: String?
     @Option(help: "Signing key file (PEM); created if missing.") var key: String = "kiln-worker-key.pem"
     @Option(help: "Build wall-clock limit in seconds.") var buildTimeout: Int = 1800
@@ -91,6 +93,8 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         guard ["process", "vm-kvm", "vm-tcg"].contains(isolation) else { throw ValidationError("--isolation must be process, vm-kvm or vm-tcg") }
         configuration2.isolation = isolation
         configuration2.allowInternetBuilds = allowInternetBuilds
+        guard !gatewayIdentity.isEmpty, gatewayIdentity.utf8.count <= 256 else { throw ValidationError("--gateway-identity must be a name of 1 to 256 bytes") }
+        configuration2.gateway = GatewayIdentity(name: gatewayIdentity)
         if let buildUid {
             guard buildUid > 0, buildUid < Int(Int32.max) else { throw ValidationError("--build-uid must be a positive uid (builds never run as root)") }
             configuration2.buildUser = .init(uid: uid_t(buildUid), gid: gid_t(buildUid))

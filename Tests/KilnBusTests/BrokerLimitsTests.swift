@@ -49,6 +49,29 @@ import Testing
         await #expect(try metric(broker, "pre_connect_frame") == 1)
     }
 
+    /// #29 item 3: an open broker (no auth) holds a connection that has not sent `connect` to the same
+    /// small frames — before, 100 half-sent 8 MiB frames held 408 MiB of it.
+    @Test func anOpenBrokerLimitsFramesBeforeConnectToo() async throws {
+        let broker = try await BrokerProcess(arguments: ["--pre-connect-max-frame", "2048"])
+        defer { broker.stop() }
+        let early = try RawBusConnection(port: broker.port)
+        _ = try await early.read(op: .info)
+        try await early.send(BusHeader.pub("big.payload"), payload: [UInt8](repeating: 7, count: 100_000))
+        let refused = try await #require(try early.read(op: .err))
+        #expect(refused.header.code == 413 && refused.header.message?.contains("2048") == true, "\(refused.header)")
+        await #expect(try early.waitForClose())
+        await #expect(try metric(broker, "pre_connect_frame") == 1)
+        // After `connect` (no credentials needed here), full-size frames.
+        let good = try RawBusConnection(port: broker.port)
+        _ = try await good.handshake()
+        try await good.send(BusHeader.pub("big.payload"), payload: [UInt8](repeating: 7, count: 100_000))
+        await #expect(try good.roundTrip())
+        // Small frames before `connect` still work on an open broker.
+        let terse = try RawBusConnection(port: broker.port)
+        _ = try await terse.read(op: .info)
+        await #expect(try terse.roundTrip())
+    }
+
     @Test func connectionFloodsStopAtTheLimitAndNormalClientsCarryOn() async throws {
         let broker = try await BrokerProcess(arguments: ["--max-connections-per-address", "8"])
         defer { broker.stop() }

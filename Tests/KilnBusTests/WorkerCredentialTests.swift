@@ -71,6 +71,18 @@ import Testing
         #expect(pub("kiln.build.j1.events") && pub("kiln.build.j1.result") && pub("kiln.build.j1.source") && pub("kiln.workers.ready"))
         #expect(!pub("kiln.build.request"))
         #expect(!pub("kiln.build.j1.control"))
+        // #29: a request's reply goes only to the worker's own inbox — never a subject the answerer
+        // (the gateway, the fetch service) would publish to on the worker's behalf.
+        func pub(_ subject: String, reply: String) -> Bool {
+            var h = BusHeader.pub(subject)
+            h.reply = reply
+            if case .publish = m.frameReceived(h, now: .now()) { return true }
+            return false
+        }
+        #expect(pub("kiln.build.j1.source", reply: "_INBOX.w1.abc.1"))
+        #expect(!pub("kiln.build.j1.source", reply: "kiln.build.j2.control"), "the gateway would publish a chunk onto another job's control")
+        #expect(!pub("kiln.build.j1.source", reply: "_INBOX.w2.abc.1"), "another worker's inbox")
+        #expect(!pub("kiln.worker.w1.fetch.crate", reply: "kiln.build.j2.events"))
         // A password login is refused on a broker that accepts credentials only.
         var plain = ConnectionStateMachine(configuration: .init(authenticator: auth), now: .now())
         var c2 = BusHeader(op: .connect)

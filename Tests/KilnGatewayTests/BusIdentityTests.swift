@@ -18,6 +18,37 @@ import Testing
         ]}
         """
 
+    /// #29 item 3: a worker takes build requests and control messages only from the gateway's
+    /// identity. The attacker holds a login with no permission limits (a misconfigured users file, a
+    /// leaked service login): it offers the idle worker a build of its own, then tells the worker
+    /// that took the real job to cancel it.
+    @Test func aWorkerActsOnlyOnTheGatewaysRequestsAndControls() async throws {
+        let pre = try TemporaryDirectory(prefix: "kiln-identity")
+        try Self.users.write(toFile: pre.file("users.json"), atomically: true, encoding: .utf8)
+        let c = try await TestCluster(
+            brokerArgs: ["--users", pre.file("users.json")], brokerURLForGateway: { "kiln://gateway:gw-pass@127.0.0.1:\($0)" })
+        defer { c.stop() }
+        try await c.startWorker(["--broker", "kiln://worker-a:a-pass@127.0.0.1:\(c.broker.port)"])
+        let worker = try #require(c.workerIDs.last)
+        let attacker = try await BusClient.connect(
+            .init(host: "127.0.0.1", port: c.broker.port, user: "worker-b", password: "b-pass"), logger: Logger(label: "attacker"))
+        defer { Task { await attacker.close() } }
+        // A build request of the attacker's own, straight to the idle worker: not taken.
+        let forged = BuildRequest(jobID: "jforged", nonce: "00", sourceData: Data("x".utf8).base64EncodedString(), sourceName: "x.tar.gz")
+        let offer = try? await attacker.request(
+            Subjects.workerRequest(worker), payload: Array(try JSONEncoder().encode(forged)), timeout: .seconds(3))
+        #expect(offer.map { (try? JSONDecoder().decode(DispatchReply.self, from: Data($0.payloadBytes)))?.accepted != true } ?? true)
+        // The real job goes to that worker and builds for a few seconds; the attacker cancels it.
+        let id = try await c.submit(Fixtures.helloCrate(buildRS: "fn main() { std::thread::sleep(std::time::Duration::from_secs(4)); }\n"))
+        _ = try await c.waitForStatus(id, ["building"], timeout: .seconds(120))
+        for action in [ControlMessage.Action.cancel, .ack] {
+            let control = ControlMessage(action: action, seq: 1_000, workerID: worker)
+            try await attacker.publish(Subjects.control(id), payload: Array(try JSONEncoder().encode(control)))
+        }
+        let done = try await c.waitForStatus(id, ["ready", "error", "cancelled"], timeout: .seconds(300))
+        #expect(done["status"] as? String == "ready" && done["worker_id"] as? String == worker, "\(done)")
+    }
+
     @Test func anotherWorkersLoginCannotInjectIntoOrFinishAJobItDidNotAccept() async throws {
         let pre = try TemporaryDirectory(prefix: "kiln-identity")
         try Self.users.write(toFile: pre.file("users.json"), atomically: true, encoding: .utf8)

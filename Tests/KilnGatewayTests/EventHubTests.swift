@@ -1,6 +1,6 @@
-import KilnJobs
 import HTTPTypes
 import KilnGateway
+import KilnJobs
 import NIOCore
 import NIOEmbedded
 import NIOHTTPTypes

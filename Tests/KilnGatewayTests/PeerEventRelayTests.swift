@@ -1,7 +1,7 @@
-import KilnJobStore
-import KilnJobs
 import Foundation
 import HTTPTypes
+import KilnJobStore
+import KilnJobs
 import KilnTestSupport
 import NIOCore
 import NIOEmbedded

@@ -172,13 +172,23 @@ import Testing
 
     @Test func aRetriableFailureOnTheLastAttemptEndsTheJob() {
         var job = Self.job(.building, attempt: 2, of: 2)
-        let t = Self.machine.apply(.workerEvent(Self.event(.failed) { $0.failurePhase = "worker"; $0.retryable = true }), to: &job)
+        let t = Self.machine.apply(
+            .workerEvent(
+                Self.event(.failed) {
+                    $0.failurePhase = "worker"
+                    $0.retryable = true
+                }), to: &job)
         #expect(job.status == .error && t.actions == [.storeWorkerEvent, .acknowledge(seq: 5, worker: "w1")])
     }
 
     @Test func aBuildFailureIsNeverRetried() {
         var job = Self.job(.building, attempt: 1, of: 3)
-        _ = Self.machine.apply(.workerEvent(Self.event(.failed) { $0.failurePhase = "build"; $0.retryable = true }), to: &job)
+        _ = Self.machine.apply(
+            .workerEvent(
+                Self.event(.failed) {
+                    $0.failurePhase = "build"
+                    $0.retryable = true
+                }), to: &job)
         #expect(job.status == .error && job.attempt == 1)
     }
 
@@ -269,7 +279,8 @@ import Testing
     @Test func aTerminalEventRecordsWhatTheBuildCheckedOut() {
         var job = Self.job(.building)
         job.rebuildOf = "j0"
-        let commit = String(repeating: "1", count: 40), tree = String(repeating: "2", count: 40)
+        let commit = String(repeating: "1", count: 40)
+        let tree = String(repeating: "2", count: 40)
         _ = Self.machine.apply(.resultStored(sha256: Self.sha, size: 1), to: &job)
         let done = Self.event(.done) {
             $0.sha256 = Self.sha
@@ -285,7 +296,12 @@ import Testing
 
     @Test func aForgedCommitIsNotRecorded() {
         var job = Self.job(.building)
-        _ = Self.machine.apply(.workerEvent(Self.event(.failed) { $0.sourceCommit = "HEAD; rm -rf /"; $0.sourceTree = "x" }), to: &job)
+        _ = Self.machine.apply(
+            .workerEvent(
+                Self.event(.failed) {
+                    $0.sourceCommit = "HEAD; rm -rf /"
+                    $0.sourceTree = "x"
+                }), to: &job)
         #expect(job.sourceDigest == nil && job.sourceTree == nil)
     }
 
