@@ -18,6 +18,9 @@ public struct ResultVerifier: Sendable {
         public var trustedKeyFingerprints: [String]
         public var allowTEENone: Bool
         public var allowUnverifiedTEE: Bool
+        /// Trust a signing key because a hardware-verified report binds it, without the user pinning
+        /// it (`--trust-hardware`; never implied: `KeyTrustRule`).
+        public var trustHardware = false
         /// SEV-SNP `MEASUREMENT` or TDX `MRTD`, hex, that the report must state.
         public var expectedMeasurement: String?
         /// VCEK / ASK / ARK the user supplied (`--vcek`, `--amd-chain`).
@@ -178,19 +181,23 @@ public struct ResultVerifier: Sendable {
         }
 
         // Trust in the signing key.
-        if options.trustedKeys.contains(where: { $0.keyID == signer.keyID }) || options.trustedKeyFingerprints.contains(signer.keyID) {
+        let userPinnedKeys = !(options.trustedKeys.isEmpty && options.trustedKeyFingerprints.isEmpty)
+        switch KeyTrustRule.decide(
+            signer: signer.keyID,
+            signerIsPinned: options.trustedKeys.contains(where: { $0.keyID == signer.keyID }) || options.trustedKeyFingerprints.contains(signer.keyID),
+            hasCertificate: evidence.certificate != nil, userPinnedKeys: userPinnedKeys, verdict: verdict, trustHardware: options.trustHardware)
+        {
+        case .pinned:
             report.keyTrust = .pinned
             report.checks.append(.init("trust", .pass, "the signing key \(signer.keyID) is one you pinned"))
-        } else if let certificate = evidence.certificate, !(options.trustedKeys.isEmpty && options.trustedKeyFingerprints.isEmpty) {
+        case .checkCertificate:
+            guard let certificate = evidence.certificate else { throw .init(.trust, "the evidence carries no worker certificate") }
             try checkCertificate(certificate, signer: signer, statement: statement, into: &report)
-        } else if verdict == .hardwareVerified {
+        case .hardwareBound:
             report.keyTrust = .hardwareBound
-            report.checks.append(.init("trust", .pass, "the signing key is bound into a hardware-verified report: no farm key needed"))
-        } else {
-            throw .init(
-                .trust,
-                "the result is signed by key \(signer.keyID), which you did not pin (--key, --key-fingerprint); "
-                    + "without a hardware-verified report nothing else vouches for it")
+            report.checks.append(.init("trust", .pass, "the signing key is bound into a hardware-verified report, and you asked to trust hardware"))
+        case .refuse(let why):
+            throw .init(.trust, why)
         }
 
         // Measurement.

@@ -17,7 +17,7 @@ struct VerifyCommand: AsyncParsableCommand {
             ARK; TDX: PCK chain to Intel's root), that the signing key is trusted, the nonce, every manifest digest, and \
             that the provenance subjects are exactly artifacts/. Verdicts: hardware-verified; tee-unverified (a report whose \
             chain could not be checked: refused unless --allow-unverified-tee); no-tee (refused unless --allow-tee-none). \
-            A hardware-verified result needs no farm key: the report binds the key that signed. Exits 0 only if all pass.
+            A key is trusted only when pinned (--key, --key-fingerprint) or certified by a pinned farm key; a key bound into a hardware-verified report only with --trust-hardware. Exits 0 only if all pass.
             """)
 
     @Argument(help: "RESULT.tar.gz or an unpacked result directory.") var result: String
@@ -29,6 +29,7 @@ struct VerifyCommand: AsyncParsableCommand {
     @Option(help: "Gateway URL; trusts the keys it serves at /keys (the gateway vouches for itself: prefer --key-fingerprint).") var gateway: String?
     @Flag(help: "Accept evidence without a TEE report (tee: none), trusting the farm key alone.") var allowTeeNone = false
     @Flag(help: "Accept a TEE report whose certificate chain cannot be checked here.") var allowUnverifiedTee = false
+    @Flag(help: "Trust a signing key you did not pin when a hardware-verified report binds it (never implied).") var trustHardware = false
     @Option(help: "Require this SEV-SNP MEASUREMENT or TDX MRTD (hex).") var expectMeasurement: String?
     @Option(help: "SEV-SNP: the chip's VCEK certificate (PEM or DER), when the evidence carries none.") var vcek: String?
     @Option(help: "SEV-SNP: AMD's ASK then ARK (PEM), instead of the pinned ones; the ARK must still be AMD's.") var amdChain: String?
@@ -80,6 +81,7 @@ struct VerifyCommand: AsyncParsableCommand {
         var options = ResultVerifier.Options(
             expectedNonce: nonce, trustedKeys: trusted, trustedKeyFingerprints: keyFingerprints.compactMap(Self.normalizedFingerprint),
             allowTEENone: allowTeeNone, allowUnverifiedTEE: allowUnverifiedTee, expectedMeasurement: expectMeasurement)
+        options.trustHardware = trustHardware
         if let vcek { options.sevCertificates.vcek = try Self.certificates(vcek).first }
         if let amdChain {
             let chain = try Self.certificates(amdChain)
