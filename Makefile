@@ -58,18 +58,24 @@ fuzz:
 	scripts/fuzz.sh
 
 ## Benchmarks (release build), one JSON line per case, peers side by side.
+## Every benchmark, then one table of Kiln against its peer in the same run (bench/summary.py). Each
+## case's JSON lines also go to $(BENCH_RESULTS); a case that fails fails the run.
+BENCH_RESULTS ?= .build/bench-results.jsonl
+BENCH_CASE = bash -o pipefail -c '"$$0" "$$@" | tee -a $(BENCH_RESULTS)'
 bench: export KILN_BENCH = 1
 bench:
 	@scripts/install-deps.sh bench
 	swift build -c release
-	bash bench/bus.sh
-	bash bench/attest.sh
-	scripts/with-nix-daemon.sh bash bench/worker.sh
-	bash bench/vm.sh
-	scripts/with-nix-daemon.sh bash bench/fetch.sh
-	scripts/with-nix-daemon.sh bash bench/gateway.sh
-	scripts/with-nix-daemon.sh bash bench/farm.sh
-	bash bench/scale.sh
+	mkdir -p $(dir $(BENCH_RESULTS)) && : > $(BENCH_RESULTS)
+	$(BENCH_CASE) bash bench/bus.sh
+	$(BENCH_CASE) bash bench/attest.sh
+	$(BENCH_CASE) scripts/with-nix-daemon.sh bash bench/worker.sh
+	$(BENCH_CASE) bash bench/vm.sh
+	$(BENCH_CASE) scripts/with-nix-daemon.sh bash bench/fetch.sh
+	$(BENCH_CASE) scripts/with-nix-daemon.sh bash bench/gateway.sh
+	$(BENCH_CASE) scripts/with-nix-daemon.sh bash bench/farm.sh
+	$(BENCH_CASE) bash bench/scale.sh
+	python3 bench/summary.py $(BENCH_RESULTS)
 
 clean:
 	rm -rf .build $(VENV)

@@ -19,10 +19,18 @@ wait_for "$work/broker.log" "listening on"
 # Principals on (#12): every request carries a user's bearer token, as on a shared farm.
 export KILN_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 AUTH="Authorization: Bearer $KILN_TOKEN"
-"$BIN/kiln-gateway" --port "$GP" --data "$work/gw" --broker "kiln://127.0.0.1:$BP" --log-level warning --token "bench:user:$KILN_TOKEN" \
-  --submissions-per-minute 100000 --max-event-streams-per-caller 100000 > "$work/gw.log" 2>&1 & GWPID=$!; pids+=($GWPID)
-wait_for "$work/gw.log" "listening on"
-GW="http://127.0.0.1:$GP"
+# Each case gets a gateway of its own with an empty store (#31): jobs a case leaves waiting (the
+# dispatch case stops its pool with jobs queued) must not be taken by the next case's stand-in worker
+# while that case's clients wait on a job of their own — that hung the SSE case for ever.
+GWN=0
+start_gateway() {
+  if [ -n "${GWPID:-}" ]; then kill -TERM "$GWPID" 2>/dev/null || true; wait "$GWPID" 2>/dev/null || true; fi
+  GWN=$((GWN + 1)); GP=$(port)
+  "$BIN/kiln-gateway" --port "$GP" --data "$work/gw$GWN" --broker "kiln://127.0.0.1:$BP" --log-level warning --token "bench:user:$KILN_TOKEN" \
+    --submissions-per-minute 100000 --max-event-streams-per-caller 100000 > "$work/gw$GWN.log" 2>&1 & GWPID=$!; pids+=($GWPID)
+  wait_for "$work/gw$GWN.log" "listening on"
+  GW="http://127.0.0.1:$GP"
+}
 
 mkdir -p "$work/hello/src"
 printf '[package]\nname = "hello"\nversion = "0.1.0"\nedition = "2021"\n' > "$work/hello/Cargo.toml"
@@ -31,6 +39,7 @@ tar czf "$work/hello.tar.gz" -C "$work" hello
 
 # 1. Dispatch latency with idle workers waiting.
 if [ -z "${SKIP_DISPATCH:-}" ]; then
+start_gateway
 "$BIN/kiln-pool" --broker "kiln://127.0.0.1:$BP" --idle 3 --max 6 --state "$work/pool" --key "$work/farm.pem" --monitor-port "$PM" \
   --log-level warning > "$work/pool.log" 2>&1 & POOL=$!; pids+=($POOL)
 sleep 2
@@ -45,6 +54,7 @@ CC=${CC:-$(command -v cc || command -v clang)}
 # 2. SSE fan-out: 1000 clients on one job while a (stand-in) worker publishes 1000 events, at 10
 #    events/s (a real worker's ceiling: its log batcher ships at most ~10 a second) and at 100/s.
 for rate in $([ -n "${SKIP_SSE:-}" ] || echo "${SSE_RATES:-10 100}"); do
+start_gateway
 rm -f "$work/go"
 "$BIN/kiln-bench" fake-worker --port "$BP" --events "${SSE_EVENTS:-1000}" --rate "$rate" --go-file "$work/go" > "$work/fake1.log" 2>&1 & FW=$!
 wait_for "$work/fake1.log" "fake-worker ready"
@@ -66,13 +76,14 @@ done
 
 # 3. Download of a 100 MiB result vs nginx serving the same file.
 if [ -z "${SKIP_DOWNLOAD:-}" ]; then
+start_gateway
 "$BIN/kiln-bench" fake-worker --port "$BP" --events 0 --result-mb 100 > "$work/fake2.log" 2>&1 & FW=$!
 wait_for "$work/fake2.log" "fake-worker ready"
 JOB=$(curl -s "$GW/build" -H "$AUTH" -H 'Content-Type: application/json' -d "{\"nonce\":\"abcd\",\"source_data\":\"$(base64 -w0 "$work/hello.tar.gz")\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')
 wait "$FW" || true
 for _ in $(seq 100); do curl -s -H "$AUTH" "$GW/build/$JOB" | grep -q '"status":"ready"' && break; sleep 0.1; done
 SHA=$(curl -s -H "$AUTH" "$GW/build/$JOB" | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["sha256"])')
-chmod 755 "$work"; mkdir -p "$work/www"; cp "$work/gw/results/$SHA.tar.gz" "$work/www/result.tar.gz"
+chmod 755 "$work"; mkdir -p "$work/www"; cp "$work/gw$GWN/results/$SHA.tar.gz" "$work/www/result.tar.gz"
 NP=$(port)
 cat > "$work/nginx.conf" <<NGINX
 worker_processes 1;

@@ -7,6 +7,7 @@ import KilnJobs
 import KilnMessages
 import Logging
 import NIOCore
+import _NIOFileSystem
 
 /// The gateway's side of the bus (design §3): dispatches waiting jobs FIFO to idle workers, stores
 /// their events in order (asking for a replay on a gap), assembles result chunks, ends jobs whose
@@ -137,10 +138,16 @@ public actor BuildCoordinator {
                 case .memory(let b): bytes = b
                 case .file(let path):
                     defer { unlink(path) }
-                    guard let data = FileManager.default.contents(atPath: path), data.count == archive.size else {
+                    // Read on NIOFileSystem's threads: never blocking file I/O on the actor (up to the
+                    // inline limit, 2 MiB by default). Whatever the failure, the client's answer is the
+                    // same 503 below.
+                    let read = try? await FileSystem.shared.withFileHandle(forReadingAt: FilePath(path)) { handle in
+                        try await handle.readToEnd(maximumSizeAllowed: .bytes(archive.size))
+                    }
+                    guard let read, Int64(read.readableBytes) == archive.size else {
                         throw GatewayError(.serviceUnavailable, "the gateway lost an upload it had just stored; try again")
                     }
-                    bytes = Array(data)
+                    bytes = Array(read.readableBytesView)
                 }
                 request.sourceData = Data(bytes).base64EncodedString()
                 request.sourceName = s.sourceName

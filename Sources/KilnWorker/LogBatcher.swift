@@ -15,7 +15,10 @@ public final class LogBatcher: Sendable {
     }
 
     private let state = NIOLockedValueBox(State())
-    private let file: NIOLockedValueBox<(handle: FileHandle?, bytes: Int)>
+    /// The full log, opened for appending: each line is one `write(2)`, which `O_APPEND` makes atomic,
+    /// so no lock is held across file I/O (docs/concurrency.md) — the lock only reserves the bytes.
+    private let fd: Int32
+    private let fileBytes = NIOLockedValueBox(0)
     let maxShippedBytes: Int
     let maxFileBytes: Int
     public let path: String
@@ -25,18 +28,24 @@ public final class LogBatcher: Sendable {
         self.maxShippedBytes = maxShippedBytes
         self.maxFileBytes = maxFileBytes
         // Without the file the log is still shipped line by line; only the packaged copy is missing.
-        let created = FileManager.default.createFile(atPath: path, contents: nil)
-        file = NIOLockedValueBox((created ? FileHandle(forWritingAtPath: path) : nil, 0))
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o600)
     }
 
-    /// Called from the process readers.
+    deinit { if fd >= 0 { close(fd) } }
+
+    /// Called from the process readers (their own threads, never the cooperative pool).
     public func append(_ stream: String, _ line: String) {
-        file.withLockedValue { f in
-            let data = Data((line + "\n").utf8)
-            if f.bytes + data.count <= maxFileBytes {
-                try? f.handle?.write(contentsOf: data)
-                f.bytes += data.count
-            }
+        var bytes = Array(line.utf8)
+        bytes.append(UInt8(ascii: "\n"))
+        let fits = fileBytes.withLockedValue { written in
+            guard written + bytes.count <= maxFileBytes else { return false }
+            written += bytes.count
+            return true
+        }
+        if fits, fd >= 0 {
+            // A short or failed write leaves the file shorter than the log; its digest (in provenance)
+            // is of what the file holds, so nothing claims more than was kept.
+            _ = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         }
         state.withLockedValue { s in
             let n = line.utf8.count + 1
@@ -70,12 +79,8 @@ public final class LogBatcher: Sendable {
     /// How much was left out of the events.
     public var dropped: (bytes: Int, lines: Int) { state.withLockedValue { ($0.droppedBytes, $0.droppedLines) } }
 
-    /// Closes the file and returns its digest.
+    /// Returns the file's digest. Called once the process readers are done (no `append` after it).
     public func finish() throws -> FileDigest {
-        file.withLockedValue { f in
-            try? f.handle?.close()
-            f.handle = nil
-        }
         return try FileDigest.of(file: path)
     }
 }
