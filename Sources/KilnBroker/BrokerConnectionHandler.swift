@@ -140,7 +140,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
                 guard let d = try decoder.next() else { break }
                 decoded = d
             } catch {
-                if !machine.hasSentConnect, error.code == BusError.frameTooLarge(0, max: 0).code { shared.metrics.limitRefusals(.preConnectFrame) }
+                if !machine.hasSentConnect, error.code == BusError.Code.frameTooLarge { shared.metrics.limitRefusals(.preConnectFrame) }
                 fail(error)
                 break
             }

@@ -26,6 +26,11 @@ public struct BusError: Error, Sendable, Equatable, CustomStringConvertible {
         return h
     }
 
+    /// Codes a caller tests for, by name (not by constructing a throwaway error to read its code).
+    public enum Code {
+        public static let frameTooLarge = 413
+    }
+
     // The catalogue of codes, so call sites name the condition instead of a number.
     public static func badRequest(_ message: String) -> BusError { BusError(code: 400, message: message) }
     public static func badFraming(_ message: String) -> BusError { BusError(code: 400, message: message, isFatal: true) }
@@ -33,7 +38,7 @@ public struct BusError: Error, Sendable, Equatable, CustomStringConvertible {
     public static func permissionDenied(_ message: String) -> BusError { BusError(code: 403, message: message) }
     public static func staleConnection() -> BusError { BusError(code: 408, message: "stale connection: no pong to 2 pings", isFatal: true) }
     public static func frameTooLarge(_ length: Int, max: Int) -> BusError {
-        BusError(code: 413, message: "frame length \(length) exceeds max_frame \(max)", isFatal: true)
+        BusError(code: Code.frameTooLarge, message: "frame length \(length) exceeds max_frame \(max)", isFatal: true)
     }
     public static func slowConsumer(pending: Int, cap: Int) -> BusError {
         BusError(code: 429, message: "slow consumer: \(pending) bytes pending exceeds the outbound cap of \(cap)", isFatal: true)

@@ -111,8 +111,8 @@ extension BuildCoordinator {
     /// The artifacts the job's current attempt announced (after its `accepted`): what a ready job lists.
     func attemptArtifacts(_ jobID: String) async throws -> [ArtifactID] {
         let events = try await store.events(job: jobID, after: 0)
-        let start = events.lastIndex { $0.type == BuildEvent.Kind.accepted.rawValue } ?? events.startIndex
-        return events[start...].filter { $0.type == BuildEvent.Kind.artifact.rawValue }.compactMap { stored in
+        let start = events.lastIndex { $0.kind == .accepted } ?? events.startIndex
+        return events[start...].filter { $0.kind == .artifact }.compactMap { stored in
             // Stored by this gateway in its own encoding: one it cannot read back names no artifact.
             guard let e = try? BuildEvent.decode(Array(stored.data.utf8)), let path = e.path, let sha = e.sha256 else { return nil }
             return ArtifactID(name: path, sha256: sha)

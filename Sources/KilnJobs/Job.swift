@@ -107,7 +107,10 @@ public struct StoredEvent: Codable, Sendable, Equatable {
         self.data = data
     }
 
-    public var isTerminal: Bool { type == "done" || type == "failed" || type == "cancelled" }
+    /// The event's kind; nil for a type this gateway does not know (stored by a newer one).
+    public var kind: BuildEvent.Kind? { BuildEvent.Kind(rawValue: type) }
+
+    public var isTerminal: Bool { kind?.isTerminal ?? false }
 }
 
 extension Job {
