@@ -32,6 +32,7 @@ test: deps lint $(VENV)/.installed test-swift test-python test-contract
 lint:
 	swift format lint --strict -r Sources Tests bench fuzz Package.swift
 	KILN_BENCH=1 python3 scripts/check-package-deps.py
+	python3 scripts/check-try.py
 
 ## Two runs (#27): every suite but the VM one, then the VM suite alone. The VM suite builds images and
 ## boots emulated guests that take both cores for minutes; timing-sensitive suites never run beside it.
@@ -75,6 +76,7 @@ bench:
 	$(BENCH_CASE) scripts/with-nix-daemon.sh bash bench/gateway.sh
 	$(BENCH_CASE) scripts/with-nix-daemon.sh bash bench/farm.sh
 	$(BENCH_CASE) bash bench/scale.sh
+	$(BENCH_CASE) scripts/with-nix-daemon.sh bash bench/hostile.sh
 	python3 bench/summary.py $(BENCH_RESULTS)
 
 clean:

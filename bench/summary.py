@@ -68,6 +68,9 @@ def rows(lines):
         b = bare[0] if bare else None
         yield ("50 hello jobs, pool of 4, jobs/min (vs bare cargo back to back)", d["jobs_per_min"], b["jobs_per_min"] if b else None, "higher")
         yield ("  queue wait p99, s", d["queue_wait_p99_s"], None, "lower")
+    for case in [c for c in by_case if c and c.startswith("hostile_")]:
+        for d in by_case.pop(case):
+            yield (f"host worker peak RSS, {case[8:]}, MiB (vs the 256 bound)", d["worker_peak_rss_mib"], d["rss_bound_mib"], "lower")
     for case, ds in by_case.items():
         for d in ds:
             yield (f"{case} (no peer)", json.dumps({k: v for k, v in d.items() if k != "case"})[:80], None, "")

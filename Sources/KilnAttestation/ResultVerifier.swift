@@ -141,6 +141,7 @@ public struct ResultVerifier: Sendable {
             ("report", reportBytes.map { FileDigest.of(bytes: $0).sha256 } == claims.reportSha256),
             ("aux", auxBytes.map { FileDigest.of(bytes: $0).sha256 } == claims.auxSha256),
             ("report_data", evidence.reportData == claims.reportData), ("binding", evidence.binding == claims.binding),
+            // A certificate that cannot be digested does not equal the signed digest: the check fails.
             ("certificate", (try? evidence.certificate.map(EvidenceClaims.digest(of:))) == claims.certificateSha256),
         ]
         if let (field, _) = unsigned.first(where: { !$0.1 }) {

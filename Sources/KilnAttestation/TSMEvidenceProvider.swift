@@ -37,6 +37,7 @@ public struct TSMEvidenceProvider: EvidenceProvider {
         let outblob = try read(entry + "/outblob")
         guard !outblob.isEmpty else { throw TSMError("configfs-tsm returned an empty outblob") }
         let provider = String(decoding: try read(entry + "/provider"), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        // The auxblob is optional (TDX has none); absent, the evidence carries none.
         let aux = try? read(entry + "/auxblob")
         let afterRead = try readGeneration(entry)
         guard afterRead == afterWrite else {

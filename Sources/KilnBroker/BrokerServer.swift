@@ -188,6 +188,7 @@ public final class BrokerServer: Service, Sendable {
         // Park until shutdown: graceful (SIGTERM via ServiceGroup) or cancellation.
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
+                // Waiting for the close only; how it closed does not matter here.
                 try? await server.closeFuture.get()
             } onGracefulShutdown: {
                 server.close(promise: nil)
@@ -195,6 +196,7 @@ public final class BrokerServer: Service, Sendable {
         } onCancel: {
             server.close(promise: nil)
         }
+        // Already closed is the state wanted.
         try? await server.close()
         await drain()
     }
@@ -221,6 +223,7 @@ public final class BrokerServer: Service, Sendable {
                 continue
             }
             let timeout = channel.eventLoop.scheduleTask(in: remaining) { channel.close(promise: nil) }
+            // Waiting for the close only; how it closed does not matter here.
             try? await channel.closeFuture.get()
             timeout.cancel()
         }

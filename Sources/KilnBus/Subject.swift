@@ -15,6 +15,7 @@ public enum Subject {
     }
 
     public static func isValid(_ subject: String, allowWildcards: Bool) -> Bool {
+        // A yes/no question; `validate` is the call that says why.
         (try? validate(subject, allowWildcards: allowWildcards, what: "subject")) != nil
     }
 

@@ -157,6 +157,7 @@ public final class BusClient: @unchecked Sendable {
             return sid
         }
         let client = self
+        // The subscription's consumer is gone; on a closed connection there is nothing to unsubscribe.
         messages.onCancel = { Task { try? await client.unsubscribe(sid: sid, max: nil) } }
         return BusSubscription(sid: sid, subject: subject, queue: queue, max: max, messages: messages, client: self)
     }
@@ -182,7 +183,9 @@ public final class BusClient: @unchecked Sendable {
     /// Unsubscribes everything, waits until the broker has processed it, then closes.
     public func drain(timeout: TimeAmount = .seconds(5)) async {
         let sids: [String] = lock.withLock { machine.sids }
+        // Draining: on a closed connection there is nothing to unsubscribe.
         for sid in sids { try? await unsubscribe(sid: sid, max: nil) }
+        // Draining: a flush that cannot complete ends with the close below.
         try? await flush(timeout: timeout)
         await close()
     }
@@ -207,6 +210,7 @@ public final class BusClient: @unchecked Sendable {
             // Let what was queued go out first.
             let pending = outbound.close()
             if let pending { try? await channel.writeAndFlush(pending) }
+            // Already closed is the state wanted.
             try? await channel.close()
         } else {
             outbound.close()

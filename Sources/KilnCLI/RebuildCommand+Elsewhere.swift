@@ -66,6 +66,7 @@ extension RebuildCommand {
         nonce: String
     ) throws -> RebuildComparison {
         func artifacts(_ root: ConfinedDirectory) throws -> ConfinedDirectory? {
+            // No readable artifacts/ directory: nothing to compare, said below.
             (try? root.kind(of: "artifacts")) == .directory ? try root.subdirectory("artifacts") : nil
         }
         let compared = try RebuildComparison.compare(original: try artifacts(original), rebuilt: try artifacts(rebuilt), maxFileBytes: 2 << 30)

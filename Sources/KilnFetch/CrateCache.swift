@@ -46,7 +46,9 @@ public final class CrateCache: Sendable {
         guard let data = FileManager.default.contents(atPath: file) else { return .miss }
         let bytes = [UInt8](data)
         guard SHA256.hash(data: bytes).hexString == sha256 else {
+            // Evicting: a file already gone is evicted.
             try? FileManager.default.removeItem(atPath: file)
+            // Evicting: a file already gone is evicted.
             try? FileManager.default.removeItem(atPath: path(sha256, ".json"))
             return .evicted
         }
@@ -129,7 +131,9 @@ public final class CrateCache: Sendable {
         }
         var freed: Int64 = 0
         for entry in entries.sorted(by: { $0.used < $1.used }) where total - freed > configuration.maxBytes {
+            // Evicting: a file already gone is evicted (the total is recounted from the directory).
             try? fm.removeItem(atPath: path(entry.sha, ".crate"))
+            // Evicting: a file already gone is evicted.
             try? fm.removeItem(atPath: path(entry.sha, ".json"))
             freed += entry.size
         }

@@ -86,6 +86,8 @@ extension BuildCoordinator {
     func relay(_ stored: StoredEvent) async {
         hub.publish(stored)
         guard peerGateways > 0 else { return }
+        // A lost notice is caught up: peers read the store for streams that have been quiet for a
+        // second (`catchUpPeerStreams`).
         try? await client.publish(
             Subjects.gatewayStored(stored.jobID), payload: Array(String(stored.seq).utf8),
             headers: [PeerEventRelay.gatewayHeader: configuration.instanceID])

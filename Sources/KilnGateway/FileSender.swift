@@ -21,11 +21,13 @@ final class FileSender: ChannelOutboundHandler, RemovableChannelHandler, @unchec
     func send(descriptor: CInt, offset: Int, length: Int, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: descriptor)
         guard let context else {
+            // Closing a file opened only for reading: nothing to lose if it fails.
             try? handle.close()
             return eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
         }
         let region = FileRegion(fileHandle: handle, readerIndex: offset, endIndex: offset + length)
         let promise = eventLoop.makePromise(of: Void.self)
+        // Closing a file opened only for reading: nothing to lose if it fails.
         promise.futureResult.whenComplete { _ in try? handle.close() }
         context.writeAndFlush(wrapOutboundOut(.body(.fileRegion(region))), promise: promise)
         return promise.futureResult

@@ -52,15 +52,18 @@ struct GatewayHousekeeping: Service {
     }
 
     func removeExpiredResults() async {
-        guard let expired = try? await store.expiredResults(before: Date()) else { return }
-        for job in expired {
-            _ = try? await store.update(job.id) {
-                $0.resultSha256 = nil
-                $0.resultSize = nil
+        let machine = JobLifecycle(now: Date(), retention: 0, gateway: "")
+        do {
+            for job in try await store.expiredResults(before: Date()) {
+                guard let (_, transition) = try await store.modify(job.id, { machine.apply(.resultExpired, to: &$0) }), transition.refusal == nil
+                else { continue }
+                // Results are content-addressed: should two jobs ever hold the same bytes, the file stays
+                // while either still does.
+                if let sha = job.resultSha256, try await store.resultReferences(sha256: sha) == 0 { unlink(files.resultPath(sha256: sha)) }
             }
-            // Results are content-addressed: should two jobs ever hold the same bytes, the file stays
-            // while either still does.
-            if let sha = job.resultSha256, (try? await store.resultReferences(sha256: sha)) == 0 { unlink(files.resultPath(sha256: sha)) }
+        } catch {
+            // The next pass (a second later) finds what is left.
+            logger.warning("cannot remove expired results: \(error)")
         }
     }
 }

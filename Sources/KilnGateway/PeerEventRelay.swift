@@ -60,6 +60,8 @@ actor PeerEventRelay {
         var ended = false
         while let current = follows[job], current.wanted > current.relayed, !ended {
             follows[job]?.lastRead = .now
+            // A failed read is retried by the next notice or the once-a-second catch-up; the stream
+            // waits meanwhile (its client sees no gap, only a delay).
             guard let events = try? await store.events(job: job, after: current.relayed), let last = events.last else { break }
             for event in events { hub.publish(event) }
             follows[job]?.relayed = last.seq

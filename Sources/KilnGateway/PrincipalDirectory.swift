@@ -70,6 +70,7 @@ public final class PrincipalDirectory: Sendable {
     public var isOpen: Bool { fixed.isEmpty && file == nil }
 
     public func principal(forBearer token: String) -> Principal? {
+        // Only a forced reload throws; a changed file that cannot be read admits nobody from it.
         try? reloadIfChanged(force: false)
         let presented = Array(SHA256.hash(data: Array(token.utf8)))
         var match: Principal?
@@ -106,6 +107,7 @@ public final class PrincipalDirectory: Sendable {
             if force { throw GatewayError(.badRequest, "tokens file \(file) is not valid JSON of principals") }
             return
         }
+        // Malformed entries are skipped: they admit nobody.
         let entries = parsed.principals.compactMap { item -> Entry? in
             guard item.tokenSha256.utf8.count == 64, let digest = Hex.decode(item.tokenSha256) else { return nil }
             return Entry(digest: digest, principal: Principal(name: item.name, role: item.role))

@@ -52,6 +52,7 @@ public struct ResultFiles: Sendable {
     }
 
     func removeUpload(job: String) {
+        // Already gone is fine; a file left behind is removed by the start-up sweep of uploads/.
         try? FileManager.default.removeItem(atPath: uploadPath(job: job))
     }
 

@@ -50,6 +50,7 @@ public final class SSERelay: ChannelDuplexHandler, RemovableChannelHandler, @unc
         eventLoop = context.eventLoop
         // Its companion for result downloads goes below the HTTP-types codec (see `FileSender`).
         if let codec = try? context.pipeline.syncOperations.handler(type: HTTP1ToHTTPServerCodec.self) {
+            // On the channel's own event loop this cannot fail; without it downloads fall back to Hummingbird's body writer.
             try? context.pipeline.syncOperations.addHandler(FileSender(), position: .before(codec))
         }
     }

@@ -23,11 +23,13 @@ struct SourceChunkServer: Sendable {
         let job = try? await store.job(jobID)
         if message.headers?[BusHeader.senderHeader] != nil || job?.workerIdentity != nil {
             guard let job, job.status == .building, senders.accepts(message, identity: job.workerIdentity, job: jobID, what: "a source request") else {
+                // A lost answer is a lost reply: the worker's request times out and it asks again.
                 try? await client.publish(reply, payload: [UInt8](), headers: ["status": "403"])
                 return
             }
         }
         guard let (_, index) = BusMessageParsing.sourceRequest(subject: message.subject, headers: message.headers) else {
+            // A lost answer is a lost reply: the worker's request times out and it asks again.
             try? await client.publish(reply, payload: [UInt8](), headers: ["status": "404"])
             return
         }
@@ -38,6 +40,7 @@ struct SourceChunkServer: Sendable {
         switch message.headers?["blob"] {
         case nil:
             guard let uploaded = files.uploadSize(job: jobID) else {
+                // A lost answer is a lost reply: the worker's request times out and it asks again.
                 try? await client.publish(reply, payload: [UInt8](), headers: ["status": "404"])
                 return
             }
@@ -47,12 +50,14 @@ struct SourceChunkServer: Sendable {
             guard let originalID = job?.rebuildOf, let original = try? await store.job(originalID),
                 let sha256 = original.resultSha256, let resultSize = original.resultSize, files.resultExists(sha256: sha256)
             else {
+                // A lost answer is a lost reply: the worker's request times out and it asks again.
                 try? await client.publish(reply, payload: [UInt8](), headers: ["status": "404"])
                 return
             }
             size = resultSize
             read = { [files, chunkSize] offset in try files.readResult(sha256: sha256, offset: offset, length: chunkSize) }
         default:
+            // A lost answer is a lost reply: the worker's request times out and it asks again.
             try? await client.publish(reply, payload: [UInt8](), headers: ["status": "404"])
             return
         }
@@ -60,9 +65,11 @@ struct SourceChunkServer: Sendable {
             let bytes = try? await NIOThreadPool.singleton.runIfActive({ try read(offset) })
         else {
             metrics.busMessagesRejected(.badChunk)
+            // A lost answer is a lost reply: the worker's request times out and it asks again.
             try? await client.publish(reply, payload: [UInt8](), headers: ["status": "416"])
             return
         }
+        // A lost answer is a lost reply: the worker's request times out and it asks again.
         try? await client.publish(reply, payload: bytes, headers: ["status": "200"])
     }
 }

@@ -21,6 +21,7 @@ public enum WorkerLeftovers {
             if umount2(mountPoint, Int32(MNT_DETACH)) == 0 { done.append("unmounted \(mountPoint)") }
         }
         if FileManager.default.fileExists(atPath: scratch) {
+            // Best effort on a dead worker's scratch: the line below reports it either way, and the next exit sweeps again.
             try? FileManager.default.removeItem(atPath: scratch)
             done.append("deleted scratch directory \(scratch)")
         }

@@ -156,6 +156,7 @@ extension Job {
         }
         doc["attempt"] = .int(attempt)
         doc["max_attempts"] = .int(maxAttempts)
+        // Written by the gateway itself: unreadable means shown as none.
         doc["cache_summary"] =
             cacheSummary.flatMap { try? JSONDecoder().decode(CacheSummary.self, from: Data($0.utf8)) }.map { s in
                 .object([

@@ -85,6 +85,8 @@ public struct JobLifecycle: Sendable {
         case resultStored(sha256: String, size: Int64)
         /// The worker showed it is alive (a result chunk; a gateway adopting the job).
         case workerSeen
+        /// A ready job's result passed its retention and is deleted (the job stays, without it).
+        case resultExpired
     }
 
     public enum Action: Sendable, Equatable {
@@ -171,6 +173,11 @@ public struct JobLifecycle: Sendable {
         case .workerSeen:
             guard job.status == .building else { return .refused(.wrongState(job.status)) }
             job.lastSeenAt = now
+            return .applied([])
+        case .resultExpired:
+            guard job.status == .ready else { return .refused(.wrongState(job.status)) }
+            job.resultSha256 = nil
+            job.resultSize = nil
             return .applied([])
         }
     }

@@ -119,6 +119,7 @@ public struct StandInWorker: Sendable {
             try await group.next()
             group.cancelAll()
         }
+        // The stand-in is done with the job; a closed connection has no subscription left.
         try? await control.unsubscribe()
     }
 

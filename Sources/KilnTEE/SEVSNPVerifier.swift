@@ -126,11 +126,13 @@ public struct SEVSNPVerifier: Sendable {
         let r = report.signatureR
         let s = report.signatureS
         guard r[48...].allSatisfy({ $0 == 0 }), s[48...].allSatisfy({ $0 == 0 }) else { return nil }
+        // Malformed r/s: no signature, and the report fails verification.
         return try? P384.Signing.ECDSASignature(rawRepresentation: Array(r[0..<48].reversed()) + Array(s[0..<48].reversed()))
     }
 
     static func integer(_ der: [UInt8]) -> Int? {
         guard let node = try? DER.parse(der) else { return nil }
+        // Not an integer: the extension is treated as absent and its check fails.
         return try? Int(derEncoded: node)
     }
 

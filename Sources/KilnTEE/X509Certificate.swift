@@ -177,6 +177,7 @@ public struct X509Certificate: Sendable, Equatable {
     private static func oids(in node: ASN1Node) -> [String] {
         switch node.content {
         case .primitive:
+            // A malformed OID names nothing.
             return node.identifier == .objectIdentifier ? [(try? ASN1ObjectIdentifier(derEncoded: node))?.dotted].compactMap { $0 } : []
         case .constructed(let children):
             return children.flatMap { oids(in: $0) }

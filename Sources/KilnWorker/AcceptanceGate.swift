@@ -64,6 +64,7 @@ final class AcceptanceGate: Sendable {
             if message.subject == Subjects.buildRequest { signal.yield(.invalid) }
             return
         }
+        // Not JSON: answered 400 below (`request == nil`).
         let request = try? JSONDecoder().decode(BuildRequest.self, from: Data(message.payloadBytes))
         enum Decision {
             case accept, refuse
@@ -88,6 +89,7 @@ final class AcceptanceGate: Sendable {
             if let reply = message.reply { try? await client.publish(reply, payload: Self.encode(.alreadyBusy(workerID: workerID))) }
         case .invalid(let code, let why):
             if let reply = message.reply {
+                // A lost refusal: the gateway's offer times out and it offers the job elsewhere.
                 try? await client.publish(reply, payload: Self.encode(DispatchReply(accepted: false, workerID: workerID, code: code, message: why)))
             }
             // Only a request from the queue group spent the one-shot subscription; one on the direct
@@ -112,6 +114,7 @@ final class AcceptanceGate: Sendable {
                     return nil
                 case .invalid:
                     if let again = try? client.subscribe(Subjects.buildRequest, queue: Subjects.workersQueue, max: 1) {
+                        // The subscription is made either way; the flush only waits until the broker has it.
                         try? await client.flush()
                         startAnswering(again)
                     }

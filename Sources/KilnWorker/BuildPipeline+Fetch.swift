@@ -68,6 +68,7 @@ extension BuildPipeline {
         try await phase(.fetch, batcher)
         guard let flakeTree else { return }
         let note: @Sendable (String) -> Void = { batcher.append("stderr", "[kiln] " + $0) }
+        // Unreadable or absent is handled as no lock (the cases below).
         switch try? flakeTree.kind(of: "flake.lock") {
         case nil: return
         case .file?: break

@@ -27,10 +27,13 @@ extension BuildPipeline {
         let tarball = scratch + "/original.tar.gz"
         let unpacked = scratch + "/original"
         let fm = FileManager.default
+        // Scratch cleanup inside the job's own workspace, removed with it anyway.
         try? fm.removeItem(atPath: unpacked)
         try fm.createDirectory(atPath: unpacked, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         defer {
+            // Scratch cleanup inside the job's own workspace, removed with it anyway.
             try? fm.removeItem(atPath: unpacked)
+            // Scratch cleanup inside the job's own workspace, removed with it anyway.
             try? fm.removeItem(atPath: tarball)
         }
         do {

@@ -18,8 +18,10 @@ extension CargoBuilder {
                 operatorAction: "install socat on the workers (scripts/install-deps.sh does)", retryable: true)
         }
         let fm = FileManager.default
+        // A leftover from an earlier attempt, if any; absent is the state wanted.
         try? fm.removeItem(atPath: relayDirectory)
         try fm.createDirectory(atPath: relayDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        // A leftover from an earlier attempt, if any; absent is the state wanted.
         defer { try? fm.removeItem(atPath: relayDirectory) }
         // A build granted network (build_config.internet_access) shares the host's network namespace:
         // its relay port is on the host's loopback then, so it is left to the fetch service alone.

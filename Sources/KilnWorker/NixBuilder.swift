@@ -105,11 +105,13 @@ extension NixBuilder {
         guard let text = json.text, let plan = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
             throw BuildFailure.build("cannot read the derivations the build would run (the plan is not JSON or larger than 32 MiB)")
         }
+        // No store to look in: every output counts as not present (the stricter answer).
         let store = try? ConfinedDirectory(path: "/nix/store")
         for drv in plan.keys.sorted() {
             guard let outputs = (plan[drv] as? [String: Any])?["outputs"] as? [String: Any] else { continue }
             for case (_, let output as [String: Any]) in outputs where output["hash"] != nil || output["hashAlgo"] != nil {
                 let path = output["path"] as? String ?? ""
+                // Unreadable counts as not present (the stricter answer: the derivation would have to run).
                 let present = path.hasPrefix("/nix/store/") && (try? store?.kind(of: String(path.dropFirst("/nix/store/".count)))) != nil
                 if !present {
                     throw BuildFailure.build(

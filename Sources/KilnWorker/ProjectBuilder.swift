@@ -61,6 +61,7 @@ extension ProjectBuilder {
 
     /// A toolchain binary as a resolved dependency (its digest pins the exact build).
     func toolchainDescriptor(name: String, path: String, version: String) -> ResourceDescriptor {
+        // A lock file that cannot be hashed is recorded without a digest, never with a wrong one.
         let digest = (try? FileDigest.of(file: path).sha256).map { ["sha256": $0] }
         return ResourceDescriptor(name: name, uri: "file://" + path, digest: digest, annotations: ["version": version])
     }

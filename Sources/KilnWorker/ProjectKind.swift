@@ -10,6 +10,7 @@ public enum ProjectKind: String, Sendable, Equatable {
     /// Looks at the project root: `Cargo.toml` → Cargo (workspaces included), `flake.nix` → `nix build`,
     /// `default.nix` → `nix-build`.
     public static func detect(_ root: ConfinedDirectory) throws(BuildFailure) -> ProjectKind {
+        // Unreadable is as good as absent for telling the project's kind.
         func exists(_ name: String) -> Bool { (try? root.kind(of: name)) != nil }
         if exists("Cargo.toml") { return .cargo }
         if exists("flake.nix") { return .nixFlake }

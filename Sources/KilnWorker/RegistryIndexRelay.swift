@@ -81,6 +81,7 @@ final class RegistryIndexRelay: Sendable {
             }
             let result = try await body()
             group.cancelAll()
+            // Already closed is the state wanted.
             try? await server.channel.close()
             return result
         }
@@ -90,6 +91,7 @@ final class RegistryIndexRelay: Sendable {
     /// NIO's decoder stops parsing after a request that asks for an upgrade, so a second request on
     /// the same connection would never be answered. Connections are cheap here (socat forks one each).
     private func handle(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
+        // One cargo connection failing (cargo hung up) ends that connection only; cargo reports its own error.
         try? await connection.executeThenClose { inbound, outbound in
             var head: HTTPRequestHead?
             for try await part in inbound {

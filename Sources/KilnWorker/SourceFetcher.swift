@@ -183,6 +183,7 @@ public struct SourceFetcher: Sendable {
         {
             root = unpack + "/" + summary.topLevelNames[0]
         }
+        // Cleanup inside the job's workspace, which is removed with the job anyway.
         try? FileManager.default.removeItem(atPath: dir)
         guard rename(root, dir) == 0 else {
             throw BuildFailure.internalError("source", "cannot move the unpacked source into place: \(String(cString: strerror(errno)))")

@@ -176,6 +176,7 @@ public final class WorkerService: Service, Sendable {
         logger.info("ready", metadata: ["worker_id": "\(configuration.workerID)", "toolchains": "\(toolchains.joined(separator: ","))"])
         let request = await gate.waitForRequest(idleTimeout: configuration.idleTimeout)
         if request != nil {
+            // Spent or on a closed connection: either way it delivers nothing more.
             try? await oneShot.unsubscribe()
         }
         return request

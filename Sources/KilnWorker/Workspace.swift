@@ -37,6 +37,7 @@ struct Workspace: Sendable {
     /// Unmounts (lazily, so a straggler holding a file cannot keep it) and deletes the directory.
     func remove() {
         if isMounted { _ = umount2(path, Int32(MNT_DETACH)) }
+        // Best effort after unmounting; the pool's leftover sweep removes what stays.
         try? FileManager.default.removeItem(atPath: path)
     }
 }

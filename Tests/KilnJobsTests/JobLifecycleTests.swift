@@ -46,7 +46,7 @@ import Testing
         .cancelRequested(by: "alice", reason: nil),
         .workerEvent(event(.log)), .workerEvent(event(.failed) { $0.failurePhase = "build" }), .workerEvent(event(.cancelled)),
         .workerDone(event(.done) { $0.sha256 = sha }, artifacts: artifacts),
-        .workerSilent(lastSeq: 4, limitSeconds: 90), .resultStored(sha256: sha, size: 10), .workerSeen,
+        .workerSilent(lastSeq: 4, limitSeconds: 90), .resultStored(sha256: sha, size: 10), .workerSeen, .resultExpired,
     ]
 
     /// The whole table: what each input does from each status.
@@ -67,6 +67,7 @@ import Testing
         case (.workerSilent, .building): .waiting  // attempt 1 of 2: another attempt
         case (.resultStored, .building): .building
         case (.workerSeen, .building): .building
+        case (.resultExpired, .ready): .ready
         default: nil
         }
     }
