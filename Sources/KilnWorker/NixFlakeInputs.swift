@@ -6,10 +6,10 @@ import KilnProcess
 
 /// The fetch phase of a flake build: every input `flake.lock` pins is put into the Nix store before
 /// the offline build runs, so the build never fetches. An input already in the store (the same
-/// narHash: the store is the cache) is used as it is; a `git` (or `github`) input is fetched by the
-/// worker's own git fetch — the same host policy as a build's repository, so only hosts the farm
-/// allows — at the locked commit, added to the store, and refused unless it lands exactly at the
-/// store path `flake.lock`'s narHash names.
+/// narHash: the store is the cache) is used as it is; a `git` (or `github`) input comes from kiln-fetch
+/// over the bus like a build's repository (the fetch service's host policy, so only hosts the farm
+/// allows; the worker indexes the pack and checks the commit) at the locked commit, is added to the
+/// store, and is refused unless it lands exactly at the store path `flake.lock`'s narHash names.
 struct NixFlakeInputs {
     struct Input: Equatable {
         var name: String
