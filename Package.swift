@@ -259,7 +259,8 @@ let package = Package(
         .executableTarget(
             name: "KilnCLI",
             dependencies: [
-                "KilnAttestation", "KilnArchive", "KilnTEE", "KilnCore", "KilnMessages",
+                "KilnAttestation", "KilnArchive", "KilnTEE", "KilnCore", "KilnMessages", "KilnBus",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -300,7 +301,7 @@ let package = Package(
         .testTarget(
             name: "KilnBusTests",
             dependencies: [
-                "KilnBus", "KilnBroker", "KilnBusClient", "KilnMonitor", "KilnTestSupport",
+                "KilnBus", "KilnBroker", "KilnBusClient", "KilnMonitor", "KilnTestSupport", "KilnCore",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

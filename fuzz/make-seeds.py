@@ -24,12 +24,12 @@ seeds = {
         "form-truncated": b"\x03" + b'--B\r\nContent-Disposition: form-data; name="source"\r\n\r\nPK\r\n--',
     },
     "FuzzGatewayMessages": {
-        "event": frame({"op": "msg", "subject": "kiln.build.j1.events", "sid": "1"}, event),
-        "result-chunk": frame({"op": "msg", "subject": "kiln.build.j1.result", "sid": "1", "reply": "_INBOX.w1.a.1",
+        "event": frame({"op": "msg", "subject": "kiln.build.j1.events.w1", "sid": "1"}, event),
+        "result-chunk": frame({"op": "msg", "subject": "kiln.build.j1.result.w1", "sid": "1", "reply": "_INBOX.w1.a.1",
                                "headers": {"index": "0", "count": "2", "size": "15", "sha256": "0" * 64, "worker_id": "w1"}}, b"0123456789"),
-        "result-overflow": frame({"op": "msg", "subject": "kiln.build.j1.result", "sid": "1",
+        "result-overflow": frame({"op": "msg", "subject": "kiln.build.j1.result.w1", "sid": "1",
                                   "headers": {"index": str(2**63 - 2), "count": str(2**63 - 1), "size": str(2**63 - 1), "sha256": "0" * 64}}, b"x"),
-        "source-request": frame({"op": "msg", "subject": "kiln.build.j1.source", "sid": "1", "reply": "_INBOX.w1.a.2", "headers": {"index": str(2**63 - 1)}}),
+        "source-request": frame({"op": "msg", "subject": "kiln.build.j1.source.w1", "sid": "1", "reply": "_INBOX.w1.a.2", "headers": {"index": str(2**63 - 1)}}),
         "dispatch-reply": frame({"op": "msg", "subject": "_INBOX.g.1", "sid": "1"}, json.dumps({"accepted": True, "worker_id": "w1"}).encode()),
     },
 }

@@ -37,13 +37,10 @@ public struct Authenticator: Sendable {
     /// The operator's credential public key: connections may also log in with a `WorkerCredential`
     /// it signed, as `worker:<id>` with `SubjectPermissions.worker(id:)`.
     public let credentialKey: Curve25519.Signing.PublicKey?
-    /// The queue group workers take requests in.
-    public let workersQueue: String
 
-    public init(_ mode: Mode, credentialKey: Curve25519.Signing.PublicKey? = nil, workersQueue: String = "workers") {
+    public init(_ mode: Mode, credentialKey: Curve25519.Signing.PublicKey? = nil) {
         self.mode = mode
         self.credentialKey = credentialKey
-        self.workersQueue = workersQueue
     }
 
     public var isRequired: Bool {
@@ -75,7 +72,7 @@ public struct Authenticator: Sendable {
         if let credentialKey, let token = connect.token, token.hasPrefix(WorkerCredential.prefix) {
             let credential = try WorkerCredential.verify(token, key: credentialKey, now: now)
             return Identity(
-                name: credential.identity, permissions: .worker(id: credential.workerID, queue: workersQueue),
+                name: credential.identity, permissions: .worker(id: credential.workerID),
                 authenticatedName: credential.identity)
         }
         switch mode {

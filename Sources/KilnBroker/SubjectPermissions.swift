@@ -88,18 +88,16 @@ public struct SubjectPermissions: Sendable, Equatable, Codable {
     /// What a worker holding a `WorkerCredential` may do: take requests only in the workers' queue
     /// group or on its own direct subject, read only its own inbox and the jobs' control subjects,
     /// publish events, results and source requests (the gateway checks which job), announce itself,
-    /// ask its pool to certify its key and the fetch service for its inputs (on its own id's subjects
-    /// only), and answer the dispatch requests it received. Its requests' replies may come only to its
-    /// own inbox.
-    public static func worker(id: String, queue: String) -> SubjectPermissions {
-        SubjectPermissions(
-            publish: Rule(allow: [
-                "kiln.workers.ready", "kiln.build.*.events", "kiln.build.*.result", "kiln.build.*.source", "kiln.worker.\(id).certify",
-                "kiln.worker.\(id).fetch.*",
-            ]),
-            subscribe: Rule(allow: ["kiln.build.request \(queue)", "kiln.worker.\(id).request", "_INBOX.\(id).>", "kiln.build.*.control"]),
-            reply: Rule(allow: ["_INBOX.\(id).>"]),
-            allowResponses: true)
+    /// ask its pool to certify its key and the fetch service for its inputs — every one on a subject
+    /// ending in (or naming) its own id, so the subject says who sent it — and answer the dispatch
+    /// requests it received. Its requests' replies may come only to its own inbox.
+    public static func worker(id: String) -> SubjectPermissions { SubjectPermissions(BusRoles.worker(id), replies: [BusRoles.workerInboxes(id)]) }
+
+    /// One of the farm's roles (`BusRoles`), the same rules nats-server enforces for Kiln's minted users.
+    public init(_ rules: BusRoles.Rules, replies: [String] = []) {
+        self.init(
+            publish: Rule(allow: rules.publishAllow, deny: rules.publishDeny), subscribe: Rule(allow: rules.subscribeAllow),
+            reply: Rule(allow: replies), allowResponses: rules.answersRequests)
     }
 
     /// Checks every pattern is a valid subscription subject, so a typo in a users file fails at start-up.

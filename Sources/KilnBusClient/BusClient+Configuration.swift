@@ -1,4 +1,5 @@
 import Foundation
+import KilnBus
 import NIOCore
 import NIOSSL
 
@@ -11,6 +12,9 @@ extension BusClient {
         public var token: String?
         public var user: String?
         public var password: String?
+        /// A NATS user's JWT and key (a `.creds` file): the login for a nats-server in operator mode,
+        /// whose user permissions it enforces (Kiln's minted workers, `kiln keys nats`).
+        public var natsCredentials: NATSUserCredentials?
         public var connectTimeout: TimeAmount
         public var reconnect: Bool
         public var reconnectInitialDelay: TimeAmount

@@ -70,13 +70,13 @@ extension BusClient {
     /// Called by the handler on the channel's event loop as the greeting is decoded, not from the task
     /// awaiting `establish`: on a loaded machine the cooperative pool can be busy for seconds, and the
     /// broker closes a connection that has not sent `connect` within its handshake timeout.
-    func greet(on channel: any Channel, handler: BusClientHandler, serverMaxFrame announcedMaxFrame: Int?) throws {
+    func greet(on channel: any Channel, handler: BusClientHandler, answering greeting: ServerGreeting) throws {
         try lock.withLock {
-            let (generation, resubscribe) = try machine.connectionEstablished()
-            serverMaxFrame = announcedMaxFrame
-            handler.generation = generation
             var hello = ByteBuffer()
-            wire.writeGreeting(configuration, to: &hello)
+            try wire.writeGreeting(configuration, answering: greeting, to: &hello)
+            let (generation, resubscribe) = try machine.connectionEstablished()
+            serverMaxFrame = greeting.maxFrame
+            handler.generation = generation
             // Re-subscribe what is still live, for its remaining deliveries only.
             for command in resubscribe { wire.write(command, to: &hello) }
             wire.write(.ping, to: &hello)
@@ -171,8 +171,8 @@ extension BusClient {
         case .error(let error):
             logger.warning("broker error \(error.code): \(error.message)")
             errorContinuation.yield(error)
-        case .hello(let maxFrame):
-            lock.withLock { serverMaxFrame = maxFrame }
+        case .hello(let greeting):
+            lock.withLock { serverMaxFrame = greeting.maxFrame }
         case .ping, .ignored:
             break
         }

@@ -24,7 +24,7 @@ final class BusClientHandler: ChannelInboundHandler, @unchecked Sendable {
     /// NATS over TLS: the TLS handler to put in front once the plain-text greeting is read.
     private let tlsAfterGreeting: (() throws -> NIOSSLClientHandler)?
     /// The greeting's frame limit, kept while the TLS handshake it started runs.
-    private var greetingAwaitingTLS: Int??
+    private var greetingAwaitingTLS: ServerGreeting?
 
     init(client: BusClient, wire: any BusWireProtocol, tlsAfterGreeting: (() throws -> NIOSSLClientHandler)? = nil) {
         self.client = client
@@ -58,18 +58,18 @@ final class BusClientHandler: ChannelInboundHandler, @unchecked Sendable {
             }
             guard let inbound else { break }
             switch inbound {
-            case .hello(let maxFrame) where !helloSeen:
+            case .hello(let greeting) where !helloSeen:
                 helloSeen = true
                 if let makeTLS = tlsAfterGreeting {
                     do {
-                        greetingAwaitingTLS = .some(maxFrame)
+                        greetingAwaitingTLS = greeting
                         try context.pipeline.syncOperations.addHandler(try makeTLS(), position: .first)
                     } catch {
                         failHandshake(BusClientError.connectFailed("TLS: \(error)"))
                     }
                     return
                 }
-                do { try client.greet(on: context.channel, handler: self, serverMaxFrame: maxFrame) } catch {
+                do { try client.greet(on: context.channel, handler: self, answering: greeting) } catch {
                     failHandshake(error)
                 }
             case .ping:
@@ -89,9 +89,9 @@ final class BusClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case TLSUserEvent.handshakeCompleted = event, let maxFrame = greetingAwaitingTLS {
+        if case TLSUserEvent.handshakeCompleted = event, let greeting = greetingAwaitingTLS {
             greetingAwaitingTLS = nil
-            do { try client.greet(on: context.channel, handler: self, serverMaxFrame: maxFrame) } catch {
+            do { try client.greet(on: context.channel, handler: self, answering: greeting) } catch {
                 failHandshake(error)
             }
         }

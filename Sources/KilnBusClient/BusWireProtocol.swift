@@ -8,10 +8,18 @@ enum BusCommand: Equatable, Sendable {
     case ping
 }
 
+/// What a server's greeting says that the client's answer depends on.
+struct ServerGreeting: Sendable, Equatable {
+    /// The largest frame it accepts (nil: the protocol's default).
+    var maxFrame: Int?
+    /// nats-server's challenge for nkey/JWT logins: signed with the user's key in `CONNECT`.
+    var nonce: String?
+}
+
 /// What the broker said, whatever the wire protocol.
 enum BusInbound: Sendable {
-    /// The server's greeting, with the largest frame it accepts (nil: the protocol's default).
-    case hello(maxFrame: Int?)
+    /// The server's greeting.
+    case hello(ServerGreeting)
     case ping
     case pong
     case error(BusError)
@@ -29,7 +37,7 @@ protocol BusWireProtocol: Sendable {
     var defaultMaxFrame: Int { get }
     func makeDecoder() -> Decoder
     /// The client's half of the greeting (credentials, name), sent once the server's hello arrived.
-    func writeGreeting(_ configuration: BusClient.Configuration, to buffer: inout ByteBuffer)
+    func writeGreeting(_ configuration: BusClient.Configuration, answering greeting: ServerGreeting, to buffer: inout ByteBuffer) throws
     func write(_ command: BusCommand, to buffer: inout ByteBuffer)
     func writePong(to buffer: inout ByteBuffer)
     /// Writes a publish and returns the size the server's frame limit applies to.
@@ -51,7 +59,7 @@ struct KilnWireProtocol: BusWireProtocol {
 
     func makeDecoder() -> Decoder { Decoder() }
 
-    func writeGreeting(_ configuration: BusClient.Configuration, to buffer: inout ByteBuffer) {
+    func writeGreeting(_ configuration: BusClient.Configuration, answering greeting: ServerGreeting, to buffer: inout ByteBuffer) {
         var connect = BusHeader(op: .connect)
         connect.name = configuration.name
         connect.token = configuration.token
@@ -94,7 +102,7 @@ struct KilnWireProtocol: BusWireProtocol {
             guard case .frame(let frame) = decoded else { return .ignored }
             let header = frame.header
             switch header.op {
-            case .info: return .hello(maxFrame: header.maxFrame)
+            case .info: return .hello(ServerGreeting(maxFrame: header.maxFrame))
             case .ping: return .ping
             case .pong: return .pong
             case .err: return .error(BusError(code: header.code ?? 0, message: header.message ?? ""))

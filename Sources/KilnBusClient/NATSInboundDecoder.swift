@@ -49,7 +49,7 @@ struct NATSInboundDecoder: BusInboundDecoder {
             return .error(BusError(code: code, message: text, isFatal: code != 403))
         case "INFO":
             let json = line.dropFirst(4)
-            return .hello(maxFrame: Self.maxPayload(inInfo: json))
+            return .hello(ServerGreeting(maxFrame: Self.maxPayload(inInfo: json), nonce: Self.nonce(inInfo: json)))
         case "MSG", "HMSG":
             // MSG <subject> <sid> [reply] <#bytes>; HMSG <subject> <sid> [reply] <#header bytes> <#total bytes>
             let withHeaders = op == "HMSG"
@@ -122,6 +122,19 @@ struct NATSInboundDecoder: BusInboundDecoder {
         let digits = json[key.upperBound...].drop { $0 == " " || $0 == ":" }.prefix { $0.isASCII && $0.isNumber }
         guard let value = Int(digits), value > 0, value <= 64 << 20 else { return nil }
         return value
+    }
+
+    /// `nonce` from an `INFO` (present when the server accepts nkey or JWT logins): at most 128
+    /// base64url characters, else none — a client never signs bytes it cannot name.
+    static func nonce(inInfo json: Substring) -> String? {
+        guard let key = json.range(of: "\"nonce\"") else { return nil }
+        let rest = json[key.upperBound...].drop { $0 == " " || $0 == ":" }
+        guard rest.first == "\"" else { return nil }
+        let value = rest.dropFirst().prefix { $0 != "\"" }
+        guard !value.isEmpty, value.count <= 128,
+            value.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95 })
+        else { return nil }
+        return String(value)
     }
 
     static func code(for text: String) -> Int {

@@ -14,7 +14,7 @@ struct NATSWireProtocol: BusWireProtocol {
 
     func makeDecoder() -> NATSInboundDecoder { NATSInboundDecoder() }
 
-    func writeGreeting(_ configuration: BusClient.Configuration, to buffer: inout ByteBuffer) {
+    func writeGreeting(_ configuration: BusClient.Configuration, answering greeting: ServerGreeting, to buffer: inout ByteBuffer) throws {
         var fields: [(String, String)] = [
             ("verbose", "false"), ("pedantic", "false"), ("lang", "\"swift-kiln\""), ("version", "\"\(version)\""), ("protocol", "1"),
             ("headers", "true"), ("no_responders", "true"),
@@ -23,6 +23,14 @@ struct NATSWireProtocol: BusWireProtocol {
         if let token = configuration.token { fields.append(("auth_token", Self.jsonString(token))) }
         if let user = configuration.user { fields.append(("user", Self.jsonString(user))) }
         if let password = configuration.password { fields.append(("pass", Self.jsonString(password))) }
+        if let user = configuration.natsCredentials {
+            // A JWT login: the user's JWT and the server's nonce signed with its key.
+            guard let nonce = greeting.nonce else {
+                throw BusClientError.connectFailed("the NATS server sent no nonce to sign: it does not take JWT logins (operator mode)")
+            }
+            fields.append(("jwt", Self.jsonString(user.jwt)))
+            fields.append(("sig", Self.jsonString(try user.signNonce(nonce))))
+        }
         buffer.writeString("CONNECT {" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}\r\n")
     }
 

@@ -6,7 +6,7 @@ struct KeysCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keys",
         abstract: "The gateway's public keys, or generate / show a local key.",
-        subcommands: [GatewayKeysCommand.self, Generate.self, Show.self], defaultSubcommand: GatewayKeysCommand.self)
+        subcommands: [GatewayKeysCommand.self, Generate.self, Show.self, NATSKeysCommand.self], defaultSubcommand: GatewayKeysCommand.self)
 
     struct Generate: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Write a new Ed25519 signing key (PEM, mode 0600).")

@@ -105,7 +105,15 @@ public final class FetchService: Service, Sendable {
                     while (try? await Task.sleep(for: .seconds(15))) != nil { self.expire() }
                 }
                 for await message in requests {
-                    guard let reply = message.reply else { continue }
+                    // Answered only on the requesting worker's own inbox: the reply subject is the
+                    // requester's choice, and nats-server does not restrict it. Anything else is
+                    // dropped unanswered (an answer would be published where the worker may not).
+                    guard let reply = message.reply, let (worker, _) = Subjects.parseFetch(message.subject),
+                        BusRoles.isInbox(reply, ofWorker: worker)
+                    else {
+                        self.metrics.refused(.forbidden)
+                        continue
+                    }
                     let admitted = self.inFlight.withLock { n -> Bool in
                         guard n < self.configuration.maxConcurrent else { return false }
                         n += 1

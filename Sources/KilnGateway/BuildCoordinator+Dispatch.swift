@@ -74,7 +74,7 @@ extension BuildCoordinator {
         // Then the requests held back; any arriving from now on are answered directly.
         early[job.id] = nil
         for message in earlyRequests.removeValue(forKey: job.id) ?? [] {
-            if message.subject == Subjects.result(job.id) {
+            if BusMessageParsing.isResultChunk(subject: message.subject) {
                 await handleResultChunk(message)
             } else {
                 await sourceChunks.answer(message, jobID: job.id)
@@ -145,7 +145,8 @@ extension BuildCoordinator {
         do {
             // Refused when the job was cancelled (or placed) meanwhile: the lifecycle stops this worker.
             if let (_, transition) = try await apply(
-                .offerAccepted(worker: worker, identity: reply.headers?[BusHeader.senderHeader]), to: job.id),
+                .offerAccepted(worker: worker, identity: SenderCheck.identity(acceptedBy: worker, stamp: reply.headers?[BusHeader.senderHeader])),
+                to: job.id),
                 transition.refusal == nil
             {
                 logger.info("job dispatched", metadata: ["job_id": "\(job.id)", "worker_id": "\(worker)"])
@@ -169,16 +170,21 @@ extension BuildCoordinator {
         }
     }
 
-    /// `kiln.workers.ready`: remembered (when well formed and, on an authenticated bus, announced by
-    /// that worker itself), then dispatch is woken.
+    /// `kiln.workers.ready.<id>`: remembered when well formed and announced by that worker itself (the
+    /// subject's id, and on kiln-broker its stamp, name the announced id), then dispatch is woken.
     func workerAnnounced(_ message: BusMessage) async {
         defer { wakeDispatcher.yield() }
         guard message.payload.readableBytes <= 64 << 10,
             let ready = try? JSONDecoder().decode(WorkerReady.self, from: Data(message.payloadBytes)), WorkerDirectory.isWellFormed(ready)
         else { return }
-        if let sender = message.headers?[BusHeader.senderHeader], sender.hasPrefix("worker:"), sender != "worker:" + ready.workerID {
+        let stamp = message.headers?[BusHeader.senderHeader]
+        guard Subjects.publishingWorker(of: message.subject) == ready.workerID,
+            stamp.map({ !$0.hasPrefix("worker:") || $0 == SenderCheck.identity(ofWorker: ready.workerID) }) ?? true
+        else {
             metrics.busMessagesRejected(.wrongSender)
-            logger.warning("worker announcement for another worker's id dropped", metadata: ["sender": "\(sender)", "worker_id": "\(ready.workerID)"])
+            logger.warning(
+                "worker announcement for another worker's id dropped",
+                metadata: ["sender": "\(stamp ?? message.subject)", "worker_id": "\(ready.workerID)"])
             return
         }
         workers.announced(ready, at: Date())

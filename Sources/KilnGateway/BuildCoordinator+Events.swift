@@ -25,7 +25,7 @@ extension BuildCoordinator {
 
     func handleEvent(_ event: BuildEvent, _ message: BusMessage) async {
         if let known = running[event.jobID], known.worker == event.workerID, known.lastSeq + 1 == event.seq,
-            Self.takesTheHotPath(event.type), known.identity == nil || message.headers?[BusHeader.senderHeader] == known.identity
+            Self.takesTheHotPath(event.type), SenderCheck.matches(message, identity: known.identity)
         {
             // The hot path (logs, heartbeats, phases of a running build): one transaction, no reads.
             let stored = StoredEvent(jobID: event.jobID, seq: event.seq, type: event.type.rawValue, data: Self.relayable(event))

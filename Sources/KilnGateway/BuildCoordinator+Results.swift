@@ -11,7 +11,7 @@ import NIOCore
 /// `ResultAssembler` off the actor, and the job finalized once the whole result checks out.
 extension BuildCoordinator {
     func handleResultChunk(_ message: BusMessage) async {
-        guard let reply = message.reply else { return }
+        guard answersOnlyTheWorkersInbox(message), let reply = message.reply else { return }
         func answer(_ ack: ResultChunkAck) async { try? await client.publish(reply, payload: Array((try? JSONEncoder().encode(ack)) ?? Data())) }
         let h = message.headers ?? [:]
         let bytes = message.payloadBytes

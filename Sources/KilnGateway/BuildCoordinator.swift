@@ -90,10 +90,10 @@ public actor BuildCoordinator {
     /// Subscribes to what workers send and handles it until cancelled (`GatewayHousekeeping` runs
     /// the periodic checks).
     public func run() async throws {
-        let ready = try client.subscribe(Subjects.workersReady)
-        let events = try client.subscribe("kiln.build.*.events")
-        let results = try client.subscribe("kiln.build.*.result")
-        let sources = try client.subscribe("kiln.build.*.source")
+        let ready = try client.subscribe(Subjects.workersReadyAll)
+        let events = try client.subscribe(Subjects.eventsAll)
+        let results = try client.subscribe(Subjects.resultsAll)
+        let sources = try client.subscribe(Subjects.sourcesAll)
         let peerNotices = try client.subscribe(Subjects.gatewayStoredAll)
         try await client.flush()
         await recover()
@@ -188,8 +188,20 @@ public actor BuildCoordinator {
         return job
     }
 
+    /// A worker's request is answered only on its own inbox (`BusRoles.workerInboxes`): the reply
+    /// subject is the requester's choice, and the gateway may publish where a worker may not (a job's
+    /// control subject, say) — nats-server does not restrict reply subjects. Anything else is dropped
+    /// unanswered and counted.
+    func answersOnlyTheWorkersInbox(_ message: BusMessage) -> Bool {
+        guard let reply = message.reply else { return false }
+        if let worker = Subjects.publishingWorker(of: message.subject), BusRoles.isInbox(reply, ofWorker: worker) { return true }
+        metrics.busMessagesRejected(.foreignReplySubject)
+        logger.warning("dropped a request whose reply subject is not its worker's inbox", metadata: ["subject": "\(message.subject)"])
+        return false
+    }
+
     func handleSourceRequest(_ message: BusMessage) async {
-        guard message.reply != nil, let jobID = BusMessageParsing.jobID(subject: message.subject) else { return }
+        guard answersOnlyTheWorkersInbox(message), let jobID = BusMessageParsing.jobID(subject: message.subject) else { return }
         if early[jobID] != nil {
             // The worker asked before its acceptance was recorded: answer once it is (bounded like the events).
             if earlyRequests[jobID, default: []].count < 64 { earlyRequests[jobID, default: []].append(message) }

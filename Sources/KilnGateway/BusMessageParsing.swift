@@ -22,10 +22,10 @@ public enum BusMessageParsing {
         public var offset: Int64
     }
 
-    /// `kiln.build.<job>.<kind>` → the job id, if it is one subject token.
+    /// `kiln.build.<job>.<kind>.<worker>` → the job id, if it is one subject token.
     public static func jobID(subject: String) -> String? {
         let parts = subject.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4, parts[0] == "kiln", parts[1] == "build", !parts[2].isEmpty else { return nil }
+        guard parts.count == 5, parts[0] == "kiln", parts[1] == "build", !parts[2].isEmpty, !parts[4].isEmpty else { return nil }
         return String(parts[2])
     }
 
@@ -47,6 +47,12 @@ public enum BusMessageParsing {
             ResultChunk(
                 jobID: jobID, index: index, count: count, sha256: sha, size: size,
                 workerID: h[ResultChunkHeaders.workerID], offset: offset))
+    }
+
+    /// `kiln.build.<job>.result.<worker>` (held-back requests are results or source requests).
+    public static func isResultChunk(subject: String) -> Bool {
+        let parts = subject.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 5 && parts[3] == "result"
     }
 
     /// A worker's request for source chunk `index` of a job.

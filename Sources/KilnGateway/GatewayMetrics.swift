@@ -40,6 +40,8 @@ public final class GatewayMetrics: Sendable {
         case badChunk = "bad_chunk"
         /// A message about a job from another authenticated user than the one that accepted it.
         case wrongSender = "wrong_sender"
+        /// A request whose reply subject is not its worker's inbox (it would have the gateway publish elsewhere).
+        case foreignReplySubject = "foreign_reply_subject"
     }
 
     func busMessagesRejected(_ reason: RejectedBusMessage) { rejected[reason]?.increment() }

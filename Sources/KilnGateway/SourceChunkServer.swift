@@ -17,16 +17,15 @@ struct SourceChunkServer: Sendable {
 
     func answer(_ message: BusMessage, jobID: String) async {
         guard let reply = message.reply else { return }
-        // Where the broker authenticates users, a job's source goes to the worker that accepted it only,
-        // and anyone else gets the same 403 whether or not the job or its upload exists (no oracle).
-        // (A message stamped by the broker means users are authenticated: then a job nobody accepted has no source to give.)
+        // A job's source goes to the worker that accepted it only (its subject, and on kiln-broker its
+        // stamp, say so), and anyone else gets the same 403 whether or not the job or its upload
+        // exists (no oracle): a job nobody accepted has no source to give.
+        // A store that cannot answer is a 403 too: the worker's request times out and it asks again.
         let job = try? await store.job(jobID)
-        if message.headers?[BusHeader.senderHeader] != nil || job?.workerIdentity != nil {
-            guard let job, job.status == .building, senders.accepts(message, identity: job.workerIdentity, job: jobID, what: "a source request") else {
-                // A lost answer is a lost reply: the worker's request times out and it asks again.
-                try? await client.publish(reply, payload: [UInt8](), headers: ["status": "403"])
-                return
-            }
+        guard let job, job.status == .building, senders.accepts(message, identity: job.workerIdentity, job: jobID, what: "a source request") else {
+            // A lost answer is a lost reply: the worker's request times out and it asks again.
+            try? await client.publish(reply, payload: [UInt8](), headers: ["status": "403"])
+            return
         }
         guard let (_, index) = BusMessageParsing.sourceRequest(subject: message.subject, headers: message.headers) else {
             // A lost answer is a lost reply: the worker's request times out and it asks again.
@@ -47,7 +46,7 @@ struct SourceChunkServer: Sendable {
             size = uploaded
             read = { [files, chunkSize] offset in try files.readUpload(job: jobID, offset: offset, length: chunkSize) }
         case "original"?:
-            guard let originalID = job?.rebuildOf, let original = try? await store.job(originalID),
+            guard let originalID = job.rebuildOf, let original = try? await store.job(originalID),
                 let sha256 = original.resultSha256, let resultSize = original.resultSize, files.resultExists(sha256: sha256)
             else {
                 // A lost answer is a lost reply: the worker's request times out and it asks again.

@@ -3,17 +3,40 @@ public enum Subjects {
     /// Gateway → workers (queue `workers`, each worker `sub max:1`), with a reply inbox.
     public static let buildRequest = "kiln.build.request"
     public static let workersQueue = "workers"
+    // Everything a worker publishes ends in its own id: the bus's per-worker permissions
+    // (`kiln.build.*.events.<id>`, …) then make the subject say who sent it — on kiln-broker beside
+    // its `kiln-sender` stamp, on nats-server (which stamps nothing) as the only proof of the sender.
+
     /// Worker → gateway, pool: `{worker_id, toolchains, arch}` right after the one-shot `sub`.
-    public static let workersReady = "kiln.workers.ready"
+    public static func workersReady(_ worker: String) -> String { "kiln.workers.ready.\(worker)" }
+    public static let workersReadyAll = "kiln.workers.ready.*"
 
     /// Worker → gateway: one event JSON per message, `seq` 1, 2, 3 …
-    public static func events(_ job: String) -> String { "kiln.build.\(job).events" }
+    public static func events(_ job: String, worker: String) -> String { "kiln.build.\(job).events.\(worker)" }
+    public static let eventsAll = "kiln.build.*.events.*"
     /// Worker → gateway, as requests: result chunks; the gateway replies with an ack.
-    public static func result(_ job: String) -> String { "kiln.build.\(job).result" }
+    public static func result(_ job: String, worker: String) -> String { "kiln.build.\(job).result.\(worker)" }
+    public static let resultsAll = "kiln.build.*.result.*"
     /// Gateway → worker: `{action: cancel | replay | ack}`.
     public static func control(_ job: String) -> String { "kiln.build.\(job).control" }
     /// Worker → gateway, as requests: fetch chunks of an uploaded source too large to inline.
-    public static func source(_ job: String) -> String { "kiln.build.\(job).source" }
+    public static func source(_ job: String, worker: String) -> String { "kiln.build.\(job).source.\(worker)" }
+    public static let sourcesAll = "kiln.build.*.source.*"
+
+    /// The worker id a worker-published subject ends in (`kiln.build.<job>.{events,result,source}.<id>`,
+    /// `kiln.workers.ready.<id>`), or nil for any other subject. What it is worth depends on the bus:
+    /// where per-worker permissions hold (kiln-broker with credentials, nats-server with Kiln's minted
+    /// user JWTs) only that worker could publish there.
+    public static func publishingWorker(of subject: String) -> String? {
+        let tokens = subject.split(separator: ".", omittingEmptySubsequences: false)
+        switch tokens.count {
+        case 4 where tokens[0] == "kiln" && tokens[1] == "workers" && tokens[2] == "ready": break
+        case 5 where tokens[0] == "kiln" && tokens[1] == "build" && ["events", "result", "source"].contains(tokens[3]): break
+        default: return nil
+        }
+        let id = String(tokens[tokens.count - 1])
+        return isValidToken(id) ? id : nil
+    }
     /// Gateway → one worker: a request addressed to a specific worker (re-dispatch). A worker that has
     /// already accepted a build answers 409 here.
     public static func workerRequest(_ workerID: String) -> String { "kiln.worker.\(workerID).request" }

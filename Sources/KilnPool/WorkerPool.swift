@@ -43,8 +43,13 @@ public final class WorkerPool: Service, Sendable {
 
         /// `kiln://user:password@host:port` → `kiln://host:port`.
         public static func withoutCredentials(_ url: String) -> String {
-            guard let scheme = url.range(of: "://"), let at = url.range(of: "@", range: scheme.upperBound..<url.endIndex) else { return url }
-            return String(url[..<scheme.upperBound]) + String(url[at.upperBound...])
+            // A NATS URL may list a cluster's members, each with its own login.
+            url.split(separator: ",", omittingEmptySubsequences: false).map { member in
+                guard let scheme = member.range(of: "://"), let at = member.range(of: "@", range: scheme.upperBound..<member.endIndex) else {
+                    return String(member)
+                }
+                return String(member[..<scheme.upperBound]) + String(member[at.upperBound...])
+            }.joined(separator: ",")
         }
     }
 
@@ -96,8 +101,8 @@ public final class WorkerPool: Service, Sendable {
     public func run() async throws {
         try FileManager.default.createDirectory(atPath: configuration.stateDirectory + "/workers", withIntermediateDirectories: true)
         let client = try await BusClient.connect(bus, logger: logger)
-        let ready = try client.subscribe(Subjects.workersReady)
-        let events = try client.subscribe("kiln.build.*.events")
+        let ready = try client.subscribe(Subjects.workersReadyAll)
+        let events = try client.subscribe(Subjects.eventsAll)
         let certifications = try configuration.certifier.map { _ in try client.subscribe(Subjects.workerCertifyAll) }
         try await client.flush()
         replenish()
@@ -106,7 +111,10 @@ public final class WorkerPool: Service, Sendable {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for await m in ready {
-                        guard let r = try? JSONDecoder().decode(WorkerReady.self, from: Data(m.payloadBytes)) else { continue }
+                        // Unreadable, or about another worker than the one publishing: not a worker's word.
+                        guard let r = try? JSONDecoder().decode(WorkerReady.self, from: Data(m.payloadBytes)),
+                            Subjects.publishingWorker(of: m.subject) == r.workerID
+                        else { continue }
                         self.mark(r.workerID, .idle, isolation: r.isolation)
                     }
                 }
@@ -114,7 +122,7 @@ public final class WorkerPool: Service, Sendable {
                     for await m in events {
                         // Only `accepted` matters, and it is small: skip big log events cheaply.
                         guard m.payload.readableBytes < 4096, let e = try? BuildEvent.decode(m.payloadBytes), e.type == .accepted,
-                            let w = e.workerID
+                            let w = e.workerID, Subjects.publishingWorker(of: m.subject) == w
                         else { continue }
                         self.mark(w, .busy)
                         self.replenish()
@@ -230,6 +238,19 @@ public final class WorkerPool: Service, Sendable {
         }
     }
 
+    /// A worker's own bus login, for one job's time: on kiln-broker a `WorkerCredential`; on nats-server
+    /// a NATS user (fresh key, JWT issued by the account whose key is the operator's credential key)
+    /// with the worker's permissions (`BusRoles.worker`), which the server enforces.
+    static func mintCredential(worker id: String, key: Curve25519.Signing.PrivateKey, bus: String, lifetime: Duration, now: Int64) throws -> String {
+        let expires = now + lifetime.components.seconds
+        guard bus.lowercased().hasPrefix("nats") else {
+            return try WorkerCredential(workerID: id, issuedAt: now, expiresAt: expires).mint(key: key)
+        }
+        return try NATSAccountSetup.user(
+            BusRoles.worker(id), name: "worker:" + id, accountKey: NATSKey(role: .account, privateKey: key), expires: expires, now: now
+        ).credsText
+    }
+
     private func launch() throws -> (String, Managed) {
         let id = "w" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
         let scratch = configuration.stateDirectory + "/scratch/" + id
@@ -246,9 +267,9 @@ public final class WorkerPool: Service, Sendable {
             environment["KILN_BROKER_URL"] = nil
             environment["KILN_BROKER_CERT"] = nil
             environment["KILN_BROKER_KEY"] = nil
-            let now = Int64(Date().timeIntervalSince1970)
-            let credential = WorkerCredential(workerID: id, issuedAt: now, expiresAt: now + configuration.credentialLifetime.components.seconds)
-            environment["KILN_BROKER_TOKEN"] = try credential.mint(key: key)
+            environment["KILN_BROKER_CREDS"] = nil
+            environment["KILN_BROKER_TOKEN"] = try Self.mintCredential(
+                worker: id, key: key, bus: configuration.broker, lifetime: configuration.credentialLifetime, now: Int64(Date().timeIntervalSince1970))
         }
         let logPath = configuration.stateDirectory + "/workers/\(id).log"
         let log = open(logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)

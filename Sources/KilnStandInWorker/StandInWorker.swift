@@ -21,6 +21,7 @@ public struct StandInWorker: Sendable {
         public var jobs: Int?
         public var ackTimeout: Duration = .seconds(30)
 
+        /// The client's `inboxNamespace` must be `workerID`: the gateway answers a worker on its own inbox only.
         public init(workerID: String) { self.workerID = workerID }
     }
 
@@ -54,7 +55,7 @@ public struct StandInWorker: Sendable {
         let requests = try client.subscribe(Subjects.buildRequest, queue: Subjects.workersQueue, max: 1)
         try await client.flush()
         let ready = WorkerReady(workerID: configuration.workerID, toolchains: [], arch: "x86_64")
-        try await client.publish(Subjects.workersReady, payload: Array(try JSONEncoder().encode(ready)))
+        try await client.publish(Subjects.workersReady(configuration.workerID), payload: Array(try JSONEncoder().encode(ready)))
         for await message in requests {
             guard let reply = message.reply, let request = try? JSONDecoder().decode(BuildRequest.self, from: Data(message.payloadBytes)) else {
                 return nil
@@ -124,7 +125,7 @@ public struct StandInWorker: Sendable {
     }
 
     private func publish(_ event: BuildEvent) async throws {
-        try await client.publish(Subjects.events(event.jobID), payload: event.encoded())
+        try await client.publish(Subjects.events(event.jobID, worker: configuration.workerID), payload: event.encoded())
     }
 
     private func upload(_ jobID: String, _ bytes: [UInt8], digest: FileDigest) async throws {
@@ -141,7 +142,7 @@ public struct StandInWorker: Sendable {
             let deadline = ContinuousClock.now + configuration.ackTimeout
             while true {
                 do {
-                    let reply = try await client.request(Subjects.result(jobID), payload: part, headers: headers, timeout: .seconds(5))
+                    let reply = try await client.request(Subjects.result(jobID, worker: configuration.workerID), payload: part, headers: headers, timeout: .seconds(5))
                     let ack = try JSONDecoder().decode(ResultChunkAck.self, from: Data(reply.payloadBytes))
                     if ack.ok { break }
                     // The gateway's store or disk failing for a moment: as a real worker, ask again.

@@ -363,7 +363,8 @@ final class BuildPipeline: Sendable {
                 shouldRetry: { !($0 is BuildFailure || $0 is CancellationError) },
                 giveUp: { error, _ in failure("\(error)") }
             ) {
-                let reply = try await client.request(Subjects.source(request.jobID), payload: [UInt8](), headers: chunkHeaders, timeout: .seconds(10))
+                let reply = try await client.request(
+                    Subjects.source(request.jobID, worker: configuration.workerID), payload: [UInt8](), headers: chunkHeaders, timeout: .seconds(10))
                 if let status = reply.status, status != "200" { throw failure("the gateway answered \(status)") }
                 return reply.payloadBytes
             }

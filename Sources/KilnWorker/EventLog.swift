@@ -71,7 +71,7 @@ public actor EventLog {
     public var terminal: BuildEvent? { events.last.flatMap { $0.type.isTerminal ? $0 : nil } }
 
     private func publish(_ event: BuildEvent) async {
-        do { try await client.publish(Subjects.events(jobID), payload: event.encoded()) } catch {
+        do { try await client.publish(Subjects.events(jobID, worker: workerID), payload: event.encoded()) } catch {
             // Kept in `events`; the gateway asks for a replay when it sees the gap.
             logger.warning("cannot publish event \(event.seq): \(error)", metadata: ["job_id": "\(jobID)"])
         }

@@ -57,7 +57,7 @@ public struct ResultUploader: Sendable {
                     suggestedAction: "retry the build")
             }
         ) {
-            let reply = try await client.request(Subjects.result(jobID), payload: chunk, headers: headers, timeout: .seconds(10))
+            let reply = try await client.request(Subjects.result(jobID, worker: workerID), payload: chunk, headers: headers, timeout: .seconds(10))
             let ack = try JSONDecoder().decode(ResultChunkAck.self, from: Data(reply.payloadBytes))
             if ack.ok { return }
             if ack.isTransient { throw ResultChunkAck.Unavailable(message: ack.message) }

@@ -172,7 +172,7 @@ public final class WorkerService: Service, Sendable {
         gate.startAnswering(oneShot)
         // The subscription must be live before anyone is told this worker is ready.
         try await client.flush()
-        try await client.publish(Subjects.workersReady, payload: Array(try JSONEncoder().encode(ready)))
+        try await client.publish(Subjects.workersReady(configuration.workerID), payload: Array(try JSONEncoder().encode(ready)))
         logger.info("ready", metadata: ["worker_id": "\(configuration.workerID)", "toolchains": "\(toolchains.joined(separator: ","))"])
         let request = await gate.waitForRequest(idleTimeout: configuration.idleTimeout)
         if request != nil {

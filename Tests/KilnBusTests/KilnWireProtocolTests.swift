@@ -23,7 +23,7 @@ import Testing
         var buffer = ByteBuffer()
         var configuration = BusClient.Configuration(host: "h", port: 1, name: "gw", token: "t0k")
         configuration.user = nil
-        wire.writeGreeting(configuration, to: &buffer)
+        wire.writeGreeting(configuration, answering: ServerGreeting(), to: &buffer)
         wire.write(.subscribe(sid: "7", subject: "kiln.>", queue: "q", max: 2), to: &buffer)
         wire.write(.unsubscribe(sid: "7", max: 5), to: &buffer)
         wire.write(.unsubscribe(sid: "7", max: nil), to: &buffer)
@@ -63,7 +63,7 @@ import Testing
         var seen: [String] = []
         while let inbound = try decoder.next() {
             switch inbound {
-            case .hello(let max): seen.append("hello \(max ?? -1)")
+            case .hello(let greeting): seen.append("hello \(greeting.maxFrame ?? -1)")
             case .ping: seen.append("ping")
             case .pong: seen.append("pong")
             case .error(let e): seen.append("error \(e.code) \(e.message)")

@@ -216,7 +216,7 @@ final class Counter: Sendable {
 
     @Test func messagesSplitAnywhereDecodeTheSame() throws {
         let wire =
-            "INFO {\"server_id\":\"x\",\"max_payload\":2048}\r\nPING\r\nMSG a.b 7 _INBOX.r 5\r\nhello\r\nHMSG a.c 8 18 22\r\nNATS/1.0\r\nk: v\r\n\r\nbody\r\n+OK\r\n"
+            "INFO {\"server_id\":\"x\",\"max_payload\":2048,\"nonce\":\"a-B_9\"}\r\nPING\r\nMSG a.b 7 _INBOX.r 5\r\nhello\r\nHMSG a.c 8 18 22\r\nNATS/1.0\r\nk: v\r\n\r\nbody\r\n+OK\r\n"
         let whole = try decode([wire])
         for split in 1..<wire.utf8.count {
             let bytes = Array(wire.utf8)
@@ -227,7 +227,7 @@ final class Counter: Sendable {
             Issue.record("\(whole)")
             return
         }
-        #expect(max == 2048 && sid == "7" && m.reply == "_INBOX.r" && String(buffer: m.payload) == "hello")
+        #expect(max.maxFrame == 2048 && max.nonce == "a-B_9" && sid == "7" && m.reply == "_INBOX.r" && String(buffer: m.payload) == "hello")
         #expect(sid2 == "8" && h.headers?["k"] == "v" && String(buffer: h.payload) == "body")
     }
 

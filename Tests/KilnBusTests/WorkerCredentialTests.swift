@@ -66,9 +66,12 @@ import Testing
         #expect(!sub("_INBOX.w2.abc.*"))
         #expect(sub("kiln.worker.w1.request"))
         #expect(!sub("kiln.worker.w2.request"))
-        #expect(!sub("kiln.build.*.events"))
-        #expect(!sub("kiln.build.*.source"))
-        #expect(pub("kiln.build.j1.events") && pub("kiln.build.j1.result") && pub("kiln.build.j1.source") && pub("kiln.workers.ready"))
+        #expect(!sub("kiln.build.*.events.*"))
+        #expect(!sub("kiln.build.*.source.*"))
+        // Everything it publishes ends in its own id: the subject says who sent it.
+        #expect(pub("kiln.build.j1.events.w1") && pub("kiln.build.j1.result.w1") && pub("kiln.build.j1.source.w1") && pub("kiln.workers.ready.w1"))
+        #expect(!pub("kiln.build.j1.events.w2") && !pub("kiln.build.j1.result.w2") && !pub("kiln.build.j1.source.w2") && !pub("kiln.workers.ready.w2"))
+        #expect(!pub("kiln.build.j1.events") && !pub("kiln.workers.ready"))
         #expect(!pub("kiln.build.request"))
         #expect(!pub("kiln.build.j1.control"))
         // #29: a request's reply goes only to the worker's own inbox — never a subject the answerer
@@ -79,10 +82,10 @@ import Testing
             if case .publish = m.frameReceived(h, now: .now()) { return true }
             return false
         }
-        #expect(pub("kiln.build.j1.source", reply: "_INBOX.w1.abc.1"))
-        #expect(!pub("kiln.build.j1.source", reply: "kiln.build.j2.control"), "the gateway would publish a chunk onto another job's control")
-        #expect(!pub("kiln.build.j1.source", reply: "_INBOX.w2.abc.1"), "another worker's inbox")
-        #expect(!pub("kiln.worker.w1.fetch.crate", reply: "kiln.build.j2.events"))
+        #expect(pub("kiln.build.j1.source.w1", reply: "_INBOX.w1.abc.1"))
+        #expect(!pub("kiln.build.j1.source.w1", reply: "kiln.build.j2.control"), "the gateway would publish a chunk onto another job's control")
+        #expect(!pub("kiln.build.j1.source.w1", reply: "_INBOX.w2.abc.1"), "another worker's inbox")
+        #expect(!pub("kiln.worker.w1.fetch.crate", reply: "kiln.build.j2.events.w1"))
         // A password login is refused on a broker that accepts credentials only.
         var plain = ConnectionStateMachine(configuration: .init(authenticator: auth), now: .now())
         var c2 = BusHeader(op: .connect)

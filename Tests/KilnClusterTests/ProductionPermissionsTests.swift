@@ -75,23 +75,31 @@ import Testing
         let attacker = try await BusClient.connect(bus, logger: Logger(label: "attacker"))
         var errors = attacker.asyncErrors.makeAsyncIterator()
         for (subject, queue) in [
-            ("kiln.build.request", nil), ("kiln.build.request", "mine"), ("_INBOX.>", nil), ("kiln.build.*.source", nil),
-            ("kiln.build.*.events", nil), ("kiln.worker.\(realWorker).request", nil),
+            ("kiln.build.request", nil), ("kiln.build.request", "mine"), ("_INBOX.>", nil), ("kiln.build.*.source.*", nil),
+            ("kiln.build.*.events.*", nil), ("kiln.worker.\(realWorker).request", nil),
         ] as [(String, String?)] {
             _ = try attacker.subscribe(subject, queue: queue)
             let denied = await errors.next()
             #expect(denied?.code == 403, "subscribe \(subject) \(queue ?? ""): \(String(describing: denied))")
         }
+        // In the real worker's name: the broker refuses the subject outright.
+        var e = BuildEvent(jobID: id, seq: 1, type: .failed)
+        e.workerID = realWorker
+        e.message = "injected with a leaked credential"
+        try await attacker.publish(Subjects.events(id, worker: realWorker), payload: e.encoded())
+        let denied = await errors.next()
+        #expect(denied?.code == 403, "publish as \(realWorker): \(String(describing: denied))")
+        // In its own name: the gateway refuses what does not come from the job's worker.
         for seq in 1...40 {
             var e = BuildEvent(jobID: id, seq: seq, type: .failed)
             e.workerID = realWorker
             e.message = "injected with a leaked credential"
-            try await attacker.publish(Subjects.events(id), payload: e.encoded())
+            try await attacker.publish(Subjects.events(id, worker: "wleaked"), payload: e.encoded())
         }
-        let stolen = try await attacker.request(Subjects.source(id), payload: [UInt8](), headers: ["index": "0"], timeout: .seconds(5))
+        let stolen = try await attacker.request(Subjects.source(id, worker: "wleaked"), payload: [UInt8](), headers: ["index": "0"], timeout: .seconds(5))
         #expect(stolen.status == "403")
         let chunk = try await attacker.request(
-            Subjects.result(id), payload: [UInt8](repeating: 0, count: 10),
+            Subjects.result(id, worker: "wleaked"), payload: [UInt8](repeating: 0, count: 10),
             headers: [
                 ResultChunkHeaders.index: "0", ResultChunkHeaders.count: "1", ResultChunkHeaders.sha256: String(repeating: "0", count: 64),
                 ResultChunkHeaders.size: "10", ResultChunkHeaders.workerID: realWorker,

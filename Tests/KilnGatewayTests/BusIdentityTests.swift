@@ -70,17 +70,17 @@ import Testing
             var e = BuildEvent(jobID: id, seq: seq, type: .failed)
             e.workerID = realWorker
             e.message = "injected by worker-b"
-            try await attacker.publish(Subjects.events(id), payload: e.encoded(), headers: [BusHeader.senderHeader: "worker-a"])
+            try await attacker.publish(Subjects.events(id, worker: realWorker), payload: e.encoded(), headers: [BusHeader.senderHeader: "worker-a"])
         }
         // A result for the job, and its source.
         let chunk = try await attacker.request(
-            Subjects.result(id), payload: [UInt8](repeating: 0, count: 10),
+            Subjects.result(id, worker: realWorker), payload: [UInt8](repeating: 0, count: 10),
             headers: [
                 ResultChunkHeaders.index: "0", ResultChunkHeaders.count: "1", ResultChunkHeaders.sha256: String(repeating: "0", count: 64),
                 ResultChunkHeaders.size: "10", ResultChunkHeaders.workerID: realWorker,
             ], timeout: .seconds(5))
         #expect(String(decoding: chunk.payloadBytes, as: UTF8.self).contains("403"))
-        let source = try await attacker.request(Subjects.source(id), payload: [UInt8](), headers: ["index": "0"], timeout: .seconds(5))
+        let source = try await attacker.request(Subjects.source(id, worker: realWorker), payload: [UInt8](), headers: ["index": "0"], timeout: .seconds(5))
         #expect(source.status == "403" && source.payloadBytes.isEmpty, "\(source.status ?? "")")
         await attacker.close()
 
@@ -97,7 +97,7 @@ import Testing
             .init(host: "127.0.0.1", port: c.broker.port, user: "worker-b", password: "b-pass"),
             logger: Logger(label: "prober"))
         for job in [id, "j0000000000000000000"] {
-            let answer = try await prober.request(Subjects.source(job), payload: [UInt8](), headers: ["index": "0"], timeout: .seconds(5))
+            let answer = try await prober.request(Subjects.source(job, worker: realWorker), payload: [UInt8](), headers: ["index": "0"], timeout: .seconds(5))
             #expect(answer.status == "403", "\(job): \(answer.status ?? "")")
         }
         await prober.close()

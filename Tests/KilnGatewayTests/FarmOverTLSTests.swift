@@ -13,7 +13,7 @@ import Testing
         {"users": [
           {"user": "gateway", "permissions": {}},
           {"user": "fetch", "permissions": {"publish": {"deny": [">"]}, "subscribe": {"allow": ["kiln.worker.*.fetch.*"]}, "allow_responses": true}},
-          {"user": "worker-1", "permissions": {"publish": {"allow": ["kiln.workers.ready", "kiln.build.*.events", "kiln.build.*.result", "kiln.build.*.source"]},
+          {"user": "worker-1", "permissions": {"publish": {"allow": ["kiln.workers.ready.*", "kiln.build.*.events.*", "kiln.build.*.result.*", "kiln.build.*.source.*"]},
                                                "subscribe": {"allow": ["kiln.build.request workers", "kiln.worker.*.request", "_INBOX.>", "kiln.build.*.control"]},
                                                "allow_responses": true}}
         ]}

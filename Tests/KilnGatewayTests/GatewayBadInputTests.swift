@@ -60,16 +60,25 @@ import Testing
     @Test func overflowingHeadersFromTheBusDoNotStopTheGateway() async throws {
         let c = try await TestCluster(gatewayArgs: ["--inline-source-limit", "16"])
         defer { c.stop() }
+        // The attacker is the worker that accepted the job: its source requests are answered.
+        var bus = BusClient.Configuration(host: "127.0.0.1", port: c.broker.port)
+        bus.inboxNamespace = "nobody"
+        let client = try await BusClient.connect(bus, logger: Logger(label: "attacker"))
+        let requests = try client.subscribe(Subjects.buildRequest, queue: Subjects.workersQueue, max: 1)
+        try await client.flush()
         let id = try await c.submit(Fixtures.helloCrate())  // stored as an upload (above the inline limit)
-        let client = try await BusClient.connect(.init(host: "127.0.0.1", port: c.broker.port), logger: Logger(label: "attacker"))
+        var offers = requests.makeAsyncIterator()
+        let offer = try #require(await offers.next())
+        try await client.publish(try #require(offer.reply), payload: Array(try JSONEncoder().encode(DispatchReply.accept(workerID: "nobody"))))
+        _ = try await c.waitForStatus(id, ["building"], timeout: .seconds(60))
         for index in [String(Int64.max), "-1", "99999999999999999999", "1000"] {
-            let reply = try await client.request(Subjects.source(id), payload: [UInt8](), headers: ["index": index], timeout: .seconds(5))
+            let reply = try await client.request(Subjects.source(id, worker: "nobody"), payload: [UInt8](), headers: ["index": index], timeout: .seconds(5))
             #expect(reply.status != "200", "index \(index)")
         }
-        let good = try await client.request(Subjects.source(id), payload: [UInt8](), headers: ["index": "0"], timeout: .seconds(5))
+        let good = try await client.request(Subjects.source(id, worker: "nobody"), payload: [UInt8](), headers: ["index": "0"], timeout: .seconds(5))
         #expect(good.status == "200" && !good.payloadBytes.isEmpty)
         let chunk = try await client.request(
-            Subjects.result(id), payload: [UInt8](repeating: 1, count: 64),
+            Subjects.result(id, worker: "nobody"), payload: [UInt8](repeating: 1, count: 64),
             headers: [
                 ResultChunkHeaders.index: String(Int64.max - 1), ResultChunkHeaders.count: String(Int64.max), ResultChunkHeaders.sha256: "00",
                 ResultChunkHeaders.size: String(Int64.max), ResultChunkHeaders.workerID: "nobody",

@@ -186,13 +186,13 @@ import Testing
         #expect(request.jobID == id)
         var accepted = BuildEvent(jobID: id, seq: 1, type: .accepted)
         accepted.workerID = "early-bird"
-        try await worker.publish(Subjects.events(id), payload: accepted.encoded())
+        try await worker.publish(Subjects.events(id, worker: "early-bird"), payload: accepted.encoded())
         try await worker.flush()
         try await Task.sleep(for: .milliseconds(200))  // the event is at the gateway well before the reply
         try await worker.publish(try #require(message.reply), payload: Array(try JSONEncoder().encode(DispatchReply.accept(workerID: "early-bird"))))
         var cancelled = BuildEvent(jobID: id, seq: 2, type: .cancelled)
         cancelled.workerID = "early-bird"
-        try await worker.publish(Subjects.events(id), payload: cancelled.encoded())
+        try await worker.publish(Subjects.events(id, worker: "early-bird"), payload: cancelled.encoded())
         let s = try await c.waitForStatus(id, ["cancelled", "error"], timeout: .seconds(20))
         #expect(s["status"] as? String == "cancelled", "\(s)")
         let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 60)

@@ -21,17 +21,17 @@ import Testing
         try await worker.publish(try #require(message.reply), payload: Array(try JSONEncoder().encode(DispatchReply.accept(workerID: "w-nl"))))
         var accepted = BuildEvent(jobID: id, seq: 1, type: .accepted)
         accepted.workerID = "w-nl"
-        try await worker.publish(Subjects.events(id), payload: accepted.encoded())
+        try await worker.publish(Subjects.events(id, worker: "w-nl"), payload: accepted.encoded())
         // Valid JSON, with newlines between tokens that spell out SSE fields.
         let hostile =
             "{\n\"type\": \"log\",\n\"job_id\": \"\(id)\",\n\"seq\": 2,\n\"worker_id\": \"w-nl\",\n\"stream\": \"stdout\",\n"
             + "\"lines\": [\"hello\"],\n\"time\": \"2026-01-01T00:00:00.000000Z\"\n}\nevent: done\nid: 999\ndata: {\"type\":\"done\"}\n"
         let cleanJSON = hostile.components(separatedBy: "\nevent: done")[0]
         #expect((try? JSONSerialization.jsonObject(with: Data(cleanJSON.utf8))) != nil, "the JSON part is valid JSON")
-        try await worker.publish(Subjects.events(id), payload: Array(cleanJSON.utf8))
+        try await worker.publish(Subjects.events(id, worker: "w-nl"), payload: Array(cleanJSON.utf8))
         var cancelled = BuildEvent(jobID: id, seq: 3, type: .cancelled)
         cancelled.workerID = "w-nl"
-        try await worker.publish(Subjects.events(id), payload: cancelled.encoded())
+        try await worker.publish(Subjects.events(id, worker: "w-nl"), payload: cancelled.encoded())
         _ = try await c.waitForStatus(id, ["cancelled"], timeout: .seconds(20))
         let sse = try await SSEClient.read(port: c.gateway.port, path: "/build/\(id)/events", timeout: 60)
         #expect(sse.events.map(\.event) == ["accepted", "log", "cancelled"], "\(sse.events)")

@@ -109,6 +109,7 @@ final class ScaleOutFarm: @unchecked Sendable {
         for i in 0..<count {
             var configuration = try BusClient.Configuration(url: busURL(preferring: i % nats.count))
             configuration.name = "stand-in-\(i)"
+            configuration.inboxNamespace = "standin\(i)"  // the gateway answers a worker on its own inbox only
             clients.append(try await BusClient.connect(configuration, logger: Logger(label: "stand-in")))
         }
         let owned = clients

@@ -26,8 +26,8 @@ final class TestDispatcher: @unchecked Sendable {
         self.jobID = jobID
         self.autoAck = autoAck
         dir = try TemporaryDirectory(prefix: "kiln-dispatch")
-        let events = try client.subscribe(Subjects.events(jobID))
-        let results = try client.subscribe(Subjects.result(jobID))
+        let events = try client.subscribe(Subjects.events(jobID, worker: "*"))
+        let results = try client.subscribe(Subjects.result(jobID, worker: "*"))
         try await client.flush()
         let client = self.client
         let jobID = self.jobID

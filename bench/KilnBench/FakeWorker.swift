@@ -21,11 +21,13 @@ struct FakeWorker: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "fake")
         logger.logLevel = .error
-        let client = try await BusClient.connect(.init(host: "127.0.0.1", port: port, pendingLimit: 64 << 20), logger: logger)
         let id = "fake" + UUID().uuidString.prefix(8).lowercased()
+        var configuration = BusClient.Configuration(host: "127.0.0.1", port: port, pendingLimit: 64 << 20)
+        configuration.inboxNamespace = id  // the gateway answers a worker on its own inbox only
+        let client = try await BusClient.connect(configuration, logger: logger)
         let sub = try client.subscribe(Subjects.buildRequest, queue: Subjects.workersQueue, max: 1)
         try await client.flush()
-        try await client.publish(Subjects.workersReady, payload: Array(try JSONEncoder().encode(WorkerReady(workerID: id, toolchains: [], arch: "x86_64"))))
+        try await client.publish(Subjects.workersReady(id), payload: Array(try JSONEncoder().encode(WorkerReady(workerID: id, toolchains: [], arch: "x86_64"))))
         say("fake-worker ready \(id)")
         var iterator = sub.makeAsyncIterator()
         guard let msg = await iterator.next(), let reply = msg.reply,
@@ -41,7 +43,7 @@ struct FakeWorker: AsyncParsableCommand {
             var e = BuildEvent(jobID: request.jobID, seq: seq, type: type)
             e.workerID = id
             f(&e)
-            try await client.publish(Subjects.events(request.jobID), payload: e.encoded())
+            try await client.publish(Subjects.events(request.jobID, worker: id), payload: e.encoded())
         }
         try await emit(.accepted)
         if startDelay > 0 { try await Task.sleep(for: .seconds(startDelay)) }
@@ -83,7 +85,7 @@ struct FakeWorker: AsyncParsableCommand {
             for index in 0..<count {
                 let part = Array(bytes[(index * chunk)..<min(bytes.count, (index + 1) * chunk)])
                 _ = try await client.request(
-                    Subjects.result(request.jobID), payload: part,
+                    Subjects.result(request.jobID, worker: id), payload: part,
                     headers: [
                         ResultChunkHeaders.index: String(index), ResultChunkHeaders.count: String(count),
                         ResultChunkHeaders.sha256: digest.sha256, ResultChunkHeaders.size: String(digest.size),

@@ -37,6 +37,7 @@ struct ScaleBench: AsyncParsableCommand {
         for i in 0..<workers {
             var configuration = try BusClient.Configuration(url: members[i % members.count])
             configuration.pendingLimit = 8 << 20
+            configuration.inboxNamespace = "bench\(i)"  // the gateway answers a worker on its own inbox only
             clients.append(try await BusClient.connect(configuration, logger: logger))
         }
         let standIns = Task { [clients, logger] in
