@@ -290,7 +290,7 @@ let package = Package(
         .target(
             name: "KilnTestSupport",
             dependencies: [
-                "KilnBus", "KilnProcess", "KilnCore",
+                "KilnBus", "KilnBusClient", "KilnProcess", "KilnCore",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

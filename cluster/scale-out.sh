@@ -30,12 +30,18 @@ stop_extra() {  # runuser does not pass signals on: stop the postmaster itself.
   if [ -f "$STATE/postgres/data/postmaster.pid" ]; then kill -TERM "$(head -1 "$STATE/postgres/data/postmaster.pid")" 2>/dev/null || true; fi
 }
 
-# 1. Three nats-servers in one cluster, each told of the others' route ports.
+# 1. Three nats-servers in one cluster, each told of the others' route ports, trusting Kiln's NATS
+#    accounts (`kiln keys nats`): the operator's credential key is the account's key, each role has its
+#    user (.creds, root-only), and the pool mints every worker a user of its own — nats-server then holds
+#    each worker to its own id's subjects, which is how the gateway knows who sent what (NATS stamps nothing).
+if [ ! -f "$STATE/keys/credential.pem" ]; then "$BIN/kiln" keys generate "$STATE/keys/credential.pem" > /dev/null; fi
+"$BIN/kiln" keys nats --credential-key "$STATE/keys/credential.pem" --out "$STATE/keys/nats" > /dev/null
+CREDS="$STATE/keys/nats"
 routes=$(for r in "${ROUTE_PORTS[@]}"; do printf 'nats://127.0.0.1:%d,' "$r"; done)
 for i in "${!NATS_PORTS[@]}"; do
   p=${NATS_PORTS[$i]}
   "$NATS_SERVER" -a 127.0.0.1 -p "$p" --cluster_name kiln --cluster "nats://127.0.0.1:${ROUTE_PORTS[$i]}" --routes "${routes%,}" \
-    --no_advertise > "$STATE/logs/nats-$p.log" 2>&1 &
+    --no_advertise -c "$CREDS/nats-server.conf" > "$STATE/logs/nats-$p.log" 2>&1 &
   pids+=($!)
 done
 for p in "${NATS_PORTS[@]}"; do wait_for "$STATE/logs/nats-$p.log" "Server is ready"; done
@@ -60,20 +66,21 @@ DATABASE="postgres://kiln@localhost/postgres?host=$PG/socket"
 
 # 3. Two gateways: one database, one data directory (uploads and results), each preferring another bus member.
 for i in "${!GATEWAY_PORTS[@]}"; do
-  "$BIN/kiln-gateway" --host 127.0.0.1 --port "${GATEWAY_PORTS[$i]}" --data "$STATE/shared" --database "$DATABASE" \
+  KILN_BROKER_CREDS="$CREDS/gateway.creds" "$BIN/kiln-gateway" --host 127.0.0.1 --port "${GATEWAY_PORTS[$i]}" --data "$STATE/shared" --database "$DATABASE" \
     --broker "$(bus "$i")" --instance-id "gateway-$i" --public-key "$STATE/keys/farm.pub.pem" > "$STATE/logs/gateway-$i.log" 2>&1 &
   pids+=($!)
 done
 for i in "${!GATEWAY_PORTS[@]}"; do wait_for "$STATE/logs/gateway-$i.log" "kiln-gateway listening on"; done
 
 # 4. The fetch service (on the first member) and a pool on the third.
+# NATS stamps no sender: kiln-fetch takes the worker id from the subject, which only that worker may publish on.
 # shellcheck disable=SC2086  # KILN_FETCH_ARGS is a list of flags
-"$BIN/kiln-fetch" --broker "$(bus 0)" --state "$STATE/fetch" --allow-unstamped ${KILN_FETCH_ARGS:-} > "$STATE/logs/fetch.log" 2>&1 &
+KILN_BROKER_CREDS="$CREDS/fetch.creds" "$BIN/kiln-fetch" --broker "$(bus 0)" --state "$STATE/fetch" --allow-unstamped ${KILN_FETCH_ARGS:-} > "$STATE/logs/fetch.log" 2>&1 &
 pids+=($!)
 wait_for "$STATE/logs/fetch.log" "kiln-fetch ready"
 
-"$BIN/kiln-pool" --broker "$(bus 2)" --idle "$POOL_IDLE" --max "$POOL_MAX" --state "$STATE/pool" \
-  --key "$STATE/keys/farm.pem" --monitor-port "$POOL_MONITOR_PORT" ${KILN_WORKER_ARGS:+"--worker-args=$KILN_WORKER_ARGS"} > "$STATE/logs/pool.log" 2>&1 &
+KILN_BROKER_CREDS="$CREDS/pool.creds" "$BIN/kiln-pool" --broker "$(bus 2)" --idle "$POOL_IDLE" --max "$POOL_MAX" --state "$STATE/pool" \
+  --key "$STATE/keys/farm.pem" --credential-signing-key "$STATE/keys/credential.pem" --monitor-port "$POOL_MONITOR_PORT" ${KILN_WORKER_ARGS:+"--worker-args=$KILN_WORKER_ARGS"} > "$STATE/logs/pool.log" 2>&1 &
 pids+=($!)
 wait_for "$STATE/logs/pool.log" "started worker" 1200
 

@@ -14,6 +14,22 @@ import Testing
 @Suite(.serialized) struct ProductionPermissionsTests {
     static var usersFile: String { LocalFarmTests.packageRoot + "/cluster/broker-users.production.json" }
 
+    /// The users file kiln-broker runs with and the rules Kiln's NATS users are minted with
+    /// (`BusRoles`) are one set of rules: a change to one without the other fails here.
+    @Test func theProductionUsersFileGrantsWhatBusRolesGrants() throws {
+        let file = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Self.usersFile))) as? [String: Any]
+        let users = try #require(file?["users"] as? [[String: Any]])
+        for (name, rules) in [("gateway", BusRoles.gateway), ("pool", BusRoles.pool), ("fetch", BusRoles.fetch)] {
+            let user = try #require(users.first { $0["user"] as? String == name }, "no \(name) in the users file")
+            let permissions = try #require(user["permissions"] as? [String: Any])
+            func list(_ kind: String, _ rule: String) -> [String] { ((permissions[kind] as? [String: Any])?[rule] as? [String]) ?? [] }
+            #expect(list("publish", "allow") == rules.publishAllow, "\(name) publish allow")
+            #expect(list("publish", "deny") == rules.publishDeny, "\(name) publish deny")
+            #expect(list("subscribe", "allow") == rules.subscribeAllow, "\(name) subscribe allow")
+            #expect((permissions["allow_responses"] as? Bool ?? false) == rules.answersRequests, "\(name) allow_responses")
+        }
+    }
+
     @Test func aFarmRunsWithTheProductionUsersFileAndPerWorkerCredentials() async throws {
         let dir = try TemporaryDirectory(prefix: "kiln-prod")
         // The operator's credential key pair: the pool signs with the private half, the broker checks with the public one.

@@ -62,9 +62,10 @@ import Testing
         let building = try await c.waitForStatus(id, ["building"], timeout: .seconds(30))
         let realWorker = try #require(building["worker_id"] as? String)
 
-        let attacker = try await BusClient.connect(
-            .init(host: "127.0.0.1", port: c.broker.port, user: "worker-b", password: "b-pass"),
-            logger: Logger(label: "attacker"))
+        // Its requests name the real worker's subjects and inbox: only the broker's stamp gives it away.
+        var asWorkerB = BusClient.Configuration(host: "127.0.0.1", port: c.broker.port, user: "worker-b", password: "b-pass")
+        asWorkerB.inboxNamespace = realWorker
+        let attacker = try await BusClient.connect(asWorkerB, logger: Logger(label: "attacker"))
         // Forged events in the real worker's name, with a spoofed sender header the broker must overwrite.
         for seq in 1...60 {
             var e = BuildEvent(jobID: id, seq: seq, type: .failed)
@@ -93,9 +94,7 @@ import Testing
         // that job and for one that never existed (before, both were 404 — an existence oracle).
         let upload = c.dir.file("gw") + "/uploads/" + id
         #expect(await eventually(within: .seconds(30)) { !FileManager.default.fileExists(atPath: upload) }, "the finished job's upload was not removed")
-        let prober = try await BusClient.connect(
-            .init(host: "127.0.0.1", port: c.broker.port, user: "worker-b", password: "b-pass"),
-            logger: Logger(label: "prober"))
+        let prober = try await BusClient.connect(asWorkerB, logger: Logger(label: "prober"))
         for job in [id, "j0000000000000000000"] {
             let answer = try await prober.request(Subjects.source(job, worker: realWorker), payload: [UInt8](), headers: ["index": "0"], timeout: .seconds(5))
             #expect(answer.status == "403", "\(job): \(answer.status ?? "")")

@@ -80,7 +80,7 @@ import Testing
         defer { broker.stop() }
         let service = try await FetchServiceProcess(broker: "kiln://127.0.0.1:\(broker.port)", state: dir.file("fetch"), registry: registry.indexURL)
         defer { service.stop() }
-        let bus = try await BusClient.connect(.init(host: "127.0.0.1", port: broker.port), logger: Logger(label: "as-worker"))
+        let bus = try await BusClient.connect(.worker("wplan", port: broker.port), logger: Logger(label: "as-worker"))
         let leaf = try #require(registry.crates.first { $0.name == "kiln_leaf" })
         let mid = try #require(registry.crates.first { $0.name == "kiln_mid" })
         func ask(_ kind: FetchKind, _ body: some Encodable) async throws -> (String, String) {
@@ -117,7 +117,7 @@ import Testing
         defer { broker.stop() }
         let service = try await FetchServiceProcess(broker: "kiln://127.0.0.1:\(broker.port)", state: dir.file("fetch"), unstamped: false)
         defer { service.stop() }
-        let bus = try await BusClient.connect(.init(host: "127.0.0.1", port: broker.port), logger: Logger(label: "unstamped"))
+        let bus = try await BusClient.connect(.worker("w1", port: broker.port), logger: Logger(label: "unstamped"))
         let r = try await bus.request(
             Subjects.fetch("w1", .plan), payload: Array(try JSONEncoder().encode(FetchPlan(jobID: "j", crates: []))), timeout: .seconds(30))
         #expect(r.headers?["status"] == "403" && r.headers?["message"]?.contains("no broker-stamped sender") == true, "\(r.headers ?? [:])")
@@ -137,7 +137,7 @@ import Testing
         // A real pack of another repository's commit, for the "right format, wrong commit" case.
         let otherDir = try TemporaryDirectory(prefix: "kiln-other-pack")
         let real = try await FetchServiceProcess(broker: "kiln://127.0.0.1:\(broker.port)", state: otherDir.file("fetch"))
-        let asWorker = try await BusClient.connect(.init(host: "127.0.0.1", port: broker.port), logger: Logger(label: "w"))
+        let asWorker = try await BusClient.connect(.worker("wother", port: broker.port), logger: Logger(label: "w"))
         let otherPack = try await asWorker.request(
             Subjects.fetch("wother", .git), payload: Array(try JSONEncoder().encode(GitFetchRequest(jobID: "x", url: git.url("other"), ref: "main", offset: 0))),
             timeout: .seconds(60))

@@ -30,7 +30,7 @@ import Testing
         defer { broker.stop() }
         let service = try await FetchServiceProcess(broker: "kiln://127.0.0.1:\(broker.port)", state: dir.file("fetch"), registry: registry.indexURL)
         defer { service.stop() }
-        let bus = try await BusClient.connect(.init(host: "127.0.0.1", port: broker.port), logger: Logger(label: "relay-test"))
+        let bus = try await BusClient.connect(.worker("wrelay", port: broker.port), logger: Logger(label: "relay-test"))
         let relay = try await RegistryIndexRelay.bind(
             socketPath: dir.file("index.sock"), fetch: FetchClient(client: bus, workerID: "wrelay", jobID: "jrelay"),
             configuration: .init(maxRequests: 6))

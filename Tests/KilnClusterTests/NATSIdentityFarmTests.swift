@@ -1,0 +1,145 @@
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import KilnAttestation
+import KilnBus
+import KilnBusClient
+import KilnMessages
+import KilnTestSupport
+import Logging
+import NIOCore
+import Testing
+
+/// #29 item 4: a farm on nats-server with Kiln's accounts (`kiln keys nats`), the pool minting each
+/// worker a NATS user, and the hostile bus table of #11 against it: a leaked worker login (validly
+/// signed, not expired) cannot inject into, steal from or finish a job it did not accept, and cannot
+/// make the gateway publish where it may not.
+@Suite(.serialized) struct NATSIdentityFarmTests {
+    @Test func aLeakedWorkerLoginCannotInjectStealOrRedirectOnNATS() async throws {
+        let dir = try TemporaryDirectory(prefix: "kiln-nats-farm")
+        let keygen = try await LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "generate", dir.file("cred.pem")])
+        _ = try await keygen.waitForExit()
+        let setup = try await LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "nats", "--credential-key", dir.file("cred.pem"), "--out", dir.file("nats")])
+        #expect(try await setup.waitForExit() == 0, "\(setup.output)")
+        let server = try await NATSServerProcess(arguments: ["-c", dir.file("nats/nats-server.conf")])
+        defer { server.stop() }
+        func env(_ role: String) -> [String: String] {
+            ProcessInfo.processInfo.environment.merging(["KILN_BROKER_CREDS": dir.file("nats/\(role).creds")]) { $1 }
+        }
+        let gateway = try await GatewayProcess(
+            brokerPort: 0, dataDirectory: dir.file("gw"),
+            arguments: ["--broker", server.url, "--inline-source-limit", "1024", "--source-chunk-size", "1024"], environment: env("gateway"))
+        defer { gateway.stop() }
+        // NATS stamps no sender: kiln-fetch takes the subject's worker id, which only that worker may publish on.
+        let fetch = try await FetchServiceProcess(broker: server.url, state: dir.file("fetch"), environment: env("fetch"))
+        defer { fetch.stop() }
+        let farmKeygen = try await LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "generate", dir.file("farm.pem")])
+        _ = try await farmKeygen.waitForExit()
+        let pool = try await LaunchedProcess(
+            BuiltProducts.path("kiln-pool"),
+            [
+                "--broker", server.url, "--idle", "1", "--max", "2", "--state", dir.file("pool"), "--key", dir.file("farm.pem"),
+                "--credential-signing-key", dir.file("cred.pem"), "--credential-ttl", "600",
+            ], environment: env("pool"))
+        defer { pool.terminate() }
+
+        // A source above the inline limit (fetched in chunks) and a build that runs a few seconds.
+        var files = Fixtures.helloCrate(
+            name: "natsfarm", message: "hello over NATS", buildRS: "fn main() { std::thread::sleep(std::time::Duration::from_secs(4)); }\n")
+        files["assets/blob.txt"] = (0..<2000).map { "line \($0) of padding so the upload is fetched in chunks\n" }.joined()
+        let archive = try await Fixtures.archive(files, root: "natsfarm", zip: false)
+        let body = try JSONSerialization.data(withJSONObject: ["nonce": "abcd1234", "source_data": Data(archive).base64EncodedString(), "source_name": "n.tar.gz"])
+        var post = HTTPClientRequest(url: gateway.url + "/build")
+        post.method = .POST
+        post.headers.add(name: "Content-Type", value: "application/json")
+        post.body = .bytes(ByteBuffer(bytes: body))
+        let response = try await HTTPClient.shared.execute(post, timeout: .seconds(30))
+        let submitted = String(buffer: try await response.body.collect(upTo: 1 << 20))
+        let id = try #require((try JSONSerialization.jsonObject(with: Data(submitted.utf8)) as? [String: Any])?["job_id"] as? String, "\(submitted)")
+        let building = try await status(of: id, gateway: gateway, in: ["building"], within: .seconds(120))
+        let realWorker = try #require(building["worker_id"] as? String, "\(building)")
+
+        // The leaked login: a worker user of the farm's own account, for another worker id.
+        let accountKey = NATSKey(role: .account, privateKey: try Curve25519.Signing.PrivateKey(rawRepresentation: SigningKey(contentsOf: dir.file("cred.pem")).seed))
+        var bus = try BusClient.Configuration(url: server.url)
+        bus.reconnect = false
+        bus.inboxNamespace = "wleaked"
+        bus.natsCredentials = try NATSAccountSetup.user(
+            BusRoles.worker("wleaked"), name: "worker:wleaked", accountKey: accountKey, expires: Int64(Date().timeIntervalSince1970) + 600,
+            now: Int64(Date().timeIntervalSince1970))
+        let attacker = try await BusClient.connect(bus, logger: Logger(label: "attacker"))
+        var errors = attacker.asyncErrors.makeAsyncIterator()
+        // In the real worker's name: nats-server refuses the subject.
+        var forged = BuildEvent(jobID: id, seq: 1, type: .failed)
+        forged.workerID = realWorker
+        forged.message = "injected over NATS"
+        try await attacker.publish(Subjects.events(id, worker: realWorker), payload: forged.encoded())
+        #expect(await errors.next()?.code == 403)
+        _ = try attacker.subscribe(Subjects.eventsAll)
+        #expect(await errors.next()?.code == 403)
+        try await attacker.publish(Subjects.control(id), payload: Array(#"{"action":"cancel"}"#.utf8))
+        #expect(await errors.next()?.code == 403)
+        // In its own name: the gateway refuses what does not come from the job's worker.
+        for seq in 1...40 {
+            forged.seq = seq
+            try await attacker.publish(Subjects.events(id, worker: "wleaked"), payload: forged.encoded())
+        }
+        let stolen = try await attacker.request(Subjects.source(id, worker: "wleaked"), payload: [UInt8](), headers: ["index": "0"], timeout: .seconds(10))
+        #expect(stolen.status == "403" && stolen.payloadBytes.isEmpty)
+        let chunk = try await attacker.request(
+            Subjects.result(id, worker: "wleaked"), payload: [UInt8](repeating: 0, count: 10),
+            headers: [
+                ResultChunkHeaders.index: "0", ResultChunkHeaders.count: "1", ResultChunkHeaders.sha256: String(repeating: "0", count: 64),
+                ResultChunkHeaders.size: "10", ResultChunkHeaders.workerID: realWorker,
+            ], timeout: .seconds(10))
+        #expect(String(decoding: chunk.payloadBytes, as: UTF8.self).contains("403"))
+        // A request naming the job's control subject as its reply: the gateway (which may publish
+        // there) must not answer onto it. The attacker listens where a worker may.
+        let control = try attacker.subscribe(Subjects.control(id))
+        try await attacker.flush()
+        try await attacker.publish(Subjects.source(id, worker: "wleaked"), payload: [UInt8](), reply: Subjects.control(id), headers: ["index": "0"])
+        try await attacker.publish(Subjects.fetch("wleaked", .plan), payload: Array("{}".utf8), reply: Subjects.control(id))
+        let redirected = await firstMessage(control, within: .seconds(3))
+        #expect(redirected == nil, "something was published onto the job's control subject: \(String(describing: redirected?.headers))")
+        await attacker.close()
+
+        let done = try await status(of: id, gateway: gateway, in: ["ready", "error", "cancelled"], within: .seconds(300))
+        #expect(done["status"] as? String == "ready", "\(done)")
+        let events = try await SSEClient.read(port: gateway.port, path: "/build/\(id)/events", timeout: 60)
+        #expect(!events.events.contains { $0.data.contains("injected over NATS") })
+        let metrics = try await HTTPGet.get(port: gateway.port, path: "/metrics").body
+        func counter(_ reason: String) -> Int {
+            metrics.split(separator: "\n").first { $0.hasPrefix("kiln_gateway_bus_messages_rejected_total{reason=\"\(reason)\"}") }
+                .flatMap { $0.split(separator: " ").last.flatMap { Int($0) } } ?? 0
+        }
+        #expect(counter("wrong_sender") >= 40)
+        #expect(counter("foreign_reply_subject") >= 1)
+        #expect(await fetch.metric("kiln_fetch_refused_total{reason=\"forbidden\"}") ?? 0 >= 1)
+    }
+
+    func status(of id: String, gateway: GatewayProcess, in wanted: Set<String>, within limit: Duration) async throws -> [String: Any] {
+        var last: [String: Any] = [:]
+        _ = await eventually(within: limit, every: .milliseconds(100)) {
+            guard let body = try? await HTTPGet.get(port: gateway.port, path: "/build/\(id)").body else { return false }  // not answering yet: poll again
+            last = (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]) ?? [:]
+            return (last["status"] as? String).map(wanted.contains) ?? false
+        }
+        return last
+    }
+
+    func firstMessage(_ subscription: BusSubscription, within limit: Duration) async -> BusMessage? {
+        await withTaskGroup(of: BusMessage?.self) { group in
+            group.addTask {
+                var iterator = subscription.makeAsyncIterator()
+                return await iterator.next()
+            }
+            group.addTask {
+                try? await Task.sleep(for: limit)  // the deadline: a cancelled sleep ends the race too
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+    }
+}
