@@ -95,38 +95,6 @@ import Testing
         }
     }
 
-    func next(_ subscription: BusSubscription, within seconds: Int64 = 5) async -> BusMessage? {
-        await withTaskGroup(of: BusMessage?.self) { group in
-            group.addTask {
-                var iterator = subscription.makeAsyncIterator()
-                return await iterator.next()
-            }
-            group.addTask {
-                try? await Task.sleep(for: .seconds(seconds))  // the deadline: a cancelled sleep ends the race too
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
-        }
-    }
-
-    func nextError(_ client: BusClient, within seconds: Int64 = 10) async -> BusError? {
-        await withTaskGroup(of: BusError?.self) { group in
-            group.addTask {
-                var errors = client.asyncErrors.makeAsyncIterator()
-                return await errors.next()
-            }
-            group.addTask {
-                try? await Task.sleep(for: .seconds(seconds))  // the deadline: a cancelled sleep ends the race too
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
-        }
-    }
-
     @Test func theServerHoldsAWorkerToItsOwnSubjectsAndTheGatewayToItsRole() async throws {
         let farm = try await Accounts()
         defer { farm.server.stop() }
@@ -145,26 +113,26 @@ import Testing
 
         // Its own subject: delivered, and the subject names it.
         try await w1.publish("kiln.build.j1.events.w1", string: "mine")
-        let got = await next(events)
+        let got = await events.first(within: .seconds(5))
         #expect(got?.subject == "kiln.build.j1.events.w1" && got.map { String(buffer: $0.payload) } == "mine")
         // Another worker's subject, another job's control, a gateway subject: the server refuses each.
         for subject in ["kiln.build.j1.events.w2", "kiln.workers.ready.w2", "kiln.build.j1.control", "kiln.build.request", "kiln.worker.w2.fetch.crate"] {
             try await w1.publish(subject, string: "forged")
-            let refused = await nextError(w1)
+            let refused = await w1.asyncErrors.first(within: .seconds(10))
             #expect(refused?.code == 403, "publish \(subject): \(String(describing: refused))")
         }
-        #expect(await next(events, within: 1) == nil, "a refused publish reached the gateway")
+        #expect(await events.first(within: .seconds(1)) == nil, "a refused publish reached the gateway")
         // It cannot read other workers' events or inboxes either.
         for subject in ["kiln.build.*.events.*", "_INBOX.>", "kiln.build.request"] {
             _ = try w1.subscribe(subject)
-            let refused = await nextError(w1)
+            let refused = await w1.asyncErrors.first(within: .seconds(10))
             #expect(refused?.code == 403, "subscribe \(subject): \(String(describing: refused))")
         }
         // The gateway's control reaches the worker; the gateway may not pose as a worker.
         try await gateway.publish("kiln.build.j1.control", string: "cancel")
-        #expect(await next(controls).map { String(buffer: $0.payload) } == "cancel")
+        #expect(await controls.first(within: .seconds(5)).map { String(buffer: $0.payload) } == "cancel")
         try await gateway.publish("kiln.build.j1.events.w1", string: "posing")
-        #expect(await nextError(gateway)?.code == 403)
+        #expect(await gateway.asyncErrors.first(within: .seconds(10))?.code == 403)
     }
 
     @Test func loginsTheServerDoesNotTrustAreRefused() async throws {
