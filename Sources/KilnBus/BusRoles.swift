@@ -31,7 +31,7 @@ public enum BusRoles {
     /// fetch service answer a worker on: its own inbox namespace (`BusClient.Configuration.inboxNamespace`).
     public static func workerInboxes(_ id: String) -> String { "_INBOX.\(id).>" }
 
-    public static func isInbox(_ reply: String, ofWorker id: String) -> Bool {
+    public static func isInbox(_ reply: String, ofWorker id: some StringProtocol) -> Bool {
         reply.hasPrefix("_INBOX.") && reply.utf8.dropFirst(7).starts(with: id.utf8) && reply.utf8.dropFirst(7 + id.utf8.count).first == UInt8(ascii: ".")
     }
 

@@ -178,7 +178,7 @@ extension BuildCoordinator {
             let ready = try? JSONDecoder().decode(WorkerReady.self, from: Data(message.payloadBytes)), WorkerDirectory.isWellFormed(ready)
         else { return }
         let stamp = message.headers?[BusHeader.senderHeader]
-        guard Subjects.publishingWorker(of: message.subject) == ready.workerID,
+        guard Subjects.publishingWorker(of: message.subject).map({ $0 == ready.workerID }) ?? false,
             stamp.map({ !$0.hasPrefix("worker:") || $0 == SenderCheck.identity(ofWorker: ready.workerID) }) ?? true
         else {
             metrics.busMessagesRejected(.wrongSender)

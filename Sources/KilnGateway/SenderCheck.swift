@@ -29,7 +29,7 @@ struct SenderCheck: Sendable {
         if let stamp, stamp != identity { return false }
         guard let worker = Subjects.publishingWorker(of: message.subject) else { return false }
         // A stamped identity names the broker user; an unstamped one is the worker id itself.
-        return stamp != nil || identity == Self.identity(ofWorker: worker)
+        return stamp != nil || (identity.hasPrefix("worker:") && identity.utf8.dropFirst(7).elementsEqual(worker.utf8))
     }
 
     func accepts(_ message: BusMessage, identity: String?, job: String, what: String) -> Bool {

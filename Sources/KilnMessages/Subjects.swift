@@ -27,16 +27,24 @@ public enum Subjects {
     /// `kiln.workers.ready.<id>`), or nil for any other subject. What it is worth depends on the bus:
     /// where per-worker permissions hold (kiln-broker with credentials, nats-server with Kiln's minted
     /// user JWTs) only that worker could publish there.
-    public static func publishingWorker(of subject: String) -> String? {
-        let tokens = subject.split(separator: ".", omittingEmptySubsequences: false)
-        switch tokens.count {
-        case 4 where tokens[0] == "kiln" && tokens[1] == "workers" && tokens[2] == "ready": break
-        case 5 where tokens[0] == "kiln" && tokens[1] == "build" && ["events", "result", "source"].contains(tokens[3]): break
-        default: return nil
+    public static func publishingWorker(of subject: String) -> Substring? {
+        // On every event's path: read in place (substrings of the subject, nothing allocated).
+        let id: Substring
+        if subject.hasPrefix("kiln.workers.ready.") {
+            id = subject.dropFirst("kiln.workers.ready.".utf8.count)
+        } else if subject.hasPrefix("kiln.build.") {
+            let afterJob = subject.dropFirst("kiln.build.".utf8.count).drop { $0 != "." }.dropFirst()
+            let kind = afterJob.prefix { $0 != "." }
+            guard kind == "events" || kind == "result" || kind == "source", kind.endIndex < afterJob.endIndex,
+                subject.dropFirst("kiln.build.".utf8.count).first != "."
+            else { return nil }
+            id = afterJob[afterJob.index(after: kind.endIndex)...]
+        } else {
+            return nil
         }
-        let id = String(tokens[tokens.count - 1])
         return isValidToken(id) ? id : nil
     }
+
     /// Gateway → one worker: a request addressed to a specific worker (re-dispatch). A worker that has
     /// already accepted a build answers 409 here.
     public static func workerRequest(_ workerID: String) -> String { "kiln.worker.\(workerID).request" }
@@ -53,7 +61,7 @@ public enum Subjects {
     public static let gatewayStoredAll = "kiln.gateway.stored.*"
 
     /// Job ids and worker ids become subject tokens: keep them to [A-Za-z0-9_-].
-    public static func isValidToken(_ s: String) -> Bool {
+    public static func isValidToken(_ s: some StringProtocol) -> Bool {
         !s.isEmpty && s.count <= 128
             && s.utf8.allSatisfy {
                 ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95

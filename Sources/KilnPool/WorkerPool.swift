@@ -113,7 +113,7 @@ public final class WorkerPool: Service, Sendable {
                     for await m in ready {
                         // Unreadable, or about another worker than the one publishing: not a worker's word.
                         guard let r = try? JSONDecoder().decode(WorkerReady.self, from: Data(m.payloadBytes)),
-                            Subjects.publishingWorker(of: m.subject) == r.workerID
+                            Subjects.publishingWorker(of: m.subject).map({ $0 == r.workerID }) ?? false
                         else { continue }
                         self.mark(r.workerID, .idle, isolation: r.isolation)
                     }
@@ -122,7 +122,7 @@ public final class WorkerPool: Service, Sendable {
                     for await m in events {
                         // Only `accepted` matters, and it is small: skip big log events cheaply.
                         guard m.payload.readableBytes < 4096, let e = try? BuildEvent.decode(m.payloadBytes), e.type == .accepted,
-                            let w = e.workerID, Subjects.publishingWorker(of: m.subject) == w
+                            let w = e.workerID, Subjects.publishingWorker(of: m.subject).map({ $0 == w }) ?? false
                         else { continue }
                         self.mark(w, .busy)
                         self.replenish()

@@ -36,10 +36,11 @@ import Testing
         }
     }
 
-    /// A VM boot as a test starts it: at low priority, so that emulated guests (TCG takes a whole core
-    /// each) do not starve the suites running beside this one.
+    /// A VM boot as a test starts it. At normal priority: this suite runs serialized, in a `swift test`
+    /// invocation of its own (`make test-swift`), so no timing-sensitive suite runs beside it — and at
+    /// `nice 15` beside two busy loops a guest got too little CPU to boot within its deadline (CI run 11).
     static func bootVM(_ arguments: [String], environment: [String: String]? = nil) async throws -> LaunchedProcess {
-        try await LaunchedProcess("/usr/bin/nice", ["-n", "15", root + "/launch-vm.sh"] + arguments, environment: environment)
+        try await LaunchedProcess(root + "/launch-vm.sh", arguments, environment: environment)
     }
 
     static let snpFirmware = LocalFarmTests.packageRoot + "/Tests/KilnTEETests/Vectors/ovmf-amdsev-suffix.bin"
@@ -105,7 +106,7 @@ import Testing
         #expect(!printed.output.joined().contains(token) && printed.output.joined().contains("opt/kiln/token"), "\(printed.output)")
         let vm = try await Self.bootVM(arguments, environment: environment)
         defer { vm.stop() }
-        #expect(try await vm.waitForExit() == 0, "\(vm.output.suffix(20))")
+        #expect(try await vm.waitForExit(timeout: .seconds(180)) == 0, "\(vm.output.suffix(20))")
         // The guest's serial console ends its lines with CR LF.
         let lines = vm.output.filter { $0.contains("kiln-vm: probe") }.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
         #expect(lines.contains("kiln-vm: probe 10.0.2.100:4222 reached"), "\(vm.output.suffix(20))")
@@ -137,19 +138,19 @@ import Testing
         try await listener.flush()
         let started = ContinuousClock.now
         let vm = try await Self.bootVM([
-            "--image", dir.file("image"), "--id", id, "--broker", "kiln://127.0.0.1:\(broker.port)", "--accel", "tcg", "--deadline", "25",
+            "--image", dir.file("image"), "--id", id, "--broker", "kiln://127.0.0.1:\(broker.port)", "--accel", "tcg", "--deadline", "60",
             "--toolchain", "host",
         ])
         defer { vm.stop() }
-        var iterator = requests.makeAsyncIterator()
-        let request = try #require(await iterator.next())
+        // Bounded: a guest that never comes up (a kernel panic on a loaded host) must fail the test, not hang the suite.
+        let request = try #require(await requests.first(within: .seconds(120)), "no certification request: \(vm.output.suffix(20))")
         print("worker VM (TCG): launch to certification request in \(ContinuousClock.now - started)")
         let body = try JSONDecoder().decode(WorkerCertificateRequest.self, from: Data(request.payloadBytes))
         #expect(body.workerID == id && body.publicKey.count == 64)
         #expect(try await Self.qemuProcesses(worker: id).count == 1)
-        let status = try await vm.waitForExit(timeout: .seconds(60))
+        let status = try await vm.waitForExit(timeout: .seconds(120))
         #expect(status != 0, "killed at the deadline")
-        #expect(ContinuousClock.now - started < .seconds(45))
+        #expect(ContinuousClock.now - started < .seconds(100))
         #expect(try await Self.qemuProcesses(worker: id).isEmpty)
         #expect(try await Command.run("/bin/sh", ["-c", "pgrep -f 'virtiof[s]d.*\\.sock' || true"]).isEmpty, "no virtiofsd left")
     }
@@ -168,8 +169,8 @@ import Testing
         try FileManager.default.createDirectory(atPath: dir.file("tmp"), withIntermediateDirectories: true)
         var environment = ProcessInfo.processInfo.environment
         environment["TMPDIR"] = dir.file("tmp")
-        // One VM at a time (--max 1), at low priority: two emulated guests would take both cores.
-        let launch = "nice -n 15 \(Self.root)/launch-vm.sh --image \(dir.file("image")) --id {id} --broker {broker} --accel tcg --deadline 900 --toolchain \(toolchain)"
+        // One VM at a time (--max 1): two emulated guests would take both cores.
+        let launch = "\(Self.root)/launch-vm.sh --image \(dir.file("image")) --id {id} --broker {broker} --accel tcg --deadline 900 --toolchain \(toolchain)"
         let farm = try await CertifyingFarm.start(
             dir: dir, launch: launch, maxWorkers: 1, poolArguments: ["--vm-image", dir.file("image/image.json"), "--boot-timeout", "180"],
             poolEnvironment: environment)
@@ -245,7 +246,7 @@ import Testing
         defer { registry.stop() }
         var project = heavy ? CrateRegistryFixture.clapAndSerdeProject : registry.appProject()
         project["Cargo.lock"] = nil
-        let launch = "nice -n 15 \(Self.root)/launch-vm.sh --image \(dir.file("image")) --id {id} --broker {broker} --accel tcg --deadline 1800 --toolchain host"
+        let launch = "\(Self.root)/launch-vm.sh --image \(dir.file("image")) --id {id} --broker {broker} --accel tcg --deadline 1800 --toolchain host"
         let farm = try await CertifyingFarm.start(
             dir: dir, launch: launch, maxWorkers: 1, poolArguments: ["--vm-image", dir.file("image/image.json"), "--boot-timeout", "180"])
         defer { farm.stop() }

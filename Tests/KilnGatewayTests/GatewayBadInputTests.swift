@@ -67,8 +67,7 @@ import Testing
         let requests = try client.subscribe(Subjects.buildRequest, queue: Subjects.workersQueue, max: 1)
         try await client.flush()
         let id = try await c.submit(Fixtures.helloCrate())  // stored as an upload (above the inline limit)
-        var offers = requests.makeAsyncIterator()
-        let offer = try #require(await offers.next())
+        let offer = try #require(await requests.first(within: .seconds(60)), "no build request reached the attacker")
         try await client.publish(try #require(offer.reply), payload: Array(try JSONEncoder().encode(DispatchReply.accept(workerID: "nobody"))))
         _ = try await c.waitForStatus(id, ["building"], timeout: .seconds(60))
         for index in [String(Int64.max), "-1", "99999999999999999999", "1000"] {

@@ -16,8 +16,7 @@ import Testing
         let requests = try worker.subscribe(Subjects.buildRequest, queue: Subjects.workersQueue, max: 1)
         try await worker.flush()
         let id = try await c.submit(Fixtures.helloCrate())
-        var iterator = requests.makeAsyncIterator()
-        let message = try #require(await iterator.next())
+        let message = try #require(await requests.first(within: .seconds(60)), "no build request reached the stand-in worker")
         try await worker.publish(try #require(message.reply), payload: Array(try JSONEncoder().encode(DispatchReply.accept(workerID: "w-nl"))))
         var accepted = BuildEvent(jobID: id, seq: 1, type: .accepted)
         accepted.workerID = "w-nl"

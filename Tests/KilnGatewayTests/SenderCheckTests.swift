@@ -16,7 +16,7 @@ struct SenderCheckTests {
             ("kiln.workers.ready", nil), ("kiln.worker.w1.certify", nil), ("kiln.build.j1.events.", nil), ("other.build.j1.events.w1", nil),
         ] as [(String, String?)])
     func theSubjectNamesThePublishingWorker(subject: String, worker: String?) {
-        #expect(Subjects.publishingWorker(of: subject) == worker)
+        #expect(Subjects.publishingWorker(of: subject).map(String.init) == worker)
     }
 
     @Test(
