@@ -92,12 +92,14 @@ import Testing
                 ResultChunkHeaders.size: "10", ResultChunkHeaders.workerID: realWorker,
             ], timeout: .seconds(10))
         #expect(String(decoding: chunk.payloadBytes, as: UTF8.self).contains("403"))
-        // A request naming the job's control subject as its reply: the gateway (which may publish
-        // there) must not answer onto it. The attacker listens where a worker may.
-        let control = try attacker.subscribe(Subjects.control(id))
+        // A request naming a job's control subject as its reply: the gateway and kiln-fetch (which may
+        // publish there) must not answer onto it. A job of no one's, so that the gateway's own acks to
+        // the real worker are not on it; the attacker listens where a worker may.
+        let redirectTarget = Subjects.control("jredirected")
+        let control = try attacker.subscribe(redirectTarget)
         try await attacker.flush()
-        try await attacker.publish(Subjects.source(id, worker: "wleaked"), payload: [UInt8](), reply: Subjects.control(id), headers: ["index": "0"])
-        try await attacker.publish(Subjects.fetch("wleaked", .plan), payload: Array("{}".utf8), reply: Subjects.control(id))
+        try await attacker.publish(Subjects.source(id, worker: "wleaked"), payload: [UInt8](), reply: redirectTarget, headers: ["index": "0"])
+        try await attacker.publish(Subjects.fetch("wleaked", .plan), payload: Array("{}".utf8), reply: redirectTarget)
         let redirected = await control.first(within: .seconds(3))
         #expect(redirected == nil, "something was published onto the job's control subject: \(String(describing: redirected?.headers))")
         await attacker.close()
