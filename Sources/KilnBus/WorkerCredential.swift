@@ -23,7 +23,19 @@ public struct WorkerCredential: Sendable, Equatable {
     }
 
     /// The identity the broker gives a worker's connection (and stamps as its `kiln-sender`).
-    public var identity: String { "worker:" + workerID }
+    public var identity: String { Self.identity(of: workerID) }
+
+    /// `worker:<id>`: the one spelling of a worker's bus identity — the broker's stamp, the NATS user's
+    /// name, and what the gateway binds a job to when the bus does not stamp.
+    public static func identity(of workerID: some StringProtocol) -> String { identityPrefix + workerID }
+
+    /// The worker id an identity names, if it is a worker's (nil for the gateway, the pool, …).
+    public static func workerID(ofIdentity identity: some StringProtocol) -> Substring? {
+        let s = Substring(identity)
+        return s.hasPrefix(identityPrefix) ? s.dropFirst(identityPrefix.utf8.count) : nil
+    }
+
+    static let identityPrefix = "worker:"
 
     struct Claims: Codable {
         var wid: String

@@ -168,7 +168,7 @@ public final class FetchService: Service, Sendable {
     /// On a broker that authenticates, the stamped sender must be the worker the subject names.
     func checkSender(_ message: BusMessage, worker: String) throws(FetchRefusal) {
         switch message.headers?[BusHeader.senderHeader] {
-        case "worker:\(worker)"?: return
+        case let stamp? where stamp == WorkerCredential.identity(of: worker): return
         case nil where configuration.allowUnstampedRequests: return
         case nil: throw FetchRefusal(.forbidden, "the request carries no broker-stamped sender (start kiln-fetch with --allow-unstamped on a broker without auth)")
         case let other?: throw FetchRefusal(.forbidden, "'\(other.prefix(80))' may not fetch as worker \(worker)")

@@ -11,14 +11,7 @@ import NIOCore
 /// can, on that worker's own subject. A job no worker on the farm could ever take fails with the
 /// reason instead of waiting for ever or failing on a worker.
 extension BuildCoordinator {
-    enum Offer {
-        /// Placed, settled (failed, refused) or worth trying again at once: go on.
-        case placed
-        /// Nobody took it: stop this round (the next wake-up tries again).
-        case noTaker
-        /// No worker that can build it is waiting now: skip it, try the jobs behind it.
-        case deferred
-    }
+    typealias Offer = DispatchOffer.Outcome
 
     /// Offers waiting jobs, oldest first, until nobody takes one; jobs that wait for a particular kind
     /// of worker do not hold up those behind them.
@@ -87,68 +80,66 @@ extension BuildCoordinator {
         let asked = job.requestOptions
         var requirements = JobRequirements(buildConfig: asked.buildConfig, buildOptions: asked.buildOptions)
         if let toolchain = asked.toolchain { requirements.toolchain = toolchain }
-        var subject = Subjects.buildRequest
-        var chosen: String?
-        if !requirements.isEmpty {
-            let now = Date()
-            workers.expire(now: now)
-            guard let candidate = workers.candidates(for: requirements, now: now).first else {
-                if let why = workers.impossibility(of: requirements, now: now) {
-                    let action = "the farm's operator can add workers that offer it; or submit without the option that needs it"
-                    await failUndispatchable(job, JobFailure(phase: "dispatch", message: why, retryable: false, suggestedAction: action))
-                    return .placed
-                }
-                return .deferred
-            }
-            subject = Subjects.workerRequest(candidate)
-            chosen = candidate
+        let now = Date()
+        if !requirements.isEmpty { workers.expire(now: now) }
+        let subject: String
+        let chosen: String?
+        switch DispatchOffer.route(requirements, workers: workers, now: now) {
+        case .anyWorker: (subject, chosen) = (Subjects.buildRequest, nil)
+        case .worker(let id): (subject, chosen) = (Subjects.workerRequest(id), id)
+        case .deferred: return .deferred
+        case .impossible(let failure):
+            await failUndispatchable(job, failure)
+            return .placed
         }
         let start = ContinuousClock.now
-        let reply: BusMessage
+        let reply: DispatchOffer.Reply
         do {
-            reply = try await client.request(subject, payload: Array(job.request.utf8), timeout: configuration.ackTimeout.timeAmount)
+            let message = try await client.request(subject, payload: Array(job.request.utf8), timeout: configuration.ackTimeout.timeAmount)
+            reply = .answered(payload: message.payloadBytes, stamp: message.headers?[BusHeader.senderHeader])
         } catch BusClientError.noResponders {
-            guard let chosen else { return .noTaker }
-            workers.unavailable(chosen)  // gone: try the next one
-            return .placed
+            reply = .noResponders
         } catch {
             logger.warning("dispatch got no acceptance in time; will retry", metadata: ["job_id": "\(job.id)", "error": "\(error)"])
-            do { try await apply(.offerUnanswered, to: job.id) } catch {
-                // Only a count of attempts: the job waits on either way.
-                logger.warning("cannot count a dispatch attempt: \(error)", metadata: ["job_id": "\(job.id)"])
-            }
-            if let chosen {
-                // It may yet accept, too late: tell it to stop rather than build a job nobody takes from it.
-                workers.unavailable(chosen)
-                await sendControl(job.id, .init(action: .cancel, workerID: chosen))
-            }
-            return .noTaker
+            reply = .noAnswer
         }
-        guard let answer = try? JSONDecoder().decode(DispatchReply.self, from: Data(reply.payloadBytes)) else {
-            // Not an answer a worker gives: treated as nobody taking it (the next pass offers it again).
-            logger.warning("unreadable dispatch reply", metadata: ["job_id": "\(job.id)"])
-            return .placed
-        }
-        guard answer.accepted, let worker = answer.workerID else {
-            if answer.code == 400 {
-                let why = "a worker rejected the request: \(String((answer.message ?? "").prefix(4096)))"
-                await failUndispatchable(job, JobFailure(phase: "dispatch", message: why, retryable: false))
-            } else if let chosen {
-                // Busy (409) or unable after all (422): not this one.
-                logger.info("worker declined", metadata: ["job_id": "\(job.id)", "worker_id": "\(chosen)", "reason": "\(answer.message ?? "")"])
-                workers.unavailable(chosen)
+        let (outcome, actions) = DispatchOffer.settle(reply, chosen: chosen)
+        for action in actions {
+            switch action {
+            case .accept(let worker, let identity):
+                metrics.dispatchLatency.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
+                workers.busy(worker)
+                await recordAcceptance(job, worker: worker, identity: identity)
+            case .workerUnavailable(let worker):
+                // Gone, declined (busy, unable after all) or too late: not a candidate any more.
+                logger.info("worker not available for this job", metadata: ["job_id": "\(job.id)", "worker_id": "\(worker)"])
+                workers.unavailable(worker)
+            case .stopWorker(let worker):
+                // It may accept after the timeout, too late (or took the job under another name).
+                await sendControl(job.id, .init(action: .cancel, workerID: worker))
+            case .countUnanswered:
+                do { try await apply(.offerUnanswered, to: job.id) } catch {
+                    // Only a count of attempts: the job waits on either way.
+                    logger.warning("cannot count a dispatch attempt: \(error)", metadata: ["job_id": "\(job.id)"])
+                }
+            case .failUndispatchable(let failure):
+                await failUndispatchable(job, failure)
+            case .rejectReply(.unreadable):
+                logger.warning("unreadable dispatch reply", metadata: ["job_id": "\(job.id)"])
+            case .rejectReply(.wrongSender(let stamp, let claimed)):
+                metrics.busMessagesRejected(.wrongSender)
+                logger.warning(
+                    "dispatch reply refused: '\(stamp)' accepted as worker '\(claimed)'", metadata: ["job_id": "\(job.id)"])
             }
-            return .placed
         }
-        metrics.dispatchLatency.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
-        workers.busy(worker)
+        return outcome
+    }
+
+    /// The acceptance, through the lifecycle: refused when the job was cancelled (or placed) meanwhile,
+    /// and then the lifecycle stops this worker.
+    private func recordAcceptance(_ job: Job, worker: String, identity: String) async {
         do {
-            // Refused when the job was cancelled (or placed) meanwhile: the lifecycle stops this worker.
-            if let (_, transition) = try await apply(
-                .offerAccepted(worker: worker, identity: SenderCheck.identity(acceptedBy: worker, stamp: reply.headers?[BusHeader.senderHeader])),
-                to: job.id),
-                transition.refusal == nil
-            {
+            if let (_, transition) = try await apply(.offerAccepted(worker: worker, identity: identity), to: job.id), transition.refusal == nil {
                 logger.info("job dispatched", metadata: ["job_id": "\(job.id)", "worker_id": "\(worker)"])
             }
         } catch {
@@ -156,7 +147,6 @@ extension BuildCoordinator {
             logger.error("cannot record a worker's acceptance: \(error)", metadata: ["job_id": "\(job.id)"])
             await sendControl(job.id, .init(action: .cancel, workerID: worker))
         }
-        return .placed
     }
 
     /// No worker can ever take it (on this farm, or at all): the farm's answer, not the project's fault.
@@ -179,7 +169,7 @@ extension BuildCoordinator {
         else { return }
         let stamp = message.headers?[BusHeader.senderHeader]
         guard Subjects.publishingWorker(of: message.subject).map({ $0 == ready.workerID }) ?? false,
-            stamp.map({ !$0.hasPrefix("worker:") || $0 == SenderCheck.identity(ofWorker: ready.workerID) }) ?? true
+            stamp.map({ WorkerCredential.workerID(ofIdentity: $0) == nil || $0 == SenderCheck.identity(ofWorker: ready.workerID) }) ?? true
         else {
             metrics.busMessagesRejected(.wrongSender)
             logger.warning(

@@ -19,21 +19,19 @@ extension BuildCoordinator {
             early[event.jobID]?.append((event, message))
             return
         }
-        if running[event.jobID] == nil, foreignJobs.contains(event.jobID) { return }  // another gateway ingests it
+        if !intake.isRunning(event.jobID), foreignJobs.contains(event.jobID) { return }  // another gateway ingests it
         await handleEvent(event, message)
     }
 
     func handleEvent(_ event: BuildEvent, _ message: BusMessage) async {
-        if let known = running[event.jobID], known.worker == event.workerID, known.lastSeq + 1 == event.seq,
-            Self.takesTheHotPath(event.type), SenderCheck.matches(message, identity: known.identity)
-        {
+        if intake.isHotPath(event, fromJobsIdentity: { SenderCheck.matches(message, identity: $0) }) {
             // The hot path (logs, heartbeats, phases of a running build): one transaction, no reads.
             let stored = StoredEvent(jobID: event.jobID, seq: event.seq, type: event.type.rawValue, data: Self.relayable(event))
             do {
                 if try await store.appendBuildingEvent(
                     stored, phase: event.type == .phase ? event.name : nil, seenAt: Date(), gateway: configuration.instanceID)
                 {
-                    running[event.jobID]?.lastSeq = event.seq
+                    intake.storedOnTheHotPath(event)
                     metrics.eventsStored.increment()
                     await relay(stored)
                     return
@@ -43,18 +41,9 @@ extension BuildCoordinator {
                 return
             }
             // Not stored (a duplicate, or the job ended meanwhile): the full path decides.
-            running[event.jobID] = nil
+            intake.forget(event.jobID)
         }
         await handleEventInFull(event, message)
-    }
-
-    /// Events that change nothing on the job but its phase and last-seen time; the rest (acceptance,
-    /// terminal events) go through `JobLifecycle`.
-    static func takesTheHotPath(_ kind: BuildEvent.Kind) -> Bool {
-        switch kind {
-        case .log, .heartbeat, .phase, .artifact: true
-        case .accepted, .done, .failed, .cancelled: false
-        }
     }
 
     /// Every check against the stored job: assignment, duplicates, gaps, state changes, `done`.
@@ -70,38 +59,19 @@ extension BuildCoordinator {
         }
         guard !isIngestedElsewhere(job) else { return }
         guard senders.accepts(message, identity: job.workerIdentity, job: job.id, what: "a \(event.type.rawValue) event") else { return }
-        guard let worker = event.workerID, worker == job.workerID else {
-            if let other = event.workerID, job.status != .waiting {
-                await sendControl(job.id, .init(action: .cancel, workerID: other))
-            }
-            return
-        }
         do {
-            let last = try await store.lastSeq(job: job.id)
-            if event.seq <= last {
-                // A duplicate (replay, resend). If it is the terminal one, the worker may have missed our ack.
-                if event.type.isTerminal, job.status.isTerminal { await sendControl(job.id, .init(action: .ack, seq: event.seq, workerID: worker)) }
-                return
-            }
-            if event.seq > last + 1 {
-                let now = ContinuousClock.now
-                if lastReplay[job.id].map({ now - $0 > .seconds(1) }) ?? true {
-                    lastReplay[job.id] = now
-                    await sendControl(job.id, .init(action: .replay, fromSeq: last + 1, workerID: worker))
+            switch intake.decide(event, job: job, lastStoredSeq: try await store.lastSeq(job: job.id), now: .now) {
+            case .ignore, .awaitReplay: return
+            case .stopWorker(let other): await sendControl(job.id, .init(action: .cancel, workerID: other))
+            case .acknowledge(let seq, let worker): await sendControl(job.id, .init(action: .ack, seq: seq, workerID: worker))
+            case .requestReplay(let from, let worker): await sendControl(job.id, .init(action: .replay, fromSeq: from, workerID: worker))
+            case .apply(let done):
+                let input: JobLifecycle.Input = done ? .workerDone(event, artifacts: try await attemptArtifacts(job.id)) : .workerEvent(event)
+                guard let (updated, transition) = try await apply(input, to: job.id, workerEvent: event) else { return }
+                intake.settled(event, job: updated, refused: transition.refusal != nil)
+                if updated.status.isTerminal, transition.refusal == nil {
+                    logger.info("job ended: \(updated.status.rawValue)", metadata: ["job_id": "\(job.id)"])
                 }
-                return
-            }
-            guard !job.status.isTerminal else { return }
-            let input: JobLifecycle.Input =
-                event.type == .done ? .workerDone(event, artifacts: try await attemptArtifacts(job.id)) : .workerEvent(event)
-            guard let (updated, transition) = try await apply(input, to: job.id, workerEvent: event) else { return }
-            if transition.refusal == nil, updated.status == .building, !event.type.isTerminal {
-                running[job.id] = RunningJob(worker: worker, identity: job.workerIdentity, lastSeq: event.seq)
-            } else {
-                running[job.id] = nil
-            }
-            if updated.status.isTerminal, transition.refusal == nil {
-                logger.info("job ended: \(updated.status.rawValue)", metadata: ["job_id": "\(job.id)"])
             }
         } catch {
             logger.error("cannot store event: \(error)", metadata: ["job_id": "\(job.id)"])

@@ -16,7 +16,7 @@ extension BuildCoordinator {
     /// True when another gateway ingests `jobID` (remembered, so its next messages cost no read).
     /// Unknown jobs and jobs nobody ingests yet are answered by every gateway alike.
     func isIngestedElsewhere(_ jobID: String) async -> Bool {
-        if running[jobID] != nil { return false }
+        if intake.isRunning(jobID) { return false }
         if foreignJobs.contains(jobID) { return true }
         let job: Job?
         do { job = try await store.job(jobID) } catch {
@@ -39,7 +39,7 @@ extension BuildCoordinator {
         guard let owner = job.ingestedBy, owner != me else { return false }
         if foreignJobs.count >= 10_000 { foreignJobs.removeAll() }
         foreignJobs.insert(job.id)
-        running[job.id] = nil
+        intake.forget(job.id)
         return true
     }
 
@@ -52,7 +52,7 @@ extension BuildCoordinator {
             peerGateways = try await store.heartbeat(gateway: me, lease: configuration.gatewayLease)
             for job in try await store.adoptOrphans(by: me, lease: configuration.gatewayLease) {
                 foreignJobs.remove(job.id)
-                running[job.id] = nil
+                intake.forget(job.id)
                 let last = try await store.lastSeq(job: job.id)
                 try await apply(.workerSeen, to: job.id)
                 await sendControl(job.id, .init(action: .replay, fromSeq: last + 1, workerID: job.workerID))
@@ -71,7 +71,7 @@ extension BuildCoordinator {
     /// gateway ingests every job it streams.
     func catchUpPeerStreams() async {
         guard peerGateways > 0 else { return }
-        let jobs = hub.followedJobs().filter { running[$0] == nil }
+        let jobs = hub.followedJobs().filter { !intake.isRunning($0) }
         guard !jobs.isEmpty else { return }
         await peerRelay.catchUp(jobs: jobs, quietFor: .seconds(1))
     }

@@ -47,7 +47,7 @@ extension BuildCoordinator {
             case .stopWorker(let worker):
                 await sendControl(job.id, .init(action: .cancel, workerID: worker))
             case .wakeDispatcher:
-                running[job.id] = nil
+                intake.forget(job.id)
                 wakeDispatcher.yield()
             case .clearResultChunks:
                 do { try await store.clearChunks(job: job.id) } catch {

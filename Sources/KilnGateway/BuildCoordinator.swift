@@ -27,11 +27,11 @@ public actor BuildCoordinator {
     var dispatchAgain = false
     /// The workers that announced themselves, and what they can build.
     var workers = WorkerDirectory()
-    var lastReplay: [String: ContinuousClock.Instant] = [:]
-    /// Building jobs whose events are flowing: their worker and last stored seq, so the next event
-    /// can be stored without reading the job first. The store stays the authority: the hot path's
-    /// insert checks the job is still building, and anything unexpected takes the full path.
-    var running: [String: RunningJob] = [:]
+    /// What a worker's event means (hot path or full path, duplicates, gaps): building jobs whose
+    /// events are flowing, with their worker and last stored seq, so the next event can be stored
+    /// without reading the job first. The store stays the authority: the hot path's insert checks the
+    /// job is still building, and anything unexpected takes the full path.
+    var intake = EventIntake()
     /// Events of jobs whose dispatch request is in flight, in arrival order.
     var early: [String: [(BuildEvent, BusMessage)]] = [:]
     /// Source requests and result chunks that overtook their worker's acceptance, answered once it is
@@ -52,13 +52,6 @@ public actor BuildCoordinator {
     /// one loop in `run()` (a burst of wake-ups is one pass).
     private nonisolated let dispatchWakeups: AsyncStream<Void>
     nonisolated let wakeDispatcher: AsyncStream<Void>.Continuation
-
-    struct RunningJob {
-        let worker: String
-        /// The broker-authenticated sender bound to the job, if any.
-        let identity: String?
-        var lastSeq: Int
-    }
 
     /// What is stored and relayed for an event: the gateway's own compact, single-line encoding of
     /// the fields it understood, never the worker's bytes (JSON may carry raw newlines between
@@ -223,7 +216,7 @@ public actor BuildCoordinator {
                 && Date().timeIntervalSince(job.lastSeenAt ?? job.startedAt ?? Date()) > limit
             {
                 let last = try await store.lastSeq(job: job.id)
-                running[job.id] = nil
+                intake.forget(job.id)
                 guard let (updated, transition) = try await apply(.workerSilent(lastSeq: last, limitSeconds: Int(limit)), to: job.id),
                     transition.refusal == nil
                 else { continue }

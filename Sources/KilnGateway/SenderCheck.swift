@@ -19,7 +19,7 @@ struct SenderCheck: Sendable {
     /// where there is one, else the worker's id (held to the subjects its later messages come on).
     static func identity(acceptedBy worker: String, stamp: String?) -> String { stamp ?? identity(ofWorker: worker) }
 
-    static func identity(ofWorker worker: String) -> String { "worker:" + worker }
+    static func identity(ofWorker worker: String) -> String { WorkerCredential.identity(of: worker) }
 
     /// True when the message's subject (and stamp, if any) say it comes from `identity`. The
     /// allocation-free check of the events' hot path; `accepts` is the logged one.
@@ -29,7 +29,7 @@ struct SenderCheck: Sendable {
         if let stamp, stamp != identity { return false }
         guard let worker = Subjects.publishingWorker(of: message.subject) else { return false }
         // A stamped identity names the broker user; an unstamped one is the worker id itself.
-        return stamp != nil || (identity.hasPrefix("worker:") && identity.utf8.dropFirst(7).elementsEqual(worker.utf8))
+        return stamp != nil || WorkerCredential.workerID(ofIdentity: identity).map { $0.utf8.elementsEqual(worker.utf8) } ?? false
     }
 
     func accepts(_ message: BusMessage, identity: String?, job: String, what: String) -> Bool {

@@ -42,7 +42,7 @@ public struct WorkerCertifier: Sendable {
             return .failure(Refusal("not a certification subject: \(subject)"))
         }
         let id = String(tokens[2])
-        guard sender == WorkerCredential(workerID: id, issuedAt: 0, expiresAt: 0).identity else {
+        guard sender == WorkerCredential.identity(of: id) else {
             return .failure(Refusal("the request for worker \(id) does not come from that worker's bus identity (sender \(sender ?? "not stamped"))"))
         }
         guard payload.count <= 4096, let request = try? JSONDecoder().decode(WorkerCertificateRequest.self, from: Data(payload)) else {

@@ -247,7 +247,7 @@ public final class WorkerPool: Service, Sendable {
             return try WorkerCredential(workerID: id, issuedAt: now, expiresAt: expires).mint(key: key)
         }
         return try NATSAccountSetup.user(
-            BusRoles.worker(id), name: "worker:" + id, accountKey: NATSKey(role: .account, privateKey: key), expires: expires, now: now
+            BusRoles.worker(id), name: WorkerCredential.identity(of: id), accountKey: NATSKey(role: .account, privateKey: key), expires: expires, now: now
         ).credsText
     }
 

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import KilnBus
 import KilnBusClient
@@ -103,5 +104,48 @@ import Testing
         let metrics = try await HTTPGet.get(port: c.gateway.port, path: "/metrics").body
         let line = metrics.split(separator: "\n").first { $0.hasPrefix("kiln_gateway_bus_messages_rejected_total{reason=\"wrong_sender\"}") }
         #expect((line?.split(separator: " ").last.flatMap { Int($0) } ?? 0) >= 60, "\(line ?? "no metric")")
+    }
+
+    /// A worker takes a job only as itself: a worker credential ("evil", minted by the pool's key and
+    /// stamped `worker:evil` by the broker) answers the gateway's offer accepting under another worker's
+    /// id. Recorded, the job would name an innocent worker while the impostor builds it, and that
+    /// worker's later messages would be taken as the job's. Watched succeeding before the check: the
+    /// job went `building` with `worker_id` "innocent".
+    @Test func aWorkerCannotAcceptAJobUnderAnotherWorkersName() async throws {
+        let pre = try TemporaryDirectory(prefix: "kiln-impostor")
+        let credentialKey = Curve25519.Signing.PrivateKey()
+        try credentialKey.publicKey.rawRepresentation.map { String(format: "%02x", $0) }.joined()
+            .write(toFile: pre.file("cred.pub"), atomically: true, encoding: .utf8)
+        let c = try await TestCluster(
+            brokerArgs: ["--users", OpenAPIDocumentTests.packageRoot + "/cluster/broker-users.production.json", "--credential-key", pre.file("cred.pub")],
+            brokerURLForGateway: { "kiln://gateway:change-me-gateway@127.0.0.1:\($0)" })
+        defer { c.stop() }
+        let now = Int64(Date().timeIntervalSince1970)
+        var asEvil = BusClient.Configuration(host: "127.0.0.1", port: c.broker.port, reconnect: false)
+        asEvil.token = try WorkerCredential(workerID: "evil", issuedAt: now, expiresAt: now + 600).mint(key: credentialKey)
+        asEvil.inboxNamespace = "evil"
+        let evil = try await BusClient.connect(asEvil, logger: Logger(label: "evil"))
+        let offers = try evil.subscribe(Subjects.buildRequest, queue: Subjects.workersQueue)
+        try await evil.flush()
+        let id = try await c.submit(Fixtures.helloCrate())
+        let offer = try #require(await offers.first(within: .seconds(60)), "the gateway offered the job")
+        let controls = try evil.subscribe(Subjects.control(id))
+        try await evil.flush()
+        let reply = try #require(offer.reply)
+        try await evil.publish(reply, payload: Array(try JSONEncoder().encode(DispatchReply.accept(workerID: "innocent"))))
+        // The impostor is told to stop, under its own name; the job is not the innocent worker's.
+        let stop = try #require(await controls.first(within: .seconds(30)), "no control message for the impostor")
+        let control = try JSONDecoder().decode(ControlMessage.self, from: Data(stop.payloadBytes))
+        #expect(control.action == .cancel && control.workerID == "evil", "\(control)")
+        let job = try await c.status(id)
+        #expect(job["status"] as? String == "waiting" && job["worker_id"] as? String == nil, "\(job)")
+        await evil.close()
+        let metrics = try await HTTPGet.get(port: c.gateway.port, path: "/metrics").body
+        // No acceptance was recorded at all (before the check: "job dispatched" to "innocent", and only
+        // the silence limit ended that attempt 16 s later).
+        #expect(metrics.contains("kiln_gateway_dispatch_latency_seconds_count 0"), "an acceptance was recorded")
+        #expect(
+            metrics.contains("kiln_gateway_bus_messages_rejected_total{reason=\"wrong_sender\"} 1"),
+            "\(metrics.split(separator: "\n").filter { $0.contains("rejected") })")
     }
 }
