@@ -15,11 +15,20 @@ public enum ELFSymbolDiff {
     public struct Result: Sendable, Equatable {
         /// Differing symbols (demangled crate paths where Rust's legacy mangling allows), at most `maxNamed`.
         public var symbols: [String]
-        /// Crates owning differing symbols, most differing symbols first.
+        /// Crates owning differing symbols: the likely causes first (`causeCrates`), then the rest,
+        /// most differing symbols first.
         public var crates: [String]
         /// The first differing symbol in file order (the first differing byte itself is often in a
         /// header or the build id, which no symbol holds).
         public var firstDifferenceSymbol: String?
+        /// Symbols of a different size in the two files, at most `maxNamed`.
+        public var resizedSymbols: [String]
+        /// Where the difference likely starts: the crate of the first differing symbol, then the
+        /// crates of resized symbols. One table laid out differently moves everything after it, and
+        /// then most of the binary differs (ripgrep: one unicode-linebreak table, 37 crates differing
+        /// by the addresses they hold); everything before the first difference is identical, and a
+        /// symbol that changed size changed itself.
+        public var causeCrates: [String]
     }
 
     struct Symbol {
@@ -121,17 +130,26 @@ public enum ELFSymbolDiff {
         guard let ta = ELFSectionTable(a), let tb = ELFSectionTable(b), let sa = symbols(a, ta), let sb = symbols(b, tb) else { return nil }
         var differing: [String] = []
         var first: String?
+        var resized: [String] = []
+        var causes: [String] = []
         var crates: [String: Int] = [:]
         for (key, x) in sa.sorted(by: { $0.value.offset < $1.value.offset }) {
             guard let y = sb[key] else { continue }
             if x.size == y.size, a[x.offset..<(x.offset + x.size)] == b[y.offset..<(y.offset + y.size)] { continue }
             let path = readable(x.name)
-            if first == nil { first = path }
+            let owner = crate(of: path)
+            if first == nil {
+                first = path
+                if let owner { causes.append(owner) }
+            }
+            if x.size != y.size {
+                if resized.count < maxNamed { resized.append(path) }
+                if let owner, !causes.contains(owner), causes.count < maxNamed { causes.append(owner) }
+            }
             if differing.count < maxNamed { differing.append(path) }
-            if let crate = crate(of: path) { crates[crate, default: 0] += 1 }
+            if let owner { crates[owner, default: 0] += 1 }
         }
-        return Result(
-            symbols: differing, crates: crates.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.map(\.key),
-            firstDifferenceSymbol: first)
+        let rest = crates.filter { !causes.contains($0.key) }.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.map(\.key)
+        return Result(symbols: differing, crates: causes + rest, firstDifferenceSymbol: first, resizedSymbols: resized, causeCrates: causes)
     }
 }

@@ -39,11 +39,14 @@ public struct RebuildComparison: Codable, Sendable, Equatable {
         /// For ELF files: the sections whose bytes differ (nil when either file is not ELF).
         public var differingSections: [String]?
         /// For ELF files with symbols: the functions and data whose bytes differ (at most 20), the
-        /// crates they belong to (most first: the dependency to look at), and the first differing
-        /// symbol in file order.
+        /// crates they belong to (likely causes first), the first differing symbol in file order, the
+        /// symbols whose size differs, and the crates where the difference likely starts (see
+        /// `ELFSymbolDiff.Result.causeCrates`: the dependency to look at).
         public var differingSymbols: [String]?
         public var differingCrates: [String]?
         public var firstDifferenceSymbol: String?
+        public var resizedSymbols: [String]?
+        public var causeCrates: [String]?
 
         enum CodingKeys: String, CodingKey {
             case name, verdict, original, rebuilt
@@ -52,6 +55,8 @@ public struct RebuildComparison: Codable, Sendable, Equatable {
             case differingSymbols = "differing_symbols"
             case differingCrates = "differing_crates"
             case firstDifferenceSymbol = "first_difference_symbol"
+            case resizedSymbols = "resized_symbols"
+            case causeCrates = "cause_crates"
         }
     }
 
@@ -102,6 +107,8 @@ public struct RebuildComparison: Codable, Sendable, Equatable {
             artifact.differingSymbols = symbols.symbols
             artifact.differingCrates = symbols.crates
             artifact.firstDifferenceSymbol = symbols.firstDifferenceSymbol
+            artifact.resizedSymbols = symbols.resizedSymbols.isEmpty ? nil : symbols.resizedSymbols
+            artifact.causeCrates = symbols.causeCrates
         }
         return artifact
     }

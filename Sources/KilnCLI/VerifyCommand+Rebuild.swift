@@ -56,8 +56,14 @@ extension VerifyCommand {
             if let sections = a.differingSections {
                 lines.append("      ELF sections that differ: " + (sections.isEmpty ? "none (headers only)" : sections.joined(separator: " ")))
             }
+            if let causes = a.causeCrates, !causes.isEmpty {
+                lines.append("      the difference likely starts in crate: " + causes.joined(separator: " "))
+            }
+            if let resized = a.resizedSymbols, !resized.isEmpty {
+                lines.append("      symbols of another size: " + resized.prefix(8).joined(separator: ", ") + (resized.count > 8 ? ", …" : ""))
+            }
             if let crates = a.differingCrates, !crates.isEmpty {
-                lines.append("      crates whose code or data differ (most first): " + crates.joined(separator: " "))
+                lines.append("      crates whose code or data differ (likely causes first): " + crates.joined(separator: " "))
             }
             if let symbol = a.firstDifferenceSymbol { lines.append("      first difference inside: \(symbol)") }
             if let symbols = a.differingSymbols, !symbols.isEmpty {

@@ -61,7 +61,8 @@ extension BuildPipeline {
             var line = "\(artifact.name): \(artifact.verdict.rawValue)"
             if let offset = artifact.firstDifferenceOffset { line += ", first difference at byte \(offset)" }
             if let sections = artifact.differingSections { line += sections.isEmpty ? "" : ", sections \(sections.joined(separator: " "))" }
-            if let crates = artifact.differingCrates, !crates.isEmpty { line += ", in crates \(crates.prefix(5).joined(separator: " "))" }
+            if let causes = artifact.causeCrates, !causes.isEmpty { line += ", likely from crate \(causes.prefix(3).joined(separator: " "))" }
+            if let crates = artifact.differingCrates, !crates.isEmpty { line += ", \(crates.count) crates differ" }
             if let symbol = artifact.firstDifferenceSymbol { line += " (first in \(symbol))" }
             note(line)
         }

@@ -199,6 +199,7 @@ import Testing
         let artifact = RebuildComparison.compare(name: "app", original: first, rebuilt: second)
         #expect(artifact.verdict == .different)
         #expect(artifact.differingCrates?.first == "kiln_table", "\(artifact)")
+        #expect(artifact.causeCrates == ["kiln_table"], "\(artifact)")
         #expect(artifact.firstDifferenceSymbol?.hasPrefix("kiln_table::TABLE") == true, "\(artifact)")
         #expect(artifact.differingSymbols?.contains { $0.hasPrefix("kiln_table::TABLE") } == true)
         // The same binary against itself: nothing to name.
