@@ -72,14 +72,18 @@ struct CertifyingFarm {
         try await build(files: Fixtures.helloCrate(name: name, buildRS: buildRS), name: name, nonce: nonce, timeout: timeout)
     }
 
-    /// Submits `files` as a project (or, with `repo`, that repository at `ref`) through the CLI, follows
+    /// Submits `files` as a project (or, with `repo`, that repository at `ref`; with `directory`, that
+    /// directory as it is) through the CLI, follows
     /// it and downloads the result; returns its path.
     func build(
-        files: [String: String] = [:], repo: (url: String, ref: String)? = nil, name: String, nonce: String, timeout: Duration = .seconds(180)
+        files: [String: String] = [:], repo: (url: String, ref: String)? = nil, directory: String? = nil, name: String, nonce: String,
+        timeout: Duration = .seconds(180)
     ) async throws -> String {
         var source: [String]
         if let repo {
             source = ["--repo", repo.url, "--ref", repo.ref]
+        } else if let directory {
+            source = [directory]
         } else {
             let src = dir.file("src-\(name)")
             try Fixtures.write(files, to: src)

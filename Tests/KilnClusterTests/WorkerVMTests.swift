@@ -126,6 +126,19 @@ import Testing
     /// A worker boots in a fresh VM, connects to the broker through the forward and asks for its
     /// in-memory key to be certified (it announces itself only once certified); nobody answers here,
     /// so the VM is killed at its deadline and nothing of it remains.
+    /// A guest kernel panic ends the launch as a failure. Without pvpanic the panic's reboot under
+    /// `-no-reboot` made qemu exit 0 — a panicked VM looked like one whose worker finished (CI run 11).
+    @Test func aGuestKernelPanicIsAFailedLaunchNotACleanExit() async throws {
+        let dir = try TemporaryDirectory()
+        _ = try await Self.buildImage(into: dir.file("image"))
+        let vm = try await Self.bootVM(["--image", dir.file("image"), "--id", "wpanic", "--mode", "panic", "--accel", "tcg", "--deadline", "120"])
+        defer { vm.stop() }
+        let status = try await vm.waitForExit(timeout: .seconds(180))
+        #expect(vm.output.contains { $0.contains("kiln-vm: panicking on purpose") }, "\(vm.output.suffix(20))")
+        #expect(status != 0, "a panicked guest must not look like a clean exit: \(vm.output.suffix(20))")
+        #expect(status != 137, "qemu itself ended it, not the deadline's kill")
+    }
+
     @Test func aWorkerBootsAsksForItsCertificateAndIsKilledAtItsDeadline() async throws {
         let dir = try TemporaryDirectory()
         _ = try await Self.buildImage(into: dir.file("image"))

@@ -42,10 +42,12 @@ cp /usr/sbin/dmsetup "$root/bin/dmsetup"
   mkdir -p "$root$(dirname "$lib")"
   cp -L "$lib" "$root$lib"
 done
+# pvpanic first: from then on a guest kernel panic makes qemu exit with a failure (launch-vm.sh's
+# -action panic=exit-failure) instead of the clean exit a reboot under -no-reboot would look like.
 # virtio modules, in dependency order (modules.dep), for the network card and the entropy source;
 # qemu_fw_cfg for the broker credential the launch passes outside the kernel command line; fuse and
 # virtiofs for the read-only toolchain share.
-order="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net virtio-rng qemu_fw_cfg fuse virtiofs"
+order="pvpanic pvpanic-pci virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net virtio-rng qemu_fw_cfg fuse virtiofs"
 # virtio_blk, device mapper with dm-verity, and squashfs for the baked toolchain disk.
 order+=" virtio_blk dm-mod dm-bufio reed_solomon dm-verity squashfs"
 for m in $order; do

@@ -23,7 +23,10 @@
 # kernel command line.
 #
 # Options: --image DIR  --id ID  --broker URL (kiln://host:port or nats://host:port)
-#          --deadline SECONDS (default 3600)  --mode run|check  --memory MiB (default 2048)
+#          --deadline SECONDS (default 3600)  --mode run|check|panic  --memory MiB (default 2048)
+#          (panic: the guest kernel panics on purpose once booted; the launch must then fail)
+#          --cpus N (default 1; only with --tee none: a confidential VM's launch measurement in image.json
+#          is taken for one vCPU, and every vCPU's initial state is part of it)
 #          --accel auto|kvm|tcg (default auto: KVM when /dev/kvm is usable and KILN_VM_ACCEL is not tcg)
 #          --tee none|sev-snp|tdx  --print-command (print the qemu command line and exit)
 #          --print-cmdline (print the guest kernel's command line and exit: build-image.sh measures it)
@@ -31,7 +34,7 @@
 #          --toolchain image|host|DIR (image: the image's dm-verity toolchain disk; host|DIR: share read-only
 #          over virtiofs; without a toolchain the guest can build nothing)
 set -euo pipefail
-image="" id="" broker="" deadline=3600 mode=run memory=2048 accel=${KILN_VM_ACCEL:-auto} tee=none print=0 probe="" toolchain=""
+image="" id="" broker="" deadline=3600 mode=run memory=2048 cpus=1 accel=${KILN_VM_ACCEL:-auto} tee=none print=0 probe="" toolchain=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --image) image=$2; shift 2 ;;
@@ -40,6 +43,7 @@ while [ $# -gt 0 ]; do
     --deadline) deadline=$2; shift 2 ;;
     --mode) mode=$2; shift 2 ;;
     --memory) memory=$2; shift 2 ;;
+    --cpus) cpus=$2; shift 2 ;;
     --accel) accel=$2; shift 2 ;;
     --tee) tee=$2; shift 2 ;;
     --print-command) print=1; shift ;;
@@ -54,7 +58,8 @@ fail() { echo "launch-vm.sh: $*" >&2; exit 2; }
 [[ "$id" =~ ^[A-Za-z0-9_-]{1,64}$ ]] || fail "--id must be 1 to 64 of A-Z a-z 0-9 _ -"
 [[ "$deadline" =~ ^[0-9]{1,6}$ ]] && [ "$deadline" -ge 5 ] || fail "--deadline must be 5 to 999999 seconds"
 [[ "$memory" =~ ^[0-9]{3,6}$ ]] && [ "$memory" -ge 100 ] || fail "--memory must be 100 to 999999 MiB"
-case "$mode" in run|check) ;; *) fail "--mode must be run or check" ;; esac
+[[ "$cpus" =~ ^[0-9]{1,3}$ ]] && [ "$cpus" -ge 1 ] && [ "$cpus" -le 256 ] || fail "--cpus must be 1 to 256"
+case "$mode" in run|check|panic) ;; *) fail "--mode must be run, check or panic" ;; esac
 [[ "$probe" =~ ^([0-9.]+:[0-9]{1,5}(,[0-9.]+:[0-9]{1,5})*)?$ ]] || fail "--probe must be ADDR:PORT[,ADDR:PORT…]"
 guest_broker=""
 [ "$mode" = run ] && [ -z "$broker" ] && fail "--broker is needed to run a worker"
@@ -108,6 +113,7 @@ netdev="user,id=n0,restrict=on"
 machine=q35
 cpu=max
 tee_args=()
+[ "$tee" = none ] || [ "$cpus" = 1 ] || fail "--cpus $cpus with --tee $tee: the image's launch measurement is for one vCPU"
 case "$tee" in
   none) ;;
   sev-snp)
@@ -127,11 +133,16 @@ case "$tee" in
     tee_args=(-object "tdx-guest,id=tdx0" -bios "${KILN_OVMF_TDX:-/usr/share/ovmf/OVMF.tdx.fd}") ;;
   *) fail "--tee must be none, sev-snp or tdx" ;;
 esac
-qemu=(qemu-system-x86_64 -accel "$accel" -machine "$machine" -cpu "$cpu" -m "$memory" -smp 1
+qemu=(qemu-system-x86_64 -accel "$accel" -machine "$machine" -cpu "$cpu" -m "$memory" -smp "$cpus"
   -nographic -no-reboot -nodefaults -serial stdio
   -kernel "$image/vmlinuz" -initrd "$image/initramfs.cpio" -append "$cmdline"
   -netdev "$netdev" -device virtio-net-pci,netdev=n0,romfile=
   -device virtio-rng-pci "${tee_args[@]}"
+  # A guest kernel panic must not look like a clean end: under -no-reboot the panic's reboot would
+  # make qemu exit 0. With pvpanic (loaded first by the guest's init) qemu exits with a failure. A panic
+  # before init loads the module still ends as a reboot (exit 0): the pool then sees a worker that never
+  # announced itself or a job whose worker fell silent, and the job is retried.
+  -device pvpanic-pci -action panic=exit-failure
   -fw_cfg "name=opt/kiln/worker_id,string=$id" -fw_cfg "name=opt/kiln/isolation,string=vm-$accel")
 [ -z "$guest_broker" ] || qemu+=(-fw_cfg "name=opt/kiln/broker,string=$guest_broker")
 # A development farm's extra worker flags (KILN_WORKER_ARGS), never for a confidential VM: what the host
