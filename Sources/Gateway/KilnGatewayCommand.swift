@@ -37,6 +37,8 @@ struct KilnGatewayCommand: AsyncParsableCommand {
     @Option(help: "Largest request body in bytes (default 256 MiB).") var maxBody = 256 << 20
     @Option(help: "Days a result is kept.") var retentionDays: Double = 7
     @Option(help: "Seconds a dispatched worker has to accept.") var ackTimeout: Double = 5
+    @Option(help: "Events held per job while its dispatch is settled (a worker's first events can overtake its acceptance); more are dropped and replayed.")
+    var maxHeldEvents = 256
     @Option(help: "Seconds of worker silence before its job fails (3 heartbeats).") var workerSilence: Double = 15
     @Option(help: "Seconds without a heartbeat in the job store after which another gateway adopts this one's building jobs (several gateways on one PostgreSQL).")
     var gatewayLease: Double = 5
@@ -91,6 +93,8 @@ struct KilnGatewayCommand: AsyncParsableCommand {
         cfg.maxBodyBytes = maxBody
         cfg.retention = .seconds(retentionDays * 86400)
         cfg.ackTimeout = .seconds(ackTimeout)
+        guard (1...100_000).contains(maxHeldEvents) else { throw ValidationError("--max-held-events must be 1 to 100000") }
+        cfg.maxHeldEvents = maxHeldEvents
         cfg.workerSilenceLimit = .seconds(workerSilence)
         guard gatewayLease >= 2, gatewayLease <= 3600 else { throw ValidationError("--gateway-lease must be 2 to 3600 seconds (heartbeats are 1 s apart)") }
         cfg.gatewayLease = .seconds(gatewayLease)

@@ -52,7 +52,7 @@ extension BuildCoordinator {
     func offer(_ job: Job) async -> Offer {
         // A worker's first events can overtake its acceptance on the way here; they wait until the
         // assignment is recorded instead of being dropped as coming from an unknown worker.
-        early[job.id] = []
+        holdback.begin(job.id)
         foreignJobs.remove(job.id)
         let outcome = await offerOnce(job)
         // Placed or not, this gateway is done offering it: a job still waiting is anyone's again.
@@ -60,13 +60,11 @@ extension BuildCoordinator {
             // The claim expires on its own (`ackTimeout` + 10 s); only then may another gateway offer it.
             logger.warning("cannot release a dispatch claim: \(error)", metadata: ["job_id": "\(job.id)"])
         }
-        while let queue = early[job.id], let (event, message) = queue.first {
-            early[job.id] = Array(queue.dropFirst())
+        while let (event, message) = holdback.nextEvent(of: job.id) {
             await handleEvent(event, message)
         }
         // Then the requests held back; any arriving from now on are answered directly.
-        early[job.id] = nil
-        for message in earlyRequests.removeValue(forKey: job.id) ?? [] {
+        for message in holdback.release(job.id) {
             if BusMessageParsing.isResultChunk(subject: message.subject) {
                 await handleResultChunk(message)
             } else {

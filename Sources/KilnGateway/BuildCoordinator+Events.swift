@@ -14,9 +14,9 @@ import NIOCore
 extension BuildCoordinator {
     func handleEvent(_ message: BusMessage) async {
         guard let event = try? BuildEvent.decode(message.payloadBytes) else { return }
-        if early[event.jobID] != nil {
+        if holdback.isHolding(event.jobID) {
             // Its dispatch is still being settled (see `offer`): kept, in order, until then.
-            early[event.jobID]?.append((event, message))
+            if !holdback.hold(event, message) { metrics.busMessagesRejected(.heldBackOverflow) }
             return
         }
         if !intake.isRunning(event.jobID), foreignJobs.contains(event.jobID) { return }  // another gateway ingests it

@@ -31,9 +31,9 @@ extension BuildCoordinator {
             return
         }
         let (jobID, index, count, sha, size, offset) = (chunk.jobID, chunk.index, chunk.count, chunk.sha256, chunk.size, chunk.offset)
-        if early[jobID] != nil {
-            // It overtook its worker's acceptance: answered once that is recorded (bounded like the events).
-            if earlyRequests[jobID, default: []].count < 64 { earlyRequests[jobID, default: []].append(message) }
+        if holdback.isHolding(jobID) {
+            // It overtook its worker's acceptance: answered once that is recorded.
+            if !holdback.hold(request: message, of: jobID) { metrics.busMessagesRejected(.heldBackOverflow) }
             return
         }
         let job: Job

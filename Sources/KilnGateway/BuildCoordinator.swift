@@ -32,11 +32,8 @@ public actor BuildCoordinator {
     /// without reading the job first. The store stays the authority: the hot path's insert checks the
     /// job is still building, and anything unexpected takes the full path.
     var intake = EventIntake()
-    /// Events of jobs whose dispatch request is in flight, in arrival order.
-    var early: [String: [(BuildEvent, BusMessage)]] = [:]
-    /// Source requests and result chunks that overtook their worker's acceptance, answered once it is
-    /// recorded (a worker with nothing to build uploads at once).
-    var earlyRequests: [String: [BusMessage]] = [:]
+    /// Events and requests of jobs whose dispatch is in flight, in arrival order, bounded per job.
+    var holdback: DispatchHoldback
     /// Jobs whose last chunk is being checked and moved into place (one finisher per job).
     var finishingResults: Set<String> = []
     /// Jobs another gateway ingests (see `Job.ingestedBy`): their workers' messages are left to it
@@ -76,6 +73,7 @@ public actor BuildCoordinator {
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
+        self.holdback = DispatchHoldback(maxEvents: configuration.maxHeldEvents)
     }
 
     // MARK: - lifecycle
@@ -195,9 +193,9 @@ public actor BuildCoordinator {
 
     func handleSourceRequest(_ message: BusMessage) async {
         guard answersOnlyTheWorkersInbox(message), let jobID = BusMessageParsing.jobID(subject: message.subject) else { return }
-        if early[jobID] != nil {
-            // The worker asked before its acceptance was recorded: answer once it is (bounded like the events).
-            if earlyRequests[jobID, default: []].count < 64 { earlyRequests[jobID, default: []].append(message) }
+        if holdback.isHolding(jobID) {
+            // The worker asked before its acceptance was recorded: answered once it is.
+            if !holdback.hold(request: message, of: jobID) { metrics.busMessagesRejected(.heldBackOverflow) }
             return
         }
         guard await !isIngestedElsewhere(jobID) else { return }

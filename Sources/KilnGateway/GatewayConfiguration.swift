@@ -26,6 +26,9 @@ public struct GatewayConfiguration: Sendable {
     public var retention: Duration = .seconds(7 * 24 * 3600)
     /// How long a dispatched worker has to accept.
     public var ackTimeout: Duration = .seconds(5)
+    /// Events held per job while its offer is settled (`DispatchHoldback`); beyond, they are dropped,
+    /// counted, and replayed by the worker on the gap.
+    public var maxHeldEvents = 256
     /// This gateway among several sharing one job store (its dispatch claims carry it).
     public var instanceID = "g" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
     /// A gateway whose heartbeat in the job store is older than this is presumed gone: another

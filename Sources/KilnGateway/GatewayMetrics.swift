@@ -42,6 +42,8 @@ public final class GatewayMetrics: Sendable {
         case wrongSender = "wrong_sender"
         /// A request whose reply subject is not its worker's inbox (it would have the gateway publish elsewhere).
         case foreignReplySubject = "foreign_reply_subject"
+        /// An event or request of a job being offered beyond what is held for it (`DispatchHoldback`).
+        case heldBackOverflow = "held_back_overflow"
     }
 
     func busMessagesRejected(_ reason: RejectedBusMessage) { rejected[reason]?.increment() }

@@ -112,21 +112,8 @@ import Testing
     /// worker's later messages would be taken as the job's. Watched succeeding before the check: the
     /// job went `building` with `worker_id` "innocent".
     @Test func aWorkerCannotAcceptAJobUnderAnotherWorkersName() async throws {
-        let pre = try TemporaryDirectory(prefix: "kiln-impostor")
-        let credentialKey = Curve25519.Signing.PrivateKey()
-        try credentialKey.publicKey.rawRepresentation.map { String(format: "%02x", $0) }.joined()
-            .write(toFile: pre.file("cred.pub"), atomically: true, encoding: .utf8)
-        let c = try await TestCluster(
-            brokerArgs: ["--users", OpenAPIDocumentTests.packageRoot + "/cluster/broker-users.production.json", "--credential-key", pre.file("cred.pub")],
-            brokerURLForGateway: { "kiln://gateway:change-me-gateway@127.0.0.1:\($0)" })
+        let (c, evil, offers) = try await Self.clusterWithAWorkerLogin("evil")
         defer { c.stop() }
-        let now = Int64(Date().timeIntervalSince1970)
-        var asEvil = BusClient.Configuration(host: "127.0.0.1", port: c.broker.port, reconnect: false)
-        asEvil.token = try WorkerCredential(workerID: "evil", issuedAt: now, expiresAt: now + 600).mint(key: credentialKey)
-        asEvil.inboxNamespace = "evil"
-        let evil = try await BusClient.connect(asEvil, logger: Logger(label: "evil"))
-        let offers = try evil.subscribe(Subjects.buildRequest, queue: Subjects.workersQueue)
-        try await evil.flush()
         let id = try await c.submit(Fixtures.helloCrate())
         let offer = try #require(await offers.first(within: .seconds(60)), "the gateway offered the job")
         let controls = try evil.subscribe(Subjects.control(id))
@@ -147,5 +134,66 @@ import Testing
         #expect(
             metrics.contains("kiln_gateway_bus_messages_rejected_total{reason=\"wrong_sender\"} 1"),
             "\(metrics.split(separator: "\n").filter { $0.contains("rejected") })")
+    }
+
+    /// A cluster on kiln-broker with the production users file and minted worker credentials, no
+    /// worker; and a connection holding worker `id`'s valid credential, subscribed to the workers'
+    /// queue group (so it gets every offer).
+    static func clusterWithAWorkerLogin(_ id: String, gatewayArgs: [String] = []) async throws -> (TestCluster, BusClient, BusSubscription) {
+        let pre = try TemporaryDirectory(prefix: "kiln-worker-login")
+        let credentialKey = Curve25519.Signing.PrivateKey()
+        try credentialKey.publicKey.rawRepresentation.map { String(format: "%02x", $0) }.joined()
+            .write(toFile: pre.file("cred.pub"), atomically: true, encoding: .utf8)
+        let c = try await TestCluster(
+            gatewayArgs: gatewayArgs,
+            brokerArgs: ["--users", OpenAPIDocumentTests.packageRoot + "/cluster/broker-users.production.json", "--credential-key", pre.file("cred.pub")],
+            brokerURLForGateway: { "kiln://gateway:change-me-gateway@127.0.0.1:\($0)" })
+        let now = Int64(Date().timeIntervalSince1970)
+        var login = BusClient.Configuration(host: "127.0.0.1", port: c.broker.port, reconnect: false)
+        login.token = try WorkerCredential(workerID: id, issuedAt: now, expiresAt: now + 600).mint(key: credentialKey)
+        login.inboxNamespace = id
+        let client = try await BusClient.connect(login, logger: Logger(label: id))
+        let offers = try client.subscribe(Subjects.buildRequest, queue: Subjects.workersQueue)
+        try await client.flush()
+        return (c, client, offers)
+    }
+
+    /// #29: nothing a worker sends about a job while its offer is being settled has passed a sender
+    /// check yet, and it is held until the offer settles. A worker that takes the offer and, instead
+    /// of answering, floods the job's events must not grow the gateway: at most `--max-held-events`
+    /// are held per job, the rest dropped and counted (a real worker replays them on the gap).
+    @Test func aWorkerFloodingAJobInItsOfferWindowDoesNotGrowTheGateway() async throws {
+        let (c, flooder, offers) = try await Self.clusterWithAWorkerLogin("flood", gatewayArgs: ["--ack-timeout", "60", "--max-held-events", "64"])
+        defer { c.stop() }
+        let id = try await c.submit(Fixtures.helloCrate())
+        _ = try #require(await offers.first(within: .seconds(60)), "the gateway offered the job")
+        let line = String(repeating: "x", count: 32 << 10)
+        let before = try Self.residentMiB(of: c.gateway.process.pid)
+        let flood = 3000
+        for seq in 1...flood {
+            var e = BuildEvent(jobID: id, seq: seq, type: .log)
+            e.workerID = "flood"
+            e.lines = [line]
+            try await flooder.publish(Subjects.events(id, worker: "flood"), payload: e.encoded())
+        }
+        try await flooder.flush()
+        func dropped() async -> Int {
+            let metrics = (try? await HTTPGet.get(port: c.gateway.port, path: "/metrics").body) ?? ""  // not up: counted as none
+            let line = metrics.split(separator: "\n").first { $0.hasPrefix("kiln_gateway_bus_messages_rejected_total{reason=\"held_back_overflow\"}") }
+            return line?.split(separator: " ").last.flatMap { Double($0) }.map { Int($0) } ?? 0
+        }
+        let settled = await eventually(within: .seconds(120)) { await dropped() >= flood - 64 }
+        let count = await dropped()
+        #expect(settled, "dropped \(count) of \(flood)")
+        let after = try Self.residentMiB(of: c.gateway.process.pid)
+        print("gateway RSS before the flood \(before) MiB, after \(flood) events of 32 KiB in the offer window \(after) MiB")
+        #expect(after - before < 48, "the gateway grew by \(after - before) MiB holding a flood of one job's events")
+        await flooder.close()
+    }
+
+    static func residentMiB(of pid: Int32) throws -> Int {
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        let kib = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }?.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+        return kib / 1024
     }
 }
