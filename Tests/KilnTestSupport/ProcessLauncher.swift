@@ -120,10 +120,16 @@ public final class BrokerProcess: @unchecked Sendable {
     public let port: Int
     public let monitorPort: Int
 
+    /// Unless a test sets its own, the handshake deadline (5 s by default, with auth) is 60 s: a test's
+    /// raw connection connects, then reads the greeting and sends `connect` from a task on a cooperative
+    /// pool shared by hundreds of parallel tests, and on a loaded 2-core machine more than 5 s passed in
+    /// between — the broker closed the connection and the next send failed with EPIPE (fresh-clone CI
+    /// run 14, `BrokerSenderStampTests`). The deadline itself is tested with its own values.
     public init(arguments: [String] = [], port: Int = 0) async throws {
+        let deadline = arguments.contains("--handshake-timeout") ? [] : ["--handshake-timeout", "60"]
         process = try await LaunchedProcess(
             BuiltProducts.path("kiln-broker"),
-            ["--host", "127.0.0.1", "--port", String(port), "--monitor-port", "0"] + arguments)
+            ["--host", "127.0.0.1", "--port", String(port), "--monitor-port", "0"] + deadline + arguments)
         let addr = try await process.waitForLine(prefix: "kiln-broker listening on ")
         self.port = Int(addr.split(separator: ":").last!)!
         let mon = try await process.waitForLine(prefix: "kiln-broker monitor on ")
