@@ -154,7 +154,8 @@ if [ -n "${KILN_WORKER_ARGS:-}" ]; then
 fi
 if [ "$print" = 2 ]; then echo "$cmdline"; exit 0; fi
 # A root-only directory of this launch's own (credential file, virtiofs socket), removed at the end.
-work=$(umask 077 && mktemp -d)
+# Named after the worker, so its leftovers (virtiofsd's socket path) can be told from another VM's.
+work=$(umask 077 && mktemp -d -t "kiln-vm-$id.XXXXXX")
 sharepid=""
 cleanup() { [ -z "$sharepid" ] || kill "$sharepid" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
