@@ -16,6 +16,8 @@ struct DispatchHoldback {
 
     struct Held {
         var events: [(BuildEvent, BusMessage)] = []
+        /// The next event `nextEvent` hands back: a cursor, so the drain never shifts or copies the array.
+        var next = 0
         var requests: [BusMessage] = []
     }
 
@@ -47,10 +49,9 @@ struct DispatchHoldback {
     /// The next held event of the job, in arrival order (the offer is settled: they are handled now;
     /// one at a time, because handling one may hold nothing new but must see the ones before it stored).
     mutating func nextEvent(of jobID: String) -> (BuildEvent, BusMessage)? {
-        guard var h = held[jobID], !h.events.isEmpty else { return nil }
-        let first = h.events.removeFirst()
-        held[jobID] = h
-        return first
+        guard let h = held[jobID], h.next < h.events.count else { return nil }
+        held[jobID]?.next += 1
+        return h.events[h.next]
     }
 
     /// Ends the job's holdback; returns the requests held, in arrival order.
