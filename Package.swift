@@ -203,10 +203,17 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ], swiftSettings: swiftSettings),
+        // The streaming parsers of a `POST /build` body and its validation: pure, no HTTP, fuzzed.
+        .target(
+            name: "KilnSubmission",
+            dependencies: [
+                "KilnMessages", "KilnAttestation",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ], swiftSettings: swiftSettings),
         .target(
             name: "KilnGateway",
             dependencies: [
-                "KilnJobs", "KilnJobStore", "KilnMessages", "KilnBus", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnCore",
+                "KilnJobs", "KilnJobStore", "KilnSubmission", "KilnMessages", "KilnBus", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
@@ -284,7 +291,7 @@ let package = Package(
         .executableTarget(
             name: "FuzzSubmissionBodies",
             dependencies: [
-                "KilnFuzzSupport", "KilnGateway", .product(name: "NIOCore", package: "swift-nio"),
+                "KilnFuzzSupport", "KilnSubmission", .product(name: "NIOCore", package: "swift-nio"),
             ], path: "fuzz/FuzzSubmissionBodies", swiftSettings: swiftSettings),
 
         .target(
@@ -324,6 +331,12 @@ let package = Package(
             dependencies: [
                 "KilnJobStore", "KilnJobs", "KilnTestSupport",
                 .product(name: "Logging", package: "swift-log"),
+            ], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "KilnSubmissionTests",
+            dependencies: [
+                "KilnSubmission", "KilnTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
             ], swiftSettings: swiftSettings),
         .testTarget(
             name: "KilnGatewayTests",

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import KilnArchive
 import KilnCore
+import KilnSubmission
 import _NIOFileSystem
 
 /// Where an upload's archive goes while its body streams in: memory up to `memoryLimit`, then a file

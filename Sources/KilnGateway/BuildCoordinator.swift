@@ -5,6 +5,7 @@ import KilnBusClient
 import KilnCore
 import KilnJobs
 import KilnMessages
+import KilnSubmission
 import Logging
 import NIOCore
 import _NIOFileSystem

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import KilnSubmission
 
 /// Every HTTP error the gateway returns: a status and a plain-text message telling the user what to fix.
 public struct GatewayError: HTTPResponseError, Sendable, CustomStringConvertible {
@@ -20,6 +21,11 @@ public struct GatewayError: HTTPResponseError, Sendable, CustomStringConvertible
         var h = headers
         h[.contentType] = "text/plain; charset=utf-8"
         return Response(status: status, headers: h, body: .init(byteBuffer: ByteBuffer(string: message + "\n")))
+    }
+
+    /// A body the submission parsers refused: the caller's input, so 400 with the parser's words.
+    init(_ refused: SubmissionError) {
+        self.init(.badRequest, refused.message)
     }
 
     static func badRequest(_ m: String) -> GatewayError { GatewayError(.badRequest, m) }

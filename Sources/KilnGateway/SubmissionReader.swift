@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import KilnArchive
 import KilnMessages
+import KilnSubmission
 import NIOCore
 import _NIOFileSystem
 
@@ -31,7 +32,7 @@ struct SubmissionReader {
         if type.hasPrefix("application/json") || type.isEmpty && first?.getInteger(at: first!.readerIndex, as: UInt8.self) == UInt8(ascii: "{") {
             json = SubmissionJSONScanner()
         } else if type.hasPrefix("multipart/form-data") {
-            form = try SubmissionFormReader(contentType: contentType ?? "")
+            form = try parsing { () throws(SubmissionError) in try SubmissionFormReader(contentType: contentType ?? "") }
         } else {
             throw GatewayError(.unsupportedMediaType, "Content-Type must be application/json or multipart/form-data (got '\(contentType ?? "none")')")
         }
@@ -50,15 +51,19 @@ struct SubmissionReader {
                 guard received <= maxBodyBytes else {
                     throw GatewayError(.contentTooLarge, "the request body is larger than \(maxBodyBytes) bytes")
                 }
-                if json != nil {
-                    try buffer.withUnsafeReadableBytes { bytes throws(GatewayError) in try json!.consume(bytes, archive: &archive) }
-                } else {
-                    try form!.consume(buffer, archive: &archive)
+                try parsing { () throws(SubmissionError) in
+                    if json != nil {
+                        try buffer.withUnsafeReadableBytes { bytes throws(SubmissionError) in try json!.consume(bytes, archive: &archive) }
+                    } else {
+                        try form!.consume(buffer, archive: &archive)
+                    }
                 }
                 try await spool.append(&archive)
                 next = try await chunks.next()
             }
-            if json != nil { try json!.finish(archive: &archive) } else { try form!.finish() }
+            try parsing { () throws(SubmissionError) in
+                if json != nil { try json!.finish(archive: &archive) } else { try form!.finish() }
+            }
             try await spool.append(&archive)
             try await spool.finish()
         } catch {
@@ -79,16 +84,23 @@ struct SubmissionReader {
             await spool.discard()
         }
         do {
-            var submission = try BuildSubmission.validated(
-                nonce: fields["nonce"], repoURL: fields["repo_url"],
-                repoRef: fields["ref"] ?? fields["repo_ref"], archive: archive,
-                sourceName: fields["source_name"] ?? form?.archiveFilename)
-            try submission.readOptions(from: fields, maxima: buildMaxima)
-            return submission
+            return try parsing { () throws(SubmissionError) in
+                var submission = try BuildSubmission.validated(
+                    nonce: fields["nonce"], repoURL: fields["repo_url"],
+                    repoRef: fields["ref"] ?? fields["repo_ref"], archive: archive,
+                    sourceName: fields["source_name"] ?? form?.archiveFilename)
+                try submission.readOptions(from: fields, maxima: buildMaxima)
+                return submission
+            }
         } catch {
             await spool.discard()
             throw error
         }
+    }
+
+    /// Runs a step of the pure parsers, answering what they refuse as the HTTP 400 it is.
+    private func parsing<T>(_ step: () throws(SubmissionError) -> T) throws(GatewayError) -> T {
+        do { return try step() } catch { throw GatewayError(error) }
     }
 
     /// The disk under the spool failed (full, read-only, gone): the operator's problem, not the caller's.

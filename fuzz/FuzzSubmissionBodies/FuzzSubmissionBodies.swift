@@ -1,5 +1,5 @@
 import KilnFuzzSupport
-import KilnGateway
+import KilnSubmission
 import NIOCore
 
 /// The streaming readers behind `POST /build`, on hostile bodies cut at hostile places: the first

@@ -37,7 +37,7 @@ public struct SubmissionFormReader: Sendable {
         var sawArchive = false
         var archiveFilename: String?
 
-        mutating func handle(_ event: MultipartStreamParser.Event, archive: inout [UInt8]) throws(GatewayError) {
+        mutating func handle(_ event: MultipartStreamParser.Event, archive: inout [UInt8]) throws(SubmissionError) {
             switch event {
             case .headers(let headers):
                 part = try begin(headers)
@@ -46,7 +46,7 @@ public struct SubmissionFormReader: Sendable {
                 case .archive: archive.append(contentsOf: bytes)
                 case .text(let name, var text):
                     guard text.count + bytes.count <= SubmissionFormReader.maxFieldBytes else {
-                        throw GatewayError.badRequest("the '\(name)' part is longer than \(SubmissionFormReader.maxFieldBytes) bytes")
+                        throw SubmissionError("the '\(name)' part is longer than \(SubmissionFormReader.maxFieldBytes) bytes")
                     }
                     part = nil  // drop the reference so the append does not copy
                     text.append(contentsOf: bytes)
@@ -55,7 +55,7 @@ public struct SubmissionFormReader: Sendable {
                 }
             case .partEnd:
                 if case .text(let name, let bytes) = part {
-                    guard fields[name] == nil else { throw GatewayError.badRequest("the '\(name)' part appears more than once") }
+                    guard fields[name] == nil else { throw SubmissionError("the '\(name)' part appears more than once") }
                     fields[name] = String(decoding: bytes, as: UTF8.self)
                 }
                 part = nil
@@ -65,13 +65,13 @@ public struct SubmissionFormReader: Sendable {
         }
 
         /// Decides from the part's headers what its body is.
-        mutating func begin(_ headers: [(name: String, value: String)]) throws(GatewayError) -> Part {
+        mutating func begin(_ headers: [(name: String, value: String)]) throws(SubmissionError) -> Part {
             parts += 1
-            guard parts <= SubmissionFormReader.maxParts else { throw GatewayError.badRequest("the multipart body has more than \(SubmissionFormReader.maxParts) parts") }
+            guard parts <= SubmissionFormReader.maxParts else { throw SubmissionError("the multipart body has more than \(SubmissionFormReader.maxParts) parts") }
             let disposition = headers.first { $0.name.lowercased() == "content-disposition" }?.value
             let name = disposition.flatMap { SubmissionFormReader.parameter("name", in: $0) }
             if name == SubmissionFormReader.archivePart {
-                guard !sawArchive else { throw GatewayError.badRequest("the 'source' part appears more than once") }
+                guard !sawArchive else { throw SubmissionError("the 'source' part appears more than once") }
                 sawArchive = true
                 archiveFilename = disposition.flatMap { SubmissionFormReader.parameter("filename", in: $0) }
                 return .archive
@@ -82,20 +82,20 @@ public struct SubmissionFormReader: Sendable {
     }
 
     /// The `boundary=` parameter of the Content-Type, or a 400 that says it is missing.
-    public init(contentType: String) throws(GatewayError) {
+    public init(contentType: String) throws(SubmissionError) {
         guard
             let boundary = contentType.split(separator: ";").map({ $0.trimmingCharacters(in: .whitespaces) })
                 .first(where: { $0.lowercased().hasPrefix("boundary=") })
                 .map({ String($0.dropFirst("boundary=".count)).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }),
             !boundary.isEmpty, boundary.count <= 70
         else {
-            throw GatewayError.badRequest("multipart/form-data needs a boundary parameter (1 to 70 characters) in Content-Type")
+            throw SubmissionError("multipart/form-data needs a boundary parameter (1 to 70 characters) in Content-Type")
         }
         parser = MultipartStreamParser(boundary: boundary)
     }
 
     /// Consumes the next piece of the body, appending the `source` part's bytes to `archive`.
-    public mutating func consume(_ buffer: ByteBuffer, archive: inout [UInt8]) throws(GatewayError) {
+    public mutating func consume(_ buffer: ByteBuffer, archive: inout [UInt8]) throws(SubmissionError) {
         var progressed = false
         do {
             try buffer.withUnsafeReadableBytes { bytes in
@@ -104,20 +104,20 @@ public struct SubmissionFormReader: Sendable {
                     try form.handle(event, archive: &archive)
                 }
             }
-        } catch let error as GatewayError {
+        } catch let error as SubmissionError {
             throw error
         } catch {
-            throw GatewayError.badRequest("the multipart body could not be parsed: \(error)")
+            throw SubmissionError("the multipart body could not be parsed: \(error)")
         }
         stalledBytes = progressed ? 0 : stalledBytes + buffer.readableBytes
         if stalledBytes > Self.maxBytesWithoutProgress {
-            throw GatewayError.badRequest("the multipart body has more than \(Self.maxBytesWithoutProgress) bytes of preamble or headers in a row")
+            throw SubmissionError("the multipart body has more than \(Self.maxBytesWithoutProgress) bytes of preamble or headers in a row")
         }
     }
 
     /// After the last byte: a part still open means the body ended before its closing boundary.
-    public func finish() throws(GatewayError) {
-        guard parser.isFinished else { throw GatewayError.badRequest("the multipart body ended before its closing boundary") }
+    public func finish() throws(SubmissionError) {
+        guard parser.isFinished else { throw SubmissionError("the multipart body ended before its closing boundary") }
     }
 
     /// `name="value"` out of a Content-Disposition header.

@@ -3,7 +3,7 @@ import KilnTestSupport
 import NIOCore
 import Testing
 
-@testable import KilnGateway
+@testable import KilnSubmission
 
 /// The streaming readers behind `POST /build` (#12 item 2): whatever the chunking, they produce what a
 /// whole-body parse would, and every hostile shape is refused with a 400 while memory stays bounded.
@@ -76,8 +76,8 @@ struct SubmissionParsingTests {
         #expect {
             _ = try Self.scanJSON(Array(body.utf8), pieces: 2)
         } throws: { error in
-            guard let e = error as? GatewayError else { return false }
-            return e.status == .badRequest && e.message.contains(message)
+            guard let e = error as? SubmissionError else { return false }
+            return e.message.contains(message)
         }
     }
 
@@ -94,8 +94,10 @@ struct SubmissionParsingTests {
             ("{\"deep\": \(String(repeating: "[", count: 70))}", "deeper than 64"),
             ("{" + (0..<70).map { "\"f\($0)\": 1" }.joined(separator: ",") + "}", "more than 64 fields"),
         ] {
-            #expect(throws: GatewayError.self, "\(message)") { _ = try Self.scanJSON(Array(body.utf8), pieces: 4096) }
-            do { _ = try Self.scanJSON(Array(body.utf8), pieces: 4096) } catch let error as GatewayError { #expect(error.message.contains(message), "\(error.message)") }
+            #expect(throws: SubmissionError.self, "\(message)") { _ = try Self.scanJSON(Array(body.utf8), pieces: 4096) }
+            do { _ = try Self.scanJSON(Array(body.utf8), pieces: 4096) } catch let error as SubmissionError {
+                #expect(error.message.contains(message), "\(error.message)")
+            }
         }
     }
 
@@ -110,7 +112,7 @@ struct SubmissionParsingTests {
         return body + Array("--\(boundary)--\r\n".utf8)
     }
 
-    static func readForm(_ body: [UInt8], pieces size: Int, boundary: String = "KiLnB0und") throws(GatewayError) -> (SubmissionFormReader, [UInt8]) {
+    static func readForm(_ body: [UInt8], pieces size: Int, boundary: String = "KiLnB0und") throws(SubmissionError) -> (SubmissionFormReader, [UInt8]) {
         var reader = try SubmissionFormReader(contentType: "multipart/form-data; boundary=\(boundary)")
         var archive: [UInt8] = []
         var start = 0
@@ -159,11 +161,11 @@ struct SubmissionParsingTests {
                 _ = try Self.readForm(body, pieces: 8192)
                 Issue.record("accepted: \(message)")
             } catch {
-                #expect(error.status == .badRequest && error.message.contains(message), "\(message): \(error.message)")
+                #expect(error.message.contains(message), "\(message): \(error.message)")
             }
         }
-        #expect(throws: GatewayError.self) { _ = try SubmissionFormReader(contentType: "multipart/form-data") }
-        #expect(throws: GatewayError.self) { _ = try SubmissionFormReader(contentType: "multipart/form-data; boundary=\(String(repeating: "b", count: 71))") }
+        #expect(throws: SubmissionError.self) { _ = try SubmissionFormReader(contentType: "multipart/form-data") }
+        #expect(throws: SubmissionError.self) { _ = try SubmissionFormReader(contentType: "multipart/form-data; boundary=\(String(repeating: "b", count: 71))") }
     }
 
     @Test func base64DecodesLikeFoundationAtEveryLength() {

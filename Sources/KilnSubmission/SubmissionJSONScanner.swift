@@ -47,12 +47,12 @@ public struct SubmissionJSONScanner: Sendable {
     /// Inside `source_data`: the hex digits of a `\u` escape being read (nil when not in one).
     private var unicodeEscape: [UInt8]?
 
-    static let notJSON = GatewayError.badRequest("the body is not valid JSON")
+    static let notJSON = SubmissionError("the body is not valid JSON")
 
     public init() {}
 
     /// Consumes the next piece of the body, appending decoded `source_data` bytes to `archive`.
-    public mutating func consume(_ bytes: UnsafeRawBufferPointer, archive: inout [UInt8]) throws(GatewayError) {
+    public mutating func consume(_ bytes: UnsafeRawBufferPointer, archive: inout [UInt8]) throws(SubmissionError) {
         var i = 0
         let n = bytes.count
         while i < n {
@@ -62,7 +62,7 @@ public struct SubmissionJSONScanner: Sendable {
                 if !Self.isWhitespace(byte) {
                     guard byte == UInt8(ascii: "{") else {
                         throw byte == UInt8(ascii: "[") || byte == UInt8(ascii: "\"") || Self.startsLiteral(byte)
-                            ? GatewayError.badRequest("the JSON body must be an object") : Self.notJSON
+                            ? SubmissionError("the JSON body must be an object") : Self.notJSON
                     }
                     state = .beforeKey(first: true)
                 }
@@ -86,7 +86,7 @@ public struct SubmissionJSONScanner: Sendable {
                     state = .afterKey
                     break
                 }
-                guard scratch.count < Self.maxKeyBytes else { throw GatewayError.badRequest("a JSON key is longer than \(Self.maxKeyBytes) bytes") }
+                guard scratch.count < Self.maxKeyBytes else { throw SubmissionError("a JSON key is longer than \(Self.maxKeyBytes) bytes") }
                 scratch.append(byte)
             case .afterKey:
                 if Self.isWhitespace(byte) { break }
@@ -95,11 +95,11 @@ public struct SubmissionJSONScanner: Sendable {
             case .beforeValue:
                 if Self.isWhitespace(byte) { break }
                 fieldCount += 1
-                guard fieldCount <= Self.maxFields else { throw GatewayError.badRequest("the JSON body has more than \(Self.maxFields) fields") }
+                guard fieldCount <= Self.maxFields else { throw SubmissionError("the JSON body has more than \(Self.maxFields) fields") }
                 let known = Self.knownFields.contains(key)
                 let structured = Self.structuredFields.contains(key)
                 if (known || structured) && (fields[key] != nil || key == Self.archiveField && sawArchive) {
-                    throw GatewayError.badRequest("field '\(key)' appears more than once")
+                    throw SubmissionError("field '\(key)' appears more than once")
                 }
                 scratch.removeAll(keepingCapacity: true)
                 escaped = false
@@ -107,7 +107,7 @@ public struct SubmissionJSONScanner: Sendable {
                     scratch.append(byte)
                     state = .nested(depth: 1, inString: false, capture: true)
                 } else if structured && byte == UInt8(ascii: "\"") {
-                    throw GatewayError.badRequest("field '\(key)' must be \(key == "skip_cache" ? "true or false" : "an object"), not a string")
+                    throw SubmissionError("field '\(key)' must be \(key == "skip_cache" ? "true or false" : "an object"), not a string")
                 } else if byte == UInt8(ascii: "\"") {
                     if key == Self.archiveField {
                         sawArchive = true
@@ -116,7 +116,7 @@ public struct SubmissionJSONScanner: Sendable {
                         state = known ? .text : .skipString
                     }
                 } else if byte == UInt8(ascii: "{") || byte == UInt8(ascii: "[") {
-                    guard !known else { throw GatewayError.badRequest("field '\(key)' must be a string") }
+                    guard !known else { throw SubmissionError("field '\(key)' must be a string") }
                     state = .nested(depth: 1, inString: false, capture: false)
                 } else if Self.startsLiteral(byte) {
                     scratch.append(byte)
@@ -139,7 +139,7 @@ public struct SubmissionJSONScanner: Sendable {
                     throw Self.notJSON
                 }
                 if keep {
-                    guard scratch.count < Self.maxFieldBytes else { throw GatewayError.badRequest("field '\(key)' is longer than \(Self.maxFieldBytes) bytes") }
+                    guard scratch.count < Self.maxFieldBytes else { throw SubmissionError("field '\(key)' is longer than \(Self.maxFieldBytes) bytes") }
                     scratch.append(byte)
                 }
             case .archive:
@@ -165,7 +165,7 @@ public struct SubmissionJSONScanner: Sendable {
             case .nested(let depth, let inString, let capture):
                 // An object or array value: skipped, or for a structured field kept (bounded).
                 if capture {
-                    guard scratch.count < Self.maxFieldBytes else { throw GatewayError.badRequest("field '\(key)' is longer than \(Self.maxFieldBytes) bytes") }
+                    guard scratch.count < Self.maxFieldBytes else { throw SubmissionError("field '\(key)' is longer than \(Self.maxFieldBytes) bytes") }
                     scratch.append(byte)
                 }
                 if inString {
@@ -181,7 +181,7 @@ public struct SubmissionJSONScanner: Sendable {
                 } else if byte == UInt8(ascii: "{") || byte == UInt8(ascii: "[") {
                     let limit = capture ? 8 : 64
                     guard depth < limit else {
-                        throw GatewayError.badRequest(capture ? "field '\(key)' nests deeper than 8 levels" : "the JSON body nests deeper than 64 levels")
+                        throw SubmissionError(capture ? "field '\(key)' nests deeper than 8 levels" : "the JSON body nests deeper than 64 levels")
                     }
                     state = .nested(depth: depth + 1, inString: false, capture: capture)
                 } else if byte == UInt8(ascii: "}") || byte == UInt8(ascii: "]") {
@@ -209,16 +209,16 @@ public struct SubmissionJSONScanner: Sendable {
     }
 
     /// After the last byte: the object must be complete, and the archive's base64 must end on a whole byte.
-    public mutating func finish(archive: inout [UInt8]) throws(GatewayError) {
+    public mutating func finish(archive: inout [UInt8]) throws(SubmissionError) {
         guard case .end = state else { throw Self.notJSON }
         if sawArchive { guard base64.finish(into: &archive) else { throw Self.badBase64 } }
     }
 
-    static let badBase64 = GatewayError.badRequest("source_data is not valid base64")
+    static let badBase64 = SubmissionError("source_data is not valid base64")
 
     /// An escape inside `source_data`: `\/` is a slash (encoders may write it so), `\n` `\r` `\t` are
     /// line breaks some encoders wrap base64 with, `\uXXXX` must be one of those or a base64 byte.
-    private mutating func archiveEscape(_ byte: UInt8, archive: inout [UInt8]) throws(GatewayError) {
+    private mutating func archiveEscape(_ byte: UInt8, archive: inout [UInt8]) throws(SubmissionError) {
         if var hex = unicodeEscape {
             guard let digit = Self.hexValue(byte) else { throw Self.badBase64 }
             hex.append(digit)
@@ -245,14 +245,14 @@ public struct SubmissionJSONScanner: Sendable {
         }
     }
 
-    private mutating func feedArchive(_ byte: UInt8, archive: inout [UInt8]) throws(GatewayError) {
+    private mutating func feedArchive(_ byte: UInt8, archive: inout [UInt8]) throws(SubmissionError) {
         if byte == 0x0A || byte == 0x0D || byte == 0x09 { return }
         let ok = withUnsafeBytes(of: byte) { base64.decode($0, into: &archive) }
         guard ok else { throw Self.badBase64 }
     }
 
     /// `null` leaves a known field unset; numbers, `true` and `false` are fine for unknown fields only.
-    private mutating func finishLiteral() throws(GatewayError) {
+    private mutating func finishLiteral() throws(SubmissionError) {
         let token = String(decoding: scratch, as: UTF8.self)
         let isNull = token == "null"
         guard isNull || token == "true" || token == "false" || Double(token) != nil else { throw Self.notJSON }
@@ -260,11 +260,11 @@ public struct SubmissionJSONScanner: Sendable {
             if !isNull { fields[key] = token }
             return
         }
-        if Self.knownFields.contains(key) && !isNull { throw GatewayError.badRequest("field '\(key)' must be a string") }
+        if Self.knownFields.contains(key) && !isNull { throw SubmissionError("field '\(key)' must be a string") }
     }
 
     /// A JSON string's raw contents (between the quotes) with its escapes resolved.
-    static func decodeString(_ raw: [UInt8]) throws(GatewayError) -> String {
+    static func decodeString(_ raw: [UInt8]) throws(SubmissionError) -> String {
         if !raw.contains(UInt8(ascii: "\\")) {
             guard let s = String(validating: raw, as: UTF8.self) else { throw notJSON }
             return s
