@@ -30,6 +30,9 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
     private var closing = false
     /// Reused for each publish's shared `msg` header prefix (no allocation per message).
     private var scratch = ByteBuffer()
+    /// Subscribers' flushes owed by the publishes of the current read, scheduled once it is handled:
+    /// a read of many small messages wakes each subscriber's event loop once, not once per message.
+    private var flushes = FlushBatch()
     private var logger: Logger
 
     init(id: Int, shared: BrokerServer.Shared) {
@@ -160,6 +163,7 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
             }
         }
         decoder.compact()
+        flushes.run()
         if published > 0 {
             shared.metrics.messagesIn.increment(by: Int64(published))
             shared.metrics.bytesIn.increment(by: Int64(publishedBytes))
@@ -225,10 +229,10 @@ final class BrokerConnectionHandler: ChannelInboundHandler {
             headers![BusHeader.senderHeader] = nil
             headers![BusHeader.senderConnectionHeader] = nil
         }
-        let deliveries = shared.router.publish(subject: subject, reply: reply, headers: headers, payload: payload, scratch: &scratch)
+        let deliveries = shared.router.publish(subject: subject, reply: reply, headers: headers, payload: payload, scratch: &scratch, flushes: &flushes)
         if deliveries == 0, let reply {
             // No responders: tell the requester at once (design §2).
-            shared.router.publish(subject: reply, reply: nil, headers: ["status": "503"], payload: ByteBuffer(), scratch: &scratch)
+            shared.router.publish(subject: reply, reply: nil, headers: ["status": "503"], payload: ByteBuffer(), scratch: &scratch, flushes: &flushes)
         }
         acknowledge()
     }

@@ -119,14 +119,18 @@ public final class MessageRouter: @unchecked Sendable {
     @discardableResult
     public func publish(subject: String, reply: String?, headers: [String: String]?, payload: ByteBuffer) -> Int {
         var scratch = ByteBuffer()
-        return publish(subject: subject, reply: reply, headers: headers, payload: payload, scratch: &scratch)
+        var flushes = FlushBatch()
+        defer { flushes.run() }
+        return publish(subject: subject, reply: reply, headers: headers, payload: payload, scratch: &scratch, flushes: &flushes)
     }
 
-    /// `scratch` is a buffer the caller reuses across calls, so the shared header prefix costs no allocation.
+    /// `scratch` is a buffer the caller reuses across calls, so the shared header prefix costs no
+    /// allocation. The deliveries' flushes go into `flushes`, which the caller must run after its burst
+    /// of publishes (`FlushBatch`): one wake of each subscriber's event loop per burst.
     @discardableResult
     public func publish(
         subject: String, reply: String?, headers: [String: String]?, payload: ByteBuffer,
-        scratch prefix: inout ByteBuffer
+        scratch prefix: inout ByteBuffer, flushes: inout FlushBatch
     ) -> Int {
         // The part of the `msg` header shared by every recipient, built once.
         prefix.clear()
@@ -154,7 +158,8 @@ public final class MessageRouter: @unchecked Sendable {
                 lock.withLock {
                     var match = index.match(subject)
                     var deliveries = 0
-                    for sub in match.plain where deliverLocked(sub, subject: subject, reply: reply, prefix: prefixBytes, payload: payloadBytes, slow: &slow) {
+                    for sub in match.plain
+                    where deliverLocked(sub, subject: subject, reply: reply, prefix: prefixBytes, payload: payloadBytes, slow: &slow, flushes: &flushes) {
                         deliveries += 1
                     }
                     if !match.queues.isEmpty {
@@ -164,7 +169,7 @@ public final class MessageRouter: @unchecked Sendable {
                             var members = match.queues[key]!
                             while !members.isEmpty {
                                 let i = Int.random(in: 0..<members.count, using: &rng)
-                                if deliverLocked(members[i], subject: subject, reply: reply, prefix: prefixBytes, payload: payloadBytes, slow: &slow) {
+                                if deliverLocked(members[i], subject: subject, reply: reply, prefix: prefixBytes, payload: payloadBytes, slow: &slow, flushes: &flushes) {
                                     deliveries += 1
                                     break
                                 }
@@ -190,12 +195,12 @@ public final class MessageRouter: @unchecked Sendable {
     private func deliverLocked(
         _ sub: Subscription, subject: String, reply: String?,
         prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer,
-        slow: inout [(OutboundBuffer, Int, Int)]
+        slow: inout [(OutboundBuffer, Int, Int)], flushes: inout FlushBatch
     ) -> Bool {
         guard !sub.isRemoved, !sub.isSpent else { return false }
         if let filter = sub.deliveryFilter, !filter.permitsDelivery(subject) { return false }
         if let outbound = sub.outbound {
-            let result = outbound.enqueue { buffer in
+            let result = outbound.enqueue(flushingIn: &flushes) { buffer in
                 let headerLength = prefix.count + sub.sidSuffix.count
                 buffer.writeInteger(UInt32(4 + headerLength + payload.count))
                 buffer.writeInteger(UInt32(headerLength))

@@ -42,7 +42,26 @@ public final class OutboundBuffer: @unchecked Sendable {
     /// Appends one frame, written in place by `encode`, and schedules a flush.
     @discardableResult
     public func enqueue(_ encode: (inout ByteBuffer) -> Void) -> EnqueueResult {
-        let (result, flushOn): (EnqueueResult, (any Channel)?) = lock.withLock {
+        let (result, flushOn) = append(encode)
+        flushOn?.eventLoop.execute { self.flush() }
+        return result
+    }
+
+    /// Appends one frame like `enqueue`, but leaves the flush to `batch`, which the caller runs once
+    /// it has finished a burst (the broker: after each read from a publisher). Scheduling a flush on
+    /// another event loop wakes that loop (an eventfd write); one wake per burst instead of one per
+    /// message is most of the cost of small messages. Until the batch runs, other senders see the
+    /// flush as scheduled and add to the same write.
+    @discardableResult
+    public func enqueue(flushingIn batch: inout FlushBatch, _ encode: (inout ByteBuffer) -> Void) -> EnqueueResult {
+        let (result, flushOn) = append(encode)
+        if flushOn != nil { batch.buffers.append(self) }
+        return result
+    }
+
+    /// Appends under the lock; returns the channel to schedule a flush on when none is scheduled yet.
+    private func append(_ encode: (inout ByteBuffer) -> Void) -> (EnqueueResult, (any Channel)?) {
+        lock.withLock {
             if isClosed { return (.closed, nil) }
             encode(&pending)
             let backlog = (channel == nil || !channelWritable) ? pending.readableBytes : 0
@@ -50,10 +69,15 @@ public final class OutboundBuffer: @unchecked Sendable {
             flushScheduled = true
             return (.queued(backlog: backlog), channel)
         }
-        if let flushOn {
-            flushOn.eventLoop.execute { self.flush() }
+    }
+
+    /// Schedules the flush an `enqueue(flushingIn:)` left to its batch.
+    fileprivate func scheduleFlush() {
+        guard let channel = lock.withLock({ channel }) else {
+            // Detached since: `attach` schedules its own flush of everything pending.
+            return
         }
-        return result
+        channel.eventLoop.execute { self.flush() }
     }
 
     /// Hands the pending batch to the channel if it is writable. Runs on the channel's event loop;
@@ -145,5 +169,25 @@ public final class OutboundBuffer: @unchecked Sendable {
     /// Drops anything pending without closing (a client discarding stale frames before reconnecting).
     public func discardPending() {
         lock.withLock { pending.clear() }
+    }
+}
+
+/// Flushes owed by one burst of `enqueue(flushingIn:)`: each buffer appears once (only the enqueue
+/// that found no flush scheduled adds it), and `run` schedules them all. Reused across bursts, so a
+/// burst costs no allocation once the array has grown to the fan-out.
+public struct FlushBatch {
+    fileprivate var buffers: [OutboundBuffer] = []
+
+    public init() {}
+
+    public var isEmpty: Bool { buffers.isEmpty }
+    /// Buffers owed a flush.
+    public var count: Int { buffers.count }
+
+    /// Schedules every owed flush. Must run after each burst: until it does, the buffers in it hold
+    /// their frames.
+    public mutating func run() {
+        for buffer in buffers { buffer.scheduleFlush() }
+        buffers.removeAll(keepingCapacity: true)
     }
 }
