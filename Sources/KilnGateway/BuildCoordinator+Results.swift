@@ -36,27 +36,31 @@ extension BuildCoordinator {
             if !holdback.hold(request: message, of: jobID) { metrics.busMessagesRejected(.heldBackOverflow) }
             return
         }
-        let job: Job
+        let job: Job?
         do {
-            guard let known = try await store.job(jobID) else {
-                await answer(ResultChunkAck(ok: false, code: 404, message: "unknown job"))
-                return
-            }
-            job = known
+            job = try await store.job(jobID)
         } catch {
             await answer(ResultChunkAck(ok: false, code: 503, message: "the gateway cannot read its job store right now"))
             return
         }
-        // Another gateway assembles it: no answer from here (a refusal would be final for the worker).
-        guard !isIngestedElsewhere(job) else { return }
-        guard senders.accepts(message, identity: job.workerIdentity, job: jobID, what: "a result chunk") else {
-            await answer(ResultChunkAck(ok: false, code: 403, message: "not the worker assigned to this job"))
+        switch ResultIntake.decide(
+            job: job, claimedWorker: h[ResultChunkHeaders.workerID], sha256: sha, ingestedElsewhere: job.map(isIngestedElsewhere) ?? false,
+            fromJobsIdentity: { senders.accepts(message, identity: $0.workerIdentity, job: jobID, what: "a result chunk") })
+        {
+        case .unknownJob:
+            await answer(ResultChunkAck(ok: false, code: 404, message: "unknown job"))
             return
-        }
-        guard job.workerID == h[ResultChunkHeaders.workerID], job.status == .building else {
-            await answer(ResultChunkAck(ok: false, code: 403, message: "not the worker assigned to this job"))
-            if let w = h[ResultChunkHeaders.workerID], w != job.workerID { await sendControl(jobID, .init(action: .cancel, workerID: w)) }
+        case .silent:
             return
+        case .refuse(let stopWorker):
+            await answer(ResultChunkAck(ok: false, code: 403, message: "not the worker assigned to this job"))
+            if let stopWorker { await sendControl(jobID, .init(action: .cancel, workerID: stopWorker)) }
+            return
+        case .acknowledgeStored:
+            await answer(ResultChunkAck(ok: true))
+            return
+        case .write:
+            break
         }
         do {
             // Off the actor: other jobs' events go on while this chunk is written.
