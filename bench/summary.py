@@ -33,6 +33,10 @@ def rows(lines):
         kclient = next((v for k, v in servers.items() if "nats" in k and k != "nats-server"), None)
         if kclient and nats:
             yield (f"Kiln's client on nats-server, {size} B, msgs/s", kclient["msgs_per_s"], nats["msgs_per_s"], "higher")
+        if kiln and kclient:
+            # The servers alone: the same (Kiln's) client against each.
+            yield (f"bus 1→1, {size} B, msgs/s, kiln-broker vs nats-server, both with Kiln's client", kiln["msgs_per_s"], kclient["msgs_per_s"], "higher")
+            yield (f"bus request/reply p99, {size} B, µs, both with Kiln's client", kiln["rr_p99_us"], kclient["rr_p99_us"], "lower")
 
     for d in by_case.pop("worker_vs_bare_cargo", []):
         yield ("hello build, process worker vs bare cargo, s", d["kiln_worker_s"], d["bare_cargo_s"], "lower")
@@ -68,6 +72,11 @@ def rows(lines):
         b = bare[0] if bare else None
         yield ("50 hello jobs, pool of 4, jobs/min (vs bare cargo back to back)", d["jobs_per_min"], b["jobs_per_min"] if b else None, "higher")
         yield ("  queue wait p99, s", d["queue_wait_p99_s"], None, "lower")
+    for case in [c for c in by_case if c and c.endswith("_breakdown") or c and "_breakdown_" in c]:
+        for d in by_case.pop(case):
+            if "median_ms" in d:
+                m = d["median_ms"]
+                yield (f"{case}: job wall time vs its compiler (build phase), ms", m["total"], m["build"], "lower")
     for case in [c for c in by_case if c and c.startswith("hostile_")]:
         for d in by_case.pop(case):
             yield (f"host worker peak RSS, {case[8:]}, MiB (vs the 256 bound)", d["worker_peak_rss_mib"], d["rss_bound_mib"], "lower")

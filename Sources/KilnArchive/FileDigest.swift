@@ -27,6 +27,24 @@ public struct FileDigest: Sendable, Equatable, Hashable, Codable {
         return FileDigest(sha256: hasher.finalize().hexString, size: size)
     }
 
+    /// Streams an open file through SHA-256 from its start, in 1 MiB reads (`path` is for errors).
+    public static func of(descriptor fd: Int32, path: String) throws -> FileDigest {
+        var hasher = SHA256()
+        var size: Int64 = 0
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(size)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ArchiveError(.io, "cannot read \(path): \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            size += Int64(n)
+        }
+        return FileDigest(sha256: hasher.finalize().hexString, size: size)
+    }
+
     public static func of<D: DataProtocol>(bytes: D) -> FileDigest {
         FileDigest(sha256: SHA256.hash(data: bytes).hexString, size: Int64(bytes.count))
     }

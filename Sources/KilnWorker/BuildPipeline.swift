@@ -188,7 +188,7 @@ final class BuildPipeline: Sendable {
                 bwrap: configuration.toolchains.bwrap, limits: limits,
                 buildUser: buildUser, stageDirectory: configuration.sandboxStageDirectory,
                 privateDirectory: scratch),
-            cancel: cancel, log: { batcher.append($0.rawValue, $1) })
+            cancel: cancel, log: { batcher.append($0.rawValue, $1) }, digestCache: configuration.digestCache)
 
         // Detect.
         try await phase(.detect, batcher)
@@ -296,7 +296,8 @@ final class BuildPipeline: Sendable {
             internalParameters: built.internalParameters.merging(["worker_id": configuration.workerID, "sandbox": "bubblewrap", "isolation": configuration.isolation]) {
                 a, _ in a
             },
-            resolvedDependencies: resolved, builderID: configuration.builderID, builderVersion: BuilderIdentity.current.version,
+            resolvedDependencies: resolved, builderID: configuration.builderID,
+            builderVersion: BuilderIdentity(executable: "/proc/self/exe", digestCache: configuration.digestCache).version,
             startedOn: started, finishedOn: Date(), manifestInputs: manifestInputs, sourceDateEpoch: fetched.sourceDateEpoch)
         inputs.builderDependencies = certificate?.certificate.image ?? []
         var attachments: [String: [UInt8]] = [:]

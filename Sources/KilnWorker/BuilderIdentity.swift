@@ -11,11 +11,15 @@ public struct BuilderIdentity: Sendable {
 
     public static let current = BuilderIdentity(executable: "/proc/self/exe")
 
-    init(executable: String) {
+    /// `digestCache`: the executable's digest is remembered across one-shot workers (it is the same
+    /// file for every build a host runs).
+    init(executable: String, digestCache: FileDigestCache? = nil) {
         let kiln = KilnVersion(executable: executable)
         var v = ["kiln-worker": kiln.release]
         let resolved = (try? FileManager.default.destinationOfSymbolicLink(atPath: executable)) ?? executable
-        v["kiln-worker-sha256"] = (try? FileDigest.of(file: resolved).sha256) ?? "unknown"
+        // "unknown" rather than a wrong digest if the executable cannot be read.
+        let digest = try? (digestCache.map { try $0.digest(of: resolved).0 } ?? FileDigest.of(file: resolved))
+        v["kiln-worker-sha256"] = digest?.sha256 ?? "unknown"
         v["kiln-source-commit"] = kiln.commit ?? "unknown"
         if let dirty = kiln.dirty { v["kiln-source-dirty"] = dirty ? "true" : "false" }
         version = v

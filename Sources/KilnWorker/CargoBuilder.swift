@@ -169,8 +169,8 @@ public struct CargoBuilder: ProjectBuilder {
         let cargoVersion = (try? await ProcessRunner.capture(sysroot + "/bin/cargo", ["--version"], environment: ["PATH": sysroot + "/bin:/usr/bin"]).stdout) ?? "unknown"
         let rustcVersion = (try? await ProcessRunner.capture(sysroot + "/bin/rustc", ["--version"], environment: ["PATH": sysroot + "/bin:/usr/bin"]).stdout) ?? "unknown"
         let deps = [
-            toolchainDescriptor(name: "cargo", path: sysroot + "/bin/cargo", version: cargoVersion),
-            toolchainDescriptor(name: "rustc", path: sysroot + "/bin/rustc", version: rustcVersion),
+            toolchainDescriptor(name: "cargo", path: sysroot + "/bin/cargo", version: cargoVersion, cache: context.digestCache),
+            toolchainDescriptor(name: "rustc", path: sysroot + "/bin/rustc", version: rustcVersion, cache: context.digestCache),
         ]
         var params = env.filter { ["CARGO_INCREMENTAL", "CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "RUSTFLAGS", "SOURCE_DATE_EPOCH"].contains($0.key) }
         params["command"] = "cargo " + (try buildArguments()).joined(separator: " ")

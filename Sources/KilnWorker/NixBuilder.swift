@@ -68,7 +68,7 @@ public struct NixBuilder: ProjectBuilder {
                 "network": "none (fixed-output derivations not already in the store are refused)",
                 "SOURCE_DATE_EPOCH": String(context.sourceDateEpoch),
             ],
-            resolvedDependencies: [toolchainDescriptor(name: "nix", path: "/usr/bin/nix", version: version)])
+            resolvedDependencies: [toolchainDescriptor(name: "nix", path: "/usr/bin/nix", version: version, cache: context.digestCache)])
     }
 }
 

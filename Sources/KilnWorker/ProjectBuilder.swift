@@ -18,6 +18,8 @@ public struct BuildContext: Sendable {
     public var sandbox: Sandbox
     public var cancel: CancelSwitch
     public var log: @Sendable (ProcessRunner.Stream, String) -> Void
+    /// Remembers the toolchain binaries' digests across one-shot workers (nil: hash each time).
+    public var digestCache: FileDigestCache? = nil
 }
 
 /// What a builder produced.
@@ -60,9 +62,9 @@ extension ProjectBuilder {
     }
 
     /// A toolchain binary as a resolved dependency (its digest pins the exact build).
-    func toolchainDescriptor(name: String, path: String, version: String) -> ResourceDescriptor {
-        // A lock file that cannot be hashed is recorded without a digest, never with a wrong one.
-        let digest = (try? FileDigest.of(file: path).sha256).map { ["sha256": $0] }
+    func toolchainDescriptor(name: String, path: String, version: String, cache: FileDigestCache?) -> ResourceDescriptor {
+        // A binary that cannot be hashed is recorded without a digest, never with a wrong one.
+        let digest = (try? cache.map { try $0.digest(of: path).0 } ?? FileDigest.of(file: path)).map { ["sha256": $0.sha256] }
         return ResourceDescriptor(name: name, uri: "file://" + path, digest: digest, annotations: ["version": version])
     }
 }

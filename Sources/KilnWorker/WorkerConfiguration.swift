@@ -37,6 +37,16 @@ public struct WorkerConfiguration: Sendable {
     public var isolation = "process"
     /// Whether a build may ask for network (`build_config.internet_access`).
     public var allowInternetBuilds = false
+    /// Where digests of the worker's own executable and the toolchain's binaries are remembered
+    /// across one-shot workers (`FileDigestCache`); nil hashes them for every build.
+    public var digestCache: FileDigestCache?
+
+    /// Remembers digests in `directory`; false (and none remembered) when it is not this user's own
+    /// directory closed to others.
+    public mutating func useDigestCache(at directory: String) -> Bool {
+        digestCache = FileDigestCache(directory: directory)
+        return digestCache != nil
+    }
 
     public static let defaultStageDirectory = "/mnt"
 

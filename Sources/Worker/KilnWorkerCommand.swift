@@ -53,6 +53,11 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     @Option(help: "Builder identity recorded in provenance (the worker image).") var builderID: String = "https://kiln.build/worker/local@v1"
     @Option(help: "Give up waiting for a build after this many seconds (default: wait forever).") var idleTimeout: Int?
     @Flag(help: "Keep the scratch directory (debugging).") var keepScratch = false
+    @Option(
+        help: ArgumentHelp(
+            "Directory remembering the digests of this executable and the toolchain's binaries across one-shot workers, keyed by each file's identity; it must be this user's and closed to others, or it is not used. Default: /var/cache/kiln/worker-digests as root, else ~/.cache/kiln/worker-digests; 'none': hash them for every build.",
+            valueName: "dir"))
+    var digestCache: String?
     @Option(help: "Log level.") var logLevel: String = "info"
 
     func run() async throws {
@@ -93,6 +98,12 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         guard ["process", "vm-kvm", "vm-tcg"].contains(isolation) else { throw ValidationError("--isolation must be process, vm-kvm or vm-tcg") }
         configuration2.isolation = isolation
         configuration2.allowInternetBuilds = allowInternetBuilds
+        let digestDirectory =
+            digestCache
+            ?? (geteuid() == 0 ? "/var/cache/kiln/worker-digests" : FileManager.default.homeDirectoryForCurrentUser.path + "/.cache/kiln/worker-digests")
+        if digestDirectory != "none", !configuration2.useDigestCache(at: digestDirectory) {
+            FileHandle.standardError.write(Data("kiln-worker: not using --digest-cache \(digestDirectory): not a directory of this user's closed to others\n".utf8))
+        }
         guard !gatewayIdentity.isEmpty, gatewayIdentity.utf8.count <= 256 else { throw ValidationError("--gateway-identity must be a name of 1 to 256 bytes") }
         configuration2.gateway = GatewayIdentity(name: gatewayIdentity)
         if let buildUid {

@@ -1,0 +1,91 @@
+import Crypto
+import Foundation
+import KilnCore
+
+/// Digests of files that stay the same from build to build — the worker's own executable and the
+/// toolchain's binaries, recorded in every provenance — remembered across one-shot workers (#31).
+/// A fresh worker per job otherwise hashes ~120 MB of the same bytes for every job: most of a hello
+/// job's time that is not the compiler's.
+///
+/// An entry is keyed by the file's identity as the kernel reports it on the open descriptor that is
+/// hashed: path, device, inode, size, modification and change times (nanoseconds). Rewriting a file
+/// changes its change time, which no unprivileged process can set, so a changed file is hashed again;
+/// only root could forge an entry, and root owns the host already. The directory must be the
+/// caller's own and writable by nobody else, or the cache is not used (`init` returns nil). Entries
+/// are tiny files written atomically (create, then rename); one that does not parse is ignored and
+/// replaced. A file that changes while it is hashed is not remembered.
+public struct FileDigestCache: Sendable {
+    public let directory: String
+
+    /// Uses `directory`, creating it (mode 0700) if missing. `nil` when it is not a directory owned
+    /// by this user and closed to everyone else: a cache others can write is a cache they can forge.
+    public init?(directory: String) {
+        // Creation failing is not an error of its own: the checks below refuse what is not usable.
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        var st = stat()
+        guard lstat(directory, &st) == 0, st.st_mode & S_IFMT == S_IFDIR, st.st_uid == geteuid(), st.st_mode & 0o022 == 0 else { return nil }
+        self.directory = directory
+    }
+
+    /// Whether the last `digest(of:)` was answered from the cache (for the caller's log).
+    public enum Source: Sendable { case cache, hashed }
+
+    /// The file's digest: remembered if its identity is unchanged since it was hashed, else hashed
+    /// now (and remembered).
+    public func digest(of path: String) throws -> (FileDigest, Source) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ArchiveError(.io, "cannot open \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var before = stat()
+        guard fstat(fd, &before) == 0 else { throw ArchiveError(.io, "cannot stat \(path)") }
+        let entry = directory + "/" + Self.entryName(path: path, identity: before)
+        if let remembered = Self.read(entry: entry), remembered.size == Int64(before.st_size) {
+            return (remembered, .cache)
+        }
+        let digest = try FileDigest.of(descriptor: fd, path: path)
+        var after = stat()
+        if fstat(fd, &after) == 0, Self.identity(after) == Self.identity(before) {
+            Self.write(digest, entry: entry)
+        }
+        return (digest, .hashed)
+    }
+
+    static func identity(_ st: stat) -> [Int64] {
+        [
+            Int64(st.st_dev), Int64(st.st_ino), Int64(st.st_size), Int64(st.st_mtim.tv_sec), Int64(st.st_mtim.tv_nsec),
+            Int64(st.st_ctim.tv_sec), Int64(st.st_ctim.tv_nsec),
+        ]
+    }
+
+    static func entryName(path: String, identity st: stat) -> String {
+        let key = path + "\0" + identity(st).map(String.init).joined(separator: ":")
+        return String(SHA256.hash(data: Array(key.utf8)).hexString.prefix(40))
+    }
+
+    /// `<64 hex> <size>\n`, read without following a link and at most 128 bytes.
+    static func read(entry: String) -> FileDigest? {
+        let fd = open(entry, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 128)
+        let n = buffer.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, $0.count) }
+        guard n > 0, n < 128 else { return nil }
+        let fields = String(decoding: buffer[0..<n], as: UTF8.self).split(separator: " ")
+        guard fields.count == 2, fields[0].count == 64, fields[0].utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }),
+            fields[1].last == "\n", let size = Int64(fields[1].dropLast()), size >= 0
+        else { return nil }
+        return FileDigest(sha256: String(fields[0]), size: size)
+    }
+
+    static func write(_ digest: FileDigest, entry: String) {
+        let temporary = entry + ".\(getpid()).tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { return }  // another worker is writing it, or the disk refuses: hashed again next time
+        let line = Array("\(digest.sha256) \(digest.size)\n".utf8)
+        let written = line.withUnsafeBytes { Foundation.write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        if written != line.count || rename(temporary, entry) != 0 {
+            unlink(temporary)
+        }
+    }
+}
