@@ -60,6 +60,8 @@ round() {
     > "$work/submit-$kind-$r.log"
   local took; took=$(echo "$(date +%s.%N) - $s" | bc)
   "$BIN/kiln" verify "$work/result-$kind-$r.tar.gz" --nonce abcd --key "$work/farm.pub" --allow-tee-none > /dev/null
+  # Where the job's time went (#31 item 2), to stderr: the JSON line on stdout is this case's result.
+  python3 bench/job_breakdown.py "http://127.0.0.1:$GP" "hello_breakdown_$kind" "$(awk '$1 == "job" { print $2; exit }' "$work/submit-$kind-$r.log")" >&2
   kill -TERM "$pool"; wait "$pool" 2>/dev/null || true; pool=""
   echo "$boot $took"
 }
