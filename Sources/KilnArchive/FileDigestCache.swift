@@ -14,8 +14,21 @@ import KilnCore
 /// caller's own and writable by nobody else, or the cache is not used (`init` returns nil). Entries
 /// are tiny files written atomically (create, then rename); one that does not parse is ignored and
 /// replaced. A file that changes while it is hashed is not remembered.
+///
+/// **Known digests** come from a manifest shipped with the files themselves: a VM image lists the
+/// digests of its kiln-worker and of its dm-verity toolchain's binaries, computed when the image was
+/// built, in the same measured initramfs (`addKnownDigests(fromFile:)`). Under TCG hashing them in the
+/// guest took seconds per build.
 public struct FileDigestCache: Sendable {
-    public let directory: String
+    /// Where hashed digests are remembered; nil: only known digests, nothing remembered.
+    public let directory: String?
+    /// Digests by absolute path from manifests; used when the open file's size matches.
+    public private(set) var known: [String: FileDigest] = [:]
+
+    /// Remembers nothing; answers only from known digests.
+    public init() {
+        directory = nil
+    }
 
     /// Uses `directory`, creating it (mode 0700) if missing. `nil` when it is not a directory owned
     /// by this user and closed to everyone else: a cache others can write is a cache they can forge.
@@ -28,7 +41,43 @@ public struct FileDigestCache: Sendable {
     }
 
     /// Whether the last `digest(of:)` was answered from the cache (for the caller's log).
-    public enum Source: Sendable { case cache, hashed }
+    public enum Source: Sendable { case cache, known, hashed }
+
+    /// Most bytes of a known-digests manifest.
+    public static let maxManifestBytes = 64 << 10
+
+    /// Adds the digests a manifest lists, one `<64 hex> <size> <absolute path>` per line. The file
+    /// must be this user's and closed to others, like the cache directory: its word is taken for
+    /// the files it names.
+    public mutating func addKnownDigests(fromFile path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { throw ArchiveError(.io, "cannot open \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == geteuid(), st.st_mode & 0o022 == 0 else {
+            throw ArchiveError(.io, "\(path) is not a regular file of this user's closed to others")
+        }
+        guard st.st_size <= Self.maxManifestBytes else { throw ArchiveError(.io, "\(path) is larger than \(Self.maxManifestBytes) bytes") }
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+        let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        guard n == bytes.count else { throw ArchiveError(.io, "cannot read \(path)") }
+        var listed: [String: FileDigest] = [:]  // all or nothing: a bad line adds none of the manifest
+        for (number, line) in String(decoding: bytes, as: UTF8.self).split(separator: "\n").enumerated() {
+            let fields = line.split(separator: " ", maxSplits: 2)
+            guard fields.count == 3, let digest = Self.parse(sha256: fields[0], size: fields[1]), fields[2].hasPrefix("/") else {
+                throw ArchiveError(.io, "\(path) line \(number + 1) is not '<sha256> <size> <absolute path>'")
+            }
+            listed[String(fields[2])] = digest
+        }
+        known.merge(listed) { _, new in new }
+    }
+
+    static func parse(sha256: Substring, size: Substring) -> FileDigest? {
+        guard sha256.count == 64, sha256.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }),
+            let n = Int64(size), n >= 0
+        else { return nil }
+        return FileDigest(sha256: String(sha256), size: n)
+    }
 
     /// The file's digest: remembered if its identity is unchanged since it was hashed, else hashed
     /// now (and remembered).
@@ -38,6 +87,10 @@ public struct FileDigestCache: Sendable {
         defer { close(fd) }
         var before = stat()
         guard fstat(fd, &before) == 0 else { throw ArchiveError(.io, "cannot stat \(path)") }
+        if let listed = known[path], listed.size == Int64(before.st_size) {
+            return (listed, .known)
+        }
+        guard let directory else { return (try FileDigest.of(descriptor: fd, path: path), .hashed) }
         let entry = directory + "/" + Self.entryName(path: path, identity: before)
         if let remembered = Self.read(entry: entry), remembered.size == Int64(before.st_size) {
             return (remembered, .cache)
@@ -71,10 +124,8 @@ public struct FileDigestCache: Sendable {
         let n = buffer.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, $0.count) }
         guard n > 0, n < 128 else { return nil }
         let fields = String(decoding: buffer[0..<n], as: UTF8.self).split(separator: " ")
-        guard fields.count == 2, fields[0].count == 64, fields[0].utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }),
-            fields[1].last == "\n", let size = Int64(fields[1].dropLast()), size >= 0
-        else { return nil }
-        return FileDigest(sha256: String(fields[0]), size: size)
+        guard fields.count == 2, fields[1].last == "\n" else { return nil }
+        return parse(sha256: fields[0], size: fields[1].dropLast())
     }
 
     static func write(_ digest: FileDigest, entry: String) {

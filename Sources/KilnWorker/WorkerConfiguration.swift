@@ -48,6 +48,14 @@ public struct WorkerConfiguration: Sendable {
         return digestCache != nil
     }
 
+    /// Takes the digests a manifest lists (`FileDigestCache.addKnownDigests(fromFile:)`); after
+    /// `useDigestCache(at:)`, which starts a new cache.
+    public mutating func addKnownDigests(fromFile path: String) throws {
+        var cache = digestCache ?? FileDigestCache()
+        try cache.addKnownDigests(fromFile: path)
+        digestCache = cache
+    }
+
     public static let defaultStageDirectory = "/mnt"
 
     /// A uid no account uses, unique among this host's live workers (it derives from the pid), so two

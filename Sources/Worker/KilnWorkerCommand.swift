@@ -58,6 +58,11 @@ struct KilnWorkerCommand: AsyncParsableCommand {
             "Directory remembering the digests of this executable and the toolchain's binaries across one-shot workers, keyed by each file's identity; it must be this user's and closed to others, or it is not used. Default: /var/cache/kiln/worker-digests as root, else ~/.cache/kiln/worker-digests; 'none': hash them for every build.",
             valueName: "dir"))
     var digestCache: String?
+    @Option(
+        help: ArgumentHelp(
+            "A manifest of digests taken as given for the files it names ('<sha256> <size> <absolute path>' per line; this user's, closed to others): a VM image's list for its own kiln-worker and dm-verity toolchain. Repeatable.",
+            valueName: "file"))
+    var knownDigests: [String] = []
     @Option(help: "Log level.") var logLevel: String = "info"
 
     func run() async throws {
@@ -103,6 +108,9 @@ struct KilnWorkerCommand: AsyncParsableCommand {
             ?? (geteuid() == 0 ? "/var/cache/kiln/worker-digests" : FileManager.default.homeDirectoryForCurrentUser.path + "/.cache/kiln/worker-digests")
         if digestDirectory != "none", !configuration2.useDigestCache(at: digestDirectory) {
             FileHandle.standardError.write(Data("kiln-worker: not using --digest-cache \(digestDirectory): not a directory of this user's closed to others\n".utf8))
+        }
+        for manifest in knownDigests {
+            do { try configuration2.addKnownDigests(fromFile: manifest) } catch { throw ValidationError("--known-digests: \(error)") }
         }
         guard !gatewayIdentity.isEmpty, gatewayIdentity.utf8.count <= 256 else { throw ValidationError("--gateway-identity must be a name of 1 to 256 bytes") }
         configuration2.gateway = GatewayIdentity(name: gatewayIdentity)

@@ -83,4 +83,48 @@ struct FileDigestCacheTests {
         try FileManager.default.createDirectory(atPath: dir.file("elsewhere"), withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
         #expect(FileDigestCache(directory: dir.file("link")) == nil, "a symbolic link")
     }
+
+    /// A VM image's manifest: its word is taken for the files it names, as long as the size on disk
+    /// matches (a different file at that path is hashed), with or without a cache directory.
+    @Test func aManifestsDigestsAnswerForTheFilesItNames() throws {
+        let dir = try TemporaryDirectory(prefix: "kiln-digests")
+        let worker = dir.file("kiln-worker")
+        try Self.write("worker bytes", to: worker)
+        let real = try FileDigest.of(file: worker)
+        let listed = String(repeating: "e", count: 64)
+        try Self.write("\(listed) \(real.size) \(worker)\n\(listed) 5 /elsewhere/cargo\n", to: dir.file("known"))
+        #expect(chmod(dir.file("known"), 0o644) == 0)
+        var cache = FileDigestCache()
+        try cache.addKnownDigests(fromFile: dir.file("known"))
+        let (digest, source) = try cache.digest(of: worker)
+        #expect(source == .known)
+        #expect(digest == FileDigest(sha256: listed, size: real.size))
+        try Self.write("worker bytes, longer", to: worker)
+        let (rehashed, again) = try cache.digest(of: worker)
+        #expect(again == .hashed)
+        #expect(rehashed == (try FileDigest.of(file: worker)))
+    }
+
+    @Test func aManifestThatIsNotTheWorkersOwnOrNotWellFormedIsRefused() throws {
+        let dir = try TemporaryDirectory(prefix: "kiln-digests")
+        let line = String(repeating: "a", count: 64) + " 3 /opt/kiln/bin/kiln-worker\n"
+        let refused: [(String, String, mode_t)] = [
+            ("group-writable", line, 0o664),
+            ("a relative path", String(repeating: "a", count: 64) + " 3 opt/kiln-worker\n", 0o600),
+            ("a short digest", "abc 3 /x\n", 0o600),
+            ("a negative size", String(repeating: "a", count: 64) + " -3 /x\n", 0o600),
+            ("too large", String(repeating: line, count: FileDigestCache.maxManifestBytes / line.utf8.count + 1), 0o600),
+        ]
+        for (name, text, mode) in refused {
+            let file = dir.file(name.replacingOccurrences(of: " ", with: "-"))
+            try Self.write(text, to: file)
+            #expect(chmod(file, mode) == 0)
+            var cache = FileDigestCache()
+            #expect(throws: (any Error).self, "\(name)") { try cache.addKnownDigests(fromFile: file) }
+            #expect(cache.known.isEmpty, "\(name)")
+        }
+        #expect(symlink(dir.file("group-writable"), dir.file("link")) == 0)
+        var cache = FileDigestCache()
+        #expect(throws: (any Error).self) { try cache.addKnownDigests(fromFile: dir.file("link")) }
+    }
 }

@@ -225,6 +225,19 @@ import Testing
             let statement = try JSONSerialization.jsonObject(with: Data(provenance.utf8)) as? [String: Any]
             let parameters = ((statement?["predicate"] as? [String: Any])?["buildDefinition"] as? [String: Any])?["internalParameters"] as? [String: String]
             #expect(parameters?["isolation"] == "vm-tcg", "\(provenance)")
+            // The digests the provenance names are the real ones, whether the guest hashed them or took
+            // them from the image's manifests (the worker's from the initramfs, the toolchain's from
+            // the verity disk; the host share's are hashed in the guest).
+            let predicate = statement?["predicate"] as? [String: Any]
+            let builder = (predicate?["runDetails"] as? [String: Any])?["builder"] as? [String: Any]
+            #expect((builder?["version"] as? [String: String])?["kiln-worker-sha256"] == (try Self.sha256(BuiltProducts.path("kiln-worker"))))
+            let dependencies = (predicate?["buildDefinition"] as? [String: Any])?["resolvedDependencies"] as? [[String: Any]] ?? []
+            let sysroot = try await Command.run("/bin/sh", ["-c", "(rustc --print sysroot || \"$HOME/.cargo/bin/rustc\" --print sysroot) 2>/dev/null"])
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            for tool in ["cargo", "rustc"] {
+                let named = dependencies.first { $0["name"] as? String == tool }
+                #expect((named?["digest"] as? [String: String])?["sha256"] == (try Self.sha256(sysroot + "/bin/" + tool)), "\(tool): \(named ?? [:])")
+            }
             let certificate = try #require(report?["worker_certificate"] as? [String: Any], "\(text)")
             let image = certificate["image"] as? [String: String]
             #expect(image?["vmlinuz"] == (try Self.sha256(dir.file("image/vmlinuz"))))

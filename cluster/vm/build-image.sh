@@ -36,6 +36,10 @@ cp /bin/busybox "$root/bin/busybox"
 for applet in sh mount insmod ip poweroff cat cut echo sleep mkdir nc tr timeout true cp ln switch_root; do ln -s busybox "$root/bin/$applet"; done
 # kiln-worker lives under /opt: with a toolchain share the guest's /usr is the toolchain's.
 cp "$worker" "$root/opt/kiln/bin/kiln-worker"
+# Its digest, for the provenance's builder version: hashing 75 MB in a TCG guest took seconds per build.
+# It is in the same (measured) initramfs as the binary it names (kiln-worker --known-digests).
+printf '%s %s /opt/kiln/bin/kiln-worker\n' "$(sha256sum "$worker" | cut -d' ' -f1)" "$(stat -c %s "$worker")" > "$root/opt/kiln/known-digests"
+chmod 644 "$root/opt/kiln/known-digests"
 cp /usr/sbin/dmsetup "$root/bin/dmsetup"
 # The shared libraries (and the dynamic loader) of the worker and dmsetup, at the paths they were linked against.
 { ldd "$worker"; ldd /usr/sbin/dmsetup; } | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u | while read -r lib; do
@@ -91,6 +95,12 @@ if [ "$with_toolchain" = 1 ]; then
   sysroot=${KILN_RUST_SYSROOT:-$( (rustc --print sysroot || "$HOME/.cargo/bin/rustc" --print sysroot) 2>/dev/null)}
   [ -x "$sysroot/bin/cargo" ] || { echo "--with-toolchain: no Rust sysroot with bin/cargo (set KILN_RUST_SYSROOT)" >&2; exit 1; }
   cp "$sysroot/bin/cargo" "$sysroot/bin/rustc" "$tc/rust/bin/"
+  # The digests of the binaries every provenance names, on the verity-checked disk beside them, at the
+  # paths the guest sees them (kiln-worker --known-digests, passed only when the disk verified).
+  for b in cargo rustc; do
+    printf '%s %s /toolchain/rust/bin/%s\n' "$(sha256sum "$tc/rust/bin/$b" | cut -d' ' -f1)" "$(stat -c %s "$tc/rust/bin/$b")" "$b"
+  done > "$tc/kiln-digests"
+  chmod 644 "$tc/kiln-digests"
   cp -P "$sysroot"/lib/*.so* "$tc/rust/lib/"
   cp -a "$sysroot/lib/rustlib/x86_64-unknown-linux-gnu" "$tc/rust/lib/rustlib/"
   mksquashfs "$tc" "$out/toolchain.squashfs" -noappend -quiet -comp lz4 -all-root -mkfs-time 0 -all-time 0 -reproducible > /dev/null
