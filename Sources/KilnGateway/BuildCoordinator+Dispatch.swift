@@ -53,7 +53,7 @@ extension BuildCoordinator {
         // A worker's first events can overtake its acceptance on the way here; they wait until the
         // assignment is recorded instead of being dropped as coming from an unknown worker.
         holdback.begin(job.id)
-        foreignJobs.remove(job.id)
+        ownership.claimed(job.id)
         let outcome = await offerOnce(job)
         // Placed or not, this gateway is done offering it: a job still waiting is anyone's again.
         do { try await store.releaseClaim(job.id, by: configuration.instanceID) } catch {

@@ -19,7 +19,7 @@ extension BuildCoordinator {
             if !holdback.hold(event, message) { metrics.busMessagesRejected(.heldBackOverflow) }
             return
         }
-        if !intake.isRunning(event.jobID), foreignJobs.contains(event.jobID) { return }  // another gateway ingests it
+        if !intake.isRunning(event.jobID), ownership.isKnownForeign(event.jobID) { return }  // another gateway ingests it
         await handleEvent(event, message)
     }
 

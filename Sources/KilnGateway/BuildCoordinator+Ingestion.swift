@@ -17,7 +17,7 @@ extension BuildCoordinator {
     /// Unknown jobs and jobs nobody ingests yet are answered by every gateway alike.
     func isIngestedElsewhere(_ jobID: String) async -> Bool {
         if intake.isRunning(jobID) { return false }
-        if foreignJobs.contains(jobID) { return true }
+        if ownership.isKnownForeign(jobID) { return true }
         let job: Job?
         do { job = try await store.job(jobID) } catch {
             // Answered as this gateway's: a refusal from here would be wrong only for a job another
@@ -30,17 +30,13 @@ extension BuildCoordinator {
     }
 
     func isIngestedElsewhere(_ job: Job) -> Bool {
-        let me = configuration.instanceID
-        if job.status == .waiting, let offering = job.dispatchClaimedBy, offering != me, (job.dispatchClaimExpiresAt ?? .distantPast) > Date() {
-            // Another gateway is offering it right now: what its worker sends first is that gateway's to
-            // answer (it holds it until the acceptance is recorded). Not remembered: it may come back here.
+        switch ownership.verdict(on: job, now: Date()) {
+        case .here: return false
+        case .offeredElsewhere: return true
+        case .ingestedElsewhere:
+            intake.forget(job.id)
             return true
         }
-        guard let owner = job.ingestedBy, owner != me else { return false }
-        if foreignJobs.count >= 10_000 { foreignJobs.removeAll() }
-        foreignJobs.insert(job.id)
-        intake.forget(job.id)
-        return true
     }
 
     /// Every second (and at start): this gateway is alive; building jobs whose gateway is not are
@@ -51,7 +47,7 @@ extension BuildCoordinator {
         do {
             peerGateways = try await store.heartbeat(gateway: me, lease: configuration.gatewayLease)
             for job in try await store.adoptOrphans(by: me, lease: configuration.gatewayLease) {
-                foreignJobs.remove(job.id)
+                ownership.claimed(job.id)
                 intake.forget(job.id)
                 let last = try await store.lastSeq(job: job.id)
                 try await apply(.workerSeen, to: job.id)

@@ -37,10 +37,9 @@ public actor BuildCoordinator {
     var holdback: DispatchHoldback
     /// Jobs whose last chunk is being checked and moved into place (one finisher per job).
     var finishingResults: Set<String> = []
-    /// Jobs another gateway ingests (see `Job.ingestedBy`): their workers' messages are left to it
-    /// without a store read. Only this gateway's own offer or adoption makes such a job its own, and
-    /// both remove it from here. Bounded: cleared when full.
-    var foreignJobs: Set<String> = []
+    /// Which gateway ingests each job (see `Job.ingestedBy`), remembering those another gateway
+    /// ingests so their workers' messages are left to it without a store read.
+    var ownership: IngestionOwnership
     /// Other live gateways on the store (from the last heartbeat): stored events are announced to
     /// them only when there are any.
     var peerGateways = 0
@@ -75,6 +74,7 @@ public actor BuildCoordinator {
         self.metrics = metrics
         self.logger = logger
         self.holdback = DispatchHoldback(maxEvents: configuration.maxHeldEvents)
+        self.ownership = IngestionOwnership(gateway: configuration.instanceID)
     }
 
     // MARK: - lifecycle
