@@ -14,17 +14,10 @@ public struct FileDigest: Sendable, Equatable, Hashable, Codable {
 
     /// Streams the file through SHA-256 in 1 MiB reads (constant memory).
     public static func of(file path: String) throws -> FileDigest {
-        guard let fh = FileHandle(forReadingAtPath: path) else {
-            throw ArchiveError(.io, "cannot open \(path)")
-        }
-        defer { try? fh.close() }
-        var hasher = SHA256()
-        var size: Int64 = 0
-        while let chunk = try fh.read(upToCount: 1 << 20), !chunk.isEmpty {
-            hasher.update(data: chunk)
-            size += Int64(chunk.count)
-        }
-        return FileDigest(sha256: hasher.finalize().hexString, size: size)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ArchiveError(.io, "cannot open \(path)") }
+        defer { close(fd) }
+        return try of(descriptor: fd, path: path)
     }
 
     /// Streams an open file through SHA-256 from its start, in 1 MiB reads (`path` is for errors).
