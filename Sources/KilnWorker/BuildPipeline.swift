@@ -231,8 +231,22 @@ final class BuildPipeline: Sendable {
                 failure.requires = "nix"
                 throw failure
             }
+            var jobDaemon: JobNixDaemon?
+            if configuration.toolchains.nixDaemonPerJob {
+                if geteuid() == 0 {
+                    // Its builds' directories on the workspace (the disk limit); its socket in the
+                    // root-only scratch, reachable only through the sandbox's bind.
+                    jobDaemon = JobNixDaemon(
+                        socketDirectory: scratch + "/nix-daemon", buildDirectory: workspace.path + "/nix-build",
+                        configurationDirectory: ProcessInfo.processInfo.environment["NIX_CONF_DIR"],
+                        timeoutSeconds: Int(limits.buildTimeout.components.seconds))
+                } else {
+                    note("the shared nix-daemon builds this job's derivations, outside its limits: a worker that is not root cannot start one of the job's own")
+                }
+            }
             builder = NixBuilder(
-                flake: kind == .nixFlake, daemonSocket: configuration.toolchains.nixDaemonSocket, limits: limits, attribute: request.buildOptions?.attribute)
+                flake: kind == .nixFlake, daemonSocket: configuration.toolchains.nixDaemonSocket, jobDaemon: jobDaemon, limits: limits,
+                attribute: request.buildOptions?.attribute)
             try await fetchFlakeInputs(kind == .nixFlake ? sourceTree : nil, fetcher: fetcher, scratch: scratch, batcher: batcher)
         }
 

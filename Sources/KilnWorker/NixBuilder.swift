@@ -13,10 +13,16 @@ public struct NixBuilder: ProjectBuilder {
     public let limits: WorkerConfiguration.Limits
     /// `build_options.attribute`: the attribute (`-A`) or the flake package to build.
     public let attribute: String?
+    /// The job's own nix-daemon, held to the job's limits (nil: the shared one at `daemonSocket`).
+    public let jobDaemon: JobNixDaemon?
 
-    public init(flake: Bool, daemonSocket: String = NixDaemon.defaultSocket, limits: WorkerConfiguration.Limits, attribute: String? = nil) {
+    public init(
+        flake: Bool, daemonSocket: String = NixDaemon.defaultSocket, jobDaemon: JobNixDaemon? = nil, limits: WorkerConfiguration.Limits,
+        attribute: String? = nil
+    ) {
         self.flake = flake
         self.daemonSocket = daemonSocket
+        self.jobDaemon = jobDaemon
         self.limits = limits
         self.attribute = attribute
     }
@@ -31,9 +37,10 @@ public struct NixBuilder: ProjectBuilder {
         try fm.createDirectory(atPath: out + "/home", withIntermediateDirectories: true)
         var mounts = Sandbox.Mounts(source: context.sourceRoot, output: out)
         mounts.nix = true
+        mounts.jobNixDaemon = jobDaemon
         let env = [
             "PATH": "/usr/bin:/bin", "HOME": "\(Sandbox.outputPath)/home", "XDG_CACHE_HOME": "\(Sandbox.outputPath)/cache",
-            "NIX_REMOTE": NixDaemon.remote(socket: daemonSocket), "SOURCE_DATE_EPOCH": String(context.sourceDateEpoch),
+            "NIX_REMOTE": jobDaemon == nil ? NixDaemon.remote(socket: daemonSocket) : JobNixDaemon.sandboxRemote, "SOURCE_DATE_EPOCH": String(context.sourceDateEpoch),
             "LANG": "C.UTF-8", "TZ": "UTC", "TMPDIR": "/tmp",
         ]
         let offline = ["--option", "substituters", "", "--option", "fallback", "false"] + Self.noImportFromDerivation
@@ -66,6 +73,9 @@ public struct NixBuilder: ProjectBuilder {
             internalParameters: [
                 "command": command.joined(separator: " "), "nix": version, "substituters": "none (offline)",
                 "network": "none (fixed-output derivations not already in the store are refused)",
+                "nixDaemon": jobDaemon == nil
+                    ? "the operator's shared daemon (its builds run outside the job's limits)"
+                    : "the job's own, in the job's cgroup (sandboxed builds, no substituters or remote builders)",
                 "SOURCE_DATE_EPOCH": String(context.sourceDateEpoch),
             ],
             resolvedDependencies: [toolchainDescriptor(name: "nix", path: "/usr/bin/nix", version: version, cache: context.digestCache)])

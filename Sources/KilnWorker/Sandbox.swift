@@ -2,6 +2,7 @@ import Foundation
 import KilnArchive
 import KilnHost
 import KilnProcess
+import Synchronization
 
 /// The bubblewrap sandbox every build runs in (design §5 step 3).
 ///
@@ -32,6 +33,10 @@ public struct Sandbox: Sendable {
         public var readOnly: [(host: String, sandbox: String)] = []
         /// Bind /nix read-only and let the client reach the nix-daemon socket.
         public var nix = false
+        /// With `nix`: the job's own nix-daemon, started in the sandbox's cgroup by `run`; its socket's
+        /// directory is bound at `JobNixDaemon.sandboxSocketDirectory` and the shared daemon's socket
+        /// directory is hidden (nil: the client reaches the operator's shared daemon).
+        public var jobNixDaemon: JobNixDaemon?
 
         public init(source: String, output: String) {
             self.source = source
@@ -93,6 +98,10 @@ public struct Sandbox: Sendable {
             // The store and the daemon's socket; not /etc/nix (the operator's configuration and any
             // secrets in it): the client's defaults suffice, and the daemon decides what is allowed.
             a += ["--ro-bind", "/nix", "/nix"]
+            if let daemon = mounts.jobNixDaemon {
+                // Only the job's daemon: the shared one would build outside the job's limits.
+                a += ["--tmpfs", "/nix/var/nix/daemon-socket", "--ro-bind", daemon.socketDirectory, JobNixDaemon.sandboxSocketDirectory]
+            }
         }
         a += ["--proc", "/proc", "--dev", "/dev", "--size", String(limits.diskBytes), "--tmpfs", "/tmp", "--dir", "/build"]
         if seccomp { a += ["--seccomp", String(Self.seccompFD)] }
@@ -126,6 +135,7 @@ public struct Sandbox: Sendable {
             staged.source = stage(mounts.source)
             staged.output = stage(mounts.output)
             staged.readOnly = mounts.readOnly.map { (stage($0.host), $0.sandbox) }
+            if let daemon = mounts.jobNixDaemon { staged.jobNixDaemon?.socketDirectory = stage(daemon.socketDirectory) }
         }
         let inner = arguments(command: command, environment: environment, mounts: staged, seccomp: seccompFile != nil)
         var chain: [String] = []
@@ -175,13 +185,81 @@ public struct Sandbox: Sendable {
             argv = ["/usr/bin/prlimit", "--as=\(limits.memoryBytes)", "--nproc=\(limits.maxProcesses)", "--"] + argv
         }
         defer { cgroup?.remove() }
-        var sweep: (@Sendable () -> Void)?
-        if let cgroup { sweep = { cgroup.killAll() } }
-        let outcome = try await ProcessRunner.run(
-            argv[0], Array(argv.dropFirst()), environment: ["PATH": "/usr/bin:/bin"],
-            timeout: limits.buildTimeout, cancel: cancel, maxLineBytes: limits.maxLineBytes,
-            afterExit: sweep, onLine: onLine)
+        var sweepAfterExit: (@Sendable () -> Void)?
+        if let cgroup { sweepAfterExit = { cgroup.killAll() } }
+        let sweep = sweepAfterExit
+        let launch = argv
+        let runBuild: @Sendable () async throws -> ProcessRunner.Outcome = { [limits] in
+            let argv = launch
+            return try await ProcessRunner.run(
+                argv[0], Array(argv.dropFirst()), environment: ["PATH": "/usr/bin:/bin"],
+                timeout: limits.buildTimeout, cancel: cancel, maxLineBytes: limits.maxLineBytes,
+                afterExit: sweep, onLine: onLine)
+        }
+        let outcome: ProcessRunner.Outcome
+        if let daemon = mounts.jobNixDaemon {
+            outcome = try await Self.withJobNixDaemon(daemon, cgroup: cgroup, limits: limits, cancel: cancel, onLine: onLine, body: runBuild)
+        } else {
+            outcome = try await runBuild()
+        }
         cgroup?.killAll()
         return Outcome(process: outcome, hitMemoryLimit: cgroup?.hitMemoryLimit ?? false, hitProcessLimit: cgroup?.hitProcessLimit ?? false)
     }
+}
+
+extension Sandbox {
+    /// Runs `body` (the sandboxed Nix client) while the job's own nix-daemon answers. The daemon joins
+    /// the sandbox's cgroup before it execs (without cgroups: the same address-space rlimit), so every
+    /// builder it forks is held to the sandbox's memory and process limits; when `body` returns, the
+    /// daemon is stopped and the cgroup swept, which ends any builder left.
+    static func withJobNixDaemon(
+        _ daemon: JobNixDaemon, cgroup: CgroupLimits?, limits: WorkerConfiguration.Limits, cancel: CancelSwitch?,
+        onLine: @escaping @Sendable (ProcessRunner.Stream, String) -> Void,
+        body: @escaping @Sendable () async throws -> ProcessRunner.Outcome
+    ) async throws -> ProcessRunner.Outcome {
+        try daemon.prepare()
+        var argv = daemon.command
+        if let cgroup {
+            argv = cgroup.wrap(argv)
+        } else {
+            argv = ["/usr/bin/prlimit", "--as=\(limits.memoryBytes)", "--"] + argv
+        }
+        // The daemon's own words (a line per client connection, its errors): the last few, for a
+        // daemon that does not start; builders' output reaches the client, not this.
+        let said = RecentLines(keeping: 20)
+        let stop = CancelSwitch()
+        let daemonArguments = argv
+        let daemonEnvironment = daemon.environment
+        let daemonTimeout = limits.buildTimeout + .seconds(60)
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                _ = try await ProcessRunner.run(
+                    daemonArguments[0], Array(daemonArguments.dropFirst()), environment: daemonEnvironment,
+                    timeout: daemonTimeout, cancel: stop, onLine: { _, line in said.append(line) })
+            }
+            defer { stop.fire() }
+            guard try await daemon.waitUntilAnswering() else {
+                throw BuildFailure.internalError("build", "the job's nix-daemon did not start: \(said.lines.joined(separator: " | "))")
+            }
+            let outcome = try await body()
+            stop.fire()
+            cgroup?.killAll()
+            try await group.waitForAll()
+            return outcome
+        }
+    }
+}
+
+/// The last `keeping` lines of a stream, for an error message.
+final class RecentLines: Sendable {
+    private let state = Mutex<[String]>([])
+    let keeping: Int
+    init(keeping: Int) { self.keeping = keeping }
+    func append(_ line: String) {
+        state.withLock { lines in
+            lines.append(line)
+            if lines.count > keeping { lines.removeFirst(lines.count - keeping) }
+        }
+    }
+    var lines: [String] { state.withLock { $0 } }
 }

@@ -134,6 +134,10 @@ public struct WorkerConfiguration: Sendable {
         public var nixEnabled = true
         /// The nix-daemon's socket (Nix's default unless the operator moved it).
         public var nixDaemonSocket = NixDaemon.defaultSocket
+        /// Build each Nix job's derivations with a nix-daemon of its own, inside the job's cgroup and on
+        /// its workspace (`JobNixDaemon`); needs root. Off: the shared daemon builds them, outside the
+        /// job's limits.
+        public var nixDaemonPerJob = true
         public var bwrap = "/usr/bin/bwrap"
         public var git = "/usr/bin/git"
         public init() {}

@@ -44,6 +44,10 @@ struct KilnWorkerCommand: AsyncParsableCommand {
     var allowInternetBuilds = false
     @Flag(help: "Disable Nix builds.") var noNix = false
     @Option(help: "The nix-daemon's socket.") var nixDaemonSocket = NixDaemon.defaultSocket
+    @Option(
+        help:
+            "Who builds a Nix job's derivations: 'job' (a nix-daemon of the job's own, in its cgroup and on its workspace; needs root) or 'shared' (the daemon at --nix-daemon-socket, outside the job's limits)."
+    ) var nixDaemon: String = "job"
     @Option(help: "configfs-tsm report directory.") var tsmRoot: String = "/sys/kernel/config/tsm/report"
     @Flag(help: "Make the signing key in memory and have the pool that launched this worker certify it with the farm key (a VM worker); --key is not used.")
     var certifiedKey = false
@@ -92,6 +96,8 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         toolchains.rustSysroot = rustSysroot
         toolchains.nixEnabled = !noNix
         toolchains.nixDaemonSocket = nixDaemonSocket
+        guard ["job", "shared"].contains(nixDaemon) else { throw ValidationError("--nix-daemon must be 'job' or 'shared'") }
+        toolchains.nixDaemonPerJob = nixDaemon == "job"
         let scratchDir = scratch ?? (FileManager.default.temporaryDirectory.path + "/kiln-worker-" + id)
         let configuration = WorkerConfiguration(
             bus: bus, workerID: id, scratchDirectory: scratchDir, keyFile: key, limits: limits,

@@ -30,7 +30,11 @@ final class TestCluster: @unchecked Sendable {
         let gen = try await LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "generate", keyFile])
         _ = try await gen.waitForExit()
         let brokerPort = broker.port
-        self.gatewayArgs = gatewayArgs + (brokerURLForGateway.map { ["--broker", $0(brokerPort)] } ?? [])
+        // A worker (often a stand-in in the test itself) has 30 s to accept, not the default 5: on a
+        // loaded machine (a CI runner beside a TCG VM) a 5 s window expired and the job stayed waiting.
+        // A test about the window sets its own.
+        let ackWindow = gatewayArgs.contains("--ack-timeout") ? [] : ["--ack-timeout", "30"]
+        self.gatewayArgs = ackWindow + gatewayArgs + (brokerURLForGateway.map { ["--broker", $0(brokerPort)] } ?? [])
         gateway = try await GatewayProcess(
             brokerPort: broker.port, dataDirectory: dir.file("gw"), arguments: ["--public-key", keyFile] + self.gatewayArgs,
             environment: gatewayEnvironment)

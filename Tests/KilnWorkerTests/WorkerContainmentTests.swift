@@ -258,6 +258,44 @@ import Testing
         await d.close()
     }
 
+    /// #29 item 1: every derivation of a Nix job is built by a nix-daemon, and the operator's shared one
+    /// runs outside the job's cgroup and workspace — a builder that takes 600 MB of memory, or writes
+    /// 200 MB into its build directory, finished and the job ended `ready` under a 256 MiB memory limit
+    /// and a 48 MiB disk limit (`shared`, kept as the control that the attack is real). The job's own
+    /// daemon (the default) runs in the job's cgroup with its build directories on the workspace, so
+    /// the builder hits the job's limits and the job fails in `build`.
+    @Test(arguments: [("memory", "job"), ("disk", "job"), ("memory", "shared"), ("disk", "shared")])
+    func aDerivationsBuilderIsHeldToTheJobsLimits(resource: String, daemon: String) async throws {
+        let broker = try await BrokerProcess()
+        defer { broker.stop() }
+        let nonce = UUID().uuidString
+        let hog =
+            resource == "memory"
+            ? #"x=$(head -c 600000000 /dev/zero | tr '\\0' a); echo \${#x} > $out"#
+            : #"head -c 200000000 /dev/zero > big && ls -l big > $out"#
+        let files = [
+            "default.nix": """
+            derivation { name = "hog-\(nonce)"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "\(hog)" ]; }
+
+            """
+        ]
+        let archive = Data(try await Fixtures.archive(files, root: "hog", zip: false)).base64EncodedString()
+        let (d, _, t, _) = try await runBuild(
+            { BuildRequest(jobID: $0, nonce: testNonce, sourceData: archive, sourceName: "hog.tar.gz") },
+            workerArgs: ["--memory-mb", "256", "--disk-mb", "48", "--nix-daemon", daemon], broker: broker)
+        let log = d.logLines.suffix(12).joined(separator: "\n")
+        if daemon == "shared" {
+            #expect(t.type == .done, "the control: the shared daemon's builder is outside the job's limits: \(t.message ?? "") \(log)")
+        } else {
+            #expect(t.type == .failed && t.failurePhase == "build", "\(t.type) \(t.message ?? "") \(log)")
+            let said = (t.message ?? "") + log
+            // busybox's head reports the full workspace as an I/O error on its output.
+            let expected = resource == "memory" ? "memory limit" : "head: standard output: I/O error"
+            #expect(said.contains(expected), "'\(expected)' not said: \(t.message ?? "") \(log)")
+        }
+        await d.close()
+    }
+
     /// A repository on loopback is refused without the operator's allowance, and the refusal reads
     /// the same for a port that answers and one that does not.
     @Test func loopbackRepositoryNeedsTheOperatorsAllowance() async throws {
