@@ -134,7 +134,12 @@ public final class WorkerPool: Service, Sendable {
                 if let certifications {
                     group.addTask {
                         for await m in certifications {
-                            guard let reply = m.reply, let answer = try? JSONEncoder().encode(self.certify(m)) else { continue }
+                            let decision = self.certify(m)
+                            // Answered only on the requesting worker's inbox; a refusal for asking
+                            // elsewhere is counted and logged by `certify`, never published.
+                            guard let reply = WorkerCertifier.answerSubject(for: m.subject, reply: m.reply) else { continue }
+                            // A reply of two optional strings always encodes; nothing to lose here.
+                            guard let answer = try? JSONEncoder().encode(decision) else { continue }
                             do { try await client.publish(reply, payload: Array(answer)) } catch {
                                 self.logger.warning("cannot answer a certification request: \(error)")
                             }

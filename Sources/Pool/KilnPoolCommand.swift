@@ -63,9 +63,11 @@ struct KilnPoolCommand: AsyncParsableCommand {
                 throw ValidationError("--farm-key needs --credential-signing-key: a certification request is tied to the worker by its own bus credential")
             }
             guard certificateLifetime >= 60, certificateLifetime <= 86400 else { throw ValidationError("--certificate-lifetime must be 60 to 86400 seconds") }
+            // On nats-server nothing stamps the sender: the subject is the proof, because the pool mints
+            // each worker a user that alone may publish on its certify subject (`kiln keys nats`).
             cfg.certifier = .init(
                 farmKey: try SigningKey(contentsOf: farmKey), image: try vmImage.map(WorkerCertifier.image(manifest:)) ?? [],
-                lifetime: .seconds(certificateLifetime))
+                lifetime: .seconds(certificateLifetime), senderProof: bus.wireProtocol == .nats ? .subjectOnNATSWithKilnAccounts : .brokerStamp)
         } else if vmImage != nil {
             throw ValidationError("--vm-image is named in worker certificates: it needs --farm-key")
         }

@@ -118,6 +118,90 @@ import Testing
         #expect(await fetch.metric("kiln_fetch_refused_total{reason=\"forbidden\"}") ?? 0 >= 1)
     }
 
+    /// #29 item 4's remainder: a worker that holds no key (a VM worker's way) gets its in-memory key
+    /// certified by the pool on nats-server too. NATS stamps no sender, so the subject is the proof:
+    /// only the worker's own minted user may publish on `kiln.worker.<id>.certify`. The build verifies
+    /// with only the farm key as `farm-certified`. A leaked worker login cannot publish on a launched
+    /// worker's certify subject (nats-server refuses), is refused on its own (the pool did not launch
+    /// it), and cannot make the pool answer onto a subject of its choosing.
+    @Test func workersWithoutAKeyAreCertifiedOnNATSAndOnlyByTheirOwnLogin() async throws {
+        let dir = try TemporaryDirectory(prefix: "kiln-nats-certify")
+        for key in ["cred", "farm"] {
+            let keygen = try await LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "generate", dir.file("\(key).pem")])
+            _ = try await keygen.waitForExit()
+        }
+        try SigningKey(contentsOf: dir.file("farm.pem")).publicKey.hex.write(toFile: dir.file("farm.pub"), atomically: true, encoding: .utf8)
+        let setup = try await LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "nats", "--credential-key", dir.file("cred.pem"), "--out", dir.file("nats")])
+        #expect(try await setup.waitForExit() == 0, "\(setup.output)")
+        let server = try await NATSServerProcess(arguments: ["-c", dir.file("nats/nats-server.conf")])
+        defer { server.stop() }
+        func env(_ role: String) -> [String: String] {
+            ProcessInfo.processInfo.environment.merging(["KILN_BROKER_CREDS": dir.file("nats/\(role).creds")]) { $1 }
+        }
+        let gateway = try await GatewayProcess(
+            brokerPort: 0, dataDirectory: dir.file("gw"), arguments: ["--broker", server.url, "--public-key", dir.file("farm.pub")], environment: env("gateway"))
+        defer { gateway.stop() }
+        let fetch = try await FetchServiceProcess(broker: server.url, state: dir.file("fetch"), environment: env("fetch"))
+        defer { fetch.stop() }
+        let pool = try await LaunchedProcess(
+            BuiltProducts.path("kiln-pool"),
+            [
+                "--broker", server.url, "--idle", "1", "--max", "2", "--state", dir.file("pool"), "--key", dir.file("no-such-key.pem"),
+                "--worker-args=--certified-key", "--credential-signing-key", dir.file("cred.pem"), "--credential-ttl", "600",
+                "--farm-key", dir.file("farm.pem"), "--monitor-port", "0",
+            ], environment: env("pool"))
+        defer { pool.terminate() }
+        let monitor = try #require(Int(try await pool.waitForLine(prefix: "kiln-pool monitor on http://127.0.0.1:")))
+
+        // A build through a worker whose key the pool certified over NATS.
+        let src = dir.file("src")
+        try Fixtures.write(Fixtures.helloCrate(name: "natscert", message: "certified over NATS"), to: src)
+        var cli = ProcessInfo.processInfo.environment
+        cli["KILN_GATEWAY"] = gateway.url
+        let result = dir.file("result.tar.gz")
+        let submit = try await LaunchedProcess(BuiltProducts.path("kiln"), ["submit", src, "--nonce", "abcd1234", "--follow", "-o", result], environment: cli)
+        #expect(try await submit.waitForExit(timeout: .seconds(300)) == 0, "\(submit.output.suffix(15))")
+        let verify = try await LaunchedProcess(
+            BuiltProducts.path("kiln"), ["verify", result, "--nonce", "abcd1234", "--key", dir.file("farm.pub"), "--allow-tee-none", "--json"])
+        #expect(try await verify.waitForExit() == 0, "\(verify.output.suffix(15))")
+        #expect(verify.output.joined().replacingOccurrences(of: " ", with: "").contains("\"key_trust\":\"farm-certified\""), "\(verify.output.suffix(15))")
+
+        // The worker launched for the next job, still waiting to be certified or already certified.
+        let launched = try #require(
+            try FileManager.default.contentsOfDirectory(atPath: dir.file("pool/workers")).map { String($0.dropLast(".log".count)) }.first)
+        let accountKey = NATSKey(role: .account, privateKey: try Curve25519.Signing.PrivateKey(rawRepresentation: SigningKey(contentsOf: dir.file("cred.pem")).seed))
+        var bus = try BusClient.Configuration(url: server.url)
+        bus.reconnect = false
+        bus.inboxNamespace = "wleaked"
+        bus.natsCredentials = try NATSAccountSetup.user(
+            BusRoles.worker("wleaked"), name: "worker:wleaked", accountKey: accountKey, expires: Int64(Date().timeIntervalSince1970) + 600,
+            now: Int64(Date().timeIntervalSince1970))
+        let attacker = try await BusClient.connect(bus, logger: Logger(label: "attacker"))
+        defer { Task { await attacker.close() } }
+        let request = Array(try JSONEncoder().encode(WorkerCertificateRequest(workerID: launched, publicKey: SigningKey().publicKey.hex)))
+        // Another worker's certify subject: nats-server refuses the publish.
+        try await attacker.publish(Subjects.workerCertify(launched), payload: request, reply: "_INBOX.wleaked.x")
+        #expect(await attacker.asyncErrors.first(within: .seconds(30))?.code == 403)
+        // Its own: the pool did not launch it.
+        let own = Array(try JSONEncoder().encode(WorkerCertificateRequest(workerID: "wleaked", publicKey: SigningKey().publicKey.hex)))
+        let refused = try await attacker.request(Subjects.workerCertify("wleaked"), payload: own, timeout: .seconds(10))
+        let answer = try JSONDecoder().decode(WorkerCertificateReply.self, from: Data(refused.payloadBytes))
+        #expect(answer.certificate == nil && answer.error?.contains("did not launch") == true, "\(answer)")
+        // Its own, answered onto a job's control subject: the pool publishes nothing there.
+        let control = try attacker.subscribe(Subjects.control("jredirected"))
+        try await attacker.flush()
+        try await attacker.publish(Subjects.workerCertify("wleaked"), payload: own, reply: Subjects.control("jredirected"))
+        let redirected = await control.first(within: .seconds(3))
+        #expect(
+            redirected == nil,
+            "the pool answered onto the job's control subject: \(String(describing: redirected.map { String(decoding: $0.payloadBytes, as: UTF8.self) }))")
+        let metrics = try await HTTPGet.get(port: monitor, path: "/metrics").body
+        let refusedCount = metrics.split(separator: "\n").first { $0.hasPrefix("kiln_pool_certificates_refused_total") }.flatMap {
+            $0.split(separator: " ").last.flatMap { Double($0) }
+        }
+        #expect((refusedCount ?? 0) >= 2, "\(metrics.split(separator: "\n").filter { $0.contains("certif") })")
+    }
+
     func status(of id: String, gateway: GatewayProcess, in wanted: Set<String>, within limit: Duration) async throws -> [String: Any] {
         var last: [String: Any] = [:]
         _ = await eventually(within: limit, every: .milliseconds(100)) {

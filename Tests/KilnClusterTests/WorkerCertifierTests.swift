@@ -14,14 +14,43 @@ import Testing
         Array(try! JSONEncoder().encode(WorkerCertificateRequest(workerID: id, publicKey: publicKey ?? key.hex)))
     }
 
-    func refusal(_ subject: String, _ sender: String?, _ payload: [UInt8]) -> String? {
-        if case .failure(let r) = certifier.check(subject: subject, sender: sender, payload: payload) { return r.description }
+    func refusal(
+        _ subject: String, _ sender: String?, _ payload: [UInt8], reply: String? = "_INBOX.w1.r1", by certifier: WorkerCertifier? = nil
+    ) -> String? {
+        if case .failure(let r) = (certifier ?? self.certifier).check(subject: subject, sender: sender, reply: reply, payload: payload) {
+            return r.description
+        }
         return nil
     }
 
     @Test func aWellFormedRequestFromTheWorkersOwnIdentityIsAccepted() throws {
-        let accepted = try certifier.check(subject: "kiln.worker.w1.certify", sender: "worker:w1", payload: body("w1")).get()
+        let accepted = try certifier.check(subject: "kiln.worker.w1.certify", sender: "worker:w1", reply: "_INBOX.w1.a", payload: body("w1")).get()
         #expect(accepted.workerID == "w1" && accepted.key.hex == key.hex)
+    }
+
+    /// The answer goes to the requesting worker's own inbox or nowhere: a reply subject of the
+    /// requester's choosing (another worker's inbox, a job's control subject) would make the pool
+    /// publish there. Watched failing before the check: the pool answered onto `kiln.build.j1.control`.
+    @Test func anAnswerElsewhereThanTheWorkersInboxIsRefusedAndNotPublished() {
+        for reply in [nil, "_INBOX.w2.r1", "_INBOX.w1", "_INBOX.w10.r1", "kiln.build.j1.control", "kiln.worker.w2.certify"] {
+            #expect(refusal("kiln.worker.w1.certify", "worker:w1", body("w1"), reply: reply)?.contains("inbox") == true, "\(reply ?? "nil")")
+            #expect(WorkerCertifier.answerSubject(for: "kiln.worker.w1.certify", reply: reply) == nil, "\(reply ?? "nil")")
+        }
+        #expect(WorkerCertifier.answerSubject(for: "kiln.worker.w1.certify", reply: "_INBOX.w1.r1") == "_INBOX.w1.r1")
+    }
+
+    /// On nats-server with Kiln's accounts the subject is the proof (only worker w1's user may publish
+    /// on it); a `kiln-sender` header there is the publisher's own words and changes nothing.
+    @Test func onNATSWithKilnAccountsTheSubjectProvesTheWorker() throws {
+        let nats = WorkerCertifier(configuration: .init(farmKey: SigningKey(), senderProof: .subjectOnNATSWithKilnAccounts))
+        #expect(refusal("kiln.worker.w1.certify", nil, body("w1"), by: nats) == nil)
+        #expect(refusal("kiln.worker.w1.certify", "worker:w2", body("w1"), by: nats) == nil)
+        // Everything else still holds: the body's worker, the key, the inbox.
+        #expect(refusal("kiln.worker.w1.certify", nil, body("w2"), by: nats)?.contains("names worker w2") == true)
+        #expect(refusal("kiln.worker.w1.certify", nil, body("w1", "zz"), by: nats)?.contains("public_key") == true)
+        #expect(refusal("kiln.worker.w1.certify", nil, body("w1"), reply: "_INBOX.w2.x", by: nats)?.contains("inbox") == true)
+        // The same request unstamped on kiln-broker is refused.
+        #expect(refusal("kiln.worker.w1.certify", nil, body("w1"))?.contains("not stamped") == true)
     }
 
     @Test func requestsThatAreNotTheWorkersOwnAreRefused() {
