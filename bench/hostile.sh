@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Host-side cost of hostile builds (#29 item 2): each project below goes through a real kiln-worker
+# Host-side cost of hostile builds (#29 items 1 and 2): each project below goes through a real kiln-worker
 # (broker, gateway, kiln-fetch on loopback); the worker runs under GNU time, so its peak RSS is the
 # kernel's figure, and the host disk it made the farm write is measured around the job. One JSON
 # line per case; the bound is 256 MiB of worker RSS whatever a build prints.
@@ -72,9 +72,19 @@ done
 SH
 chmod 755 "$work/sparse/w/cc"
 
-for case in artifacts logflood sparse; do
-  (cd "$work/$case" && cargo generate-lockfile --offline -q)
+# 4. A Nix derivation whose builder writes 2 GB into its build directory (the daemon's, not the sandbox's).
+mkdir -p "$work/nixhog"
+cat > "$work/nixhog/default.nix" <<NIX
+derivation { name = "nixhog-$$"; system = builtins.currentSystem; builder = "/bin/sh";
+  args = [ "-c" "head -c 2000000000 /dev/zero > big && ls -l big > \$out" ]; }
+NIX
+
+for case in artifacts logflood sparse nixhog; do
+  if [ -f "$work/$case/Cargo.toml" ]; then (cd "$work/$case" && cargo generate-lockfile --offline -q); fi
   before=$(df --output=used -B1 "$work" | tail -1)
+  # The host disk's peak during the job, not only its end: a daemon's build directory is deleted after.
+  ( peak=$before; while :; do u=$(df --output=used -B1 "$work" | tail -1); [ "$u" -gt "$peak" ] && peak=$u && echo "$peak" > "$work/$case.peak"; sleep 0.2; done ) &
+  sampler=$!
   /usr/bin/time -f '%M' -o "$work/$case.rss" "$BIN/kiln-worker" --broker "kiln://127.0.0.1:$BP" --key "$work/farm.pem" \
     --scratch "$work/scratch-$case" --disk-mb 256 > "$work/w-$case.log" 2>&1 &
   W=$!
@@ -82,12 +92,15 @@ for case in artifacts logflood sparse; do
   KILN_GATEWAY="http://127.0.0.1:$GP" "$BIN/kiln" submit "$work/$case" --nonce abcd --follow > "$work/submit-$case.log" 2>&1 || true
   wait "$W" || true
   after=$(df --output=used -B1 "$work" | tail -1)
-  python3 - "$case" "$(cat "$work/$case.rss")" "$before" "$after" "$work/submit-$case.log" <<'PY'
+  kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
+  peak=$(cat "$work/$case.peak" 2>/dev/null || echo "$before")
+  python3 - "$case" "$(cat "$work/$case.rss")" "$before" "$after" "$work/submit-$case.log" "$peak" <<'PY'
 import json, sys
-case, rss_kib, before, after, log = sys.argv[1], int(sys.argv[2].split()[-1]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+case, rss_kib, before, after, log, peak = sys.argv[1], int(sys.argv[2].split()[-1]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
 text = open(log, errors="replace").read().strip().splitlines()
 ending = next((l for l in reversed(text) if "failed" in l or "ready" in l or "error" in l), text[-1] if text else "")
 print(json.dumps({"case": f"hostile_{case}", "worker_peak_rss_mib": round(rss_kib / 1024, 1), "rss_bound_mib": 256,
-                  "host_disk_delta_mib": round((after - before) / 2**20, 1), "job_ended": ending[:160]}))
+                  "host_disk_delta_mib": round((after - before) / 2**20, 1), "host_disk_peak_delta_mib": round((peak - before) / 2**20, 1),
+                  "job_ended": ending[:160]}))
 PY
 done

@@ -48,6 +48,18 @@ def rows(lines):
     for d in by_case.pop("vm_vs_process_worker", []):
         yield (f"hello build in a VM ({d.get('accel')}) vs process worker, s", d["vm_hello_s"], d["process_hello_s"], "lower")
         yield (f"worker boot to ready, VM ({d.get('accel')}) vs process, s", d["vm_boot_to_ready_s"], d["process_boot_to_ready_s"], "lower")
+    for d in by_case.pop("ripgrep_vm_vs_process_vs_bare", []):
+        a = d.get("accel")
+        yield ("ripgrep, process worker (warm fetch cache) vs bare cargo, s", d["process_warm_s"], d["bare_cargo_s"], "lower")
+        yield (f"ripgrep, fresh VM ({a}, 1 vCPU, warm fetch cache) vs bare cargo, s", d["vm_warm_s"], d["bare_cargo_s"], "lower")
+        yield ("ripgrep, fetch phase, cold vs warm farm cache (process), s", d["process_cold_fetch_s"], d["process_warm_fetch_s"], "lower")
+        if "vm_cold_fetch_s" in d:
+            yield (f"ripgrep, fetch phase in a VM ({a}), cold vs warm farm cache, s", d["vm_cold_fetch_s"], d["vm_warm_fetch_s"], "lower")
+        yield ("ripgrep, VM rg byte-identical to the process worker's", str(d["rg_identical_process_vm"]), None, "")
+    for case in [c for c in by_case if c and c.startswith("hostile_")]:
+        for d in by_case[case]:
+            if "host_disk_peak_delta_mib" in d:
+                yield (f"host disk peak during the job, {case[8:]}, MiB", d["host_disk_peak_delta_mib"], None, "lower")
     for d in by_case.pop("fetch_27_crates_vs_bare_cargo", []):
         yield ("27 crates, cold fetch cache vs bare cargo, s", d["kiln_cold_s"], d["bare_cargo_s"], "lower")
         yield ("27 crates, warm fetch cache vs bare cargo, s", d["kiln_warm_s"], d["bare_cargo_s"], "lower")

@@ -4,6 +4,11 @@
 # same machine, same run, alternating. Reports launch → ready (kiln_pool_worker_boot_seconds) and
 # submit → result downloaded with a ready worker waiting, per kind. The VM runs under KVM when
 # /dev/kvm works (KILN_VM_ACCEL=kvm to insist) and TCG otherwise; the accelerator is in the output.
+# With KILN_RIPGREP_SOURCE (scripts/fetch-ripgrep.sh), also ripgrep 13 (#28): its crates from Debian's
+# set served as a registry through kiln-fetch, on a process worker with a cold then a warm farm cache,
+# in a fresh VM (warm; RIPGREP_VM_COLD=1 adds a cold one), and by bare `cargo build --release` (crates
+# fetched beforehand), same run; the fetch phase's time for each, and whether the VM's `rg` is the
+# process worker's bytes. One TCG ripgrep build takes ~35–40 min here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$(pwd)/.build/release}
@@ -65,6 +70,85 @@ round() {
   kill -TERM "$pool"; wait "$pool" 2>/dev/null || true; pool=""
   echo "$boot $took"
 }
+if [ -n "${KILN_RIPGREP_SOURCE:-}" ]; then
+  RP=$(port)
+  mkdir -p "$work/registry"
+  python3 -u -m http.server "$RP" --bind 127.0.0.1 --directory "$work/registry" > "$work/registry.log" 2>&1 & pids+=($!)
+  python3 bench/debian_registry.py "$work/registry" "http://127.0.0.1:$RP/dl"
+  INDEX="sparse+http://127.0.0.1:$RP/index/"
+  rg="$work/ripgrep"
+  # As the cross-isolation test: no upstream lock (crates.io's versions), no simd-accel (not packaged).
+  cp -r "$KILN_RIPGREP_SOURCE" "$rg" && rm -rf "$rg/debian" "$rg/.pc" "$rg/Cargo.lock" && sed -i '/^simd-accel = /d' "$rg/Cargo.toml"
+  fetch=""
+  start_fetch() {  # a kiln-fetch on state $1 (kept across restarts: the farm cache)
+    [ -z "$fetch" ] || { kill -TERM "$fetch"; wait "$fetch" 2>/dev/null || true; }
+    "$BIN/kiln-fetch" --broker "kiln://fetch:change-me-fetch@127.0.0.1:$BP" --state "$1" --cargo-registry "$INDEX" \
+      > "$work/fetch-$2.log" 2>&1 &
+    fetch=$!
+    wait_for "$work/fetch-$2.log" "kiln-fetch ready"
+  }
+  # One ripgrep build on a fresh pool of one `kind` worker; prints "total_s fetch_s rg_sha256".
+  rg_round() {
+    local kind=$1 tag=$2 launch mp
+    if [ "$kind" = vm ]; then
+      launch="cluster/vm/launch-vm.sh --image $work/image --id {id} --broker {broker} --accel $ACCEL --deadline 21600 --toolchain host --memory 8192"
+    else
+      launch="$BIN/kiln-worker --broker {broker} --worker-id {id} --scratch {scratch} --certified-key --build-timeout 7200"
+    fi
+    mp=$(port)
+    KILN_WORKER_ARGS="--build-timeout 21000" "$BIN/kiln-pool" --broker "kiln://pool:change-me-pool@127.0.0.1:$BP" --idle 1 --max 1 \
+      --state "$work/pool-rg-$tag" --credential-signing-key "$work/cred.pem" --farm-key "$work/farm.pem" --vm-image "$work/image/image.json" \
+      --monitor-port "$mp" --launch "$launch" --boot-timeout 600 --log-level warning > "$work/pool-rg-$tag.log" 2>&1 &
+    pool=$!
+    for _ in $(seq 6000); do [ "$(metric "$mp" kiln_pool_ready_workers | cut -d. -f1)" = 1 ] && break; sleep 0.1; done
+    local s; s=$(date +%s.%N)
+    KILN_GATEWAY="http://127.0.0.1:$GP" "$BIN/kiln" submit "$rg" --nonce abcd --follow -o "$work/rg-$tag.tar.gz" > "$work/submit-rg-$tag.log"
+    local took; took=$(echo "$(date +%s.%N) - $s" | bc)
+    "$BIN/kiln" verify "$work/rg-$tag.tar.gz" --nonce abcd --key "$work/farm.pub" --allow-tee-none > /dev/null
+    [ -f "$rg/Cargo.lock" ] || tar -xzOf "$work/rg-$tag.tar.gz" build-config/Cargo.lock > "$rg/Cargo.lock"
+    local job; job=$(awk '$1 == "job" { print $2; exit }' "$work/submit-rg-$tag.log")
+    local fetch_ms; fetch_ms=$(python3 bench/job_breakdown.py "http://127.0.0.1:$GP" "ripgrep_$tag" "$job" | tee -a /dev/stderr \
+      | python3 -c 'import json,sys; print(json.load(sys.stdin)["median_ms"]["fetch"])')
+    kill -TERM "$pool"; wait "$pool" 2>/dev/null || true; pool=""
+    echo "$took $(echo "$fetch_ms / 1000" | bc -l) $(tar -xzOf "$work/rg-$tag.tar.gz" artifacts/rg | sha256sum | cut -c1-64)"
+  }
+  start_fetch "$work/fetch-state" cold
+  read -r pc_t pc_f pc_rg < <(rg_round process process-cold)   # also resolves the lock every later build uses
+  start_fetch "$work/fetch-state" warm
+  read -r pw_t pw_f pw_rg < <(rg_round process process-warm)
+  read -r vw_t vw_f vw_rg < <(rg_round vm vm-warm)
+  vc_t=0; vc_f=0; vc_rg=-
+  if [ "${RIPGREP_VM_COLD:-0}" = 1 ]; then
+    start_fetch "$work/fetch-state-vm-cold" vm-cold
+    read -r vc_t vc_f vc_rg < <(rg_round vm vm-cold)
+  fi
+  # Bare cargo: the same source and lock, crates fetched from the same registry beforehand (not timed).
+  mkdir -p "$work/bare-home"
+  printf '[source.crates-io]\nreplace-with = "mirror"\n[source.mirror]\nregistry = "%s"\n' "$INDEX" > "$work/bare-home/config.toml"
+  cp -r "$rg" "$work/rg-bare"
+  (cd "$work/rg-bare" && CARGO_HOME="$work/bare-home" cargo fetch --locked -q)
+  s=$(date +%s.%N)
+  (cd "$work/rg-bare" && CARGO_HOME="$work/bare-home" cargo build --release --locked --offline -q)
+  bare=$(echo "$(date +%s.%N) - $s" | bc)
+  python3 - "$ACCEL" "$pc_t" "$pc_f" "$pw_t" "$pw_f" "$vw_t" "$vw_f" "$vc_t" "$vc_f" "$bare" "$pc_rg" "$pw_rg" "$vw_rg" "$vc_rg" <<'PY'
+import json, sys
+accel = sys.argv[1]
+pc_t, pc_f, pw_t, pw_f, vw_t, vw_f, vc_t, vc_f, bare = map(float, sys.argv[2:11])
+pc_rg, pw_rg, vw_rg, vc_rg = sys.argv[11:15]
+row = {"case": "ripgrep_vm_vs_process_vs_bare", "accel": accel, "vm_vcpus": 1,
+       "process_cold_s": round(pc_t, 1), "process_cold_fetch_s": round(pc_f, 2),
+       "process_warm_s": round(pw_t, 1), "process_warm_fetch_s": round(pw_f, 2),
+       "vm_warm_s": round(vw_t, 1), "vm_warm_fetch_s": round(vw_f, 2), "bare_cargo_s": round(bare, 1),
+       "process_ratio": round(pw_t / bare, 2), "vm_ratio": round(vw_t / bare, 2),
+       "rg_identical_process_vm": pw_rg == vw_rg, "rg_identical_process_runs": pc_rg == pw_rg, "rg_sha256": [pc_rg, pw_rg, vw_rg]}
+if vc_t:
+    row.update({"vm_cold_s": round(vc_t, 1), "vm_cold_fetch_s": round(vc_f, 2), "rg_identical_vm_cold": vc_rg == pw_rg})
+print(json.dumps(row))
+PY
+  [ -z "$fetch" ] || { kill -TERM "$fetch"; wait "$fetch" 2>/dev/null || true; }
+  [ "${RIPGREP_ONLY:-0}" = 1 ] && exit 0
+fi
+
 pb=(); ph=(); vb=(); vh=()
 for r in $(seq "$ROUNDS"); do
   read -r b h < <(round process "$r"); pb+=("$b"); ph+=("$h")

@@ -28,11 +28,19 @@ public struct FileDigestCache: Sendable {
     /// Remembers nothing; answers only from known digests.
     public init() {
         directory = nil
+        maxEntries = 0
     }
+
+    /// Most entries kept: one is written per distinct file identity hashed (a new worker binary, a
+    /// toolchain update), not per job, but nothing else would ever bound the directory. Past it, the
+    /// oldest half is deleted when an entry is written.
+    public let maxEntries: Int
+    public static let defaultMaxEntries = 1024
 
     /// Uses `directory`, creating it (mode 0700) if missing. `nil` when it is not a directory owned
     /// by this user and closed to everyone else: a cache others can write is a cache they can forge.
-    public init?(directory: String) {
+    public init?(directory: String, maxEntries: Int = defaultMaxEntries) {
+        self.maxEntries = max(2, maxEntries)
         // Creation failing is not an error of its own: the checks below refuse what is not usable.
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         var st = stat()
@@ -98,6 +106,7 @@ public struct FileDigestCache: Sendable {
         let digest = try FileDigest.of(descriptor: fd, path: path)
         var after = stat()
         if fstat(fd, &after) == 0, Self.identity(after) == Self.identity(before) {
+            Self.evictOldest(in: directory, keeping: maxEntries - 1)
             Self.write(digest, entry: entry)
         }
         return (digest, .hashed)
@@ -126,6 +135,22 @@ public struct FileDigestCache: Sendable {
         let fields = String(decoding: buffer[0..<n], as: UTF8.self).split(separator: " ")
         guard fields.count == 2, fields[1].last == "\n" else { return nil }
         return parse(sha256: fields[0], size: fields[1].dropLast())
+    }
+
+    /// When the directory holds more than `keeping` entries, deletes the oldest (by modification
+    /// time) down to half of `keeping`. Entries are named by a hash, never by anything a build chose;
+    /// the directory is the worker's own, so what is listed is what this cache wrote.
+    static func evictOldest(in directory: String, keeping: Int) {
+        // An unreadable directory evicts nothing: the write after it fails too, and the file is hashed again next time.
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory), names.count > keeping else { return }
+        var aged: [(name: String, modified: Int64)] = []
+        for name in names {
+            var st = stat()
+            guard lstat(directory + "/" + name, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
+            aged.append((name, Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)))
+        }
+        aged.sort { $0.modified < $1.modified }
+        for entry in aged.prefix(max(0, aged.count - keeping / 2)) { unlink(directory + "/" + entry.name) }
     }
 
     static func write(_ digest: FileDigest, entry: String) {

@@ -43,8 +43,8 @@ public struct WorkerConfiguration: Sendable {
 
     /// Remembers digests in `directory`; false (and none remembered) when it is not this user's own
     /// directory closed to others.
-    public mutating func useDigestCache(at directory: String) -> Bool {
-        digestCache = FileDigestCache(directory: directory)
+    public mutating func useDigestCache(at directory: String, maxEntries: Int = FileDigestCache.defaultMaxEntries) -> Bool {
+        digestCache = FileDigestCache(directory: directory, maxEntries: maxEntries)
         return digestCache != nil
     }
 

@@ -62,6 +62,8 @@ struct KilnWorkerCommand: AsyncParsableCommand {
             "Directory remembering the digests of this executable and the toolchain's binaries across one-shot workers, keyed by each file's identity; it must be this user's and closed to others, or it is not used. Default: /var/cache/kiln/worker-digests as root, else ~/.cache/kiln/worker-digests; 'none': hash them for every build.",
             valueName: "dir"))
     var digestCache: String?
+    @Option(help: "Most entries the digest cache keeps (one per distinct file identity hashed); past it the oldest half is deleted.")
+    var digestCacheEntries = 1024
     @Option(
         help: ArgumentHelp(
             "A manifest of digests taken as given for the files it names ('<sha256> <size> <absolute path>' per line; this user's, closed to others): a VM image's list for its own kiln-worker and dm-verity toolchain. Repeatable.",
@@ -112,7 +114,8 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         let digestDirectory =
             digestCache
             ?? (geteuid() == 0 ? "/var/cache/kiln/worker-digests" : FileManager.default.homeDirectoryForCurrentUser.path + "/.cache/kiln/worker-digests")
-        if digestDirectory != "none", !configuration2.useDigestCache(at: digestDirectory) {
+        guard digestCacheEntries >= 2, digestCacheEntries <= 1_000_000 else { throw ValidationError("--digest-cache-entries must be 2 to 1000000") }
+        if digestDirectory != "none", !configuration2.useDigestCache(at: digestDirectory, maxEntries: digestCacheEntries) {
             FileHandle.standardError.write(Data("kiln-worker: not using --digest-cache \(digestDirectory): not a directory of this user's closed to others\n".utf8))
         }
         for manifest in knownDigests {

@@ -25,6 +25,25 @@ struct FileDigestCacheTests {
         #expect(try FileDigestCache(directory: dir.file("cache"))!.digest(of: file).1 == .cache)
     }
 
+    /// The directory is bounded: each distinct file identity adds an entry (a rebuilt worker binary
+    /// every deploy, say), and without a bound they would pile up for ever. Past `maxEntries` the
+    /// oldest half goes; the newest entries still answer.
+    @Test func theCacheKeepsAtMostItsEntryLimitAndTheNewestSurvive() throws {
+        let dir = try TemporaryDirectory(prefix: "kiln-digests")
+        let cache = try #require(FileDigestCache(directory: dir.file("cache"), maxEntries: 4))
+        var files: [String] = []
+        for i in 0..<10 {
+            let file = dir.file("binary-\(i)")
+            try Self.write("build \(i)", to: file)
+            files.append(file)
+            _ = try cache.digest(of: file)
+            let entries = try FileManager.default.contentsOfDirectory(atPath: dir.file("cache"))
+            #expect(entries.count <= 4, "after \(i + 1) files: \(entries.count) entries")
+        }
+        #expect(try cache.digest(of: files[9]).1 == .cache, "the newest entry survives eviction")
+        #expect(try cache.digest(of: files[0]).1 == .hashed, "the oldest was evicted")
+    }
+
     /// The attack: replace a toolchain binary with one of the same size and put its modification
     /// time back. The change time moves whatever the writer does, so the new bytes are hashed.
     @Test func aFileRewrittenWithItsSizeAndModificationTimeKeptIsHashedAgain() throws {
