@@ -210,10 +210,25 @@ let package = Package(
                 "KilnMessages", "KilnAttestation",
                 .product(name: "NIOCore", package: "swift-nio"),
             ], swiftSettings: swiftSettings),
+        // The gateway's coordination room: jobs between the store and the bus (dispatch, event and
+        // result intake, retries, ownership across gateways). It knows no HTTP.
+        .target(
+            name: "KilnCoordination",
+            dependencies: [
+                "KilnJobs", "KilnSubmission", "KilnMessages", "KilnBus", "KilnBusClient", "KilnArchive", "KilnCore",
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ], swiftSettings: swiftSettings),
+        // The gateway's HTTP room: routes, streaming submissions, SSE, the dashboard.
         .target(
             name: "KilnGateway",
             dependencies: [
-                "KilnJobs", "KilnJobStore", "KilnSubmission", "KilnMessages", "KilnBus", "KilnBusClient", "KilnAttestation", "KilnArchive", "KilnCore",
+                "KilnCoordination", "KilnJobs", "KilnJobStore", "KilnSubmission", "KilnMessages", "KilnBus", "KilnBusClient", "KilnAttestation", "KilnArchive",
+                "KilnCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
@@ -225,10 +240,8 @@ let package = Package(
                 .product(name: "_NIOFileSystem", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             resources: [
@@ -239,7 +252,7 @@ let package = Package(
         .executableTarget(
             name: "Gateway",
             dependencies: [
-                "KilnGateway", "KilnBusClient", "KilnCore", "KilnMessages", "KilnMonitor",
+                "KilnGateway", "KilnCoordination", "KilnBusClient", "KilnCore", "KilnMessages", "KilnMonitor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -286,7 +299,7 @@ let package = Package(
         .executableTarget(
             name: "FuzzGatewayMessages",
             dependencies: [
-                "KilnFuzzSupport", "KilnBus", "KilnGateway", "KilnMessages", .product(name: "NIOCore", package: "swift-nio"),
+                "KilnFuzzSupport", "KilnBus", "KilnCoordination", "KilnMessages", .product(name: "NIOCore", package: "swift-nio"),
             ], path: "fuzz/FuzzGatewayMessages", swiftSettings: swiftSettings),
         .executableTarget(
             name: "FuzzSubmissionBodies",
@@ -342,7 +355,7 @@ let package = Package(
         .testTarget(
             name: "KilnGatewayTests",
             dependencies: [
-                "KilnGateway", "KilnJobs", "KilnJobStore", "KilnMessages", "KilnBus", "KilnBroker", "KilnBusClient", "KilnAttestation",
+                "KilnGateway", "KilnCoordination", "KilnJobs", "KilnJobStore", "KilnMessages", "KilnBus", "KilnBroker", "KilnBusClient", "KilnAttestation",
                 "KilnArchive", "KilnTestSupport", "KilnStandInWorker",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KilnBusClient
+import KilnCoordination
 import KilnCore
 import KilnGateway
 import KilnMessages

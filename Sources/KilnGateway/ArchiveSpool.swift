@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import KilnArchive
+import KilnCoordination
 import KilnCore
 import KilnSubmission
 import _NIOFileSystem

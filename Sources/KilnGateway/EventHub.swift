@@ -1,3 +1,4 @@
+import KilnCoordination
 import KilnJobs
 import NIOConcurrencyHelpers
 import NIOCore
@@ -7,7 +8,7 @@ import NIOCore
 /// `SSERelay` writes it into its connection. A relay that cannot keep up cuts its client off (it
 /// reconnects with Last-Event-ID and continues from the store), so one slow reader never slows
 /// the relay or the others.
-public final class EventHub: Sendable {
+public final class EventHub: LiveEventFanOut {
     /// A job's streams, grouped by the event loop their connections run on.
     private struct Loop {
         let eventLoop: any EventLoop

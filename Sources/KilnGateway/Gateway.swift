@@ -4,6 +4,7 @@ import HummingbirdCore
 import HummingbirdTLS
 import KilnAttestation
 import KilnBusClient
+import KilnCoordination
 import KilnJobStore
 import KilnJobs
 import Logging
@@ -45,15 +46,16 @@ public struct Gateway: Sendable {
         }
         let client = try await BusClient.connect(configuration.bus, logger: logger)
         let configuration = configuration.fitted(toBrokerFrame: client.maxFrame, logger: logger)
+        let hub = EventHub()
         let coordinator = BuildCoordinator(
-            store: store, files: files, hub: EventHub(), client: client,
-            configuration: configuration, metrics: metrics, logger: logger)
+            store: store, files: files, hub: hub, client: client,
+            configuration: configuration.coordination, metrics: metrics, logger: logger)
         let router = Router(context: GatewayRequestContext.self)
         router.middlewares.add(LogRequestsMiddleware(.debug))
         let routeTable = UnmatchedRouteMiddleware.Table()
         router.middlewares.add(UnmatchedRouteMiddleware(table: routeTable))
         let endpoints = GatewayRoutes(
-            coordinator: coordinator, store: store, files: files, configuration: configuration, metrics: metrics,
+            coordinator: coordinator, hub: hub, store: store, files: files, configuration: configuration, metrics: metrics,
             metricsExposition: metricsExposition, keys: KeySet(keys), limiter: RequestLimiter(configuration: configuration.requestLimits, metrics: metrics)
         ).register(on: router)
         routeTable.set(endpoints)
@@ -66,7 +68,7 @@ public struct Gateway: Sendable {
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kiln-gateway"),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
             logger: logger)
-        let coordinatorService = CoordinatorService(coordinator: coordinator, client: client, keepalive: configuration.sseKeepalive)
+        let coordinatorService = CoordinatorService(coordinator: coordinator, hub: hub, client: client, keepalive: configuration.sseKeepalive)
         let housekeeping = GatewayHousekeeping(coordinator: coordinator, store: store, files: files, logger: logger)
         return Gateway(
             configuration: configuration, store: store, coordinator: coordinator, application: app, bus: client,
@@ -77,6 +79,7 @@ public struct Gateway: Sendable {
 /// Runs the coordinator until shutdown, then drains the bus connection.
 struct CoordinatorService: Service {
     let coordinator: BuildCoordinator
+    let hub: EventHub
     let client: BusClient
     let keepalive: Duration
 
@@ -87,7 +90,7 @@ struct CoordinatorService: Service {
             try await cancelWhenGracefulShutdown {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await coordinator.run() }
-                    group.addTask { await coordinator.hub.runKeepalive(interval: keepalive) }
+                    group.addTask { await hub.runKeepalive(interval: keepalive) }
                     try await group.next()
                     group.cancelAll()
                 }

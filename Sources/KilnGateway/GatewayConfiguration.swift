@@ -1,5 +1,6 @@
 import Foundation
 import KilnBusClient
+import KilnCoordination
 import KilnMessages
 import Logging
 
@@ -57,6 +58,14 @@ public struct GatewayConfiguration: Sendable {
 }
 
 extension GatewayConfiguration {
+    /// The coordination layer's part.
+    public var coordination: CoordinationConfiguration {
+        CoordinationConfiguration(
+            instanceID: instanceID, maxAttempts: maxAttempts, ackTimeout: ackTimeout, maxHeldEvents: maxHeldEvents, retention: retention,
+            gatewayLease: gatewayLease, workerSilenceLimit: workerSilenceLimit, inlineSourceLimit: inlineSourceLimit,
+            sourceChunkSize: sourceChunkSize, maxResultBytes: maxResultBytes)
+    }
+
     /// Room for a frame's headers and the build request's JSON around a source or chunk.
     static let frameOverhead = 16 * 1024
 

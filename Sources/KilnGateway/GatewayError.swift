@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import KilnCoordination
 import KilnSubmission
 
 /// Every HTTP error the gateway returns: a status and a plain-text message telling the user what to fix.
@@ -23,6 +24,20 @@ public struct GatewayError: HTTPResponseError, Sendable, CustomStringConvertible
         return Response(status: status, headers: h, body: .init(byteBuffer: ByteBuffer(string: message + "\n")))
     }
 
+    /// What the coordination layer refused, with the status its kind stands for.
+    public init(_ refused: CoordinationError) {
+        let status: HTTPResponse.Status =
+            switch refused.kind {
+            case .invalid: .badRequest
+            case .notFound: .notFound
+            case .conflict: .conflict
+            case .gone: .gone
+            case .unavailable: .serviceUnavailable
+            case .internalError: .internalServerError
+            }
+        self.init(status, refused.message)
+    }
+
     /// A body the submission parsers refused: the caller's input, so 400 with the parser's words.
     init(_ refused: SubmissionError) {
         self.init(.badRequest, refused.message)
@@ -33,4 +48,14 @@ public struct GatewayError: HTTPResponseError, Sendable, CustomStringConvertible
     static let unauthorized = GatewayError(
         .unauthorized, "a valid bearer token is required (Authorization: Bearer <token>)",
         headers: [.wwwAuthenticate: "Bearer realm=\"kiln\""])
+}
+
+/// Routes call the coordinator and let its refusals propagate: Hummingbird answers them as the
+/// status their kind stands for, with the coordinator's words.
+extension CoordinationError: HTTPResponseError {
+    public var status: HTTPResponse.Status { GatewayError(self).status }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        try GatewayError(self).response(from: request, context: context)
+    }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import KilnCoordination
 import KilnCore
 import KilnJobs
 import NIOCore

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import KilnAttestation
 import KilnBus
+import KilnCoordination
 import KilnCore
 import KilnJobs
 import KilnMessages
@@ -17,6 +18,8 @@ extension HTTPField.Name {
 /// The HTTP API of design §4.
 struct GatewayRoutes: Sendable {
     let coordinator: BuildCoordinator
+    /// The live event streams (the coordinator publishes into it as `LiveEventFanOut`).
+    let hub: EventHub
     let store: any JobStore
     let files: ResultFiles
     let configuration: GatewayConfiguration
@@ -221,7 +224,7 @@ struct GatewayRoutes: Sendable {
         let startAfter = after
         // Taken last, after everything that can refuse the request: from here the stream's body gives it back.
         try limiter.acquire(.eventStream, for: principal)
-        let hub = coordinator.hub
+        let hub = self.hub
         let eventLoop = context.eventLoop
         let channel = context.channel
         let executor = EventLoopExecutor(eventLoop)

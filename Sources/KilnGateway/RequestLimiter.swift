@@ -1,5 +1,6 @@
 import Foundation
 import HTTPTypes
+import KilnCoordination
 import NIOConcurrencyHelpers
 
 /// Bounds what one principal (and everyone together) can hold or start: open SSE streams and

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import KilnArchive
+import KilnCoordination
 import KilnMessages
 import KilnSubmission
 import NIOCore

@@ -3,6 +3,7 @@ import KilnBusClient
 import KilnMessages
 import Testing
 
+@testable import KilnCoordination
 @testable import KilnGateway
 
 /// `DispatchHoldback`: what overtakes a worker's acceptance is held in order and handed back once the

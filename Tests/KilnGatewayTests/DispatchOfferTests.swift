@@ -3,6 +3,7 @@ import KilnJobs
 import KilnMessages
 import Testing
 
+@testable import KilnCoordination
 @testable import KilnGateway
 
 /// `DispatchOffer`, the coordinator's dispatch part, without a bus: where a job is offered and what

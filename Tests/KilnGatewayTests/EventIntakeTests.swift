@@ -3,6 +3,7 @@ import KilnJobs
 import KilnMessages
 import Testing
 
+@testable import KilnCoordination
 @testable import KilnGateway
 
 /// `EventIntake`, the coordinator's event part, without a store, a bus or a clock: which events take

@@ -6,6 +6,7 @@ import Logging
 import NIOHTTP1
 import Testing
 
+@testable import KilnCoordination
 @testable import KilnGateway
 
 /// Bad input that needs a real gateway process: event streams, and bus messages.

@@ -2,6 +2,7 @@ import Foundation
 import KilnJobs
 import Testing
 
+@testable import KilnCoordination
 @testable import KilnGateway
 
 /// `IngestionOwnership`, which gateway answers for a job, without a store or a clock: each stored

@@ -8,6 +8,7 @@ import NIOEmbedded
 import NIOHTTPTypes
 import Testing
 
+@testable import KilnCoordination
 @testable import KilnGateway
 
 /// The relay of events another gateway ingests, without a bus: a store, a hub and a stream on a

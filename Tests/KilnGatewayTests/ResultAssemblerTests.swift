@@ -4,6 +4,7 @@ import KilnArchive
 import KilnTestSupport
 import Testing
 
+@testable import KilnCoordination
 @testable import KilnGateway
 
 /// Result assembly off the coordinator's actor (#16 item 1): chunks in any order and twice, the

@@ -2,6 +2,7 @@ import Foundation
 import KilnJobs
 import Testing
 
+@testable import KilnCoordination
 @testable import KilnGateway
 
 /// `ResultIntake`, the coordinator's result part, without a store, a bus or a disk: what each result

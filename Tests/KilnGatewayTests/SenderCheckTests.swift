@@ -3,6 +3,7 @@ import KilnBusClient
 import KilnMessages
 import Testing
 
+@testable import KilnCoordination
 @testable import KilnGateway
 
 /// #29 item 4: what a worker publishes ends in its id, so the subject names the sender on either

@@ -2,6 +2,7 @@ import Foundation
 import KilnMessages
 import Testing
 
+@testable import KilnCoordination
 @testable import KilnGateway
 
 /// Dispatch by capability (#13 item 5), decided without a bus.

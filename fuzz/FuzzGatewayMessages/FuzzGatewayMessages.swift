@@ -1,7 +1,7 @@
 import Foundation
 import KilnBus
+import KilnCoordination
 import KilnFuzzSupport
-import KilnGateway
 import KilnMessages
 import NIOCore
 

@@ -6,14 +6,22 @@ import ServiceLifecycle
 /// The gateway's periodic work, a `Service` of its own in the `ServiceGroup`: every `interval` it
 /// ends jobs whose worker fell silent (the coordinator owns job state), checkpoints the store,
 /// deletes uploaded sources nobody needs any more and results past their retention.
-struct GatewayHousekeeping: Service {
+package struct GatewayHousekeeping: Service {
     let coordinator: BuildCoordinator
     let store: any JobStore
     let files: ResultFiles
     let logger: Logger
     var interval: Duration = .seconds(1)
 
-    func run() async throws {
+    package init(coordinator: BuildCoordinator, store: any JobStore, files: ResultFiles, logger: Logger, interval: Duration = .seconds(1)) {
+        self.coordinator = coordinator
+        self.store = store
+        self.files = files
+        self.logger = logger
+        self.interval = interval
+    }
+
+    package func run() async throws {
         do {
             try await cancelWhenGracefulShutdown {
                 while !Task.isCancelled {

@@ -13,7 +13,7 @@ extension BuildCoordinator {
     /// cannot be retried once it has ended (409, submit again).
     public func retryJob(_ original: Job, nonce: String, triggeredBy: String?) async throws -> Job {
         guard original.status.isTerminal else {
-            throw GatewayError(.conflict, "job \(original.id) is still \(original.status.rawValue); retry it once it has ended")
+            throw CoordinationError(.conflict, "job \(original.id) is still \(original.status.rawValue); retry it once it has ended")
         }
         let job = try await enqueueAgain(original, nonce: nonce, triggeredBy: triggeredBy) { _, new in
             new.retryOf = original.id
@@ -31,10 +31,10 @@ extension BuildCoordinator {
         _ original: Job, nonce: String, triggeredBy: String?, adjust: (inout BuildRequest, inout Job) throws -> Void
     ) async throws -> Job {
         guard var request = try? JSONDecoder().decode(BuildRequest.self, from: Data(original.request.utf8)) else {
-            throw GatewayError(.internalServerError, "job \(original.id)'s stored request is unreadable")
+            throw CoordinationError(.internalError, "job \(original.id)'s stored request is unreadable")
         }
         guard request.source == nil else {
-            throw GatewayError(.conflict, "job \(original.id)'s uploaded source is no longer kept (it was larger than the inline limit); submit it again")
+            throw CoordinationError(.conflict, "job \(original.id)'s uploaded source is no longer kept (it was larger than the inline limit); submit it again")
         }
         let id = Self.newJobID()
         request.jobID = id

@@ -19,9 +19,9 @@ public actor BuildCoordinator {
     let assembler: ResultAssembler
     let senders: SenderCheck
     let sourceChunks: SourceChunkServer
-    public nonisolated let hub: EventHub
+    public nonisolated let hub: any LiveEventFanOut
     let client: BusClient
-    let configuration: GatewayConfiguration
+    let configuration: CoordinationConfiguration
     let metrics: GatewayMetrics
     let logger: Logger
     var dispatching = false
@@ -56,7 +56,7 @@ public actor BuildCoordinator {
     static func relayable(_ event: BuildEvent) -> String { String(decoding: event.encoded(), as: UTF8.self) }
 
     public init(
-        store: any JobStore, files: ResultFiles, hub: EventHub, client: BusClient, configuration: GatewayConfiguration,
+        store: any JobStore, files: ResultFiles, hub: any LiveEventFanOut, client: BusClient, configuration: CoordinationConfiguration,
         metrics: GatewayMetrics, logger: Logger
     ) {
         self.store = store
@@ -137,7 +137,7 @@ public actor BuildCoordinator {
                         try await handle.readToEnd(maximumSizeAllowed: .bytes(archive.size))
                     }
                     guard let read, Int64(read.readableBytes) == archive.size else {
-                        throw GatewayError(.serviceUnavailable, "the gateway lost an upload it had just stored; try again")
+                        throw CoordinationError(.unavailable, "the gateway lost an upload it had just stored; try again")
                     }
                     bytes = Array(read.readableBytesView)
                 }
@@ -146,7 +146,7 @@ public actor BuildCoordinator {
             } else {
                 // Workers fetch it in chunks from this file; it is deleted once the job ends.
                 guard case .file(let path) = archive.storage else {
-                    throw GatewayError(.internalServerError, "an upload above the inline limit was not spooled to disk")
+                    throw CoordinationError(.internalError, "an upload above the inline limit was not spooled to disk")
                 }
                 try files.adoptUpload(job: id, from: path)
                 request.source = .init(sha256: archive.sha256, size: archive.size, chunkSize: configuration.sourceChunkSize, name: s.sourceName)
@@ -169,9 +169,9 @@ public actor BuildCoordinator {
 
     public func cancel(_ id: String, by principal: String? = nil, reason: String? = nil) async throws -> Job {
         guard let (job, transition) = try await apply(.cancelRequested(by: principal, reason: reason), to: id) else {
-            throw GatewayError.notFound(id)
+            throw CoordinationError.noJob(id)
         }
-        if let refusal = transition.refusal { throw GatewayError(.conflict, "job \(id): \(refusal)") }
+        if let refusal = transition.refusal { throw CoordinationError(.conflict, "job \(id): \(refusal)") }
         if job.status == .cancelled {
             logger.info("waiting job cancelled", metadata: ["job_id": "\(id)"])
         } else {

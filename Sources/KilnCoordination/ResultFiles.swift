@@ -35,7 +35,7 @@ public struct ResultFiles: Sendable {
     /// Makes a spooled archive `job`'s upload (a rename: same file system).
     func adoptUpload(job: String, from spooled: String) throws {
         guard rename(spooled, uploadPath(job: job)) == 0 else {
-            throw GatewayError(.serviceUnavailable, "the gateway cannot store uploads right now (rename failed: errno \(errno)); try again later")
+            throw CoordinationError(.unavailable, "the gateway cannot store uploads right now (rename failed: errno \(errno)); try again later")
         }
     }
 
@@ -78,8 +78,8 @@ public struct ResultFiles: Sendable {
     }
 
     private func read(_ path: String, offset: Int64, length: Int) throws -> [UInt8] {
-        guard offset >= 0, length >= 0 else { throw GatewayError(.badRequest, "bad chunk range") }
-        guard let fh = FileHandle(forReadingAtPath: path) else { throw GatewayError(.notFound, "no such file") }
+        guard offset >= 0, length >= 0 else { throw CoordinationError(.invalid, "bad chunk range") }
+        guard let fh = FileHandle(forReadingAtPath: path) else { throw CoordinationError(.notFound, "no such file") }
         defer { try? fh.close() }
         try fh.seek(toOffset: UInt64(offset))
         return Array(try fh.read(upToCount: length) ?? Data())

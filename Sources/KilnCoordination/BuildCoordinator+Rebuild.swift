@@ -11,15 +11,15 @@ extension BuildCoordinator {
     /// result to compare with. Only a `ready` job whose result is still kept can be rebuilt.
     public func rebuildJob(_ original: Job, nonce: String, triggeredBy: String?) async throws -> Job {
         guard original.status == .ready else {
-            throw GatewayError(.conflict, "job \(original.id) is \(original.status.rawValue); only a ready build can be rebuilt and compared")
+            throw CoordinationError(.conflict, "job \(original.id) is \(original.status.rawValue); only a ready build can be rebuilt and compared")
         }
         guard let sha256 = original.resultSha256, let size = original.resultSize, files.resultExists(sha256: sha256) else {
-            throw GatewayError(.gone, "job \(original.id): " + (original.resultAvailability ?? "the result was deleted") + "; there is nothing to compare with")
+            throw CoordinationError(.gone, "job \(original.id): " + (original.resultAvailability ?? "the result was deleted") + "; there is nothing to compare with")
         }
         let job = try await enqueueAgain(original, nonce: nonce, triggeredBy: triggeredBy) { request, new in
             if request.repoURL != nil {
                 guard let commit = original.sourceDigest else {
-                    throw GatewayError(.conflict, "job \(original.id) did not record the commit it built; submit the repository at that commit instead")
+                    throw CoordinationError(.conflict, "job \(original.id) did not record the commit it built; submit the repository at that commit instead")
                 }
                 request.repoRef = commit
             }

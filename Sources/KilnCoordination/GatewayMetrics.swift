@@ -6,14 +6,14 @@ import Metrics
 public final class GatewayMetrics: Sendable {
     /// From dispatch request to the worker's acceptance.
     let dispatchLatency: Timer
-    let sseClients: Meter
+    package let sseClients: Meter
     /// `POST /build` bodies being received (upload slots held).
-    let uploadsInProgress: Meter
+    package let uploadsInProgress: Meter
     /// Request-body bytes received by `POST /build`, and archive bytes spooled to disk from them.
-    let uploadBytesReceived: Counter
-    let uploadBytesSpooled: Counter
+    package let uploadBytesReceived: Counter
+    package let uploadBytesSpooled: Counter
     /// Bytes written to SSE clients.
-    let bytesRelayed: Counter
+    package let bytesRelayed: Counter
     let eventsStored: Counter
     /// Events the gateway could not store (the store failing): each is also logged as an error.
     let eventsLost: Counter
@@ -22,7 +22,7 @@ public final class GatewayMetrics: Sendable {
     func jobEnded(_ status: Job.Status) { jobsEnded[status]?.increment() }
     /// Building jobs this gateway took over from one that stopped heartbeating (or from before a restart).
     let jobsAdopted: Counter
-    let jobsByStatus: [Job.Status: Meter]
+    package let jobsByStatus: [Job.Status: Meter]
     private let rejected: [RejectedBusMessage: Counter]
 
     /// The dispatch-latency buckets a histogram backend should use: dispatch is promised in
@@ -49,14 +49,14 @@ public final class GatewayMetrics: Sendable {
     func busMessagesRejected(_ reason: RejectedBusMessage) { rejected[reason]?.increment() }
 
     /// Which per-caller limit answered 429.
-    enum RequestLimit: String, CaseIterable {
+    package enum RequestLimit: String, CaseIterable {
         case submissions
         case eventStreams = "event_streams"
         case uploads
     }
 
     private let limited: [RequestLimit: Counter]
-    func requestsLimited(_ limit: RequestLimit) { limited[limit]?.increment() }
+    package func requestsLimited(_ limit: RequestLimit) { limited[limit]?.increment() }
 
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
         dispatchLatency = Timer(label: "kiln_gateway_dispatch_latency_seconds", factory: factory)

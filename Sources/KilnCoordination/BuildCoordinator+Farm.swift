@@ -1,7 +1,7 @@
 import Foundation
 
 /// `GET /farm`: what the dashboard shows above the builds list.
-struct FarmSummary: Codable, Sendable, Equatable {
+package struct FarmSummary: Codable, Sendable, Equatable {
     var waiting: Int
     var building: Int
     /// Workers that announced themselves and have not taken a build since (within the directory's memory).
@@ -17,7 +17,7 @@ struct FarmSummary: Codable, Sendable, Equatable {
 }
 
 extension BuildCoordinator {
-    func farmSummary(now: Date = Date()) async throws -> FarmSummary {
+    package func farmSummary(now: Date = Date()) async throws -> FarmSummary {
         let counts = try await store.countByStatus()
         let recent = workers.entries.values.filter { now.timeIntervalSince($0.seen) <= workers.memory }
         let idle = recent.filter(\.idle).count

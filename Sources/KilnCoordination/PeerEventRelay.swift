@@ -22,11 +22,11 @@ actor PeerEventRelay {
         var lastRead: ContinuousClock.Instant = .now
     }
 
-    private let hub: EventHub
+    private let hub: any LiveEventFanOut
     private let store: any JobStore
     private var follows: [String: Follow] = [:]
 
-    init(hub: EventHub, store: any JobStore) {
+    init(hub: any LiveEventFanOut, store: any JobStore) {
         self.hub = hub
         self.store = store
     }
