@@ -215,7 +215,9 @@ import Testing
     }
 
     @Test func keepaliveClosesStaleConnections() async throws {
-        try await withBroker({ $0.pingInterval = .milliseconds(150) }) { _, port in
+        // A second between pings: the library client must answer one within two intervals, and on a
+        // loaded machine (a CI runner beside a TCG VM) 150 ms was not always enough.
+        try await withBroker({ $0.pingInterval = .seconds(1) }) { _, port in
             let live = try await client(port)
             let stale = try RawBusConnection(port: port)
             try await stale.handshake()
@@ -232,8 +234,8 @@ import Testing
             #expect(pings >= 2)
             #expect(err?.code == 408)
             #expect(ContinuousClock.now - start < .seconds(60))
-            // The library client answers pings and stays up.
-            try await Task.sleep(for: .milliseconds(600))
+            // The library client answers pings and stays up (past two more intervals).
+            try await Task.sleep(for: .milliseconds(2500))
             #expect(live.isConnected)
             try await live.flush()
             await live.close()
