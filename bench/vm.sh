@@ -140,9 +140,11 @@ row = {"case": "ripgrep_vm_vs_process_vs_bare", "accel": accel, "vm_vcpus": 1,
        "process_warm_s": round(pw_t, 1), "process_warm_fetch_s": round(pw_f, 2),
        "vm_warm_s": round(vw_t, 1), "vm_warm_fetch_s": round(vw_f, 2), "bare_cargo_s": round(bare, 1),
        "process_ratio": round(pw_t / bare, 2), "vm_ratio": round(vw_t / bare, 2),
-       "rg_identical_process_vm": pw_rg == vw_rg, "rg_identical_process_runs": pc_rg == pw_rg, "rg_sha256": [pc_rg, pw_rg, vw_rg]}
+       # ripgrep's rg is not always the same bytes even on one kind of worker (unicode-linebreak's
+       # randomly seeded table; docs/vm-workers.md): the VM's counts as identical when it matches either.
+       "rg_identical_process_vm": vw_rg in (pc_rg, pw_rg), "rg_identical_process_runs": pc_rg == pw_rg, "rg_sha256": [pc_rg, pw_rg, vw_rg]}
 if vc_t:
-    row.update({"vm_cold_s": round(vc_t, 1), "vm_cold_fetch_s": round(vc_f, 2), "rg_identical_vm_cold": vc_rg == pw_rg})
+    row.update({"vm_cold_s": round(vc_t, 1), "vm_cold_fetch_s": round(vc_f, 2), "rg_identical_vm_cold": vc_rg in (pc_rg, pw_rg)})
 print(json.dumps(row))
 PY
   [ -z "$fetch" ] || { kill -TERM "$fetch"; wait "$fetch" 2>/dev/null || true; }

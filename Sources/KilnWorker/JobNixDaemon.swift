@@ -82,7 +82,8 @@ public struct JobNixDaemon: Sendable, Equatable {
         }
     }
 
-    /// Waits until the daemon answers on its socket, or `attempts` × 50 ms have passed.
+    /// Waits until the daemon answers on its socket, or `attempts` × 50 ms have passed. (A connect to a
+    /// local Unix socket returns at once, answered or refused, so polling it blocks no thread.)
     func waitUntilAnswering(attempts: Int = 400) async throws -> Bool {
         for _ in 0..<attempts {
             if NixDaemon.answers(socket: socket) { return true }

@@ -198,7 +198,7 @@ public struct Sandbox: Sendable {
         }
         let outcome: ProcessRunner.Outcome
         if let daemon = mounts.jobNixDaemon {
-            outcome = try await Self.withJobNixDaemon(daemon, cgroup: cgroup, limits: limits, cancel: cancel, onLine: onLine, body: runBuild)
+            outcome = try await Self.withJobNixDaemon(daemon, cgroup: cgroup, limits: limits, body: runBuild)
         } else {
             outcome = try await runBuild()
         }
@@ -213,8 +213,7 @@ extension Sandbox {
     /// builder it forks is held to the sandbox's memory and process limits; when `body` returns, the
     /// daemon is stopped and the cgroup swept, which ends any builder left.
     static func withJobNixDaemon(
-        _ daemon: JobNixDaemon, cgroup: CgroupLimits?, limits: WorkerConfiguration.Limits, cancel: CancelSwitch?,
-        onLine: @escaping @Sendable (ProcessRunner.Stream, String) -> Void,
+        _ daemon: JobNixDaemon, cgroup: CgroupLimits?, limits: WorkerConfiguration.Limits,
         body: @escaping @Sendable () async throws -> ProcessRunner.Outcome
     ) async throws -> ProcessRunner.Outcome {
         try daemon.prepare()
