@@ -17,15 +17,9 @@ import Testing
 @Suite(.serialized) struct NATSIdentityFarmTests {
     @Test func aLeakedWorkerLoginCannotInjectStealOrRedirectOnNATS() async throws {
         let dir = try TemporaryDirectory(prefix: "kiln-nats-farm")
-        let keygen = try await LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "generate", dir.file("cred.pem")])
-        _ = try await keygen.waitForExit()
-        let setup = try await LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "nats", "--credential-key", dir.file("cred.pem"), "--out", dir.file("nats")])
-        #expect(try await setup.waitForExit() == 0, "\(setup.output)")
-        let server = try await NATSServerProcess(arguments: ["-c", dir.file("nats/nats-server.conf")])
+        let server = try await Self.natsServerWithKilnAccounts(in: dir)
         defer { server.stop() }
-        func env(_ role: String) -> [String: String] {
-            ProcessInfo.processInfo.environment.merging(["KILN_BROKER_CREDS": dir.file("nats/\(role).creds")]) { $1 }
-        }
+        func env(_ role: String) -> [String: String] { Self.environment(of: role, in: dir) }
         let gateway = try await GatewayProcess(
             brokerPort: 0, dataDirectory: dir.file("gw"),
             arguments: ["--broker", server.url, "--inline-source-limit", "1024", "--source-chunk-size", "1024"], environment: env("gateway"))
@@ -60,14 +54,7 @@ import Testing
         let realWorker = try #require(building["worker_id"] as? String, "\(building)")
 
         // The leaked login: a worker user of the farm's own account, for another worker id.
-        let accountKey = NATSKey(role: .account, privateKey: try Curve25519.Signing.PrivateKey(rawRepresentation: SigningKey(contentsOf: dir.file("cred.pem")).seed))
-        var bus = try BusClient.Configuration(url: server.url)
-        bus.reconnect = false
-        bus.inboxNamespace = "wleaked"
-        bus.natsCredentials = try NATSAccountSetup.user(
-            BusRoles.worker("wleaked"), name: "worker:wleaked", accountKey: accountKey, expires: Int64(Date().timeIntervalSince1970) + 600,
-            now: Int64(Date().timeIntervalSince1970))
-        let attacker = try await BusClient.connect(bus, logger: Logger(label: "attacker"))
+        let attacker = try await Self.leakedWorkerLogin("wleaked", server: server, dir: dir)
         // In the real worker's name: nats-server refuses the subject.
         var forged = BuildEvent(jobID: id, seq: 1, type: .failed)
         forged.workerID = realWorker
@@ -126,18 +113,12 @@ import Testing
     /// it), and cannot make the pool answer onto a subject of its choosing.
     @Test func workersWithoutAKeyAreCertifiedOnNATSAndOnlyByTheirOwnLogin() async throws {
         let dir = try TemporaryDirectory(prefix: "kiln-nats-certify")
-        for key in ["cred", "farm"] {
-            let keygen = try await LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "generate", dir.file("\(key).pem")])
-            _ = try await keygen.waitForExit()
-        }
+        let keygen = try await LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "generate", dir.file("farm.pem")])
+        _ = try await keygen.waitForExit()
         try SigningKey(contentsOf: dir.file("farm.pem")).publicKey.hex.write(toFile: dir.file("farm.pub"), atomically: true, encoding: .utf8)
-        let setup = try await LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "nats", "--credential-key", dir.file("cred.pem"), "--out", dir.file("nats")])
-        #expect(try await setup.waitForExit() == 0, "\(setup.output)")
-        let server = try await NATSServerProcess(arguments: ["-c", dir.file("nats/nats-server.conf")])
+        let server = try await Self.natsServerWithKilnAccounts(in: dir)
         defer { server.stop() }
-        func env(_ role: String) -> [String: String] {
-            ProcessInfo.processInfo.environment.merging(["KILN_BROKER_CREDS": dir.file("nats/\(role).creds")]) { $1 }
-        }
+        func env(_ role: String) -> [String: String] { Self.environment(of: role, in: dir) }
         let gateway = try await GatewayProcess(
             brokerPort: 0, dataDirectory: dir.file("gw"), arguments: ["--broker", server.url, "--public-key", dir.file("farm.pub")], environment: env("gateway"))
         defer { gateway.stop() }
@@ -169,14 +150,7 @@ import Testing
         // The worker launched for the next job, still waiting to be certified or already certified.
         let launched = try #require(
             try FileManager.default.contentsOfDirectory(atPath: dir.file("pool/workers")).map { String($0.dropLast(".log".count)) }.first)
-        let accountKey = NATSKey(role: .account, privateKey: try Curve25519.Signing.PrivateKey(rawRepresentation: SigningKey(contentsOf: dir.file("cred.pem")).seed))
-        var bus = try BusClient.Configuration(url: server.url)
-        bus.reconnect = false
-        bus.inboxNamespace = "wleaked"
-        bus.natsCredentials = try NATSAccountSetup.user(
-            BusRoles.worker("wleaked"), name: "worker:wleaked", accountKey: accountKey, expires: Int64(Date().timeIntervalSince1970) + 600,
-            now: Int64(Date().timeIntervalSince1970))
-        let attacker = try await BusClient.connect(bus, logger: Logger(label: "attacker"))
+        let attacker = try await Self.leakedWorkerLogin("wleaked", server: server, dir: dir)
         defer { Task { await attacker.close() } }
         let request = Array(try JSONEncoder().encode(WorkerCertificateRequest(workerID: launched, publicKey: SigningKey().publicKey.hex)))
         // Another worker's certify subject: nats-server refuses the publish.
@@ -200,6 +174,34 @@ import Testing
             $0.split(separator: " ").last.flatMap { Double($0) }
         }
         #expect((refusedCount ?? 0) >= 2, "\(metrics.split(separator: "\n").filter { $0.contains("certif") })")
+    }
+
+    /// A nats-server with Kiln's accounts (`kiln keys nats`) made from a fresh credential key `dir/cred.pem`;
+    /// each role's `.creds` in `dir/nats`.
+    static func natsServerWithKilnAccounts(in dir: TemporaryDirectory) async throws -> NATSServerProcess {
+        let keygen = try await LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "generate", dir.file("cred.pem")])
+        _ = try await keygen.waitForExit()
+        let setup = try await LaunchedProcess(BuiltProducts.path("kiln"), ["keys", "nats", "--credential-key", dir.file("cred.pem"), "--out", dir.file("nats")])
+        #expect(try await setup.waitForExit() == 0, "\(setup.output)")
+        return try await NATSServerProcess(arguments: ["-c", dir.file("nats/nats-server.conf")])
+    }
+
+    /// The environment of a process logging in as `role` (its `.creds` from `natsServerWithKilnAccounts`).
+    static func environment(of role: String, in dir: TemporaryDirectory) -> [String: String] {
+        ProcessInfo.processInfo.environment.merging(["KILN_BROKER_CREDS": dir.file("nats/\(role).creds")]) { $1 }
+    }
+
+    /// A leaked login: a worker user of the farm's own account for worker `id`, validly signed and not
+    /// expired, that no pool launched.
+    static func leakedWorkerLogin(_ id: String, server: NATSServerProcess, dir: TemporaryDirectory) async throws -> BusClient {
+        let accountKey = NATSKey(role: .account, privateKey: try Curve25519.Signing.PrivateKey(rawRepresentation: SigningKey(contentsOf: dir.file("cred.pem")).seed))
+        var bus = try BusClient.Configuration(url: server.url)
+        bus.reconnect = false
+        bus.inboxNamespace = id
+        bus.natsCredentials = try NATSAccountSetup.user(
+            BusRoles.worker(id), name: "worker:\(id)", accountKey: accountKey, expires: Int64(Date().timeIntervalSince1970) + 600,
+            now: Int64(Date().timeIntervalSince1970))
+        return try await BusClient.connect(bus, logger: Logger(label: "leaked-\(id)"))
     }
 
     func status(of id: String, gateway: GatewayProcess, in wanted: Set<String>, within limit: Duration) async throws -> [String: Any] {
