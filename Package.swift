@@ -160,7 +160,7 @@ let package = Package(
         .executableTarget(
             name: "Worker",
             dependencies: [
-                "KilnWorker", "KilnBusClient", "KilnCore",
+                "KilnWorker", "KilnAttestation", "KilnBusClient", "KilnCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -30,6 +30,10 @@ struct KilnFetchCommand: AsyncParsableCommand {
             "Allow repositories on this host (host or host:port) even if it resolves to a loopback, private, link-local or multicast address. Repeatable; also KILN_ALLOW_SOURCE_HOSTS (comma-separated)."
     ) var allowSourceHost: [String] = []
     @Flag(help: "Fetch repositories only from the --allow-source-host hosts; refuse every other host without looking it up.") var onlyAllowedSourceHosts = false
+    @Option(help: "Largest size of the compiled-dependency cache in MiB (0 keeps none; least recently used evicted first).")
+    var dependencyCacheMb: Int64 = 16384
+    @Option(help: "Largest compiled-dependency entry one worker may store, in MiB.") var maxDependencyEntryMb: Int64 = 2048
+    @Option(help: "Compiled-dependency uploads taken at once.") var maxDependencyUploads = 4
     @Option(help: "Seconds one git fetch may take.") var gitTimeout = 600
     @Option(help: "Largest pack of one commit's tree, in MiB.") var maxPackMb: Int64 = 2048
     @Option(help: "Most crates one job's lock may name.") var maxCratesPerJob = 4000
@@ -47,6 +51,9 @@ struct KilnFetchCommand: AsyncParsableCommand {
         exporter.bootstrap()
         let env = ProcessInfo.processInfo.environment
         let bus = try BusClient.Configuration.fromCommandLine(url: broker ?? env["KILN_BROKER_URL"], token: brokerToken, name: "kiln-fetch")
+        guard dependencyCacheMb >= 0, maxDependencyEntryMb > 0, maxDependencyUploads > 0 else {
+            throw ValidationError("--dependency-cache-mb must be 0 or more; --max-dependency-entry-mb and --max-dependency-uploads positive")
+        }
         guard cacheMb > 0, maxPackMb > 0, maxMbPerJob > 0, maxCratesPerJob > 0, jobWindow > 0, gitTimeout > 0 else {
             throw ValidationError("sizes, counts and times must be positive")
         }
@@ -63,6 +70,13 @@ struct KilnFetchCommand: AsyncParsableCommand {
         cfg.quota.window = .seconds(jobWindow)
         cfg.chunkBytes = chunkBytes
         cfg.allowUnstampedRequests = allowUnstamped
+        if dependencyCacheMb > 0 {
+            var dependencies = DependencyCacheStore.Configuration(directory: state + "/dependencies")
+            dependencies.maxBytes = dependencyCacheMb << 20
+            dependencies.maxEntryBytes = maxDependencyEntryMb << 20
+            dependencies.maxUploads = maxDependencyUploads
+            cfg.dependencyCache = dependencies
+        }
         // Leftover work from a previous run (packs nobody finished fetching) is not worth keeping.
         try? FileManager.default.removeItem(atPath: cfg.workDirectory)
         let logger = Logger(label: "kiln.fetch")

@@ -15,6 +15,9 @@ public final class FetchMetrics: Sendable {
     let upstreamBytes: Counter
     /// Resolving and packing one commit.
     let gitPackSeconds: Timer
+    /// Bytes the compiled-dependency cache holds, and entries workers stored.
+    let dependencyCacheBytes: Meter
+    let dependencyEntriesStored: Counter
 
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
         self.factory = factory
@@ -22,6 +25,8 @@ public final class FetchMetrics: Sendable {
         trackedWorkers = Meter(label: "kiln_fetch_tracked_workers", factory: factory)
         upstreamBytes = Counter(label: "kiln_fetch_upstream_bytes_total", factory: factory)
         gitPackSeconds = Timer(label: "kiln_fetch_git_pack_seconds", preferredDisplayUnit: .seconds, factory: factory)
+        dependencyCacheBytes = Meter(label: "kiln_fetch_dependency_cache_bytes", factory: factory)
+        dependencyEntriesStored = Counter(label: "kiln_fetch_dependency_entries_stored_total", factory: factory)
     }
 
     func served(_ kind: FetchKind, bytes: Int) {
@@ -31,6 +36,10 @@ public final class FetchMetrics: Sendable {
 
     func refused(_ reason: FetchRefusal.Reason) {
         Counter(label: "kiln_fetch_refused_total", dimensions: [("reason", reason.rawValue)], factory: factory).increment()
+    }
+
+    func dependencyLookups(hit: Bool) {
+        Counter(label: "kiln_fetch_dependency_lookups_total", dimensions: [("result", hit ? "hit" : "miss")], factory: factory).increment()
     }
 
     func cache(_ result: CacheResult) {

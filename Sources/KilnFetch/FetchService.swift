@@ -41,6 +41,8 @@ public final class FetchService: Service, Sendable {
         /// nothing can tell workers apart). Off by default: then a request is served only when the
         /// broker says it comes from the worker its subject names.
         public var allowUnstampedRequests = false
+        /// The compiled-dependency cache (nil: none; workers then build every dependency themselves).
+        public var dependencyCache: DependencyCacheStore.Configuration?
 
         public init(bus: BusClient.Configuration, cache: CrateCache.Configuration, workDirectory: String) {
             self.bus = bus
@@ -65,6 +67,7 @@ public final class FetchService: Service, Sendable {
     /// The last index file read per worker, so its later chunks come from the same bytes.
     let indexFiles = Mutex<[String: (name: String, bytes: [UInt8])]>([:])
     let inFlight = Mutex(0)
+    let dependencyCache: DependencyCacheStore?
     let clock: @Sendable () -> ContinuousClock.Instant
 
     public init(
@@ -77,6 +80,7 @@ public final class FetchService: Service, Sendable {
         self.cache = try CrateCache(configuration: configuration.cache)
         self.ledger = Mutex(FetchLedger(quota: configuration.quota))
         self.clock = clock
+        self.dependencyCache = try configuration.dependencyCache.map(DependencyCacheStore.init(configuration:))
         try FileManager.default.createDirectory(atPath: configuration.workDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     }
 
@@ -155,7 +159,7 @@ public final class FetchService: Service, Sendable {
         }
         do {
             try checkSender(message, worker: worker)
-            let (headers, payload) = try await serve(kind, message.payloadBytes, worker: worker, supply: supply)
+            let (headers, payload) = try await serve(kind, message.payloadBytes, headers: message.headers ?? [:], worker: worker, supply: supply)
             metrics.served(kind, bytes: payload.count)
             return (headers.merging([FetchReplyHeader.status: "200"]) { $1 }, payload)
         } catch {
@@ -182,7 +186,9 @@ public final class FetchService: Service, Sendable {
         }
     }
 
-    func serve(_ kind: FetchKind, _ payload: [UInt8], worker: String, supply: CrateSupply) async throws(FetchRefusal) -> ([String: String], [UInt8]) {
+    func serve(
+        _ kind: FetchKind, _ payload: [UInt8], headers: [String: String] = [:], worker: String, supply: CrateSupply
+    ) async throws(FetchRefusal) -> ([String: String], [UInt8]) {
         let now = clock()
         switch kind {
         case .plan:
@@ -200,6 +206,11 @@ public final class FetchService: Service, Sendable {
         case .index:
             let request = try decode(IndexFileRequest.self, payload, limit: 64 << 10)
             return try await serveIndex(request, worker: worker, supply: supply)
+        case .dependencies:
+            let request = try decode(DependencyEntryRequest.self, payload, limit: 64 << 10)
+            return try serveDependencies(request, worker: worker)
+        case .storeDependencies:
+            return try storeDependencies(headers: headers, payload: payload, worker: worker)
         }
     }
 
@@ -308,6 +319,50 @@ public final class FetchService: Service, Sendable {
         return ([FetchReplyHeader.size: String(all.count)], served)
     }
 
+    /// A chunk of a compiled-dependency entry's seal or archive (`size` -1: no entry for the key).
+    func serveDependencies(_ request: DependencyEntryRequest, worker: String) throws(FetchRefusal) -> ([String: String], [UInt8]) {
+        guard let store = dependencyCache else { return ([FetchReplyHeader.size: "-1"], []) }
+        guard Hex.isLowercase(request.key, bytes: 32) else { throw FetchRefusal(.badRequest, "a dependency key is a hex SHA-256") }
+        var size: Int64 = -1
+        let bytes = try chunk(
+            { (offset, length) throws(FetchRefusal) -> [UInt8] in
+                guard let read = store.read(key: request.key, part: request.part.rawValue, offset: offset, length: length) else {
+                    if offset == 0 { return [] }
+                    throw FetchRefusal(.notFound, "the dependency entry is gone (ask from offset 0)")
+                }
+                size = read.size
+                return read.bytes
+            }, size: Int64.max, offset: request.offset, job: request.jobID, worker: worker)
+        if size < 0 { metrics.dependencyLookups(hit: false) } else if request.part == .seal { metrics.dependencyLookups(hit: true) }
+        return ([FetchReplyHeader.size: String(size)], bytes)
+    }
+
+    /// One chunk of a worker's new compiled-dependency entry; the bytes are charged to its job.
+    func storeDependencies(headers: [String: String], payload: [UInt8], worker: String) throws(FetchRefusal) -> ([String: String], [UInt8]) {
+        guard let store = dependencyCache else { throw FetchRefusal(.notFound, "this fetch service keeps no compiled dependencies") }
+        guard let job = headers[DependencyStoreHeader.job], Subjects.isValidToken(job), let key = headers[DependencyStoreHeader.key],
+            let part = headers[DependencyStoreHeader.part].flatMap(DependencyEntryPart.init(rawValue:)),
+            let offset = Int64(headers[DependencyStoreHeader.offset] ?? ""), offset >= 0
+        else { throw FetchRefusal(.badRequest, "a dependency upload names its job, key, part and offset") }
+        let now = clock()
+        try ledger.withLock { l throws(FetchRefusal) in try l.charge(payload.count, newObject: offset == 0, job: job, worker: worker, now: now) }
+        let outcome: DependencyCacheStore.StoreOutcome
+        switch part {
+        case .seal:
+            guard let size = Int64(headers[DependencyStoreHeader.archiveSize] ?? ""), let sha = headers[DependencyStoreHeader.archiveSha256] else {
+                throw FetchRefusal(.badRequest, "a dependency seal declares its archive's size and SHA-256")
+            }
+            outcome = try store.begin(worker: worker, key: key, seal: payload, archiveSize: size, archiveSha256: sha, now: now)
+        case .archive:
+            outcome = try store.append(worker: worker, key: key, offset: offset, bytes: payload)
+        }
+        if outcome == .stored {
+            metrics.dependencyEntriesStored.increment()
+            logger.info("stored a compiled-dependency entry", metadata: ["worker_id": "\(worker)", "job_id": "\(job)", "key": "\(key)"])
+        }
+        return (outcome == .exists ? [DependencyStoreHeader.exists: "1"] : [:], [])
+    }
+
     /// Drops accounts and packs past their window.
     func expire() {
         let now = clock()
@@ -321,6 +376,10 @@ public final class FetchService: Service, Sendable {
         for entry in stale { try? FileManager.default.removeItem(atPath: entry.directory) }  // best effort; logged below if it failed
         if !stale.isEmpty { logger.info("dropped \(stale.count) packs nobody finished fetching") }
         metrics.trackedWorkers.set(Double(ledger.withLock { $0.accounts.count }))
+        if let freedDependencies = dependencyCache?.housekeeping(now: now, window: window), freedDependencies > 0 {
+            logger.info("evicted \(freedDependencies) bytes from the compiled-dependency cache")
+        }
+        metrics.dependencyCacheBytes.set(Double(dependencyCache?.totalBytes() ?? 0))
         let freed = cache.evictToLimit()
         if freed > 0 { logger.info("evicted \(freed) bytes from the crate cache") }
         metrics.cacheBytes.set(Double(cache.totalBytes()))

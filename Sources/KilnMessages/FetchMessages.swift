@@ -17,6 +17,12 @@ public enum FetchKind: String, Sendable, CaseIterable {
     case git
     /// `IndexFileRequest` → a crate's whole registry index file (resolving a lock-less project).
     case index
+    /// `DependencyEntryRequest` → a chunk of a compiled-dependency cache entry's seal or archive
+    /// (`size` -1: the farm has no entry for that key).
+    case dependencies = "deps"
+    /// A chunk of a new compiled-dependency cache entry (`DependencyStoreHeader`, the bytes as the
+    /// payload): first its seal, then its archive from offset 0.
+    case storeDependencies = "deps-store"
 }
 
 extension Subjects {
@@ -129,6 +135,49 @@ public struct IndexFileRequest: Codable, Sendable {
         case jobID = "job_id"
         case name, offset
     }
+}
+
+/// Part of a compiled-dependency cache entry (docs/dependency-cache.md).
+public enum DependencyEntryPart: String, Codable, Sendable {
+    /// The signed statement, the signer's key and its certificate (JSON, at most 64 KiB).
+    case seal
+    /// The tar.gz of the registry crates' compiled units.
+    case archive
+}
+
+/// Asks for a chunk of the entry for `key` (hex SHA-256 of the build's dependency inputs).
+public struct DependencyEntryRequest: Codable, Sendable {
+    public var jobID: String
+    public var key: String
+    public var part: DependencyEntryPart
+    public var offset: Int64
+
+    public init(jobID: String, key: String, part: DependencyEntryPart, offset: Int64) {
+        self.jobID = jobID
+        self.key = key
+        self.part = part
+        self.offset = offset
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case jobID = "job_id"
+        case key, part, offset
+    }
+}
+
+/// Headers of a `deps-store` request (the payload is the chunk's bytes). The seal goes first, in one
+/// chunk, and declares the archive's size and SHA-256; the archive's chunks follow in order; the
+/// entry appears for other workers only once every byte arrived and the digest matches.
+public enum DependencyStoreHeader {
+    public static let job = "job"
+    public static let key = "key"
+    public static let part = "part"
+    public static let offset = "offset"
+    /// On the seal: the archive's whole size and hex SHA-256.
+    public static let archiveSize = "archive-size"
+    public static let archiveSha256 = "archive-sha256"
+    /// Reply to the seal: "1" when the farm has an entry for the key already (send nothing more).
+    public static let exists = "exists"
 }
 
 /// The reply headers of the fetch protocol.

@@ -209,6 +209,9 @@ final class BuildPipeline: Sendable {
             var cargo = CargoBuilder(
                 sysroot: sysroot, vendorDirectory: registry ?? configuration.toolchains.cargoVendorDirectory, limits: limits, options: request.buildOptions)
             cargo.lockOrigin = fetchedCrates.lockOrigin
+            if configuration.dependencyCache.enabled {
+                cargo.dependencyCache = dependencyCachePlan(workspace: workspace.path)
+            }
             if registry != nil {
                 cargo.dependencySource =
                     "fetched through the farm's fetch service (kiln-fetch), each crate checked against Cargo.lock's SHA-256 (read-only local registry)"
@@ -346,6 +349,26 @@ final class BuildPipeline: Sendable {
             deliveryTimeout: configuration.limits.deliveryTimeout, logger: logger)
         try await uploader.upload(path: resultPath, digest: output.tarball)
         return (output.tarball, output.artifacts)
+    }
+
+    /// How this build uses the farm's compiled-dependency cache: entries signed by the farm key (the
+    /// `--key` file of a process worker, or the key that certified a VM worker's in-memory key) or
+    /// by a key the operator added; its own entries signed with the key that signs its results.
+    func dependencyCachePlan(workspace: String) -> DependencyCachePlan {
+        var trusted = configuration.dependencyCache.trustedKeys
+        if let certificate {
+            // The pool's certificate names its issuer; the worker checked it certifies this key.
+            if let issuer = try? PublicKey(text: certificate.certificate.issuer) { trusted.append(issuer) }  // malformed: the farm key is not added
+        } else if let farmKey = try? PublicKey(contentsOf: configuration.keyFile) {  // no key file (a TEE's in-memory key only): none added
+            trusted.append(farmKey)
+        }
+        var plan = DependencyCachePlan(
+            fetch: fetchClient, signer: key, certificate: certificate?.envelope, trustedKeys: trusted, workerID: configuration.workerID,
+            isolation: configuration.isolation, scratch: scratch, workspace: workspace)
+        plan.maxEntryBytes = configuration.dependencyCache.maxEntryBytes
+        plan.chunkBytes = min(512 << 10, max(client.maxFrame - 16 * 1024, 4096))
+        plan.skip = request.skipCache ?? false
+        return plan
     }
 
     /// Fetches an upload too large to travel inline, chunk by chunk, and checks its digest.

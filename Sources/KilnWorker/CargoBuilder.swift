@@ -17,6 +17,8 @@ public struct CargoBuilder: ProjectBuilder {
     public var dependencySource: String?
     /// Set when the fetch phase generated Cargo.lock (how, for the provenance).
     public var lockOrigin: String?
+    /// The farm's compiled-dependency cache (nil: every dependency is compiled by this build).
+    var dependencyCache: DependencyCachePlan?
     static let toolchainPath = "/opt/rust"
     static let vendorPath = "/build/vendor"
 
@@ -140,6 +142,17 @@ public struct CargoBuilder: ProjectBuilder {
             generatedLock = true
         }
 
+        let cargoVersion = (try? await ProcessRunner.capture(sysroot + "/bin/cargo", ["--version"], environment: ["PATH": sysroot + "/bin:/usr/bin"]).stdout) ?? "unknown"
+        let rustcVersion = (try? await ProcessRunner.capture(sysroot + "/bin/rustc", ["--version"], environment: ["PATH": sysroot + "/bin:/usr/bin"]).stdout) ?? "unknown"
+        var dependencyOutcome: DependencyCacheOutcome?
+        if let plan = dependencyCache {
+            // Unreadable: the short version still names the compiler.
+            let rustcVerbose =
+                (try? await ProcessRunner.capture(sysroot + "/bin/rustc", ["-vV"], environment: ["PATH": sysroot + "/bin:/usr/bin"]).stdout) ?? rustcVersion
+            dependencyOutcome = try await prepareDependencies(
+                context, plan: plan, environment: env, arguments: try buildArguments(), rustc: rustcVerbose, cargoVersion: cargoVersion)
+        }
+
         let artifacts = ArtifactCollector(limit: limits.maxArtifacts)
         let result = try await context.sandbox.run(
             name: context.jobID, command: [cargo] + (try buildArguments()),
@@ -166,9 +179,7 @@ public struct CargoBuilder: ProjectBuilder {
                 fix: "add a [[bin]] or a cdylib/staticlib target")
         }
 
-        let cargoVersion = (try? await ProcessRunner.capture(sysroot + "/bin/cargo", ["--version"], environment: ["PATH": sysroot + "/bin:/usr/bin"]).stdout) ?? "unknown"
-        let rustcVersion = (try? await ProcessRunner.capture(sysroot + "/bin/rustc", ["--version"], environment: ["PATH": sysroot + "/bin:/usr/bin"]).stdout) ?? "unknown"
-        let deps = [
+        var deps = [
             toolchainDescriptor(name: "cargo", path: sysroot + "/bin/cargo", version: cargoVersion, cache: context.digestCache),
             toolchainDescriptor(name: "rustc", path: sysroot + "/bin/rustc", version: rustcVersion, cache: context.digestCache),
         ]
@@ -178,6 +189,10 @@ public struct CargoBuilder: ProjectBuilder {
         params["rustc"] = rustcVersion
         params["cargo_lock"] = lockOrigin ?? (generatedLock ? "generated offline by the worker" : "from the source")
         if vendorDirectory != nil { params["dependencies"] = dependencySource ?? "vendored (source replacement, read-only)" }
+        if let dependencyOutcome {
+            params["dependency_cache"] = dependencyOutcome.summary
+            if let entry = dependencyOutcome.entry { deps.append(entry) }
+        }
         return BuiltProject(
             buildType: BuildType.cargo, buildConfig: ["Cargo.lock"], artifacts: reported,
             internalParameters: params, resolvedDependencies: deps)

@@ -41,13 +41,17 @@ struct FetchClient: Sendable {
     }
 
     private func send<Request: Encodable>(_ kind: FetchKind, _ body: Request) async throws -> BusMessage {
-        let payload = try JSONEncoder().encode(body)
+        try await send(kind, payload: Array(try JSONEncoder().encode(body)))
+    }
+
+    /// One request with raw bytes (and headers), retried as the service allows.
+    func send(_ kind: FetchKind, payload: [UInt8], headers: [String: String]? = nil) async throws -> BusMessage {
         var lastFailure = Failure(status: 0, message: "no answer")
         for attempt in 0..<attempts {
             if attempt > 0 { try await Task.sleep(for: .milliseconds(200 << attempt)) }
             let reply: BusMessage
             do {
-                reply = try await requestUnlessCancelled(Subjects.fetch(workerID, kind), payload: Array(payload))
+                reply = try await requestUnlessCancelled(Subjects.fetch(workerID, kind), payload: payload, headers: headers)
             } catch BusClientError.noResponders {
                 throw Failure(status: 503, message: "no fetch service is running on this farm (kiln-fetch)", retryable: true)
             } catch let error as BusClientError {
@@ -65,10 +69,10 @@ struct FetchClient: Sendable {
     }
 
     /// The request, or `BuildCancelled` as soon as the build's cancel switch fires.
-    private func requestUnlessCancelled(_ subject: String, payload: [UInt8]) async throws -> BusMessage {
-        guard let cancel else { return try await client.request(subject, payload: payload, timeout: timeout) }
+    private func requestUnlessCancelled(_ subject: String, payload: [UInt8], headers: [String: String]?) async throws -> BusMessage {
+        guard let cancel else { return try await client.request(subject, payload: payload, headers: headers, timeout: timeout) }
         return try await withThrowingTaskGroup(of: BusMessage?.self) { group in
-            group.addTask { try await client.request(subject, payload: payload, timeout: timeout) }
+            group.addTask { try await client.request(subject, payload: payload, headers: headers, timeout: timeout) }
             group.addTask {
                 await cancel.wait()
                 return nil
@@ -77,6 +81,43 @@ struct FetchClient: Sendable {
             guard let first = try await group.next(), let reply = first else { throw BuildCancelled() }
             return reply
         }
+    }
+
+    /// A part of the compiled-dependency entry for `key`, consumed chunk by chunk (its size; -1: the
+    /// farm has no entry for the key).
+    func dependencyEntry(key: String, part: DependencyEntryPart, maxBytes: Int64, consume: (ArraySlice<UInt8>) throws -> Void) async throws -> Int64 {
+        var limited = self
+        limited.maxObjectBytes = maxBytes
+        let (size, _) = try await limited.object("the compiled dependencies \(key.prefix(12))… (\(part.rawValue))", consume: consume) { offset in
+            try await send(.dependencies, DependencyEntryRequest(jobID: jobID, key: key, part: part, offset: offset))
+        }
+        return size
+    }
+
+    /// Stores a compiled-dependency entry: its seal, then the archive at `file` in chunks. False when
+    /// the farm had an entry for the key already.
+    func storeDependencyEntry(key: String, seal: [UInt8], archive file: String, size: Int64, sha256: String, chunkBytes: Int) async throws -> Bool {
+        var headers = [
+            DependencyStoreHeader.job: jobID, DependencyStoreHeader.key: key, DependencyStoreHeader.part: DependencyEntryPart.seal.rawValue,
+            DependencyStoreHeader.offset: "0", DependencyStoreHeader.archiveSize: String(size), DependencyStoreHeader.archiveSha256: sha256,
+        ]
+        let first = try await send(.storeDependencies, payload: seal, headers: headers)
+        if first.headers?[DependencyStoreHeader.exists] == "1" { return false }
+        guard let handle = FileHandle(forReadingAtPath: file) else { throw Failure(status: 500, message: "cannot read the dependency archive") }
+        defer { try? handle.close() }  // read-only
+        headers[DependencyStoreHeader.part] = DependencyEntryPart.archive.rawValue
+        headers[DependencyStoreHeader.archiveSize] = nil
+        headers[DependencyStoreHeader.archiveSha256] = nil
+        var offset: Int64 = 0
+        while offset < size {
+            let chunk = [UInt8](try handle.read(upToCount: chunkBytes) ?? Data())
+            guard !chunk.isEmpty else { throw Failure(status: 500, message: "the dependency archive ended at \(offset) of \(size) bytes") }
+            headers[DependencyStoreHeader.offset] = String(offset)
+            let reply = try await send(.storeDependencies, payload: chunk, headers: headers)
+            if reply.headers?[DependencyStoreHeader.exists] == "1" { return false }
+            offset += Int64(chunk.count)
+        }
+        return true
     }
 
     /// Reads an object chunk by chunk (`ask(offset)` → one reply) until `size` bytes, bounded.

@@ -1,5 +1,6 @@
 import Foundation
 import KilnArchive
+import KilnAttestation
 import KilnBusClient
 
 /// Everything a worker needs to know; filled from the `kiln-worker` command line.
@@ -40,6 +41,17 @@ public struct WorkerConfiguration: Sendable {
     /// Where digests of the worker's own executable and the toolchain's binaries are remembered
     /// across one-shot workers (`FileDigestCache`); nil hashes them for every build.
     public var digestCache: FileDigestCache?
+    /// The farm's compiled-dependency cache (#31 item 3, docs/dependency-cache.md).
+    public var dependencyCache = DependencyCacheSettings()
+
+    public struct DependencyCacheSettings: Sendable {
+        public var enabled = true
+        /// Keys whose entries are used besides the farm key (the --key file's, or the key that
+        /// certified this worker's in-memory key).
+        public var trustedKeys: [PublicKey] = []
+        public var maxEntryBytes: Int64 = 2 << 30
+        public init() {}
+    }
 
     /// Remembers digests in `directory`; false (and none remembered) when it is not this user's own
     /// directory closed to others.

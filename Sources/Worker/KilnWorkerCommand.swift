@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KilnAttestation
 import KilnBusClient
 import KilnCore
 import KilnWorker
@@ -69,6 +70,16 @@ struct KilnWorkerCommand: AsyncParsableCommand {
             "A manifest of digests taken as given for the files it names ('<sha256> <size> <absolute path>' per line; this user's, closed to others): a VM image's list for its own kiln-worker and dm-verity toolchain. Repeatable.",
             valueName: "file"))
     var knownDigests: [String] = []
+    @Option(
+        help:
+            "The farm's compiled-dependency cache (through kiln-fetch): 'on' uses entries signed by a trusted key and stores what this worker compiles; 'off' compiles every dependency in each build."
+    ) var dependencyCache = "on"
+    @Option(
+        help: ArgumentHelp(
+            "A public key (PEM, hex or base64 file) whose compiled-dependency entries this worker uses, besides the farm key (--key, or the key that certified this worker). Repeatable.",
+            valueName: "file"))
+    var dependencyCacheTrust: [String] = []
+    @Option(help: "Largest compiled-dependency entry made or used, in MiB.") var maxDependencyEntryMb: Int64 = 2048
     @Option(help: "Log level.") var logLevel: String = "info"
 
     func run() async throws {
@@ -120,6 +131,15 @@ struct KilnWorkerCommand: AsyncParsableCommand {
         }
         for manifest in knownDigests {
             do { try configuration2.addKnownDigests(fromFile: manifest) } catch { throw ValidationError("--known-digests: \(error)") }
+        }
+        guard ["on", "off"].contains(dependencyCache) else { throw ValidationError("--dependency-cache must be 'on' or 'off'") }
+        guard maxDependencyEntryMb > 0, maxDependencyEntryMb <= 1 << 20 else { throw ValidationError("--max-dependency-entry-mb must be 1 to 1048576") }
+        configuration2.dependencyCache.enabled = dependencyCache == "on"
+        configuration2.dependencyCache.maxEntryBytes = maxDependencyEntryMb << 20
+        for file in dependencyCacheTrust {
+            do { configuration2.dependencyCache.trustedKeys.append(try PublicKey(contentsOf: file)) } catch {
+                throw ValidationError("--dependency-cache-trust \(file): \(error)")
+            }
         }
         guard !gatewayIdentity.isEmpty, gatewayIdentity.utf8.count <= 256 else { throw ValidationError("--gateway-identity must be a name of 1 to 256 bytes") }
         configuration2.gateway = GatewayIdentity(name: gatewayIdentity)
