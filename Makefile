@@ -73,6 +73,7 @@ bench:
 	$(BENCH_CASE) scripts/with-nix-daemon.sh bash bench/worker.sh
 	$(BENCH_CASE) bash bench/vm.sh
 	$(BENCH_CASE) scripts/with-nix-daemon.sh bash bench/fetch.sh
+	$(BENCH_CASE) bash bench/depcache.sh
 	$(BENCH_CASE) scripts/with-nix-daemon.sh bash bench/gateway.sh
 	$(BENCH_CASE) scripts/with-nix-daemon.sh bash bench/farm.sh
 	$(BENCH_CASE) bash bench/scale.sh

@@ -3,7 +3,8 @@
 # serde_json, from Debian's crate set packed into a sparse-HTTP registry on loopback by
 # bench/debian_registry.py), built by bare `cargo build --release` (fresh CARGO_HOME each run: it
 # downloads from the same registry) and through the farm with a cold crate cache, then a warm one;
-# alternating rounds, same machine, same run. Reports the fetch phase's time beside the total.
+# alternating rounds, same machine, same run. Reports the fetch phase's time beside the total. The
+# workers do not use the compiled-dependency cache (--dependency-cache off; bench/depcache.sh measures it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$(pwd)/.build/release}
@@ -60,7 +61,7 @@ farm_build() {
   "$BIN/kiln-fetch" --broker "kiln://127.0.0.1:$BP" --state "$cache" --cargo-registry "$INDEX" --allow-unstamped > "$work/f-$tag.log" 2>&1 &
   local fetch=$!
   wait_for "$work/f-$tag.log" "kiln-fetch ready"
-  "$BIN/kiln-worker" --broker "kiln://127.0.0.1:$BP" --key "$work/farm.pem" --scratch "$work/scratch-$tag" > "$work/w-$tag.log" 2>&1 &
+  "$BIN/kiln-worker" --broker "kiln://127.0.0.1:$BP" --key "$work/farm.pem" --scratch "$work/scratch-$tag" --dependency-cache off > "$work/w-$tag.log" 2>&1 &
   wait_for "$work/w-$tag.log" "ready"
   python3 - "$GP" "$work/app.tar.gz" <<'PY'
 import base64, json, sys, time, urllib.request

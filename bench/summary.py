@@ -63,6 +63,13 @@ def rows(lines):
     for d in by_case.pop("fetch_27_crates_vs_bare_cargo", []):
         yield ("27 crates, cold fetch cache vs bare cargo, s", d["kiln_cold_s"], d["bare_cargo_s"], "lower")
         yield ("27 crates, warm fetch cache vs bare cargo, s", d["kiln_warm_s"], d["bare_cargo_s"], "lower")
+    for case in ("dependency_cache_clap_serde", "dependency_cache_ripgrep"):
+        for d in by_case.pop(case, []):
+            name = case[len("dependency_cache_"):].replace("_", " + ")
+            yield (f"{name}, compiled-dependency cache hit vs bare cargo, s (goal 0.5×)", d["kiln_hit_s"], d["bare_cargo_s"], "lower")
+            yield (f"{name}, cache miss (dependency-only step, stored) vs bare cargo, s", d["kiln_miss_s"], d["bare_cargo_s"], "lower")
+            yield (f"{name}, skip_cache vs bare cargo, s", d["kiln_skip_cache_s"], d["bare_cargo_s"], "lower")
+            yield (f"{name}, artifact byte-identical: miss, hit, skip_cache", str(d["artifact_identical"]), None, "")
     for d in by_case.pop("dispatch_post_to_accepted", []):
         yield ("dispatch POST → accepted p99, ms (goal 2)", d["p99_ms"], 2.0, "lower")
     sse = by_case.pop("sse_fanout", [])

@@ -8,7 +8,8 @@
 # set served as a registry through kiln-fetch, on a process worker with a cold then a warm farm cache,
 # in a fresh VM (warm; RIPGREP_VM_COLD=1 adds a cold one), and by bare `cargo build --release` (crates
 # fetched beforehand), same run; the fetch phase's time for each, and whether the VM's `rg` is the
-# process worker's bytes. One TCG ripgrep build takes ~35–40 min here.
+# process worker's bytes. One TCG ripgrep build takes ~35–40 min here. Every ripgrep build compiles all
+# of it (--dependency-cache off): bench/depcache.sh measures the compiled-dependency cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$(pwd)/.build/release}
@@ -93,10 +94,10 @@ if [ -n "${KILN_RIPGREP_SOURCE:-}" ]; then
     if [ "$kind" = vm ]; then
       launch="cluster/vm/launch-vm.sh --image $work/image --id {id} --broker {broker} --accel $ACCEL --deadline 21600 --toolchain host --memory 8192"
     else
-      launch="$BIN/kiln-worker --broker {broker} --worker-id {id} --scratch {scratch} --certified-key --build-timeout 7200"
+      launch="$BIN/kiln-worker --broker {broker} --worker-id {id} --scratch {scratch} --certified-key --build-timeout 7200 --dependency-cache off"
     fi
     mp=$(port)
-    KILN_WORKER_ARGS="--build-timeout 21000" "$BIN/kiln-pool" --broker "kiln://pool:change-me-pool@127.0.0.1:$BP" --idle 1 --max 1 \
+    KILN_WORKER_ARGS="--build-timeout 21000 --dependency-cache off" "$BIN/kiln-pool" --broker "kiln://pool:change-me-pool@127.0.0.1:$BP" --idle 1 --max 1 \
       --state "$work/pool-rg-$tag" --credential-signing-key "$work/cred.pem" --farm-key "$work/farm.pem" --vm-image "$work/image/image.json" \
       --monitor-port "$mp" --launch "$launch" --boot-timeout 600 --log-level warning > "$work/pool-rg-$tag.log" 2>&1 &
     pool=$!

@@ -92,9 +92,12 @@ extension WorkerVMTests {
             }
         }
 
-        // Process workers (the development mode), certified like VM workers.
+        // Process workers (the development mode), certified like VM workers. Every build compiles all
+        // of ripgrep itself (no compiled-dependency cache): the test compares isolations, not the cache.
         do {
-            let farm = try await CertifyingFarm.start(dir: try TemporaryDirectory(prefix: "kiln-ripgrep-process"), maxWorkers: 1)
+            let farm = try await CertifyingFarm.start(
+                dir: try TemporaryDirectory(prefix: "kiln-ripgrep-process"), maxWorkers: 1,
+                poolArguments: ["--worker-args=--certified-key --dependency-cache off"])
             defer { farm.stop() }
             try await builds(processBuilds, on: farm, isolation: "process", label: "process", timeout: .seconds(3600)) { n, result in
                 guard n == 0 else { return }
@@ -111,7 +114,7 @@ extension WorkerVMTests {
                 "\(Self.root)/launch-vm.sh --image \(dir.file("image")) --id {id} --broker {broker} --accel tcg --deadline 21600 --toolchain host"
                 + " --memory 8192 --cpus \(vcpus)"
             var environment = ProcessInfo.processInfo.environment
-            environment["KILN_WORKER_ARGS"] = "--build-timeout 21000"
+            environment["KILN_WORKER_ARGS"] = "--build-timeout 21000 --dependency-cache off"
             let farm = try await CertifyingFarm.start(
                 dir: try TemporaryDirectory(prefix: "kiln-ripgrep-vm"), launch: launch, maxWorkers: 1,
                 poolArguments: ["--vm-image", dir.file("image/image.json"), "--boot-timeout", "300"], poolEnvironment: environment)
