@@ -387,7 +387,7 @@ let package = Package(
             ], swiftSettings: swiftSettings),
         .testTarget(
             name: "KilnFetchTests",
-            dependencies: ["KilnFetch", "KilnMessages"],
+            dependencies: ["KilnFetch", "KilnMessages", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings),
         .testTarget(name: "KilnTEETests", dependencies: ["KilnTEE"], exclude: ["Vectors"], swiftSettings: swiftSettings),
     ]
