@@ -15,36 +15,11 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { for _ in $(seq 600); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; cat "$1" >&2; return 1; }
 
-RP=$(port)
-mkdir -p "$work/registry"
-python3 -u -m http.server "$RP" --bind 127.0.0.1 --directory "$work/registry" > "$work/registry.log" 2>&1 & pids+=($!)
-python3 bench/debian_registry.py "$work/registry" "http://127.0.0.1:$RP/dl"
-INDEX="sparse+http://127.0.0.1:$RP/index/"
-
+source bench/common.sh
+start_debian_registry
 app="$work/app"
-mkdir -p "$app/src"
-cat > "$app/Cargo.toml" <<'TOML'
-[package]
-name = "fetchapp"
-version = "0.1.0"
-edition = "2021"
-
-[dependencies]
-clap = { version = "4", features = ["derive"] }
-serde_json = "1"
-TOML
-cat > "$app/src/main.rs" <<'RS'
-use clap::Parser;
-#[derive(Parser)]
-struct Args { #[arg(long, default_value = "kiln")] name: String }
-fn main() { let a = Args::parse(); println!("{}", serde_json::json!({"hello": a.name})); }
-RS
-bare_home() { rm -rf "$1"; mkdir -p "$1"; printf '[source.crates-io]\nreplace-with = "mirror"\n[source.mirror]\nregistry = "%s"\n' "$INDEX" > "$1/config.toml"; }
-bare_home "$work/lock-home"
-(cd "$app" && CARGO_HOME="$work/lock-home" cargo generate-lockfile -q)
+clap_serde_project "$app" fetchapp
 tar czf "$work/app.tar.gz" -C "$work" app
 
 BP=$(port); GP=$(port)

@@ -316,6 +316,36 @@ import Testing
         let served = await fetch.metric(#"kiln_fetch_requests_total{kind="crate"}"#) ?? 0
         #expect(served >= Double(2 * pinned), "every crate and its index line came from kiln-fetch: \(served)")
         #expect(await fetch.metric(#"kiln_fetch_refused_total{reason="forbidden"}"#) == nil, "stamped requests from the right workers")
+
+        // #31 item 3: that VM compiled the registry crates in a dependency-only step and stored them,
+        // signed by its certified in-memory key; the next fresh VM takes them (its trust: the key that
+        // certified it, the farm key) and compiles only the project's crate, to the same bytes.
+        let coldParameters = try await Self.internalParameters(fromRegistry)
+        #expect(coldParameters["dependency_cache"]?.hasPrefix("miss:") == true && coldParameters["dependency_cache"]?.contains("stored") == true, "\(coldParameters)")
+        started = ContinuousClock.now
+        let warm: String
+        do { warm = try await farm.build(files: project, name: "app-again", nonce: WorkerCertificationTests.nonce, timeout: .seconds(1800)) } catch {
+            Issue.record("\(error)\n\(workerLogs().suffix(6000))")
+            return
+        }
+        print("the same build in a fresh VM with the compiled-dependency entry (TCG): submit to result \(ContinuousClock.now - started)")
+        let warmParameters = try await Self.internalParameters(warm)
+        #expect(
+            warmParameters["dependency_cache"]?.hasPrefix("hit:") == true && warmParameters["dependency_cache"]?.contains("certified by farm key") == true,
+            "\(warmParameters)")
+        let artifact = heavy ? "debapp" : "app"
+        let coldBytes = try await Command.run("/bin/sh", ["-c", "tar -xzOf \"$0\" artifacts/\(artifact) | sha256sum", fromRegistry])
+        let warmBytes = try await Command.run("/bin/sh", ["-c", "tar -xzOf \"$0\" artifacts/\(artifact) | sha256sum", warm])
+        #expect(coldBytes == warmBytes, "byte-identical with the entry")
+    }
+
+    /// The provenance's internal parameters of a result archive.
+    static func internalParameters(_ result: String) async throws -> [String: String] {
+        let json = try await Command.run("/usr/bin/tar", ["-xzOf", result, "provenance.json"])
+        let statement = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+        let predicate = statement?["predicate"] as? [String: Any]
+        let definition = predicate?["buildDefinition"] as? [String: Any]
+        return (definition?["internalParameters"] as? [String: String]) ?? [:]
     }
 
     /// The image's toolchain disk is read through dm-verity against the root hash on the kernel command
