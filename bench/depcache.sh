@@ -62,7 +62,7 @@ PY
   kill "$fetch"; wait "$fetch" 2>/dev/null || true
   local sha; sha=$(tar -xzOf "$work/result-$tag.tar.gz" "artifacts/$artifact" | sha256sum | cut -c1-64)
   local summary; summary=$(tar -xzOf "$work/result-$tag.tar.gz" provenance.json | python3 -c \
-    'import json,sys; print(json.load(sys.stdin)["predicate"]["buildDefinition"]["internalParameters"].get("dependency_cache","none").split(":")[0])')
+    'import json,sys; print(json.load(sys.stdin)["predicate"]["buildDefinition"]["internalParameters"].get("dependency_cache","none").split(":")[0].split()[0])')
   echo "$total $sha $summary"
 }
 
