@@ -19,6 +19,9 @@ def rows(lines):
             d = json.loads(line)
         except ValueError:
             continue
+        if d.get("bench") == "scale":  # bench/scale.sh: one line per topology, no peer
+            by_case.setdefault("scale", []).append(d)
+            continue
         if "server" in d:  # bench/bus.sh: kiln-broker, nats-server, Kiln's client on nats-server
             bus.setdefault(d.get("size"), {})[d["server"]] = d
             continue
@@ -99,6 +102,9 @@ def rows(lines):
     for case in [c for c in by_case if c and c.startswith("hostile_")]:
         for d in by_case.pop(case):
             yield (f"host worker peak RSS, {case[8:]}, MiB (vs the 256 bound)", d["worker_peak_rss_mib"], d["rss_bound_mib"], "lower")
+    for d in by_case.pop("scale", []):
+        yield (f"scale-out, {d.get('name')}: submissions/s, jobs ready/s, dispatch p99 ms",
+               f"{d.get('submissions_per_s')} / {d.get('jobs_ready_per_s')} / {d.get('dispatch_p99_ms')}", None, "")
     for case, ds in by_case.items():
         for d in ds:
             yield (f"{case} (no peer)", json.dumps({k: v for k, v in d.items() if k != "case"})[:80], None, "")

@@ -50,7 +50,7 @@ extension CargoBuilder {
             throw cancelled
         } catch {
             note("compiled dependencies: not used (\(error)); the build compiles them itself")
-            removeTarget(context)
+            try removeTarget(context)
             return DependencyCacheOutcome(summary: "not used: \(error)")
         }
     }
@@ -116,7 +116,7 @@ extension CargoBuilder {
             throw cancelled
         } catch {
             note("compiled dependencies: the farm's entry was refused (\(error)); compiling them here")
-            removeTarget(context)
+            try removeTarget(context)
         }
 
         // A miss: compile the registry crates alone, keep exactly their units, store them signed.
@@ -139,7 +139,7 @@ extension CargoBuilder {
         let archive = plan.scratch + "/dependencies-\(key.prefix(16)).tar.gz"
         let digest = try pack(context: context, keep: units.registryUnits, into: archive, maxBytes: plan.maxEntryBytes)
         // The build starts from exactly the archive, as a hit does: nothing else of the step remains.
-        removeTarget(context)
+        try removeTarget(context)
         try install(archive: archive, context: context, plan: plan)
         let statement = DependencyCacheStatement(
             key: key, archiveSha256: digest.sha256, archiveSize: digest.size, workerID: plan.workerID, isolation: plan.isolation, created: Date(),
@@ -250,10 +250,14 @@ extension CargoBuilder {
     }
 
     /// Removes `out/target` (moved aside first: a rename follows no link, and the removal then works
-    /// in a directory only the host names).
-    func removeTarget(_ context: BuildContext) {
+    /// in a directory only the host names). Fails the build when it stays: after a dependency-only step
+    /// it holds the project's stub units, which the real build must never see.
+    func removeTarget(_ context: BuildContext) throws {
         let aside = (context.outputDirectory as NSString).deletingLastPathComponent + "/target-removed-\(UUID().uuidString)"
-        guard rename(context.outputDirectory + "/target", aside) == 0 else { return }
-        try? FileManager.default.removeItem(atPath: aside)  // on the job's workspace, removed with it
+        guard rename(context.outputDirectory + "/target", aside) == 0 else {
+            if errno == ENOENT { return }
+            throw BuildFailure.internalError("build", "cannot clear the dependency step's target directory: \(String(cString: strerror(errno)))")
+        }
+        try? FileManager.default.removeItem(atPath: aside)  // out of the build's sight already; on the job's workspace, removed with it
     }
 }
