@@ -64,6 +64,9 @@ extension BuildCoordinator {
             case .ignore, .awaitReplay: return
             case .stopWorker(let other): await sendControl(job.id, .init(action: .cancel, workerID: other))
             case .acknowledge(let seq, let worker): await sendControl(job.id, .init(action: .ack, seq: seq, workerID: worker))
+            case .storeAndAcknowledge(let seq, let worker):
+                logger.notice("storing the job's terminal event on its resend", metadata: ["job_id": "\(job.id)", "seq": "\(seq)"])
+                if await storeAndRelay(event) { await sendControl(job.id, .init(action: .ack, seq: seq, workerID: worker)) }
             case .requestReplay(let from, let worker): await sendControl(job.id, .init(action: .replay, fromSeq: from, workerID: worker))
             case .apply(let done):
                 let input: JobLifecycle.Input = done ? .workerDone(event, artifacts: try await attemptArtifacts(job.id)) : .workerEvent(event)

@@ -32,6 +32,10 @@ struct EventIntake {
         case stopWorker(String)
         /// A duplicate terminal event of an ended job: acknowledge it again so the worker may exit.
         case acknowledge(seq: Int, worker: String)
+        /// The terminal event the job ended with, not stored (the job's status is written first, the
+        /// event after, and that store failed; the worker was not acknowledged and sent it again):
+        /// store it now, then acknowledge.
+        case storeAndAcknowledge(seq: Int, worker: String)
         /// A gap: ask the worker to send its events again from `fromSeq`.
         case requestReplay(fromSeq: Int, worker: String)
         /// A gap already asked about within the replay interval: wait for the replay.
@@ -103,8 +107,20 @@ struct EventIntake {
             lastReplay[job.id] = now
             return .requestReplay(fromSeq: last + 1, worker: worker)
         }
-        guard !job.status.isTerminal else { return .ignore }
+        guard !job.status.isTerminal else {
+            return event.type == Self.terminalEvent(of: job.status) ? .storeAndAcknowledge(seq: event.seq, worker: worker) : .ignore
+        }
         return .apply(done: event.type == .done)
+    }
+
+    /// The worker event a job ends with in `status` (nil: not a terminal status).
+    static func terminalEvent(of status: Job.Status) -> BuildEvent.Kind? {
+        switch status {
+        case .ready: .done
+        case .error: .failed
+        case .cancelled: .cancelled
+        case .waiting, .building: nil
+        }
     }
 
     /// What the lifecycle made of an applied event: a job still building with a non-terminal event

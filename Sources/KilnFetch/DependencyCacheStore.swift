@@ -49,7 +49,7 @@ public final class DependencyCacheStore: Sendable {
         }
         // Uploads a previous run left unfinished are never finished.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: configuration.directory + "/incoming")) ?? [] {
-            try? FileManager.default.removeItem(atPath: configuration.directory + "/incoming/" + name)  // best effort; unreferenced
+            Self.removeUnreferenced(configuration.directory + "/incoming/" + name)
         }
     }
 
@@ -104,7 +104,7 @@ public final class DependencyCacheStore: Sendable {
                 throw FetchRefusal(.quota, "the fetch service is taking \(configuration.maxUploads) dependency uploads already", retryable: true)
             }
             let fm = FileManager.default
-            try? fm.removeItem(atPath: directory)  // a fresh directory per upload; absent is fine
+            Self.removeUnreferenced(directory)  // a fresh directory per upload
             guard (try? fm.createDirectory(atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])) != nil,
                 fm.createFile(atPath: directory + "/seal", contents: Data(seal), attributes: [.posixPermissions: 0o600]),
                 fm.createFile(atPath: directory + "/archive", contents: nil, attributes: [.posixPermissions: 0o600]),
@@ -144,16 +144,16 @@ public final class DependencyCacheStore: Sendable {
         guard let upload = finished else { return .accepted }
         try? upload.handle.close()  // every byte went through write(contentsOf:), which throws on failure
         guard upload.hasher.finalize().hexString == upload.sha256 else {
-            try? FileManager.default.removeItem(atPath: upload.directory)  // refused bytes; nothing refers to them
+            Self.removeUnreferenced(upload.directory)
             throw FetchRefusal(.badRequest, "the dependency archive does not match the SHA-256 its seal declared: dropped")
         }
         if hasEntry(key) {
-            try? FileManager.default.removeItem(atPath: upload.directory)  // another worker's entry came first; this copy is unused
+            Self.removeUnreferenced(upload.directory)  // another worker's entry came first
             return .exists
         }
         // Into place in one rename: readers see a whole entry or none.
         guard rename(upload.directory, entryDirectory(key)) == 0 else {
-            try? FileManager.default.removeItem(atPath: upload.directory)  // lost a race to an identical key, or the disk failed; either way unused
+            Self.removeUnreferenced(upload.directory)  // lost a race to an identical key, or the disk failed
             return .exists
         }
         return .stored
@@ -161,7 +161,14 @@ public final class DependencyCacheStore: Sendable {
 
     private static func discard(_ upload: Upload) {
         try? upload.handle.close()  // the upload is abandoned; its bytes are removed next
-        try? FileManager.default.removeItem(atPath: upload.directory)  // best effort; the next begin or restart removes leftovers
+        removeUnreferenced(upload.directory)
+    }
+
+    /// Removes an upload's directory nothing refers to (refused, abandoned, superseded). Best effort:
+    /// what stays is removed by the worker's next upload or the service's next start, and is never
+    /// served (only `entries/` is).
+    static func removeUnreferenced(_ path: String) {
+        try? FileManager.default.removeItem(atPath: path)  // see above: a leftover is harmless and removed later
     }
 
     /// Drops uploads older than `window`; evicts entries, least recently used first, past `maxBytes`.

@@ -122,9 +122,9 @@ extension CargoBuilder {
         // A miss: compile the registry crates alone, keep exactly their units, store them signed.
         note("compiled dependencies: none in the farm's cache; compiling \(crates) registry crates in a dependency-only step (no code of the project runs)")
         let skeletonDirectory = plan.workspace + "/dependency-skeleton"
-        try? FileManager.default.removeItem(atPath: skeletonDirectory)  // a fresh directory; none there is the usual case
+        Self.removeScratch(skeletonDirectory)  // a fresh directory
         try skeleton.write(to: skeletonDirectory)
-        defer { try? FileManager.default.removeItem(atPath: skeletonDirectory) }  // on the job's workspace, removed with it anyway
+        defer { Self.removeScratch(skeletonDirectory) }
         if let user = context.sandbox.buildUser { try ConfinedDirectory(path: skeletonDirectory).changeOwner(to: user) }
         let units = DependencyUnits()
         let step = try await context.sandbox.run(
@@ -159,7 +159,7 @@ extension CargoBuilder {
         } catch {
             stored = "not stored (\(error))"
         }
-        try? FileManager.default.removeItem(atPath: archive)  // root-only scratch, removed with the worker anyway
+        Self.removeScratch(archive)
         note("compiled dependencies: \(crates) registry crates, \(digest.size >> 10) KiB (sha256:\(digest.sha256.prefix(16))…); \(stored)")
         return DependencyCacheOutcome(
             summary: "miss: \(crates) registry crates compiled in a dependency-only step; \(stored)",
@@ -233,18 +233,18 @@ extension CargoBuilder {
     /// build's user and renames it to `out/target` (a rename follows no link the build could have made).
     private func install(archive: String, context: BuildContext, plan: DependencyCachePlan) throws {
         let staging = plan.workspace + "/dependency-units"
-        try? FileManager.default.removeItem(atPath: staging)  // a fresh directory; none there is the usual case
+        Self.removeScratch(staging)  // a fresh directory
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o755])
         let extractor = ArchiveExtractor(
             configuration: .init(maxEntries: 200_000, maxTotalBytes: min(plan.maxEntryBytes * 8, context.sandbox.limits.diskBytes), maxCompressionRatio: 100))
         do { _ = try extractor.extract(archivePath: archive, into: staging) } catch {
-            try? FileManager.default.removeItem(atPath: staging)  // refused; nothing of it is used
+            Self.removeScratch(staging)  // refused
             throw DependencyCacheError("cannot unpack the entry: \(error)")
         }
         if let user = context.sandbox.buildUser { try ConfinedDirectory(path: staging).changeOwner(to: user) }
         guard rename(staging, context.outputDirectory + "/target") == 0 else {
             let reason = String(cString: strerror(errno))
-            try? FileManager.default.removeItem(atPath: staging)  // not installed; nothing of it is used
+            Self.removeScratch(staging)  // not installed
             throw DependencyCacheError("cannot put the compiled dependencies in place: \(reason)")
         }
     }
@@ -258,6 +258,13 @@ extension CargoBuilder {
             if errno == ENOENT { return }
             throw BuildFailure.internalError("build", "cannot clear the dependency step's target directory: \(String(cString: strerror(errno)))")
         }
-        try? FileManager.default.removeItem(atPath: aside)  // out of the build's sight already; on the job's workspace, removed with it
+        Self.removeScratch(aside)  // out of the build's sight already
+    }
+
+    /// Removes a file or directory of this step's own on the job's workspace or the root-only scratch
+    /// (a skeleton, an archive, a staging or moved-aside directory). Best effort: nothing refers to it
+    /// any more, and the workspace and scratch are removed with the job and the worker.
+    static func removeScratch(_ path: String) {
+        try? FileManager.default.removeItem(atPath: path)  // see above: a leftover is unused and removed with the job
     }
 }

@@ -51,9 +51,14 @@ import Testing
         Case(status: .ready, kind: .log, seq: 2, worker: "w1", expected: .ignore),
         // A gap: a replay request from the first missing seq.
         Case(status: .building, kind: .log, seq: 9, worker: "w1", expected: .requestReplay(fromSeq: 6, worker: "w1")),
-        // In sequence, but the job has ended: nothing changes it.
+        // In sequence, but the job has ended: nothing changes it — except the very event it ended
+        // with, whose store failed (so it was not acknowledged): stored now, then acknowledged.
         Case(status: .cancelled, kind: .log, seq: 6, worker: "w1", expected: .ignore),
-        Case(status: .ready, kind: .done, seq: 6, worker: "w1", expected: .ignore),
+        Case(status: .ready, kind: .done, seq: 6, worker: "w1", expected: .storeAndAcknowledge(seq: 6, worker: "w1")),
+        Case(status: .error, kind: .failed, seq: 6, worker: "w1", expected: .storeAndAcknowledge(seq: 6, worker: "w1")),
+        Case(status: .cancelled, kind: .cancelled, seq: 6, worker: "w1", expected: .storeAndAcknowledge(seq: 6, worker: "w1")),
+        Case(status: .cancelled, kind: .done, seq: 6, worker: "w1", expected: .ignore),
+        Case(status: .error, kind: .done, seq: 6, worker: "w1", expected: .ignore),
         // Another worker: told to stop, unless the job waits (the next offer settles it).
         Case(status: .building, kind: .log, seq: 6, worker: "w2", expected: .stopWorker("w2")),
         Case(status: .ready, kind: .done, seq: 6, worker: "w2", expected: .stopWorker("w2")),
