@@ -84,6 +84,13 @@ import Testing
         #expect(skipped.log.contains { $0.contains("Compiling clap") })
         #expect(skipped.artifact == cold.artifact, "byte-identical without the cache")
 
+        // The worker's bound on an entry: past it the step's units are not packed, the build compiles
+        // everything itself and stores nothing.
+        let bounded = try await Self.build(files, registry: registry, dir: dir, skipCache: false, workerArgs: ["--max-dependency-entry-mb", "1"])
+        #expect(bounded.log.contains { $0.contains("compiled dependencies: the farm's entry was refused (the entry is larger than this worker takes)") })
+        #expect(bounded.log.contains { $0.contains("not used (the compiled dependencies exceed 1 MiB)") }, "\(bounded.log.filter { $0.contains("[kiln]") })")
+        #expect(bounded.artifact == cold.artifact)
+
         // --dependency-cache off: the worker does not look.
         let off = try await Self.build(files, registry: registry, dir: dir, workerArgs: ["--dependency-cache", "off"])
         #expect(try Self.cacheParameter(off) == nil)
