@@ -135,6 +135,7 @@ extension CargoBuilder {
         }
         if step.process.cancelled { throw BuildCancelled() }
         guard step.process.succeeded else { throw DependencyCacheError("the dependency-only step failed (\(step.process.description))") }
+        guard !units.overflowed else { throw DependencyCacheError("cargo reported more than \(units.limit) units") }
         guard units.otherPackages.isEmpty else { throw DependencyCacheError("cargo built packages that are not registry crates") }
         let archive = plan.scratch + "/dependencies-\(key.prefix(16)).tar.gz"
         let digest = try pack(context: context, keep: units.registryUnits, into: archive, maxBytes: plan.maxEntryBytes)

@@ -10,8 +10,18 @@ import Synchronization
 /// source files' times, and an archive's are old — and the stub would be linked into the artifact.
 /// Only units cargo named as coming from a registry package (`registry+…` package ids) are kept, and
 /// never one whose hash cargo also reported for a path package.
+///
+/// Bounded: the step runs registry code, which can print fake cargo messages by the hundred thousand
+/// (the hostile table's attack on the artifact collector). Past `limit` hashes and package ids in all,
+/// nothing more is kept and the step is not cached (`overflowed`).
 final class DependencyUnits: Sendable {
-    private let state = Mutex<(registry: Set<String>, path: Set<String>, other: Set<String>)>(([], [], []))
+    private let state = Mutex<(registry: Set<String>, path: Set<String>, other: Set<String>, overflowed: Bool)>(([], [], [], false))
+    let limit: Int
+
+    init(limit: Int = 100_000) { self.limit = limit }
+
+    /// More units were reported than `limit`: the step is not cached.
+    var overflowed: Bool { state.withLock { $0.overflowed } }
 
     /// Reads one line of `cargo build --message-format=json` output (other lines are ignored).
     func consider(jsonLine line: String) {
@@ -27,6 +37,11 @@ final class DependencyUnits: Sendable {
         let hashes = paths.compactMap(Self.unitHash(ofPath:))
         let origin = Self.origin(of: packageID)
         state.withLock {
+            guard !$0.overflowed else { return }
+            guard $0.registry.count + $0.path.count + $0.other.count + hashes.count < limit else {
+                $0.overflowed = true
+                return
+            }
             switch origin {
             case .registry: $0.registry.formUnion(hashes)
             case .path: $0.path.formUnion(hashes)

@@ -45,6 +45,20 @@ import Testing
         #expect(units.otherPackages == ["git+https://example.com/x#x@1.0"])
     }
 
+    /// The attack: the step's registry code prints fake cargo messages without end. What is kept stays
+    /// at the limit, and the step is not cached.
+    @Test func fakeMessagesPastTheLimitAreNotKeptAndTheStepIsNotCached() {
+        let units = DependencyUnits(limit: 1000)
+        for n in 0..<50_000 {
+            units.consider(
+                jsonLine:
+                    #"{"reason":"compiler-artifact","package_id":"registry+https://github.com/rust-lang/crates.io-index#x@1.0","filenames":["/build/out/target/release/deps/libx-"#
+                    + String(format: "%016x", n) + #".rlib"]}"#)
+        }
+        #expect(units.overflowed)
+        #expect(units.registryUnits.count < 1000)
+    }
+
     @Test func theSelectionHoldsKeptUnitsAndTheirDirectoriesAndRefusesLinks() throws {
         let dir = try TemporaryDirectory(prefix: "kiln-units")
         let fm = FileManager.default
